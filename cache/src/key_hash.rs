@@ -1,0 +1,43 @@
+//! A fast hasher for `u64` row ids (a multiply-xorshift finalizer), used by cache indexes where
+//! keys are integers and SipHash's DoS resistance buys nothing.
+
+use std::hash::{BuildHasher, Hasher};
+
+/// Builds [`KeyHasher`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHashBuilder;
+
+impl BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// Hashes one `u64` (other inputs are folded in byte by byte).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        mix64(self.0)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// The splitmix64 / murmur3 64-bit finalizer: a bijection that spreads every input bit.
+#[inline]
+pub fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
