@@ -1,7 +1,9 @@
 //! engram-store's storage tiers and cache policies. Knows nothing of gRPC.
 //!
 //! - [`policy`]: replacement/admission policies over slots, one file each.
+//! - [`io`]: aligned block reads from files, through io_uring (O_DIRECT) or a pread thread pool.
 
+pub mod io;
 mod key_hash;
 pub mod policy;
 

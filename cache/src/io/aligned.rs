@@ -1,0 +1,91 @@
+//! Heap buffers aligned for O_DIRECT: the one place the NVMe tier allocates raw memory.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::ptr::NonNull;
+
+/// A zero-initialised byte buffer whose address is a multiple of `align` (a power of two).
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: AlignedBuf uniquely owns its allocation (like Box<[u8]>); nothing is shared.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: &AlignedBuf only gives out &[u8], which is Sync.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Allocates `len` zeroed bytes aligned to `align`. `len` 0 gives a 1-byte allocation.
+    ///
+    /// Panics only if `align` is not a power of two (a programming error, never input-driven).
+    pub fn zeroed(len: usize, align: usize) -> Self {
+        let layout = Layout::from_size_align(len.max(1), align)
+            .expect("alignment is a power of two and the size does not overflow");
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        Self { ptr, layout }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// True for an empty buffer (never: the minimum size is one byte).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Raw pointer for the kernel to write into; valid while `self` lives.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr points to layout.size() initialised (zeroed, then written) bytes we own.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: ptr was allocated with exactly this layout and is freed once.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.layout.size())
+            .field("align", &self.layout.align())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_aligned_and_zeroed() {
+        let mut b = AlignedBuf::zeroed(8192, 4096);
+        assert_eq!(b.as_mut_ptr() as usize % 4096, 0);
+        assert!(b.iter().all(|&x| x == 0));
+        b[8191] = 7;
+        assert_eq!(b[8191], 7);
+    }
+}

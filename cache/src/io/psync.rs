@@ -1,0 +1,80 @@
+//! The pread engine: a pool of threads each doing blocking `pread`s, as many as the queue depth.
+//! The fallback where io_uring is unavailable (old kernels, container seccomp filters).
+
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::{AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, IoEngine, IoEngineConfig, Pending, ReadOp};
+
+/// Blocking reads on a thread pool.
+#[derive(Debug)]
+pub struct PreadEngine {
+    tx: crossbeam_channel::Sender<Pending>,
+    threads: usize,
+}
+
+impl PreadEngine {
+    /// Starts `config.queue_depth` reader threads (at least one).
+    pub fn start(config: IoEngineConfig) -> io::Result<Self> {
+        let threads = config.queue_depth.max(1);
+        let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
+        for i in 0..threads {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("pread-{i}"))
+                .spawn(move || {
+                    while let Ok(pending) = rx.recv() {
+                        let result = read_exact_at(&pending.op);
+                        pending.complete(result);
+                    }
+                })?;
+        }
+        Ok(Self { tx, threads })
+    }
+}
+
+fn read_exact_at(op: &ReadOp) -> io::Result<AlignedBuf> {
+    let mut buf = AlignedBuf::zeroed(op.len, BUFFER_ALIGN);
+    let file = op.file.as_file();
+    let mut done = 0;
+    while done < op.len {
+        match file.read_at(&mut buf[done..], op.offset + done as u64) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "read {} bytes at offset {} of {}: file ends after {} bytes",
+                        op.len,
+                        op.offset,
+                        op.file.path().display(),
+                        done
+                    ),
+                ));
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf)
+}
+
+impl IoEngine for PreadEngine {
+    fn name(&self) -> &'static str {
+        "pread"
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.threads
+    }
+
+    fn read_batch(&self, ops: Vec<ReadOp>) -> BatchFuture {
+        let (pending, future) = Batch::new(ops);
+        for p in pending {
+            if let Err(crossbeam_channel::SendError(p)) = self.tx.send(p) {
+                p.complete(Err(io::Error::other("pread engine stopped")));
+            }
+        }
+        future
+    }
+}
