@@ -1,11 +1,16 @@
 //! engram-store's storage tiers and cache policies. Knows nothing of gRPC.
 //!
 //! - [`policy`]: replacement/admission policies over slots, one file each.
+//! - [`RowCache`]: the RAM tier, a sharded slab arena of fixed-size rows under a byte budget.
 //! - [`io`]: aligned block reads from files, through io_uring (O_DIRECT) or a pread thread pool.
 
 pub mod io;
 mod key_hash;
+mod latency;
 pub mod policy;
+mod ram;
 
 pub use key_hash::{KeyHashBuilder, KeyHasher, mix64};
+pub use latency::{LatencyHistogram, LatencySnapshot};
 pub use policy::{Admitted, Policy};
+pub use ram::{PolicyFactory, RowCache, RowCacheBuilder, RowCacheStats};

@@ -44,7 +44,11 @@ impl Batch {
         let pending = ops
             .into_iter()
             .enumerate()
-            .map(|(index, op)| Pending { batch: batch.clone(), index, op })
+            .map(|(index, op)| Pending {
+                batch: batch.clone(),
+                index,
+                op,
+            })
             .collect();
         (pending, BatchFuture { rx })
     }
@@ -94,8 +98,8 @@ impl BatchFuture {
 impl Future for BatchFuture {
     type Output = io::Result<Results>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.map_err(|_| io::Error::other("io engine stopped before the batch completed")))
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.map_err(|_| io::Error::other("io engine stopped before the batch completed"))
+        })
     }
 }

@@ -104,7 +104,9 @@ mod tests {
 
     fn sample_file(dir: &std::path::Path) -> Arc<DirectFile> {
         let p = dir.join("data");
-        let bytes: Vec<u8> = (0..64 * 4096u32).map(|i| (i / 4096) as u8 ^ (i as u8)).collect();
+        let bytes: Vec<u8> = (0..64 * 4096u32)
+            .map(|i| (i / 4096) as u8 ^ (i as u8))
+            .collect();
         std::fs::write(&p, bytes).expect("write sample");
         Arc::new(DirectFile::open(&p, true).expect("open sample"))
     }
@@ -115,9 +117,15 @@ mod tests {
         let blocks = [63u64, 0, 17, 17, 5, 40];
         let ops = blocks
             .iter()
-            .map(|&b| ReadOp { file: file.clone(), offset: b * 4096, len: 4096 })
+            .map(|&b| ReadOp {
+                file: file.clone(),
+                offset: b * 4096,
+                len: 4096,
+            })
             .collect();
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
         let results = rt.block_on(engine.read_batch(ops)).expect("engine alive");
         assert_eq!(results.len(), blocks.len());
         for (b, r) in blocks.iter().zip(results) {
@@ -129,8 +137,16 @@ mod tests {
         }
         // A read past the end is an error for that op only.
         let ops = vec![
-            ReadOp { file: file.clone(), offset: 64 * 4096, len: 4096 },
-            ReadOp { file, offset: 4096, len: 4096 },
+            ReadOp {
+                file: file.clone(),
+                offset: 64 * 4096,
+                len: 4096,
+            },
+            ReadOp {
+                file,
+                offset: 4096,
+                len: 4096,
+            },
         ];
         let results = rt.block_on(engine.read_batch(ops)).expect("engine alive");
         assert!(results[0].is_err());

@@ -4,7 +4,9 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::{AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, IoEngine, IoEngineConfig, Pending, ReadOp};
+use super::{
+    AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, IoEngine, IoEngineConfig, Pending, ReadOp,
+};
 
 /// Blocking reads on a thread pool.
 #[derive(Debug)]

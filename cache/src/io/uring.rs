@@ -7,7 +7,9 @@ use std::io;
 
 use io_uring::{IoUring, opcode, types};
 
-use super::{AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, IoEngine, IoEngineConfig, Pending, ReadOp};
+use super::{
+    AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, IoEngine, IoEngineConfig, Pending, ReadOp,
+};
 
 /// io_uring reads from one submission thread.
 #[derive(Debug)]
@@ -63,7 +65,9 @@ fn run(mut ring: IoUring, rx: crossbeam_channel::Receiver<Pending>, queue_depth:
         backlog.extend(rx.try_iter());
 
         while let Some(slot) = free.last().copied() {
-            let Some(pending) = backlog.pop_front() else { break };
+            let Some(pending) = backlog.pop_front() else {
+                break;
+            };
             let mut buf = AlignedBuf::zeroed(pending.op.len, BUFFER_ALIGN);
             let Ok(len) = u32::try_from(pending.op.len) else {
                 pending.complete(Err(io::Error::other("read larger than 4 GiB")));
@@ -96,7 +100,8 @@ fn run(mut ring: IoUring, rx: crossbeam_channel::Receiver<Pending>, queue_depth:
             // The ring is broken: fail everything in flight and queued rather than hang.
             for slot in slots.iter_mut() {
                 if let Some(f) = slot.take() {
-                    f.pending.complete(Err(io::Error::new(e.kind(), e.to_string())));
+                    f.pending
+                        .complete(Err(io::Error::new(e.kind(), e.to_string())));
                 }
             }
             for p in backlog.drain(..) {

@@ -61,7 +61,10 @@ impl Policy for Clock {
             self.keys.push(key);
             self.referenced.push(false);
             self.index.insert(key, slot);
-            return Some(Admitted { slot, evicted: None });
+            return Some(Admitted {
+                slot,
+                evicted: None,
+            });
         }
         loop {
             let slot = self.hand;
@@ -73,13 +76,21 @@ impl Policy for Clock {
             let evicted = std::mem::replace(&mut self.keys[slot], key);
             self.index.remove(&evicted);
             self.index.insert(key, slot as u32);
-            return Some(Admitted { slot: slot as u32, evicted: Some(evicted) });
+            return Some(Admitted {
+                slot: slot as u32,
+                evicted: Some(evicted),
+            });
         }
     }
 
     fn metadata_bytes(&self) -> usize {
         // hashbrown: one control byte per bucket plus the (u64, u32) entry, padded to 16 bytes.
-        let buckets = self.index.capacity().next_power_of_two().max(1) * 8 / 7;
+        let cap = self.index.capacity();
+        let buckets = if cap == 0 {
+            0
+        } else {
+            (cap * 8 / 7).next_power_of_two()
+        };
         buckets * (1 + 16) + self.keys.capacity() * 8 + self.referenced.capacity()
     }
 }

@@ -9,6 +9,22 @@ mod clock;
 
 pub use clock::Clock;
 
+/// Names accepted by [`by_name`].
+pub const POLICY_NAMES: &[&str] = &["clock"];
+
+/// The policy the RAM tier runs unless told otherwise.
+pub fn default_policy(capacity: usize) -> Box<dyn Policy> {
+    Box::new(Clock::new(capacity))
+}
+
+/// The policy called `name` (see [`POLICY_NAMES`]), or `None` for an unknown name.
+pub fn by_name(name: &str, capacity: usize) -> Option<Box<dyn Policy>> {
+    match name {
+        "clock" => Some(Box::new(Clock::new(capacity))),
+        _ => None,
+    }
+}
+
 /// Where an admitted key goes: the slot to fill, and the key that slot held before, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {

@@ -1,0 +1,342 @@
+//! The RAM tier: a concurrent cache of fixed-size rows under a byte budget.
+//!
+//! Rows live in slab arenas, one per shard (slot `i` of a shard holds its row at
+//! `i * row_bytes`), so a cached row costs its bytes plus the policy's few bytes of metadata,
+//! never a heap allocation of its own. Each shard is a mutex over a [`Policy`] and its arena;
+//! the shard of a row is picked from the top bits of a mixed row id.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::key_hash::mix64;
+use crate::policy::{self, Policy};
+
+/// Makes the policy of one shard for a given slot count.
+pub type PolicyFactory = Arc<dyn Fn(usize) -> Box<dyn Policy> + Send + Sync>;
+
+/// Counters of a [`RowCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCacheStats {
+    /// Lookups that found their row.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Rows admitted.
+    pub inserts: u64,
+    /// Rows offered but declined by the admission policy.
+    pub rejected: u64,
+    /// Rows resident now.
+    pub resident_rows: u64,
+    /// Slots in all shards.
+    pub capacity_rows: u64,
+    /// Bytes of policy metadata and index, exactly as the policies account them.
+    pub metadata_bytes: u64,
+}
+
+struct Shard {
+    policy: Box<dyn Policy>,
+    arena: Vec<u8>,
+    hits: u64,
+    misses: u64,
+    inserts: u64,
+    rejected: u64,
+}
+
+/// Sharded slab cache of rows of one size.
+pub struct RowCache {
+    shards: Box<[Mutex<Shard>]>,
+    shard_shift: u32,
+    row_bytes: usize,
+    budget_bytes: u64,
+    policy_name: &'static str,
+}
+
+impl std::fmt::Debug for RowCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowCache")
+            .field("row_bytes", &self.row_bytes)
+            .field("budget_bytes", &self.budget_bytes)
+            .field("policy", &self.policy_name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Builds a [`RowCache`].
+pub struct RowCacheBuilder {
+    row_bytes: usize,
+    budget_bytes: u64,
+    shards: usize,
+    policy: PolicyFactory,
+}
+
+impl std::fmt::Debug for RowCacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowCacheBuilder")
+            .field("row_bytes", &self.row_bytes)
+            .field("budget_bytes", &self.budget_bytes)
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+impl RowCacheBuilder {
+    /// A cache of rows of `row_bytes` bytes. Defaults: budget 0 (caches nothing), 64 shards,
+    /// the default policy ([`policy::default_policy`]).
+    pub fn new(row_bytes: usize) -> Self {
+        Self {
+            row_bytes: row_bytes.max(1),
+            budget_bytes: 0,
+            shards: 64,
+            policy: Arc::new(policy::default_policy),
+        }
+    }
+
+    /// Total bytes for row data and metadata together. Default 0.
+    pub fn budget_bytes(mut self, bytes: u64) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// Shard count, rounded up to a power of two. Default 64.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1).next_power_of_two();
+        self
+    }
+
+    /// The policy each shard runs. Default [`policy::default_policy`].
+    pub fn policy(mut self, factory: PolicyFactory) -> Self {
+        self.policy = factory;
+        self
+    }
+
+    /// Metadata bytes of one shard's policy of `slots` slots once full (measured, not guessed).
+    fn measured_metadata(&self, slots: usize) -> u64 {
+        let mut p = (self.policy)(slots);
+        for key in 0..(slots as u64 * 2) {
+            let key = mix64(key);
+            if p.get(key).is_none() {
+                p.insert(key);
+            }
+        }
+        p.metadata_bytes() as u64
+    }
+
+    /// Sizes the shards so that arenas plus metadata stay within the budget, and builds.
+    pub fn build(self) -> RowCache {
+        let shard_count = self.shards;
+        let shard_budget = self.budget_bytes / shard_count as u64;
+        // Start from the rows that fit with no metadata, then shrink until a full shard's
+        // arena plus measured metadata fits its share of the budget.
+        let mut per_shard = (shard_budget / self.row_bytes as u64) as usize;
+        while per_shard > 0 {
+            let need = per_shard as u64 * self.row_bytes as u64 + self.measured_metadata(per_shard);
+            if need <= shard_budget {
+                break;
+            }
+            let over = need - shard_budget;
+            let shrink = (over / self.row_bytes as u64)
+                .max(per_shard as u64 / 64)
+                .max(1) as usize;
+            per_shard = per_shard.saturating_sub(shrink);
+        }
+        let policy_name = (self.policy)(0).name();
+        let shards = (0..shard_count)
+            .map(|_| {
+                Mutex::new(Shard {
+                    policy: (self.policy)(per_shard),
+                    // calloc'd: pages become resident only as rows are written.
+                    arena: vec![0u8; per_shard * self.row_bytes],
+                    hits: 0,
+                    misses: 0,
+                    inserts: 0,
+                    rejected: 0,
+                })
+            })
+            .collect();
+        RowCache {
+            shards,
+            shard_shift: 64 - shard_count.trailing_zeros(),
+            row_bytes: self.row_bytes,
+            budget_bytes: self.budget_bytes,
+            policy_name,
+        }
+    }
+}
+
+impl RowCache {
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// The configured budget.
+    pub fn budget_bytes(&self) -> u64 {
+        self.budget_bytes
+    }
+
+    /// Name of the policy the shards run.
+    pub fn policy_name(&self) -> &'static str {
+        self.policy_name
+    }
+
+    fn shard(&self, row: u64) -> &Mutex<Shard> {
+        let i = if self.shard_shift >= 64 {
+            0
+        } else {
+            (mix64(row) >> self.shard_shift) as usize
+        };
+        &self.shards[i]
+    }
+
+    /// Copies row `row` into `out` (`row_bytes` long) if cached; records the access either way.
+    pub fn get_into(&self, row: u64, out: &mut [u8]) -> bool {
+        let mut shard = self.shard(row).lock();
+        match shard.policy.get(row) {
+            Some(slot) => {
+                let at = slot as usize * self.row_bytes;
+                out.copy_from_slice(&shard.arena[at..at + self.row_bytes]);
+                shard.hits += 1;
+                true
+            }
+            None => {
+                shard.misses += 1;
+                false
+            }
+        }
+    }
+
+    /// True if `row` is resident (records nothing).
+    pub fn contains(&self, row: u64) -> bool {
+        self.shard(row).lock().policy.contains(row)
+    }
+
+    /// Offers `row` with its bytes for admission; true if it is resident afterwards.
+    pub fn insert(&self, row: u64, bytes: &[u8]) -> bool {
+        debug_assert_eq!(bytes.len(), self.row_bytes);
+        let mut shard = self.shard(row).lock();
+        if shard.policy.contains(row) {
+            return true;
+        }
+        match shard.policy.insert(row) {
+            Some(admitted) => {
+                let at = admitted.slot as usize * self.row_bytes;
+                shard.arena[at..at + self.row_bytes].copy_from_slice(bytes);
+                shard.inserts += 1;
+                true
+            }
+            None => {
+                shard.rejected += 1;
+                false
+            }
+        }
+    }
+
+    /// Counters summed over shards.
+    pub fn stats(&self) -> RowCacheStats {
+        let mut s = RowCacheStats::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            s.hits += shard.hits;
+            s.misses += shard.misses;
+            s.inserts += shard.inserts;
+            s.rejected += shard.rejected;
+            s.resident_rows += shard.policy.len() as u64;
+            s.capacity_rows += shard.policy.capacity() as u64;
+            s.metadata_bytes += shard.policy.metadata_bytes() as u64;
+        }
+        s
+    }
+
+    /// Zeroes the hit, miss, insert and reject counters.
+    pub fn reset_counters(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            shard.hits = 0;
+            shard.misses = 0;
+            shard.inserts = 0;
+            shard.rejected = 0;
+        }
+    }
+
+    /// Bytes held: arenas (full size, as allocated) plus metadata.
+    pub fn footprint_bytes(&self) -> u64 {
+        let s = self.stats();
+        s.capacity_rows * self.row_bytes as u64 + s.metadata_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn row(id: u64, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| (mix64(id) >> (i % 8 * 8)) as u8 ^ i as u8)
+            .collect()
+    }
+
+    #[test]
+    fn never_serves_a_wrong_row_and_stays_in_budget() {
+        let rb = 160;
+        let cache = RowCacheBuilder::new(rb)
+            .budget_bytes(1 << 20)
+            .shards(8)
+            .build();
+        assert!(
+            cache.footprint_bytes() <= 1 << 20,
+            "{}",
+            cache.footprint_bytes()
+        );
+        let mut out = vec![0u8; rb];
+        let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+        for i in 0..200_000u64 {
+            let id = mix64(i) % 20_000;
+            if cache.get_into(id, &mut out) {
+                assert_eq!(out, row(id, rb), "row {id}");
+            } else {
+                let bytes = model.entry(id).or_insert_with(|| row(id, rb)).clone();
+                cache.insert(id, &bytes);
+            }
+        }
+        let s = cache.stats();
+        assert!(s.hits > 0 && s.misses > 0);
+        assert!(s.resident_rows <= s.capacity_rows);
+        assert!(cache.footprint_bytes() <= 1 << 20);
+    }
+
+    #[test]
+    fn zero_budget_caches_nothing() {
+        let cache = RowCacheBuilder::new(16).build();
+        assert!(!cache.insert(1, &[0u8; 16]));
+        assert!(!cache.get_into(1, &mut [0u8; 16]));
+    }
+
+    #[test]
+    fn concurrent_readers_and_writers_agree() {
+        let rb = 64;
+        let cache = Arc::new(RowCacheBuilder::new(rb).budget_bytes(256 << 10).build());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    let mut out = vec![0u8; rb];
+                    for i in 0..50_000u64 {
+                        let id = mix64(i * 4 + t) % 5_000;
+                        if cache.get_into(id, &mut out) {
+                            assert_eq!(out, row(id, rb));
+                        } else {
+                            cache.insert(id, &row(id, rb));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("worker");
+        }
+        assert!(cache.stats().hits > 0);
+    }
+}
