@@ -1,0 +1,13 @@
+//! The serving engine, independent of gRPC: every table of a data directory opened with its RAM
+//! tier over one I/O engine, and the lookup path of each.
+
+mod error;
+mod inflight;
+mod registry;
+mod served_table;
+mod tier_stats;
+
+pub use error::LookupError;
+pub use registry::{Engine, EngineConfig, EngineError};
+pub use served_table::ServedTable;
+pub use tier_stats::{DiskStats, RamStats};

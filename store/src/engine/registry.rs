@@ -1,0 +1,223 @@
+//! The set of served tables: opened at start from the data directory, each with its share of the
+//! RAM budget (proportional to its data bytes), all reading through one I/O engine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use engram_store_cache::io::{IoEngine, IoEngineConfig, IoEngineKind, start_engine};
+use engram_store_cache::{LatencyHistogram, PolicyFactory, RowCacheBuilder, policy};
+
+use super::error::LookupError;
+use super::served_table::ServedTable;
+use crate::table::{OpenTable, TableError, list_table_names};
+
+/// How the engine serves.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Directory holding one subdirectory per table.
+    pub data_dir: PathBuf,
+    /// RAM tier budget over all tables, bytes. Default 0 (no RAM tier).
+    pub ram_cache_bytes: u64,
+    /// RAM tier policy name. Default: the cache crate's default policy.
+    pub ram_policy: Option<String>,
+    /// I/O engine. Default auto (io_uring, else pread).
+    pub io_engine: IoEngineKind,
+    /// Reads in flight at most. Default 128.
+    pub queue_depth: usize,
+    /// Open data files with O_DIRECT. Default true.
+    pub direct_io: bool,
+    /// Most ids in one request. Default 1,048,576.
+    pub max_batch_ids: usize,
+}
+
+impl EngineConfig {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            ram_cache_bytes: 0,
+            ram_policy: None,
+            io_engine: IoEngineKind::Auto,
+            queue_depth: 128,
+            direct_io: true,
+            max_batch_ids: 1 << 20,
+        }
+    }
+}
+
+/// Failure to start the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A table could not be opened.
+    #[error("open table {name:?}: {source}")]
+    Table {
+        /// Table.
+        name: String,
+        /// Why.
+        #[source]
+        source: TableError,
+    },
+    /// The data directory could not be listed.
+    #[error(transparent)]
+    DataDir(TableError),
+    /// The I/O engine could not start.
+    #[error("start the {kind:?} I/O engine: {source}")]
+    Io {
+        /// Engine asked for.
+        kind: IoEngineKind,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An unknown RAM policy name.
+    #[error("unknown RAM policy {0:?}; known: {known}", known = policy::POLICY_NAMES.join(", "))]
+    UnknownPolicy(String),
+}
+
+/// Every served table, and the engine-wide counters.
+#[derive(Debug)]
+pub struct Engine {
+    tables: BTreeMap<String, Arc<ServedTable>>,
+    io: Arc<dyn IoEngine>,
+    config: EngineConfig,
+    started: Instant,
+    /// Whole-request latency.
+    pub request_latency: LatencyHistogram,
+    /// Counters of requests, rows, bytes, errors.
+    pub counters: RequestCounters,
+}
+
+/// Engine-wide request counters.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    /// Requests answered (ok or not).
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Rows returned.
+    pub rows: std::sync::atomic::AtomicU64,
+    /// Row bytes returned.
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Requests that failed.
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+impl Engine {
+    /// Opens every table under `config.data_dir`.
+    pub fn open(config: EngineConfig) -> Result<Self, EngineError> {
+        let factory: Option<PolicyFactory> = match &config.ram_policy {
+            None => None,
+            Some(name) => {
+                if policy::by_name(name, 0).is_none() {
+                    return Err(EngineError::UnknownPolicy(name.clone()));
+                }
+                let name = name.clone();
+                Some(Arc::new(move |cap| {
+                    policy::by_name(&name, cap).unwrap_or_else(|| policy::default_policy(cap))
+                }))
+            }
+        };
+        let io = start_engine(
+            config.io_engine,
+            IoEngineConfig {
+                queue_depth: config.queue_depth,
+            },
+        )
+        .map_err(|source| EngineError::Io {
+            kind: config.io_engine,
+            source,
+        })?;
+        let names = list_table_names(&config.data_dir).map_err(EngineError::DataDir)?;
+        let mut opened = Vec::new();
+        for name in names {
+            let table = OpenTable::open_newest(&config.data_dir, &name, config.direct_io).map_err(
+                |source| EngineError::Table {
+                    name: name.clone(),
+                    source,
+                },
+            )?;
+            opened.push(table);
+        }
+        let total_bytes: u128 = opened
+            .iter()
+            .map(|t| u128::from(t.manifest.data_bytes()))
+            .sum();
+        let mut tables = BTreeMap::new();
+        for table in opened {
+            let share = if total_bytes == 0 {
+                0
+            } else {
+                (u128::from(config.ram_cache_bytes) * u128::from(table.manifest.data_bytes())
+                    / total_bytes) as u64
+            };
+            let cache = (share > 0).then(|| {
+                let b = RowCacheBuilder::new(table.manifest.row_bytes as usize).budget_bytes(share);
+                match &factory {
+                    Some(f) => b.policy(f.clone()),
+                    None => b,
+                }
+            });
+            let name = table.manifest.name.clone();
+            tables.insert(name, Arc::new(ServedTable::new(table, cache, io.clone())));
+        }
+        Ok(Self {
+            tables,
+            io,
+            config,
+            started: Instant::now(),
+            request_latency: LatencyHistogram::new(),
+            counters: RequestCounters::default(),
+        })
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &str) -> Result<&Arc<ServedTable>, LookupError> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| LookupError::UnknownTable {
+                name: name.to_owned(),
+                known: self.tables.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Every table, by name.
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<ServedTable>> {
+        self.tables.values()
+    }
+
+    /// Checks a batch size against the limit.
+    pub fn check_batch(&self, count: usize) -> Result<(), LookupError> {
+        if count > self.config.max_batch_ids {
+            return Err(LookupError::TooManyIds {
+                count,
+                max: self.config.max_batch_ids,
+            });
+        }
+        Ok(())
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// `"io_uring"` or `"pread"`.
+    pub fn io_engine_name(&self) -> &'static str {
+        self.io.name()
+    }
+
+    /// Seconds since start.
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Largest row of any table, bytes.
+    pub fn max_row_bytes(&self) -> usize {
+        self.tables
+            .values()
+            .map(|t| t.manifest().row_bytes as usize)
+            .max()
+            .unwrap_or(0)
+    }
+}

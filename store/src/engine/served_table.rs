@@ -1,0 +1,352 @@
+//! One table being served: its files, its RAM cache and the lookup path.
+//!
+//! A lookup checks ids, copies cache hits straight into the response buffer, groups the misses by
+//! read unit (rows of one block are read once), joins reads already in flight or submits its own
+//! together to the I/O engine, verifies each block's checksum, copies the missed rows into place
+//! (duplicates repeated, request order kept) and offers them to the cache.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use engram_store_cache::io::{IoEngine, ReadOp};
+use engram_store_cache::{RowCache, RowCacheBuilder};
+
+use super::error::LookupError;
+use super::inflight::{InflightUnits, Joined, UnitFuture, UnitResult};
+use super::tier_stats::{DiskStats, RamStats, add};
+use crate::table::{Manifest, OpenTable, RowLayout};
+
+/// Bits of a unit key that hold the unit index within its file.
+const UNIT_BITS: u32 = 44;
+
+/// A table version opened for serving with its RAM tier.
+pub struct ServedTable {
+    table: OpenTable,
+    layout: RowLayout,
+    rows_per_file: u64,
+    cache: Option<RowCache>,
+    io: Arc<dyn IoEngine>,
+    inflight: InflightUnits,
+    /// NVMe-tier counters.
+    pub disk_stats: DiskStats,
+    /// RAM-tier counters (besides the cache's own).
+    pub ram_stats: RamStats,
+}
+
+impl std::fmt::Debug for ServedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedTable")
+            .field("name", &self.table.manifest.name)
+            .field("version", &self.table.manifest.version)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// Where the rows of one unit go: (unit key, row id, output position).
+#[derive(Clone, Copy)]
+struct Miss {
+    unit: u64,
+    row: u64,
+    position: usize,
+}
+
+impl ServedTable {
+    /// Serves `table` with a RAM cache built by `cache` (None: no RAM tier) through `io`.
+    pub fn new(table: OpenTable, cache: Option<RowCacheBuilder>, io: Arc<dyn IoEngine>) -> Self {
+        let layout = table.manifest.layout();
+        let rows_per_file = table.files.first().map_or(1, |f| f.rows.max(1));
+        Self {
+            layout,
+            rows_per_file,
+            cache: cache.map(RowCacheBuilder::build),
+            io,
+            inflight: InflightUnits::default(),
+            disk_stats: DiskStats::default(),
+            ram_stats: RamStats::default(),
+            table,
+        }
+    }
+
+    /// The manifest of the version served.
+    pub fn manifest(&self) -> &Manifest {
+        &self.table.manifest
+    }
+
+    /// The RAM tier, if any.
+    pub fn cache(&self) -> Option<&RowCache> {
+        self.cache.as_ref()
+    }
+
+    /// The I/O engine's name.
+    pub fn io_engine_name(&self) -> &'static str {
+        self.io.name()
+    }
+
+    /// Bytes of memory held for serving besides the cache (checksums).
+    pub fn fixed_memory_bytes(&self) -> usize {
+        self.table.checksum_memory_bytes()
+    }
+
+    /// Reads in flight now.
+    pub fn reads_in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// First id out of range, as an error.
+    pub fn check_ids(&self, ids: &[u64]) -> Result<(), LookupError> {
+        let rows = self.table.manifest.rows;
+        match ids.iter().position(|&id| id >= rows) {
+            None => Ok(()),
+            Some(position) => Err(LookupError::OutOfRange {
+                table: self.table.manifest.name.clone(),
+                id: ids[position],
+                position,
+                rows,
+            }),
+        }
+    }
+
+    fn unit_of(&self, row: u64) -> (u64, usize) {
+        let file = row / self.rows_per_file;
+        let (unit, offset) = self.layout.locate(row - file * self.rows_per_file);
+        ((file << UNIT_BITS) | unit, offset)
+    }
+
+    /// The rows of `ids`, packed in request order. Ids must be checked first ([`Self::check_ids`]).
+    pub async fn lookup(self: &Arc<Self>, ids: &[u64]) -> Result<Bytes, LookupError> {
+        self.check_ids(ids)?;
+        let rb = self.layout.row_bytes as usize;
+        let mut out = vec![0u8; ids.len() * rb];
+
+        let ram_start = Instant::now();
+        let mut misses = Vec::new();
+        match &self.cache {
+            Some(cache) => {
+                for (position, (&id, dst)) in ids.iter().zip(out.chunks_exact_mut(rb)).enumerate() {
+                    if !cache.get_into(id, dst) {
+                        misses.push(Miss {
+                            unit: 0,
+                            row: id,
+                            position,
+                        });
+                    }
+                }
+                let hits = (ids.len() - misses.len()) as u64;
+                add(&self.ram_stats.row_bytes, hits * rb as u64);
+                self.ram_stats.latency.record(ram_start.elapsed());
+            }
+            None => misses.extend(ids.iter().enumerate().map(|(position, &row)| Miss {
+                unit: 0,
+                row,
+                position,
+            })),
+        }
+        if !misses.is_empty() {
+            self.read_misses(&misses, Some(&mut out)).await?;
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Brings `ids` into the RAM tier (reading what is missing); returns the rows read.
+    pub async fn prefetch(self: &Arc<Self>, ids: &[u64]) -> Result<usize, LookupError> {
+        self.check_ids(ids)?;
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
+        let misses: Vec<Miss> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| !cache.contains(**id))
+            .map(|(position, &row)| Miss {
+                unit: 0,
+                row,
+                position,
+            })
+            .collect();
+        let n = misses.len();
+        add(&self.ram_stats.prefetch_rows, n as u64);
+        if n > 0 {
+            self.read_misses(&misses, None).await?;
+        }
+        Ok(n)
+    }
+
+    /// Reads the units holding `misses`, copies rows into `out` (if given) and offers them to
+    /// the cache.
+    async fn read_misses(
+        self: &Arc<Self>,
+        misses: &[Miss],
+        mut out: Option<&mut Vec<u8>>,
+    ) -> Result<(), LookupError> {
+        let start = Instant::now();
+        let rb = self.layout.row_bytes as usize;
+        let mut with_offset: Vec<(Miss, usize)> = misses
+            .iter()
+            .map(|m| {
+                let (unit, offset) = self.unit_of(m.row);
+                (Miss { unit, ..*m }, offset)
+            })
+            .collect();
+        with_offset.sort_unstable_by_key(|(m, _)| (m.unit, m.row));
+
+        // One future per distinct unit: join reads in flight, lead the rest as one batch.
+        let mut units: Vec<(u64, UnitFuture)> = Vec::new();
+        let mut led = Vec::new();
+        for (m, _) in &with_offset {
+            if units.last().is_some_and(|(u, _)| *u == m.unit) {
+                continue;
+            }
+            match self.inflight.join_or_lead(m.unit) {
+                Joined::Wait(f) => {
+                    add(&self.disk_stats.joined_reads, 1);
+                    units.push((m.unit, f));
+                }
+                Joined::Lead(f, tx) => {
+                    led.push((m.unit, tx));
+                    units.push((m.unit, f));
+                }
+            }
+        }
+        if !led.is_empty() {
+            self.submit_reads(led);
+        }
+
+        let mut failure = None;
+        let mut i = 0;
+        for (unit, fut) in units {
+            let result: UnitResult = fut.await.unwrap_or_else(|_| {
+                Err(LookupError::Io {
+                    table: self.table.manifest.name.clone(),
+                    file: (unit >> UNIT_BITS) as u32,
+                    block: (unit & ((1 << UNIT_BITS) - 1)) * self.layout.unit_blocks(),
+                    message: "the read was abandoned".into(),
+                    transient: true,
+                })
+            });
+            let start_i = i;
+            while i < with_offset.len() && with_offset[i].0.unit == unit {
+                i += 1;
+            }
+            let buf = match result {
+                Ok(buf) => buf,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
+                }
+            };
+            let mut last_row = u64::MAX;
+            for (m, offset) in &with_offset[start_i..i] {
+                let src = &buf[*offset..*offset + rb];
+                if let Some(out) = out.as_deref_mut() {
+                    out[m.position * rb..(m.position + 1) * rb].copy_from_slice(src);
+                }
+                if m.row != last_row {
+                    if let Some(cache) = &self.cache {
+                        cache.insert(m.row, src);
+                    }
+                    last_row = m.row;
+                }
+            }
+        }
+        let n = with_offset.len() as u64;
+        add(&self.disk_stats.rows, n);
+        add(&self.disk_stats.row_bytes, n * rb as u64);
+        self.disk_stats.latency.record(start.elapsed());
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Submits the led units as one batch; a task verifies and publishes them, so the reads
+    /// complete (and waiters are served) even if the leading lookup is cancelled.
+    fn submit_reads(self: &Arc<Self>, led: Vec<(u64, tokio::sync::oneshot::Sender<UnitResult>)>) {
+        let unit_bytes = self.layout.unit_bytes();
+        let block_size = u64::from(self.layout.block_size);
+        let ops: Vec<ReadOp> = led
+            .iter()
+            .map(|(unit, _)| {
+                let file = &self.table.files[(unit >> UNIT_BITS) as usize];
+                let unit_index = unit & ((1 << UNIT_BITS) - 1);
+                ReadOp {
+                    file: file.file.clone(),
+                    offset: block_size + unit_index * unit_bytes,
+                    len: unit_bytes as usize,
+                }
+            })
+            .collect();
+        let batch = self.io.read_batch(ops);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            match batch.await {
+                Ok(results) => {
+                    for ((unit, tx), result) in led.into_iter().zip(results) {
+                        let verified = this.verify_unit(unit, result);
+                        this.inflight.complete(unit, tx, verified);
+                    }
+                }
+                Err(e) => {
+                    for (unit, tx) in led {
+                        let err = this.io_error(unit, &e, true);
+                        this.inflight.complete(unit, tx, Err(err));
+                    }
+                }
+            }
+        });
+    }
+
+    fn io_error(&self, unit: u64, e: &std::io::Error, transient: bool) -> LookupError {
+        add(&self.disk_stats.io_errors, 1);
+        LookupError::Io {
+            table: self.table.manifest.name.clone(),
+            file: (unit >> UNIT_BITS) as u32,
+            block: (unit & ((1 << UNIT_BITS) - 1)) * self.layout.unit_blocks(),
+            message: e.to_string(),
+            transient,
+        }
+    }
+
+    fn verify_unit(
+        &self,
+        unit: u64,
+        result: std::io::Result<engram_store_cache::io::AlignedBuf>,
+    ) -> UnitResult {
+        let buf = match result {
+            Ok(buf) => buf,
+            Err(e) => {
+                let transient = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) || e.raw_os_error() == Some(libc::EAGAIN);
+                return Err(self.io_error(unit, &e, transient));
+            }
+        };
+        add(&self.disk_stats.reads, 1);
+        add(&self.disk_stats.bytes_read, buf.len() as u64);
+        let file_index = (unit >> UNIT_BITS) as usize;
+        let first_block = (unit & ((1 << UNIT_BITS) - 1)) * self.layout.unit_blocks();
+        let sums = &self.table.files[file_index].sums;
+        let bs = self.layout.block_size as usize;
+        for (k, block) in buf.chunks_exact(bs).enumerate() {
+            let b = first_block + k as u64;
+            if !sums.verify(b as usize, block) {
+                add(&self.disk_stats.checksum_errors, 1);
+                tracing::error!(
+                    table = %self.table.manifest.name,
+                    file = file_index,
+                    block = b,
+                    "checksum mismatch: block not served"
+                );
+                return Err(LookupError::DataLoss {
+                    table: self.table.manifest.name.clone(),
+                    version: self.table.manifest.version,
+                    file: file_index as u32,
+                    block: b,
+                });
+            }
+        }
+        Ok(Arc::new(buf))
+    }
+}

@@ -1,0 +1,271 @@
+//! The `engram_store.v1.EmbeddingStore` gRPC service over the engine: converts messages into
+//! engine calls once, at the boundary, and engine results back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use engram_store_cache::LatencySnapshot;
+use engram_store_proto::v1 as pb;
+use engram_store_proto::v1::embedding_store_server::EmbeddingStore;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{Engine, LookupError, ServedTable};
+use crate::status::code_of;
+
+/// Pipelined lookups in flight per stream.
+const STREAM_PIPELINE: usize = 16;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct StoreService {
+    engine: Arc<Engine>,
+}
+
+impl StoreService {
+    /// A service over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// One lookup, counted in the engine's request stats.
+    async fn lookup_one(&self, req: pb::LookupRequest) -> Result<pb::LookupResponse, LookupError> {
+        let start = Instant::now();
+        let result = async {
+            self.engine.check_batch(req.ids.len())?;
+            let table = self.engine.table(&req.table)?.clone();
+            let rows = table.lookup(&req.ids).await?;
+            Ok(response(&table, rows, req.ids.len()))
+        }
+        .await;
+        self.record(start, &result);
+        result
+    }
+
+    fn record(&self, start: Instant, result: &Result<pb::LookupResponse, LookupError>) {
+        let c = &self.engine.counters;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(r) => {
+                c.rows.fetch_add(r.row_count, Ordering::Relaxed);
+                c.bytes.fetch_add(r.rows.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "lookup failed");
+            }
+        }
+        self.engine.request_latency.record(start.elapsed());
+    }
+}
+
+fn response(table: &ServedTable, rows: bytes::Bytes, count: usize) -> pb::LookupResponse {
+    let m = table.manifest();
+    pb::LookupResponse {
+        rows,
+        row_bytes: m.row_bytes,
+        row_count: count as u64,
+        dtype: m.dtype.to_proto() as i32,
+        row_dim: m.row_dim,
+        version: m.version,
+        error_code: 0,
+        error_message: String::new(),
+    }
+}
+
+fn table_info(table: &ServedTable) -> pb::TableInfo {
+    let m = table.manifest();
+    pb::TableInfo {
+        name: m.name.clone(),
+        rows: m.rows,
+        row_dim: m.row_dim,
+        dtype: m.dtype.to_proto() as i32,
+        row_bytes: m.row_bytes,
+        version: m.version,
+        data_bytes: m.data_bytes(),
+        block_size: m.block_size,
+        checksum: m.checksum.name().into(),
+    }
+}
+
+fn latency(s: LatencySnapshot) -> pb::LatencySummary {
+    pb::LatencySummary {
+        count: s.count,
+        p50_us: s.p50_us,
+        p90_us: s.p90_us,
+        p99_us: s.p99_us,
+        p999_us: s.p999_us,
+        max_us: s.max_us,
+    }
+}
+
+type LookupStreamOut = Pin<Box<dyn Stream<Item = Result<pb::LookupResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EmbeddingStore for StoreService {
+    async fn lookup(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        Ok(Response::new(self.lookup_one(request.into_inner()).await?))
+    }
+
+    type LookupStreamStream = LookupStreamOut;
+
+    async fn lookup_stream(
+        &self,
+        request: Request<Streaming<pb::LookupRequest>>,
+    ) -> Result<Response<Self::LookupStreamStream>, Status> {
+        let this = self.clone();
+        let answers = request
+            .into_inner()
+            .map(move |msg| {
+                let this = this.clone();
+                async move {
+                    let req = msg?;
+                    Ok(match this.lookup_one(req).await {
+                        Ok(r) => r,
+                        Err(e) => pb::LookupResponse {
+                            error_code: code_of(&e) as i32,
+                            error_message: e.to_string(),
+                            ..Default::default()
+                        },
+                    })
+                }
+            })
+            .buffered(STREAM_PIPELINE);
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn lookup_ngrams(
+        &self,
+        _request: Request<pb::LookupNgramsRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        Err(Status::unimplemented(
+            "LookupNgrams: no Engram groups are served by this build yet",
+        ))
+    }
+
+    async fn prefetch(
+        &self,
+        request: Request<pb::PrefetchRequest>,
+    ) -> Result<Response<pb::PrefetchResponse>, Status> {
+        match request.into_inner().target {
+            Some(pb::prefetch_request::Target::Rows(rows)) => {
+                self.engine.check_batch(rows.ids.len())?;
+                let table = self.engine.table(&rows.table)?.clone();
+                table.check_ids(&rows.ids)?;
+                let accepted = rows.ids.len() as u64;
+                tokio::spawn(async move {
+                    if let Err(e) = table.prefetch(&rows.ids).await {
+                        tracing::warn!(error = %e, "prefetch failed");
+                    }
+                });
+                Ok(Response::new(pb::PrefetchResponse {
+                    accepted_rows: accepted,
+                }))
+            }
+            Some(pb::prefetch_request::Target::Ngrams(_)) => Err(Status::unimplemented(
+                "Prefetch by n-grams: no Engram groups are served by this build yet",
+            )),
+            None => Err(Status::invalid_argument(
+                "PrefetchRequest names no target (rows or ngrams)",
+            )),
+        }
+    }
+
+    async fn list_tables(
+        &self,
+        _: Request<pb::ListTablesRequest>,
+    ) -> Result<Response<pb::ListTablesResponse>, Status> {
+        Ok(Response::new(pb::ListTablesResponse {
+            tables: self.engine.tables().map(|t| table_info(t)).collect(),
+        }))
+    }
+
+    async fn describe_table(
+        &self,
+        request: Request<pb::DescribeTableRequest>,
+    ) -> Result<Response<pb::TableInfo>, Status> {
+        let table = self.engine.table(&request.into_inner().table)?;
+        Ok(Response::new(table_info(table)))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let reset = request.into_inner().reset;
+        let e = &self.engine;
+        let mut ram = pb::TierStats {
+            tier: "ram".into(),
+            ..Default::default()
+        };
+        let mut nvme = pb::TierStats {
+            tier: "nvme".into(),
+            ..Default::default()
+        };
+        let ram_latency = engram_store_cache::LatencyHistogram::new();
+        let nvme_latency = engram_store_cache::LatencyHistogram::new();
+        for t in e.tables() {
+            if let Some(cache) = t.cache() {
+                let s = cache.stats();
+                ram.hits += s.hits;
+                ram.misses += s.misses;
+                ram.resident_rows += s.resident_rows;
+                ram.resident_bytes += s.resident_rows * cache.row_bytes() as u64 + s.metadata_bytes;
+                ram.capacity_bytes += cache.budget_bytes();
+                ram.policy = cache.policy_name().into();
+                if reset {
+                    cache.reset_counters();
+                }
+            } else {
+                // Without a RAM tier every row is a RAM miss.
+            }
+            ram.bytes += t.ram_stats.row_bytes.load(Ordering::Relaxed);
+            ram.prefetch_rows += t.ram_stats.prefetch_rows.load(Ordering::Relaxed);
+            ram_latency.merge(&t.ram_stats.latency);
+            let d = &t.disk_stats;
+            nvme.hits += d.rows.load(Ordering::Relaxed);
+            nvme.bytes += d.row_bytes.load(Ordering::Relaxed);
+            nvme.reads += d.reads.load(Ordering::Relaxed);
+            nvme.resident_bytes += d.bytes_read.load(Ordering::Relaxed);
+            nvme.checksum_errors += d.checksum_errors.load(Ordering::Relaxed);
+            nvme.misses +=
+                d.io_errors.load(Ordering::Relaxed) + d.checksum_errors.load(Ordering::Relaxed);
+            nvme_latency.merge(&d.latency);
+            if reset {
+                t.ram_stats.reset();
+                t.disk_stats.reset();
+            }
+        }
+        ram.hit_rate = ratio(ram.hits, ram.hits + ram.misses);
+        nvme.hit_rate = ratio(nvme.hits, nvme.hits + nvme.misses);
+        ram.latency = Some(latency(ram_latency.snapshot()));
+        nvme.latency = Some(latency(nvme_latency.snapshot()));
+        let c = &e.counters;
+        let out = pb::StatsResponse {
+            tiers: vec![ram, nvme],
+            request_latency: Some(latency(e.request_latency.snapshot())),
+            requests: c.requests.load(Ordering::Relaxed),
+            rows_served: c.rows.load(Ordering::Relaxed),
+            bytes_served: c.bytes.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            io_engine: e.io_engine_name().into(),
+            uptime_s: e.uptime_s(),
+        };
+        if reset {
+            e.request_latency.reset();
+            for counter in [&c.requests, &c.rows, &c.bytes, &c.errors] {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
+        Ok(Response::new(out))
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}

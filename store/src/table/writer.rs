@@ -1,0 +1,421 @@
+//! Writing a table version atomically: rows stream in, are packed into blocks and written to
+//! data files with their block checksums inside a temporary directory; `finish` fsyncs every
+//! file, writes the manifest, fsyncs, and renames the directory into place. A crash at any point
+//! leaves at most a `.tmp-*` directory, which readers ignore and the next write removes.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::checksum::{BlockSums, ChecksumKind};
+use super::dtype::DType;
+use super::error::TableError;
+use super::file_header::{DATA_MAGIC, FORMAT_VERSION, FileHeader, HEADER_LEN, SUMS_MAGIC};
+use super::manifest::{
+    DataFile, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, parse_version_dir, valid_table_name,
+    version_dir_name,
+};
+use super::row_layout::RowLayout;
+
+/// What table to write.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// Table name.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Elements per row.
+    pub row_dim: u32,
+    /// Rows that will be pushed.
+    pub rows: u64,
+    /// I/O block size. Default 4096.
+    pub block_size: u32,
+    /// Checksum algorithm. Default crc32c.
+    pub checksum: ChecksumKind,
+    /// Largest data file, in bytes (rounded down to whole units). Default 16 GiB.
+    pub max_file_bytes: u64,
+    /// Version to write; default one above the newest present.
+    pub version: Option<u64>,
+    /// Free-text provenance recorded in the manifest.
+    pub source: String,
+}
+
+impl TableSpec {
+    /// A spec with the defaults above.
+    pub fn new(name: impl Into<String>, dtype: DType, row_dim: u32, rows: u64) -> Self {
+        Self {
+            name: name.into(),
+            dtype,
+            row_dim,
+            rows,
+            block_size: 4096,
+            checksum: ChecksumKind::Crc32c,
+            max_file_bytes: 16 << 30,
+            version: None,
+            source: String::new(),
+        }
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> u64 {
+        u64::from(self.row_dim) * self.dtype.size() as u64
+    }
+}
+
+struct OpenFile {
+    index: u32,
+    first_row: u64,
+    rows: u64,
+    data: BufWriter<File>,
+    sums: BlockSums,
+    rows_done: u64,
+}
+
+/// Streams rows into a new table version.
+pub struct TableWriter {
+    spec: TableSpec,
+    layout: RowLayout,
+    table_dir: PathBuf,
+    tmp_dir: PathBuf,
+    version: u64,
+    rows_per_file: u64,
+    files: Vec<DataFile>,
+    current: Option<OpenFile>,
+    unit: Vec<u8>,
+    unit_rows: u64,
+    rows_pushed: u64,
+    finished: bool,
+}
+
+impl std::fmt::Debug for TableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter")
+            .field("name", &self.spec.name)
+            .field("version", &self.version)
+            .field("rows_pushed", &self.rows_pushed)
+            .finish()
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TableError {
+    let context = context.into();
+    move |e| TableError::io(context, e)
+}
+
+/// Highest complete version of the table in `table_dir`, if any.
+pub fn newest_version(table_dir: &Path) -> Option<u64> {
+    std::fs::read_dir(table_dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let v = parse_version_dir(e.file_name().to_str()?)?;
+            e.path().join(MANIFEST_FILE).is_file().then_some(v)
+        })
+        .max()
+}
+
+impl TableWriter {
+    /// Starts writing table `spec.name` under `data_dir`, removing stale temporary directories
+    /// of that table left by crashed writers.
+    pub fn create(data_dir: &Path, spec: TableSpec) -> Result<Self, TableError> {
+        if !valid_table_name(&spec.name) {
+            return Err(TableError::InvalidSpec(format!(
+                "table name {:?}: use 1-128 of A-Z a-z 0-9 _ - . (not starting with '.')",
+                spec.name
+            )));
+        }
+        if spec.row_dim == 0 {
+            return Err(TableError::InvalidSpec("row dim must be at least 1".into()));
+        }
+        let row_bytes = spec.row_bytes();
+        if row_bytes > u64::from(u32::MAX) / 2 {
+            return Err(TableError::InvalidSpec(format!(
+                "row of {row_bytes} bytes is too large"
+            )));
+        }
+        if spec.block_size < 512 || !spec.block_size.is_power_of_two() {
+            return Err(TableError::InvalidSpec(format!(
+                "block size {} must be a power of two of at least 512",
+                spec.block_size
+            )));
+        }
+        let layout = RowLayout::new(row_bytes as u32, spec.block_size);
+        let units_per_file = (spec.max_file_bytes / layout.unit_bytes()).max(1);
+        let rows_per_file = units_per_file * layout.rows_per_unit();
+
+        let table_dir = data_dir.join(&spec.name);
+        std::fs::create_dir_all(&table_dir).map_err(io_err(format!(
+            "create table directory {}",
+            table_dir.display()
+        )))?;
+        if let Ok(entries) = std::fs::read_dir(&table_dir) {
+            for e in entries.filter_map(Result::ok) {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let version = match spec.version {
+            Some(v) => {
+                if table_dir.join(version_dir_name(v)).exists() {
+                    return Err(TableError::InvalidSpec(format!(
+                        "version {v} of table {:?} already exists",
+                        spec.name
+                    )));
+                }
+                v
+            }
+            None => newest_version(&table_dir).map_or(1, |v| v + 1),
+        };
+        let tmp_dir = table_dir.join(format!(
+            ".tmp-{}-{}",
+            version_dir_name(version),
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&tmp_dir).map_err(io_err(format!(
+            "create temporary directory {}",
+            tmp_dir.display()
+        )))?;
+        Ok(Self {
+            unit: Vec::with_capacity(layout.unit_bytes() as usize),
+            layout,
+            table_dir,
+            tmp_dir,
+            version,
+            rows_per_file,
+            files: Vec::new(),
+            current: None,
+            unit_rows: 0,
+            rows_pushed: 0,
+            finished: false,
+            spec,
+        })
+    }
+
+    /// Version being written.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Rows pushed so far.
+    pub fn rows_pushed(&self) -> u64 {
+        self.rows_pushed
+    }
+
+    /// Appends whole rows (`bytes.len()` a multiple of the row size).
+    pub fn push_rows(&mut self, bytes: &[u8]) -> Result<(), TableError> {
+        let rb = self.layout.row_bytes as usize;
+        if bytes.len() % rb != 0 {
+            return Err(TableError::InvalidSpec(format!(
+                "{} bytes is not a whole number of {rb}-byte rows",
+                bytes.len()
+            )));
+        }
+        for row in bytes.chunks_exact(rb) {
+            self.push_row(row)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one row of exactly the row size.
+    pub fn push_row(&mut self, row: &[u8]) -> Result<(), TableError> {
+        if row.len() != self.layout.row_bytes as usize {
+            return Err(TableError::InvalidSpec(format!(
+                "row of {} bytes, table rows are {} bytes",
+                row.len(),
+                self.layout.row_bytes
+            )));
+        }
+        if self.rows_pushed >= self.spec.rows {
+            return Err(TableError::InvalidSpec(format!(
+                "more rows than the {} declared",
+                self.spec.rows
+            )));
+        }
+        if self.current.is_none() {
+            self.open_next_file()?;
+        }
+        self.unit.extend_from_slice(row);
+        self.unit_rows += 1;
+        self.rows_pushed += 1;
+        let file_full = self
+            .current
+            .as_ref()
+            .is_some_and(|f| f.rows_done + self.unit_rows == f.rows);
+        if self.unit_rows == self.layout.rows_per_unit() || file_full {
+            self.flush_unit()?;
+        }
+        if file_full {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    fn open_next_file(&mut self) -> Result<(), TableError> {
+        let index = self.files.len() as u32;
+        let first_row = self.files.last().map_or(0, |f| f.first_row + f.rows);
+        let rows = (self.spec.rows - first_row).min(self.rows_per_file);
+        let path = self.tmp_dir.join(data_file_name(index));
+        let file = File::create(&path).map_err(io_err(format!("create {}", path.display())))?;
+        let mut data = BufWriter::with_capacity(8 << 20, file);
+        let header = self.header(DATA_MAGIC, index, first_row, rows);
+        let mut block0 = vec![0u8; self.spec.block_size as usize];
+        block0[..HEADER_LEN].copy_from_slice(&header.encode());
+        data.write_all(&block0)
+            .map_err(io_err(format!("write header of {}", path.display())))?;
+        let units = self.layout.units_for(rows);
+        self.current = Some(OpenFile {
+            index,
+            first_row,
+            rows,
+            data,
+            sums: BlockSums::new(
+                self.spec.checksum,
+                (units * self.layout.unit_blocks()) as usize,
+            ),
+            rows_done: 0,
+        });
+        Ok(())
+    }
+
+    fn header(&self, magic: [u8; 8], index: u32, first_row: u64, rows: u64) -> FileHeader {
+        FileHeader {
+            magic,
+            format_version: FORMAT_VERSION,
+            row_bytes: self.layout.row_bytes,
+            block_size: self.spec.block_size,
+            checksum: self.spec.checksum,
+            file_index: index,
+            table_version: self.version,
+            first_row,
+            rows,
+            blocks: self.layout.units_for(rows) * self.layout.unit_blocks(),
+        }
+    }
+
+    fn flush_unit(&mut self) -> Result<(), TableError> {
+        let Some(file) = self.current.as_mut() else {
+            return Ok(());
+        };
+        self.unit.resize(self.layout.unit_bytes() as usize, 0);
+        for block in self.unit.chunks_exact(self.spec.block_size as usize) {
+            file.sums.push_block(block);
+        }
+        file.data.write_all(&self.unit).map_err(io_err(format!(
+            "write data file {} of table {}",
+            file.index, self.spec.name
+        )))?;
+        file.rows_done += self.unit_rows;
+        self.unit.clear();
+        self.unit_rows = 0;
+        Ok(())
+    }
+
+    fn close_file(&mut self) -> Result<(), TableError> {
+        let Some(file) = self.current.take() else {
+            return Ok(());
+        };
+        let data_name = data_file_name(file.index);
+        let sums_name = sums_file_name(file.index);
+        let data = file
+            .data
+            .into_inner()
+            .map_err(|e| TableError::io(format!("flush {data_name}"), e.into_error()))?;
+        data.sync_all()
+            .map_err(io_err(format!("fsync {data_name}")))?;
+
+        let mut sums_bytes = self
+            .header(SUMS_MAGIC, file.index, file.first_row, file.rows)
+            .encode()
+            .to_vec();
+        let values = file.sums.encode_values();
+        sums_bytes.extend_from_slice(&values);
+        sums_bytes.extend_from_slice(&crc32c::crc32c(&values).to_le_bytes());
+        let sums_path = self.tmp_dir.join(&sums_name);
+        write_synced(&sums_path, &sums_bytes)?;
+
+        self.files.push(DataFile {
+            path: data_name,
+            sums: sums_name,
+            first_row: file.first_row,
+            rows: file.rows,
+            blocks: file.sums.len() as u64,
+        });
+        Ok(())
+    }
+
+    /// Writes the manifest and publishes the version; returns its manifest.
+    pub fn finish(mut self) -> Result<Manifest, TableError> {
+        if self.rows_pushed != self.spec.rows {
+            return Err(TableError::InvalidSpec(format!(
+                "table {} declared {} rows but got {}",
+                self.spec.name, self.spec.rows, self.rows_pushed
+            )));
+        }
+        self.flush_unit()?;
+        self.close_file()?;
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            name: self.spec.name.clone(),
+            version: self.version,
+            dtype: self.spec.dtype,
+            row_dim: self.spec.row_dim,
+            row_bytes: self.layout.row_bytes,
+            rows: self.spec.rows,
+            block_size: self.spec.block_size,
+            checksum: self.spec.checksum,
+            files: std::mem::take(&mut self.files),
+            source: self.spec.source.clone(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        manifest
+            .validate()
+            .map_err(|e| TableError::InvalidSpec(format!("internal: manifest invalid: {e}")))?;
+        write_synced(&self.tmp_dir.join(MANIFEST_FILE), &manifest.to_json())?;
+        sync_dir(&self.tmp_dir)?;
+        let final_dir = self.table_dir.join(version_dir_name(self.version));
+        std::fs::rename(&self.tmp_dir, &final_dir).map_err(io_err(format!(
+            "rename {} to {}",
+            self.tmp_dir.display(),
+            final_dir.display()
+        )))?;
+        sync_dir(&self.table_dir)?;
+        self.finished = true;
+        Ok(manifest)
+    }
+}
+
+impl Drop for TableWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_dir_all(&self.tmp_dir);
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), TableError> {
+    let mut f = File::create(path).map_err(io_err(format!("create {}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(io_err(format!("write {}", path.display())))?;
+    f.sync_all()
+        .map_err(io_err(format!("fsync {}", path.display())))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), TableError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("fsync directory {}", dir.display())))
+}
+
+/// Name of data file `index`.
+pub fn data_file_name(index: u32) -> String {
+    format!("data-{index:05}.bin")
+}
+
+/// Name of the checksum file of data file `index`.
+pub fn sums_file_name(index: u32) -> String {
+    format!("data-{index:05}.sums")
+}
