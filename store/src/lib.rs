@@ -3,9 +3,19 @@
 //! - [`table`]: the on-disk table format (manifest, data and checksum files), writer, reader.
 //! - [`engine`]: serving tables from RAM and NVMe tiers, independent of gRPC.
 //! - [`service`], [`server`]: the gRPC service and the server that runs it.
+//! - [`ingest`]: `.npy`/`.safetensors` ingestion and synthetic tables.
+//! - [`cli`], [`config`], [`demo`]: the command line, its TOML config and the demo.
+//! - [`workload`], [`load`]: id distributions and the closed-loop load generator.
 
+pub mod cli;
+pub mod config;
+pub mod demo;
 pub mod engine;
+pub mod ingest;
+pub mod load;
 pub mod server;
 pub mod service;
+pub mod size;
 mod status;
 pub mod table;
+pub mod workload;

@@ -1,0 +1,266 @@
+//! The client: a tonic channel with message limits for large batches, batch splitting, retries
+//! with exponential backoff on UNAVAILABLE, and a pipelined streaming lookup.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use engram_store_proto::v1 as pb;
+use engram_store_proto::v1::embedding_store_client::EmbeddingStoreClient;
+use futures::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ClientError, is_retryable};
+use crate::rows::Rows;
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    addr: String,
+    max_batch_ids: usize,
+    retries: u32,
+    initial_backoff: Duration,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// A builder for `addr` (`http://host:port` or `host:port`).
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            max_batch_ids: 1 << 20,
+            retries: 4,
+            initial_backoff: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Most ids per request; larger lookups are split. Default 1,048,576 (the server default).
+    pub fn max_batch_ids(mut self, n: usize) -> Self {
+        self.max_batch_ids = n.max(1);
+        self
+    }
+
+    /// Retries after UNAVAILABLE. Default 4.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// First backoff, doubled after each retry. Default 50 ms.
+    pub fn initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+
+    /// Connection timeout. Default 5 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Connects.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let uri = if self.addr.contains("://") {
+            self.addr.clone()
+        } else {
+            format!("http://{}", self.addr)
+        };
+        let connect_err = |e: tonic::transport::Error| ClientError::Connect {
+            addr: self.addr.clone(),
+            message: format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ),
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(connect_err)?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20));
+        let channel = endpoint.connect().await.map_err(connect_err)?;
+        Ok(Client {
+            inner: EmbeddingStoreClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            config: self,
+        })
+    }
+}
+
+/// A connection to an engram-store server. Cheap to clone (clones share the connection).
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: EmbeddingStoreClient<Channel>,
+    config: ClientBuilder,
+}
+
+impl Client {
+    /// Connects to `addr` with the defaults of [`ClientBuilder`].
+    pub async fn connect(addr: impl Into<String>) -> Result<Self, ClientError> {
+        ClientBuilder::new(addr).connect().await
+    }
+
+    /// A builder.
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(addr)
+    }
+
+    /// Runs `call` and retries it with backoff while it fails with UNAVAILABLE.
+    async fn with_retry<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(EmbeddingStoreClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = self.config.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            match call(self.inner.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if is_retryable(s.code()) && attempt < self.config.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+
+    /// The rows of `ids` in `table`, in order (duplicates repeated). Splits batches larger than
+    /// the configured limit and reassembles them.
+    pub async fn lookup(&self, table: &str, ids: &[u64]) -> Result<Rows, ClientError> {
+        if ids.len() <= self.config.max_batch_ids {
+            return self.lookup_one(table, ids.to_vec()).await;
+        }
+        let mut buf = BytesMut::new();
+        let mut meta = None;
+        for chunk in ids.chunks(self.config.max_batch_ids) {
+            let rows = self.lookup_one(table, chunk.to_vec()).await?;
+            buf.extend_from_slice(rows.bytes());
+            meta.get_or_insert((
+                rows.row_bytes(),
+                rows.row_dim(),
+                rows.dtype(),
+                rows.version(),
+            ));
+        }
+        let (rb, dim, dtype, version) = meta.unwrap_or((0, 0, pb::DType::DtypeUnspecified, 0));
+        Ok(Rows::new(buf.freeze(), rb, dim, dtype, version))
+    }
+
+    async fn lookup_one(&self, table: &str, ids: Vec<u64>) -> Result<Rows, ClientError> {
+        let n = ids.len();
+        let req = pb::LookupRequest {
+            table: table.to_owned(),
+            ids,
+        };
+        let resp = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.lookup(req).await }
+            })
+            .await?;
+        to_rows(resp, n)
+    }
+
+    /// Pipelined lookups over one stream: each batch of ids yields its rows, in order. A failed
+    /// batch yields its error and the stream goes on.
+    pub async fn lookup_stream<S>(
+        &self,
+        table: &str,
+        batches: S,
+    ) -> Result<impl Stream<Item = Result<Rows, ClientError>> + use<S>, ClientError>
+    where
+        S: Stream<Item = Vec<u64>> + Send + 'static,
+    {
+        let table = table.to_owned();
+        let (tx, rx) = tokio::sync::mpsc::channel::<usize>(1024);
+        let requests = batches.then(move |ids| {
+            let tx = tx.clone();
+            let table = table.clone();
+            async move {
+                let _ = tx.send(ids.len()).await;
+                pb::LookupRequest { table, ids }
+            }
+        });
+        let mut client = self.inner.clone();
+        let responses = client.lookup_stream(requests).await?.into_inner();
+        let counts = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(responses.zip(counts).map(|(resp, n)| match resp {
+            Ok(r) if r.error_code != 0 => Err(ClientError::from_code(
+                tonic::Code::from(r.error_code),
+                r.error_message,
+            )),
+            Ok(r) => to_rows(r, n),
+            Err(s) => Err(s.into()),
+        }))
+    }
+
+    /// Asks the server to bring `ids` into its fastest tier; returns without waiting for it.
+    pub async fn prefetch(&self, table: &str, ids: &[u64]) -> Result<u64, ClientError> {
+        let req = pb::PrefetchRequest {
+            target: Some(pb::prefetch_request::Target::Rows(pb::PrefetchRows {
+                table: table.to_owned(),
+                ids: ids.to_vec(),
+            })),
+        };
+        let r = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.prefetch(req).await }
+            })
+            .await?;
+        Ok(r.accepted_rows)
+    }
+
+    /// The tables served.
+    pub async fn list_tables(&self) -> Result<Vec<pb::TableInfo>, ClientError> {
+        Ok(self
+            .with_retry(|mut c| async move { c.list_tables(pb::ListTablesRequest {}).await })
+            .await?
+            .tables)
+    }
+
+    /// One table's shape and version.
+    pub async fn describe_table(&self, table: &str) -> Result<pb::TableInfo, ClientError> {
+        let table = table.to_owned();
+        self.with_retry(|mut c| {
+            let table = table.clone();
+            async move { c.describe_table(pb::DescribeTableRequest { table }).await }
+        })
+        .await
+    }
+
+    /// Server counters; `reset` zeroes them after reading.
+    pub async fn stats(&self, reset: bool) -> Result<pb::StatsResponse, ClientError> {
+        self.with_retry(|mut c| async move { c.stats(pb::StatsRequest { reset }).await })
+            .await
+    }
+
+    /// The generated stub, for calls this client does not wrap.
+    pub fn raw(&self) -> EmbeddingStoreClient<Channel> {
+        self.inner.clone()
+    }
+}
+
+/// Checks a response against the request and wraps it.
+pub(crate) fn to_rows(r: pb::LookupResponse, n: usize) -> Result<Rows, ClientError> {
+    let rb = r.row_bytes as usize;
+    if r.rows.len() != n * rb {
+        return Err(ClientError::Protocol(format!(
+            "asked for {n} rows of {rb} bytes, got {} bytes",
+            r.rows.len()
+        )));
+    }
+    let dtype = pb::DType::try_from(r.dtype).unwrap_or(pb::DType::DtypeUnspecified);
+    Ok(Rows::new(
+        Bytes::clone(&r.rows),
+        rb,
+        r.row_dim,
+        dtype,
+        r.version,
+    ))
+}

@@ -1,0 +1,97 @@
+//! `engram-store serve` configuration: a `#[serde(default)]` TOML file (`--config FILE.toml`),
+//! overridden by command-line flags. Every field has a default, so an empty file is valid.
+//!
+//! ```toml
+//! data = "./data"
+//! listen = "0.0.0.0:50051"
+//! ram_cache = "4GiB"
+//! ram_policy = "clock"
+//! io_engine = "auto"      # auto | io_uring | pread
+//! queue_depth = 128
+//! direct_io = true
+//! max_batch_ids = 1048576
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::engine::EngineConfig;
+use crate::size::parse_size;
+
+/// The `serve` configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Data directory.
+    pub data: PathBuf,
+    /// Listen address.
+    pub listen: String,
+    /// RAM tier budget, e.g. "4GiB".
+    pub ram_cache: String,
+    /// RAM tier policy name (empty: the default).
+    pub ram_policy: String,
+    /// auto, io_uring or pread.
+    pub io_engine: String,
+    /// Reads in flight.
+    pub queue_depth: usize,
+    /// O_DIRECT reads.
+    pub direct_io: bool,
+    /// Most ids per request.
+    pub max_batch_ids: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::from("./data"),
+            listen: "127.0.0.1:50051".into(),
+            ram_cache: "1GiB".into(),
+            ram_policy: String::new(),
+            io_engine: "auto".into(),
+            queue_depth: 128,
+            direct_io: true,
+            max_batch_ids: 1 << 20,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// The engine configuration it describes.
+    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        let mut c = EngineConfig::new(&self.data);
+        c.ram_cache_bytes = parse_size(&self.ram_cache).map_err(anyhow::Error::msg)?;
+        c.ram_policy = (!self.ram_policy.is_empty()).then(|| self.ram_policy.clone());
+        c.io_engine = self.io_engine.parse().map_err(anyhow::Error::msg)?;
+        c.queue_depth = self.queue_depth.max(1);
+        c.direct_io = self.direct_io;
+        if self.max_batch_ids == 0 {
+            anyhow::bail!("max_batch_ids must be at least 1");
+        }
+        c.max_batch_ids = self.max_batch_ids;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults_and_unknown_fields_fail() {
+        let c: ServeConfig = toml::from_str("").expect("empty config");
+        assert_eq!(c.queue_depth, 128);
+        let c: ServeConfig =
+            toml::from_str("ram_cache = \"2GiB\"\nio_engine = \"pread\"").expect("config");
+        let e = c.engine_config().expect("engine config");
+        assert_eq!(e.ram_cache_bytes, 2 << 30);
+        assert!(toml::from_str::<ServeConfig>("ram_cahce = \"1GiB\"").is_err());
+    }
+}
