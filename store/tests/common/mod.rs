@@ -1,0 +1,81 @@
+//! Shared by the integration tests: tables with random content and their in-memory model, and
+//! a real server on 127.0.0.1:0.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use engram_store::engine::{Engine, EngineConfig};
+use engram_store::server::{RunningServer, spawn_server};
+use engram_store::table::{DType, TableSpec, TableWriter};
+use engram_store_cache::io::IoEngineKind;
+use rand::{Rng, SeedableRng};
+
+/// A table's rows as one buffer: the model a served table is checked against.
+pub struct Model {
+    pub rows: u64,
+    pub row_bytes: usize,
+    pub bytes: Vec<u8>,
+}
+
+impl Model {
+    pub fn row(&self, id: u64) -> &[u8] {
+        &self.bytes[id as usize * self.row_bytes..(id as usize + 1) * self.row_bytes]
+    }
+}
+
+/// Writes a table of random bytes and returns its model.
+pub fn random_table(
+    data: &Path,
+    name: &str,
+    dtype: DType,
+    dim: u32,
+    rows: u64,
+    block_size: u32,
+    seed: u64,
+) -> Model {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let row_bytes = dim as usize * dtype.size();
+    let mut bytes = vec![0u8; rows as usize * row_bytes];
+    rng.fill(&mut bytes[..]);
+    let mut spec = TableSpec::new(name, dtype, dim, rows);
+    spec.block_size = block_size;
+    let mut w = TableWriter::create(data, spec).expect("create table");
+    w.push_rows(&bytes).expect("push rows");
+    w.finish().expect("finish table");
+    Model {
+        rows,
+        row_bytes,
+        bytes,
+    }
+}
+
+/// Starts a server over `data`.
+pub async fn start(
+    data: &Path,
+    ram: u64,
+    io: IoEngineKind,
+) -> (Arc<Engine>, RunningServer, engram_store_client::Client) {
+    let mut c = EngineConfig::new(data);
+    c.ram_cache_bytes = ram;
+    c.io_engine = io;
+    c.queue_depth = 32;
+    c.max_batch_ids = 10_000;
+    let engine = Arc::new(Engine::open(c).expect("open engine"));
+    let server = spawn_server(engine.clone(), "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("start server");
+    let client = engram_store_client::Client::builder(format!("http://{}", server.addr))
+        .max_batch_ids(10_000)
+        .retries(0)
+        .connect()
+        .await
+        .expect("connect");
+    (engine, server, client)
+}
+
+/// True when io_uring works here (it may be blocked by seccomp in containers).
+pub fn uring_available() -> bool {
+    engram_store_cache::io::UringEngine::start(Default::default()).is_ok()
+}
