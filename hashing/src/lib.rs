@@ -1,1 +1,38 @@
-//! placeholder
+//! Engram hashing for engram-store: which table rows a token sequence reads.
+//!
+//! An Engram layer looks up, for every token position and every (n-gram order, head) pair `j`, one
+//! row of an embedding table. This crate computes those row ids exactly as the reference
+//! (numpy, int64) does, so that a server and a model agree bit for bit:
+//!
+//! - [`Layout`]: the shape of the tables of one model (multipliers and primes per layer), loaded
+//!   from JSON and validated; [`Layout::demo`] and [`Layout::engram27b`] are built in.
+//! - [`CompressionMap`]: raw tokenizer id -> compressed id, loaded from a `.npy` file.
+//! - [`LayerHasher`]: compressed ids of a sequence -> row ids `[position][j]`, into a caller's
+//!   buffer.
+//! - [`is_prime`]: the deterministic primality test the layout validation uses.
+//!
+//! ```
+//! use engram_store_hashing::{LayerHasher, Layout};
+//!
+//! let layout = Layout::demo();
+//! let hasher = LayerHasher::new(&layout, 1)?;
+//! let mut rows = Vec::new();
+//! hasher.row_ids_into(&[1134, 15695, 237], &[], &mut rows)?;
+//! assert_eq!(rows.len(), 3 * layout.heads_total());
+//! assert_eq!(rows[0], 456_765);
+//! # Ok::<(), engram_store_hashing::HashError>(())
+//! ```
+
+mod compress;
+mod divisor;
+mod error;
+mod hasher;
+mod layout;
+mod npy;
+mod prime;
+
+pub use compress::CompressionMap;
+pub use error::{CompressError, CompressionMapError, HashError, LayoutError};
+pub use hasher::LayerHasher;
+pub use layout::{LayerLayout, LayerSpec, Layout, LayoutSpec};
+pub use prime::is_prime;
