@@ -51,14 +51,36 @@ pub fn default_policy(capacity: usize) -> Box<dyn Policy> {
 
 /// The policy called `name` (see [`POLICY_NAMES`]), or `None` for an unknown name.
 pub fn by_name(name: &str, capacity: usize) -> Option<Box<dyn Policy>> {
+    struct Boxed;
+    impl WithPolicy for Boxed {
+        type Output = Box<dyn Policy>;
+        fn with<P: Policy + 'static>(self, policy: P) -> Box<dyn Policy> {
+            Box::new(policy)
+        }
+    }
+    by_name_with(name, capacity, Boxed)
+}
+
+/// Receives a policy built by [`by_name_with`] as its concrete type, so that a caller can box it
+/// as another trait object (the simulator boxes it as a [`SimPolicy`]) without a second box.
+pub trait WithPolicy {
+    /// What the receiver makes of the policy.
+    type Output;
+    /// Takes the policy.
+    fn with<P: Policy + 'static>(self, policy: P) -> Self::Output;
+}
+
+/// Builds the policy called `name` (see [`POLICY_NAMES`]) and hands it to `f`; `None` for an
+/// unknown name. The one list of names and constructors, shared by [`by_name`].
+pub fn by_name_with<F: WithPolicy>(name: &str, capacity: usize, f: F) -> Option<F::Output> {
     Some(match name {
-        "wtinylfu" => Box::new(WTinyLfu::new(capacity)),
-        "lru" => Box::new(Lru::new(capacity)),
-        "clock" => Box::new(Clock::new(capacity)),
-        "sieve" => Box::new(Sieve::new(capacity)),
-        "s3fifo" => Box::new(S3Fifo::new(capacity)),
-        "lfu" => Box::new(Lfu::new(capacity)),
-        "hotset" => Box::new(HotSet::new(capacity)),
+        "wtinylfu" => f.with(WTinyLfu::new(capacity)),
+        "lru" => f.with(Lru::new(capacity)),
+        "clock" => f.with(Clock::new(capacity)),
+        "sieve" => f.with(Sieve::new(capacity)),
+        "s3fifo" => f.with(S3Fifo::new(capacity)),
+        "lfu" => f.with(Lfu::new(capacity)),
+        "hotset" => f.with(HotSet::new(capacity)),
         _ => return None,
     })
 }
