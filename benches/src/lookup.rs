@@ -169,6 +169,17 @@ pub async fn run(args: &LookupArgs) -> anyhow::Result<()> {
         rates.push(r.rows_per_s());
         gbs.push(r.bytes_per_s());
     }
+    let s = client.stats(false).await?;
+    if let Some(ram) = s.tiers.iter().find(|t| t.tier == "ram") {
+        println!(
+            "server memory: RSS {:.1} MiB; RAM tier budget {:.1} MiB holding {} rows in {:.1} MiB; fixed overhead {:.1} MiB (checksums)",
+            s.process_rss_bytes as f64 / 1048576.0,
+            ram.capacity_bytes as f64 / 1048576.0,
+            ram.resident_rows,
+            ram.resident_bytes as f64 / 1048576.0,
+            s.fixed_overhead_bytes as f64 / 1048576.0
+        );
+    }
     let (rate, bw) = (median(rates), median(gbs));
     println!("median: {:.0} rows/s, {:.3} GB/s", rate, bw / 1e9);
     if let Some(l) = limits {

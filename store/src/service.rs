@@ -255,6 +255,8 @@ impl EmbeddingStore for StoreService {
             errors: c.errors.load(Ordering::Relaxed),
             io_engine: e.io_engine_name().into(),
             uptime_s: e.uptime_s(),
+            process_rss_bytes: process_rss_bytes(),
+            fixed_overhead_bytes: e.tables().map(|t| t.fixed_memory_bytes() as u64).sum(),
         };
         if reset {
             e.request_latency.reset();
@@ -264,6 +266,21 @@ impl EmbeddingStore for StoreService {
         }
         Ok(Response::new(out))
     }
+}
+
+/// Resident set size of this process from /proc/self/statm (0 where unavailable).
+fn process_rss_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
