@@ -13,6 +13,7 @@ pub mod demo;
 pub mod engine;
 pub mod ingest;
 pub mod load;
+pub mod regions;
 pub mod server;
 pub mod service;
 pub mod size;

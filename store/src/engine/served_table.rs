@@ -114,12 +114,30 @@ impl ServedTable {
         ((file << UNIT_BITS) | unit, offset)
     }
 
-    /// The rows of `ids`, packed in request order. Ids must be checked first ([`Self::check_ids`]).
+    /// The rows of `ids`, packed in request order.
     pub async fn lookup(self: &Arc<Self>, ids: &[u64]) -> Result<Bytes, LookupError> {
         self.check_ids(ids)?;
-        let rb = self.layout.row_bytes as usize;
-        let mut out = vec![0u8; ids.len() * rb];
+        let mut out = vec![0u8; ids.len() * self.layout.row_bytes as usize];
+        self.lookup_into(ids, &mut out).await?;
+        Ok(Bytes::from(out))
+    }
 
+    /// Writes the rows of `ids` into `out` (exactly `ids.len() * row_bytes` bytes), packed in
+    /// request order. On error `out` may hold some rows; callers must not use it.
+    pub async fn lookup_into(
+        self: &Arc<Self>,
+        ids: &[u64],
+        out: &mut [u8],
+    ) -> Result<(), LookupError> {
+        self.check_ids(ids)?;
+        let rb = self.layout.row_bytes as usize;
+        if out.len() != ids.len() * rb {
+            return Err(LookupError::InvalidArgument(format!(
+                "output of {} bytes for {} rows of {rb} bytes",
+                out.len(),
+                ids.len()
+            )));
+        }
         let ram_start = Instant::now();
         let mut misses = Vec::new();
         match &self.cache {
@@ -144,9 +162,9 @@ impl ServedTable {
             })),
         }
         if !misses.is_empty() {
-            self.read_misses(&misses, Some(&mut out)).await?;
+            self.read_misses(&misses, Some(out)).await?;
         }
-        Ok(Bytes::from(out))
+        Ok(())
     }
 
     /// Brings `ids` into the RAM tier (reading what is missing); returns the rows read.
@@ -178,7 +196,7 @@ impl ServedTable {
     async fn read_misses(
         self: &Arc<Self>,
         misses: &[Miss],
-        mut out: Option<&mut Vec<u8>>,
+        mut out: Option<&mut [u8]>,
     ) -> Result<(), LookupError> {
         let start = Instant::now();
         let rb = self.layout.row_bytes as usize;
