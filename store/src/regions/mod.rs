@@ -85,9 +85,15 @@ impl WriteLease {
     /// The leased bytes of a shared-memory region.
     pub fn shm_bytes(&mut self) -> Option<&mut [u8]> {
         match &self.region.memory {
-            // SAFETY: the range is within the mapping (checked in `lease`) and no other lease
-            // of ours overlaps it while `self` lives, so this is the only Rust reference to it.
-            RegionMemory::Shm(m) => Some(unsafe { m.slice_mut(self.range.clone()) }),
+            // SAFETY: the range is within the live mapping (checked in `lease`; the lease holds
+            // the region, so the mapping outlives the slice) and no other lease of ours overlaps
+            // it while `self` lives, so this is the only Rust reference to these bytes.
+            RegionMemory::Shm(m) => Some(unsafe {
+                std::slice::from_raw_parts_mut(
+                    m.as_ptr().add(self.range.start as usize),
+                    (self.range.end - self.range.start) as usize,
+                )
+            }),
         }
     }
 }

@@ -96,18 +96,9 @@ impl ShmRegion {
         &self.path
     }
 
-    /// The bytes of `range`.
-    ///
-    /// # Safety
-    /// `range` must lie within the region and no other live reference may cover any of it.
-    pub unsafe fn slice_mut(&self, range: std::ops::Range<u64>) -> &mut [u8] {
-        // SAFETY: guaranteed by the caller: in bounds of the live mapping, and exclusive.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.ptr.add(range.start as usize),
-                (range.end - range.start) as usize,
-            )
-        }
+    /// Start of the mapping; valid for `size` bytes while `self` lives.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
     }
 }
 
