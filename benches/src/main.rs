@@ -26,6 +26,9 @@ enum Command {
     Lookup(lookup::LookupArgs),
     /// Measure this machine's limits: raw io_uring random-read IOPS on a file, loopback TCP.
     Limits(limits::LimitsArgs),
+    /// The VRAM tier's gather kernel on a real GPU (built with --features cuda).
+    #[cfg(feature = "cuda")]
+    Gpu(engram_store_bench::gpu::GpuArgs),
 }
 
 fn main() -> Result<()> {
@@ -36,5 +39,7 @@ fn main() -> Result<()> {
             .build()?
             .block_on(lookup::run(&args)),
         Command::Limits(args) => limits::run(&args),
+        #[cfg(feature = "cuda")]
+        Command::Gpu(args) => engram_store_bench::gpu::run(&args),
     }
 }

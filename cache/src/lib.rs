@@ -2,8 +2,11 @@
 //!
 //! - [`policy`]: replacement/admission policies over slots, one file each.
 //! - [`RowCache`]: the RAM tier, a sharded slab arena of fixed-size rows under a byte budget.
+//! - `gpu` (feature `cuda`): the VRAM tier, gather kernels and CUDA IPC delivery.
 //! - [`io`]: aligned block reads from files, through io_uring (O_DIRECT) or a pread thread pool.
 
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod io;
 mod key_hash;
 mod latency;
