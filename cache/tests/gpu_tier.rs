@@ -30,9 +30,8 @@ fn tier(budget: u64) -> Option<GpuTier> {
 }
 
 fn refresh_to(t: &GpuTier, hot: impl Iterator<Item = u64> + Clone) {
-    for _ in 0..8 {
-        t.record(&hot.clone().collect::<Vec<_>>());
-    }
+    // Hints are counted unsampled, so every row of `hot` is a candidate.
+    t.hint(&hot.clone().collect::<Vec<_>>());
     let plan = t.plan_refresh();
     let bytes: Vec<u8> = plan.entering.iter().flat_map(|&id| row(id)).collect();
     t.apply_refresh(&plan, &bytes).expect("refresh");

@@ -17,14 +17,15 @@ pub struct HotIndex {
     pub slots: Vec<u32>,
 }
 
-/// Buckets for `rows` rows: a power of two with load at most one half.
+/// Buckets for `rows` rows: a power of two with load at most 0.8 (a miss then probes about a
+/// dozen buckets on average, well inside the 32 a warp checks per step).
 pub fn buckets_for(rows: usize) -> usize {
-    (rows.max(1) * 2).next_power_of_two().max(32)
+    (rows.max(1) + rows / 4).next_power_of_two().max(32)
 }
 
 impl HotIndex {
     /// Builds an index of `entries` (row id, slot) with `buckets` buckets (a power of two,
-    /// at least twice the entries). Row ids must be distinct and not [`EMPTY_KEY`].
+    /// at least 1.25 times the entries). Row ids must be distinct and not [`EMPTY_KEY`].
     pub fn build(entries: impl IntoIterator<Item = (u64, u32)>, buckets: usize) -> Self {
         debug_assert!(buckets.is_power_of_two());
         let mask = buckets as u64 - 1;
@@ -73,6 +74,6 @@ mod tests {
             assert_eq!(idx.get(id), Some(slot));
         }
         assert_eq!(idx.get(1), None);
-        assert!(idx.keys.len() >= 2000);
+        assert!(idx.keys.len() >= 1250);
     }
 }

@@ -159,14 +159,19 @@ impl GpuTier {
                 config.budget_bytes, scratch_bytes, max_batch
             ))
         })?;
-        // Largest capacity whose arena and two indexes fit the room left.
+        // Largest capacity whose arena and two indexes fit the room left (binary search: the
+        // index grows in power-of-two steps).
         let fits = |cap: usize| cap as u64 * rb + 2 * buckets_for(cap) as u64 * 12 <= room;
-        let mut capacity = (room / rb) as usize;
-        while capacity > 0 && !fits(capacity) {
-            let over =
-                (capacity as u64 * rb + 2 * buckets_for(capacity) as u64 * 12).saturating_sub(room);
-            capacity = capacity.saturating_sub(((over / rb) as usize).max(capacity / 64).max(1));
+        let (mut lo, mut hi) = (0usize, (room / rb) as usize);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
         }
+        let capacity = lo;
         if capacity == 0 {
             return Err(GpuError::Budget(format!(
                 "a GPU budget of {} bytes holds no row",
