@@ -62,6 +62,12 @@ pub struct ServeArgs {
     /// Most ids per request.
     #[arg(long)]
     pub max_batch_ids: Option<usize>,
+    /// VRAM tier budget, e.g. 40GiB (needs a GPU and a build with --features cuda).
+    #[arg(long)]
+    pub gpu_budget: Option<String>,
+    /// CUDA device of the VRAM tier.
+    #[arg(long)]
+    pub gpu_device: Option<usize>,
     /// Read through the page cache instead of O_DIRECT.
     #[arg(long)]
     pub buffered_io: bool,
@@ -247,6 +253,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.max_batch_ids {
         c.max_batch_ids = v;
+    }
+    if let Some(v) = a.gpu_budget {
+        c.gpu_budget = v;
+    }
+    if let Some(v) = a.gpu_device {
+        c.gpu_device = v;
     }
     if a.buffered_io {
         c.direct_io = false;

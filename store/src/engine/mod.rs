@@ -2,6 +2,8 @@
 //! tier over one I/O engine, and the lookup path of each.
 
 mod error;
+#[cfg(feature = "cuda")]
+mod gpu_path;
 mod inflight;
 mod registry;
 mod served_table;

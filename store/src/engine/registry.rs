@@ -30,6 +30,12 @@ pub struct EngineConfig {
     pub direct_io: bool,
     /// Most ids in one request. Default 1,048,576.
     pub max_batch_ids: usize,
+    /// VRAM tier budget over all tables, bytes. Default 0 (no VRAM tier).
+    pub gpu_budget_bytes: u64,
+    /// CUDA device of the VRAM tier. Default 0.
+    pub gpu_device: usize,
+    /// How often the VRAM hot set is refreshed. Default 1 s.
+    pub gpu_refresh: std::time::Duration,
 }
 
 impl EngineConfig {
@@ -43,6 +49,9 @@ impl EngineConfig {
             queue_depth: 128,
             direct_io: true,
             max_batch_ids: 1 << 20,
+            gpu_budget_bytes: 0,
+            gpu_device: 0,
+            gpu_refresh: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -72,6 +81,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A VRAM tier was asked for and cannot be had.
+    #[error("--gpu-budget was given but {0}")]
+    Gpu(String),
     /// An unknown RAM policy name.
     #[error("unknown RAM policy {0:?}; known: {known}", known = policy::POLICY_NAMES.join(", "))]
     UnknownPolicy(String),
@@ -118,6 +130,22 @@ impl Engine {
                 }))
             }
         };
+        if config.gpu_budget_bytes > 0 {
+            #[cfg(not(feature = "cuda"))]
+            return Err(EngineError::Gpu(
+                "this build has no GPU support (rebuild with --features cuda)".into(),
+            ));
+            #[cfg(feature = "cuda")]
+            {
+                engram_store_cache::gpu::probe(config.gpu_device)
+                    .map_err(|e| EngineError::Gpu(e.to_string()))?;
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(EngineError::Gpu(
+                        "the engine was opened outside an async runtime".into(),
+                    ));
+                }
+            }
+        }
         let io = start_engine(
             config.io_engine,
             IoEngineConfig {
@@ -157,7 +185,35 @@ impl Engine {
                 }
             });
             let name = table.manifest.name.clone();
-            tables.insert(name, Arc::new(ServedTable::new(table, cache, io.clone())));
+            #[cfg(feature = "cuda")]
+            let gpu_share = (u128::from(config.gpu_budget_bytes)
+                * u128::from(table.manifest.data_bytes()))
+            .checked_div(total_bytes)
+            .map_or(0, |s| s as u64);
+            #[cfg(feature = "cuda")]
+            let row_bytes = table.manifest.row_bytes as usize;
+            let served = ServedTable::new(table, cache, io.clone());
+            #[cfg(feature = "cuda")]
+            let served = if gpu_share > 0 {
+                let mut c = engram_store_cache::gpu::GpuTierConfig::new(
+                    config.gpu_device,
+                    gpu_share,
+                    row_bytes,
+                );
+                c.max_batch = config.max_batch_ids.min(1 << 20);
+                let tier = engram_store_cache::gpu::GpuTier::new(&c).map_err(|e| {
+                    EngineError::Gpu(format!("the VRAM tier of table {name:?} failed: {e}"))
+                })?;
+                served.with_gpu(tier)
+            } else {
+                served
+            };
+            let served = Arc::new(served);
+            #[cfg(feature = "cuda")]
+            if served.gpu().is_some() {
+                super::gpu_path::spawn_refresh(&served, config.gpu_refresh);
+            }
+            tables.insert(name, served);
         }
         Ok(Self {
             tables,

@@ -26,6 +26,8 @@ pub struct ServedTable {
     layout: RowLayout,
     rows_per_file: u64,
     cache: Option<RowCache>,
+    #[cfg(feature = "cuda")]
+    gpu: Option<engram_store_cache::gpu::GpuTier>,
     io: Arc<dyn IoEngine>,
     inflight: InflightUnits,
     /// NVMe-tier counters.
@@ -61,12 +63,27 @@ impl ServedTable {
             layout,
             rows_per_file,
             cache: cache.map(RowCacheBuilder::build),
+            #[cfg(feature = "cuda")]
+            gpu: None,
             io,
             inflight: InflightUnits::default(),
             disk_stats: DiskStats::default(),
             ram_stats: RamStats::default(),
             table,
         }
+    }
+
+    /// Adds a VRAM tier in front of the RAM tier.
+    #[cfg(feature = "cuda")]
+    pub fn with_gpu(mut self, gpu: engram_store_cache::gpu::GpuTier) -> Self {
+        self.gpu = Some(gpu);
+        self
+    }
+
+    /// The VRAM tier, if any.
+    #[cfg(feature = "cuda")]
+    pub fn gpu(&self) -> Option<&engram_store_cache::gpu::GpuTier> {
+        self.gpu.as_ref()
     }
 
     /// The manifest of the version served.
@@ -138,12 +155,35 @@ impl ServedTable {
                 ids.len()
             )));
         }
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            let hit = super::gpu_path::gather(gpu, ids, out)?;
+            return self.fill_from_host(ids, out, Some(&hit)).await;
+        }
+        self.fill_from_host(ids, out, None).await
+    }
+
+    /// Fills the positions of `out` not marked in `skip` from the RAM tier, then from disk.
+    pub(crate) async fn fill_from_host(
+        self: &Arc<Self>,
+        ids: &[u64],
+        out: &mut [u8],
+        skip: Option<&[bool]>,
+    ) -> Result<(), LookupError> {
+        let rb = self.layout.row_bytes as usize;
         let ram_start = Instant::now();
         let mut misses = Vec::new();
+        let wanted = |position: usize| skip.is_none_or(|s| !s[position]);
         match &self.cache {
             Some(cache) => {
+                let mut hits = 0u64;
                 for (position, (&id, dst)) in ids.iter().zip(out.chunks_exact_mut(rb)).enumerate() {
-                    if !cache.get_into(id, dst) {
+                    if !wanted(position) {
+                        continue;
+                    }
+                    if cache.get_into(id, dst) {
+                        hits += 1;
+                    } else {
                         misses.push(Miss {
                             unit: 0,
                             row: id,
@@ -151,15 +191,19 @@ impl ServedTable {
                         });
                     }
                 }
-                let hits = (ids.len() - misses.len()) as u64;
                 add(&self.ram_stats.row_bytes, hits * rb as u64);
                 self.ram_stats.latency.record(ram_start.elapsed());
             }
-            None => misses.extend(ids.iter().enumerate().map(|(position, &row)| Miss {
-                unit: 0,
-                row,
-                position,
-            })),
+            None => misses.extend(
+                ids.iter()
+                    .enumerate()
+                    .filter(|(position, _)| wanted(*position))
+                    .map(|(position, &row)| Miss {
+                        unit: 0,
+                        row,
+                        position,
+                    }),
+            ),
         }
         if !misses.is_empty() {
             self.read_misses(&misses, Some(out)).await?;
