@@ -12,7 +12,7 @@ use engram_store_proto::v1::embedding_store_server::EmbeddingStore;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Engine, LookupError, ServedTable};
+use crate::engine::{Engine, LookupError, NgramQuery, ServedTable, TokenSequence};
 use crate::status::code_of;
 
 /// Pipelined lookups in flight per stream.
@@ -58,6 +58,21 @@ impl StoreService {
             }
         }
         self.engine.request_latency.record(start.elapsed());
+    }
+}
+
+impl From<pb::LookupNgramsRequest> for NgramQuery {
+    fn from(r: pb::LookupNgramsRequest) -> Self {
+        NgramQuery {
+            group: r.group,
+            layer_id: r.layer_id,
+            sequences: r
+                .sequences
+                .into_iter()
+                .map(|s| TokenSequence::with_context(s.tokens, s.context))
+                .collect(),
+            compressed: r.compressed,
+        }
     }
 }
 
@@ -141,11 +156,17 @@ impl EmbeddingStore for StoreService {
 
     async fn lookup_ngrams(
         &self,
-        _request: Request<pb::LookupNgramsRequest>,
+        request: Request<pb::LookupNgramsRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
-        Err(Status::unimplemented(
-            "LookupNgrams: no Engram groups are served by this build yet",
-        ))
+        let query = NgramQuery::from(request.into_inner());
+        let start = Instant::now();
+        let result = self
+            .engine
+            .lookup_ngrams(&query)
+            .await
+            .map(|(layer, rows)| response(layer.table(), rows.rows, rows.row_count));
+        self.record(start, &result);
+        Ok(Response::new(result?))
     }
 
     async fn prefetch(
@@ -167,9 +188,26 @@ impl EmbeddingStore for StoreService {
                     accepted_rows: accepted,
                 }))
             }
-            Some(pb::prefetch_request::Target::Ngrams(_)) => Err(Status::unimplemented(
-                "Prefetch by n-grams: no Engram groups are served by this build yet",
-            )),
+            Some(pb::prefetch_request::Target::Ngrams(req)) => {
+                let query = NgramQuery::from(req);
+                let layer = self
+                    .engine
+                    .ngram_layer(&query.group, query.layer_id)?
+                    .clone();
+                self.engine
+                    .check_batch(layer.output_rows(&query.sequences))?;
+                let ids = layer.distinct_row_ids(&query.sequences, query.compressed)?;
+                let accepted = ids.len() as u64;
+                let table = layer.table().clone();
+                tokio::spawn(async move {
+                    if let Err(e) = table.prefetch(&ids).await {
+                        tracing::warn!(error = %e, "n-gram prefetch failed");
+                    }
+                });
+                Ok(Response::new(pb::PrefetchResponse {
+                    accepted_rows: accepted,
+                }))
+            }
             None => Err(Status::invalid_argument(
                 "PrefetchRequest names no target (rows or ngrams)",
             )),
@@ -218,6 +256,7 @@ impl EmbeddingStore for StoreService {
                 ram.resident_bytes += s.resident_rows * cache.row_bytes() as u64 + s.metadata_bytes;
                 ram.capacity_bytes += cache.budget_bytes();
                 ram.policy = cache.policy_name().into();
+                ram.prefetch_hits += s.prefetch_hits;
                 if reset {
                     cache.reset_counters();
                 }
