@@ -1,1 +1,16 @@
-//! placeholder
+//! engram-store's benchmark and simulation tools, driven by the `engram-bench` binary (one
+//! subcommand per module; `main.rs` only parses the command line and dispatches).
+//!
+//! - [`policy_sim`]: `engram-bench policy`, the cache-policy simulator over real Engram traces.
+//! - [`lookup`]: `engram-bench lookup`, Lookup load against a running server.
+//! - [`limits`]: `engram-bench limits`, the machine's raw IOPS and loopback TCP bandwidth.
+//! - [`alloc_meter`]: a counting global allocator, so memory overheads are measured, not guessed.
+
+pub mod alloc_meter;
+pub mod limits;
+pub mod lookup;
+pub mod policy_sim;
+
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc_meter::CountingAlloc = alloc_meter::CountingAlloc;

@@ -12,5 +12,5 @@ mod ram;
 
 pub use key_hash::{KeyHashBuilder, KeyHasher, mix64};
 pub use latency::{LatencyHistogram, LatencySnapshot};
-pub use policy::{Admitted, Policy};
+pub use policy::{Admitted, Policy, SimPolicy};
 pub use ram::{PolicyFactory, RowCache, RowCacheBuilder, RowCacheStats};

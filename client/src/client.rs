@@ -269,6 +269,100 @@ impl Client {
         Ok(r.accepted_rows)
     }
 
+    /// Registers a host shared-memory region: a file under /dev/shm of at least `size` bytes
+    /// that this process created. Returns its id and token for [`Client::lookup_into`].
+    pub async fn register_shm_region(
+        &self,
+        path: &str,
+        size: u64,
+    ) -> Result<(u64, String), ClientError> {
+        let req = pb::RegisterRegionRequest {
+            kind: Some(pb::register_region_request::Kind::Shm(
+                pb::SharedMemoryRegion {
+                    path: path.to_owned(),
+                    size,
+                },
+            )),
+        };
+        let r = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.register_region(req).await }
+            })
+            .await?;
+        Ok((r.region_id, r.token))
+    }
+
+    /// Forgets a registered region.
+    pub async fn unregister_region(&self, region_id: u64, token: &str) -> Result<(), ClientError> {
+        let req = pb::UnregisterRegionRequest {
+            region_id,
+            token: token.to_owned(),
+        };
+        self.with_retry(|mut c| {
+            let req = req.clone();
+            async move { c.unregister_region(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Writes the rows of `ids` into registered region `region_id` at byte `offset`; returns the
+    /// bytes written.
+    pub async fn lookup_into(
+        &self,
+        region_id: u64,
+        token: &str,
+        offset: u64,
+        table: &str,
+        ids: &[u64],
+    ) -> Result<u64, ClientError> {
+        let req = pb::LookupIntoRequest {
+            region_id,
+            token: token.to_owned(),
+            offset,
+            source: Some(pb::lookup_into_request::Source::Rows(pb::LookupRequest {
+                table: table.to_owned(),
+                ids: ids.to_vec(),
+            })),
+        };
+        let r = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.lookup_into(req).await }
+            })
+            .await?;
+        Ok(r.bytes_written)
+    }
+
+    /// Writes the rows of [`Client::lookup_ngrams`] into registered region `region_id` at byte
+    /// `offset`; returns the bytes written.
+    pub async fn lookup_ngrams_into(
+        &self,
+        region_id: u64,
+        token: &str,
+        offset: u64,
+        group: &str,
+        layer_id: u32,
+        sequences: &[pb::TokenSequence],
+    ) -> Result<u64, ClientError> {
+        let req = pb::LookupIntoRequest {
+            region_id,
+            token: token.to_owned(),
+            offset,
+            source: Some(pb::lookup_into_request::Source::Ngrams(ngrams_request(
+                group, layer_id, sequences, false,
+            ))),
+        };
+        let r = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.lookup_into(req).await }
+            })
+            .await?;
+        Ok(r.bytes_written)
+    }
+
     /// The tables served.
     pub async fn list_tables(&self) -> Result<Vec<pb::TableInfo>, ClientError> {
         Ok(self

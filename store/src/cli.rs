@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::ServeConfig;
 use crate::engine::Engine;
 use crate::group::{GroupSource, create_group};
-use crate::ingest::{WriteOptions, ingest_file, synth_table};
+use crate::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
 use crate::size::{format_size, parse_size};
 use crate::table::{ChecksumKind, DType, row_as_f64};
 
@@ -242,16 +242,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Synth(a) => {
             let bar = bytes_bar("synth");
-            let m = synth_table(
-                &a.data,
-                &a.name,
-                a.rows,
-                a.dim,
-                a.dtype,
-                a.seed,
-                &a.write.options(),
-                Some(&bar),
-            )?;
+            let spec = SynthSpec {
+                name: a.name.clone(),
+                rows: a.rows,
+                row_dim: a.dim,
+                dtype: a.dtype,
+                seed: a.seed,
+            };
+            let m = synth_table(&a.data, &spec, &a.write.options(), Some(&bar))?;
             bar.finish_and_clear();
             println!(
                 "wrote table {:?} version {}: {} rows x {} {} ({}) in {}",

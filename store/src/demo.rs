@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::bytes_bar;
 use crate::engine::{Engine, EngineConfig};
-use crate::ingest::{WriteOptions, synth_table};
+use crate::ingest::{SynthSpec, WriteOptions, synth_table};
 use crate::load::{LoadSpec, SynthCheck, run_load};
 use crate::size::{format_size, parse_size};
 use crate::table::{DType, OpenTable};
@@ -71,16 +71,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         let (data, rows) = (a.data.clone(), a.rows);
         let b = bar.clone();
         tokio::task::spawn_blocking(move || {
-            synth_table(
-                &data,
-                DEMO_TABLE,
+            let spec = SynthSpec {
+                name: DEMO_TABLE.into(),
                 rows,
-                DEMO_DIM,
-                DType::Bf16,
-                DEMO_SEED,
-                &WriteOptions::default(),
-                Some(&b),
-            )
+                row_dim: DEMO_DIM,
+                dtype: DType::Bf16,
+                seed: DEMO_SEED,
+            };
+            synth_table(&data, &spec, &WriteOptions::default(), Some(&b))
         })
         .await??;
         bar.finish_and_clear();

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod group;
 pub mod ingest;
 pub mod load;
+pub mod regions;
 pub mod server;
 pub mod service;
 pub mod size;

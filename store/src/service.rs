@@ -12,7 +12,8 @@ use engram_store_proto::v1::embedding_store_server::EmbeddingStore;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Engine, LookupError, NgramQuery, ServedTable, TokenSequence};
+use crate::engine::{DedupedIds, Engine, LookupError, NgramQuery, ServedTable, TokenSequence};
+use crate::regions::{RegionMemory, RegionRegistry, ShmRegion};
 use crate::status::code_of;
 
 /// Pipelined lookups in flight per stream.
@@ -22,12 +23,16 @@ const STREAM_PIPELINE: usize = 16;
 #[derive(Debug, Clone)]
 pub struct StoreService {
     engine: Arc<Engine>,
+    regions: Arc<RegionRegistry>,
 }
 
 impl StoreService {
     /// A service over `engine`.
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            regions: Arc::new(RegionRegistry::default()),
+        }
     }
 
     /// One lookup, counted in the engine's request stats.
@@ -231,6 +236,66 @@ impl EmbeddingStore for StoreService {
         Ok(Response::new(table_info(table)))
     }
 
+    async fn register_region(
+        &self,
+        request: Request<pb::RegisterRegionRequest>,
+    ) -> Result<Response<pb::RegisterRegionResponse>, Status> {
+        let memory = match request.into_inner().kind {
+            Some(pb::register_region_request::Kind::Shm(shm)) => {
+                RegionMemory::Shm(ShmRegion::open(std::path::Path::new(&shm.path), shm.size)?)
+            }
+            Some(pb::register_region_request::Kind::CudaIpc(_)) => {
+                return Err(Status::failed_precondition(
+                    "CUDA IPC regions need a server started with a GPU tier (--gpu-budget)",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "RegisterRegion names no region (shm or cuda_ipc)",
+                ));
+            }
+        };
+        let size = match &memory {
+            RegionMemory::Shm(m) => m.size(),
+        };
+        let (region_id, token) = self.regions.register(memory);
+        Ok(Response::new(pb::RegisterRegionResponse {
+            region_id,
+            token,
+            size,
+        }))
+    }
+
+    async fn unregister_region(
+        &self,
+        request: Request<pb::UnregisterRegionRequest>,
+    ) -> Result<Response<pb::UnregisterRegionResponse>, Status> {
+        let r = request.into_inner();
+        self.regions.unregister(r.region_id, &r.token)?;
+        Ok(Response::new(pb::UnregisterRegionResponse {}))
+    }
+
+    async fn lookup_into(
+        &self,
+        request: Request<pb::LookupIntoRequest>,
+    ) -> Result<Response<pb::LookupIntoResponse>, Status> {
+        let start = Instant::now();
+        let result = self.lookup_into_region(request.into_inner()).await;
+        let c = &self.engine.counters;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(r) => {
+                c.rows.fetch_add(r.row_count, Ordering::Relaxed);
+                c.bytes.fetch_add(r.bytes_written, Ordering::Relaxed);
+            }
+            Err(_) => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.engine.request_latency.record(start.elapsed());
+        Ok(Response::new(result?))
+    }
+
     async fn stats(
         &self,
         request: Request<pb::StatsRequest>,
@@ -294,6 +359,8 @@ impl EmbeddingStore for StoreService {
             errors: c.errors.load(Ordering::Relaxed),
             io_engine: e.io_engine_name().into(),
             uptime_s: e.uptime_s(),
+            process_rss_bytes: process_rss_bytes(),
+            fixed_overhead_bytes: e.tables().map(|t| t.fixed_memory_bytes() as u64).sum(),
         };
         if reset {
             e.request_latency.reset();
@@ -303,6 +370,86 @@ impl EmbeddingStore for StoreService {
         }
         Ok(Response::new(out))
     }
+}
+
+/// Resident set size of this process from /proc/self/statm (0 where unavailable).
+fn process_rss_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+impl StoreService {
+    async fn lookup_into_region(
+        &self,
+        req: pb::LookupIntoRequest,
+    ) -> Result<pb::LookupIntoResponse, LookupError> {
+        let region = self.regions.get(req.region_id, &req.token)?;
+        // Check the request whole (ids, tokens, limits) before touching the region.
+        let (table, source) = match req.source {
+            Some(pb::lookup_into_request::Source::Rows(rows)) => {
+                self.engine.check_batch(rows.ids.len())?;
+                let table = self.engine.table(&rows.table)?.clone();
+                table.check_ids(&rows.ids)?;
+                (table, IntoSource::Rows(rows.ids))
+            }
+            Some(pb::lookup_into_request::Source::Ngrams(req)) => {
+                let query = NgramQuery::from(req);
+                let layer = self
+                    .engine
+                    .ngram_layer(&query.group, query.layer_id)?
+                    .clone();
+                self.engine
+                    .check_batch(layer.output_rows(&query.sequences))?;
+                let ids = layer.deduped_row_ids(&query.sequences, query.compressed)?;
+                (layer.table().clone(), IntoSource::Ngrams(ids))
+            }
+            None => {
+                return Err(LookupError::InvalidArgument(
+                    "LookupInto names no rows".into(),
+                ));
+            }
+        };
+        let count = match &source {
+            IntoSource::Rows(ids) => ids.len(),
+            IntoSource::Ngrams(ids) => ids.len(),
+        };
+        let rb = u64::from(table.manifest().row_bytes);
+        let len = count as u64 * rb;
+        let end = req.offset.checked_add(len).ok_or_else(|| {
+            LookupError::InvalidArgument(format!("offset {} overflows", req.offset))
+        })?;
+        let mut lease = region.lease(req.offset..end)?;
+        match (lease.shm_bytes(), &source) {
+            (Some(dst), IntoSource::Rows(ids)) => table.lookup_into(ids, dst).await?,
+            (Some(dst), IntoSource::Ngrams(ids)) => table.lookup_deduped_into(ids, dst).await?,
+            (None, _) => {
+                return Err(LookupError::InvalidArgument(
+                    "region kind not writable here".into(),
+                ));
+            }
+        }
+        Ok(pb::LookupIntoResponse {
+            row_count: count as u64,
+            row_bytes: rb as u32,
+            bytes_written: len,
+            gpu_hits: 0,
+        })
+    }
+}
+
+/// What a LookupInto writes: rows by id, or the deduped rows of an n-gram query.
+enum IntoSource {
+    Rows(Vec<u64>),
+    Ngrams(DedupedIds),
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -93,7 +93,7 @@ impl IdSampler {
             IdDistribution::Zipf(s) => {
                 let dist =
                     Zipf::new(rows as f64, *s).map_err(|e| format!("Zipf({rows}, {s}): {e}"))?;
-                let mut mult = 0x9E37_79B9_7F4A_7C15 % rows.max(2) | 1;
+                let mut mult = (0x9E37_79B9_7F4A_7C15 % rows.max(2)) | 1;
                 while gcd(mult, rows) != 1 {
                     mult += 2;
                 }

@@ -382,6 +382,54 @@ async fn prefetched_rows_are_hit_by_the_next_lookup() {
     server.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn lookup_ngrams_into_shared_memory_equals_lookup_ngrams() {
+    if !Path::new("/dev/shm").is_dir() {
+        println!("skipping: no /dev/shm on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    synth_group(dir.path(), &data).await;
+    let (_engine, server, client) = common::start(&data, 1 << 20, IoEngineKind::Pread).await;
+    let shm = PathBuf::from(format!(
+        "/dev/shm/engram-ngrams-test-{}",
+        std::process::id()
+    ));
+    let size = 8192u64;
+    std::fs::write(&shm, vec![0xAAu8; size as usize]).expect("create shm file");
+    let sequences = [
+        token_sequence(&[5, 17, 300, 5, 17], &[]),
+        token_sequence(&[9, 9], &[1, 2]),
+    ];
+    let result = async {
+        let (id, token) = client
+            .register_shm_region(&shm.to_string_lossy(), size)
+            .await?;
+        let written = client
+            .lookup_ngrams_into(id, &token, 100, "g", 3, &sequences)
+            .await?;
+        let bad = client
+            .lookup_ngrams_into(id, &token, 0, "g", 3, &[token_sequence(&[RAW_VOCAB], &[])])
+            .await;
+        Ok::<_, ClientError>((written, bad))
+    }
+    .await;
+    let bytes = std::fs::read(&shm).expect("read shm");
+    let _ = std::fs::remove_file(&shm);
+    let (written, bad) = result.expect("lookup_ngrams_into");
+    let want = client
+        .lookup_ngrams("g", 3, &sequences)
+        .await
+        .expect("lookup_ngrams");
+    assert_eq!(written as usize, 7 * 8 * 16);
+    assert_eq!(&bytes[100..100 + written as usize], &want.bytes()[..]);
+    assert!(bytes[..100].iter().all(|&b| b == 0xAA));
+    assert!(bytes[100 + written as usize..].iter().all(|&b| b == 0xAA));
+    expect_error(bad, tonic::Code::InvalidArgument, &["token id 1500"]);
+    server.shutdown().await.expect("shutdown");
+}
+
 /// A safetensors file of the given f32 tensors (name, rows, cols, values).
 fn safetensors(tensors: &[(&str, u64, u64, Vec<f32>)]) -> Vec<u8> {
     let mut header = serde_json::Map::new();

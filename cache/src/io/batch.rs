@@ -30,7 +30,7 @@ pub(crate) struct Pending {
 
 impl Batch {
     /// A batch of `ops` and the future that resolves when all of them have completed.
-    pub(crate) fn new(ops: Vec<ReadOp>) -> (Vec<Pending>, BatchFuture) {
+    pub(crate) fn start(ops: Vec<ReadOp>) -> (Vec<Pending>, BatchFuture) {
         let (tx, rx) = oneshot::channel();
         let n = ops.len();
         let batch = std::sync::Arc::new(Batch {

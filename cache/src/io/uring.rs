@@ -149,7 +149,7 @@ impl IoEngine for UringEngine {
     }
 
     fn read_batch(&self, ops: Vec<ReadOp>) -> BatchFuture {
-        let (pending, future) = Batch::new(ops);
+        let (pending, future) = Batch::start(ops);
         for p in pending {
             if let Err(crossbeam_channel::SendError(p)) = self.tx.send(p) {
                 p.complete(Err(io::Error::other("io_uring engine stopped")));

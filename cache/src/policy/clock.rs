@@ -1,17 +1,14 @@
 //! CLOCK (second chance): one reference bit per slot and a hand that sweeps the slots, clearing
 //! bits until it finds an unreferenced victim. Admits every key.
 
-use std::collections::HashMap;
-
+use super::slot_index::SlotIndex;
 use super::{Admitted, Policy};
-use crate::key_hash::KeyHashBuilder;
 
 /// CLOCK over a fixed number of slots.
 #[derive(Debug)]
 pub struct Clock {
-    index: HashMap<u64, u32, KeyHashBuilder>,
-    keys: Vec<u64>,
-    referenced: Vec<bool>,
+    index: SlotIndex,
+    referenced: Box<[bool]>,
     hand: usize,
     capacity: usize,
 }
@@ -20,9 +17,8 @@ impl Clock {
     /// A CLOCK policy with `capacity` slots.
     pub fn new(capacity: usize) -> Self {
         Self {
-            index: HashMap::with_capacity_and_hasher(capacity, KeyHashBuilder),
-            keys: Vec::with_capacity(capacity),
-            referenced: Vec::with_capacity(capacity),
+            index: SlotIndex::new(capacity),
+            referenced: vec![false; capacity].into_boxed_slice(),
             hand: 0,
             capacity,
         }
@@ -43,23 +39,22 @@ impl Policy for Clock {
     }
 
     fn get(&mut self, key: u64) -> Option<u32> {
-        let slot = *self.index.get(&key)?;
+        let slot = self.index.get(key)?;
         self.referenced[slot as usize] = true;
         Some(slot)
     }
 
     fn contains(&self, key: u64) -> bool {
-        self.index.contains_key(&key)
+        self.index.get(key).is_some()
     }
 
     fn insert(&mut self, key: u64) -> Option<Admitted> {
         if self.capacity == 0 {
             return None;
         }
-        if self.keys.len() < self.capacity {
-            let slot = self.keys.len() as u32;
-            self.keys.push(key);
-            self.referenced.push(false);
+        let len = self.index.len();
+        if len < self.capacity {
+            let slot = len as u32;
             self.index.insert(key, slot);
             return Some(Admitted {
                 slot,
@@ -73,9 +68,7 @@ impl Policy for Clock {
                 self.referenced[slot] = false;
                 continue;
             }
-            let evicted = std::mem::replace(&mut self.keys[slot], key);
-            self.index.remove(&evicted);
-            self.index.insert(key, slot as u32);
+            let evicted = self.index.replace(slot as u32, key);
             return Some(Admitted {
                 slot: slot as u32,
                 evicted: Some(evicted),
@@ -84,14 +77,9 @@ impl Policy for Clock {
     }
 
     fn metadata_bytes(&self) -> usize {
-        // hashbrown: one control byte per bucket plus the (u64, u32) entry, padded to 16 bytes.
-        let cap = self.index.capacity();
-        let buckets = if cap == 0 {
-            0
-        } else {
-            (cap * 8 / 7).next_power_of_two()
-        };
-        buckets * (1 + 16) + self.keys.capacity() * 8 + self.referenced.capacity()
+        std::mem::size_of::<Self>()
+            + self.index.heap_bytes()
+            + std::mem::size_of_val(&*self.referenced)
     }
 }
 

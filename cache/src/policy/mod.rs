@@ -3,26 +3,86 @@
 //! A [`Policy`] manages a fixed number of *slots* keyed by `u64` (a row id). It decides which keys
 //! are resident and which slot each occupies; it stores no row bytes. The RAM tier pairs a policy
 //! with a slab arena (slot `i` holds the row bytes at `i * row_bytes`), and the policy simulator
-//! drives policies with no arena at all.
+//! drives policies with no arena at all, through [`SimPolicy`], which also covers the policies
+//! that only a simulator can run: moka's W-TinyLFU ([`MokaTinyLfu`]) and Belady's [`Opt`].
+//!
+//! The slot policies: [`Lru`], [`Clock`], [`Sieve`], [`S3Fifo`], [`Lfu`] (count-min sketch with
+//! aging), [`HotSet`] (pinned top-K by decayed counts) and [`WTinyLfu`], the default
+//! ([`DEFAULT_POLICY`]): W-TinyLFU over CLOCK in at most 16 bytes per row.
 
 mod clock;
+mod hotset;
+mod lfu;
+mod lru;
+mod moka_tinylfu;
+mod opt;
+mod s3fifo;
+mod sieve;
+mod sim;
+mod sketch;
+mod slot_index;
+mod slot_list;
+mod wtinylfu;
 
 pub use clock::Clock;
+pub use hotset::HotSet;
+pub use lfu::Lfu;
+pub use lru::Lru;
+pub use moka_tinylfu::MokaTinyLfu;
+pub use opt::{NEVER, Opt, next_uses};
+pub use s3fifo::S3Fifo;
+pub use sieve::Sieve;
+pub use sim::SimPolicy;
+pub use sketch::SketchConfig;
+pub use wtinylfu::{WTinyLfu, WTinyLfuConfig};
 
-/// Names accepted by [`by_name`].
-pub const POLICY_NAMES: &[&str] = &["clock"];
+/// Names accepted by [`by_name`]: the slot policies the RAM tier can run.
+pub const POLICY_NAMES: &[&str] = &[
+    "wtinylfu", "lru", "clock", "sieve", "s3fifo", "lfu", "hotset",
+];
 
-/// The policy the RAM tier runs unless told otherwise.
+/// Name of the policy the RAM tier runs unless told otherwise.
+pub const DEFAULT_POLICY: &str = "wtinylfu";
+
+/// The policy the RAM tier runs unless told otherwise: [`WTinyLfu`] with its default tuning.
 pub fn default_policy(capacity: usize) -> Box<dyn Policy> {
-    Box::new(Clock::new(capacity))
+    Box::new(WTinyLfu::new(capacity))
 }
 
 /// The policy called `name` (see [`POLICY_NAMES`]), or `None` for an unknown name.
 pub fn by_name(name: &str, capacity: usize) -> Option<Box<dyn Policy>> {
-    match name {
-        "clock" => Some(Box::new(Clock::new(capacity))),
-        _ => None,
+    struct Boxed;
+    impl WithPolicy for Boxed {
+        type Output = Box<dyn Policy>;
+        fn with<P: Policy + 'static>(self, policy: P) -> Box<dyn Policy> {
+            Box::new(policy)
+        }
     }
+    by_name_with(name, capacity, Boxed)
+}
+
+/// Receives a policy built by [`by_name_with`] as its concrete type, so that a caller can box it
+/// as another trait object (the simulator boxes it as a [`SimPolicy`]) without a second box.
+pub trait WithPolicy {
+    /// What the receiver makes of the policy.
+    type Output;
+    /// Takes the policy.
+    fn with<P: Policy + 'static>(self, policy: P) -> Self::Output;
+}
+
+/// Builds the policy called `name` (see [`POLICY_NAMES`]) and hands it to `f`; `None` for an
+/// unknown name. The one list of names and constructors, shared by [`by_name`].
+pub fn by_name_with<F: WithPolicy>(name: &str, capacity: usize, f: F) -> Option<F::Output> {
+    Some(match name {
+        "wtinylfu" => f.with(WTinyLfu::new(capacity)),
+        "lru" => f.with(Lru::new(capacity)),
+        "clock" => f.with(Clock::new(capacity)),
+        "sieve" => f.with(Sieve::new(capacity)),
+        "s3fifo" => f.with(S3Fifo::new(capacity)),
+        "lfu" => f.with(Lfu::new(capacity)),
+        "hotset" => f.with(HotSet::new(capacity)),
+        _ => return None,
+    })
 }
 
 /// Where an admitted key goes: the slot to fill, and the key that slot held before, if any.
@@ -59,4 +119,37 @@ pub trait Policy: Send + std::fmt::Debug {
     fn insert(&mut self, key: u64) -> Option<Admitted>;
     /// Exact bytes of heap and inline state the policy holds (index, metadata, sketches).
     fn metadata_bytes(&self) -> usize;
+    /// The policy's estimate of how often `key` was accessed recently (resident or not), for a
+    /// faster tier that wants the hottest rows; 0 from policies that keep no frequencies.
+    fn frequency(&self, key: u64) -> u32 {
+        let _ = key;
+        0
+    }
+}
+
+impl<P: Policy + ?Sized> Policy for Box<P> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn capacity(&self) -> usize {
+        (**self).capacity()
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn get(&mut self, key: u64) -> Option<u32> {
+        (**self).get(key)
+    }
+    fn contains(&self, key: u64) -> bool {
+        (**self).contains(key)
+    }
+    fn insert(&mut self, key: u64) -> Option<Admitted> {
+        (**self).insert(key)
+    }
+    fn metadata_bytes(&self) -> usize {
+        (**self).metadata_bytes()
+    }
+    fn frequency(&self, key: u64) -> u32 {
+        (**self).frequency(key)
+    }
 }

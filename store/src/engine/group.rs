@@ -225,6 +225,16 @@ impl ServedLayer {
         Ok(())
     }
 
+    /// The row ids of `sequences` (see [`ServedLayer::row_ids`]), deduped for
+    /// [`ServedTable::lookup_deduped`] / [`ServedTable::lookup_deduped_into`].
+    pub fn deduped_row_ids(
+        &self,
+        sequences: &[TokenSequence],
+        compressed: bool,
+    ) -> Result<DedupedIds, LookupError> {
+        Ok(DedupedIds::new(&self.row_ids(sequences, compressed)?))
+    }
+
     /// The rows of `sequences`: per position, every head's row, concatenated; each distinct row
     /// is read once.
     pub async fn lookup(
@@ -232,7 +242,7 @@ impl ServedLayer {
         sequences: &[TokenSequence],
         compressed: bool,
     ) -> Result<NgramRows, LookupError> {
-        let ids = DedupedIds::new(&self.row_ids(sequences, compressed)?);
+        let ids = self.deduped_row_ids(sequences, compressed)?;
         let rows = self.table.lookup_deduped(&ids).await?;
         Ok(NgramRows {
             rows,

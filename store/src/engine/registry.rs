@@ -167,12 +167,10 @@ impl Engine {
             .sum();
         let mut tables = BTreeMap::new();
         for table in opened {
-            let share = if total_bytes == 0 {
-                0
-            } else {
-                (u128::from(config.ram_cache_bytes) * u128::from(table.manifest.data_bytes())
-                    / total_bytes) as u64
-            };
+            let share = (u128::from(config.ram_cache_bytes)
+                * u128::from(table.manifest.data_bytes()))
+            .checked_div(total_bytes)
+            .map_or(0, |s| s as u64);
             let cache = (share > 0).then(|| {
                 let b = RowCacheBuilder::new(table.manifest.row_bytes as usize).budget_bytes(share);
                 match &factory {

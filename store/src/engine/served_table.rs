@@ -119,12 +119,30 @@ impl ServedTable {
         ((file << UNIT_BITS) | unit, offset)
     }
 
-    /// The rows of `ids`, packed in request order. Ids must be checked first ([`Self::check_ids`]).
+    /// The rows of `ids`, packed in request order.
     pub async fn lookup(self: &Arc<Self>, ids: &[u64]) -> Result<Bytes, LookupError> {
         self.check_ids(ids)?;
-        let rb = self.layout.row_bytes as usize;
-        let mut out = vec![0u8; ids.len() * rb];
+        let mut out = vec![0u8; ids.len() * self.layout.row_bytes as usize];
+        self.lookup_into(ids, &mut out).await?;
+        Ok(Bytes::from(out))
+    }
 
+    /// Writes the rows of `ids` into `out` (exactly `ids.len() * row_bytes` bytes), packed in
+    /// request order. On error `out` may hold some rows; callers must not use it.
+    pub async fn lookup_into(
+        self: &Arc<Self>,
+        ids: &[u64],
+        out: &mut [u8],
+    ) -> Result<(), LookupError> {
+        self.check_ids(ids)?;
+        let rb = self.layout.row_bytes as usize;
+        if out.len() != ids.len() * rb {
+            return Err(LookupError::InvalidArgument(format!(
+                "output of {} bytes for {} rows of {rb} bytes",
+                out.len(),
+                ids.len()
+            )));
+        }
         let ram_start = Instant::now();
         let mut misses = Vec::new();
         match &self.cache {
@@ -149,15 +167,27 @@ impl ServedTable {
             })),
         }
         if !misses.is_empty() {
-            self.read_misses(&misses, Some(&mut out), false).await?;
+            self.read_misses(&misses, Some(out), false).await?;
         }
-        Ok(Bytes::from(out))
+        Ok(())
     }
 
     /// The rows of every position of `ids`, packed in position order, reading each distinct row
     /// once (from the RAM tier or one disk read) into its first position and copying it from
     /// there to the later positions that want it.
     pub async fn lookup_deduped(self: &Arc<Self>, ids: &DedupedIds) -> Result<Bytes, LookupError> {
+        let mut out = vec![0u8; ids.len() * self.layout.row_bytes as usize];
+        self.lookup_deduped_into(ids, &mut out).await?;
+        Ok(Bytes::from(out))
+    }
+
+    /// [`ServedTable::lookup_deduped`] into `out` (exactly `ids.len() * row_bytes` bytes). On
+    /// error `out` may hold some rows; callers must not use it.
+    pub async fn lookup_deduped_into(
+        self: &Arc<Self>,
+        ids: &DedupedIds,
+        out: &mut [u8],
+    ) -> Result<(), LookupError> {
         let rows = self.table.manifest.rows;
         if let Some(k) = ids.distinct().iter().position(|&id| id >= rows) {
             return Err(LookupError::OutOfRange {
@@ -168,7 +198,13 @@ impl ServedTable {
             });
         }
         let rb = self.layout.row_bytes as usize;
-        let mut out = vec![0u8; ids.len() * rb];
+        if out.len() != ids.len() * rb {
+            return Err(LookupError::InvalidArgument(format!(
+                "output of {} bytes for {} rows of {rb} bytes",
+                out.len(),
+                ids.len()
+            )));
+        }
         let firsts = ids.distinct().iter().zip(ids.first());
         let mut misses = Vec::new();
         match &self.cache {
@@ -194,7 +230,7 @@ impl ServedTable {
             })),
         }
         if !misses.is_empty() {
-            self.read_misses(&misses, Some(&mut out), false).await?;
+            self.read_misses(&misses, Some(&mut *out), false).await?;
         }
         for (position, &k) in ids.index().iter().enumerate() {
             let from = ids.first()[k];
@@ -202,7 +238,7 @@ impl ServedTable {
                 out.copy_within(from * rb..(from + 1) * rb, position * rb);
             }
         }
-        Ok(Bytes::from(out))
+        Ok(())
     }
 
     /// Brings `ids` into the RAM tier (reading what is missing); returns the rows read. Rows it
@@ -236,7 +272,7 @@ impl ServedTable {
     async fn read_misses(
         self: &Arc<Self>,
         misses: &[Miss],
-        mut out: Option<&mut Vec<u8>>,
+        mut out: Option<&mut [u8]>,
         prefetched: bool,
     ) -> Result<(), LookupError> {
         let start = Instant::now();

@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 
 use super::error::GroupError;
 use super::files::{GroupFiles, GroupMeta, check_group_name, group_dir};
-use crate::ingest::{WriteOptions, ingest_file, safetensors_tensors, synth_table};
+use crate::ingest::{SynthSpec, WriteOptions, ingest_file, safetensors_tensors, synth_table};
 use crate::table::{DType, Manifest};
 
 /// Where a group's rows come from.
@@ -109,11 +109,13 @@ pub fn create_group(
         let written = match (source, &weights) {
             (GroupSource::Synth { dtype, seed }, _) => synth_table(
                 data_dir,
-                &layer.table,
-                rows,
-                row_dim,
-                *dtype,
-                *seed,
+                &SynthSpec {
+                    name: layer.table.clone(),
+                    rows,
+                    row_dim,
+                    dtype: *dtype,
+                    seed: *seed,
+                },
                 opts,
                 progress,
             ),

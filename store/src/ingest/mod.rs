@@ -168,17 +168,36 @@ pub fn safetensors_tensors(path: &Path) -> anyhow::Result<(Vec<SafetensorsTensor
     Ok((tensors.into_iter().map(|(t, _)| t).collect(), skipped))
 }
 
+/// What synthetic table to write.
+#[derive(Debug, Clone)]
+pub struct SynthSpec {
+    /// Table name.
+    pub name: String,
+    /// Rows.
+    pub rows: u64,
+    /// Elements per row.
+    pub row_dim: u32,
+    /// Element type.
+    pub dtype: DType,
+    /// Content seed.
+    pub seed: u64,
+}
+
 /// Writes a synthetic table (content documented in [`crate::table::fill_row`]).
 pub fn synth_table(
     data_dir: &Path,
-    name: &str,
-    rows: u64,
-    row_dim: u32,
-    dtype: DType,
-    seed: u64,
+    spec_in: &SynthSpec,
     opts: &WriteOptions,
     progress: Option<&ProgressBar>,
 ) -> anyhow::Result<Manifest> {
+    let SynthSpec {
+        name,
+        rows,
+        row_dim,
+        dtype,
+        seed,
+    } = spec_in.clone();
+    let name = name.as_str();
     if row_dim == 0 {
         anyhow::bail!("--dim must be at least 1");
     }

@@ -127,7 +127,7 @@ mod tests {
 
     fn header(dict: &str) -> Vec<u8> {
         let mut d = dict.as_bytes().to_vec();
-        while (10 + d.len() + 1) % 64 != 0 {
+        while !(10 + d.len() + 1).is_multiple_of(64) {
             d.push(b' ');
         }
         d.push(b'\n');

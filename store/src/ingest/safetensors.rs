@@ -25,6 +25,9 @@ pub struct SafetensorsTensor {
     pub begin: u64,
 }
 
+/// A usable tensor with the names of the tensors that were skipped (for error messages).
+pub(super) type TensorWithSkipped = (SafetensorsTensor, Vec<String>);
+
 #[derive(serde::Deserialize)]
 struct RawTensor {
     dtype: String,
@@ -79,7 +82,7 @@ pub fn parse_safetensors_header(
 /// Reads the header of `path`; returns the tensors and the offset of the data section.
 pub(super) fn read_safetensors_header(
     path: &Path,
-) -> anyhow::Result<(Vec<(SafetensorsTensor, Vec<String>)>, u64)> {
+) -> anyhow::Result<(Vec<TensorWithSkipped>, u64)> {
     let mut f = std::fs::File::open(path)?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(|e| {

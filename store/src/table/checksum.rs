@@ -141,7 +141,7 @@ impl BlockSums {
     /// Decodes `bytes` (a multiple of the value width) into values of `kind`.
     pub fn decode_values(kind: ChecksumKind, bytes: &[u8]) -> Option<Self> {
         match kind {
-            ChecksumKind::Crc32c => (bytes.len() % 4 == 0).then(|| {
+            ChecksumKind::Crc32c => bytes.len().is_multiple_of(4).then(|| {
                 BlockSums::Crc32c(
                     bytes
                         .chunks_exact(4)
@@ -149,7 +149,7 @@ impl BlockSums {
                         .collect(),
                 )
             }),
-            ChecksumKind::Xxh3 => (bytes.len() % 8 == 0).then(|| {
+            ChecksumKind::Xxh3 => bytes.len().is_multiple_of(8).then(|| {
                 BlockSums::Xxh3(
                     bytes
                         .chunks_exact(8)

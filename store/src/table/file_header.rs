@@ -113,7 +113,7 @@ impl FileHeader {
             rows: le64(44),
             blocks: le64(52),
         };
-        if h.row_bytes == 0 || h.block_size == 0 || h.block_size % 512 != 0 {
+        if h.row_bytes == 0 || h.block_size == 0 || !h.block_size.is_multiple_of(512) {
             return Err(FormatError::Invalid(format!(
                 "row_bytes {} and block_size {} (must be > 0, block a multiple of 512)",
                 h.row_bytes, h.block_size

@@ -111,7 +111,9 @@ impl Manifest {
                 self.dtype
             ));
         }
-        if self.block_size < 512 || self.block_size % 512 != 0 || !self.block_size.is_power_of_two()
+        if self.block_size < 512
+            || !self.block_size.is_multiple_of(512)
+            || !self.block_size.is_power_of_two()
         {
             return bad(format!(
                 "block_size {} (must be a power of two >= 512)",

@@ -205,7 +205,7 @@ impl TableWriter {
     /// Appends whole rows (`bytes.len()` a multiple of the row size).
     pub fn push_rows(&mut self, bytes: &[u8]) -> Result<(), TableError> {
         let rb = self.layout.row_bytes as usize;
-        if bytes.len() % rb != 0 {
+        if !bytes.len().is_multiple_of(rb) {
             return Err(TableError::InvalidSpec(format!(
                 "{} bytes is not a whole number of {rb}-byte rows",
                 bytes.len()

@@ -24,6 +24,82 @@ DTYPE_I8: DType
 DTYPE_U8: DType
 DTYPE_F8_E4M3: DType
 
+class SharedMemoryRegion(_message.Message):
+    __slots__ = ("path", "size")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class CudaIpcRegion(_message.Message):
+    __slots__ = ("ipc_handle", "offset", "size", "device")
+    IPC_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ipc_handle: bytes
+    offset: int
+    size: int
+    device: int
+    def __init__(self, ipc_handle: _Optional[bytes] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ..., device: _Optional[int] = ...) -> None: ...
+
+class RegisterRegionRequest(_message.Message):
+    __slots__ = ("shm", "cuda_ipc")
+    SHM_FIELD_NUMBER: _ClassVar[int]
+    CUDA_IPC_FIELD_NUMBER: _ClassVar[int]
+    shm: SharedMemoryRegion
+    cuda_ipc: CudaIpcRegion
+    def __init__(self, shm: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., cuda_ipc: _Optional[_Union[CudaIpcRegion, _Mapping]] = ...) -> None: ...
+
+class RegisterRegionResponse(_message.Message):
+    __slots__ = ("region_id", "token", "size")
+    REGION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    region_id: int
+    token: str
+    size: int
+    def __init__(self, region_id: _Optional[int] = ..., token: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class UnregisterRegionRequest(_message.Message):
+    __slots__ = ("region_id", "token")
+    REGION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    region_id: int
+    token: str
+    def __init__(self, region_id: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+
+class UnregisterRegionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LookupIntoRequest(_message.Message):
+    __slots__ = ("region_id", "token", "offset", "rows", "ngrams")
+    REGION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NGRAMS_FIELD_NUMBER: _ClassVar[int]
+    region_id: int
+    token: str
+    offset: int
+    rows: LookupRequest
+    ngrams: LookupNgramsRequest
+    def __init__(self, region_id: _Optional[int] = ..., token: _Optional[str] = ..., offset: _Optional[int] = ..., rows: _Optional[_Union[LookupRequest, _Mapping]] = ..., ngrams: _Optional[_Union[LookupNgramsRequest, _Mapping]] = ...) -> None: ...
+
+class LookupIntoResponse(_message.Message):
+    __slots__ = ("row_count", "row_bytes", "bytes_written", "gpu_hits")
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    GPU_HITS_FIELD_NUMBER: _ClassVar[int]
+    row_count: int
+    row_bytes: int
+    bytes_written: int
+    gpu_hits: int
+    def __init__(self, row_count: _Optional[int] = ..., row_bytes: _Optional[int] = ..., bytes_written: _Optional[int] = ..., gpu_hits: _Optional[int] = ...) -> None: ...
+
 class LookupRequest(_message.Message):
     __slots__ = ("table", "ids")
     TABLE_FIELD_NUMBER: _ClassVar[int]
@@ -187,7 +263,7 @@ class TierStats(_message.Message):
     def __init__(self, tier: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., bytes: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., resident_rows: _Optional[int] = ..., hit_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., prefetch_rows: _Optional[int] = ..., prefetch_hits: _Optional[int] = ..., policy: _Optional[str] = ..., checksum_errors: _Optional[int] = ..., reads: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s")
+    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes")
     TIERS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_LATENCY_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +272,8 @@ class StatsResponse(_message.Message):
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     IO_ENGINE_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FIXED_OVERHEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
     request_latency: LatencySummary
     requests: int
@@ -204,4 +282,6 @@ class StatsResponse(_message.Message):
     errors: int
     io_engine: str
     uptime_s: int
-    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ...) -> None: ...
+    process_rss_bytes: int
+    fixed_overhead_bytes: int
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., fixed_overhead_bytes: _Optional[int] = ...) -> None: ...

@@ -70,6 +70,21 @@ class EmbeddingStoreStub:
                 request_serializer=engram__store_dot_v1_dot_store__pb2.StatsRequest.SerializeToString,
                 response_deserializer=engram__store_dot_v1_dot_store__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.RegisterRegion = channel.unary_unary(
+                '/engram_store.v1.EmbeddingStore/RegisterRegion',
+                request_serializer=engram__store_dot_v1_dot_store__pb2.RegisterRegionRequest.SerializeToString,
+                response_deserializer=engram__store_dot_v1_dot_store__pb2.RegisterRegionResponse.FromString,
+                _registered_method=True)
+        self.UnregisterRegion = channel.unary_unary(
+                '/engram_store.v1.EmbeddingStore/UnregisterRegion',
+                request_serializer=engram__store_dot_v1_dot_store__pb2.UnregisterRegionRequest.SerializeToString,
+                response_deserializer=engram__store_dot_v1_dot_store__pb2.UnregisterRegionResponse.FromString,
+                _registered_method=True)
+        self.LookupInto = channel.unary_unary(
+                '/engram_store.v1.EmbeddingStore/LookupInto',
+                request_serializer=engram__store_dot_v1_dot_store__pb2.LookupIntoRequest.SerializeToString,
+                response_deserializer=engram__store_dot_v1_dot_store__pb2.LookupIntoResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingStoreServicer:
@@ -126,6 +141,29 @@ class EmbeddingStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterRegion(self, request, context):
+        """Registers memory of the caller's (host shared memory, or a CUDA IPC device buffer) that
+        LookupInto may write rows into. Returns an id and a token that later calls must present.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnregisterRegion(self, request, context):
+        """Forgets a region (and unmaps it on the server).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupInto(self, request, context):
+        """Like Lookup, but writes the rows into a registered region at an offset; the reply carries
+        only counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +201,21 @@ def add_EmbeddingStoreServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=engram__store_dot_v1_dot_store__pb2.StatsRequest.FromString,
                     response_serializer=engram__store_dot_v1_dot_store__pb2.StatsResponse.SerializeToString,
+            ),
+            'RegisterRegion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterRegion,
+                    request_deserializer=engram__store_dot_v1_dot_store__pb2.RegisterRegionRequest.FromString,
+                    response_serializer=engram__store_dot_v1_dot_store__pb2.RegisterRegionResponse.SerializeToString,
+            ),
+            'UnregisterRegion': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterRegion,
+                    request_deserializer=engram__store_dot_v1_dot_store__pb2.UnregisterRegionRequest.FromString,
+                    response_serializer=engram__store_dot_v1_dot_store__pb2.UnregisterRegionResponse.SerializeToString,
+            ),
+            'LookupInto': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupInto,
+                    request_deserializer=engram__store_dot_v1_dot_store__pb2.LookupIntoRequest.FromString,
+                    response_serializer=engram__store_dot_v1_dot_store__pb2.LookupIntoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +408,87 @@ class EmbeddingStore:
             '/engram_store.v1.EmbeddingStore/Stats',
             engram__store_dot_v1_dot_store__pb2.StatsRequest.SerializeToString,
             engram__store_dot_v1_dot_store__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterRegion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engram_store.v1.EmbeddingStore/RegisterRegion',
+            engram__store_dot_v1_dot_store__pb2.RegisterRegionRequest.SerializeToString,
+            engram__store_dot_v1_dot_store__pb2.RegisterRegionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterRegion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engram_store.v1.EmbeddingStore/UnregisterRegion',
+            engram__store_dot_v1_dot_store__pb2.UnregisterRegionRequest.SerializeToString,
+            engram__store_dot_v1_dot_store__pb2.UnregisterRegionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupInto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engram_store.v1.EmbeddingStore/LookupInto',
+            engram__store_dot_v1_dot_store__pb2.LookupIntoRequest.SerializeToString,
+            engram__store_dot_v1_dot_store__pb2.LookupIntoResponse.FromString,
             options,
             channel_credentials,
             insecure,

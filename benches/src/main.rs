@@ -1,0 +1,40 @@
+//! `engram-bench`: engram-store's benchmark and simulation tools, one subcommand each. This file
+//! only parses the command line and dispatches; each subcommand lives in its own module of the
+//! library.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use engram_store_bench::{alloc_meter::CountingAlloc, limits, lookup, policy_sim};
+
+/// Measured allocations: the policy simulator reads each policy's live heap from it.
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+/// engram-store benchmarks and simulators.
+#[derive(Debug, Parser)]
+#[command(name = "engram-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate cache policies on an Engram row-id trace: hit rate per policy and cache size.
+    Policy(policy_sim::PolicyArgs),
+    /// Drive Lookup load against a running server: rows/s, GB/s, latency, hit rate per tier.
+    Lookup(lookup::LookupArgs),
+    /// Measure this machine's limits: raw io_uring random-read IOPS on a file, loopback TCP.
+    Limits(limits::LimitsArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Policy(args) => policy_sim::run(&args),
+        Command::Lookup(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(lookup::run(&args)),
+        Command::Limits(args) => limits::run(&args),
+    }
+}
