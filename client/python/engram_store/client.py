@@ -123,11 +123,13 @@ def _ids(ids: Iterable[int] | np.ndarray) -> list[int]:
 
 
 def _sequences(token_ids: Any, what: str) -> list[list[int]]:
-    """A batch of token sequences: a 2-D array or a list of lists (one flat list is one sequence)."""
+    """A batch of token sequences: a 2-D array or a list of lists (a flat list is one)."""
     if isinstance(token_ids, np.ndarray):
         if token_ids.ndim == 1:
             token_ids = token_ids[None, :]
-        if token_ids.ndim != 2 or (token_ids.size and not np.issubdtype(token_ids.dtype, np.integer)):
+        if token_ids.ndim != 2 or (
+            token_ids.size and not np.issubdtype(token_ids.dtype, np.integer)
+        ):
             raise ValueError(f"{what} must be a 2-D integer array, got shape {token_ids.shape}")
         seqs = token_ids.tolist()
     else:
@@ -206,7 +208,9 @@ class Client:
         req = pb.LookupNgramsRequest(
             group=group,
             layer_id=layer,
-            sequences=[pb.TokenSequence(tokens=t, context=c) for t, c in zip(seqs, contexts)],
+            sequences=[
+                pb.TokenSequence(tokens=t, context=c) for t, c in zip(seqs, contexts, strict=True)
+            ],
             compressed=compressed,
         )
         return req, seqs
@@ -248,9 +252,7 @@ class Client:
         if positions == 0:
             return rows.reshape(batch, t, 0)
         if rows.shape[0] % positions:
-            raise ProtocolError(
-                f"{rows.shape[0]} rows do not divide into {positions} positions"
-            )
+            raise ProtocolError(f"{rows.shape[0]} rows do not divide into {positions} positions")
         heads = rows.shape[0] // positions
         return rows.reshape(batch, t, heads * r.row_dim)
 

@@ -47,7 +47,9 @@ def from_name(name: str) -> np.dtype:
     try:
         return _NUMPY[NAMES[name]]
     except KeyError:
-        raise ValueError(f"unknown engram-store dtype name {name!r}; known: {sorted(NAMES)}") from None
+        raise ValueError(
+            f"unknown engram-store dtype name {name!r}; known: {sorted(NAMES)}"
+        ) from None
 
 
 def to_numpy(rows: bytes, dtype: int, row_dim: int) -> np.ndarray:

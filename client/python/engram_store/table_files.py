@@ -62,7 +62,9 @@ class TableFiles:
             self.rows_per_unit = 1
             self.unit_bytes = -(-self.row_bytes // self.block_size) * self.block_size
         self._first_rows = np.array([f["first_row"] for f in m["files"]], dtype=np.int64)
-        self._files = [np.memmap(self.dir / f["path"], dtype=np.uint8, mode="r") for f in m["files"]]
+        self._files = [
+            np.memmap(self.dir / f["path"], dtype=np.uint8, mode="r") for f in m["files"]
+        ]
 
     def row_offsets(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each id: the index of its data file and the byte offset of its row there."""

@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
+        fresh = Path(tmp) / "engram_store" / "v1"
         for name in STUBS:
-            (PACKAGE_DIR / name).write_bytes((Path(tmp) / "engram_store" / "v1" / name).read_bytes())
+            (PACKAGE_DIR / name).write_bytes((fresh / name).read_bytes())
     print(f"wrote {', '.join(STUBS)} to {PACKAGE_DIR}")
     return 0
 

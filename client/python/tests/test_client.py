@@ -6,6 +6,7 @@ the committed gRPC stubs match the proto.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 from conftest import GROUP, GROUP_SEED, RAW_VOCAB, REPO, TABLES, engram_store_bin
 
-from engram_store import Client, layout as L
+from engram_store import Client
+from engram_store import layout as L
 from engram_store.errors import (
     EngramStoreError,
     InvalidArgumentError,
@@ -127,10 +129,9 @@ def test_lookup_ngrams_equals_local_hashing_and_the_table_files(client, served):
         )
     # Lists of lists, and already compressed ids, give the same rows.
     as_lists = client.lookup_ngrams(GROUP, 2, tokens.tolist())
-    compressed = client.lookup_ngrams(
-        GROUP, 2, served.compression_map[tokens], compressed=True
-    )
-    assert as_lists.tobytes() == compressed.tobytes() == client.lookup_ngrams(GROUP, 2, tokens).tobytes()
+    compressed = client.lookup_ngrams(GROUP, 2, served.compression_map[tokens], compressed=True)
+    direct = client.lookup_ngrams(GROUP, 2, tokens)
+    assert as_lists.tobytes() == compressed.tobytes() == direct.tobytes()
 
 
 def test_context_continues_a_sequence(client):
@@ -141,7 +142,8 @@ def test_context_continues_a_sequence(client):
     assert rest.tobytes() == whole[:, 7:].tobytes()
     # Decoding one token at a time.
     for p in range(12):
-        step = client.lookup_ngrams(GROUP, 5, tokens[:, p : p + 1], context=tokens[:, max(0, p - 2) : p])
+        context = tokens[:, max(0, p - 2) : p]
+        step = client.lookup_ngrams(GROUP, 5, tokens[:, p : p + 1], context=context)
         assert step.tobytes() == whole[:, p : p + 1].tobytes(), p
 
 
@@ -152,7 +154,7 @@ def test_errors_carry_status_codes_and_name_the_value(client):
     with pytest.raises(OutOfRangeError) as e:
         client.lookup("plain", [3000])
     assert "3000" in str(e.value)
-    with pytest.raises(NotFoundError, match="unknown Engram group \"nope\""):
+    with pytest.raises(NotFoundError, match='unknown Engram group "nope"'):
         client.lookup_ngrams("nope", 2, [[1, 2]])
     with pytest.raises(NotFoundError, match=r"no layer 3; its layers: \[2, 5\]"):
         client.lookup_ngrams(GROUP, 3, [[1, 2]])
@@ -217,3 +219,17 @@ def test_committed_stubs_match_the_proto():
     script = REPO / "client" / "python" / "scripts" / "gen_stubs.py"
     done = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_example_round_trip_is_byte_identical():
+    """examples/ngrams_roundtrip.py end to end (tokenizer, or the shared trace without it)."""
+    compress = REPO.parent / "shared" / "engram" / "dsv3-compress.npy"
+    if not compress.is_file():
+        pytest.skip(f"{compress} not present")
+    script = REPO / "client" / "python" / "examples" / "ngrams_roundtrip.py"
+    env = {**os.environ, "ENGRAM_STORE_BIN": str(engram_store_bin())}
+    done = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: the server's rows are byte-identical" in done.stdout
