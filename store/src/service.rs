@@ -12,7 +12,7 @@ use engram_store_proto::v1::embedding_store_server::EmbeddingStore;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Engine, LookupError, ServedTable};
+use crate::engine::{DedupedIds, Engine, LookupError, NgramQuery, ServedTable, TokenSequence};
 use crate::regions::{RegionMemory, RegionRegistry, ShmRegion};
 use crate::status::code_of;
 
@@ -63,6 +63,21 @@ impl StoreService {
             }
         }
         self.engine.request_latency.record(start.elapsed());
+    }
+}
+
+impl From<pb::LookupNgramsRequest> for NgramQuery {
+    fn from(r: pb::LookupNgramsRequest) -> Self {
+        NgramQuery {
+            group: r.group,
+            layer_id: r.layer_id,
+            sequences: r
+                .sequences
+                .into_iter()
+                .map(|s| TokenSequence::with_context(s.tokens, s.context))
+                .collect(),
+            compressed: r.compressed,
+        }
     }
 }
 
@@ -146,11 +161,17 @@ impl EmbeddingStore for StoreService {
 
     async fn lookup_ngrams(
         &self,
-        _request: Request<pb::LookupNgramsRequest>,
+        request: Request<pb::LookupNgramsRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
-        Err(Status::unimplemented(
-            "LookupNgrams: no Engram groups are served by this build yet",
-        ))
+        let query = NgramQuery::from(request.into_inner());
+        let start = Instant::now();
+        let result = self
+            .engine
+            .lookup_ngrams(&query)
+            .await
+            .map(|(layer, rows)| response(layer.table(), rows.rows, rows.row_count));
+        self.record(start, &result);
+        Ok(Response::new(result?))
     }
 
     async fn prefetch(
@@ -172,9 +193,26 @@ impl EmbeddingStore for StoreService {
                     accepted_rows: accepted,
                 }))
             }
-            Some(pb::prefetch_request::Target::Ngrams(_)) => Err(Status::unimplemented(
-                "Prefetch by n-grams: no Engram groups are served by this build yet",
-            )),
+            Some(pb::prefetch_request::Target::Ngrams(req)) => {
+                let query = NgramQuery::from(req);
+                let layer = self
+                    .engine
+                    .ngram_layer(&query.group, query.layer_id)?
+                    .clone();
+                self.engine
+                    .check_batch(layer.output_rows(&query.sequences))?;
+                let ids = layer.distinct_row_ids(&query.sequences, query.compressed)?;
+                let accepted = ids.len() as u64;
+                let table = layer.table().clone();
+                tokio::spawn(async move {
+                    if let Err(e) = table.prefetch(&ids).await {
+                        tracing::warn!(error = %e, "n-gram prefetch failed");
+                    }
+                });
+                Ok(Response::new(pb::PrefetchResponse {
+                    accepted_rows: accepted,
+                }))
+            }
             None => Err(Status::invalid_argument(
                 "PrefetchRequest names no target (rows or ngrams)",
             )),
@@ -283,6 +321,7 @@ impl EmbeddingStore for StoreService {
                 ram.resident_bytes += s.resident_rows * cache.row_bytes() as u64 + s.metadata_bytes;
                 ram.capacity_bytes += cache.budget_bytes();
                 ram.policy = cache.policy_name().into();
+                ram.prefetch_hits += s.prefetch_hits;
                 if reset {
                     cache.reset_counters();
                 }
@@ -354,12 +393,24 @@ impl StoreService {
         req: pb::LookupIntoRequest,
     ) -> Result<pb::LookupIntoResponse, LookupError> {
         let region = self.regions.get(req.region_id, &req.token)?;
-        let rows = match req.source {
-            Some(pb::lookup_into_request::Source::Rows(rows)) => rows,
-            Some(pb::lookup_into_request::Source::Ngrams(_)) => {
-                return Err(LookupError::InvalidArgument(
-                    "LookupInto by n-grams is not served by this build".into(),
-                ));
+        // Check the request whole (ids, tokens, limits) before touching the region.
+        let (table, source) = match req.source {
+            Some(pb::lookup_into_request::Source::Rows(rows)) => {
+                self.engine.check_batch(rows.ids.len())?;
+                let table = self.engine.table(&rows.table)?.clone();
+                table.check_ids(&rows.ids)?;
+                (table, IntoSource::Rows(rows.ids))
+            }
+            Some(pb::lookup_into_request::Source::Ngrams(req)) => {
+                let query = NgramQuery::from(req);
+                let layer = self
+                    .engine
+                    .ngram_layer(&query.group, query.layer_id)?
+                    .clone();
+                self.engine
+                    .check_batch(layer.output_rows(&query.sequences))?;
+                let ids = layer.deduped_row_ids(&query.sequences, query.compressed)?;
+                (layer.table().clone(), IntoSource::Ngrams(ids))
             }
             None => {
                 return Err(LookupError::InvalidArgument(
@@ -367,30 +418,38 @@ impl StoreService {
                 ));
             }
         };
-        self.engine.check_batch(rows.ids.len())?;
-        let table = self.engine.table(&rows.table)?.clone();
-        table.check_ids(&rows.ids)?;
+        let count = match &source {
+            IntoSource::Rows(ids) => ids.len(),
+            IntoSource::Ngrams(ids) => ids.len(),
+        };
         let rb = u64::from(table.manifest().row_bytes);
-        let len = rows.ids.len() as u64 * rb;
+        let len = count as u64 * rb;
         let end = req.offset.checked_add(len).ok_or_else(|| {
             LookupError::InvalidArgument(format!("offset {} overflows", req.offset))
         })?;
         let mut lease = region.lease(req.offset..end)?;
-        match lease.shm_bytes() {
-            Some(dst) => table.lookup_into(&rows.ids, dst).await?,
-            None => {
+        match (lease.shm_bytes(), &source) {
+            (Some(dst), IntoSource::Rows(ids)) => table.lookup_into(ids, dst).await?,
+            (Some(dst), IntoSource::Ngrams(ids)) => table.lookup_deduped_into(ids, dst).await?,
+            (None, _) => {
                 return Err(LookupError::InvalidArgument(
                     "region kind not writable here".into(),
                 ));
             }
         }
         Ok(pb::LookupIntoResponse {
-            row_count: rows.ids.len() as u64,
+            row_count: count as u64,
             row_bytes: rb as u32,
             bytes_written: len,
             gpu_hits: 0,
         })
     }
+}
+
+/// What a LookupInto writes: rows by id, or the deduped rows of an n-gram query.
+enum IntoSource {
+    Rows(Vec<u64>),
+    Ngrams(DedupedIds),
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

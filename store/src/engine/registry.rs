@@ -1,5 +1,6 @@
 //! The set of served tables: opened at start from the data directory, each with its share of the
-//! RAM budget (proportional to its data bytes), all reading through one I/O engine.
+//! RAM budget (proportional to its data bytes), all reading through one I/O engine; and the
+//! Engram groups found there, linked to their layers' tables.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +11,10 @@ use engram_store_cache::io::{IoEngine, IoEngineConfig, IoEngineKind, start_engin
 use engram_store_cache::{LatencyHistogram, PolicyFactory, RowCacheBuilder, policy};
 
 use super::error::LookupError;
+use super::group::{NgramRows, ServedGroup, ServedLayer};
+use super::ngram_query::NgramQuery;
 use super::served_table::ServedTable;
+use crate::group::{GroupError, GroupFiles, list_group_names};
 use crate::table::{OpenTable, TableError, list_table_names};
 
 /// How the engine serves.
@@ -87,12 +91,30 @@ pub enum EngineError {
     /// An unknown RAM policy name.
     #[error("unknown RAM policy {0:?}; known: {known}", known = policy::POLICY_NAMES.join(", "))]
     UnknownPolicy(String),
+    /// An Engram group could not be loaded.
+    #[error("open Engram group {name:?}: {source}")]
+    GroupFiles {
+        /// Group.
+        name: String,
+        /// Why.
+        #[source]
+        source: GroupError,
+    },
+    /// An Engram group's tables do not match its layout.
+    #[error("open Engram group {name:?}: {message}")]
+    Group {
+        /// Group.
+        name: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Every served table, and the engine-wide counters.
 #[derive(Debug)]
 pub struct Engine {
     tables: BTreeMap<String, Arc<ServedTable>>,
+    groups: BTreeMap<String, Arc<ServedGroup>>,
     io: Arc<dyn IoEngine>,
     config: EngineConfig,
     started: Instant,
@@ -116,7 +138,7 @@ pub struct RequestCounters {
 }
 
 impl Engine {
-    /// Opens every table under `config.data_dir`.
+    /// Opens every table under `config.data_dir`, and every Engram group there over them.
     pub fn open(config: EngineConfig) -> Result<Self, EngineError> {
         let factory: Option<PolicyFactory> = match &config.ram_policy {
             None => None,
@@ -215,8 +237,29 @@ impl Engine {
             }
             tables.insert(name, served);
         }
+        let mut groups = BTreeMap::new();
+        let group_names =
+            list_group_names(&config.data_dir).map_err(|source| EngineError::GroupFiles {
+                name: String::new(),
+                source,
+            })?;
+        for name in group_names {
+            let files = GroupFiles::load(&config.data_dir, &name).map_err(|source| {
+                EngineError::GroupFiles {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+            let group =
+                ServedGroup::open(files, &tables).map_err(|message| EngineError::Group {
+                    name: name.clone(),
+                    message,
+                })?;
+            groups.insert(name, Arc::new(group));
+        }
         Ok(Self {
             tables,
+            groups,
             io,
             config,
             started: Instant::now(),
@@ -238,6 +281,42 @@ impl Engine {
     /// Every table, by name.
     pub fn tables(&self) -> impl Iterator<Item = &Arc<ServedTable>> {
         self.tables.values()
+    }
+
+    /// The Engram group called `name`.
+    pub fn group(&self, name: &str) -> Result<&Arc<ServedGroup>, LookupError> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| LookupError::UnknownGroup {
+                name: name.to_owned(),
+                known: self.groups.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Every Engram group, by name.
+    pub fn groups(&self) -> impl Iterator<Item = &Arc<ServedGroup>> {
+        self.groups.values()
+    }
+
+    /// Layer `layer_id` of group `group`.
+    pub fn ngram_layer(
+        &self,
+        group: &str,
+        layer_id: u32,
+    ) -> Result<&Arc<ServedLayer>, LookupError> {
+        self.group(group)?.layer(layer_id)
+    }
+
+    /// Serves an n-gram query: finds the layer, checks the batch limit on the rows it returns,
+    /// and looks them up. Returns the layer (for the table's shape) with the rows.
+    pub async fn lookup_ngrams(
+        &self,
+        query: &NgramQuery,
+    ) -> Result<(Arc<ServedLayer>, NgramRows), LookupError> {
+        let layer = self.ngram_layer(&query.group, query.layer_id)?.clone();
+        self.check_batch(layer.output_rows(&query.sequences))?;
+        let rows = layer.lookup(&query.sequences, query.compressed).await?;
+        Ok((layer, rows))
     }
 
     /// Checks a batch size against the limit.
