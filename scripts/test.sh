@@ -10,6 +10,6 @@ cargo test --workspace --all-targets
 if [ -d client/python/tests ] && command -v python3 >/dev/null 2>&1; then
   echo "== python client tests"
   cargo build -p engram-store
-  python3 -m pip install -q ./client/python pytest >/dev/null
+  python3 -m pip install -q "./client/python[dev]" >/dev/null
   ENGRAM_STORE_BIN="$PWD/target/debug/engram-store" python3 -m pytest -q client/python/tests
 fi
