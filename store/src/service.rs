@@ -244,11 +244,7 @@ impl EmbeddingStore for StoreService {
             Some(pb::register_region_request::Kind::Shm(shm)) => {
                 RegionMemory::Shm(ShmRegion::open(std::path::Path::new(&shm.path), shm.size)?)
             }
-            Some(pb::register_region_request::Kind::CudaIpc(_)) => {
-                return Err(Status::failed_precondition(
-                    "CUDA IPC regions need a server started with a GPU tier (--gpu-budget)",
-                ));
-            }
+            Some(pb::register_region_request::Kind::CudaIpc(ipc)) => self.open_cuda_ipc(ipc)?,
             None => {
                 return Err(Status::invalid_argument(
                     "RegisterRegion names no region (shm or cuda_ipc)",
@@ -257,6 +253,8 @@ impl EmbeddingStore for StoreService {
         };
         let size = match &memory {
             RegionMemory::Shm(m) => m.size(),
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { size, .. } => *size,
         };
         let (region_id, token) = self.regions.register(memory);
         Ok(Response::new(pb::RegisterRegionResponse {
@@ -388,6 +386,41 @@ fn process_rss_bytes() -> u64 {
 }
 
 impl StoreService {
+    /// Opens a worker's device buffer on the VRAM tier's GPU.
+    fn open_cuda_ipc(&self, ipc: pb::CudaIpcRegion) -> Result<RegionMemory, Status> {
+        #[cfg(feature = "cuda")]
+        {
+            let Some((device, ctx)) = self.engine.gpu_context() else {
+                return Err(Status::failed_precondition(
+                    "CUDA IPC regions need a server started with a GPU tier (--gpu-budget)",
+                ));
+            };
+            if ipc.device as usize != device {
+                return Err(Status::invalid_argument(format!(
+                    "the buffer is on GPU {}, the VRAM tier on GPU {device}",
+                    ipc.device
+                )));
+            }
+            if ipc.size == 0 {
+                return Err(Status::invalid_argument("CUDA IPC region of size 0"));
+            }
+            let memory = engram_store_cache::gpu::IpcMemory::open(&ctx, &ipc.ipc_handle)
+                .map_err(|e| Status::invalid_argument(format!("CUDA IPC handle: {e}")))?;
+            Ok(RegionMemory::CudaIpc {
+                memory,
+                offset: ipc.offset,
+                size: ipc.size,
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = ipc;
+            Err(Status::failed_precondition(
+                "CUDA IPC regions need a server built with --features cuda and started with --gpu-budget",
+            ))
+        }
+    }
+
     async fn lookup_into_region(
         &self,
         req: pb::LookupIntoRequest,
@@ -428,20 +461,34 @@ impl StoreService {
             LookupError::InvalidArgument(format!("offset {} overflows", req.offset))
         })?;
         let mut lease = region.lease(req.offset..end)?;
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+        let mut gpu_hits = 0;
         match (lease.shm_bytes(), &source) {
             (Some(dst), IntoSource::Rows(ids)) => table.lookup_into(ids, dst).await?,
             (Some(dst), IntoSource::Ngrams(ids)) => table.lookup_deduped_into(ids, dst).await?,
-            (None, _) => {
-                return Err(LookupError::InvalidArgument(
-                    "region kind not writable here".into(),
-                ));
+            (None, source) => {
+                let Some(_dst) = lease.device_ptr() else {
+                    return Err(LookupError::InvalidArgument(
+                        "region kind not writable here".into(),
+                    ));
+                };
+                #[cfg(feature = "cuda")]
+                {
+                    let all: Vec<u64> = match source {
+                        IntoSource::Rows(ids) => ids.clone(),
+                        IntoSource::Ngrams(d) => (0..d.len()).filter_map(|p| d.id_at(p)).collect(),
+                    };
+                    gpu_hits = table.lookup_into_device(&all, _dst).await?;
+                }
+                #[cfg(not(feature = "cuda"))]
+                let _ = source;
             }
         }
         Ok(pb::LookupIntoResponse {
             row_count: count as u64,
             row_bytes: rb as u32,
             bytes_written: len,
-            gpu_hits: 0,
+            gpu_hits,
         })
     }
 }

@@ -9,6 +9,7 @@ mod ipc;
 mod kernels;
 mod tier;
 
+pub use cudarc::driver::CudaContext;
 pub use hot_counter::HotCounter;
 pub use hot_index::{EMPTY_KEY, HotIndex, buckets_for};
 pub use ipc::IpcMemory;

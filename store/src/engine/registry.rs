@@ -345,6 +345,15 @@ impl Engine {
         self.started.elapsed().as_secs()
     }
 
+    /// The VRAM tier's device and CUDA context, if any table has a VRAM tier.
+    #[cfg(feature = "cuda")]
+    pub fn gpu_context(&self) -> Option<(usize, Arc<engram_store_cache::gpu::CudaContext>)> {
+        self.tables
+            .values()
+            .find_map(|t| t.gpu())
+            .map(|g| (self.config.gpu_device, g.context().clone()))
+    }
+
     /// Largest row of any table, bytes.
     pub fn max_row_bytes(&self) -> usize {
         self.tables

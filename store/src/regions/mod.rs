@@ -23,6 +23,16 @@ use crate::engine::LookupError;
 pub enum RegionMemory {
     /// A mapped /dev/shm file.
     Shm(ShmRegion),
+    /// A device buffer of another process on the VRAM tier's GPU.
+    #[cfg(feature = "cuda")]
+    CudaIpc {
+        /// The opened allocation.
+        memory: engram_store_cache::gpu::IpcMemory,
+        /// Offset of the buffer in the allocation.
+        offset: u64,
+        /// Bytes of the buffer.
+        size: u64,
+    },
 }
 
 /// A registered region.
@@ -42,6 +52,8 @@ impl Region {
     pub fn size(&self) -> u64 {
         match &self.memory {
             RegionMemory::Shm(m) => m.size(),
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { size, .. } => *size,
         }
     }
 
@@ -94,6 +106,19 @@ impl WriteLease {
                     (self.range.end - self.range.start) as usize,
                 )
             }),
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { .. } => None,
+        }
+    }
+
+    /// Device address of the leased bytes of a CUDA IPC region.
+    pub fn device_ptr(&self) -> Option<u64> {
+        match &self.region.memory {
+            RegionMemory::Shm(_) => None,
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { memory, offset, .. } => {
+                Some(memory.base() + offset + self.range.start)
+            }
         }
     }
 }
