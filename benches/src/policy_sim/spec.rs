@@ -120,7 +120,10 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
                 "c" => config.sketch.counters_per_row = num,
                 "d" => config.sketch.doorkeeper_bits_per_row = num,
                 "p" => config.sketch.period_per_row = num,
-                _ => bail!("unknown tuning {k} in {item} (w, m, c, d, p)"),
+                "s" => config.window_second_chance = num != 0.0,
+                "h" => config.promote_window_hits = num != 0.0,
+                "t" => config.admit_ties = num != 0.0,
+                _ => bail!("unknown tuning {k} in {item} (w, m, c, d, p, s, h, t)"),
             }
         }
         out.push(spec(item, Kind::Tuned(config)));

@@ -11,10 +11,14 @@ use moka::sync::Cache;
 
 use super::SimPolicy;
 
+/// Inserts between explicit runs of moka's pending tasks.
+const RUN_EVERY: u64 = 64;
+
 /// moka's `sync::Cache<u64, ()>` bounded to a number of rows.
 #[derive(Debug)]
 pub struct MokaTinyLfu {
     cache: Cache<u64, ()>,
+    inserts: u64,
 }
 
 impl MokaTinyLfu {
@@ -22,6 +26,7 @@ impl MokaTinyLfu {
     pub fn new(capacity: usize) -> Self {
         Self {
             cache: Cache::new(capacity as u64),
+            inserts: 0,
         }
     }
 
@@ -47,7 +52,10 @@ impl SimPolicy for MokaTinyLfu {
             return true;
         }
         self.cache.insert(key, ());
-        self.cache.run_pending_tasks();
+        self.inserts += 1;
+        if self.inserts.is_multiple_of(RUN_EVERY) {
+            self.cache.run_pending_tasks();
+        }
         false
     }
 

@@ -33,6 +33,14 @@ pub struct WTinyLfuConfig {
     pub clock_max: u8,
     /// Frequency sketch sizing.
     pub sketch: SketchConfig,
+    /// Window keys hit while in the window go round it once more (an LRU-like window) instead
+    /// of facing admission. Default false.
+    pub window_second_chance: bool,
+    /// A window key hit while in the window enters the main region without an admission test
+    /// (S3-FIFO's rule). Default false.
+    pub promote_window_hits: bool,
+    /// Admit a candidate whose frequency ties its victim's. Default false.
+    pub admit_ties: bool,
 }
 
 impl Default for WTinyLfuConfig {
@@ -41,6 +49,9 @@ impl Default for WTinyLfuConfig {
             window_fraction: 0.01,
             clock_max: 3,
             sketch: SketchConfig::default(),
+            window_second_chance: false,
+            promote_window_hits: false,
+            admit_ties: false,
         }
     }
 }
@@ -55,6 +66,9 @@ pub struct WTinyLfu {
     window_len: usize,
     hand: usize,
     clock_max: u8,
+    second_chance: bool,
+    promote_hits: bool,
+    admit_ties: bool,
     sketch: FrequencySketch,
     capacity: usize,
 }
@@ -77,6 +91,9 @@ impl WTinyLfu {
             window_len: 0,
             hand: 0,
             clock_max: config.clock_max.min(COUNTER),
+            second_chance: config.window_second_chance,
+            promote_hits: config.promote_window_hits,
+            admit_ties: config.admit_ties,
             sketch: FrequencySketch::new(capacity, config.sketch),
             capacity,
         }
@@ -124,7 +141,27 @@ impl WTinyLfu {
 
     /// True if the key in `candidate` should displace the key in `victim`.
     fn admits(&self, candidate: u64, victim: u64) -> bool {
-        self.sketch.estimate(candidate) > self.sketch.estimate(victim)
+        let (c, v) = (
+            self.sketch.estimate(candidate),
+            self.sketch.estimate(victim),
+        );
+        c > v || (self.admit_ties && c == v)
+    }
+
+    /// Takes the window's admission candidate: its oldest key, after keys hit in the window
+    /// went round once more when second chances are on.
+    fn window_candidate(&mut self) -> u32 {
+        if self.second_chance {
+            for _ in 0..self.window_len {
+                let oldest = self.window[self.window_head];
+                if self.meta[oldest as usize] & COUNTER == 0 {
+                    break;
+                }
+                self.window_pop();
+                self.window_push(oldest);
+            }
+        }
+        self.window_pop()
     }
 }
 
@@ -194,9 +231,12 @@ impl Policy for WTinyLfu {
                 evicted: None,
             });
         }
-        let candidate = self.window_pop();
+        let candidate = self.window_candidate();
+        let window_hit = self.meta[candidate as usize] & COUNTER != 0;
         let victim = self.clock_victim();
-        let loser = if self.admits(self.index.key(candidate), self.index.key(victim)) {
+        let loser = if (self.promote_hits && window_hit)
+            || self.admits(self.index.key(candidate), self.index.key(victim))
+        {
             victim
         } else {
             candidate
