@@ -249,7 +249,7 @@ mod tests {
     fn accounting_matches_the_allocator_and_opt_bounds_all() -> Result<()> {
         let trace = trace::zipf(0.9, 20_000, 200_000, 3)?;
         let sizes = sizes::parse_sizes("1%,10%")?;
-        let specs = spec::parse_policies("all,wtinylfu:w=0.1")?;
+        let specs = spec::parse_policies("all,s3sketch:w=0.1")?;
         let outcomes = simulate(&trace, &sizes, &specs, 2)?;
         assert_eq!(outcomes.len(), sizes.len() * specs.len());
         for o in &outcomes {
