@@ -4,7 +4,7 @@
 //! reached a bound), with steps that shrink over time and grow back when the hit rate jumps (the
 //! workload changed).
 
-/// Tuning of a [`Climber`], as fractions of the cache's slots.
+/// Tuning of the window hill climber, as fractions of the cache's slots.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClimberConfig {
     /// Window size to start from. Default 0.4: large caches see few samples in a trace, so they

@@ -1,7 +1,7 @@
 //! S3Sketch, the RAM tier's default policy: S3-FIFO's shape with a TinyLFU sketch in place of its
 //! ghost queue, CLOCK for its main queue, and an adaptive window, in under 16 bytes per row.
 //!
-//! - A missed key that the [`FrequencySketch`] has seen before in its current period (its
+//! - A missed key that the frequency sketch (see [`SketchConfig`]) has seen before in its current period (its
 //!   estimate, this access included, is at least 2) goes straight to the main region: it has
 //!   shown reuse. Other keys enter the window, a FIFO.
 //! - A key leaving the window moves to the main region if it was hit while there; otherwise it
@@ -170,13 +170,10 @@ impl Policy for S3Sketch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::SimPolicy;
 
     fn access(p: &mut S3Sketch, key: u64) -> bool {
-        if p.get(key).is_some() {
-            return true;
-        }
-        p.insert(key);
-        false
+        p.access(key)
     }
 
     #[test]

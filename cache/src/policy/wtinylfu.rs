@@ -8,7 +8,8 @@
 //!   evicted. So one-off keys never displace popular ones.
 //! - The main region is CLOCK with a 2-bit counter per slot instead of Caffeine's segmented LRU,
 //!   which would cost two links per slot.
-//! - Frequencies come from a [`FrequencySketch`] fed by every `get`.
+//! - Frequencies come from a 4-bit count-min sketch with a doorkeeper (see [`SketchConfig`]),
+//!   fed by every `get`.
 //!
 //! On the Engram traces the fixed small window loses to recency-leaning policies; the default,
 //! [`super::S3Sketch`], keeps the sketch but changes the admission rule and adapts the window.
@@ -146,13 +147,10 @@ impl Policy for WTinyLfu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::SimPolicy;
 
     fn access(p: &mut WTinyLfu, key: u64) -> bool {
-        if p.get(key).is_some() {
-            return true;
-        }
-        p.insert(key);
-        false
+        p.access(key)
     }
 
     #[test]
