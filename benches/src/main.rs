@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use engram_store_bench::{alloc_meter::CountingAlloc, limits, lookup, policy_sim};
+use engram_store_bench::{alloc_meter::CountingAlloc, limits, lookup, peers, policy_sim};
 
 /// Measured allocations: the policy simulator reads each policy's live heap from it.
 #[global_allocator]
@@ -26,6 +26,8 @@ enum Command {
     Lookup(lookup::LookupArgs),
     /// Measure this machine's limits: raw io_uring random-read IOPS on a file, loopback TCP.
     Limits(limits::LimitsArgs),
+    /// Compare with Redis on the same rows and requests, all in RAM, beside the machine's limits.
+    Peers(peers::PeersArgs),
 }
 
 fn main() -> Result<()> {
@@ -36,5 +38,9 @@ fn main() -> Result<()> {
             .build()?
             .block_on(lookup::run(&args)),
         Command::Limits(args) => limits::run(&args),
+        Command::Peers(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(peers::run(&args)),
     }
 }
