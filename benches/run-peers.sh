@@ -77,4 +77,9 @@ done
 redis-cli -p "$port" ping | grep -q PONG
 echo "== redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$port (pid $pid)"
 
-"$bin/engram-bench" peers --redis "127.0.0.1:$port" --engram-bin "$bin/engram-store" "$@"
+# The engram-store binary built above, unless the arguments name one.
+engram_bin=(--engram-bin "$bin/engram-store")
+for a in "$@"; do
+  case "$a" in --engram-bin|--engram-bin=*) engram_bin=() ;; esac
+done
+"$bin/engram-bench" peers --redis "127.0.0.1:$port" "${engram_bin[@]}" "$@"

@@ -266,6 +266,9 @@ pub async fn run(args: &PeersArgs) -> Result<()> {
         machine::load_average()
     );
     if let Some(path) = &args.csv {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
         let mut file = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
         );

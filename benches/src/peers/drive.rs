@@ -251,6 +251,8 @@ mod tests {
 
     impl Connection for Model {
         async fn fetch(&mut self, ids: &[u64]) -> Result<Bytes> {
+            // A real connection waits for the network; this one must yield by itself.
+            tokio::task::yield_now().await;
             let rb = self.check.row_bytes();
             let mut out = vec![0u8; ids.len() * rb];
             for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(rb)) {

@@ -4,6 +4,7 @@
 //! client connection (one HTTP/2 connection) per client task, reading with Lookup.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +45,8 @@ impl EngramServer {
         let addr = free_local_port()?;
         let out =
             std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("serve")
             .arg("--data")
             .arg(data)
@@ -54,7 +56,19 @@ impl EngramServer {
             .arg(ram_cache.to_string())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
-            .stderr(out)
+            .stderr(out);
+        // SAFETY: the closure runs in the child between fork and exec and only makes the
+        // prctl system call, which is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                // The server dies with the benchmark, even when the benchmark is killed.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
         let mut server = Self {

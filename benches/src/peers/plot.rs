@@ -153,6 +153,17 @@ fn nines_label(y: f64) -> String {
     format!("p{}", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
+/// A latency in µs as text: `250us`, `12ms`, `1.5s`.
+fn duration_label(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{}s", us / 1e6)
+    } else if us >= 1e3 {
+        format!("{}ms", us / 1e3)
+    } else {
+        format!("{us}us")
+    }
+}
+
 /// The latency distribution of `o` as (µs, nines) points from p0 to p99.99.
 fn cdf_points(o: &PeerOutcome) -> Vec<(f64, f64)> {
     (0..=(MAX_NINES * 50.0) as u32)
@@ -205,9 +216,9 @@ fn draw_panel(
         .build_cartesian_2d((x_min / 1.3..x_max * 1.3).log_scale(), 0.0..MAX_NINES)?;
     chart
         .configure_mesh()
-        .x_desc("latency (µs)")
+        .x_desc("latency")
         .y_labels(5)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&|x| duration_label(*x))
         .y_label_formatter(&|y| nines_label(*y))
         .draw()?;
     for (system, points) in curves {
@@ -258,6 +269,9 @@ mod tests {
         assert_eq!(nines_label(1.0), "p90");
         assert_eq!(nines_label(2.0), "p99");
         assert_eq!(nines_label(3.0), "p99.9");
+        assert_eq!(duration_label(250.0), "250us");
+        assert_eq!(duration_label(20_000.0), "20ms");
+        assert_eq!(duration_label(1_500_000.0), "1.5s");
     }
 
     #[test]
