@@ -13,7 +13,7 @@ mod latency;
 pub mod policy;
 mod ram;
 
-pub use key_hash::{KeyHashBuilder, KeyHasher, mix64};
+pub use key_hash::{KeyHashBuilder, KeyHasher, mix64, shard_of};
 pub use latency::{LatencyHistogram, LatencySnapshot};
 pub use policy::{Admitted, Policy, SimPolicy};
 pub use ram::{PolicyFactory, RowCache, RowCacheBuilder, RowCacheStats};

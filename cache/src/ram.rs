@@ -86,7 +86,6 @@ fn flag_bytes(slots: usize) -> u64 {
 /// Sharded slab cache of rows of one size.
 pub struct RowCache {
     shards: Box<[Mutex<Shard>]>,
-    shard_shift: u32,
     row_bytes: usize,
     budget_bytes: u64,
     policy_name: &'static str,
@@ -207,7 +206,6 @@ impl RowCacheBuilder {
             .collect();
         RowCache {
             shards,
-            shard_shift: 64 - shard_count.trailing_zeros(),
             row_bytes: self.row_bytes,
             budget_bytes: self.budget_bytes,
             policy_name,
@@ -232,12 +230,8 @@ impl RowCache {
     }
 
     fn shard(&self, row: u64) -> &Mutex<Shard> {
-        let i = if self.shard_shift >= 64 {
-            0
-        } else {
-            (mix64(row) >> self.shard_shift) as usize
-        };
-        &self.shards[i]
+        // Independent of the policies' own key hash, so a shard's keys spread over its index.
+        &self.shards[crate::key_hash::shard_of(row, self.shards.len())]
     }
 
     /// Copies row `row` into `out` (`row_bytes` long) if cached; records the access either way.

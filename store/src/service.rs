@@ -348,8 +348,36 @@ impl EmbeddingStore for StoreService {
         ram.latency = Some(latency(ram_latency.snapshot()));
         nvme.latency = Some(latency(nvme_latency.snapshot()));
         let c = &e.counters;
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+        let mut tiers = vec![ram, nvme];
+        #[cfg(feature = "cuda")]
+        {
+            let mut gpu = pb::TierStats {
+                tier: "gpu".into(),
+                policy: "hot-set".into(),
+                ..Default::default()
+            };
+            let mut any = false;
+            for t in e.tables() {
+                if let Some(g) = t.gpu() {
+                    let s = g.stats();
+                    any = true;
+                    gpu.hits += s.hits;
+                    gpu.misses += s.misses;
+                    gpu.bytes += s.hits * g.row_bytes() as u64;
+                    gpu.resident_rows += s.resident_rows;
+                    gpu.resident_bytes += s.resident_rows * g.row_bytes() as u64;
+                    gpu.capacity_bytes += s.device_bytes;
+                    gpu.reads += s.refreshes;
+                }
+            }
+            gpu.hit_rate = ratio(gpu.hits, gpu.hits + gpu.misses);
+            if any {
+                tiers.insert(0, gpu);
+            }
+        }
         let out = pb::StatsResponse {
-            tiers: vec![ram, nvme],
+            tiers,
             request_latency: Some(latency(e.request_latency.snapshot())),
             requests: c.requests.load(Ordering::Relaxed),
             rows_served: c.rows.load(Ordering::Relaxed),
