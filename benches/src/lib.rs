@@ -8,6 +8,8 @@
 //! - [`alloc_meter`]: a counting global allocator, so memory overheads are measured, not guessed.
 
 pub mod alloc_meter;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod limits;
 pub mod lookup;
 pub mod peers;

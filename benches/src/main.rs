@@ -28,6 +28,9 @@ enum Command {
     Limits(limits::LimitsArgs),
     /// Compare with Redis on the same rows and requests, all in RAM, beside the machine's limits.
     Peers(peers::PeersArgs),
+    /// The VRAM tier's gather kernel on a real GPU (built with --features cuda).
+    #[cfg(feature = "cuda")]
+    Gpu(engram_store_bench::gpu::GpuArgs),
 }
 
 fn main() -> Result<()> {
@@ -42,5 +45,7 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(peers::run(&args)),
+        #[cfg(feature = "cuda")]
+        Command::Gpu(args) => engram_store_bench::gpu::run(&args),
     }
 }

@@ -41,3 +41,13 @@ pub fn mix64(mut x: u64) -> u64 {
     x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
 }
+
+/// Shard of `key` among `shards` (a power of two), from a hash independent of [`mix64`]`(key)`,
+/// so that keys sharing a shard still spread over every bucket of the shard's own index (which
+/// hashes with [`mix64`]).
+#[inline]
+pub fn shard_of(key: u64, shards: usize) -> usize {
+    debug_assert!(shards.is_power_of_two());
+    // A hash of the hash: mix64(key ^ c) alone stays correlated with mix64(key) for small keys.
+    (mix64(mix64(key) ^ 0x6a09_e667_f3bc_c909) >> 32) as usize & (shards - 1)
+}

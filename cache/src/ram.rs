@@ -4,6 +4,10 @@
 //! `i * row_bytes`), so a cached row costs its bytes plus the policy's few bytes of metadata,
 //! never a heap allocation of its own. Each shard is a mutex over a [`Policy`] and its arena;
 //! the shard of a row is picked from the top bits of a mixed row id.
+//!
+//! A row admitted by a prefetch ([`RowCache::insert_prefetched`]) carries a one-bit flag in its
+//! slot until its first lookup hit, which is counted in [`RowCacheStats::prefetch_hits`]: the
+//! prefetched rows a lookup went on to use.
 
 use std::sync::Arc;
 
@@ -30,23 +34,58 @@ pub struct RowCacheStats {
     pub resident_rows: u64,
     /// Slots in all shards.
     pub capacity_rows: u64,
-    /// Bytes of policy metadata and index, exactly as the policies account them.
+    /// Bytes of policy metadata and index, exactly as the policies account them, plus the
+    /// prefetch flags (one bit per slot).
     pub metadata_bytes: u64,
+    /// Lookup hits on rows admitted by a prefetch (each such row counts at its first hit).
+    pub prefetch_hits: u64,
 }
 
 struct Shard {
     policy: Box<dyn Policy>,
     arena: Vec<u8>,
+    /// One bit per slot: set while the slot holds a prefetched row not yet hit.
+    prefetched: Vec<u64>,
     hits: u64,
     misses: u64,
     inserts: u64,
     rejected: u64,
+    prefetch_hits: u64,
+}
+
+impl Shard {
+    fn set_prefetched(&mut self, slot: u32, on: bool) {
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        if let Some(w) = self.prefetched.get_mut(word) {
+            if on {
+                *w |= bit;
+            } else {
+                *w &= !bit;
+            }
+        }
+    }
+
+    /// Clears the slot's flag; true if it was set.
+    fn take_prefetched(&mut self, slot: u32) -> bool {
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        match self.prefetched.get_mut(word) {
+            Some(w) if *w & bit != 0 => {
+                *w &= !bit;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Bytes of the prefetch flags of a shard of `slots` slots.
+fn flag_bytes(slots: usize) -> u64 {
+    slots.div_ceil(64) as u64 * 8
 }
 
 /// Sharded slab cache of rows of one size.
 pub struct RowCache {
     shards: Box<[Mutex<Shard>]>,
-    shard_shift: u32,
     row_bytes: usize,
     budget_bytes: u64,
     policy_name: &'static str,
@@ -131,14 +170,22 @@ impl RowCacheBuilder {
         // arena plus measured metadata fits its share of the budget.
         let mut per_shard = (shard_budget / self.row_bytes as u64) as usize;
         while per_shard > 0 {
-            let need = per_shard as u64 * self.row_bytes as u64 + self.measured_metadata(per_shard);
+            let need = per_shard as u64 * self.row_bytes as u64
+                + self.measured_metadata(per_shard)
+                + flag_bytes(per_shard);
             if need <= shard_budget {
                 break;
             }
             let over = need - shard_budget;
-            let shrink = (over / self.row_bytes as u64)
+            let mut shrink = (over / self.row_bytes as u64)
                 .max(per_shard as u64 / 64)
                 .max(1) as usize;
+            if shrink >= per_shard {
+                // Metadata outweighs small rows, and counting the row bytes alone would shrink
+                // to nothing: shrink by what the excess pays for at a slot's full cost instead.
+                let per_slot = (need / per_shard as u64).max(1);
+                shrink = over.div_ceil(per_slot).max(1) as usize;
+            }
             per_shard = per_shard.saturating_sub(shrink);
         }
         let policy_name = (self.policy)(0).name();
@@ -148,16 +195,17 @@ impl RowCacheBuilder {
                     policy: (self.policy)(per_shard),
                     // calloc'd: pages become resident only as rows are written.
                     arena: vec![0u8; per_shard * self.row_bytes],
+                    prefetched: vec![0u64; per_shard.div_ceil(64)],
                     hits: 0,
                     misses: 0,
                     inserts: 0,
                     rejected: 0,
+                    prefetch_hits: 0,
                 })
             })
             .collect();
         RowCache {
             shards,
-            shard_shift: 64 - shard_count.trailing_zeros(),
             row_bytes: self.row_bytes,
             budget_bytes: self.budget_bytes,
             policy_name,
@@ -182,12 +230,8 @@ impl RowCache {
     }
 
     fn shard(&self, row: u64) -> &Mutex<Shard> {
-        let i = if self.shard_shift >= 64 {
-            0
-        } else {
-            (mix64(row) >> self.shard_shift) as usize
-        };
-        &self.shards[i]
+        // Independent of the policies' own key hash, so a shard's keys spread over its index.
+        &self.shards[crate::key_hash::shard_of(row, self.shards.len())]
     }
 
     /// Copies row `row` into `out` (`row_bytes` long) if cached; records the access either way.
@@ -198,6 +242,9 @@ impl RowCache {
                 let at = slot as usize * self.row_bytes;
                 out.copy_from_slice(&shard.arena[at..at + self.row_bytes]);
                 shard.hits += 1;
+                if shard.take_prefetched(slot) {
+                    shard.prefetch_hits += 1;
+                }
                 true
             }
             None => {
@@ -214,6 +261,16 @@ impl RowCache {
 
     /// Offers `row` with its bytes for admission; true if it is resident afterwards.
     pub fn insert(&self, row: u64, bytes: &[u8]) -> bool {
+        self.admit(row, bytes, false)
+    }
+
+    /// Like [`RowCache::insert`], for a row brought in by a prefetch: its first lookup hit is
+    /// counted in [`RowCacheStats::prefetch_hits`]. A row already resident keeps its flag.
+    pub fn insert_prefetched(&self, row: u64, bytes: &[u8]) -> bool {
+        self.admit(row, bytes, true)
+    }
+
+    fn admit(&self, row: u64, bytes: &[u8], prefetched: bool) -> bool {
         debug_assert_eq!(bytes.len(), self.row_bytes);
         let mut shard = self.shard(row).lock();
         if shard.policy.contains(row) {
@@ -223,6 +280,7 @@ impl RowCache {
             Some(admitted) => {
                 let at = admitted.slot as usize * self.row_bytes;
                 shard.arena[at..at + self.row_bytes].copy_from_slice(bytes);
+                shard.set_prefetched(admitted.slot, prefetched);
                 shard.inserts += 1;
                 true
             }
@@ -244,15 +302,18 @@ impl RowCache {
             s.rejected += shard.rejected;
             s.resident_rows += shard.policy.len() as u64;
             s.capacity_rows += shard.policy.capacity() as u64;
-            s.metadata_bytes += shard.policy.metadata_bytes() as u64;
+            s.metadata_bytes +=
+                shard.policy.metadata_bytes() as u64 + shard.prefetched.len() as u64 * 8;
+            s.prefetch_hits += shard.prefetch_hits;
         }
         s
     }
 
-    /// Zeroes the hit, miss, insert and reject counters.
+    /// Zeroes the hit, miss, insert, reject and prefetch-hit counters.
     pub fn reset_counters(&self) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
+            shard.prefetch_hits = 0;
             shard.hits = 0;
             shard.misses = 0;
             shard.inserts = 0;
@@ -305,6 +366,44 @@ mod tests {
         assert!(s.hits > 0 && s.misses > 0);
         assert!(s.resident_rows <= s.capacity_rows);
         assert!(cache.footprint_bytes() <= 1 << 20);
+    }
+
+    #[test]
+    fn small_rows_still_get_slots() {
+        // 16-byte rows cost less than their CLOCK metadata: the sizing must not shrink to 0.
+        let cache = RowCacheBuilder::new(16).budget_bytes(4 << 20).build();
+        let s = cache.stats();
+        assert!(s.capacity_rows > 50_000, "{s:?}");
+        assert!(cache.footprint_bytes() <= 4 << 20);
+        assert!(cache.insert(7, &[1u8; 16]));
+    }
+
+    #[test]
+    fn prefetched_rows_count_their_first_hit() {
+        let rb = 32;
+        let cache = RowCacheBuilder::new(rb)
+            .budget_bytes(64 << 10)
+            .shards(2)
+            .build();
+        let mut out = vec![0u8; rb];
+        for id in 0..10u64 {
+            assert!(cache.insert_prefetched(id, &row(id, rb)));
+        }
+        for id in 10..20u64 {
+            assert!(cache.insert(id, &row(id, rb)));
+        }
+        // Every row twice: only the first hit of each prefetched row counts.
+        for _ in 0..2 {
+            for id in 0..20u64 {
+                assert!(cache.get_into(id, &mut out));
+                assert_eq!(out, row(id, rb));
+            }
+        }
+        let s = cache.stats();
+        assert_eq!((s.hits, s.prefetch_hits), (40, 10));
+        cache.reset_counters();
+        assert_eq!(cache.stats().prefetch_hits, 0);
+        assert!(cache.footprint_bytes() <= 64 << 10);
     }
 
     #[test]

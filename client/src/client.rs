@@ -1,5 +1,6 @@
 //! The client: a tonic channel with message limits for large batches, batch splitting, retries
-//! with exponential backoff on UNAVAILABLE, and a pipelined streaming lookup.
+//! with exponential backoff on UNAVAILABLE, a pipelined streaming lookup, and Engram n-gram
+//! lookups and prefetches (hashed by the server).
 
 use std::time::Duration;
 
@@ -216,6 +217,152 @@ impl Client {
         Ok(r.accepted_rows)
     }
 
+    /// The rows an Engram layer consumes for `sequences` of raw token ids, hashed by the server:
+    /// per position, the rows of every (n-gram order, head) in that order, so the result holds
+    /// `positions x heads_total` table rows, `[sequence][position][order, head]`; row `i` of
+    /// position `p` is `rows.row(p * heads_total + i)`.
+    pub async fn lookup_ngrams(
+        &self,
+        group: &str,
+        layer_id: u32,
+        sequences: &[pb::TokenSequence],
+    ) -> Result<Rows, ClientError> {
+        self.lookup_ngrams_request(ngrams_request(group, layer_id, sequences, false))
+            .await
+    }
+
+    /// [`Client::lookup_ngrams`] for a full request (e.g. already compressed ids).
+    pub async fn lookup_ngrams_request(
+        &self,
+        req: pb::LookupNgramsRequest,
+    ) -> Result<Rows, ClientError> {
+        let resp = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.lookup_ngrams(req).await }
+            })
+            .await?;
+        let n = usize::try_from(resp.row_count)
+            .map_err(|_| ClientError::Protocol(format!("row count {}", resp.row_count)))?;
+        to_rows(resp, n)
+    }
+
+    /// Asks the server to bring the rows `sequences` read in layer `layer_id` of `group` into its
+    /// fastest tier; returns the distinct rows accepted, without waiting for them.
+    pub async fn prefetch_ngrams(
+        &self,
+        group: &str,
+        layer_id: u32,
+        sequences: &[pb::TokenSequence],
+    ) -> Result<u64, ClientError> {
+        let req = pb::PrefetchRequest {
+            target: Some(pb::prefetch_request::Target::Ngrams(ngrams_request(
+                group, layer_id, sequences, false,
+            ))),
+        };
+        let r = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.prefetch(req).await }
+            })
+            .await?;
+        Ok(r.accepted_rows)
+    }
+
+    /// Registers a host shared-memory region: a file under /dev/shm of at least `size` bytes
+    /// that this process created. Returns its id and token for [`Client::lookup_into`].
+    pub async fn register_shm_region(
+        &self,
+        path: &str,
+        size: u64,
+    ) -> Result<(u64, String), ClientError> {
+        let req = pb::RegisterRegionRequest {
+            kind: Some(pb::register_region_request::Kind::Shm(
+                pb::SharedMemoryRegion {
+                    path: path.to_owned(),
+                    size,
+                },
+            )),
+        };
+        let r = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.register_region(req).await }
+            })
+            .await?;
+        Ok((r.region_id, r.token))
+    }
+
+    /// Forgets a registered region.
+    pub async fn unregister_region(&self, region_id: u64, token: &str) -> Result<(), ClientError> {
+        let req = pb::UnregisterRegionRequest {
+            region_id,
+            token: token.to_owned(),
+        };
+        self.with_retry(|mut c| {
+            let req = req.clone();
+            async move { c.unregister_region(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Writes the rows of `ids` into registered region `region_id` at byte `offset`; returns the
+    /// bytes written.
+    pub async fn lookup_into(
+        &self,
+        region_id: u64,
+        token: &str,
+        offset: u64,
+        table: &str,
+        ids: &[u64],
+    ) -> Result<u64, ClientError> {
+        let req = pb::LookupIntoRequest {
+            region_id,
+            token: token.to_owned(),
+            offset,
+            source: Some(pb::lookup_into_request::Source::Rows(pb::LookupRequest {
+                table: table.to_owned(),
+                ids: ids.to_vec(),
+            })),
+        };
+        let r = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.lookup_into(req).await }
+            })
+            .await?;
+        Ok(r.bytes_written)
+    }
+
+    /// Writes the rows of [`Client::lookup_ngrams`] into registered region `region_id` at byte
+    /// `offset`; returns the bytes written.
+    pub async fn lookup_ngrams_into(
+        &self,
+        region_id: u64,
+        token: &str,
+        offset: u64,
+        group: &str,
+        layer_id: u32,
+        sequences: &[pb::TokenSequence],
+    ) -> Result<u64, ClientError> {
+        let req = pb::LookupIntoRequest {
+            region_id,
+            token: token.to_owned(),
+            offset,
+            source: Some(pb::lookup_into_request::Source::Ngrams(ngrams_request(
+                group, layer_id, sequences, false,
+            ))),
+        };
+        let r = self
+            .with_retry(|mut c| {
+                let req = req.clone();
+                async move { c.lookup_into(req).await }
+            })
+            .await?;
+        Ok(r.bytes_written)
+    }
+
     /// The tables served.
     pub async fn list_tables(&self) -> Result<Vec<pb::TableInfo>, ClientError> {
         Ok(self
@@ -243,6 +390,28 @@ impl Client {
     /// The generated stub, for calls this client does not wrap.
     pub fn raw(&self) -> EmbeddingStoreClient<Channel> {
         self.inner.clone()
+    }
+}
+
+/// A token sequence: `tokens`, continuing after `context` (empty for a sequence's start).
+pub fn token_sequence(tokens: &[u32], context: &[u32]) -> pb::TokenSequence {
+    pb::TokenSequence {
+        tokens: tokens.to_vec(),
+        context: context.to_vec(),
+    }
+}
+
+fn ngrams_request(
+    group: &str,
+    layer_id: u32,
+    sequences: &[pb::TokenSequence],
+    compressed: bool,
+) -> pb::LookupNgramsRequest {
+    pb::LookupNgramsRequest {
+        group: group.to_owned(),
+        layer_id,
+        sequences: sequences.to_vec(),
+        compressed,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `engram-store` command line: serve, ingest, synth, lookup and demo.
+//! The `engram-store` command line: serve, ingest, synth, engram create, lookup and demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::ServeConfig;
 use crate::engine::Engine;
+use crate::group::{GroupSource, create_group};
 use crate::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
 use crate::size::{format_size, parse_size};
 use crate::table::{ChecksumKind, DType, row_as_f64};
@@ -32,6 +33,9 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Write a synthetic table with documented deterministic content.
     Synth(SynthArgs),
+    /// Engram groups: a layout, a compression map and one table per layer.
+    #[command(subcommand)]
+    Engram(EngramCommand),
     /// Look rows up on a running server and print them as numbers.
     Lookup(LookupArgs),
     /// Generate a demo table, serve it and drive a Zipf workload through the real client.
@@ -62,6 +66,12 @@ pub struct ServeArgs {
     /// Most ids per request.
     #[arg(long)]
     pub max_batch_ids: Option<usize>,
+    /// VRAM tier budget, e.g. 40GiB (needs a GPU and a build with --features cuda).
+    #[arg(long)]
+    pub gpu_budget: Option<String>,
+    /// CUDA device of the VRAM tier.
+    #[arg(long)]
+    pub gpu_device: Option<usize>,
     /// Read through the page cache instead of O_DIRECT.
     #[arg(long)]
     pub buffered_io: bool,
@@ -134,6 +144,48 @@ pub struct SynthArgs {
     /// Content seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub write: WriteArgs,
+}
+
+/// `engram` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EngramCommand {
+    /// Create an Engram group: its layout and compression map under DATA/<name>.engram/, and a
+    /// table <name>.layer<ID> per layer (rows = sum of the layer's primes, row_dim from the
+    /// layout), synthetic or from a .safetensors file.
+    Create(EngramCreateArgs),
+}
+
+/// `engram create` flags.
+#[derive(Debug, Args)]
+pub struct EngramCreateArgs {
+    /// Group name; its tables are <name>.layer<ID>.
+    #[arg(long)]
+    pub name: String,
+    /// Layout JSON (as written by `python -m engram_store.layout`).
+    #[arg(long)]
+    pub layout: PathBuf,
+    /// Compression map .npy (raw token id -> compressed id).
+    #[arg(long)]
+    pub compress: PathBuf,
+    /// Data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Fill the tables with synthetic content (documented in `synth`).
+    #[arg(long, required_unless_present = "weights", conflicts_with = "weights")]
+    pub synth: bool,
+    /// Element type of synthetic tables: f32, f16, bf16, i8, u8, fp8_e4m3 [default: bf16].
+    #[arg(long, conflicts_with = "weights")]
+    pub dtype: Option<DType>,
+    /// Content seed of synthetic tables [default: 0].
+    #[arg(long, conflicts_with = "weights")]
+    pub seed: Option<u64>,
+    /// A .safetensors file with one 2-D tensor per layer, named layers.<ID>.engram.embedding
+    /// or layer<ID>, of shape [sum of the layer's primes, row_dim]; the tables take its dtype.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub write: WriteArgs,
@@ -217,9 +269,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Engram(EngramCommand::Create(a)) => engram_create(a),
         Command::Lookup(a) => lookup(a).await,
         Command::Demo(a) => crate::demo::run(a).await,
     }
+}
+
+fn engram_create(a: EngramCreateArgs) -> anyhow::Result<()> {
+    let source = match &a.weights {
+        Some(path) => GroupSource::Weights(path.clone()),
+        None => GroupSource::Synth {
+            dtype: a.dtype.unwrap_or(DType::Bf16),
+            seed: a.seed.unwrap_or(0),
+        },
+    };
+    let bar = bytes_bar("engram create");
+    let created = create_group(
+        &a.data,
+        &a.name,
+        &a.layout,
+        &a.compress,
+        &source,
+        &a.write.options(),
+        Some(&bar),
+    )?;
+    bar.finish_and_clear();
+    let layout = &created.layout;
+    println!(
+        "created Engram group {:?} in {}: {} layer(s), {} heads x {} per position, compression \
+         map of {} raw ids -> {} compressed ids",
+        a.name,
+        created.dir.display(),
+        created.tables.len(),
+        layout.heads_total(),
+        layout.row_dim(),
+        created.map_len,
+        layout.compressed_vocab_size()
+    );
+    for (m, layer) in created.tables.iter().zip(layout.layers()) {
+        println!(
+            "  layer {}: table {:?} v{}: {} rows x {} {} ({})",
+            layer.layer_id(),
+            m.name,
+            m.version,
+            m.rows,
+            m.row_dim,
+            m.dtype,
+            format_size(m.data_bytes())
+        );
+    }
+    Ok(())
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -248,6 +347,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.max_batch_ids {
         c.max_batch_ids = v;
     }
+    if let Some(v) = a.gpu_budget {
+        c.gpu_budget = v;
+    }
+    if let Some(v) = a.gpu_device {
+        c.gpu_device = v;
+    }
     if a.buffered_io {
         c.direct_io = false;
     }
@@ -274,6 +379,16 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         eprintln!(
             "  {} v{}: {} rows x {} {}",
             m.name, m.version, m.rows, m.row_dim, m.dtype
+        );
+    }
+    for g in engine.groups() {
+        let layers: Vec<String> = g.layers().map(|l| l.layer_id().to_string()).collect();
+        eprintln!(
+            "  Engram group {}: layers [{}], {} heads x {} per position",
+            g.name(),
+            layers.join(", "),
+            g.layout().heads_total(),
+            g.layout().row_dim()
         );
     }
     crate::server::serve_on(engine, listener, async {

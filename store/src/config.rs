@@ -10,6 +10,8 @@
 //! queue_depth = 128
 //! direct_io = true
 //! max_batch_ids = 1048576
+//! gpu_budget = "0"      # e.g. "40GiB" (builds with --features cuda)
+//! gpu_device = 0
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,6 +41,10 @@ pub struct ServeConfig {
     pub direct_io: bool,
     /// Most ids per request.
     pub max_batch_ids: usize,
+    /// VRAM tier budget, e.g. "40GiB" ("0": none; needs a build with --features cuda).
+    pub gpu_budget: String,
+    /// CUDA device of the VRAM tier.
+    pub gpu_device: usize,
 }
 
 impl Default for ServeConfig {
@@ -52,6 +58,8 @@ impl Default for ServeConfig {
             queue_depth: 128,
             direct_io: true,
             max_batch_ids: 1 << 20,
+            gpu_budget: "0".into(),
+            gpu_device: 0,
         }
     }
 }
@@ -76,6 +84,8 @@ impl ServeConfig {
             anyhow::bail!("max_batch_ids must be at least 1");
         }
         c.max_batch_ids = self.max_batch_ids;
+        c.gpu_budget_bytes = parse_size(&self.gpu_budget).map_err(anyhow::Error::msg)?;
+        c.gpu_device = self.gpu_device;
         Ok(c)
     }
 }

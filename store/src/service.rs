@@ -12,7 +12,8 @@ use engram_store_proto::v1::embedding_store_server::EmbeddingStore;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Engine, LookupError, ServedTable};
+use crate::engine::{DedupedIds, Engine, LookupError, NgramQuery, ServedTable, TokenSequence};
+use crate::regions::{RegionMemory, RegionRegistry, ShmRegion};
 use crate::status::code_of;
 
 /// Pipelined lookups in flight per stream.
@@ -22,12 +23,16 @@ const STREAM_PIPELINE: usize = 16;
 #[derive(Debug, Clone)]
 pub struct StoreService {
     engine: Arc<Engine>,
+    regions: Arc<RegionRegistry>,
 }
 
 impl StoreService {
     /// A service over `engine`.
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            regions: Arc::new(RegionRegistry::default()),
+        }
     }
 
     /// One lookup, counted in the engine's request stats.
@@ -58,6 +63,21 @@ impl StoreService {
             }
         }
         self.engine.request_latency.record(start.elapsed());
+    }
+}
+
+impl From<pb::LookupNgramsRequest> for NgramQuery {
+    fn from(r: pb::LookupNgramsRequest) -> Self {
+        NgramQuery {
+            group: r.group,
+            layer_id: r.layer_id,
+            sequences: r
+                .sequences
+                .into_iter()
+                .map(|s| TokenSequence::with_context(s.tokens, s.context))
+                .collect(),
+            compressed: r.compressed,
+        }
     }
 }
 
@@ -141,11 +161,17 @@ impl EmbeddingStore for StoreService {
 
     async fn lookup_ngrams(
         &self,
-        _request: Request<pb::LookupNgramsRequest>,
+        request: Request<pb::LookupNgramsRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
-        Err(Status::unimplemented(
-            "LookupNgrams: no Engram groups are served by this build yet",
-        ))
+        let query = NgramQuery::from(request.into_inner());
+        let start = Instant::now();
+        let result = self
+            .engine
+            .lookup_ngrams(&query)
+            .await
+            .map(|(layer, rows)| response(layer.table(), rows.rows, rows.row_count));
+        self.record(start, &result);
+        Ok(Response::new(result?))
     }
 
     async fn prefetch(
@@ -167,9 +193,26 @@ impl EmbeddingStore for StoreService {
                     accepted_rows: accepted,
                 }))
             }
-            Some(pb::prefetch_request::Target::Ngrams(_)) => Err(Status::unimplemented(
-                "Prefetch by n-grams: no Engram groups are served by this build yet",
-            )),
+            Some(pb::prefetch_request::Target::Ngrams(req)) => {
+                let query = NgramQuery::from(req);
+                let layer = self
+                    .engine
+                    .ngram_layer(&query.group, query.layer_id)?
+                    .clone();
+                self.engine
+                    .check_batch(layer.output_rows(&query.sequences))?;
+                let ids = layer.distinct_row_ids(&query.sequences, query.compressed)?;
+                let accepted = ids.len() as u64;
+                let table = layer.table().clone();
+                tokio::spawn(async move {
+                    if let Err(e) = table.prefetch(&ids).await {
+                        tracing::warn!(error = %e, "n-gram prefetch failed");
+                    }
+                });
+                Ok(Response::new(pb::PrefetchResponse {
+                    accepted_rows: accepted,
+                }))
+            }
             None => Err(Status::invalid_argument(
                 "PrefetchRequest names no target (rows or ngrams)",
             )),
@@ -191,6 +234,64 @@ impl EmbeddingStore for StoreService {
     ) -> Result<Response<pb::TableInfo>, Status> {
         let table = self.engine.table(&request.into_inner().table)?;
         Ok(Response::new(table_info(table)))
+    }
+
+    async fn register_region(
+        &self,
+        request: Request<pb::RegisterRegionRequest>,
+    ) -> Result<Response<pb::RegisterRegionResponse>, Status> {
+        let memory = match request.into_inner().kind {
+            Some(pb::register_region_request::Kind::Shm(shm)) => {
+                RegionMemory::Shm(ShmRegion::open(std::path::Path::new(&shm.path), shm.size)?)
+            }
+            Some(pb::register_region_request::Kind::CudaIpc(ipc)) => self.open_cuda_ipc(ipc)?,
+            None => {
+                return Err(Status::invalid_argument(
+                    "RegisterRegion names no region (shm or cuda_ipc)",
+                ));
+            }
+        };
+        let size = match &memory {
+            RegionMemory::Shm(m) => m.size(),
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { size, .. } => *size,
+        };
+        let (region_id, token) = self.regions.register(memory);
+        Ok(Response::new(pb::RegisterRegionResponse {
+            region_id,
+            token,
+            size,
+        }))
+    }
+
+    async fn unregister_region(
+        &self,
+        request: Request<pb::UnregisterRegionRequest>,
+    ) -> Result<Response<pb::UnregisterRegionResponse>, Status> {
+        let r = request.into_inner();
+        self.regions.unregister(r.region_id, &r.token)?;
+        Ok(Response::new(pb::UnregisterRegionResponse {}))
+    }
+
+    async fn lookup_into(
+        &self,
+        request: Request<pb::LookupIntoRequest>,
+    ) -> Result<Response<pb::LookupIntoResponse>, Status> {
+        let start = Instant::now();
+        let result = self.lookup_into_region(request.into_inner()).await;
+        let c = &self.engine.counters;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(r) => {
+                c.rows.fetch_add(r.row_count, Ordering::Relaxed);
+                c.bytes.fetch_add(r.bytes_written, Ordering::Relaxed);
+            }
+            Err(_) => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.engine.request_latency.record(start.elapsed());
+        Ok(Response::new(result?))
     }
 
     async fn stats(
@@ -218,6 +319,7 @@ impl EmbeddingStore for StoreService {
                 ram.resident_bytes += s.resident_rows * cache.row_bytes() as u64 + s.metadata_bytes;
                 ram.capacity_bytes += cache.budget_bytes();
                 ram.policy = cache.policy_name().into();
+                ram.prefetch_hits += s.prefetch_hits;
                 if reset {
                     cache.reset_counters();
                 }
@@ -246,8 +348,36 @@ impl EmbeddingStore for StoreService {
         ram.latency = Some(latency(ram_latency.snapshot()));
         nvme.latency = Some(latency(nvme_latency.snapshot()));
         let c = &e.counters;
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+        let mut tiers = vec![ram, nvme];
+        #[cfg(feature = "cuda")]
+        {
+            let mut gpu = pb::TierStats {
+                tier: "gpu".into(),
+                policy: "hot-set".into(),
+                ..Default::default()
+            };
+            let mut any = false;
+            for t in e.tables() {
+                if let Some(g) = t.gpu() {
+                    let s = g.stats();
+                    any = true;
+                    gpu.hits += s.hits;
+                    gpu.misses += s.misses;
+                    gpu.bytes += s.hits * g.row_bytes() as u64;
+                    gpu.resident_rows += s.resident_rows;
+                    gpu.resident_bytes += s.resident_rows * g.row_bytes() as u64;
+                    gpu.capacity_bytes += s.device_bytes;
+                    gpu.reads += s.refreshes;
+                }
+            }
+            gpu.hit_rate = ratio(gpu.hits, gpu.hits + gpu.misses);
+            if any {
+                tiers.insert(0, gpu);
+            }
+        }
         let out = pb::StatsResponse {
-            tiers: vec![ram, nvme],
+            tiers,
             request_latency: Some(latency(e.request_latency.snapshot())),
             requests: c.requests.load(Ordering::Relaxed),
             rows_served: c.rows.load(Ordering::Relaxed),
@@ -281,6 +411,120 @@ fn process_rss_bytes() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages * u64::try_from(page).unwrap_or(4096)
+}
+
+impl StoreService {
+    /// Opens a worker's device buffer on the VRAM tier's GPU.
+    fn open_cuda_ipc(&self, ipc: pb::CudaIpcRegion) -> Result<RegionMemory, Status> {
+        #[cfg(feature = "cuda")]
+        {
+            let Some((device, ctx)) = self.engine.gpu_context() else {
+                return Err(Status::failed_precondition(
+                    "CUDA IPC regions need a server started with a GPU tier (--gpu-budget)",
+                ));
+            };
+            if ipc.device as usize != device {
+                return Err(Status::invalid_argument(format!(
+                    "the buffer is on GPU {}, the VRAM tier on GPU {device}",
+                    ipc.device
+                )));
+            }
+            if ipc.size == 0 {
+                return Err(Status::invalid_argument("CUDA IPC region of size 0"));
+            }
+            let memory = engram_store_cache::gpu::IpcMemory::open(&ctx, &ipc.ipc_handle)
+                .map_err(|e| Status::invalid_argument(format!("CUDA IPC handle: {e}")))?;
+            Ok(RegionMemory::CudaIpc {
+                memory,
+                offset: ipc.offset,
+                size: ipc.size,
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = ipc;
+            Err(Status::failed_precondition(
+                "CUDA IPC regions need a server built with --features cuda and started with --gpu-budget",
+            ))
+        }
+    }
+
+    async fn lookup_into_region(
+        &self,
+        req: pb::LookupIntoRequest,
+    ) -> Result<pb::LookupIntoResponse, LookupError> {
+        let region = self.regions.get(req.region_id, &req.token)?;
+        // Check the request whole (ids, tokens, limits) before touching the region.
+        let (table, source) = match req.source {
+            Some(pb::lookup_into_request::Source::Rows(rows)) => {
+                self.engine.check_batch(rows.ids.len())?;
+                let table = self.engine.table(&rows.table)?.clone();
+                table.check_ids(&rows.ids)?;
+                (table, IntoSource::Rows(rows.ids))
+            }
+            Some(pb::lookup_into_request::Source::Ngrams(req)) => {
+                let query = NgramQuery::from(req);
+                let layer = self
+                    .engine
+                    .ngram_layer(&query.group, query.layer_id)?
+                    .clone();
+                self.engine
+                    .check_batch(layer.output_rows(&query.sequences))?;
+                let ids = layer.deduped_row_ids(&query.sequences, query.compressed)?;
+                (layer.table().clone(), IntoSource::Ngrams(ids))
+            }
+            None => {
+                return Err(LookupError::InvalidArgument(
+                    "LookupInto names no rows".into(),
+                ));
+            }
+        };
+        let count = match &source {
+            IntoSource::Rows(ids) => ids.len(),
+            IntoSource::Ngrams(ids) => ids.len(),
+        };
+        let rb = u64::from(table.manifest().row_bytes);
+        let len = count as u64 * rb;
+        let end = req.offset.checked_add(len).ok_or_else(|| {
+            LookupError::InvalidArgument(format!("offset {} overflows", req.offset))
+        })?;
+        let mut lease = region.lease(req.offset..end)?;
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+        let mut gpu_hits = 0;
+        match (lease.shm_bytes(), &source) {
+            (Some(dst), IntoSource::Rows(ids)) => table.lookup_into(ids, dst).await?,
+            (Some(dst), IntoSource::Ngrams(ids)) => table.lookup_deduped_into(ids, dst).await?,
+            (None, source) => {
+                let Some(_dst) = lease.device_ptr() else {
+                    return Err(LookupError::InvalidArgument(
+                        "region kind not writable here".into(),
+                    ));
+                };
+                #[cfg(feature = "cuda")]
+                {
+                    let all: Vec<u64> = match source {
+                        IntoSource::Rows(ids) => ids.clone(),
+                        IntoSource::Ngrams(d) => (0..d.len()).filter_map(|p| d.id_at(p)).collect(),
+                    };
+                    gpu_hits = table.lookup_into_device(&all, _dst).await?;
+                }
+                #[cfg(not(feature = "cuda"))]
+                let _ = source;
+            }
+        }
+        Ok(pb::LookupIntoResponse {
+            row_count: count as u64,
+            row_bytes: rb as u32,
+            bytes_written: len,
+            gpu_hits,
+        })
+    }
+}
+
+/// What a LookupInto writes: rows by id, or the deduped rows of an n-gram query.
+enum IntoSource {
+    Rows(Vec<u64>),
+    Ngrams(DedupedIds),
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -7,9 +7,14 @@ use crate::engine::LookupError;
 /// The gRPC code for an engine error.
 pub(crate) fn code_of(e: &LookupError) -> Code {
     match e {
-        LookupError::UnknownTable { .. } | LookupError::NotFound(_) => Code::NotFound,
+        LookupError::UnknownTable { .. }
+        | LookupError::NotFound(_)
+        | LookupError::UnknownGroup { .. }
+        | LookupError::UnknownLayer { .. } => Code::NotFound,
         LookupError::OutOfRange { .. } => Code::OutOfRange,
-        LookupError::TooManyIds { .. } | LookupError::InvalidArgument(_) => Code::InvalidArgument,
+        LookupError::TooManyIds { .. }
+        | LookupError::InvalidArgument(_)
+        | LookupError::BadToken(_) => Code::InvalidArgument,
         LookupError::DataLoss { .. } => Code::DataLoss,
         LookupError::Io {
             transient: true, ..

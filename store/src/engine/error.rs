@@ -69,4 +69,81 @@ pub enum LookupError {
     /// A named thing (group, layer) that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// No Engram group of that name is served.
+    #[error("unknown Engram group {name:?}; served groups: [{known}]")]
+    UnknownGroup {
+        /// Name asked for.
+        name: String,
+        /// Comma-separated names served.
+        known: String,
+    },
+    /// The group has no such layer.
+    #[error("Engram group {group:?} has no layer {layer_id}; its layers: [{known}]")]
+    UnknownLayer {
+        /// Group.
+        group: String,
+        /// Layer asked for.
+        layer_id: u32,
+        /// Comma-separated layer ids of the group.
+        known: String,
+    },
+    /// A token the group cannot hash.
+    #[error(transparent)]
+    BadToken(#[from] BadToken),
 }
+
+/// A token id of an n-gram request that the group cannot hash: a raw id outside its compression
+/// map, or (for already compressed requests) an id not below its compressed vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadToken {
+    /// Group.
+    pub group: String,
+    /// Index of the sequence in the request.
+    pub sequence: usize,
+    /// Index in the sequence's tokens (or in its context, if `in_context`).
+    pub position: usize,
+    /// True when the token is in the sequence's context.
+    pub in_context: bool,
+    /// The token id.
+    pub id: u32,
+    /// True when the request said its ids are compressed.
+    pub compressed: bool,
+    /// Ids must be below this: the map's length, or the compressed vocabulary size.
+    pub limit: u64,
+}
+
+impl std::fmt::Display for BadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.compressed {
+            "compressed token id"
+        } else {
+            "token id"
+        };
+        let slot = if self.in_context {
+            "context index"
+        } else {
+            "position"
+        };
+        write!(
+            f,
+            "{kind} {} at sequence {}, {slot} {} ",
+            self.id, self.sequence, self.position
+        )?;
+        if self.compressed {
+            write!(
+                f,
+                "is not below the compressed vocabulary size {}",
+                self.limit
+            )?;
+        } else {
+            write!(
+                f,
+                "is outside the compression map (it covers raw ids 0..{})",
+                self.limit
+            )?;
+        }
+        write!(f, " of Engram group {:?}", self.group)
+    }
+}
+
+impl std::error::Error for BadToken {}

@@ -37,7 +37,7 @@ pub(crate) enum Joined {
 
 impl InflightUnits {
     fn shard(&self, key: u64) -> &Mutex<HashMap<u64, UnitFuture, KeyHashBuilder>> {
-        &self.shards[(engram_store_cache::mix64(key) as usize) % SHARDS]
+        &self.shards[engram_store_cache::shard_of(key, SHARDS)]
     }
 
     /// Joins the read of `key` in flight, or registers a new one led by the caller.

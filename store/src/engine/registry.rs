@@ -1,5 +1,6 @@
 //! The set of served tables: opened at start from the data directory, each with its share of the
-//! RAM budget (proportional to its data bytes), all reading through one I/O engine.
+//! RAM budget (proportional to its data bytes), all reading through one I/O engine; and the
+//! Engram groups found there, linked to their layers' tables.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +11,10 @@ use engram_store_cache::io::{IoEngine, IoEngineConfig, IoEngineKind, start_engin
 use engram_store_cache::{LatencyHistogram, PolicyFactory, RowCacheBuilder, policy};
 
 use super::error::LookupError;
+use super::group::{NgramRows, ServedGroup, ServedLayer};
+use super::ngram_query::NgramQuery;
 use super::served_table::ServedTable;
+use crate::group::{GroupError, GroupFiles, list_group_names};
 use crate::table::{OpenTable, TableError, list_table_names};
 
 /// How the engine serves.
@@ -30,6 +34,12 @@ pub struct EngineConfig {
     pub direct_io: bool,
     /// Most ids in one request. Default 1,048,576.
     pub max_batch_ids: usize,
+    /// VRAM tier budget over all tables, bytes. Default 0 (no VRAM tier).
+    pub gpu_budget_bytes: u64,
+    /// CUDA device of the VRAM tier. Default 0.
+    pub gpu_device: usize,
+    /// How often the VRAM hot set is refreshed. Default 1 s.
+    pub gpu_refresh: std::time::Duration,
 }
 
 impl EngineConfig {
@@ -43,6 +53,9 @@ impl EngineConfig {
             queue_depth: 128,
             direct_io: true,
             max_batch_ids: 1 << 20,
+            gpu_budget_bytes: 0,
+            gpu_device: 0,
+            gpu_refresh: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -72,15 +85,36 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A VRAM tier was asked for and cannot be had.
+    #[error("--gpu-budget was given but {0}")]
+    Gpu(String),
     /// An unknown RAM policy name.
     #[error("unknown RAM policy {0:?}; known: {known}", known = policy::POLICY_NAMES.join(", "))]
     UnknownPolicy(String),
+    /// An Engram group could not be loaded.
+    #[error("open Engram group {name:?}: {source}")]
+    GroupFiles {
+        /// Group.
+        name: String,
+        /// Why.
+        #[source]
+        source: GroupError,
+    },
+    /// An Engram group's tables do not match its layout.
+    #[error("open Engram group {name:?}: {message}")]
+    Group {
+        /// Group.
+        name: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Every served table, and the engine-wide counters.
 #[derive(Debug)]
 pub struct Engine {
     tables: BTreeMap<String, Arc<ServedTable>>,
+    groups: BTreeMap<String, Arc<ServedGroup>>,
     io: Arc<dyn IoEngine>,
     config: EngineConfig,
     started: Instant,
@@ -104,7 +138,7 @@ pub struct RequestCounters {
 }
 
 impl Engine {
-    /// Opens every table under `config.data_dir`.
+    /// Opens every table under `config.data_dir`, and every Engram group there over them.
     pub fn open(config: EngineConfig) -> Result<Self, EngineError> {
         let factory: Option<PolicyFactory> = match &config.ram_policy {
             None => None,
@@ -118,6 +152,22 @@ impl Engine {
                 }))
             }
         };
+        if config.gpu_budget_bytes > 0 {
+            #[cfg(not(feature = "cuda"))]
+            return Err(EngineError::Gpu(
+                "this build has no GPU support (rebuild with --features cuda)".into(),
+            ));
+            #[cfg(feature = "cuda")]
+            {
+                engram_store_cache::gpu::probe(config.gpu_device)
+                    .map_err(|e| EngineError::Gpu(e.to_string()))?;
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(EngineError::Gpu(
+                        "the engine was opened outside an async runtime".into(),
+                    ));
+                }
+            }
+        }
         let io = start_engine(
             config.io_engine,
             IoEngineConfig {
@@ -157,10 +207,59 @@ impl Engine {
                 }
             });
             let name = table.manifest.name.clone();
-            tables.insert(name, Arc::new(ServedTable::new(table, cache, io.clone())));
+            #[cfg(feature = "cuda")]
+            let gpu_share = (u128::from(config.gpu_budget_bytes)
+                * u128::from(table.manifest.data_bytes()))
+            .checked_div(total_bytes)
+            .map_or(0, |s| s as u64);
+            #[cfg(feature = "cuda")]
+            let row_bytes = table.manifest.row_bytes as usize;
+            let served = ServedTable::new(table, cache, io.clone());
+            #[cfg(feature = "cuda")]
+            let served = if gpu_share > 0 {
+                let mut c = engram_store_cache::gpu::GpuTierConfig::new(
+                    config.gpu_device,
+                    gpu_share,
+                    row_bytes,
+                );
+                c.max_batch = config.max_batch_ids.min(1 << 20);
+                let tier = engram_store_cache::gpu::GpuTier::new(&c).map_err(|e| {
+                    EngineError::Gpu(format!("the VRAM tier of table {name:?} failed: {e}"))
+                })?;
+                served.with_gpu(tier)
+            } else {
+                served
+            };
+            let served = Arc::new(served);
+            #[cfg(feature = "cuda")]
+            if served.gpu().is_some() {
+                super::gpu_path::spawn_refresh(&served, config.gpu_refresh);
+            }
+            tables.insert(name, served);
+        }
+        let mut groups = BTreeMap::new();
+        let group_names =
+            list_group_names(&config.data_dir).map_err(|source| EngineError::GroupFiles {
+                name: String::new(),
+                source,
+            })?;
+        for name in group_names {
+            let files = GroupFiles::load(&config.data_dir, &name).map_err(|source| {
+                EngineError::GroupFiles {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+            let group =
+                ServedGroup::open(files, &tables).map_err(|message| EngineError::Group {
+                    name: name.clone(),
+                    message,
+                })?;
+            groups.insert(name, Arc::new(group));
         }
         Ok(Self {
             tables,
+            groups,
             io,
             config,
             started: Instant::now(),
@@ -182,6 +281,42 @@ impl Engine {
     /// Every table, by name.
     pub fn tables(&self) -> impl Iterator<Item = &Arc<ServedTable>> {
         self.tables.values()
+    }
+
+    /// The Engram group called `name`.
+    pub fn group(&self, name: &str) -> Result<&Arc<ServedGroup>, LookupError> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| LookupError::UnknownGroup {
+                name: name.to_owned(),
+                known: self.groups.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Every Engram group, by name.
+    pub fn groups(&self) -> impl Iterator<Item = &Arc<ServedGroup>> {
+        self.groups.values()
+    }
+
+    /// Layer `layer_id` of group `group`.
+    pub fn ngram_layer(
+        &self,
+        group: &str,
+        layer_id: u32,
+    ) -> Result<&Arc<ServedLayer>, LookupError> {
+        self.group(group)?.layer(layer_id)
+    }
+
+    /// Serves an n-gram query: finds the layer, checks the batch limit on the rows it returns,
+    /// and looks them up. Returns the layer (for the table's shape) with the rows.
+    pub async fn lookup_ngrams(
+        &self,
+        query: &NgramQuery,
+    ) -> Result<(Arc<ServedLayer>, NgramRows), LookupError> {
+        let layer = self.ngram_layer(&query.group, query.layer_id)?.clone();
+        self.check_batch(layer.output_rows(&query.sequences))?;
+        let rows = layer.lookup(&query.sequences, query.compressed).await?;
+        Ok((layer, rows))
     }
 
     /// Checks a batch size against the limit.
@@ -208,6 +343,15 @@ impl Engine {
     /// Seconds since start.
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+
+    /// The VRAM tier's device and CUDA context, if any table has a VRAM tier.
+    #[cfg(feature = "cuda")]
+    pub fn gpu_context(&self) -> Option<(usize, Arc<engram_store_cache::gpu::CudaContext>)> {
+        self.tables
+            .values()
+            .find_map(|t| t.gpu())
+            .map(|g| (self.config.gpu_device, g.context().clone()))
     }
 
     /// Largest row of any table, bytes.

@@ -4,6 +4,10 @@
 //! read unit (rows of one block are read once), joins reads already in flight or submits its own
 //! together to the I/O engine, verifies each block's checksum, copies the missed rows into place
 //! (duplicates repeated, request order kept) and offers them to the cache.
+//!
+//! [`ServedTable::lookup_deduped`] serves a batch already reduced to distinct ids (the n-gram
+//! path): each distinct row is fetched once into its first output position and then copied to
+//! the other positions that want it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +16,7 @@ use bytes::Bytes;
 use engram_store_cache::io::{IoEngine, ReadOp};
 use engram_store_cache::{RowCache, RowCacheBuilder};
 
+use super::dedup::DedupedIds;
 use super::error::LookupError;
 use super::inflight::{InflightUnits, Joined, UnitFuture, UnitResult};
 use super::tier_stats::{DiskStats, RamStats, add};
@@ -26,6 +31,8 @@ pub struct ServedTable {
     layout: RowLayout,
     rows_per_file: u64,
     cache: Option<RowCache>,
+    #[cfg(feature = "cuda")]
+    gpu: Option<engram_store_cache::gpu::GpuTier>,
     io: Arc<dyn IoEngine>,
     inflight: InflightUnits,
     /// NVMe-tier counters.
@@ -61,12 +68,27 @@ impl ServedTable {
             layout,
             rows_per_file,
             cache: cache.map(RowCacheBuilder::build),
+            #[cfg(feature = "cuda")]
+            gpu: None,
             io,
             inflight: InflightUnits::default(),
             disk_stats: DiskStats::default(),
             ram_stats: RamStats::default(),
             table,
         }
+    }
+
+    /// Adds a VRAM tier in front of the RAM tier.
+    #[cfg(feature = "cuda")]
+    pub fn with_gpu(mut self, gpu: engram_store_cache::gpu::GpuTier) -> Self {
+        self.gpu = Some(gpu);
+        self
+    }
+
+    /// The VRAM tier, if any.
+    #[cfg(feature = "cuda")]
+    pub fn gpu(&self) -> Option<&engram_store_cache::gpu::GpuTier> {
+        self.gpu.as_ref()
     }
 
     /// The manifest of the version served.
@@ -114,18 +136,59 @@ impl ServedTable {
         ((file << UNIT_BITS) | unit, offset)
     }
 
-    /// The rows of `ids`, packed in request order. Ids must be checked first ([`Self::check_ids`]).
+    /// The rows of `ids`, packed in request order.
     pub async fn lookup(self: &Arc<Self>, ids: &[u64]) -> Result<Bytes, LookupError> {
         self.check_ids(ids)?;
-        let rb = self.layout.row_bytes as usize;
-        let mut out = vec![0u8; ids.len() * rb];
+        let mut out = vec![0u8; ids.len() * self.layout.row_bytes as usize];
+        self.lookup_into(ids, &mut out).await?;
+        Ok(Bytes::from(out))
+    }
 
+    /// Writes the rows of `ids` into `out` (exactly `ids.len() * row_bytes` bytes), packed in
+    /// request order. On error `out` may hold some rows; callers must not use it.
+    pub async fn lookup_into(
+        self: &Arc<Self>,
+        ids: &[u64],
+        out: &mut [u8],
+    ) -> Result<(), LookupError> {
+        self.check_ids(ids)?;
+        let rb = self.layout.row_bytes as usize;
+        if out.len() != ids.len() * rb {
+            return Err(LookupError::InvalidArgument(format!(
+                "output of {} bytes for {} rows of {rb} bytes",
+                out.len(),
+                ids.len()
+            )));
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            let hit = super::gpu_path::gather(gpu, ids, out)?;
+            return self.fill_from_host(ids, out, Some(&hit)).await;
+        }
+        self.fill_from_host(ids, out, None).await
+    }
+
+    /// Fills the positions of `out` not marked in `skip` from the RAM tier, then from disk.
+    pub(crate) async fn fill_from_host(
+        self: &Arc<Self>,
+        ids: &[u64],
+        out: &mut [u8],
+        skip: Option<&[bool]>,
+    ) -> Result<(), LookupError> {
+        let rb = self.layout.row_bytes as usize;
         let ram_start = Instant::now();
         let mut misses = Vec::new();
+        let wanted = |position: usize| skip.is_none_or(|s| !s[position]);
         match &self.cache {
             Some(cache) => {
+                let mut hits = 0u64;
                 for (position, (&id, dst)) in ids.iter().zip(out.chunks_exact_mut(rb)).enumerate() {
-                    if !cache.get_into(id, dst) {
+                    if !wanted(position) {
+                        continue;
+                    }
+                    if cache.get_into(id, dst) {
+                        hits += 1;
+                    } else {
                         misses.push(Miss {
                             unit: 0,
                             row: id,
@@ -133,23 +196,97 @@ impl ServedTable {
                         });
                     }
                 }
-                let hits = (ids.len() - misses.len()) as u64;
                 add(&self.ram_stats.row_bytes, hits * rb as u64);
                 self.ram_stats.latency.record(ram_start.elapsed());
             }
-            None => misses.extend(ids.iter().enumerate().map(|(position, &row)| Miss {
+            None => misses.extend(
+                ids.iter()
+                    .enumerate()
+                    .filter(|(position, _)| wanted(*position))
+                    .map(|(position, &row)| Miss {
+                        unit: 0,
+                        row,
+                        position,
+                    }),
+            ),
+        }
+        if !misses.is_empty() {
+            self.read_misses(&misses, Some(out), false).await?;
+        }
+        Ok(())
+    }
+
+    /// The rows of every position of `ids`, packed in position order, reading each distinct row
+    /// once (from the RAM tier or one disk read) into its first position and copying it from
+    /// there to the later positions that want it.
+    pub async fn lookup_deduped(self: &Arc<Self>, ids: &DedupedIds) -> Result<Bytes, LookupError> {
+        let mut out = vec![0u8; ids.len() * self.layout.row_bytes as usize];
+        self.lookup_deduped_into(ids, &mut out).await?;
+        Ok(Bytes::from(out))
+    }
+
+    /// [`ServedTable::lookup_deduped`] into `out` (exactly `ids.len() * row_bytes` bytes). On
+    /// error `out` may hold some rows; callers must not use it.
+    pub async fn lookup_deduped_into(
+        self: &Arc<Self>,
+        ids: &DedupedIds,
+        out: &mut [u8],
+    ) -> Result<(), LookupError> {
+        let rows = self.table.manifest.rows;
+        if let Some(k) = ids.distinct().iter().position(|&id| id >= rows) {
+            return Err(LookupError::OutOfRange {
+                table: self.table.manifest.name.clone(),
+                id: ids.distinct()[k],
+                position: ids.first()[k],
+                rows,
+            });
+        }
+        let rb = self.layout.row_bytes as usize;
+        if out.len() != ids.len() * rb {
+            return Err(LookupError::InvalidArgument(format!(
+                "output of {} bytes for {} rows of {rb} bytes",
+                out.len(),
+                ids.len()
+            )));
+        }
+        let firsts = ids.distinct().iter().zip(ids.first());
+        let mut misses = Vec::new();
+        match &self.cache {
+            Some(cache) => {
+                let ram_start = Instant::now();
+                for (&id, &position) in firsts {
+                    if !cache.get_into(id, &mut out[position * rb..(position + 1) * rb]) {
+                        misses.push(Miss {
+                            unit: 0,
+                            row: id,
+                            position,
+                        });
+                    }
+                }
+                let hits = (ids.distinct().len() - misses.len()) as u64;
+                add(&self.ram_stats.row_bytes, hits * rb as u64);
+                self.ram_stats.latency.record(ram_start.elapsed());
+            }
+            None => misses.extend(firsts.map(|(&row, &position)| Miss {
                 unit: 0,
                 row,
                 position,
             })),
         }
         if !misses.is_empty() {
-            self.read_misses(&misses, Some(&mut out)).await?;
+            self.read_misses(&misses, Some(&mut *out), false).await?;
         }
-        Ok(Bytes::from(out))
+        for (position, &k) in ids.index().iter().enumerate() {
+            let from = ids.first()[k];
+            if from != position {
+                out.copy_within(from * rb..(from + 1) * rb, position * rb);
+            }
+        }
+        Ok(())
     }
 
-    /// Brings `ids` into the RAM tier (reading what is missing); returns the rows read.
+    /// Brings `ids` into the RAM tier (reading what is missing); returns the rows read. Rows it
+    /// admits count a prefetch hit at their first lookup hit.
     pub async fn prefetch(self: &Arc<Self>, ids: &[u64]) -> Result<usize, LookupError> {
         self.check_ids(ids)?;
         let Some(cache) = &self.cache else {
@@ -166,19 +303,21 @@ impl ServedTable {
             })
             .collect();
         let n = misses.len();
-        add(&self.ram_stats.prefetch_rows, n as u64);
         if n > 0 {
-            self.read_misses(&misses, None).await?;
+            self.read_misses(&misses, None, true).await?;
         }
+        // Counted once the rows are in, so a caller that sees the count can rely on them.
+        add(&self.ram_stats.prefetch_rows, n as u64);
         Ok(n)
     }
 
     /// Reads the units holding `misses`, copies rows into `out` (if given) and offers them to
-    /// the cache.
+    /// the cache (as prefetched rows if `prefetched`).
     async fn read_misses(
         self: &Arc<Self>,
         misses: &[Miss],
-        mut out: Option<&mut Vec<u8>>,
+        mut out: Option<&mut [u8]>,
+        prefetched: bool,
     ) -> Result<(), LookupError> {
         let start = Instant::now();
         let rb = self.layout.row_bytes as usize;
@@ -244,7 +383,11 @@ impl ServedTable {
                 }
                 if m.row != last_row {
                     if let Some(cache) = &self.cache {
-                        cache.insert(m.row, src);
+                        if prefetched {
+                            cache.insert_prefetched(m.row, src);
+                        } else {
+                            cache.insert(m.row, src);
+                        }
                     }
                     last_row = m.row;
                 }

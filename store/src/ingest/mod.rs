@@ -161,6 +161,13 @@ pub fn ingest_file(
     Ok(writer.finish()?)
 }
 
+/// The usable 2-D tensors of a `.safetensors` file, and the others with why they are not.
+pub fn safetensors_tensors(path: &Path) -> anyhow::Result<(Vec<SafetensorsTensor>, Vec<String>)> {
+    let (tensors, _) = safetensors::read_safetensors_header(path)?;
+    let skipped = tensors.first().map(|(_, s)| s.clone()).unwrap_or_default();
+    Ok((tensors.into_iter().map(|(t, _)| t).collect(), skipped))
+}
+
 /// What synthetic table to write.
 #[derive(Debug, Clone)]
 pub struct SynthSpec {

@@ -143,9 +143,11 @@ mod tests {
             "{'descr': '<f4', 'fortran_order': False, 'shape': (10, 3), }",
         ))
         .expect("valid");
+        // 10 bytes of magic, version and length, then the 60-byte dict padded with its newline to
+        // the next multiple of 64: the data starts at 128.
         assert_eq!(
             (h.dtype, h.rows, h.cols, h.data_offset),
-            (DType::F32, 10, 3, 64)
+            (DType::F32, 10, 3, 128)
         );
         let h = parse_npy_header(&header(
             "{'descr': '|u1', 'fortran_order': False, 'shape': (7, 160), }",

@@ -1,0 +1,731 @@
+//! The VRAM tier of one table: a slot arena of rows in device memory, two device hash indexes
+//! (row id -> slot; one active, one being rebuilt), preallocated scratch for one batch at a time,
+//! and the sampled counts that choose which rows belong here.
+//!
+//! A lookup copies its ids to the device, runs the gather kernel against the active index, and
+//! gets rows plus a hit flag per row (into a host buffer, or straight into another device buffer
+//! such as a worker's tensor opened over CUDA IPC). A refresh never blocks lookups for longer
+//! than a pointer swap: (1) publish an index without the rows that leave, and wait until no
+//! lookup uses the old index; (2) write the entering rows into the freed slots, which no index
+//! references; (3) publish the index with them. Device memory (arena + two indexes + scratch)
+//! stays within the configured budget.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use parking_lot::{Mutex, RwLock};
+
+use super::hot_counter::HotCounter;
+use super::hot_index::{HotIndex, buckets_for};
+use super::kernels::Kernels;
+use super::{GpuError, probe};
+use crate::key_hash::KeyHashBuilder;
+
+/// How to build a [`GpuTier`].
+#[derive(Debug, Clone)]
+pub struct GpuTierConfig {
+    /// CUDA device ordinal.
+    pub device: usize,
+    /// Device bytes the tier may hold in all (arena, indexes, scratch).
+    pub budget_bytes: u64,
+    /// Bytes per row.
+    pub row_bytes: usize,
+    /// Most ids per gather call (larger calls are chunked). Default 1,048,576.
+    pub max_batch: usize,
+    /// Rows written per refresh step. Default 65,536.
+    pub refresh_chunk: usize,
+}
+
+impl GpuTierConfig {
+    /// Defaults for `row_bytes`-byte rows under `budget_bytes` on `device`.
+    pub fn new(device: usize, budget_bytes: u64, row_bytes: usize) -> Self {
+        Self {
+            device,
+            budget_bytes,
+            row_bytes,
+            max_batch: 1 << 20,
+            refresh_chunk: 1 << 16,
+        }
+    }
+}
+
+/// Counters of the tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuStats {
+    /// Rows found in VRAM.
+    pub hits: u64,
+    /// Rows looked for and not found.
+    pub misses: u64,
+    /// Rows resident.
+    pub resident_rows: u64,
+    /// Slots.
+    pub capacity_rows: u64,
+    /// Device bytes held.
+    pub device_bytes: u64,
+    /// Refreshes applied.
+    pub refreshes: u64,
+}
+
+/// Rows a refresh will bring in (the caller fetches their bytes) and what it keeps.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshPlan {
+    /// Rows to load, in this order.
+    pub entering: Vec<u64>,
+    keep: Vec<u64>,
+    generation: u64,
+}
+
+struct Scratch {
+    stream: Arc<CudaStream>,
+    ids: CudaSlice<u64>,
+    rows: CudaSlice<u8>,
+    flags: CudaSlice<u32>,
+    host_flags: Vec<u32>,
+}
+
+struct Residency {
+    stream: Arc<CudaStream>,
+    rows: CudaSlice<u8>,
+    slots: CudaSlice<u32>,
+    resident: HashMap<u64, u32, KeyHashBuilder>,
+    free: Vec<u32>,
+    generation: u64,
+}
+
+/// The VRAM tier of one table.
+pub struct GpuTier {
+    ctx: Arc<CudaContext>,
+    kernels: Kernels,
+    row_bytes: usize,
+    capacity: usize,
+    buckets: usize,
+    max_batch: usize,
+    refresh_chunk: usize,
+    arena: CudaSlice<u8>,
+    index_keys: [CudaSlice<u64>; 2],
+    index_slots: [CudaSlice<u32>; 2],
+    active: AtomicUsize,
+    epoch: RwLock<()>,
+    scratch: Mutex<Scratch>,
+    residency: Mutex<Residency>,
+    counter: HotCounter,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    refreshes: AtomicU64,
+    device_bytes: u64,
+}
+
+impl std::fmt::Debug for GpuTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuTier")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn dptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    let (p, _sync) = s.device_ptr(stream);
+    p
+}
+
+fn grid(threads: u64) -> LaunchConfig {
+    let block = 256u32;
+    LaunchConfig {
+        grid_dim: (threads.div_ceil(u64::from(block)).max(1) as u32, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl GpuTier {
+    /// Opens the device, sizes the tier to the budget and allocates everything up front.
+    pub fn new(config: &GpuTierConfig) -> Result<Self, GpuError> {
+        let ctx = probe(config.device)?;
+        // SAFETY: this tier orders its own work explicitly (one stream per role, synchronised
+        // before results are used), so cudarc's implicit cross-stream events are not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let kernels = Kernels::load(&ctx)?;
+        let rb = config.row_bytes.max(1) as u64;
+        let max_batch = config.max_batch.max(1);
+        let refresh_chunk = config.refresh_chunk.max(1);
+        let scratch_bytes = max_batch as u64 * (8 + rb + 4) + refresh_chunk as u64 * (rb + 4);
+        let room = config.budget_bytes.checked_sub(scratch_bytes).ok_or_else(|| {
+            GpuError::Budget(format!(
+                "a GPU budget of {} bytes does not cover the {} bytes of batch scratch (max batch {})",
+                config.budget_bytes, scratch_bytes, max_batch
+            ))
+        })?;
+        // Largest capacity whose arena and two indexes fit the room left (binary search: the
+        // index grows in power-of-two steps).
+        let fits = |cap: usize| cap as u64 * rb + 2 * buckets_for(cap) as u64 * 12 <= room;
+        let (mut lo, mut hi) = (0usize, (room / rb) as usize);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let capacity = lo;
+        if capacity == 0 {
+            return Err(GpuError::Budget(format!(
+                "a GPU budget of {} bytes holds no row",
+                config.budget_bytes
+            )));
+        }
+        let buckets = buckets_for(capacity);
+        let device_bytes = capacity as u64 * rb + 2 * buckets as u64 * 12 + scratch_bytes;
+        let alloc_err = |e| GpuError::cuda("allocate device memory", e);
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| GpuError::cuda("create a stream", e))?;
+        let refresh_stream = ctx
+            .new_stream()
+            .map_err(|e| GpuError::cuda("create a stream", e))?;
+        let arena = stream
+            .alloc_zeros::<u8>(capacity * rb as usize)
+            .map_err(alloc_err)?;
+        let empty_keys = vec![super::EMPTY_KEY; buckets];
+        let mut keys = Vec::new();
+        let mut slots = Vec::new();
+        for _ in 0..2 {
+            keys.push(stream.clone_htod(&empty_keys).map_err(alloc_err)?);
+            slots.push(stream.alloc_zeros::<u32>(buckets).map_err(alloc_err)?);
+        }
+        let [k0, k1]: [CudaSlice<u64>; 2] = keys
+            .try_into()
+            .map_err(|_| GpuError::Invalid("index".into()))?;
+        let [s0, s1]: [CudaSlice<u32>; 2] = slots
+            .try_into()
+            .map_err(|_| GpuError::Invalid("index".into()))?;
+        let scratch = Scratch {
+            ids: stream.alloc_zeros::<u64>(max_batch).map_err(alloc_err)?,
+            rows: stream
+                .alloc_zeros::<u8>(max_batch * rb as usize)
+                .map_err(alloc_err)?,
+            flags: stream.alloc_zeros::<u32>(max_batch).map_err(alloc_err)?,
+            host_flags: vec![0; max_batch],
+            stream: stream.clone(),
+        };
+        let residency = Residency {
+            rows: refresh_stream
+                .alloc_zeros::<u8>(refresh_chunk * rb as usize)
+                .map_err(alloc_err)?,
+            slots: refresh_stream
+                .alloc_zeros::<u32>(refresh_chunk)
+                .map_err(alloc_err)?,
+            stream: refresh_stream,
+            resident: HashMap::with_hasher(KeyHashBuilder),
+            free: (0..capacity as u32).rev().collect(),
+            generation: 0,
+        };
+        stream
+            .synchronize()
+            .map_err(|e| GpuError::cuda("initialise the tier", e))?;
+        Ok(Self {
+            ctx,
+            kernels,
+            row_bytes: rb as usize,
+            capacity,
+            buckets,
+            max_batch,
+            refresh_chunk,
+            arena,
+            index_keys: [k0, k1],
+            index_slots: [s0, s1],
+            active: AtomicUsize::new(0),
+            epoch: RwLock::new(()),
+            scratch: Mutex::new(scratch),
+            residency: Mutex::new(residency),
+            counter: HotCounter::new(capacity.saturating_mul(4).max(1 << 16), 2),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            device_bytes,
+        })
+    }
+
+    /// Slots in the arena.
+    pub fn capacity_rows(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// The CUDA context (for opening IPC handles on the same device).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// Counts accesses to `ids` (sampled) for choosing the hot set.
+    pub fn record(&self, ids: &[u64]) {
+        self.counter.record(ids);
+    }
+
+    /// Counts a prefetch hint: these rows are about to be used.
+    pub fn hint(&self, ids: &[u64]) {
+        self.counter.hint(ids, 4);
+    }
+
+    /// True if `id` is resident now (host view).
+    pub fn contains(&self, id: u64) -> bool {
+        self.residency.lock().resident.contains_key(&id)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GpuStats {
+        GpuStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            resident_rows: self.residency.lock().resident.len() as u64,
+            capacity_rows: self.capacity as u64,
+            device_bytes: self.device_bytes,
+            refreshes: self.refreshes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn bind(&self) -> Result<(), GpuError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| GpuError::cuda("bind the CUDA context", e))
+    }
+
+    fn gather_fn(&self) -> (&CudaFunction, u32) {
+        if self.row_bytes.is_multiple_of(16) {
+            (&self.kernels.gather_hot_16, (self.row_bytes / 16) as u32)
+        } else {
+            (&self.kernels.gather_hot_1, self.row_bytes as u32)
+        }
+    }
+
+    fn scatter_fn(&self) -> (&CudaFunction, u32) {
+        if self.row_bytes.is_multiple_of(16) {
+            (&self.kernels.scatter_16, (self.row_bytes / 16) as u32)
+        } else {
+            (&self.kernels.scatter_1, self.row_bytes as u32)
+        }
+    }
+
+    /// Gathers the resident rows of `ids` into `out` (host, `ids.len() * row_bytes` bytes) and
+    /// sets `hit[i]`; rows that miss are left for the caller to fill.
+    pub fn gather_to_host(
+        &self,
+        ids: &[u64],
+        out: &mut [u8],
+        hit: &mut Vec<bool>,
+    ) -> Result<u64, GpuError> {
+        if out.len() != ids.len() * self.row_bytes {
+            return Err(GpuError::Invalid(format!(
+                "output of {} bytes for {} rows",
+                out.len(),
+                ids.len()
+            )));
+        }
+        hit.clear();
+        let mut hits = 0;
+        for (chunk, dst) in ids
+            .chunks(self.max_batch)
+            .zip(out.chunks_mut(self.max_batch * self.row_bytes))
+        {
+            hits += self.gather_chunk(chunk, Target::Host(dst), hit)?;
+        }
+        Ok(hits)
+    }
+
+    /// Gathers the resident rows of `ids` into device memory at `dst` (`ids.len() * row_bytes`
+    /// bytes the caller guarantees are valid device memory of this context) and sets `hit[i]`.
+    pub fn gather_to_device(
+        &self,
+        ids: &[u64],
+        dst: u64,
+        hit: &mut Vec<bool>,
+    ) -> Result<u64, GpuError> {
+        hit.clear();
+        let mut hits = 0;
+        for (i, chunk) in ids.chunks(self.max_batch).enumerate() {
+            let at = dst + (i * self.max_batch * self.row_bytes) as u64;
+            hits += self.gather_chunk(chunk, Target::Device(at), hit)?;
+        }
+        Ok(hits)
+    }
+
+    fn gather_chunk(
+        &self,
+        ids: &[u64],
+        target: Target<'_>,
+        hit: &mut Vec<bool>,
+    ) -> Result<u64, GpuError> {
+        let n = ids.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let _epoch = self.epoch.read();
+        let a = self.active.load(Ordering::Acquire);
+        let mut s = self.scratch.lock();
+        let s = &mut *s;
+        self.bind()?;
+        let stream = s.stream.clone();
+        let cu = stream.cu_stream();
+        let ids_ptr = dptr(&s.ids, &stream);
+        // SAFETY: `ids` fits the scratch (n <= max_batch) and stays borrowed until the
+        // synchronize below.
+        unsafe { cudarc::driver::result::memcpy_htod_async(ids_ptr, ids, cu) }
+            .map_err(|e| GpuError::cuda("copy ids to the device", e))?;
+        let out_ptr = match target {
+            Target::Host(_) => dptr(&s.rows, &stream),
+            Target::Device(p) => p,
+        };
+        let (f, words) = self.gather_fn();
+        let (keys, slots, arena, flags) = (
+            dptr(&self.index_keys[a], &stream),
+            dptr(&self.index_slots[a], &stream),
+            dptr(&self.arena, &stream),
+            dptr(&s.flags, &stream),
+        );
+        let (n32, mask) = (n as u32, self.buckets as u64 - 1);
+        let mut b = stream.launch_builder(f);
+        b.arg(&ids_ptr)
+            .arg(&n32)
+            .arg(&keys)
+            .arg(&slots)
+            .arg(&mask)
+            .arg(&arena)
+            .arg(&words)
+            .arg(&out_ptr)
+            .arg(&flags);
+        // SAFETY: the kernel's arguments match its signature; every pointer is live device
+        // memory of this context sized for n rows (scratch, index, arena, or the caller's dst).
+        unsafe { b.launch(grid(n as u64 * 32)) }
+            .map_err(|e| GpuError::cuda("launch the gather kernel", e))?;
+        let host_flags = &mut s.host_flags[..n];
+        // SAFETY: host_flags holds n u32 and stays borrowed until the synchronize below.
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(host_flags, flags, cu) }
+            .map_err(|e| GpuError::cuda("copy hit flags to the host", e))?;
+        if let Target::Host(dst) = target {
+            // SAFETY: dst holds n rows, as does the scratch it is copied from; it stays
+            // borrowed until the synchronize below.
+            unsafe { cudarc::driver::result::memcpy_dtoh_async(dst, out_ptr, cu) }
+                .map_err(|e| GpuError::cuda("copy rows to the host", e))?;
+        }
+        stream
+            .synchronize()
+            .map_err(|e| GpuError::cuda("gather", e))?;
+        let hits = host_flags.iter().filter(|&&f| f != 0).count() as u64;
+        hit.extend(host_flags.iter().map(|&f| f != 0));
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.misses.fetch_add(n as u64 - hits, Ordering::Relaxed);
+        Ok(hits)
+    }
+
+    /// Writes packed host rows to device memory at `dst`, row `i` to position `positions[i]`,
+    /// with one host-to-device copy and the scatter kernel.
+    pub fn scatter_to_device(
+        &self,
+        packed: &[u8],
+        positions: &[u32],
+        dst: u64,
+    ) -> Result<(), GpuError> {
+        if packed.len() != positions.len() * self.row_bytes {
+            return Err(GpuError::Invalid(
+                "packed rows and positions disagree".into(),
+            ));
+        }
+        let mut s = self.scratch.lock();
+        let s = &mut *s;
+        self.bind()?;
+        let stream = s.stream.clone();
+        let cu = stream.cu_stream();
+        for (rows, pos) in packed
+            .chunks(self.max_batch * self.row_bytes)
+            .zip(positions.chunks(self.max_batch))
+        {
+            let (rows_ptr, pos_ptr) = (dptr(&s.rows, &stream), dptr(&s.flags, &stream));
+            // SAFETY: both fit their scratch buffers (<= max_batch rows) and stay borrowed
+            // until the synchronize below.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(rows_ptr, rows, cu)
+                    .map_err(|e| GpuError::cuda("copy rows to the device", e))?;
+                cudarc::driver::result::memcpy_htod_async(pos_ptr, pos, cu)
+                    .map_err(|e| GpuError::cuda("copy positions to the device", e))?;
+            }
+            let (f, words) = self.scatter_fn();
+            let n = pos.len() as u32;
+            let mut b = stream.launch_builder(f);
+            b.arg(&pos_ptr).arg(&n).arg(&rows_ptr).arg(&words).arg(&dst);
+            // SAFETY: arguments match the kernel; positions index rows of the caller's dst.
+            unsafe { b.launch(grid(u64::from(n) * u64::from(words))) }
+                .map_err(|e| GpuError::cuda("launch the scatter kernel", e))?;
+            stream
+                .synchronize()
+                .map_err(|e| GpuError::cuda("scatter", e))?;
+        }
+        Ok(())
+    }
+
+    /// Plain gather of arena rows by slot into device memory at `dst` (the index_select
+    /// baseline); `slots` are taken modulo the capacity.
+    pub fn gather_slots_to_device(&self, slots: &[u32], dst: u64) -> Result<(), GpuError> {
+        if !self.row_bytes.is_multiple_of(16) {
+            return Err(GpuError::Invalid(
+                "gather by slot needs rows of a multiple of 16 bytes".into(),
+            ));
+        }
+        let mut s = self.scratch.lock();
+        let s = &mut *s;
+        self.bind()?;
+        let stream = s.stream.clone();
+        let cu = stream.cu_stream();
+        let words = (self.row_bytes / 16) as u32;
+        for (i, chunk) in slots.chunks(self.max_batch).enumerate() {
+            let fixed: Vec<u32> = chunk.iter().map(|&x| x % self.capacity as u32).collect();
+            let pos_ptr = dptr(&s.flags, &stream);
+            // SAFETY: fits the scratch and stays borrowed until the synchronize below.
+            unsafe { cudarc::driver::result::memcpy_htod_async(pos_ptr, &fixed, cu) }
+                .map_err(|e| GpuError::cuda("copy slots to the device", e))?;
+            let (n, arena) = (chunk.len() as u32, dptr(&self.arena, &stream));
+            let out = dst + (i * self.max_batch * self.row_bytes) as u64;
+            let mut b = stream.launch_builder(&self.kernels.gather_slots_16);
+            b.arg(&pos_ptr).arg(&n).arg(&arena).arg(&words).arg(&out);
+            // SAFETY: arguments match the kernel; slots are within the arena.
+            unsafe { b.launch(grid(u64::from(n) * u64::from(words))) }
+                .map_err(|e| GpuError::cuda("launch the slot gather kernel", e))?;
+            stream
+                .synchronize()
+                .map_err(|e| GpuError::cuda("slot gather", e))?;
+        }
+        Ok(())
+    }
+
+    /// For benchmarks: makes rows `0..rows` resident in slots `0..rows` (their bytes are
+    /// whatever the arena holds), so a large tier can be timed without uploading its rows.
+    pub fn load_identity(&self, rows: usize) -> Result<(), GpuError> {
+        let rows = rows.min(self.capacity);
+        let mut r = self.residency.lock();
+        self.bind()?;
+        let stream = r.stream.clone();
+        self.publish_index(&stream, (0..rows as u64).map(|i| (i, i as u32)))?;
+        r.resident = (0..rows as u64).map(|i| (i, i as u32)).collect();
+        r.free = (rows as u32..self.capacity as u32).rev().collect();
+        r.generation += 1;
+        Ok(())
+    }
+
+    /// For benchmarks: times `iterations` launches of the gather kernel alone over `ids`
+    /// already on the device (hashed: through the index; else plain gather by slot = id),
+    /// into the scratch rows. Returns the mean seconds per launch.
+    pub fn time_kernel(
+        &self,
+        ids: &[u64],
+        iterations: usize,
+        hashed: bool,
+    ) -> Result<f64, GpuError> {
+        let n = ids.len().min(self.max_batch);
+        let mut s = self.scratch.lock();
+        let s = &mut *s;
+        self.bind()?;
+        let stream = s.stream.clone();
+        let cu = stream.cu_stream();
+        let (ids_ptr, out, flags) = (
+            dptr(&s.ids, &stream),
+            dptr(&s.rows, &stream),
+            dptr(&s.flags, &stream),
+        );
+        let slots: Vec<u32> = ids[..n]
+            .iter()
+            .map(|&i| (i % self.capacity as u64) as u32)
+            .collect();
+        // SAFETY: both fit the scratch buffers and live until the synchronize below.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(ids_ptr, &ids[..n], cu)
+                .map_err(|e| GpuError::cuda("copy ids", e))?;
+        }
+        stream
+            .synchronize()
+            .map_err(|e| GpuError::cuda("copy ids", e))?;
+        let a = self.active.load(Ordering::Acquire);
+        let (keys, islots, arena) = (
+            dptr(&self.index_keys[a], &stream),
+            dptr(&self.index_slots[a], &stream),
+            dptr(&self.arena, &stream),
+        );
+        let (n32, mask) = (n as u32, self.buckets as u64 - 1);
+        let words = (self.row_bytes / 16) as u32;
+        // The plain gather reads its slots from the flags buffer (u32, n of them); the hashed
+        // gather writes its hit flags there.
+        if !hashed {
+            // SAFETY: as above.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(flags, &slots, cu)
+                    .map_err(|e| GpuError::cuda("copy slots", e))?;
+            }
+        }
+        let hit_flags = flags;
+        let launch = || -> Result<(), GpuError> {
+            if hashed {
+                let (f, w) = self.gather_fn();
+                let mut b = stream.launch_builder(f);
+                b.arg(&ids_ptr)
+                    .arg(&n32)
+                    .arg(&keys)
+                    .arg(&islots)
+                    .arg(&mask)
+                    .arg(&arena)
+                    .arg(&w)
+                    .arg(&out)
+                    .arg(&hit_flags);
+                // SAFETY: arguments match the kernel; buffers are sized for n rows.
+                unsafe { b.launch(grid(n as u64 * 32)) }
+                    .map_err(|e| GpuError::cuda("launch", e))?;
+            } else {
+                let mut b = stream.launch_builder(&self.kernels.gather_slots_16);
+                b.arg(&flags).arg(&n32).arg(&arena).arg(&words).arg(&out);
+                // SAFETY: arguments match the kernel; slots are within the arena.
+                unsafe { b.launch(grid(n as u64 * u64::from(words))) }
+                    .map_err(|e| GpuError::cuda("launch", e))?;
+            }
+            Ok(())
+        };
+        launch()?;
+        stream
+            .synchronize()
+            .map_err(|e| GpuError::cuda("warm up", e))?;
+        let start = std::time::Instant::now();
+        for _ in 0..iterations {
+            launch()?;
+        }
+        stream
+            .synchronize()
+            .map_err(|e| GpuError::cuda("time kernel", e))?;
+        Ok(start.elapsed().as_secs_f64() / iterations.max(1) as f64)
+    }
+
+    /// What the next refresh should load: the hottest rows not yet resident.
+    pub fn plan_refresh(&self) -> RefreshPlan {
+        let wanted = self.counter.top(self.capacity);
+        let r = self.residency.lock();
+        let (keep, entering): (Vec<u64>, Vec<u64>) = wanted
+            .into_iter()
+            .partition(|id| r.resident.contains_key(id));
+        RefreshPlan {
+            entering,
+            keep,
+            generation: r.generation,
+        }
+    }
+
+    /// Loads `plan.entering` (their bytes packed in `rows`), evicting resident rows not in the
+    /// plan, without blocking lookups. Returns the rows loaded.
+    pub fn apply_refresh(&self, plan: &RefreshPlan, rows: &[u8]) -> Result<usize, GpuError> {
+        if rows.len() != plan.entering.len() * self.row_bytes {
+            return Err(GpuError::Invalid(
+                "refresh rows do not match the plan".into(),
+            ));
+        }
+        let mut r = self.residency.lock();
+        if r.generation != plan.generation {
+            return Err(GpuError::Invalid(
+                "the hot set changed since this plan was made".into(),
+            ));
+        }
+        self.bind()?;
+        let keep: HashMap<u64, u32, KeyHashBuilder> = plan
+            .keep
+            .iter()
+            .filter_map(|id| r.resident.get(id).map(|&s| (*id, s)))
+            .collect();
+        // (1) Publish an index of the kept rows only; wait out lookups on the old one.
+        self.publish_index(&r.stream, keep.iter().map(|(&k, &s)| (k, s)))?;
+        let leaving: Vec<u32> = r
+            .resident
+            .iter()
+            .filter(|(k, _)| !keep.contains_key(k))
+            .map(|(_, &s)| s)
+            .collect();
+        r.free.extend(leaving);
+        // (2) Write entering rows into free slots, which no published index references.
+        let n = plan.entering.len().min(r.free.len());
+        let slots: Vec<u32> = (0..n).filter_map(|_| r.free.pop()).collect();
+        let stream = r.stream.clone();
+        let cu = stream.cu_stream();
+        let (f, words) = self.scatter_fn();
+        let arena = dptr(&self.arena, &stream);
+        for (chunk_rows, chunk_slots) in rows[..n * self.row_bytes]
+            .chunks(self.refresh_chunk * self.row_bytes)
+            .zip(slots.chunks(self.refresh_chunk))
+        {
+            let (rows_ptr, slots_ptr) = (dptr(&r.rows, &stream), dptr(&r.slots, &stream));
+            // SAFETY: chunks fit the refresh scratch and stay borrowed until the synchronize.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(rows_ptr, chunk_rows, cu)
+                    .map_err(|e| GpuError::cuda("copy refresh rows", e))?;
+                cudarc::driver::result::memcpy_htod_async(slots_ptr, chunk_slots, cu)
+                    .map_err(|e| GpuError::cuda("copy refresh slots", e))?;
+            }
+            let cn = chunk_slots.len() as u32;
+            let mut b = stream.launch_builder(f);
+            b.arg(&slots_ptr)
+                .arg(&cn)
+                .arg(&rows_ptr)
+                .arg(&words)
+                .arg(&arena);
+            // SAFETY: arguments match the kernel; slots are free arena slots.
+            unsafe { b.launch(grid(u64::from(cn) * u64::from(words))) }
+                .map_err(|e| GpuError::cuda("launch the refresh scatter", e))?;
+            stream
+                .synchronize()
+                .map_err(|e| GpuError::cuda("refresh scatter", e))?;
+        }
+        // (3) Publish the index with the new rows.
+        let mut resident = keep;
+        resident.extend(plan.entering.iter().copied().zip(slots.iter().copied()));
+        self.publish_index(&stream, resident.iter().map(|(&k, &s)| (k, s)))?;
+        r.resident = resident;
+        r.generation += 1;
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.counter.decay();
+        Ok(n)
+    }
+
+    /// Uploads an index into the inactive buffer, makes it active, and waits until no lookup
+    /// still uses the previous one.
+    fn publish_index(
+        &self,
+        stream: &Arc<CudaStream>,
+        entries: impl Iterator<Item = (u64, u32)>,
+    ) -> Result<(), GpuError> {
+        let idx = HotIndex::build(entries, self.buckets);
+        let next = 1 - self.active.load(Ordering::Acquire);
+        let cu = stream.cu_stream();
+        let (kp, sp) = (
+            dptr(&self.index_keys[next], stream),
+            dptr(&self.index_slots[next], stream),
+        );
+        // SAFETY: the inactive index is referenced by no lookup (the last publish waited them
+        // out); the host arrays are exactly `buckets` long and live until the synchronize.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(kp, &idx.keys, cu)
+                .map_err(|e| GpuError::cuda("upload index", e))?;
+            cudarc::driver::result::memcpy_htod_async(sp, &idx.slots, cu)
+                .map_err(|e| GpuError::cuda("upload index", e))?;
+        }
+        stream
+            .synchronize()
+            .map_err(|e| GpuError::cuda("upload index", e))?;
+        self.active.store(next, Ordering::Release);
+        drop(self.epoch.write());
+        Ok(())
+    }
+}
+
+enum Target<'a> {
+    Host(&'a mut [u8]),
+    Device(u64),
+}

@@ -1,0 +1,303 @@
+"""The Python client of engram-store: rows of tables and of Engram layers as numpy arrays.
+
+    from engram_store import Client
+
+    with Client("127.0.0.1:50051") as c:
+        rows = c.lookup("demo", [1, 5, 9])                 # [3, row_dim], the table's dtype
+        x = c.lookup_ngrams("demo", 1, [[1134, 15695, 237]])  # [1, 3, heads_total * row_dim]
+        c.prefetch_ngrams("demo", 1, [[42, 43]])            # returns at once
+
+Row arrays are read-only views of the response bytes (no copy); ``.copy()`` them to write.
+bf16 and fp8 e4m3 rows use ``ml_dtypes``. Every failed call raises
+:class:`engram_store.errors.EngramStoreError` with the gRPC status code and the server's message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+
+from engram_store import dtypes
+from engram_store.errors import ProtocolError, from_rpc_error
+from engram_store.v1 import store_pb2 as pb
+from engram_store.v1 import store_pb2_grpc as pb_grpc
+
+__all__ = ["Client", "PrefetchFuture", "Stats", "TableInfo"]
+
+#: Channel options: no message size limit either way (a batch of rows can be hundreds of MiB).
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+)
+_U32 = 2**32
+
+
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    """One served table's shape and version."""
+
+    name: str
+    rows: int
+    row_dim: int
+    dtype: np.dtype
+    row_bytes: int
+    version: int
+    data_bytes: int
+    block_size: int
+    checksum: str
+
+    @classmethod
+    def from_proto(cls, t: pb.TableInfo) -> TableInfo:
+        return cls(
+            name=t.name,
+            rows=t.rows,
+            row_dim=t.row_dim,
+            dtype=dtypes.from_proto(t.dtype),
+            row_bytes=t.row_bytes,
+            version=t.version,
+            data_bytes=t.data_bytes,
+            block_size=t.block_size,
+            checksum=t.checksum,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Server counters. ``tiers`` maps a tier name (``"ram"``, ``"nvme"``) to its counters, with
+    the field names of the protocol's ``TierStats`` (``hits``, ``misses``, ``prefetch_rows``,
+    ``prefetch_hits``, ``latency``...)."""
+
+    tiers: dict[str, dict[str, Any]]
+    request_latency: dict[str, Any]
+    requests: int
+    rows_served: int
+    bytes_served: int
+    errors: int
+    io_engine: str
+    uptime_s: int
+
+
+class PrefetchFuture:
+    """A prefetch in flight: the server answers as soon as it has accepted the rows."""
+
+    def __init__(self, future: grpc.Future):
+        self._future = future
+
+    def done(self) -> bool:
+        """True once the server has answered."""
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> int:
+        """Distinct rows the server accepted; raises ``EngramStoreError`` if it refused."""
+        try:
+            return self._future.result(timeout=timeout).accepted_rows
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+
+def _message_dict(msg: Any) -> dict[str, Any]:
+    """Every field of a protobuf message (defaults included), nested messages as dicts."""
+    out: dict[str, Any] = {}
+    for field in msg.DESCRIPTOR.fields:
+        value = getattr(msg, field.name)
+        if field.message_type is not None:
+            value = _message_dict(value)
+        out[field.name] = value
+    return out
+
+
+def _ids(ids: Iterable[int] | np.ndarray) -> list[int]:
+    """Row ids as a list of ints, checked to be 1-D and within uint64."""
+    a = np.asarray(ids)
+    if a.size == 0:
+        return []
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"ids must be a 1-D sequence of integers, got shape {a.shape} {a.dtype}")
+    if a.dtype.kind == "i" and (a < 0).any():
+        raise ValueError(f"row id {int(a[np.argmax(a < 0)])} is negative")
+    return a.tolist()
+
+
+def _sequences(token_ids: Any, what: str) -> list[list[int]]:
+    """A batch of token sequences: a 2-D array or a list of lists (a flat list is one)."""
+    if isinstance(token_ids, np.ndarray):
+        if token_ids.ndim == 1:
+            token_ids = token_ids[None, :]
+        if token_ids.ndim != 2 or (
+            token_ids.size and not np.issubdtype(token_ids.dtype, np.integer)
+        ):
+            raise ValueError(f"{what} must be a 2-D integer array, got shape {token_ids.shape}")
+        seqs = token_ids.tolist()
+    else:
+        seqs = [list(s) if isinstance(s, Iterable) else s for s in token_ids]
+        if seqs and not any(isinstance(s, list) for s in seqs):
+            seqs = [seqs]
+        if not all(isinstance(s, list) for s in seqs):
+            raise ValueError(f"{what} must be a list of lists of token ids (or a 2-D array)")
+    for i, s in enumerate(seqs):
+        for p, t in enumerate(s):
+            if not isinstance(t, (int, np.integer)) or not 0 <= int(t) < _U32:
+                raise ValueError(f"{what}[{i}][{p}] = {t!r} is not a token id (0 <= id < 2**32)")
+    return [[int(t) for t in s] for s in seqs]
+
+
+class Client:
+    """A connection to an engram-store server.
+
+    Args:
+        addr: ``host:port`` (or ``http://host:port``).
+        timeout: seconds each call may take (None: no limit). Default 60.
+        options: extra gRPC channel options, after the unlimited message sizes.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        timeout: float | None = 60.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ):
+        target = addr.split("://", 1)[1] if "://" in addr else addr
+        self.addr = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target, options=[*CHANNEL_OPTIONS, *options])
+        self._stub = pb_grpc.EmbeddingStoreStub(self._channel)
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    def lookup(self, table: str, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """Rows ``ids`` of ``table`` in order (duplicates repeated): ``[len(ids), row_dim]`` of
+        the table's dtype."""
+        ids = _ids(ids)
+        r = self._call(self._stub.Lookup, pb.LookupRequest(table=table, ids=ids))
+        rows = dtypes.to_numpy(r.rows, r.dtype, r.row_dim)
+        if rows.shape[0] != len(ids):
+            raise ProtocolError(f"asked for {len(ids)} rows, got {rows.shape[0]}")
+        return rows
+
+    def _ngrams_request(
+        self, group: str, layer: int, token_ids: Any, context: Any, compressed: bool
+    ) -> tuple[pb.LookupNgramsRequest, list[list[int]]]:
+        seqs = _sequences(token_ids, "token_ids")
+        if context is None or len(context) == 0:
+            contexts: list[list[int]] = [[] for _ in seqs]
+        else:
+            contexts = _sequences(context, "context")
+            if len(contexts) != len(seqs):
+                raise ValueError(
+                    f"context has {len(contexts)} sequences, token_ids has {len(seqs)}"
+                )
+        req = pb.LookupNgramsRequest(
+            group=group,
+            layer_id=layer,
+            sequences=[
+                pb.TokenSequence(tokens=t, context=c) for t, c in zip(seqs, contexts, strict=True)
+            ],
+            compressed=compressed,
+        )
+        return req, seqs
+
+    def lookup_ngrams(
+        self,
+        group: str,
+        layer: int,
+        token_ids: Any,
+        *,
+        context: Any = None,
+        compressed: bool = False,
+    ) -> np.ndarray:
+        """The input of Engram layer ``layer`` of ``group`` for a batch of token sequences.
+
+        Args:
+            token_ids: raw tokenizer ids, ``[batch, T]`` (a 2-D array or a list of equally long
+                lists; one flat list is a batch of one).
+            context: per sequence, the tokens just before it (only the last
+                ``max_ngram_size - 1`` matter), for continuing a sequence (e.g. decoding one
+                token at a time). None: every sequence starts there.
+            compressed: the ids are already compressed ids.
+
+        Returns:
+            ``[batch, T, heads_total * row_dim]`` of the layer table's dtype: per position the
+            rows of every (n-gram order, head), concatenated.
+        """
+        req, seqs = self._ngrams_request(group, layer, token_ids, context, compressed)
+        lengths = {len(s) for s in seqs}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"sequences have different lengths {sorted(lengths)}; pad them or look them "
+                "up one call each"
+            )
+        batch, t = len(seqs), (lengths.pop() if lengths else 0)
+        r = self._call(self._stub.LookupNgrams, req)
+        rows = dtypes.to_numpy(r.rows, r.dtype, r.row_dim)
+        positions = batch * t
+        if positions == 0:
+            return rows.reshape(batch, t, 0)
+        if rows.shape[0] % positions:
+            raise ProtocolError(f"{rows.shape[0]} rows do not divide into {positions} positions")
+        heads = rows.shape[0] // positions
+        return rows.reshape(batch, t, heads * r.row_dim)
+
+    def prefetch(self, table: str, ids: Iterable[int] | np.ndarray) -> PrefetchFuture:
+        """Asks the server to bring rows ``ids`` of ``table`` into its RAM tier; does not block."""
+        req = pb.PrefetchRequest(rows=pb.PrefetchRows(table=table, ids=_ids(ids)))
+        return PrefetchFuture(self._stub.Prefetch.future(req, timeout=self.timeout))
+
+    def prefetch_ngrams(
+        self,
+        group: str,
+        layer: int,
+        token_ids: Any,
+        *,
+        context: Any = None,
+        compressed: bool = False,
+    ) -> PrefetchFuture:
+        """Asks the server to bring the rows a :meth:`lookup_ngrams` of the same arguments reads
+        into its RAM tier; does not block (sequences may differ in length here)."""
+        req, _ = self._ngrams_request(group, layer, token_ids, context, compressed)
+        return PrefetchFuture(
+            self._stub.Prefetch.future(pb.PrefetchRequest(ngrams=req), timeout=self.timeout)
+        )
+
+    def describe_table(self, table: str) -> TableInfo:
+        """One table's shape and version."""
+        return TableInfo.from_proto(
+            self._call(self._stub.DescribeTable, pb.DescribeTableRequest(table=table))
+        )
+
+    def list_tables(self) -> list[TableInfo]:
+        """Every table served (an Engram group's layer tables included)."""
+        r = self._call(self._stub.ListTables, pb.ListTablesRequest())
+        return [TableInfo.from_proto(t) for t in r.tables]
+
+    def stats(self, reset: bool = False) -> Stats:
+        """Server counters; ``reset`` zeroes them after reading."""
+        r = self._call(self._stub.Stats, pb.StatsRequest(reset=reset))
+        return Stats(
+            tiers={t.tier: _message_dict(t) for t in r.tiers},
+            request_latency=_message_dict(r.request_latency),
+            requests=r.requests,
+            rows_served=r.rows_served,
+            bytes_served=r.bytes_served,
+            errors=r.errors,
+            io_engine=r.io_engine,
+            uptime_s=r.uptime_s,
+        )

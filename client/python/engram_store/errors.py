@@ -1,0 +1,76 @@
+"""Exceptions of the engram-store client: every failed call raises :class:`EngramStoreError`
+(or a subclass for the codes a caller usually handles) carrying the gRPC status code and the
+server's message, which names the bad value (table, group, layer, token id and position...).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "DataLossError",
+    "EngramStoreError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutOfRangeError",
+    "ProtocolError",
+    "UnavailableError",
+    "from_rpc_error",
+]
+
+
+class EngramStoreError(Exception):
+    """A failed engram-store call.
+
+    Attributes:
+        code: the ``grpc.StatusCode``.
+        details: the server's message.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class NotFoundError(EngramStoreError):
+    """Unknown table, group or layer (``NOT_FOUND``)."""
+
+
+class InvalidArgumentError(EngramStoreError):
+    """A malformed request: a bad token, too many rows... (``INVALID_ARGUMENT``)."""
+
+
+class OutOfRangeError(EngramStoreError):
+    """A row id past the end of a table (``OUT_OF_RANGE``)."""
+
+
+class DataLossError(EngramStoreError):
+    """The server found a corrupt block and served nothing (``DATA_LOSS``)."""
+
+
+class UnavailableError(EngramStoreError):
+    """The server is unreachable or overloaded (``UNAVAILABLE``)."""
+
+
+class ProtocolError(EngramStoreError):
+    """The server answered something this client cannot use."""
+
+    def __init__(self, details: str):
+        super().__init__(grpc.StatusCode.UNKNOWN, details)
+
+
+_BY_CODE = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
+    grpc.StatusCode.DATA_LOSS: DataLossError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+}
+
+
+def from_rpc_error(error: grpc.RpcError) -> EngramStoreError:
+    """The exception for a failed gRPC call."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else None) or str(error)
+    return _BY_CODE.get(code, EngramStoreError)(code, details)

@@ -1,0 +1,287 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DTYPE_UNSPECIFIED: _ClassVar[DType]
+    DTYPE_F32: _ClassVar[DType]
+    DTYPE_F16: _ClassVar[DType]
+    DTYPE_BF16: _ClassVar[DType]
+    DTYPE_I8: _ClassVar[DType]
+    DTYPE_U8: _ClassVar[DType]
+    DTYPE_F8_E4M3: _ClassVar[DType]
+DTYPE_UNSPECIFIED: DType
+DTYPE_F32: DType
+DTYPE_F16: DType
+DTYPE_BF16: DType
+DTYPE_I8: DType
+DTYPE_U8: DType
+DTYPE_F8_E4M3: DType
+
+class SharedMemoryRegion(_message.Message):
+    __slots__ = ("path", "size")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class CudaIpcRegion(_message.Message):
+    __slots__ = ("ipc_handle", "offset", "size", "device")
+    IPC_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ipc_handle: bytes
+    offset: int
+    size: int
+    device: int
+    def __init__(self, ipc_handle: _Optional[bytes] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ..., device: _Optional[int] = ...) -> None: ...
+
+class RegisterRegionRequest(_message.Message):
+    __slots__ = ("shm", "cuda_ipc")
+    SHM_FIELD_NUMBER: _ClassVar[int]
+    CUDA_IPC_FIELD_NUMBER: _ClassVar[int]
+    shm: SharedMemoryRegion
+    cuda_ipc: CudaIpcRegion
+    def __init__(self, shm: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., cuda_ipc: _Optional[_Union[CudaIpcRegion, _Mapping]] = ...) -> None: ...
+
+class RegisterRegionResponse(_message.Message):
+    __slots__ = ("region_id", "token", "size")
+    REGION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    region_id: int
+    token: str
+    size: int
+    def __init__(self, region_id: _Optional[int] = ..., token: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class UnregisterRegionRequest(_message.Message):
+    __slots__ = ("region_id", "token")
+    REGION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    region_id: int
+    token: str
+    def __init__(self, region_id: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+
+class UnregisterRegionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LookupIntoRequest(_message.Message):
+    __slots__ = ("region_id", "token", "offset", "rows", "ngrams")
+    REGION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NGRAMS_FIELD_NUMBER: _ClassVar[int]
+    region_id: int
+    token: str
+    offset: int
+    rows: LookupRequest
+    ngrams: LookupNgramsRequest
+    def __init__(self, region_id: _Optional[int] = ..., token: _Optional[str] = ..., offset: _Optional[int] = ..., rows: _Optional[_Union[LookupRequest, _Mapping]] = ..., ngrams: _Optional[_Union[LookupNgramsRequest, _Mapping]] = ...) -> None: ...
+
+class LookupIntoResponse(_message.Message):
+    __slots__ = ("row_count", "row_bytes", "bytes_written", "gpu_hits")
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    GPU_HITS_FIELD_NUMBER: _ClassVar[int]
+    row_count: int
+    row_bytes: int
+    bytes_written: int
+    gpu_hits: int
+    def __init__(self, row_count: _Optional[int] = ..., row_bytes: _Optional[int] = ..., bytes_written: _Optional[int] = ..., gpu_hits: _Optional[int] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("table", "ids")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("rows", "row_bytes", "row_count", "dtype", "row_dim", "version", "error_code", "error_message")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ROW_DIM_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    rows: bytes
+    row_bytes: int
+    row_count: int
+    dtype: DType
+    row_dim: int
+    version: int
+    error_code: int
+    error_message: str
+    def __init__(self, rows: _Optional[bytes] = ..., row_bytes: _Optional[int] = ..., row_count: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., row_dim: _Optional[int] = ..., version: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class TokenSequence(_message.Message):
+    __slots__ = ("tokens", "context")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    context: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, tokens: _Optional[_Iterable[int]] = ..., context: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LookupNgramsRequest(_message.Message):
+    __slots__ = ("group", "layer_id", "sequences", "compressed")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    LAYER_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    layer_id: int
+    sequences: _containers.RepeatedCompositeFieldContainer[TokenSequence]
+    compressed: bool
+    def __init__(self, group: _Optional[str] = ..., layer_id: _Optional[int] = ..., sequences: _Optional[_Iterable[_Union[TokenSequence, _Mapping]]] = ..., compressed: _Optional[bool] = ...) -> None: ...
+
+class PrefetchRequest(_message.Message):
+    __slots__ = ("rows", "ngrams")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NGRAMS_FIELD_NUMBER: _ClassVar[int]
+    rows: PrefetchRows
+    ngrams: LookupNgramsRequest
+    def __init__(self, rows: _Optional[_Union[PrefetchRows, _Mapping]] = ..., ngrams: _Optional[_Union[LookupNgramsRequest, _Mapping]] = ...) -> None: ...
+
+class PrefetchRows(_message.Message):
+    __slots__ = ("table", "ids")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PrefetchResponse(_message.Message):
+    __slots__ = ("accepted_rows",)
+    ACCEPTED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    accepted_rows: int
+    def __init__(self, accepted_rows: _Optional[int] = ...) -> None: ...
+
+class ListTablesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTablesResponse(_message.Message):
+    __slots__ = ("tables",)
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
+    def __init__(self, tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ...) -> None: ...
+
+class DescribeTableRequest(_message.Message):
+    __slots__ = ("table",)
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    def __init__(self, table: _Optional[str] = ...) -> None: ...
+
+class TableInfo(_message.Message):
+    __slots__ = ("name", "rows", "row_dim", "dtype", "row_bytes", "version", "data_bytes", "block_size", "checksum")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROW_DIM_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rows: int
+    row_dim: int
+    dtype: DType
+    row_bytes: int
+    version: int
+    data_bytes: int
+    block_size: int
+    checksum: str
+    def __init__(self, name: _Optional[str] = ..., rows: _Optional[int] = ..., row_dim: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., row_bytes: _Optional[int] = ..., version: _Optional[int] = ..., data_bytes: _Optional[int] = ..., block_size: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("reset",)
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    reset: bool
+    def __init__(self, reset: _Optional[bool] = ...) -> None: ...
+
+class LatencySummary(_message.Message):
+    __slots__ = ("count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    P50_US_FIELD_NUMBER: _ClassVar[int]
+    P90_US_FIELD_NUMBER: _ClassVar[int]
+    P99_US_FIELD_NUMBER: _ClassVar[int]
+    P999_US_FIELD_NUMBER: _ClassVar[int]
+    MAX_US_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    p999_us: float
+    max_us: float
+    def __init__(self, count: _Optional[int] = ..., p50_us: _Optional[float] = ..., p90_us: _Optional[float] = ..., p99_us: _Optional[float] = ..., p999_us: _Optional[float] = ..., max_us: _Optional[float] = ...) -> None: ...
+
+class TierStats(_message.Message):
+    __slots__ = ("tier", "hits", "misses", "bytes", "resident_bytes", "capacity_bytes", "resident_rows", "hit_rate", "latency", "prefetch_rows", "prefetch_hits", "policy", "checksum_errors", "reads")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_ROWS_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_HITS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    READS_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    hits: int
+    misses: int
+    bytes: int
+    resident_bytes: int
+    capacity_bytes: int
+    resident_rows: int
+    hit_rate: float
+    latency: LatencySummary
+    prefetch_rows: int
+    prefetch_hits: int
+    policy: str
+    checksum_errors: int
+    reads: int
+    def __init__(self, tier: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., bytes: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., resident_rows: _Optional[int] = ..., hit_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., prefetch_rows: _Optional[int] = ..., prefetch_hits: _Optional[int] = ..., policy: _Optional[str] = ..., checksum_errors: _Optional[int] = ..., reads: _Optional[int] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes")
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_SERVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SERVED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    IO_ENGINE_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FIXED_OVERHEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
+    request_latency: LatencySummary
+    requests: int
+    rows_served: int
+    bytes_served: int
+    errors: int
+    io_engine: str
+    uptime_s: int
+    process_rss_bytes: int
+    fixed_overhead_bytes: int
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., fixed_overhead_bytes: _Optional[int] = ...) -> None: ...

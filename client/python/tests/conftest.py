@@ -1,0 +1,87 @@
+"""Fixtures of the client tests: a data directory made with a built ``engram-store`` binary
+(plain synthetic tables of every dtype and an Engram group on a small layout) and a server on a
+free loopback port serving it.
+
+The binary is ``$ENGRAM_STORE_BIN``, by default ``target/debug/engram-store`` under the repository
+root (``cargo build -p engram-store``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engram_store import layout as L
+from engram_store.local_server import LocalServer, run_cli
+
+REPO = Path(__file__).resolve().parents[3]
+
+#: Plain synthetic tables: name -> (dtype, rows, row_dim, seed). "wide" rows span two blocks.
+TABLES = {
+    "plain": ("bf16", 3000, 24, 7),
+    "wide": ("f32", 200, 1500, 2),
+    "half": ("f16", 100, 8, 4),
+    "bytes": ("i8", 1000, 33, 1),
+    "ubytes": ("u8", 50, 3, 0),
+    "fp8": ("fp8_e4m3", 700, 16, 9),
+}
+GROUP = "g"
+GROUP_SEED = 3
+#: Raw ids the group's compression map covers.
+RAW_VOCAB = 2000
+LAYOUT_CONFIG = {
+    "vocab_per_ngram": [1000, 1000],
+    "layer_ids": [2, 5],
+    "max_ngram_size": 3,
+    "n_head_per_ngram": 4,
+    "seed": 0,
+    "pad_raw_id": 2,
+    "row_dim": 16,
+}
+
+
+@dataclass
+class Served:
+    """What the tests run against."""
+
+    addr: str
+    data_dir: Path
+    layout: dict
+    compression_map: np.ndarray
+
+
+def engram_store_bin() -> Path:
+    path = Path(os.environ.get("ENGRAM_STORE_BIN", REPO / "target" / "debug" / "engram-store"))
+    if not path.is_file():
+        pytest.fail(
+            f"engram-store binary {path} not found: build it (cargo build -p engram-store) or "
+            "point ENGRAM_STORE_BIN at it"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    binary = engram_store_bin()
+    root = tmp_path_factory.mktemp("engram-store")
+    data = root / "data"
+    for name, (dtype, rows, dim, seed) in TABLES.items():
+        run_cli(binary, "synth", "--name", name, "--rows", rows, "--dim", dim, "--dtype", dtype,
+                "--seed", seed, "--data", data)  # fmt: skip
+    cmap = (np.arange(RAW_VOCAB, dtype=np.int64) * 7919) % 600
+    layout = L.build_layout(LAYOUT_CONFIG, cmap)
+    layout_path = root / "layout.json"
+    map_path = root / "map.npy"
+    layout_path.write_text(json.dumps(layout), encoding="utf-8")
+    np.save(map_path, cmap)
+    run_cli(binary, "engram", "create", "--name", GROUP, "--layout", layout_path,
+            "--compress", map_path, "--data", data, "--synth", "--dtype", "bf16",
+            "--seed", GROUP_SEED)  # fmt: skip
+    with LocalServer(binary, data, ram_cache="16MiB") as server:
+        assert server.addr is not None
+        yield Served(server.addr, data, layout, cmap)

@@ -1,0 +1,192 @@
+//! Memory of a caller's that `LookupInto` writes rows into: host shared memory (a file under
+//! /dev/shm) or, with a GPU tier, a CUDA IPC device buffer. Each registered region has an id and
+//! a random token; every use must present both, every write is bounds-checked against the
+//! registered size, and two writes in flight to overlapping ranges are refused, so a write
+//! outside a registered region, or racing another of ours, cannot happen.
+
+mod shm;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+pub use shm::ShmRegion;
+
+use crate::engine::LookupError;
+
+/// What a region is backed by.
+#[derive(Debug)]
+pub enum RegionMemory {
+    /// A mapped /dev/shm file.
+    Shm(ShmRegion),
+    /// A device buffer of another process on the VRAM tier's GPU.
+    #[cfg(feature = "cuda")]
+    CudaIpc {
+        /// The opened allocation.
+        memory: engram_store_cache::gpu::IpcMemory,
+        /// Offset of the buffer in the allocation.
+        offset: u64,
+        /// Bytes of the buffer.
+        size: u64,
+    },
+}
+
+/// A registered region.
+#[derive(Debug)]
+pub struct Region {
+    /// Its id.
+    pub id: u64,
+    token: String,
+    /// Its memory.
+    pub memory: RegionMemory,
+    /// Byte ranges being written now.
+    writing: Mutex<Vec<Range<u64>>>,
+}
+
+impl Region {
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        match &self.memory {
+            RegionMemory::Shm(m) => m.size(),
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { size, .. } => *size,
+        }
+    }
+
+    /// Reserves `range` for one write; refused when out of bounds or overlapping a write in flight.
+    pub fn lease(self: &Arc<Self>, range: Range<u64>) -> Result<WriteLease, LookupError> {
+        if range.end > self.size() || range.start > range.end {
+            return Err(LookupError::InvalidArgument(format!(
+                "rows would be written at bytes {}..{} of region {}, which has {} bytes",
+                range.start,
+                range.end,
+                self.id,
+                self.size()
+            )));
+        }
+        let mut w = self.writing.lock();
+        if let Some(r) = w
+            .iter()
+            .find(|r| r.start < range.end && range.start < r.end)
+        {
+            return Err(LookupError::InvalidArgument(format!(
+                "bytes {}..{} of region {} overlap bytes {}..{} that another LookupInto is writing",
+                range.start, range.end, self.id, r.start, r.end
+            )));
+        }
+        w.push(range.clone());
+        Ok(WriteLease {
+            region: self.clone(),
+            range,
+        })
+    }
+}
+
+/// An exclusive right to write one byte range of a region; released on drop.
+#[derive(Debug)]
+pub struct WriteLease {
+    region: Arc<Region>,
+    range: Range<u64>,
+}
+
+impl WriteLease {
+    /// The leased bytes of a shared-memory region.
+    pub fn shm_bytes(&mut self) -> Option<&mut [u8]> {
+        match &self.region.memory {
+            // SAFETY: the range is within the live mapping (checked in `lease`; the lease holds
+            // the region, so the mapping outlives the slice) and no other lease of ours overlaps
+            // it while `self` lives, so this is the only Rust reference to these bytes.
+            RegionMemory::Shm(m) => Some(unsafe {
+                std::slice::from_raw_parts_mut(
+                    m.as_ptr().add(self.range.start as usize),
+                    (self.range.end - self.range.start) as usize,
+                )
+            }),
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { .. } => None,
+        }
+    }
+
+    /// Device address of the leased bytes of a CUDA IPC region.
+    pub fn device_ptr(&self) -> Option<u64> {
+        match &self.region.memory {
+            RegionMemory::Shm(_) => None,
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { memory, offset, .. } => {
+                Some(memory.base() + offset + self.range.start)
+            }
+        }
+    }
+}
+
+impl Drop for WriteLease {
+    fn drop(&mut self) {
+        let mut w = self.region.writing.lock();
+        if let Some(i) = w.iter().position(|r| *r == self.range) {
+            w.swap_remove(i);
+        }
+    }
+}
+
+/// Every registered region.
+#[derive(Debug, Default)]
+pub struct RegionRegistry {
+    regions: Mutex<HashMap<u64, Arc<Region>>>,
+    next_id: AtomicU64,
+}
+
+impl RegionRegistry {
+    /// Registers `memory`; returns its id and token.
+    pub fn register(&self, memory: RegionMemory) -> (u64, String) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut rng = rand::rng();
+        let token = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
+        let region = Arc::new(Region {
+            id,
+            token: token.clone(),
+            memory,
+            writing: Mutex::new(Vec::new()),
+        });
+        self.regions.lock().insert(id, region);
+        (id, token)
+    }
+
+    /// The region `id`, if `token` is its token.
+    pub fn get(&self, id: u64, token: &str) -> Result<Arc<Region>, LookupError> {
+        let regions = self.regions.lock();
+        match regions.get(&id) {
+            Some(r) if constant_time_eq(r.token.as_bytes(), token.as_bytes()) => Ok(r.clone()),
+            Some(_) => Err(LookupError::InvalidArgument(format!(
+                "wrong token for region {id}"
+            ))),
+            None => Err(LookupError::NotFound(format!(
+                "no region {id} is registered"
+            ))),
+        }
+    }
+
+    /// Forgets region `id` (its memory is unmapped once no write holds it).
+    pub fn unregister(&self, id: u64, token: &str) -> Result<(), LookupError> {
+        self.get(id, token)?;
+        self.regions.lock().remove(&id);
+        Ok(())
+    }
+
+    /// Regions registered now.
+    pub fn len(&self) -> usize {
+        self.regions.lock().len()
+    }
+
+    /// True when none is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,112 @@
+//! Host shared-memory regions: a file under /dev/shm that the client created, mapped shared and
+//! writable by the server for as long as the region is registered.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::engine::LookupError;
+
+/// Where shared-memory files must live.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// A mapped /dev/shm file.
+#[derive(Debug)]
+pub struct ShmRegion {
+    ptr: *mut u8,
+    size: u64,
+    path: PathBuf,
+}
+
+// SAFETY: the mapping is owned by this value and unmapped once, on drop; the pointer is only
+// turned into slices through `slice_mut`, whose callers guarantee exclusive ranges.
+unsafe impl Send for ShmRegion {}
+// SAFETY: as above; &ShmRegion exposes no access to the bytes without the caller's guarantee.
+unsafe impl Sync for ShmRegion {}
+
+impl ShmRegion {
+    /// Maps `size` bytes of `path`, which must be a regular file under /dev/shm at least that big.
+    pub fn open(path: &Path, size: u64) -> Result<Self, LookupError> {
+        let bad = |msg: String| LookupError::InvalidArgument(msg);
+        let canonical = std::fs::canonicalize(path)
+            .map_err(|e| bad(format!("shared memory region {}: {e}", path.display())))?;
+        if !canonical.starts_with(SHM_DIR) {
+            return Err(bad(format!(
+                "shared memory region {} is not under {SHM_DIR}",
+                path.display()
+            )));
+        }
+        if size == 0 {
+            return Err(bad(format!(
+                "shared memory region {} has size 0",
+                path.display()
+            )));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&canonical)
+            .map_err(|e| bad(format!("open shared memory region {}: {e}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| bad(format!("stat {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(bad(format!("{} is not a regular file", path.display())));
+        }
+        if meta.len() < size {
+            return Err(bad(format!(
+                "shared memory region {} is {} bytes, smaller than the {size} registered",
+                path.display(),
+                meta.len()
+            )));
+        }
+        let len = usize::try_from(size).map_err(|_| bad(format!("size {size} is too large")))?;
+        // SAFETY: a fresh shared mapping of an open file; the kernel picks the address, and the
+        // file's length covers `len` bytes (checked above).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(bad(format!(
+                "map shared memory region {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            size,
+            path: canonical,
+        })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The file mapped.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Start of the mapping; valid for `size` bytes while `self` lives.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+}
+
+impl Drop for ShmRegion {
+    fn drop(&mut self) {
+        // SAFETY: ptr/size are the mapping made in `open`, unmapped exactly once here.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.size as usize);
+        }
+    }
+}
