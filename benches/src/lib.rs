@@ -3,6 +3,7 @@
 //!
 //! - [`policy_sim`]: `engram-bench policy`, the cache-policy simulator over real Engram traces.
 //! - [`lookup`]: `engram-bench lookup`, Lookup load against a running server.
+//! - [`ngrams`]: `engram-bench ngrams`, LookupNgrams against Lookup of the same row ids.
 //! - [`limits`]: `engram-bench limits`, the machine's raw IOPS and loopback TCP bandwidth.
 //! - [`peers`]: `engram-bench peers`, engram-store side by side with Redis and the limits.
 //! - [`alloc_meter`]: a counting global allocator, so memory overheads are measured, not guessed.
@@ -12,6 +13,7 @@ pub mod alloc_meter;
 pub mod gpu;
 pub mod limits;
 pub mod lookup;
+pub mod ngrams;
 pub mod peers;
 pub mod policy_sim;
 

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use engram_store_bench::{alloc_meter::CountingAlloc, limits, lookup, peers, policy_sim};
+use engram_store_bench::{alloc_meter::CountingAlloc, limits, lookup, ngrams, peers, policy_sim};
 
 /// Measured allocations: the policy simulator reads each policy's live heap from it.
 #[global_allocator]
@@ -24,13 +24,15 @@ enum Command {
     Policy(policy_sim::PolicyArgs),
     /// Drive Lookup load against a running server: rows/s, GB/s, latency, hit rate per tier.
     Lookup(lookup::LookupArgs),
+    /// LookupNgrams over a token trace against Lookup of the same row ids hashed here.
+    Ngrams(ngrams::NgramsArgs),
     /// Measure this machine's limits: raw io_uring random-read IOPS on a file, loopback TCP.
     Limits(limits::LimitsArgs),
-    /// Compare with Redis on the same rows and requests, all in RAM, beside the machine's limits.
-    Peers(peers::PeersArgs),
     /// The VRAM tier's gather kernel on a real GPU (built with --features cuda).
     #[cfg(feature = "cuda")]
     Gpu(engram_store_bench::gpu::GpuArgs),
+    /// Compare with Redis on the same rows and requests, all in RAM, beside the machine's limits.
+    Peers(peers::PeersArgs),
 }
 
 fn main() -> Result<()> {
@@ -40,12 +42,17 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(lookup::run(&args)),
+        Command::Ngrams(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(ngrams::run(&args))
+            .map(drop),
         Command::Limits(args) => limits::run(&args),
+        #[cfg(feature = "cuda")]
+        Command::Gpu(args) => engram_store_bench::gpu::run(&args),
         Command::Peers(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
             .block_on(peers::run(&args)),
-        #[cfg(feature = "cuda")]
-        Command::Gpu(args) => engram_store_bench::gpu::run(&args),
     }
 }

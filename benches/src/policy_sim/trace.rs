@@ -81,10 +81,7 @@ pub fn from_tokens(tokens: &Path, hashing: &Hashing<'_>) -> Result<Trace> {
     map.check_layout(&layout)
         .context("check the compression map against the layout")?;
 
-    let raw = read_u32s(tokens)?;
-    let docs_path = docs_path(tokens)?;
-    let docs = read_u64s(&docs_path)?;
-    check_docs(&docs, raw.len()).with_context(|| format!("check {}", docs_path.display()))?;
+    let (raw, docs) = read_token_trace(tokens)?;
     let mut compressed = Vec::with_capacity(raw.len());
     map.compress_into(&raw, &mut compressed)
         .with_context(|| format!("compress the tokens of {}", tokens.display()))?;
@@ -120,6 +117,16 @@ pub fn from_tokens(tokens: &Path, hashing: &Hashing<'_>) -> Result<Trace> {
         format!("-heads{keep}")
     };
     Ok(Trace::new(format!("{stem}-layer{layer}{heads}"), rows))
+}
+
+/// Reads a token trace: the raw token ids of `NAME.tokens.u32` and the document offsets of the
+/// `NAME.docs.u64` beside it (checked: from 0 to the token count, never decreasing).
+pub fn read_token_trace(tokens: &Path) -> Result<(Vec<u32>, Vec<u64>)> {
+    let raw = read_u32s(tokens)?;
+    let docs_path = docs_path(tokens)?;
+    let docs = read_u64s(&docs_path)?;
+    check_docs(&docs, raw.len()).with_context(|| format!("check {}", docs_path.display()))?;
+    Ok((raw, docs))
 }
 
 /// Reads a raw little-endian `u64` row-id trace; with `table_rows`, every id must be below it.

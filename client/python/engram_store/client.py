@@ -7,6 +7,15 @@
         x = c.lookup_ngrams("demo", 1, [[1134, 15695, 237]])  # [1, 3, heads_total * row_dim]
         c.prefetch_ngrams("demo", 1, [[42, 43]])            # returns at once
 
+        # Rows written into shared memory instead of the reply (no copy through gRPC):
+        info = c.describe_table("demo")
+        with c.shm_region((4096, info.row_dim), info.dtype) as region:
+            n = c.lookup_into(region, "demo", ids)          # rows written; region.array()[:n]
+
+        # Rows written into a torch CUDA tensor over CUDA IPC (a server with a VRAM tier):
+        with c.register_cuda_tensor(out) as region:         # out: contiguous, on the server's GPU
+            c.lookup_ngrams_into(region, "demo", 1, token_ids)
+
 Row arrays are read-only views of the response bytes (no copy); ``.copy()`` them to write.
 bf16 and fp8 e4m3 rows use ``ml_dtypes``. Every failed call raises
 :class:`engram_store.errors.EngramStoreError` with the gRPC status code and the server's message.
@@ -15,6 +24,7 @@ bf16 and fp8 e4m3 rows use ``ml_dtypes``. Every failed call raises
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,11 +32,20 @@ import grpc
 import numpy as np
 
 from engram_store import dtypes
-from engram_store.errors import ProtocolError, from_rpc_error
+from engram_store.errors import NotFoundError, ProtocolError, from_rpc_error
+from engram_store.regions import (
+    CudaRegion,
+    Region,
+    ShmRegion,
+    Written,
+    create_shm_file,
+    describe_cuda_tensor,
+    region_size,
+)
 from engram_store.v1 import store_pb2 as pb
 from engram_store.v1 import store_pb2_grpc as pb_grpc
 
-__all__ = ["Client", "PrefetchFuture", "Stats", "TableInfo"]
+__all__ = ["Client", "PrefetchFuture", "Stats", "TableInfo", "Written"]
 
 #: Channel options: no message size limit either way (a batch of rows can be hundreds of MiB).
 CHANNEL_OPTIONS = (
@@ -301,3 +320,120 @@ class Client:
             io_engine=r.io_engine,
             uptime_s=r.uptime_s,
         )
+
+    # -- Delivery into registered memory (LookupInto) ------------------------------------------
+
+    def shm_region(
+        self,
+        shape_or_nbytes: int | Sequence[int],
+        dtype: Any = None,
+        *,
+        name: str | None = None,
+    ) -> ShmRegion:
+        """Creates a host shared-memory region and registers it with the server.
+
+        Args:
+            shape_or_nbytes: its size: a byte count, or a shape (a tuple) of ``dtype``.
+            dtype: element type of a shape (default ``uint8``); also the default of
+                :meth:`ShmRegion.array`.
+            name: file name under ``/dev/shm`` (must not exist); default: a fresh random one.
+
+        The server must run on this machine (it maps the same file). Use it as a context manager
+        or :meth:`ShmRegion.close` it: that unregisters it and deletes the file.
+        """
+        nbytes, shape = region_size(shape_or_nbytes, dtype)
+        path, mapping = create_shm_file(nbytes, name)
+        try:
+            r = self._call(
+                self._stub.RegisterRegion,
+                pb.RegisterRegionRequest(shm=pb.SharedMemoryRegion(path=path, size=nbytes)),
+            )
+        except BaseException:
+            mapping.close()
+            os.unlink(path)
+            raise
+        return ShmRegion(
+            r.region_id, r.token, r.size, self._unregisterer(r.region_id, r.token),
+            path, mapping, shape, dtype,
+        )  # fmt: skip
+
+    def register_cuda_tensor(self, tensor: Any, *, sync: bool = True) -> CudaRegion:
+        """Registers a contiguous torch CUDA tensor, on the server's ``--gpu-device``, as a region
+        the server writes rows into over CUDA IPC.
+
+        The server must run on this machine, built with ``--features cuda`` and started with
+        ``--gpu-budget`` (else ``FAILED_PRECONDITION``). ``sync``: before each write, wait for
+        the work queued on the tensor's current stream. Needs torch (imported here, lazily).
+        """
+        fields = describe_cuda_tensor(tensor)
+        r = self._call(
+            self._stub.RegisterRegion,
+            pb.RegisterRegionRequest(cuda_ipc=pb.CudaIpcRegion(**fields)),
+        )
+        return CudaRegion(
+            r.region_id, r.token, r.size, self._unregisterer(r.region_id, r.token), tensor, sync
+        )
+
+    def unregister_region(self, region_id: int, token: str) -> None:
+        """Forgets a region on the server (``NOT_FOUND`` if it is not registered). Regions made
+        by this client are unregistered by their ``close``; this is for ids and tokens passed
+        around."""
+        self._call(
+            self._stub.UnregisterRegion,
+            pb.UnregisterRegionRequest(region_id=region_id, token=token),
+        )
+
+    def _unregisterer(self, region_id: int, token: str):
+        def unregister() -> None:
+            try:
+                self.unregister_region(region_id, token)
+            except NotFoundError:
+                pass  # already gone (unregistered elsewhere, or the server restarted)
+
+        return unregister
+
+    def _lookup_into(self, region: Region, offset: int, **source: Any) -> Written:
+        if not isinstance(region, Region):
+            raise TypeError(f"expected a region from this client, got {type(region).__name__}")
+        if isinstance(region, CudaRegion):
+            region.before_write()
+        else:
+            region._check_open()
+        if not isinstance(offset, (int, np.integer)) or offset < 0:
+            raise ValueError(f"offset must be a non-negative byte offset, got {offset!r}")
+        r = self._call(
+            self._stub.LookupInto,
+            pb.LookupIntoRequest(
+                region_id=region.region_id, token=region.token, offset=int(offset), **source
+            ),
+        )
+        return Written(r.row_count, r.row_bytes, r.bytes_written, r.gpu_hits)
+
+    def lookup_into(
+        self, region: Region, table: str, ids: Iterable[int] | np.ndarray, offset: int = 0
+    ) -> Written:
+        """Writes rows ``ids`` of ``table`` into ``region``, packed in order from byte ``offset``
+        (``len(ids) * row_bytes`` bytes; the server refuses a write past the region's end).
+
+        Returns the number of rows written, as :class:`Written` (an ``int`` that also carries
+        ``row_bytes``, ``bytes_written`` and ``gpu_hits``).
+        """
+        return self._lookup_into(region, offset, rows=pb.LookupRequest(table=table, ids=_ids(ids)))
+
+    def lookup_ngrams_into(
+        self,
+        region: Region,
+        group: str,
+        layer: int,
+        token_ids: Any,
+        offset: int = 0,
+        *,
+        context: Any = None,
+        compressed: bool = False,
+    ) -> Written:
+        """Writes the rows :meth:`lookup_ngrams` would return into ``region`` from byte
+        ``offset``: ``[sequence][position][order, head]`` rows, packed (sequences may differ in
+        length here). Returns the number of rows written (positions x heads_total), as
+        :class:`Written`."""
+        req, _ = self._ngrams_request(group, layer, token_ids, context, compressed)
+        return self._lookup_into(region, offset, ngrams=req)

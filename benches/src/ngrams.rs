@@ -1,0 +1,508 @@
+//! `engram-bench ngrams`: what server-side hashing costs. LookupNgrams (the server compresses
+//! the tokens, hashes them into row ids, dedupes the batch and assembles the rows) against plain
+//! Lookup of the very same row ids (compressed and hashed here, ahead of the timed part), over
+//! the same batches of a real token trace, with the same concurrency and the same server. Plain
+//! Lookup is the limit the n-gram path is measured against: the report gives rows/s and latency
+//! of both, per run and as medians, and their ratio.
+//!
+//! Batches: every document of the trace is cut into `--seq-len`-token sequences (the tail shorter
+//! than that is dropped), each carrying the `max_ngram_size - 1` tokens before it in its document
+//! as context, so no n-gram crosses a document and every request has the same shape; `--seqs`
+//! consecutive sequences make one request. Before timing, the first requests are checked byte
+//! for byte: LookupNgrams must return what Lookup of the local row ids returns.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use engram_store::group::{GroupFiles, layer_table_name};
+use engram_store_client::{Client, proto as pb, token_sequence};
+use engram_store_hashing::{CompressionMap, LayerHasher};
+
+use crate::policy_sim::trace::read_token_trace;
+
+/// `ngrams` flags.
+#[derive(Debug, Args)]
+pub struct NgramsArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Data directory the server serves; the group's layout and compression map are read from
+    /// it to hash locally.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Engram group.
+    #[arg(long)]
+    pub group: String,
+    /// Layer of the group [default: its first].
+    #[arg(long)]
+    pub layer: Option<u32>,
+    /// Token trace: NAME.tokens.u32, with NAME.docs.u64 beside it.
+    #[arg(long)]
+    pub tokens: PathBuf,
+    /// Sequences per request.
+    #[arg(long, default_value_t = 8)]
+    pub seqs: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Requests per measured pass; 0: every request the trace makes, once.
+    #[arg(long, default_value_t = 0)]
+    pub requests: usize,
+    /// Measured runs; each times both paths over the same requests, alternating which goes first.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Untimed passes of both paths first (they fill the server's RAM tier alike).
+    #[arg(long, default_value_t = 1)]
+    pub warmup_passes: usize,
+    /// Requests checked byte for byte (LookupNgrams against Lookup) before timing.
+    #[arg(long, default_value_t = 4)]
+    pub verify: usize,
+}
+
+/// One request in both forms.
+#[derive(Debug)]
+struct Batch {
+    /// The LookupNgrams request (raw token ids and contexts).
+    ngrams: pb::LookupNgramsRequest,
+    /// The row ids it reads, computed here: `[sequence][position][order, head]`.
+    ids: Vec<u64>,
+}
+
+/// The two paths measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Ngrams,
+    Lookup,
+}
+
+/// One timed pass of one path.
+#[derive(Debug, Clone, Copy)]
+pub struct PassResult {
+    /// Rows delivered per second (wall clock of the whole pass).
+    pub rows_per_s: f64,
+    /// Median request latency, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile request latency, microseconds.
+    pub p99_us: f64,
+}
+
+/// One run: both paths over the same requests.
+#[derive(Debug, Clone, Copy)]
+pub struct RunResult {
+    /// LookupNgrams.
+    pub ngrams: PassResult,
+    /// Lookup of the same row ids.
+    pub lookup: PassResult,
+}
+
+impl RunResult {
+    /// LookupNgrams rows/s over Lookup rows/s.
+    pub fn ratio(&self) -> f64 {
+        self.ngrams.rows_per_s / self.lookup.rows_per_s
+    }
+}
+
+/// What the benchmark measured.
+#[derive(Debug, Clone)]
+pub struct NgramsReport {
+    /// Rows per request.
+    pub rows_per_request: usize,
+    /// Requests per pass.
+    pub requests: usize,
+    /// Every run.
+    pub runs: Vec<RunResult>,
+}
+
+impl NgramsReport {
+    /// Median LookupNgrams rows/s.
+    pub fn ngrams_rows_per_s(&self) -> f64 {
+        median(self.runs.iter().map(|r| r.ngrams.rows_per_s).collect())
+    }
+
+    /// Median Lookup rows/s.
+    pub fn lookup_rows_per_s(&self) -> f64 {
+        median(self.runs.iter().map(|r| r.lookup.rows_per_s).collect())
+    }
+
+    /// Median of the per-run ratios.
+    pub fn ratio(&self) -> f64 {
+        median(self.runs.iter().map(RunResult::ratio).collect())
+    }
+}
+
+/// The median (the mean of the middle two of an even count; 0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The `q` quantile of sorted latencies, microseconds.
+fn quantile_us(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e6
+}
+
+/// How requests are made from the trace.
+#[derive(Debug, Clone, Copy)]
+struct Shape<'a> {
+    group: &'a str,
+    map: &'a CompressionMap,
+    hasher: &'a LayerHasher,
+    /// Tokens of context a sequence carries (`max_ngram_size - 1`).
+    context_len: usize,
+    seqs: usize,
+    seq_len: usize,
+}
+
+/// Cuts the trace into requests; see the module doc.
+fn make_batches(raw: &[u32], docs: &[u64], shape: &Shape<'_>) -> Result<Vec<Batch>> {
+    let Shape {
+        group,
+        map,
+        hasher,
+        context_len,
+        seqs,
+        seq_len,
+    } = *shape;
+    ensure!(
+        seqs > 0 && seq_len > 0,
+        "--seqs and --seq-len must be positive"
+    );
+    let mut batches = Vec::new();
+    let mut current: Option<Batch> = None;
+    let (mut tokens_c, mut context_c, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    for (d, w) in docs.windows(2).enumerate() {
+        let (start, end) = (w[0] as usize, w[1] as usize);
+        let mut at = start;
+        while at + seq_len <= end {
+            let tokens = &raw[at..at + seq_len];
+            let context = &raw[at.saturating_sub(context_len).max(start)..at];
+            map.compress_into(tokens, &mut tokens_c)
+                .with_context(|| format!("compress document {d} at token {at}"))?;
+            map.compress_into(context, &mut context_c)
+                .with_context(|| format!("compress the context of document {d} at token {at}"))?;
+            hasher
+                .row_ids_into(&tokens_c, &context_c, &mut rows)
+                .with_context(|| format!("hash document {d} at token {at}"))?;
+            let batch = current.get_or_insert_with(|| Batch {
+                ngrams: pb::LookupNgramsRequest {
+                    group: group.to_owned(),
+                    layer_id: hasher.layer_id(),
+                    sequences: Vec::with_capacity(seqs),
+                    compressed: false,
+                },
+                ids: Vec::with_capacity(seqs * rows.len()),
+            });
+            batch.ngrams.sequences.push(token_sequence(tokens, context));
+            batch.ids.extend_from_slice(&rows);
+            if batch.ngrams.sequences.len() == seqs {
+                batches.extend(current.take());
+            }
+            at += seq_len;
+        }
+    }
+    Ok(batches)
+}
+
+/// Times `requests` requests of one path, `concurrency` in flight, cycling through `batches`.
+async fn pass(
+    client: &Client,
+    table: &Arc<str>,
+    batches: &Arc<Vec<Batch>>,
+    path: Route,
+    requests: usize,
+    concurrency: usize,
+) -> Result<PassResult> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency.max(1) {
+        let (client, table, batches, next) =
+            (client.clone(), table.clone(), batches.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut rows = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    return Ok::<_, anyhow::Error>((latencies, rows));
+                }
+                let b = &batches[i % batches.len()];
+                let t0 = Instant::now();
+                let got = match path {
+                    Route::Ngrams => client
+                        .lookup_ngrams_request(b.ngrams.clone())
+                        .await
+                        .with_context(|| format!("LookupNgrams of request {i}"))?,
+                    Route::Lookup => client
+                        .lookup(&table, &b.ids)
+                        .await
+                        .with_context(|| format!("Lookup of request {i}"))?,
+                };
+                latencies.push(t0.elapsed());
+                ensure!(
+                    got.len() == b.ids.len(),
+                    "request {i}: {} rows, expected {}",
+                    got.len(),
+                    b.ids.len()
+                );
+                rows += got.len();
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    let mut rows = 0;
+    for w in workers {
+        let (l, r) = w.await.context("benchmark worker")??;
+        latencies.extend(l);
+        rows += r;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(PassResult {
+        rows_per_s: rows as f64 / wall,
+        p50_us: quantile_us(&latencies, 0.50),
+        p99_us: quantile_us(&latencies, 0.99),
+    })
+}
+
+/// The 1-minute load average, for the report (others may share the machine).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Loads the group and the trace, makes the requests and checks the first ones.
+async fn prepare(args: &NgramsArgs, client: &Client) -> Result<(Arc<str>, Arc<Vec<Batch>>, f64)> {
+    let group = GroupFiles::load(&args.data, &args.group)
+        .with_context(|| format!("load group {:?} from {}", args.group, args.data.display()))?;
+    let layer = match args.layer {
+        Some(l) => l,
+        None => match group.layout.layers().first() {
+            Some(l) => l.layer_id(),
+            None => bail!("group {:?} has no layers", args.group),
+        },
+    };
+    let hasher = LayerHasher::new(&group.layout, layer)
+        .with_context(|| format!("hasher of layer {layer}"))?;
+    let (raw, docs) = read_token_trace(&args.tokens)?;
+    let shape = Shape {
+        group: &args.group,
+        map: &group.map,
+        hasher: &hasher,
+        context_len: group.layout.max_ngram_size() - 1,
+        seqs: args.seqs,
+        seq_len: args.seq_len,
+    };
+    let batches = make_batches(&raw, &docs, &shape)?;
+    ensure!(
+        !batches.is_empty(),
+        "{} has no {} sequences of {} tokens",
+        args.tokens.display(),
+        args.seqs,
+        args.seq_len
+    );
+    let table: Arc<str> = layer_table_name(&args.group, layer).into();
+    let distinct = {
+        let mut all: Vec<u64> = batches.iter().flat_map(|b| b.ids.iter().copied()).collect();
+        let total = all.len();
+        all.sort_unstable();
+        all.dedup();
+        all.len() as f64 / total as f64
+    };
+    for (i, b) in batches.iter().take(args.verify).enumerate() {
+        let by_ngrams = client.lookup_ngrams_request(b.ngrams.clone()).await?;
+        let by_ids = client.lookup(&table, &b.ids).await?;
+        ensure!(
+            by_ngrams.bytes() == by_ids.bytes(),
+            "request {i}: LookupNgrams and Lookup of the local row ids differ"
+        );
+    }
+    Ok((table, Arc::new(batches), distinct))
+}
+
+/// Runs the benchmark, printing its report as it goes.
+pub async fn run(args: &NgramsArgs) -> Result<NgramsReport> {
+    let addr = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let client = Client::connect(addr.clone())
+        .await
+        .with_context(|| format!("connect to {addr}"))?;
+    let (table, batches, distinct) = prepare(args, &client).await?;
+    let rows_per_request = batches[0].ids.len();
+    let requests = if args.requests == 0 {
+        batches.len()
+    } else {
+        args.requests
+    };
+    let info = client.describe_table(&table).await?;
+    println!(
+        "engram-bench ngrams: group {} table {} ({} rows x {} B); {} requests of {} x {} tokens \
+         = {} rows ({:.1} MiB), concurrency {}; distinct rows {:.1}% of the trace's row reads; \
+         {} requests checked byte for byte",
+        args.group,
+        table,
+        info.rows,
+        info.row_bytes,
+        requests,
+        args.seqs,
+        args.seq_len,
+        rows_per_request,
+        (rows_per_request * info.row_bytes as usize) as f64 / 1048576.0,
+        args.concurrency,
+        distinct * 100.0,
+        args.verify.min(batches.len())
+    );
+    println!("load average (1 min) at start: {}", load_average());
+    for _ in 0..args.warmup_passes {
+        for path in [Route::Ngrams, Route::Lookup] {
+            pass(&client, &table, &batches, path, requests, args.concurrency).await?;
+        }
+    }
+    println!(
+        "run  ngrams_rows/s  p50_us   p99_us   lookup_rows/s  p50_us   p99_us   ratio   ram_hit"
+    );
+    let mut runs = Vec::new();
+    for run in 0..args.runs.max(1) {
+        client.stats(true).await?;
+        let order = if run % 2 == 0 {
+            [Route::Ngrams, Route::Lookup]
+        } else {
+            [Route::Lookup, Route::Ngrams]
+        };
+        let (mut ngrams, mut lookup) = (None, None);
+        for path in order {
+            let r = pass(&client, &table, &batches, path, requests, args.concurrency).await?;
+            match path {
+                Route::Ngrams => ngrams = Some(r),
+                Route::Lookup => lookup = Some(r),
+            }
+        }
+        let (Some(ngrams), Some(lookup)) = (ngrams, lookup) else {
+            bail!("run {run} measured only one path");
+        };
+        let s = client.stats(false).await?;
+        let ram_hit = s
+            .tiers
+            .iter()
+            .find(|t| t.tier == "ram")
+            .map_or(0.0, |t| t.hit_rate);
+        let r = RunResult { ngrams, lookup };
+        println!(
+            "{:<4} {:<13.0} {:<8.0} {:<8.0} {:<14.0} {:<8.0} {:<8.0} {:<7.3} {:.4}",
+            run,
+            ngrams.rows_per_s,
+            ngrams.p50_us,
+            ngrams.p99_us,
+            lookup.rows_per_s,
+            lookup.p50_us,
+            lookup.p99_us,
+            r.ratio(),
+            ram_hit
+        );
+        runs.push(r);
+    }
+    let report = NgramsReport {
+        rows_per_request,
+        requests,
+        runs,
+    };
+    println!("load average (1 min) at end: {}", load_average());
+    println!(
+        "median: LookupNgrams {:.0} rows/s, Lookup of the same ids (the limit) {:.0} rows/s, \
+         ratio {:.3}: server-side hashing and assembly cost {:.1}% of throughput (target <= 10%)",
+        report.ngrams_rows_per_s(),
+        report.lookup_rows_per_s(),
+        report.ratio(),
+        (1.0 - report.ratio()) * 100.0
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use engram_store_hashing::Layout;
+
+    use super::*;
+
+    #[test]
+    fn batches_are_whole_sequences_with_their_document_context() -> Result<()> {
+        let layout = Layout::demo();
+        let hasher = LayerHasher::new(&layout, layout.layers()[0].layer_id())?;
+        let map = CompressionMap::from_ids((0..100u32).map(|r| r * 7 % 90).collect());
+        // Two documents of 10 and 7 tokens; sequences of 3, two per request.
+        let raw: Vec<u32> = (0..17u32).map(|t| t * 13 % 100).collect();
+        let docs = [0u64, 10, 17];
+        let shape = Shape {
+            group: "g",
+            map: &map,
+            hasher: &hasher,
+            context_len: 2,
+            seqs: 2,
+            seq_len: 3,
+        };
+        let batches = make_batches(&raw, &docs, &shape)?;
+        // Document 0 gives 3 sequences (0..3, 3..6, 6..9), document 1 two (10..13, 13..16):
+        // 5 sequences make 2 whole requests, the fifth is dropped.
+        assert_eq!(batches.len(), 2);
+        let s = &batches[0].ngrams.sequences;
+        assert_eq!(s[0].tokens, raw[0..3]);
+        assert!(s[0].context.is_empty());
+        assert_eq!(s[1].tokens, raw[3..6]);
+        assert_eq!(s[1].context, raw[1..3]);
+        // The second request: 6..9 of document 0, then 10..13 with no context (new document).
+        let s = &batches[1].ngrams.sequences;
+        assert_eq!(s[0].context, raw[4..6]);
+        assert_eq!(s[1].tokens, raw[10..13]);
+        assert!(s[1].context.is_empty());
+        // The ids are the hasher's for each sequence after its context.
+        let compress = |r: &[u32]| -> Result<Vec<u32>> {
+            let mut out = Vec::new();
+            map.compress_into(r, &mut out)?;
+            Ok(out)
+        };
+        let mut want = Vec::new();
+        let mut one = Vec::new();
+        hasher.row_ids_into(&compress(&raw[6..9])?, &compress(&raw[4..6])?, &mut one)?;
+        want.extend_from_slice(&one);
+        hasher.row_ids_into(&compress(&raw[10..13])?, &[], &mut one)?;
+        want.extend_from_slice(&one);
+        assert_eq!(batches[1].ids, want);
+        assert_eq!(batches[1].ids.len(), 2 * 3 * hasher.heads_total());
+        Ok(())
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let l: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(quantile_us(&l, 0.5), 51.0);
+        assert_eq!(quantile_us(&l, 0.99), 99.0);
+        assert_eq!(quantile_us(&[], 0.5), 0.0);
+    }
+}

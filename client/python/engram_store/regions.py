@@ -1,0 +1,350 @@
+"""Memory the server writes rows into (``LookupInto``), instead of sending them in the reply.
+
+- :class:`ShmRegion` (delivery mode 2): a file under ``/dev/shm`` that this process creates,
+  sizes and maps; the server maps the same file and writes rows straight into it, and
+  :meth:`ShmRegion.array` views them as a numpy array with no copy.
+- :class:`CudaRegion` (delivery mode 3): a contiguous torch CUDA tensor shared with the server
+  through CUDA IPC; the server (built with ``--features cuda``, started with ``--gpu-budget``)
+  gathers rows that sit in its VRAM tier straight into the tensor and copies the others from host
+  memory, so the rows never pass through this process.
+
+Both are made by the client (:meth:`engram_store.Client.shm_region`,
+:meth:`engram_store.Client.register_cuda_tensor`) and filled by
+:meth:`engram_store.Client.lookup_into` / :meth:`engram_store.Client.lookup_ngrams_into`.
+Closing a region (or leaving its ``with`` block) unregisters it; a shared-memory region also
+unmaps and deletes its file. The server checks every write against the registered size and
+refuses a write that overlaps another one in flight.
+
+torch is imported only by :meth:`engram_store.Client.register_cuda_tensor`; it is not a dependency.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import secrets
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CudaRegion", "Region", "ShmRegion", "Written", "cuda_ipc_handle"]
+
+#: Where shared-memory files live (the server accepts no other directory).
+SHM_DIR = "/dev/shm"
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+#: ``sizeof(cudaIpcMemHandle_t)``.
+CUDA_IPC_HANDLE_SIZE = 64
+#: Type bytes of torch's versioned storage handles (c10's CUDACachingAllocator).
+_TORCH_CUDA_MALLOC = ord("c")
+_TORCH_EXPANDABLE_SEGMENT = ord("e")
+
+
+class Written(int):
+    """What one ``LookupInto`` wrote: an ``int`` equal to the row count, with the rest of the
+    server's reply as attributes.
+
+    Attributes:
+        row_count: rows written (the int's value).
+        row_bytes: bytes per row.
+        bytes_written: ``row_count * row_bytes``.
+        gpu_hits: rows served from the server's VRAM tier (CUDA regions; 0 otherwise).
+    """
+
+    row_bytes: int
+    bytes_written: int
+    gpu_hits: int
+
+    def __new__(cls, row_count: int, row_bytes: int, bytes_written: int, gpu_hits: int):
+        self = super().__new__(cls, row_count)
+        self.row_bytes = row_bytes
+        self.bytes_written = bytes_written
+        self.gpu_hits = gpu_hits
+        return self
+
+    @property
+    def row_count(self) -> int:
+        return int(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Written(row_count={int(self)}, row_bytes={self.row_bytes}, "
+            f"bytes_written={self.bytes_written}, gpu_hits={self.gpu_hits})"
+        )
+
+
+class Region:
+    """A registered region: its server-side id and token, and its size in bytes.
+
+    ``unregister`` is the client's call that forgets the region on the server; the subclasses
+    add what they own (a mapped file, a reference to a tensor).
+    """
+
+    kind = "region"
+
+    def __init__(self, region_id: int, token: str, size: int, unregister: Callable[[], None]):
+        self.region_id = region_id
+        self.token = token
+        self.size = size
+        self._unregister: Callable[[], None] | None = unregister
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._unregister is None
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"{self.kind} region {self.region_id} is closed")
+
+    def close(self) -> None:
+        """Unregisters the region on the server; safe to call twice."""
+        unregister, self._unregister = self._unregister, None
+        if unregister is not None:
+            unregister()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<{type(self).__name__} id={self.region_id} size={self.size} {state}>"
+
+
+def region_size(
+    shape_or_nbytes: int | Sequence[int], dtype: Any
+) -> tuple[int, tuple[int, ...] | None]:
+    """Bytes (and shape, if given) of a region given as a byte count or a shape of ``dtype``."""
+    if isinstance(shape_or_nbytes, (int, np.integer)):
+        if dtype is not None:
+            raise ValueError("give a shape (a tuple) with dtype, or a byte count without")
+        nbytes, shape = int(shape_or_nbytes), None
+    else:
+        shape = tuple(int(d) for d in shape_or_nbytes)
+        if any(d < 0 for d in shape):
+            raise ValueError(f"shape {shape} has a negative dimension")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype or np.uint8).itemsize
+    if nbytes <= 0:
+        raise ValueError(f"a shared-memory region needs at least one byte, got {nbytes}")
+    return nbytes, shape
+
+
+def create_shm_file(nbytes: int, name: str | None) -> tuple[str, mmap.mmap]:
+    """Creates ``/dev/shm/NAME`` (a fresh random name when None; never an existing file), sized
+    ``nbytes`` and mapped read-write."""
+    if not os.path.isdir(SHM_DIR):
+        raise OSError(f"{SHM_DIR} does not exist: host shared-memory regions need Linux")
+    if name is None:
+        name = f"engram-store-{os.getpid()}-{secrets.token_hex(8)}"
+    elif not _NAME.match(name):
+        raise ValueError(f"shared-memory name {name!r}: use letters, digits, '.', '_' or '-'")
+    path = os.path.join(SHM_DIR, name)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, nbytes)
+        mapping = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return path, mapping
+
+
+def _release_shm(path: str, mapping: mmap.mmap) -> None:
+    """Deletes the file and unmaps it unless numpy views still use the mapping (it is then
+    unmapped when the last of them goes)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    try:
+        mapping.close()
+    except BufferError:
+        pass
+
+
+class ShmRegion(Region):
+    """Host shared memory the server writes rows into: ``/dev/shm/<name>``, mapped here.
+
+    Made by :meth:`engram_store.Client.shm_region`. :meth:`array` views its bytes as numpy
+    arrays; :meth:`close` unregisters the region, deletes the file and unmaps it (numpy views
+    taken before keep the mapping alive, so they never dangle). The file is also deleted if the
+    region is garbage-collected or the interpreter exits without a close.
+
+    Attributes:
+        path: the file under ``/dev/shm``.
+        size: bytes.
+        shape: the shape it was made with, if one was given.
+        dtype: the dtype it was made with, if one was given.
+    """
+
+    kind = "shared-memory"
+
+    def __init__(
+        self,
+        region_id: int,
+        token: str,
+        size: int,
+        unregister: Callable[[], None],
+        path: str,
+        mapping: mmap.mmap,
+        shape: tuple[int, ...] | None = None,
+        dtype: Any = None,
+    ):
+        super().__init__(region_id, token, size, unregister)
+        self.path = path
+        self.shape = shape
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self._mmap = mapping
+        self._finalizer = weakref.finalize(self, _release_shm, path, mapping)
+
+    def array(
+        self,
+        dtype: Any = None,
+        shape: int | Sequence[int] | None = None,
+        offset: int = 0,
+    ) -> np.ndarray:
+        """A writable numpy view of the region's bytes from ``offset`` (no copy).
+
+        Args:
+            dtype: element type (e.g. ``client.describe_table(t).dtype``); default: the dtype
+                the region was made with, else ``uint8``.
+            shape: default: the shape the region was made with when ``dtype`` and ``offset`` are
+                the defaults, else as many elements as fit, flat.
+            offset: byte offset of the first element.
+        """
+        self._check_open()
+        made_with = dtype is None and shape is None and offset == 0
+        dt = np.dtype(dtype if dtype is not None else (self.dtype or np.uint8))
+        if made_with and self.shape is not None:
+            shape = self.shape
+        if not 0 <= offset <= self.size:
+            raise ValueError(f"offset {offset} is outside the region's {self.size} bytes")
+        if shape is None:
+            count = (self.size - offset) // dt.itemsize
+            return np.frombuffer(self._mmap, dtype=dt, count=count, offset=offset)
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        count = int(np.prod(shape, dtype=np.int64))
+        if offset + count * dt.itemsize > self.size:
+            raise ValueError(
+                f"{shape} of {dt} from byte {offset} needs {offset + count * dt.itemsize} bytes; "
+                f"the region has {self.size}"
+            )
+        return np.frombuffer(self._mmap, dtype=dt, count=count, offset=offset).reshape(shape)
+
+    def close(self) -> None:
+        """Unregisters the region, deletes its file and unmaps it; safe to call twice."""
+        try:
+            super().close()
+        finally:
+            self._finalizer()
+
+
+def cuda_ipc_handle(shared: bytes) -> bytes:
+    """The 64-byte ``cudaIpcMemHandle_t`` in a handle from torch's ``_share_cuda_``.
+
+    torch before 2.2 returns the bare 64 bytes; later versions prefix a version byte and a type
+    byte, ``'c'`` for memory from ``cudaMalloc`` (which CUDA IPC can share) and ``'e'`` for an
+    expandable segment (which it cannot).
+    """
+    if len(shared) == CUDA_IPC_HANDLE_SIZE:
+        return bytes(shared)
+    if len(shared) == CUDA_IPC_HANDLE_SIZE + 2 and shared[1] == _TORCH_CUDA_MALLOC:
+        return bytes(shared[2:])
+    if len(shared) >= 2 and shared[1] == _TORCH_EXPANDABLE_SEGMENT:
+        raise ValueError(
+            "the tensor lives in an expandable segment of torch's CUDA allocator, which CUDA IPC "
+            "cannot share: allocate it with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False"
+        )
+    raise ValueError(f"unrecognised torch CUDA IPC handle of {len(shared)} bytes")
+
+
+class CudaRegion(Region):
+    """A torch CUDA tensor the server writes rows into over CUDA IPC.
+
+    Made by :meth:`engram_store.Client.register_cuda_tensor`, which checks the tensor is
+    contiguous and registers exactly its bytes. The region keeps the tensor alive until closed;
+    keep using the same tensor (allocate once, look up into it many times): torch holds memory it
+    has shared through IPC until the process exits, even after the tensor is freed.
+
+    Before each write the client waits for the work queued on the tensor's device (``sync``), so
+    the server never overwrites rows a kernel is still reading; the server finishes its copies
+    before it answers, so the rows are in place when ``lookup_into`` returns.
+
+    Attributes:
+        tensor: the registered tensor.
+        device: its CUDA device ordinal.
+        sync: whether each write first synchronizes the tensor's current stream.
+    """
+
+    kind = "CUDA"
+
+    def __init__(
+        self,
+        region_id: int,
+        token: str,
+        size: int,
+        unregister: Callable[[], None],
+        tensor: Any,
+        sync: bool = True,
+    ):
+        super().__init__(region_id, token, size, unregister)
+        self.tensor = tensor
+        self.device = tensor.device.index
+        self.sync = sync
+
+    def before_write(self) -> None:
+        """Waits for the work queued on the tensor's current stream (when ``sync``)."""
+        self._check_open()
+        if self.sync:
+            import torch
+
+            torch.cuda.current_stream(self.tensor.device).synchronize()
+
+    def close(self) -> None:
+        """Unregisters the region and drops the reference to the tensor; safe to call twice."""
+        try:
+            super().close()
+        finally:
+            self.tensor = None
+
+
+def import_torch() -> Any:
+    """torch, or an ImportError that says what needs it."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            "register_cuda_tensor needs PyTorch with CUDA (pip install torch); engram-store does "
+            "not depend on it"
+        ) from e
+    return torch
+
+
+def describe_cuda_tensor(tensor: Any) -> dict[str, Any]:
+    """The ``CudaIpcRegion`` fields of a contiguous CUDA tensor: device, the 64-byte handle of
+    its allocation, the byte offset of its first element in that allocation, and its bytes."""
+    torch = import_torch()
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_cuda:
+        raise ValueError(f"the tensor is on {tensor.device}, not a CUDA device")
+    if not tensor.is_contiguous():
+        raise ValueError("the tensor is not contiguous: rows are written packed, row-major")
+    size = tensor.numel() * tensor.element_size()
+    if size == 0:
+        raise ValueError("the tensor is empty")
+    shared = tensor.untyped_storage()._share_cuda_()
+    device, handle, _storage_bytes, storage_offset_bytes = shared[:4]
+    return {
+        "device": int(device),
+        "ipc_handle": cuda_ipc_handle(handle),
+        "offset": int(storage_offset_bytes) + tensor.storage_offset() * tensor.element_size(),
+        "size": size,
+    }
