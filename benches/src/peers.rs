@@ -19,6 +19,7 @@
 //! [`IdSampler`]: engram_store::workload::IdSampler
 
 pub mod args;
+pub mod cpu;
 pub mod csv;
 pub mod dataset;
 pub mod drive;
@@ -206,18 +207,22 @@ pub async fn run(args: &PeersArgs) -> Result<()> {
                 if (turn == 0) == engram_first {
                     engram_conns = warm(engram_conns, &spec, args.warmup).await?;
                     engram.stats(true).await?;
+                    let cpu = CpuMark::now(cpu::process_cpu_seconds(Some(server.pid()))?)?;
                     let (c, m) = drive(engram_conns, &spec)
                         .await
                         .with_context(|| format!("engram-store at batch {batch}"))?;
+                    cpu.add_to(&mut e, cpu::process_cpu_seconds(Some(server.pid()))?)?;
                     engram_conns = c;
                     let (_, hit) = ram_tier(&engram.stats(false).await?);
                     e.ram_hit_rate = Some(e.ram_hit_rate.map_or(hit, |h: f64| h.min(hit)));
                     record(&mut e, run, &m);
                 } else {
                     redis_conns = warm(redis_conns, &spec, args.warmup).await?;
+                    let cpu = CpuMark::now(redis.cpu_seconds().await?)?;
                     let (c, m) = drive(redis_conns, &spec)
                         .await
                         .with_context(|| format!("redis at batch {batch}"))?;
+                    cpu.add_to(&mut r, redis.cpu_seconds().await?)?;
                     redis_conns = c;
                     record(&mut r, run, &m);
                 }
@@ -312,6 +317,31 @@ fn new_outcome(system: System, batch: usize, concurrency: usize, rows: u64) -> P
         rss_bytes: 0,
         stored_rows: rows,
         ram_hit_rate: None,
+        rows_total: 0,
+        server_cpu_s: 0.0,
+        client_cpu_s: 0.0,
+    }
+}
+
+/// CPU seconds of a server and of this process when a run started.
+struct CpuMark {
+    server: f64,
+    client: f64,
+}
+
+impl CpuMark {
+    fn now(server: f64) -> Result<Self> {
+        Ok(Self {
+            server,
+            client: cpu::process_cpu_seconds(None)?,
+        })
+    }
+
+    /// Charges the CPU used since the mark to `o`, given the server's CPU seconds now.
+    fn add_to(&self, o: &mut PeerOutcome, server_now: f64) -> Result<()> {
+        o.server_cpu_s += server_now - self.server;
+        o.client_cpu_s += cpu::process_cpu_seconds(None)? - self.client;
+        Ok(())
     }
 }
 
@@ -345,6 +375,7 @@ fn record(o: &mut PeerOutcome, run: usize, m: &Measured) {
         m.checked_rows
     );
     o.runs.push((m.rows_per_s(), m.bytes_per_s()));
+    o.rows_total += m.rows;
     o.latency.merge(&m.latency);
 }
 

@@ -144,6 +144,9 @@ mod tests {
             rss_bytes: 176_000_000,
             stored_rows: 1_000_000,
             ram_hit_rate: Some(1.0),
+            rows_total: 1000,
+            server_cpu_s: 0.0,
+            client_cpu_s: 0.0,
         };
         let limits = MachineLimits {
             tcp_bytes_per_s: 3.2e9,

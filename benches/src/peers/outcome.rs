@@ -25,6 +25,12 @@ pub struct PeerOutcome {
     pub stored_rows: u64,
     /// engram-store: the lowest RAM-tier hit rate of the runs (1 when the table is all in RAM).
     pub ram_hit_rate: Option<f64>,
+    /// Rows received in all runs.
+    pub rows_total: u64,
+    /// CPU seconds the server used during the runs.
+    pub server_cpu_s: f64,
+    /// CPU seconds this benchmark (the client) used during the runs.
+    pub client_cpu_s: f64,
 }
 
 impl PeerOutcome {
@@ -41,6 +47,16 @@ impl PeerOutcome {
     /// Latency at quantile `q`, microseconds.
     pub fn quantile_us(&self, q: f64) -> f64 {
         self.latency.quantile_ns(q) as f64 / 1000.0
+    }
+
+    /// Server CPU per row received, nanoseconds.
+    pub fn server_ns_per_row(&self) -> f64 {
+        self.server_cpu_s * 1e9 / self.rows_total.max(1) as f64
+    }
+
+    /// Client CPU per row received, nanoseconds.
+    pub fn client_ns_per_row(&self) -> f64 {
+        self.client_cpu_s * 1e9 / self.rows_total.max(1) as f64
     }
 
     /// Server RSS after the runs, per stored row.

@@ -260,6 +260,9 @@ mod tests {
             rss_bytes: 1 << 20,
             stored_rows: 1000,
             ram_hit_rate: None,
+            rows_total: 1000,
+            server_cpu_s: 0.0,
+            client_cpu_s: 0.0,
         }
     }
 

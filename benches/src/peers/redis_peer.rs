@@ -111,6 +111,21 @@ impl RedisPeer {
         })
     }
 
+    /// CPU seconds the server has used (`used_cpu_user + used_cpu_sys` of `INFO cpu`).
+    pub async fn cpu_seconds(&self) -> Result<f64> {
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut self.raw().await?)
+            .await
+            .context("INFO cpu")?;
+        let field = |name: &str| -> Result<f64> {
+            info_field(&info, name)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("INFO cpu has no number {name}"))
+        };
+        Ok(field("used_cpu_user")? + field("used_cpu_sys")?)
+    }
+
     /// Stores rows `0..rows` of the synthetic table `check` describes, `chunk` rows per MSET,
     /// over `concurrency` connections at once.
     pub async fn load(

@@ -130,6 +130,42 @@ pub fn render(f: &Findings<'_>) -> String {
             runs.join(", ")
         );
     }
+    let _ = writeln!(
+        s,
+        "\nCPU per row (ns, user + system, all runs; the rate on a quiet machine follows these):"
+    );
+    let _ = writeln!(
+        s,
+        "{:>6} | {:>12} {:>12} | {:>12} {:>12} | {:>18}",
+        "batch", "redis server", "client", "engram server", "client", "server CPU redis/"
+    );
+    for batch in f.batches() {
+        let cell = |system| {
+            f.get(system, batch)
+                .map_or(("-".to_owned(), "-".to_owned()), |o| {
+                    (
+                        format!("{:.0}", o.server_ns_per_row()),
+                        format!("{:.0}", o.client_ns_per_row()),
+                    )
+                })
+        };
+        let (rs, rc) = cell(System::Redis);
+        let (es, ec) = cell(System::EngramStore);
+        let ratio = match (
+            f.get(System::Redis, batch),
+            f.get(System::EngramStore, batch),
+        ) {
+            (Some(r), Some(e)) => format!(
+                "{:.2}x",
+                r.server_ns_per_row() / e.server_ns_per_row().max(1e-9)
+            ),
+            _ => "-".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "{batch:>6} | {rs:>12} {rc:>12} | {es:>12} {ec:>12} | {ratio:>18}"
+        );
+    }
     if let Some(worst) = f
         .outcomes
         .iter()
@@ -282,6 +318,9 @@ mod tests {
             rss_bytes: 200_000,
             stored_rows: 1000,
             ram_hit_rate: None,
+            rows_total: 1000,
+            server_cpu_s: 0.0,
+            client_cpu_s: 0.0,
         }
     }
 
