@@ -5,6 +5,7 @@
 //! - [`lookup`]: `engram-bench lookup`, Lookup load against a running server.
 //! - [`ngrams`]: `engram-bench ngrams`, LookupNgrams against Lookup of the same row ids.
 //! - [`limits`]: `engram-bench limits`, the machine's raw IOPS and loopback TCP bandwidth.
+//! - [`peers`]: `engram-bench peers`, engram-store side by side with Redis and the limits.
 //! - [`alloc_meter`]: a counting global allocator, so memory overheads are measured, not guessed.
 
 pub mod alloc_meter;
@@ -13,6 +14,7 @@ pub mod gpu;
 pub mod limits;
 pub mod lookup;
 pub mod ngrams;
+pub mod peers;
 pub mod policy_sim;
 
 #[cfg(test)]

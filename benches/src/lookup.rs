@@ -37,6 +37,10 @@ pub struct LookupArgs {
     /// Seconds of warm-up load before the measured runs (fills the RAM tier).
     #[arg(long, default_value = "0s", value_parser = parse_seconds)]
     pub warmup: Duration,
+    /// Before measuring, prefetch every row of the table (in id order) into the RAM tier and
+    /// wait until it is resident: the "every row cached" hot path.
+    #[arg(long)]
+    pub prefetch_all: bool,
     /// Check every row against the synthetic content of this seed (tables made by `synth`).
     #[arg(long)]
     pub verify_seed: Option<u64>,
@@ -126,6 +130,32 @@ pub async fn run(args: &LookupArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if args.prefetch_all {
+        let t = std::time::Instant::now();
+        let ids: Vec<u64> = (0..info.rows).collect();
+        for chunk in ids.chunks(1 << 16) {
+            client.prefetch(&args.table, chunk).await?;
+        }
+        // Prefetches run in the background: wait until the resident count stops growing.
+        let mut last = u64::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let s = client.stats(false).await?;
+            let resident = s
+                .tiers
+                .iter()
+                .find(|t| t.tier == "ram")
+                .map_or(0, |t| t.resident_rows);
+            if resident == last || resident >= info.rows {
+                println!(
+                    "prefetched: {resident} rows resident after {:.1}s",
+                    t.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            last = resident;
+        }
+    }
     if !args.warmup.is_zero() {
         run_load(&client, &spec, None).await?;
     }

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use engram_store_bench::{alloc_meter::CountingAlloc, limits, lookup, ngrams, policy_sim};
+use engram_store_bench::{alloc_meter::CountingAlloc, limits, lookup, ngrams, peers, policy_sim};
 
 /// Measured allocations: the policy simulator reads each policy's live heap from it.
 #[global_allocator]
@@ -31,6 +31,8 @@ enum Command {
     /// The VRAM tier's gather kernel on a real GPU (built with --features cuda).
     #[cfg(feature = "cuda")]
     Gpu(engram_store_bench::gpu::GpuArgs),
+    /// Compare with Redis on the same rows and requests, all in RAM, beside the machine's limits.
+    Peers(peers::PeersArgs),
 }
 
 fn main() -> Result<()> {
@@ -48,5 +50,9 @@ fn main() -> Result<()> {
         Command::Limits(args) => limits::run(&args),
         #[cfg(feature = "cuda")]
         Command::Gpu(args) => engram_store_bench::gpu::run(&args),
+        Command::Peers(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(peers::run(&args)),
     }
 }

@@ -53,6 +53,10 @@ pub struct PolicyArgs {
     /// Layer whose rows `--tokens` traces [default: the layout's first layer].
     #[arg(long, value_name = "ID")]
     pub layer: Option<u32>,
+    /// Keep only the first N heads of each n-gram order of `--tokens` (quick tuning sweeps; the
+    /// heads of an n-gram are read together, so hit rates barely change) [default: all].
+    #[arg(long, value_name = "N")]
+    pub heads: Option<usize>,
     /// Raw row-id trace (little-endian u64 per access).
     #[arg(long, value_name = "FILE", group = "input")]
     pub row_trace: Option<PathBuf>,
@@ -121,6 +125,7 @@ fn load(args: &PolicyArgs) -> Result<Trace> {
             layout: args.layout.as_deref(),
             compress: &args.compress,
             layer: args.layer,
+            heads_per_order: args.heads,
         };
         trace::from_tokens(tokens, &hashing)
     } else if let Some(path) = &args.row_trace {
@@ -244,7 +249,7 @@ mod tests {
     fn accounting_matches_the_allocator_and_opt_bounds_all() -> Result<()> {
         let trace = trace::zipf(0.9, 20_000, 200_000, 3)?;
         let sizes = sizes::parse_sizes("1%,10%")?;
-        let specs = spec::parse_policies("all,wtinylfu:w=0.1")?;
+        let specs = spec::parse_policies("all,s3sketch:w=0.1")?;
         let outcomes = simulate(&trace, &sizes, &specs, 2)?;
         assert_eq!(outcomes.len(), sizes.len() * specs.len());
         for o in &outcomes {

@@ -48,5 +48,6 @@ pub fn mix64(mut x: u64) -> u64 {
 #[inline]
 pub fn shard_of(key: u64, shards: usize) -> usize {
     debug_assert!(shards.is_power_of_two());
-    (mix64(key ^ 0x6a09_e667_f3bc_c909) >> 32) as usize & (shards - 1)
+    // A hash of the hash: mix64(key ^ c) alone stays correlated with mix64(key) for small keys.
+    (mix64(mix64(key) ^ 0x6a09_e667_f3bc_c909) >> 32) as usize & (shards - 1)
 }

@@ -81,7 +81,14 @@ pub async fn serve_on(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha();
 
-    let incoming = TcpListenerStream::new(listener);
+    // Server::tcp_nodelay only applies to listeners tonic binds itself: set it on each accepted
+    // socket, or small responses wait on Nagle's algorithm (tens of ms at batch 16).
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(8 << 20))

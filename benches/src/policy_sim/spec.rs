@@ -1,14 +1,19 @@
 //! Which policies to simulate: `--policies` is a comma-separated list of names (`all` for every
-//! one), and the default policy also takes tuning overrides for experiments, as
-//! `wtinylfu:w=0.02:c=6:d=4:p=10:m=3` (window fraction, counters, doorkeeper bits and aging period
-//! per row, CLOCK counter ceiling). A plain name means the shipped tuning.
+//! one). For tuning experiments, `s3sketch`, `wtinylfu` and `s3fifo` take overrides after colons:
+//! - `s3sketch:w=0.2:lo=0.02:hi=0.4:st=0.05:sp=1:c=4:d=16:p=10:g=2`: initial, smallest and
+//!   largest window and climbing step (fractions of the slots), accesses per climbing sample per
+//!   slot, sketch counters, doorkeeper bits and aging period per row, direct-admission threshold;
+//! - `wtinylfu:w=0.01:c=4:d=4:p=10`: window fraction and the sketch's sizing;
+//! - `s3fifo:s=0.1:g=1`: small-queue fraction and ghost entries per main slot.
+//!
+//! A plain name means the shipped tuning; only the plain default is marked `is_default`.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use engram_store_cache::policy::{
-    self, DEFAULT_POLICY, MokaTinyLfu, Opt, POLICY_NAMES, Policy, SimPolicy, WTinyLfu,
-    WTinyLfuConfig, WithPolicy,
+    self, DEFAULT_POLICY, MokaTinyLfu, Opt, POLICY_NAMES, Policy, S3Fifo, S3FifoConfig, S3Sketch,
+    S3SketchConfig, SimPolicy, WTinyLfu, WTinyLfuConfig, WithPolicy,
 };
 
 /// One policy to simulate.
@@ -24,7 +29,9 @@ enum Kind {
     Opt,
     Moka,
     Slot(&'static str),
-    Tuned(WTinyLfuConfig),
+    TunedS3Sketch(S3SketchConfig),
+    TunedWTinyLfu(WTinyLfuConfig),
+    TunedS3Fifo(S3FifoConfig),
 }
 
 impl PolicySpec {
@@ -50,7 +57,9 @@ impl PolicySpec {
             Kind::Moka => Box::new(MokaTinyLfu::new(rows)),
             Kind::Slot(name) => policy::by_name_with(name, rows, BoxSim)
                 .with_context(|| format!("policy {name}"))?,
-            Kind::Tuned(config) => Box::new(WTinyLfu::with_config(rows, *config)),
+            Kind::TunedS3Sketch(config) => Box::new(S3Sketch::with_config(rows, *config)),
+            Kind::TunedWTinyLfu(config) => Box::new(WTinyLfu::with_config(rows, *config)),
+            Kind::TunedS3Fifo(config) => Box::new(S3Fifo::with_config(rows, *config)),
         })
     }
 }
@@ -105,25 +114,60 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
             out.push(spec(item, kind));
             continue;
         }
-        if kind != Kind::Slot("wtinylfu") {
-            bail!("only wtinylfu takes tuning overrides, not {item}");
-        }
-        let mut config = WTinyLfuConfig::default();
+        let mut values = Vec::new();
         for t in tunings {
             let Some((k, v)) = t.split_once('=') else {
                 bail!("tuning {t} in {item} is not KEY=VALUE");
             };
             let num: f64 = v.parse().with_context(|| format!("tuning {t} in {item}"))?;
-            match k {
-                "w" => config.window_fraction = num,
-                "m" => config.clock_max = num as u8,
-                "c" => config.sketch.counters_per_row = num,
-                "d" => config.sketch.doorkeeper_bits_per_row = num,
-                "p" => config.sketch.period_per_row = num,
-                _ => bail!("unknown tuning {k} in {item} (w, m, c, d, p)"),
-            }
+            values.push((k, num));
         }
-        out.push(spec(item, Kind::Tuned(config)));
+        let tuned = match kind {
+            Kind::Slot("s3sketch") => {
+                let mut c = S3SketchConfig::default();
+                for (k, num) in values {
+                    match k {
+                        "w" => c.window.initial = num,
+                        "lo" => c.window.min = num,
+                        "hi" => c.window.max = num,
+                        "st" => c.window.step = num,
+                        "sp" => c.window.period_per_slot = num,
+                        "c" => c.sketch.counters_per_row = num,
+                        "d" => c.sketch.doorkeeper_bits_per_row = num,
+                        "p" => c.sketch.period_per_row = num,
+                        "g" => c.direct_threshold = num as u32,
+                        _ => bail!("unknown tuning {k} in {item} (w, lo, hi, st, sp, c, d, p, g)"),
+                    }
+                }
+                Kind::TunedS3Sketch(c)
+            }
+            Kind::Slot("wtinylfu") => {
+                let mut c = WTinyLfuConfig::default();
+                for (k, num) in values {
+                    match k {
+                        "w" => c.window_fraction = num,
+                        "c" => c.sketch.counters_per_row = num,
+                        "d" => c.sketch.doorkeeper_bits_per_row = num,
+                        "p" => c.sketch.period_per_row = num,
+                        _ => bail!("unknown tuning {k} in {item} (w, c, d, p)"),
+                    }
+                }
+                Kind::TunedWTinyLfu(c)
+            }
+            Kind::Slot("s3fifo") => {
+                let mut c = S3FifoConfig::default();
+                for (k, num) in values {
+                    match k {
+                        "s" => c.small_fraction = num,
+                        "g" => c.ghost_factor = num,
+                        _ => bail!("unknown tuning {k} in {item} (s, g)"),
+                    }
+                }
+                Kind::TunedS3Fifo(c)
+            }
+            _ => bail!("only s3sketch, wtinylfu and s3fifo take tuning overrides, not {item}"),
+        };
+        out.push(spec(item, tuned));
     }
     if out.is_empty() {
         bail!("no policies selected");
@@ -137,7 +181,7 @@ mod tests {
 
     #[test]
     fn parses_names_all_and_tunings() -> Result<()> {
-        let specs = parse_policies("lru,wtinylfu:w=0.05:c=8")?;
+        let specs = parse_policies("lru,s3sketch:w=0.05:c=8")?;
         assert_eq!(specs[0].label, "lru");
         assert!(!specs[0].is_default());
         assert!(
@@ -149,6 +193,7 @@ mod tests {
         assert!(parse_policies("nope").is_err());
         assert!(parse_policies("lru:w=1").is_err());
         assert!(parse_policies("wtinylfu:z=1").is_err());
+        assert!(parse_policies("s3fifo:s=0.2,wtinylfu:w=0.1").is_ok());
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! LFU with a count-min sketch and aging: evicts the least frequently used of a few randomly
 //! sampled resident keys (Redis's approximated LFU), frequencies coming from a
-//! [`FrequencySketch`] whose counters halve every period, so old popularity fades. Admits every
+//! 4-bit count-min sketch (see [`SketchConfig`]) whose counters halve every period, so old popularity fades. Admits every
 //! key; compare W-TinyLFU, which uses the same sketch to refuse keys colder than their victim.
 
 use super::sketch::{FrequencySketch, SketchConfig};

@@ -7,16 +7,20 @@
 //! that only a simulator can run: moka's W-TinyLFU ([`MokaTinyLfu`]) and Belady's [`Opt`].
 //!
 //! The slot policies: [`Lru`], [`Clock`], [`Sieve`], [`S3Fifo`], [`Lfu`] (count-min sketch with
-//! aging), [`HotSet`] (pinned top-K by decayed counts) and [`WTinyLfu`], the default
-//! ([`DEFAULT_POLICY`]): W-TinyLFU over CLOCK in at most 16 bytes per row.
+//! aging), [`HotSet`] (pinned top-K by decayed counts), [`WTinyLfu`] (W-TinyLFU over CLOCK), and
+//! the default ([`DEFAULT_POLICY`]), [`S3Sketch`]: S3-FIFO with a TinyLFU sketch for a ghost and
+//! an adaptive window, in under 16 bytes per row.
 
+mod climber;
 mod clock;
 mod hotset;
 mod lfu;
 mod lru;
 mod moka_tinylfu;
 mod opt;
+mod regions;
 mod s3fifo;
+mod s3sketch;
 mod sieve;
 mod sim;
 mod sketch;
@@ -24,13 +28,15 @@ mod slot_index;
 mod slot_list;
 mod wtinylfu;
 
+pub use climber::ClimberConfig;
 pub use clock::Clock;
 pub use hotset::HotSet;
 pub use lfu::Lfu;
 pub use lru::Lru;
 pub use moka_tinylfu::MokaTinyLfu;
 pub use opt::{NEVER, Opt, next_uses};
-pub use s3fifo::S3Fifo;
+pub use s3fifo::{S3Fifo, S3FifoConfig};
+pub use s3sketch::{S3Sketch, S3SketchConfig};
 pub use sieve::Sieve;
 pub use sim::SimPolicy;
 pub use sketch::SketchConfig;
@@ -38,15 +44,15 @@ pub use wtinylfu::{WTinyLfu, WTinyLfuConfig};
 
 /// Names accepted by [`by_name`]: the slot policies the RAM tier can run.
 pub const POLICY_NAMES: &[&str] = &[
-    "wtinylfu", "lru", "clock", "sieve", "s3fifo", "lfu", "hotset",
+    "s3sketch", "wtinylfu", "lru", "clock", "sieve", "s3fifo", "lfu", "hotset",
 ];
 
 /// Name of the policy the RAM tier runs unless told otherwise.
-pub const DEFAULT_POLICY: &str = "wtinylfu";
+pub const DEFAULT_POLICY: &str = "s3sketch";
 
-/// The policy the RAM tier runs unless told otherwise: [`WTinyLfu`] with its default tuning.
+/// The policy the RAM tier runs unless told otherwise: [`S3Sketch`] with its default tuning.
 pub fn default_policy(capacity: usize) -> Box<dyn Policy> {
-    Box::new(WTinyLfu::new(capacity))
+    Box::new(S3Sketch::new(capacity))
 }
 
 /// The policy called `name` (see [`POLICY_NAMES`]), or `None` for an unknown name.
@@ -74,6 +80,7 @@ pub trait WithPolicy {
 /// unknown name. The one list of names and constructors, shared by [`by_name`].
 pub fn by_name_with<F: WithPolicy>(name: &str, capacity: usize, f: F) -> Option<F::Output> {
     Some(match name {
+        "s3sketch" => f.with(S3Sketch::new(capacity)),
         "wtinylfu" => f.with(WTinyLfu::new(capacity)),
         "lru" => f.with(Lru::new(capacity)),
         "clock" => f.with(Clock::new(capacity)),

@@ -2,26 +2,40 @@
 //! weight), as a [`SimPolicy`]. moka is not slot-based (it owns its values), so it can only be
 //! simulated, not paired with the RAM tier's arena.
 //!
-//! moka applies reads and writes to its policy in batches from internal buffers; after each
-//! insert this wrapper runs those pending tasks, so eviction and admission happen before the next
-//! access, as in a cache under no concurrency. Without that the cache overshoots its capacity
-//! between batches and the hit rate reads slightly high.
+//! moka applies reads and writes to its policy in batches from internal buffers, running its
+//! pending tasks itself once 64 writes or reads are buffered; until then the cache can hold more
+//! rows than its capacity. This wrapper runs them every `capacity / 1024` inserts (1 to 64), so the
+//! overshoot stays under 0.1% of the capacity (small caches would otherwise be flattered) and the
+//! schedule does not depend on timing. Running them after every insert instead
+//! (no overshoot of the capacity between batches) gave the same hit rate on the zh trace (32.45%
+//! against 32.48% at 1%) at a third of the speed. The hasher is the crate's `u64` mixer rather than
+//! SipHash, which only makes the simulation faster.
 
 use moka::sync::Cache;
 
 use super::SimPolicy;
+use crate::key_hash::KeyHashBuilder;
+
+/// Most inserts between explicit runs of moka's pending tasks (moka's own flush point).
+const RUN_EVERY_MAX: u64 = 64;
 
 /// moka's `sync::Cache<u64, ()>` bounded to a number of rows.
 #[derive(Debug)]
 pub struct MokaTinyLfu {
-    cache: Cache<u64, ()>,
+    cache: Cache<u64, (), KeyHashBuilder>,
+    inserts: u64,
+    run_every: u64,
 }
 
 impl MokaTinyLfu {
     /// A moka cache of at most `capacity` rows.
     pub fn new(capacity: usize) -> Self {
         Self {
-            cache: Cache::new(capacity as u64),
+            cache: Cache::builder()
+                .max_capacity(capacity as u64)
+                .build_with_hasher(KeyHashBuilder),
+            inserts: 0,
+            run_every: (capacity as u64 / 1024).clamp(1, RUN_EVERY_MAX),
         }
     }
 
@@ -47,7 +61,10 @@ impl SimPolicy for MokaTinyLfu {
             return true;
         }
         self.cache.insert(key, ());
-        self.cache.run_pending_tasks();
+        self.inserts += 1;
+        if self.inserts.is_multiple_of(self.run_every) {
+            self.cache.run_pending_tasks();
+        }
         false
     }
 

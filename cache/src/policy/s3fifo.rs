@@ -9,8 +9,23 @@ use std::collections::VecDeque;
 use super::slot_index::SlotIndex;
 use super::{Admitted, Policy};
 
-/// Fraction of the slots given to the small queue.
-const SMALL_FRACTION: f64 = 0.1;
+/// Tuning of [`S3Fifo`]; the defaults are the paper's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct S3FifoConfig {
+    /// Fraction of the slots given to the small queue. Default 0.1.
+    pub small_fraction: f64,
+    /// Ghost entries per slot of the main queue. Default 1.
+    pub ghost_factor: f64,
+}
+
+impl Default for S3FifoConfig {
+    fn default() -> Self {
+        Self {
+            small_fraction: 0.1,
+            ghost_factor: 1.0,
+        }
+    }
+}
 /// Hit counters saturate here.
 const MAX_FREQ: u8 = 3;
 
@@ -29,13 +44,19 @@ pub struct S3Fifo {
 impl S3Fifo {
     /// An S3-FIFO policy with `capacity` slots.
     pub fn new(capacity: usize) -> Self {
-        let small_target = ((capacity as f64 * SMALL_FRACTION).round() as usize).max(1);
+        Self::with_config(capacity, S3FifoConfig::default())
+    }
+
+    /// An S3-FIFO policy with `capacity` slots tuned by `config`.
+    pub fn with_config(capacity: usize, config: S3FifoConfig) -> Self {
+        let small_target = ((capacity as f64 * config.small_fraction).round() as usize).max(1);
+        let ghost = (capacity.saturating_sub(small_target) as f64 * config.ghost_factor) as usize;
         Self {
             index: SlotIndex::new(capacity),
             freq: vec![0; capacity].into_boxed_slice(),
             small: VecDeque::with_capacity(capacity),
             main: VecDeque::with_capacity(capacity),
-            ghost: Ghost::new(capacity.saturating_sub(small_target).max(1)),
+            ghost: Ghost::new(ghost.max(1)),
             small_target,
             capacity,
         }

@@ -107,7 +107,67 @@ impl Policy for Sieve {
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
     use super::*;
+
+    /// SIEVE as the paper states it, over a `Vec` (oldest first) and a hand index.
+    struct Reference {
+        queue: Vec<(u64, bool)>,
+        hand: usize,
+        capacity: usize,
+    }
+
+    impl Reference {
+        fn access(&mut self, key: u64) -> bool {
+            if let Some(e) = self.queue.iter_mut().find(|e| e.0 == key) {
+                e.1 = true;
+                return true;
+            }
+            if self.queue.len() == self.capacity {
+                loop {
+                    if self.hand >= self.queue.len() {
+                        self.hand = 0;
+                    }
+                    if self.queue[self.hand].1 {
+                        self.queue[self.hand].1 = false;
+                        self.hand += 1;
+                    } else {
+                        // The hand stays on the index, which now holds the next newer entry;
+                        // past the newest, it starts again from the oldest.
+                        self.queue.remove(self.hand);
+                        if self.hand == self.queue.len() {
+                            self.hand = 0;
+                        }
+                        break;
+                    }
+                }
+            }
+            self.queue.push((key, false));
+            false
+        }
+    }
+
+    #[test]
+    fn matches_the_reference_on_random_traces() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for capacity in [1usize, 2, 5, 16] {
+            let mut sieve = Sieve::new(capacity);
+            let mut reference = Reference {
+                queue: Vec::new(),
+                hand: 0,
+                capacity,
+            };
+            for i in 0..5000 {
+                let key = rng.random_range(0..capacity as u64 * 3);
+                let hit = sieve.get(key).is_some();
+                if !hit {
+                    sieve.insert(key);
+                }
+                assert_eq!(hit, reference.access(key), "capacity {capacity} access {i}");
+            }
+        }
+    }
 
     #[test]
     fn keeps_visited_keys_in_place() {

@@ -22,7 +22,7 @@ const DOOR_HASHES: usize = 2;
 /// Seed that keeps the sketch's hash independent of the slot index's.
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// Sizing of a [`FrequencySketch`], per cached row.
+/// Sizing of a frequency sketch (4-bit count-min with a doorkeeper), per cached row.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SketchConfig {
     /// 4-bit counters per cached row (rounded up to whole blocks of 128).

@@ -6,8 +6,12 @@
 //! not match are rejected without touching the key. Keys live once, in a slot -> key array that
 //! the policies need anyway to name the key they evict. Linear probing with backward-shift
 //! deletion keeps the table free of tombstones, and bucket homes come from a multiply-shift
-//! range reduction, so the bucket count need not be a power of two: at the default load the
-//! index costs 8 bytes of key plus 5 bytes of buckets per slot.
+//! range reduction, so the bucket count need not be a power of two.
+//!
+//! The key array holds `u32`s while every key inserted so far fits (row ids of tables of up to
+//! 4G rows, which covers Engram-27B's 36M rows per layer), and widens to `u64`s, once, the first
+//! time a larger key arrives. At the default load the index costs 4 bytes of key (8 once wide)
+//! plus 5 bytes of buckets per slot.
 
 use crate::key_hash::mix64;
 
@@ -20,9 +24,54 @@ const BUCKETS_DEN: usize = 4;
 #[derive(Debug)]
 pub(crate) struct SlotIndex {
     buckets: Box<[u32]>,
-    keys: Box<[u64]>,
+    keys: Keys,
     slot_bits: u32,
     len: usize,
+}
+
+/// The slot -> key array, narrow until a key needs 64 bits.
+#[derive(Debug)]
+enum Keys {
+    Narrow(Box<[u32]>),
+    Wide(Box<[u64]>),
+}
+
+impl Keys {
+    #[inline]
+    fn get(&self, slot: usize) -> u64 {
+        match self {
+            Self::Narrow(k) => u64::from(k[slot]),
+            Self::Wide(k) => k[slot],
+        }
+    }
+
+    fn set(&mut self, slot: usize, key: u64) {
+        match self {
+            Self::Narrow(k) => match u32::try_from(key) {
+                Ok(narrow) => k[slot] = narrow,
+                Err(_) => {
+                    let mut wide: Box<[u64]> = k.iter().map(|&n| u64::from(n)).collect();
+                    wide[slot] = key;
+                    *self = Self::Wide(wide);
+                }
+            },
+            Self::Wide(k) => k[slot] = key,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Narrow(k) => k.len(),
+            Self::Wide(k) => k.len(),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Narrow(k) => std::mem::size_of_val(&**k),
+            Self::Wide(k) => std::mem::size_of_val(&**k),
+        }
+    }
 }
 
 impl SlotIndex {
@@ -43,7 +92,7 @@ impl SlotIndex {
         let slot_bits = u32::BITS - (capacity as u32).leading_zeros();
         Self {
             buckets: vec![0; buckets].into_boxed_slice(),
-            keys: vec![0; capacity].into_boxed_slice(),
+            keys: Keys::Narrow(vec![0; capacity].into_boxed_slice()),
             slot_bits,
             len: 0,
         }
@@ -56,13 +105,13 @@ impl SlotIndex {
 
     /// Heap bytes held (buckets and the slot -> key array).
     pub(crate) fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.buckets) + std::mem::size_of_val(&*self.keys)
+        std::mem::size_of_val(&*self.buckets) + self.keys.heap_bytes()
     }
 
     /// The key last stored in `slot` (meaningful only while the slot is in use).
     #[inline]
     pub(crate) fn key(&self, slot: u32) -> u64 {
-        self.keys[slot as usize]
+        self.keys.get(slot as usize)
     }
 
     /// The slot of `key`, if present.
@@ -81,7 +130,7 @@ impl SlotIndex {
             i = self.next(i);
         }
         self.buckets[i] = self.entry(hash, slot);
-        self.keys[slot as usize] = key;
+        self.keys.set(slot as usize, key);
         self.len += 1;
     }
 
@@ -117,7 +166,7 @@ impl SlotIndex {
             }
             if entry & !slot_mask == tag {
                 let slot = (entry & slot_mask) - 1;
-                if self.keys[slot as usize] == key {
+                if self.keys.get(slot as usize) == key {
                     return Some((i, slot));
                 }
             }
@@ -137,7 +186,7 @@ impl SlotIndex {
                 break;
             }
             let slot = (entry & slot_mask) - 1;
-            let home = self.home(mix64(self.keys[slot as usize]));
+            let home = self.home(mix64(self.keys.get(slot as usize)));
             // The entry may move into the hole unless its home lies cyclically in (hole, i].
             let stays = if hole <= i {
                 hole < home && home <= i
@@ -199,9 +248,15 @@ mod tests {
             let mut index = SlotIndex::new(capacity);
             let mut model: HashMap<u64, u32> = HashMap::new();
             let mut free: Vec<u32> = (0..capacity as u32).collect();
-            for _ in 0..20_000 {
-                // Small key range so that hits, collisions and removals all happen.
-                let key = rng.random_range(0..capacity as u64 * 3);
+            for step in 0..20_000 {
+                // Small key range so that hits, collisions and removals all happen; late in the
+                // run some keys need 64 bits, which widens the key array mid-way.
+                let key = rng.random_range(0..capacity as u64 * 3)
+                    + if step > 15_000 && step % 2 == 0 {
+                        1 << 33
+                    } else {
+                        0
+                    };
                 assert_eq!(index.get(key), model.get(&key).copied(), "key {key}");
                 match model.get(&key).copied() {
                     Some(slot) if rng.random_bool(0.5) => {
@@ -239,9 +294,26 @@ mod tests {
     }
 
     #[test]
-    fn costs_thirteen_bytes_per_slot() {
-        let index = SlotIndex::new(1 << 20);
-        let per_slot = index.heap_bytes() as f64 / f64::from(1u32 << 20);
-        assert!((13.0..13.01).contains(&per_slot), "{per_slot}");
+    fn costs_nine_bytes_per_slot_until_a_key_needs_64_bits() {
+        let mut index = SlotIndex::new(1 << 20);
+        let per_slot = |i: &SlotIndex| i.heap_bytes() as f64 / f64::from(1u32 << 20);
+        assert!(
+            (9.0..9.01).contains(&per_slot(&index)),
+            "{}",
+            per_slot(&index)
+        );
+        index.insert(7, 0);
+        index.insert(u64::from(u32::MAX), 1);
+        assert!(per_slot(&index) < 9.01, "u32::MAX still fits");
+        index.insert(1 << 40, 2);
+        assert!(
+            (13.0..13.01).contains(&per_slot(&index)),
+            "{}",
+            per_slot(&index)
+        );
+        assert_eq!(index.get(7), Some(0));
+        assert_eq!(index.get(u64::from(u32::MAX)), Some(1));
+        assert_eq!(index.get(1 << 40), Some(2));
+        assert_eq!(index.key(2), 1 << 40);
     }
 }

@@ -1,37 +1,29 @@
-//! W-TinyLFU over CLOCK in a few bytes per row: the RAM tier's default policy.
+//! W-TinyLFU over CLOCK (after Einziger, Friedman and Manes, "TinyLFU", 2017, and Caffeine), in
+//! a few bytes per row: the compact counterpart of the moka baseline.
 //!
-//! Shape (after Einziger, Friedman and Manes, "TinyLFU", 2017, and Caffeine):
-//! - Every missed key is admitted to a small *window* (a FIFO ring of slots), which catches
-//!   bursts of recency: a row used by the next few tokens of a document.
-//! - A key leaving the window competes with the *main* region's victim: it stays (moving to the
-//!   main region in place, its slot unchanged) only if its estimated frequency is higher;
-//!   otherwise it is evicted. So one-off keys never displace popular ones.
+//! - Every missed key is admitted to a small *window* (1% of the slots, a FIFO), which catches
+//!   bursts of recency.
+//! - A key leaving the window competes with the *main* region's CLOCK victim: it stays (moving
+//!   to the main region in place) only if its estimated frequency is higher; otherwise it is
+//!   evicted. So one-off keys never displace popular ones.
 //! - The main region is CLOCK with a 2-bit counter per slot instead of Caffeine's segmented LRU,
-//!   which would cost two links per slot; window slots are marked in the same byte and skipped
-//!   by the hand.
-//! - Frequencies come from a [`FrequencySketch`] (4-bit count-min with a doorkeeper, aged by
-//!   halving), fed by every `get`.
+//!   which would cost two links per slot.
+//! - Frequencies come from a 4-bit count-min sketch with a doorkeeper (see [`SketchConfig`]),
+//!   fed by every `get`.
 //!
-//! Slots never move: when the window's candidate wins, the main victim's slot is the one handed
-//! to the new key, so the arena never copies row bytes. The index is a [`SlotIndex`].
+//! On the Engram traces the fixed small window loses to recency-leaning policies; the default,
+//! [`super::S3Sketch`], keeps the sketch but changes the admission rule and adapts the window.
 
+use super::regions::Regions;
 use super::sketch::{FrequencySketch, SketchConfig};
-use super::slot_index::SlotIndex;
 use super::{Admitted, Policy};
 
-/// Slot metadata bit: the slot belongs to the window.
-const WINDOW: u8 = 0x80;
-/// Slot metadata bits: the CLOCK counter.
-const COUNTER: u8 = 0x03;
-
-/// Tuning of [`WTinyLfu`]; the defaults are the ones measured on the Engram traces.
+/// Tuning of [`WTinyLfu`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WTinyLfuConfig {
     /// Fraction of the slots in the window (rounded; at most all but one slot). Default 0.01.
     pub window_fraction: f64,
-    /// CLOCK counter ceiling in the main region, 0 to 3 (0 makes it FIFO). Default 3.
-    pub clock_max: u8,
-    /// Frequency sketch sizing.
+    /// Frequency sketch sizing. Default [`SketchConfig::default`].
     pub sketch: SketchConfig,
 }
 
@@ -39,7 +31,6 @@ impl Default for WTinyLfuConfig {
     fn default() -> Self {
         Self {
             window_fraction: 0.01,
-            clock_max: 3,
             sketch: SketchConfig::default(),
         }
     }
@@ -48,15 +39,8 @@ impl Default for WTinyLfuConfig {
 /// W-TinyLFU with a CLOCK main region over a fixed number of slots (see the module doc).
 #[derive(Debug)]
 pub struct WTinyLfu {
-    index: SlotIndex,
-    meta: Box<[u8]>,
-    window: Box<[u32]>,
-    window_head: usize,
-    window_len: usize,
-    hand: usize,
-    clock_max: u8,
+    regions: Regions,
     sketch: FrequencySketch,
-    capacity: usize,
 }
 
 impl WTinyLfu {
@@ -67,62 +51,14 @@ impl WTinyLfu {
 
     /// A policy of `capacity` slots tuned by `config`.
     pub fn with_config(capacity: usize, config: WTinyLfuConfig) -> Self {
-        let window = ((capacity as f64 * config.window_fraction).round() as usize)
-            .min(capacity.saturating_sub(1));
+        let window = (capacity as f64 * config.window_fraction).round() as usize;
         Self {
-            index: SlotIndex::new(capacity),
-            meta: vec![0; capacity].into_boxed_slice(),
-            window: vec![0; window].into_boxed_slice(),
-            window_head: 0,
-            window_len: 0,
-            hand: 0,
-            clock_max: config.clock_max.min(COUNTER),
+            regions: Regions::new(capacity, window, 3),
             sketch: FrequencySketch::new(capacity, config.sketch),
-            capacity,
         }
     }
 
-    /// Appends `slot` to the window; the window must have room.
-    fn window_push(&mut self, slot: u32) {
-        debug_assert!(self.window_len < self.window.len());
-        let at = (self.window_head + self.window_len) % self.window.len();
-        self.window[at] = slot;
-        self.window_len += 1;
-        self.meta[slot as usize] = WINDOW;
-    }
-
-    /// Takes the oldest window slot (the window must not be empty); it is marked main.
-    fn window_pop(&mut self) -> u32 {
-        debug_assert!(self.window_len > 0);
-        let slot = self.window[self.window_head];
-        self.window_head = (self.window_head + 1) % self.window.len();
-        self.window_len -= 1;
-        self.meta[slot as usize] &= COUNTER;
-        slot
-    }
-
-    /// Sweeps the CLOCK hand over the main region to a slot whose counter is zero.
-    fn clock_victim(&mut self) -> u32 {
-        loop {
-            let slot = self.hand;
-            self.hand = if slot + 1 == self.capacity {
-                0
-            } else {
-                slot + 1
-            };
-            let m = self.meta[slot];
-            if m & WINDOW != 0 {
-                continue;
-            }
-            if m & COUNTER != 0 {
-                self.meta[slot] = m - 1;
-                continue;
-            }
-            return slot as u32;
-        }
-    }
-
-    /// True if the key in `candidate` should displace the key in `victim`.
+    /// True if the key `candidate` should displace the key `victim`.
     fn admits(&self, candidate: u64, victim: u64) -> bool {
         self.sketch.estimate(candidate) > self.sketch.estimate(victim)
     }
@@ -134,75 +70,65 @@ impl Policy for WTinyLfu {
     }
 
     fn capacity(&self) -> usize {
-        self.capacity
+        self.regions.capacity()
     }
 
     fn len(&self) -> usize {
-        self.index.len()
+        self.regions.len()
     }
 
     fn get(&mut self, key: u64) -> Option<u32> {
         self.sketch.increment(key);
-        let slot = self.index.get(key)?;
-        let m = &mut self.meta[slot as usize];
-        if *m & COUNTER < self.clock_max {
-            *m += 1;
-        }
+        let slot = self.regions.slot(key)?;
+        self.regions.touch(slot);
         Some(slot)
     }
 
     fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
+        self.regions.slot(key).is_some()
     }
 
     fn insert(&mut self, key: u64) -> Option<Admitted> {
-        if self.capacity == 0 {
+        let capacity = self.regions.capacity();
+        if capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        if self.window.is_empty() {
-            // Too small for a window: TinyLFU admission straight into the CLOCK region.
-            if len < self.capacity {
-                let slot = len as u32;
-                self.index.insert(key, slot);
-                return Some(Admitted {
-                    slot,
-                    evicted: None,
-                });
-            }
-            let victim = self.clock_victim();
-            if !self.admits(key, self.index.key(victim)) {
-                return None;
-            }
-            let evicted = self.index.replace(victim, key);
-            self.meta[victim as usize] = 0;
-            return Some(Admitted {
-                slot: victim,
-                evicted: Some(evicted),
-            });
-        }
-        if len < self.capacity {
+        let window = self.regions.max_window();
+        if self.regions.len() < capacity {
             // Filling up: the window's oldest key moves to the main region while it has room.
-            if self.window_len == self.window.len() {
-                self.window_pop();
+            let slot = self.regions.fill(key);
+            if window > 0 {
+                if self.regions.window_len() == window {
+                    self.regions.window_pop();
+                }
+                self.regions.window_push(slot);
             }
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            self.window_push(slot);
             return Some(Admitted {
                 slot,
                 evicted: None,
             });
         }
-        let candidate = self.window_pop();
-        let victim = self.clock_victim();
-        let loser = if self.admits(self.index.key(candidate), self.index.key(victim)) {
+        if window == 0 {
+            // Too small for a window: TinyLFU admission straight into the CLOCK region.
+            let victim = self.regions.clock_victim();
+            if !self.admits(key, self.regions.key(victim)) {
+                return None;
+            }
+            let evicted = self.regions.replace(victim, key);
+            return Some(Admitted {
+                slot: victim,
+                evicted: Some(evicted),
+            });
+        }
+        let candidate = self.regions.window_pop();
+        let victim = self.regions.clock_victim();
+        let loser = if self.admits(self.regions.key(candidate), self.regions.key(victim)) {
             victim
         } else {
             candidate
         };
-        let evicted = self.index.replace(loser, key);
-        self.window_push(loser);
+        let evicted = self.regions.replace(loser, key);
+        self.regions.window_push(loser);
         Some(Admitted {
             slot: loser,
             evicted: Some(evicted),
@@ -210,11 +136,7 @@ impl Policy for WTinyLfu {
     }
 
     fn metadata_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.index.heap_bytes()
-            + std::mem::size_of_val(&*self.meta)
-            + std::mem::size_of_val(&*self.window)
-            + self.sketch.heap_bytes()
+        std::mem::size_of::<Self>() + self.regions.heap_bytes() + self.sketch.heap_bytes()
     }
 
     fn frequency(&self, key: u64) -> u32 {
@@ -225,13 +147,10 @@ impl Policy for WTinyLfu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::SimPolicy;
 
     fn access(p: &mut WTinyLfu, key: u64) -> bool {
-        if p.get(key).is_some() {
-            return true;
-        }
-        p.insert(key);
-        false
+        p.access(key)
     }
 
     #[test]
