@@ -155,12 +155,16 @@ def main() -> None:
 
     try:
         cuda_region = client.register_cuda_tensor(out)
-    except EngramStoreError as e:
+    except (EngramStoreError, ValueError) as e:
         fail(
             f"RegisterRegion(cuda_ipc) failed: {e}. The server needs --features cuda, "
             f"--gpu-budget and --gpu-device {args.device}, on this machine"
         )
-    shm = client.shm_region(args.batch * info.row_bytes)
+    try:
+        shm = client.shm_region(args.batch * info.row_bytes)
+    except (EngramStoreError, OSError) as e:
+        cuda_region.close()
+        fail(f"RegisterRegion(shm) failed: {e}")
     shm_u8 = shm.array(np.uint8)
     shm_t = torch.from_numpy(shm_u8)
     registered = False
@@ -219,6 +223,14 @@ def main() -> None:
                 fail(f"path {label} delivered rows that differ from Lookup")
         report["verified"] = True
 
+        tier = client.stats().tiers.get("gpu")
+        hot_bytes = hot.size * info.row_bytes
+        if tier is not None and tier["capacity_bytes"] and hot_bytes > 0.7 * tier["capacity_bytes"]:
+            fail(
+                f"the hot set ({hot.size} rows, {hot_bytes} B) does not fit the VRAM tier "
+                f"({tier['capacity_bytes']} device bytes): lower --hot-rows"
+            )
+
         # Warm the VRAM tier: bring the hot set to RAM, make it the most counted, wait for the
         # refresh, until a batch's VRAM hit fraction stops rising.
         client.prefetch(name, hot).result(timeout=args.timeout)
@@ -244,11 +256,18 @@ def main() -> None:
                 f"no VRAM hit after {args.warmup_timeout:.0f} s of warm-up; hit fractions {history}"
             )
 
+        gpu_tier = client.stats().tiers.get("gpu")
+        if gpu_tier is not None:
+            report["gpu_tier"] = {
+                k: gpu_tier[k] for k in ("resident_rows", "resident_bytes", "capacity_bytes")
+            }
+
         paths = {"cuda_ipc": via_cuda_ipc, "inline": via_inline, "shm": via_shm}
         results: dict[str, dict[str, Any]] = {}
         gpu_hits = rows_ipc = 0
         for label, fn in paths.items():
             fn(batches[0])  # one untimed call
+            client.stats(reset=True)
             rates, lats = [], []
             for _ in range(args.runs):
                 rate, lat, res = timed(fn, args.iters, batches)
@@ -257,10 +276,13 @@ def main() -> None:
                 if label == "cuda_ipc":
                     gpu_hits += sum(r.gpu_hits for r in res)
                     rows_ipc += sum(int(r) for r in res)
+            tier = client.stats().tiers.get("gpu")
             results[label] = {
                 "rows_per_s": float(np.median(rates)),
                 "rows_per_s_runs": [round(r) for r in rates],
                 **percentiles(lats),
+                # The server's VRAM tier serves the host paths too (gathered to host memory).
+                "server_gpu_hit_rate": None if tier is None else tier["hit_rate"],
             }
         report["paths"] = results
         report["vram_hit_fraction"] = gpu_hits / max(1, rows_ipc)

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
+use engram_store::engine::DedupedIds;
 use engram_store::group::{GroupFiles, layer_table_name};
 use engram_store_client::{Client, proto as pb, token_sequence};
 use engram_store_hashing::{CompressionMap, LayerHasher};
@@ -55,15 +56,25 @@ pub struct NgramsArgs {
     /// Requests per measured pass; 0: every request the trace makes, once.
     #[arg(long, default_value_t = 0)]
     pub requests: usize,
-    /// Measured runs; each times both paths over the same requests, alternating which goes first.
+    /// Measured runs; each times both paths over the same requests.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Requests per segment: a run alternates the paths every segment, over the same requests.
+    #[arg(long, default_value_t = 20)]
+    pub segment: usize,
+    /// The server's process id (a server on this machine): its CPU time per row is measured
+    /// for each path, which a shared machine's load disturbs far less than throughput.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Untimed passes of both paths first (they fill the server's RAM tier alike).
     #[arg(long, default_value_t = 1)]
     pub warmup_passes: usize,
     /// Requests checked byte for byte (LookupNgrams against Lookup) before timing.
     #[arg(long, default_value_t = 4)]
     pub verify: usize,
+    /// Requests over which LookupNgrams' extra work (hash, dedupe, copies) is timed here.
+    #[arg(long, default_value_t = 50)]
+    pub attribute: usize,
 }
 
 /// One request in both forms.
@@ -91,6 +102,8 @@ pub struct PassResult {
     pub p50_us: f64,
     /// 99th percentile request latency, microseconds.
     pub p99_us: f64,
+    /// Server CPU time per row, nanoseconds (0 without `--server-pid`).
+    pub server_cpu_ns_per_row: f64,
 }
 
 /// One run: both paths over the same requests.
@@ -107,6 +120,11 @@ impl RunResult {
     pub fn ratio(&self) -> f64 {
         self.ngrams.rows_per_s / self.lookup.rows_per_s
     }
+
+    /// Server CPU per row of LookupNgrams over that of Lookup (NaN without `--server-pid`).
+    pub fn cpu_ratio(&self) -> f64 {
+        self.ngrams.server_cpu_ns_per_row / self.lookup.server_cpu_ns_per_row
+    }
 }
 
 /// What the benchmark measured.
@@ -118,6 +136,8 @@ pub struct NgramsReport {
     pub requests: usize,
     /// Every run.
     pub runs: Vec<RunResult>,
+    /// LookupNgrams' extra work per request, timed locally.
+    pub attribution: Attribution,
 }
 
 impl NgramsReport {
@@ -134,6 +154,11 @@ impl NgramsReport {
     /// Median of the per-run ratios.
     pub fn ratio(&self) -> f64 {
         median(self.runs.iter().map(RunResult::ratio).collect())
+    }
+
+    /// Median of the per-run server CPU ratios.
+    pub fn cpu_ratio(&self) -> f64 {
+        median(self.runs.iter().map(RunResult::cpu_ratio).collect())
     }
 }
 
@@ -218,27 +243,90 @@ fn make_batches(raw: &[u32], docs: &[u64], shape: &Shape<'_>) -> Result<Vec<Batc
     Ok(batches)
 }
 
-/// Times `requests` requests of one path, `concurrency` in flight, cycling through `batches`.
-async fn pass(
-    client: &Client,
-    table: &Arc<str>,
-    batches: &Arc<Vec<Batch>>,
-    path: Route,
-    requests: usize,
+/// What one path did in one segment.
+#[derive(Debug, Default)]
+struct Tally {
+    rows: usize,
+    wall: Duration,
+    latencies: Vec<Duration>,
+    /// Server CPU time, when its process is known.
+    server_cpu: Duration,
+}
+
+impl Tally {
+    fn result(mut self) -> PassResult {
+        self.latencies.sort_unstable();
+        PassResult {
+            rows_per_s: self.rows as f64 / self.wall.as_secs_f64().max(1e-9),
+            p50_us: quantile_us(&self.latencies, 0.50),
+            p99_us: quantile_us(&self.latencies, 0.99),
+            server_cpu_ns_per_row: self.server_cpu.as_secs_f64() * 1e9 / self.rows.max(1) as f64,
+        }
+    }
+}
+
+/// CPU time (user + system) of process `pid` so far, from /proc/PID/stat.
+fn process_cpu(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("parse {path}"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("field {} of {path}", i + 3))
+    };
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
+    Ok(Duration::from_secs_f64(
+        (ticks(11)? + ticks(12)?) as f64 / hz as f64,
+    ))
+}
+
+/// What the timed requests go to and how.
+#[derive(Debug, Clone)]
+struct Target {
+    client: Client,
+    table: Arc<str>,
+    batches: Arc<Vec<Batch>>,
     concurrency: usize,
-) -> Result<PassResult> {
-    let next = Arc::new(AtomicUsize::new(0));
+    server_pid: Option<u32>,
+}
+
+/// Runs requests `range` (indices into the batches, cycling) of one path, `concurrency` in
+/// flight, adding what it measured to `tally`.
+async fn segment(
+    target: &Target,
+    path: Route,
+    range: std::ops::Range<usize>,
+    tally: &mut Tally,
+) -> Result<()> {
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let end = range.end;
+    let server_pid = target.server_pid;
+    let cpu_before = server_pid.map(process_cpu).transpose()?;
     let start = Instant::now();
-    let mut workers = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency.max(1) {
-        let (client, table, batches, next) =
-            (client.clone(), table.clone(), batches.clone(), next.clone());
+    let mut workers = Vec::with_capacity(target.concurrency);
+    for _ in 0..target.concurrency.max(1) {
+        let (client, table, batches, next) = (
+            target.client.clone(),
+            target.table.clone(),
+            target.batches.clone(),
+            next.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut rows = 0usize;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests {
+                if i >= end {
                     return Ok::<_, anyhow::Error>((latencies, rows));
                 }
                 let b = &batches[i % batches.len()];
@@ -264,19 +352,46 @@ async fn pass(
             }
         }));
     }
-    let mut latencies = Vec::with_capacity(requests);
-    let mut rows = 0;
     for w in workers {
         let (l, r) = w.await.context("benchmark worker")??;
-        latencies.extend(l);
-        rows += r;
+        tally.latencies.extend(l);
+        tally.rows += r;
     }
-    let wall = start.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    Ok(PassResult {
-        rows_per_s: rows as f64 / wall,
-        p50_us: quantile_us(&latencies, 0.50),
-        p99_us: quantile_us(&latencies, 0.99),
+    tally.wall += start.elapsed();
+    if let (Some(pid), Some(before)) = (server_pid, cpu_before) {
+        tally.server_cpu += process_cpu(pid)?.saturating_sub(before);
+    }
+    Ok(())
+}
+
+/// One run: segments of `segment_len` requests, each done by both paths back to back (which
+/// goes first alternates), so that both see the same load on a shared machine.
+async fn run_once(
+    target: &Target,
+    requests: usize,
+    segment_len: usize,
+    first: usize,
+) -> Result<RunResult> {
+    let (mut ngrams, mut lookup) = (Tally::default(), Tally::default());
+    let step = segment_len.max(1);
+    for (k, at) in (0..requests).step_by(step).enumerate() {
+        let range = at..(at + step).min(requests);
+        let order = if (k + first).is_multiple_of(2) {
+            [Route::Ngrams, Route::Lookup]
+        } else {
+            [Route::Lookup, Route::Ngrams]
+        };
+        for path in order {
+            let tally = match path {
+                Route::Ngrams => &mut ngrams,
+                Route::Lookup => &mut lookup,
+            };
+            segment(target, path, range.clone(), tally).await?;
+        }
+    }
+    Ok(RunResult {
+        ngrams: ngrams.result(),
+        lookup: lookup.result(),
     })
 }
 
@@ -288,8 +403,89 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Loads the group and the trace, makes the requests and checks the first ones.
-async fn prepare(args: &NgramsArgs, client: &Client) -> Result<(Arc<str>, Arc<Vec<Batch>>, f64)> {
+/// The per-request work LookupNgrams adds to a Lookup of the same ids, timed here on one core
+/// with the server's own code paths: compress and hash the tokens, dedupe the ids, copy each
+/// duplicate row from its first position.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attribution {
+    /// Requests timed.
+    pub requests: usize,
+    /// Compressing and hashing a request's tokens, microseconds.
+    pub hash_us: f64,
+    /// Deduping a request's row ids, microseconds.
+    pub dedupe_us: f64,
+    /// Copying the duplicate rows of a request, microseconds.
+    pub copy_us: f64,
+    /// Distinct ids over ids, averaged over requests.
+    pub distinct_in_request: f64,
+}
+
+/// Times the work of [`Attribution`] over the first `n` requests.
+fn attribute(
+    batches: &[Batch],
+    shape: &Shape<'_>,
+    row_bytes: usize,
+    n: usize,
+) -> Result<Attribution> {
+    let n = n.min(batches.len());
+    let mut a = Attribution {
+        requests: n,
+        ..Attribution::default()
+    };
+    if n == 0 {
+        return Ok(a);
+    }
+    let (mut tokens, mut context, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = vec![0u8; batches[0].ids.len() * row_bytes];
+    for b in &batches[..n] {
+        let t = Instant::now();
+        let mut ids = Vec::with_capacity(b.ids.len());
+        for s in &b.ngrams.sequences {
+            shape.map.compress_into(&s.tokens, &mut tokens)?;
+            shape.map.compress_into(&s.context, &mut context)?;
+            shape.hasher.row_ids_into(&tokens, &context, &mut rows)?;
+            ids.extend_from_slice(&rows);
+        }
+        a.hash_us += t.elapsed().as_secs_f64() * 1e6;
+        ensure!(ids == b.ids, "local hashing is not deterministic");
+        let t = Instant::now();
+        let deduped = DedupedIds::new(&ids);
+        a.dedupe_us += t.elapsed().as_secs_f64() * 1e6;
+        out.resize(ids.len() * row_bytes, 0);
+        let t = Instant::now();
+        for (position, &k) in deduped.index().iter().enumerate() {
+            let from = deduped.first()[k];
+            if from != position {
+                out.copy_within(
+                    from * row_bytes..(from + 1) * row_bytes,
+                    position * row_bytes,
+                );
+            }
+        }
+        a.copy_us += t.elapsed().as_secs_f64() * 1e6;
+        a.distinct_in_request += deduped.distinct().len() as f64 / ids.len().max(1) as f64;
+    }
+    let k = n as f64;
+    a.hash_us /= k;
+    a.dedupe_us /= k;
+    a.copy_us /= k;
+    a.distinct_in_request /= k;
+    Ok(a)
+}
+
+/// What [`prepare`] makes.
+#[derive(Debug)]
+struct Prepared {
+    table: Arc<str>,
+    batches: Arc<Vec<Batch>>,
+    /// Distinct row ids over row ids, over the whole trace.
+    distinct: f64,
+    attribution: Attribution,
+}
+
+/// Loads the group and the trace, makes the requests, checks the first ones and times what
+/// LookupNgrams adds per request.
+async fn prepare(args: &NgramsArgs, client: &Client) -> Result<Prepared> {
     let group = GroupFiles::load(&args.data, &args.group)
         .with_context(|| format!("load group {:?} from {}", args.group, args.data.display()))?;
     let layer = match args.layer {
@@ -326,6 +522,7 @@ async fn prepare(args: &NgramsArgs, client: &Client) -> Result<(Arc<str>, Arc<Ve
         all.dedup();
         all.len() as f64 / total as f64
     };
+    let mut row_bytes = 0;
     for (i, b) in batches.iter().take(args.verify).enumerate() {
         let by_ngrams = client.lookup_ngrams_request(b.ngrams.clone()).await?;
         let by_ids = client.lookup(&table, &b.ids).await?;
@@ -333,8 +530,20 @@ async fn prepare(args: &NgramsArgs, client: &Client) -> Result<(Arc<str>, Arc<Ve
             by_ngrams.bytes() == by_ids.bytes(),
             "request {i}: LookupNgrams and Lookup of the local row ids differ"
         );
+        row_bytes = by_ids.row_bytes();
     }
-    Ok((table, Arc::new(batches), distinct))
+    let row_bytes = if row_bytes == 0 {
+        client.describe_table(&table).await?.row_bytes as usize
+    } else {
+        row_bytes
+    };
+    let attribution = attribute(&batches, &shape, row_bytes, args.attribute)?;
+    Ok(Prepared {
+        table,
+        batches: Arc::new(batches),
+        distinct,
+        attribution,
+    })
 }
 
 /// Runs the benchmark, printing its report as it goes.
@@ -347,7 +556,12 @@ pub async fn run(args: &NgramsArgs) -> Result<NgramsReport> {
     let client = Client::connect(addr.clone())
         .await
         .with_context(|| format!("connect to {addr}"))?;
-    let (table, batches, distinct) = prepare(args, &client).await?;
+    let Prepared {
+        table,
+        batches,
+        distinct,
+        attribution,
+    } = prepare(args, &client).await?;
     let rows_per_request = batches[0].ids.len();
     let requests = if args.requests == 0 {
         batches.len()
@@ -372,51 +586,58 @@ pub async fn run(args: &NgramsArgs) -> Result<NgramsReport> {
         distinct * 100.0,
         args.verify.min(batches.len())
     );
+    println!(
+        "LookupNgrams' extra work per request, timed here on one core over {} requests: \
+         compress+hash {:.0} us, dedupe {:.0} us, duplicate copies {:.0} us; distinct ids \
+         {:.1}% of a request's",
+        attribution.requests,
+        attribution.hash_us,
+        attribution.dedupe_us,
+        attribution.copy_us,
+        attribution.distinct_in_request * 100.0
+    );
     println!("load average (1 min) at start: {}", load_average());
+    let target = Target {
+        client: client.clone(),
+        table: table.clone(),
+        batches: batches.clone(),
+        concurrency: args.concurrency,
+        server_pid: args.server_pid,
+    };
     for _ in 0..args.warmup_passes {
         for path in [Route::Ngrams, Route::Lookup] {
-            pass(&client, &table, &batches, path, requests, args.concurrency).await?;
+            segment(&target, path, 0..requests, &mut Tally::default()).await?;
         }
     }
     println!(
-        "run  ngrams_rows/s  p50_us   p99_us   lookup_rows/s  p50_us   p99_us   ratio   ram_hit"
+        "run  ngrams_rows/s  p50_us   p99_us   lookup_rows/s  p50_us   p99_us   ratio   \
+         cpu_ns/row ngrams lookup  cpu_ratio  ram_hit"
     );
     let mut runs = Vec::new();
     for run in 0..args.runs.max(1) {
         client.stats(true).await?;
-        let order = if run % 2 == 0 {
-            [Route::Ngrams, Route::Lookup]
-        } else {
-            [Route::Lookup, Route::Ngrams]
-        };
-        let (mut ngrams, mut lookup) = (None, None);
-        for path in order {
-            let r = pass(&client, &table, &batches, path, requests, args.concurrency).await?;
-            match path {
-                Route::Ngrams => ngrams = Some(r),
-                Route::Lookup => lookup = Some(r),
-            }
-        }
-        let (Some(ngrams), Some(lookup)) = (ngrams, lookup) else {
-            bail!("run {run} measured only one path");
-        };
+        let r = run_once(&target, requests, args.segment, run).await?;
         let s = client.stats(false).await?;
         let ram_hit = s
             .tiers
             .iter()
             .find(|t| t.tier == "ram")
             .map_or(0.0, |t| t.hit_rate);
-        let r = RunResult { ngrams, lookup };
+        let (n, l) = (r.ngrams, r.lookup);
         println!(
-            "{:<4} {:<13.0} {:<8.0} {:<8.0} {:<14.0} {:<8.0} {:<8.0} {:<7.3} {:.4}",
+            "{:<4} {:<13.0} {:<8.0} {:<8.0} {:<14.0} {:<8.0} {:<8.0} {:<7.3} {:<17.0} {:<6.0} \
+             {:<10.3} {:.4}",
             run,
-            ngrams.rows_per_s,
-            ngrams.p50_us,
-            ngrams.p99_us,
-            lookup.rows_per_s,
-            lookup.p50_us,
-            lookup.p99_us,
+            n.rows_per_s,
+            n.p50_us,
+            n.p99_us,
+            l.rows_per_s,
+            l.p50_us,
+            l.p99_us,
             r.ratio(),
+            n.server_cpu_ns_per_row,
+            l.server_cpu_ns_per_row,
+            r.cpu_ratio(),
             ram_hit
         );
         runs.push(r);
@@ -425,6 +646,7 @@ pub async fn run(args: &NgramsArgs) -> Result<NgramsReport> {
         rows_per_request,
         requests,
         runs,
+        attribution,
     };
     println!("load average (1 min) at end: {}", load_average());
     println!(
@@ -435,6 +657,13 @@ pub async fn run(args: &NgramsArgs) -> Result<NgramsReport> {
         report.ratio(),
         (1.0 - report.ratio()) * 100.0
     );
+    if args.server_pid.is_some() {
+        println!(
+            "median server CPU per row: LookupNgrams / Lookup = {:.3} ({:+.1}%)",
+            report.cpu_ratio(),
+            (report.cpu_ratio() - 1.0) * 100.0
+        );
+    }
     Ok(report)
 }
 

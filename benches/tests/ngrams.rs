@@ -105,6 +105,9 @@ async fn benchmark_checks_and_times_both_paths() {
         runs: 2,
         warmup_passes: 1,
         verify: 100,
+        attribute: 5,
+        segment: 3,
+        server_pid: Some(std::process::id()),
     };
     let report = run(&args).await.expect("benchmark");
     // 7 + 3 + 11 sequences of 100 tokens = 10 whole requests of 2; 8 rows per position.
@@ -112,6 +115,16 @@ async fn benchmark_checks_and_times_both_paths() {
     assert_eq!(report.rows_per_request, 2 * 100 * 8);
     assert_eq!(report.runs.len(), 2);
     assert!(report.ratio() > 0.0 && report.ngrams_rows_per_s() > 0.0);
+    // The server runs in this process: its CPU time was measured for both paths.
+    assert!(
+        report
+            .runs
+            .iter()
+            .all(|r| r.lookup.server_cpu_ns_per_row > 0.0)
+    );
+    let a = report.attribution;
+    assert_eq!(a.requests, 5);
+    assert!(a.hash_us > 0.0 && a.distinct_in_request > 0.0 && a.distinct_in_request <= 1.0);
 
     // A missing trace or group is an error that names it.
     let missing = NgramsArgs {
