@@ -11,6 +11,7 @@ pub mod io;
 mod key_hash;
 mod latency;
 pub mod policy;
+mod prefetch;
 mod ram;
 
 pub use key_hash::{KeyHashBuilder, KeyHasher, mix64, shard_of};

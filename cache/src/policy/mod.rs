@@ -121,6 +121,18 @@ pub trait Policy: Send + std::fmt::Debug {
     fn get(&mut self, key: u64) -> Option<u32>;
     /// True if `key` is resident, without recording an access.
     fn contains(&self, key: u64) -> bool;
+    /// Hints the CPU to start loading the memory a coming [`Policy::get`] of `key` will touch
+    /// (index bucket, frequency counters), so a batch of gets overlaps its cache misses. Changes
+    /// no state; the default does nothing.
+    fn prefetch(&self, key: u64) {
+        let _ = key;
+    }
+    /// The second step of a prefetch, a few lookups after [`Policy::prefetch`] of the same key:
+    /// follows what that step loaded (the index bucket) to the next memory the get will need
+    /// (the slot's stored key). Changes no state; the default does nothing.
+    fn prefetch_follow(&self, key: u64) {
+        let _ = key;
+    }
     /// Offers `key` (just missed by `get`) for admission; `None` if declined or capacity is 0.
     /// Must not be called for a resident key.
     fn insert(&mut self, key: u64) -> Option<Admitted>;
@@ -149,6 +161,12 @@ impl<P: Policy + ?Sized> Policy for Box<P> {
     }
     fn contains(&self, key: u64) -> bool {
         (**self).contains(key)
+    }
+    fn prefetch(&self, key: u64) {
+        (**self).prefetch(key)
+    }
+    fn prefetch_follow(&self, key: u64) {
+        (**self).prefetch_follow(key)
     }
     fn insert(&mut self, key: u64) -> Option<Admitted> {
         (**self).insert(key)

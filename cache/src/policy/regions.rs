@@ -67,6 +67,18 @@ impl Regions {
         self.window_len
     }
 
+    /// Hints the CPU to load the index bucket of `key`.
+    #[inline]
+    pub(crate) fn prefetch(&self, key: u64) {
+        self.index.prefetch(key);
+    }
+
+    /// Follows the prefetched bucket of `key` to its stored key.
+    #[inline]
+    pub(crate) fn prefetch_follow(&self, key: u64) {
+        self.index.prefetch_follow(key);
+    }
+
     /// The slot of `key`, if resident.
     #[inline]
     pub(crate) fn slot(&self, key: u64) -> Option<u32> {

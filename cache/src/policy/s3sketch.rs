@@ -123,6 +123,15 @@ impl Policy for S3Sketch {
         self.regions.slot(key).is_some()
     }
 
+    fn prefetch(&self, key: u64) {
+        self.sketch.prefetch(key);
+        self.regions.prefetch(key);
+    }
+
+    fn prefetch_follow(&self, key: u64) {
+        self.regions.prefetch_follow(key);
+    }
+
     fn insert(&mut self, key: u64) -> Option<Admitted> {
         let capacity = self.regions.capacity();
         if capacity == 0 {

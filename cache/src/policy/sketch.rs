@@ -95,6 +95,22 @@ impl FrequencySketch {
         self.tick();
     }
 
+    /// Hints the CPU to load the counters and doorkeeper bits of `key` (see [`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch(&self, key: u64) {
+        let hash = mix64(key ^ SEED);
+        let block = self.block(hash);
+        crate::prefetch::prefetch_range(
+            self.table.as_ptr().wrapping_add(block).cast::<u8>(),
+            BLOCK_WORDS * std::mem::size_of::<u64>(),
+        );
+        if !self.door.is_empty() {
+            for bit in self.door_bits(hash) {
+                crate::prefetch::prefetch_read(self.door.as_ptr().wrapping_add(bit / 64));
+            }
+        }
+    }
+
     /// The estimated recent access count of `key` (0 to 16).
     pub(crate) fn estimate(&self, key: u64) -> u32 {
         let hash = mix64(key ^ SEED);
@@ -131,8 +147,7 @@ impl FrequencySketch {
     /// The (word, bit shift) of each of the key's counters, all within one block.
     #[inline]
     fn cells(&self, hash: u64) -> [(usize, u32); DEPTH] {
-        let blocks = self.table.len() / BLOCK_WORDS;
-        let block = ((u128::from(hash) * blocks as u128) >> 64) as usize * BLOCK_WORDS;
+        let block = self.block(hash);
         // The low 32 bits of the hash pick a word (3 bits) and a nibble (4 bits) per counter.
         let mut bits = hash as u32;
         let mut cells = [(0, 0); DEPTH];
@@ -143,6 +158,13 @@ impl FrequencySketch {
             bits = bits.rotate_right(7);
         }
         cells
+    }
+
+    /// The first word of the block holding the key's counters.
+    #[inline]
+    fn block(&self, hash: u64) -> usize {
+        let blocks = self.table.len() / BLOCK_WORDS;
+        ((u128::from(hash) * blocks as u128) >> 64) as usize * BLOCK_WORDS
     }
 
     #[inline]

@@ -14,6 +14,7 @@
 //! plus 5 bytes of buckets per slot.
 
 use crate::key_hash::mix64;
+use crate::prefetch::prefetch_read;
 
 /// Buckets per slot, as a ratio `NUM / DEN` (a load of 0.8 when every slot is in use).
 const BUCKETS_NUM: usize = 5;
@@ -42,6 +43,16 @@ impl Keys {
         match self {
             Self::Narrow(k) => u64::from(k[slot]),
             Self::Wide(k) => k[slot],
+        }
+    }
+
+    /// Hints the CPU to load the key of `slot` (any value: out of range does nothing).
+    #[inline]
+    fn prefetch(&self, slot: usize) {
+        match self {
+            Self::Narrow(k) if slot < k.len() => prefetch_read(k.as_ptr().wrapping_add(slot)),
+            Self::Wide(k) if slot < k.len() => prefetch_read(k.as_ptr().wrapping_add(slot)),
+            _ => {}
         }
     }
 
@@ -118,6 +129,31 @@ impl SlotIndex {
     #[inline]
     pub(crate) fn get(&self, key: u64) -> Option<u32> {
         self.find(key).map(|(_, slot)| slot)
+    }
+
+    /// Hints the CPU to load the home bucket of `key` (see [`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch(&self, key: u64) {
+        if !self.buckets.is_empty() {
+            let home = self.home(mix64(key));
+            prefetch_read(self.buckets.as_ptr().wrapping_add(home));
+        }
+    }
+
+    /// The second step after [`SlotIndex::prefetch`]: reads the home bucket of `key` (loaded by
+    /// now) and, if its tag matches, hints the CPU to load the key stored for its slot, which
+    /// the lookup compares against.
+    #[inline]
+    pub(crate) fn prefetch_follow(&self, key: u64) {
+        if self.buckets.is_empty() {
+            return;
+        }
+        let hash = mix64(key);
+        let entry = self.buckets[self.home(hash)];
+        let slot_mask = self.slot_mask();
+        if entry != 0 && entry & !slot_mask == self.tag(hash) {
+            self.keys.prefetch(((entry & slot_mask) - 1) as usize);
+        }
     }
 
     /// Adds `key` in `slot`. The key must be absent and the slot not in use by another key.

@@ -200,7 +200,9 @@ impl Engine {
             .checked_div(total_bytes)
             .map_or(0, |s| s as u64);
             let cache = (share > 0).then(|| {
-                let b = RowCacheBuilder::new(table.manifest.row_bytes as usize).budget_bytes(share);
+                let b = RowCacheBuilder::new(table.manifest.row_bytes as usize)
+                    .budget_bytes(share)
+                    .key_bound(table.manifest.rows);
                 match &factory {
                     Some(f) => b.policy(f.clone()),
                     None => b,

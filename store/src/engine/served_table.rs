@@ -181,21 +181,24 @@ impl ServedTable {
         let wanted = |position: usize| skip.is_none_or(|s| !s[position]);
         match &self.cache {
             Some(cache) => {
-                let mut hits = 0u64;
-                for (position, (&id, dst)) in ids.iter().zip(out.chunks_exact_mut(rb)).enumerate() {
-                    if !wanted(position) {
-                        continue;
+                let mut missed = Vec::new();
+                let hits = match skip {
+                    None => cache.get_many_into(ids, None, out, &mut missed),
+                    Some(_) => {
+                        let places: Vec<usize> = (0..ids.len()).filter(|&p| wanted(p)).collect();
+                        let rows: Vec<u64> = places.iter().map(|&p| ids[p]).collect();
+                        let hits = cache.get_many_into(&rows, Some(&places), out, &mut missed);
+                        for k in &mut missed {
+                            *k = places[*k];
+                        }
+                        hits
                     }
-                    if cache.get_into(id, dst) {
-                        hits += 1;
-                    } else {
-                        misses.push(Miss {
-                            unit: 0,
-                            row: id,
-                            position,
-                        });
-                    }
-                }
+                };
+                misses.extend(missed.into_iter().map(|position| Miss {
+                    unit: 0,
+                    row: ids[position],
+                    position,
+                }));
                 add(&self.ram_stats.row_bytes, hits * rb as u64);
                 self.ram_stats.latency.record(ram_start.elapsed());
             }
@@ -254,15 +257,13 @@ impl ServedTable {
         match &self.cache {
             Some(cache) => {
                 let ram_start = Instant::now();
-                for (&id, &position) in firsts {
-                    if !cache.get_into(id, &mut out[position * rb..(position + 1) * rb]) {
-                        misses.push(Miss {
-                            unit: 0,
-                            row: id,
-                            position,
-                        });
-                    }
-                }
+                let mut missed = Vec::new();
+                cache.get_many_into(ids.distinct(), Some(ids.first()), out, &mut missed);
+                misses.extend(missed.into_iter().map(|k| Miss {
+                    unit: 0,
+                    row: ids.distinct()[k],
+                    position: ids.first()[k],
+                }));
                 let hits = (ids.distinct().len() - misses.len()) as u64;
                 add(&self.ram_stats.row_bytes, hits * rb as u64);
                 self.ram_stats.latency.record(ram_start.elapsed());
