@@ -7,6 +7,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod gpu;
+mod huge_pages;
 pub mod io;
 mod key_hash;
 mod latency;
@@ -17,4 +18,4 @@ mod ram;
 pub use key_hash::{KeyHashBuilder, KeyHasher, mix64, shard_of};
 pub use latency::{LatencyHistogram, LatencySnapshot};
 pub use policy::{Admitted, Policy, SimPolicy};
-pub use ram::{PolicyFactory, RowCache, RowCacheBuilder, RowCacheStats};
+pub use ram::{MIN_SHARD_BUDGET, PolicyFactory, RowCache, RowCacheBuilder, RowCacheStats};

@@ -79,6 +79,9 @@ impl Shard {
     }
 }
 
+/// The least budget a shard gets when the builder picks the shard count.
+pub const MIN_SHARD_BUDGET: u64 = 32 << 20;
+
 /// How many lookups ahead [`RowCache::get_many_into`] prefetches rows and follows index
 /// buckets (which it prefetches twice as far ahead).
 const LOOKAHEAD: usize = 8;
@@ -155,7 +158,8 @@ pub struct RowCacheBuilder {
     row_bytes: usize,
     budget_bytes: u64,
     key_bound: u64,
-    shards: usize,
+    /// `None`: chosen from the core count and the budget at build time.
+    shards: Option<usize>,
     policy: PolicyFactory,
 }
 
@@ -172,13 +176,14 @@ impl std::fmt::Debug for RowCacheBuilder {
 
 impl RowCacheBuilder {
     /// A cache of rows of `row_bytes` bytes. Defaults: budget 0 (caches nothing), any `u64` row
-    /// id, 64 shards, the default policy ([`policy::default_policy`]).
+    /// id, shards from the core count and budget ([`RowCacheBuilder::shards`]), the default
+    /// policy ([`policy::default_policy`]).
     pub fn new(row_bytes: usize) -> Self {
         Self {
             row_bytes: row_bytes.max(1),
             budget_bytes: 0,
             key_bound: u64::MAX,
-            shards: 64,
+            shards: None,
             policy: Arc::new(policy::default_policy),
         }
     }
@@ -197,10 +202,27 @@ impl RowCacheBuilder {
         self
     }
 
-    /// Shard count, rounded up to a power of two. Default 64.
+    /// Shard count, rounded up to a power of two. Default: four per core (at least 4, at most
+    /// 64), fewer if a shard would get less than [`MIN_SHARD_BUDGET`] of the budget: batches
+    /// lock each shard once, so a few shards serve many cores, while large shards keep their
+    /// arrays large enough for huge pages (see `huge_pages`).
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = shards.max(1).next_power_of_two();
+        self.shards = Some(shards.max(1).next_power_of_two());
         self
+    }
+
+    fn shard_count(&self) -> usize {
+        if let Some(shards) = self.shards {
+            return shards;
+        }
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let by_cores = (cores * 4).next_power_of_two().clamp(4, 64);
+        let by_budget = (self.budget_bytes / MIN_SHARD_BUDGET).max(1);
+        let mut shards = by_cores;
+        while shards > 1 && shards as u64 > by_budget {
+            shards /= 2;
+        }
+        shards
     }
 
     /// The policy each shard runs. Default [`policy::default_policy`].
@@ -228,7 +250,7 @@ impl RowCacheBuilder {
 
     /// Sizes the shards so that arenas plus metadata stay within the budget, and builds.
     pub fn build(self) -> RowCache {
-        let shard_count = self.shards;
+        let shard_count = self.shard_count();
         let shard_budget = self.budget_bytes / shard_count as u64;
         // Start from the rows that fit with no metadata, then shrink until a full shard's
         // arena plus measured metadata fits its share of the budget.
@@ -255,10 +277,12 @@ impl RowCacheBuilder {
         let policy_name = (self.policy)(0).name();
         let shards = (0..shard_count)
             .map(|_| {
+                // calloc'd: pages become resident only as rows are written.
+                let arena = vec![0u8; per_shard * self.row_bytes];
+                crate::huge_pages::advise(&arena);
                 Mutex::new(Shard {
                     policy: (self.policy)(per_shard),
-                    // calloc'd: pages become resident only as rows are written.
-                    arena: vec![0u8; per_shard * self.row_bytes],
+                    arena,
                     prefetched: vec![0u64; per_shard.div_ceil(64)],
                     hits: 0,
                     misses: 0,

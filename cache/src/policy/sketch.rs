@@ -59,8 +59,10 @@ impl FrequencySketch {
         let counters = (rows * config.counters_per_row).ceil().max(1.0) as usize;
         let blocks = counters.div_ceil(16 * BLOCK_WORDS);
         let door_words = (rows * config.doorkeeper_bits_per_row / 64.0).ceil() as usize;
+        let table = vec![0; blocks * BLOCK_WORDS].into_boxed_slice();
+        crate::huge_pages::advise(&table);
         Self {
-            table: vec![0; blocks * BLOCK_WORDS].into_boxed_slice(),
+            table,
             door: vec![0; door_words].into_boxed_slice(),
             additions: 0,
             period: (rows * config.period_per_row).ceil().max(16.0) as u64,

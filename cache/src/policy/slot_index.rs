@@ -101,9 +101,13 @@ impl SlotIndex {
             (capacity * BUCKETS_NUM).div_ceil(BUCKETS_DEN) + 1
         };
         let slot_bits = u32::BITS - (capacity as u32).leading_zeros();
+        let buckets = vec![0; buckets].into_boxed_slice();
+        let keys = vec![0; capacity].into_boxed_slice();
+        crate::huge_pages::advise(&buckets);
+        crate::huge_pages::advise(&keys);
         Self {
-            buckets: vec![0; buckets].into_boxed_slice(),
-            keys: Keys::Narrow(vec![0; capacity].into_boxed_slice()),
+            buckets,
+            keys: Keys::Narrow(keys),
             slot_bits,
             len: 0,
         }
