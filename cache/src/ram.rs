@@ -55,6 +55,22 @@ struct Shard {
 }
 
 impl Shard {
+    fn new(policy: Box<dyn Policy>, slots: usize, row_bytes: usize) -> Self {
+        // calloc'd: pages become resident only as rows are written.
+        let arena = vec![0u8; slots * row_bytes];
+        crate::huge_pages::advise(&arena);
+        Self {
+            policy,
+            arena,
+            prefetched: vec![0u64; slots.div_ceil(64)],
+            hits: 0,
+            misses: 0,
+            inserts: 0,
+            rejected: 0,
+            prefetch_hits: 0,
+        }
+    }
+
     fn set_prefetched(&mut self, slot: u32, on: bool) {
         let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
         if let Some(w) = self.prefetched.get_mut(word) {
@@ -98,23 +114,22 @@ struct ShardOrder {
 }
 
 impl ShardOrder {
-    fn new(rows: &[u64], shards: usize) -> Self {
-        let shard_of: Vec<u32> = rows
-            .iter()
-            .map(|&row| crate::key_hash::shard_of(row, shards) as u32)
-            .collect();
+    /// Groups the batch indexes `k` by `shard_of[k]`; indexes whose shard is `None` are left out.
+    fn new(shard_of: &[Option<u32>], shards: usize) -> Self {
         let mut starts = vec![0u32; shards + 1];
-        for &s in &shard_of {
+        for &s in shard_of.iter().flatten() {
             starts[s as usize + 1] += 1;
         }
         for s in 0..shards {
             starts[s + 1] += starts[s];
         }
         let mut next = starts.clone();
-        let mut order = vec![0u32; rows.len()];
-        for (k, &s) in shard_of.iter().enumerate() {
-            order[next[s as usize] as usize] = k as u32;
-            next[s as usize] += 1;
+        let mut order = vec![0u32; starts[shards] as usize];
+        for (k, s) in shard_of.iter().enumerate() {
+            if let Some(s) = *s {
+                order[next[s as usize] as usize] = k as u32;
+                next[s as usize] += 1;
+            }
         }
         Self { order, starts }
     }
@@ -134,9 +149,20 @@ fn flag_bytes(slots: usize) -> u64 {
     slots.div_ceil(64) as u64 * 8
 }
 
+/// How rows map to shards and to the keys a shard's policy sees.
+#[derive(Debug, Clone, Copy)]
+enum Placement {
+    /// Shard from a hash of the row id; the policy sees the row id.
+    Hashed,
+    /// Shard `s` holds rows `s * rows_per_shard ..`; its policy sees the offset in that range
+    /// (the direct-mapped whole-table mode).
+    Ranges { rows_per_shard: u64 },
+}
+
 /// Sharded slab cache of rows of one size.
 pub struct RowCache {
     shards: Box<[Mutex<Shard>]>,
+    placement: Placement,
     row_bytes: usize,
     budget_bytes: u64,
     policy_name: &'static str,
@@ -158,6 +184,7 @@ pub struct RowCacheBuilder {
     row_bytes: usize,
     budget_bytes: u64,
     key_bound: u64,
+    whole_table: bool,
     /// `None`: chosen from the core count and the budget at build time.
     shards: Option<usize>,
     policy: PolicyFactory,
@@ -169,6 +196,7 @@ impl std::fmt::Debug for RowCacheBuilder {
             .field("row_bytes", &self.row_bytes)
             .field("budget_bytes", &self.budget_bytes)
             .field("key_bound", &self.key_bound)
+            .field("whole_table", &self.whole_table)
             .field("shards", &self.shards)
             .finish()
     }
@@ -183,6 +211,7 @@ impl RowCacheBuilder {
             row_bytes: row_bytes.max(1),
             budget_bytes: 0,
             key_bound: u64::MAX,
+            whole_table: false,
             shards: None,
             policy: Arc::new(policy::default_policy),
         }
@@ -199,6 +228,15 @@ impl RowCacheBuilder {
     /// really hold. Default `u64::MAX` (sized for the widest keys).
     pub fn key_bound(mut self, bound: u64) -> Self {
         self.key_bound = bound.max(1);
+        self
+    }
+
+    /// If every row below the [`RowCacheBuilder::key_bound`] fits the budget (their bytes plus
+    /// two bits each), hold them all direct-mapped ([`policy::Direct`]: shards own ranges of
+    /// rows, a row's slot is its offset in its range, nothing is ever evicted) instead of
+    /// running the policy: no index, no sketch, nearly no metadata. Default false.
+    pub fn whole_table_when_it_fits(mut self, on: bool) -> Self {
+        self.whole_table = on;
         self
     }
 
@@ -250,6 +288,9 @@ impl RowCacheBuilder {
 
     /// Sizes the shards so that arenas plus metadata stay within the budget, and builds.
     pub fn build(self) -> RowCache {
+        if let Some(cache) = self.build_whole_table() {
+            return cache;
+        }
         let shard_count = self.shard_count();
         let shard_budget = self.budget_bytes / shard_count as u64;
         // Start from the rows that fit with no metadata, then shrink until a full shard's
@@ -277,27 +318,52 @@ impl RowCacheBuilder {
         let policy_name = (self.policy)(0).name();
         let shards = (0..shard_count)
             .map(|_| {
-                // calloc'd: pages become resident only as rows are written.
-                let arena = vec![0u8; per_shard * self.row_bytes];
-                crate::huge_pages::advise(&arena);
-                Mutex::new(Shard {
-                    policy: (self.policy)(per_shard),
-                    arena,
-                    prefetched: vec![0u64; per_shard.div_ceil(64)],
-                    hits: 0,
-                    misses: 0,
-                    inserts: 0,
-                    rejected: 0,
-                    prefetch_hits: 0,
-                })
+                Mutex::new(Shard::new(
+                    (self.policy)(per_shard),
+                    per_shard,
+                    self.row_bytes,
+                ))
             })
             .collect();
         RowCache {
             shards,
+            placement: Placement::Hashed,
             row_bytes: self.row_bytes,
             budget_bytes: self.budget_bytes,
             policy_name,
         }
+    }
+
+    /// The direct-mapped cache of every row, if asked for and within the budget.
+    fn build_whole_table(&self) -> Option<RowCache> {
+        if !self.whole_table || self.key_bound == u64::MAX {
+            return None;
+        }
+        let shard_count = self.shard_count();
+        let rows_per_shard = self.key_bound.div_ceil(shard_count as u64);
+        let per_shard = usize::try_from(rows_per_shard).ok()?;
+        if u32::try_from(per_shard).is_err() {
+            return None;
+        }
+        let metadata =
+            policy::Direct::new(per_shard).metadata_bytes() as u64 + flag_bytes(per_shard);
+        let need = (rows_per_shard * self.row_bytes as u64 + metadata) * shard_count as u64;
+        if need > self.budget_bytes {
+            return None;
+        }
+        let shards = (0..shard_count)
+            .map(|_| {
+                let direct = Box::new(policy::Direct::new(per_shard));
+                Mutex::new(Shard::new(direct, per_shard, self.row_bytes))
+            })
+            .collect();
+        Some(RowCache {
+            shards,
+            placement: Placement::Ranges { rows_per_shard },
+            row_bytes: self.row_bytes,
+            budget_bytes: self.budget_bytes,
+            policy_name: "direct",
+        })
     }
 }
 
@@ -317,15 +383,27 @@ impl RowCache {
         self.policy_name
     }
 
-    fn shard(&self, row: u64) -> &Mutex<Shard> {
-        // Independent of the policies' own key hash, so a shard's keys spread over its index.
-        &self.shards[crate::key_hash::shard_of(row, self.shards.len())]
+    /// The shard of `row` and the key its policy knows it by; `None` for a row outside every
+    /// shard's range (whole-table mode only).
+    #[inline]
+    fn locate(&self, row: u64) -> Option<(usize, u64)> {
+        match self.placement {
+            // Independent of the policies' own key hash, so a shard's keys spread over its index.
+            Placement::Hashed => Some((crate::key_hash::shard_of(row, self.shards.len()), row)),
+            Placement::Ranges { rows_per_shard } => {
+                let shard = row / rows_per_shard;
+                (shard < self.shards.len() as u64).then_some((shard as usize, row % rows_per_shard))
+            }
+        }
     }
 
     /// Copies row `row` into `out` (`row_bytes` long) if cached; records the access either way.
     pub fn get_into(&self, row: u64, out: &mut [u8]) -> bool {
-        let mut shard = self.shard(row).lock();
-        match shard.policy.get(row) {
+        let Some((index, key)) = self.locate(row) else {
+            return false;
+        };
+        let mut shard = self.shards[index].lock();
+        match shard.policy.get(key) {
             Some(slot) => {
                 let at = slot as usize * self.row_bytes;
                 out.copy_from_slice(&shard.arena[at..at + self.row_bytes]);
@@ -358,7 +436,18 @@ impl RowCache {
     ) -> u64 {
         debug_assert!(places.is_none_or(|p| p.len() == rows.len()));
         let rb = self.row_bytes;
-        let by_shard = ShardOrder::new(rows, self.shards.len());
+        // Each row's shard and the key its policy knows it by.
+        let mut shard_of = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        for (k, &row) in rows.iter().enumerate() {
+            let located = self.locate(row);
+            if located.is_none() {
+                misses.push(k);
+            }
+            shard_of.push(located.map(|(shard, _)| shard as u32));
+            keys.push(located.map_or(row, |(_, key)| key));
+        }
+        let by_shard = ShardOrder::new(&shard_of, self.shards.len());
         let mut slots: Vec<u32> = Vec::new();
         let mut hits = 0u64;
         for (shard_index, group) in by_shard.groups() {
@@ -367,19 +456,19 @@ impl RowCache {
             slots.clear();
             // Prologue: the first lookups get their prefetches now, the rest in the loop.
             for &k in group.iter().take(2 * LOOKAHEAD) {
-                shard.policy.prefetch(rows[k as usize]);
+                shard.policy.prefetch(keys[k as usize]);
             }
             for &k in group.iter().take(LOOKAHEAD) {
-                shard.policy.prefetch_follow(rows[k as usize]);
+                shard.policy.prefetch_follow(keys[k as usize]);
             }
             for (j, &k) in group.iter().enumerate() {
                 if let Some(&ahead) = group.get(j + 2 * LOOKAHEAD) {
-                    shard.policy.prefetch(rows[ahead as usize]);
+                    shard.policy.prefetch(keys[ahead as usize]);
                 }
                 if let Some(&ahead) = group.get(j + LOOKAHEAD) {
-                    shard.policy.prefetch_follow(rows[ahead as usize]);
+                    shard.policy.prefetch_follow(keys[ahead as usize]);
                 }
-                slots.push(shard.policy.get(rows[k as usize]).unwrap_or(NO_SLOT));
+                slots.push(shard.policy.get(keys[k as usize]).unwrap_or(NO_SLOT));
             }
             let arena = shard.arena.as_ptr();
             for &slot in slots.iter().take(LOOKAHEAD).filter(|&&s| s != NO_SLOT) {
@@ -412,7 +501,8 @@ impl RowCache {
 
     /// True if `row` is resident (records nothing).
     pub fn contains(&self, row: u64) -> bool {
-        self.shard(row).lock().policy.contains(row)
+        self.locate(row)
+            .is_some_and(|(index, key)| self.shards[index].lock().policy.contains(key))
     }
 
     /// Offers `row` with its bytes for admission; true if it is resident afterwards.
@@ -428,11 +518,14 @@ impl RowCache {
 
     fn admit(&self, row: u64, bytes: &[u8], prefetched: bool) -> bool {
         debug_assert_eq!(bytes.len(), self.row_bytes);
-        let mut shard = self.shard(row).lock();
-        if shard.policy.contains(row) {
+        let Some((index, key)) = self.locate(row) else {
+            return false;
+        };
+        let mut shard = self.shards[index].lock();
+        if shard.policy.contains(key) {
             return true;
         }
-        match shard.policy.insert(row) {
+        match shard.policy.insert(key) {
             Some(admitted) => {
                 let at = admitted.slot as usize * self.row_bytes;
                 shard.arena[at..at + self.row_bytes].copy_from_slice(bytes);
@@ -599,6 +692,58 @@ mod tests {
             narrow.footprint_bytes()
         );
         assert!(wide.footprint_bytes() <= budget);
+    }
+
+    #[test]
+    fn a_whole_table_that_fits_is_held_direct_mapped() {
+        let (rb, rows) = (40usize, 10_000u64);
+        let fits = rows * (rb as u64 + 1);
+        let cache = RowCacheBuilder::new(rb)
+            .budget_bytes(fits)
+            .key_bound(rows)
+            .whole_table_when_it_fits(true)
+            .shards(4)
+            .build();
+        assert_eq!(cache.policy_name(), "direct");
+        assert!(
+            cache.footprint_bytes() <= fits,
+            "{}",
+            cache.footprint_bytes()
+        );
+        for id in (0..rows).rev() {
+            assert!(cache.insert(id, &row(id, rb)));
+        }
+        // Every row resident, found one at a time and in a batch, nothing evicted.
+        let ids: Vec<u64> = (0..rows).map(|i| mix64(i) % rows).collect();
+        let mut out = vec![0u8; ids.len() * rb];
+        let mut misses = Vec::new();
+        assert_eq!(cache.get_many_into(&ids, None, &mut out, &mut misses), rows);
+        assert!(misses.is_empty());
+        for (k, &id) in ids.iter().enumerate() {
+            assert_eq!(&out[k * rb..(k + 1) * rb], &row(id, rb)[..], "row {id}");
+        }
+        let mut one = vec![0u8; rb];
+        assert!(cache.get_into(rows - 1, &mut one));
+        assert_eq!(one, row(rows - 1, rb));
+        // Rows past the bound are never admitted nor found.
+        assert!(!cache.insert(rows, &row(rows, rb)));
+        assert!(!cache.get_into(rows + 5, &mut one));
+        let mut misses = Vec::new();
+        let mut out = vec![0u8; 2 * rb];
+        assert_eq!(
+            cache.get_many_into(&[rows * 9, 3], None, &mut out, &mut misses),
+            1
+        );
+        assert_eq!(misses, vec![0]);
+        assert_eq!(cache.stats().resident_rows, rows);
+
+        // One byte short of the budget it needs: the policy runs instead.
+        let tight = RowCacheBuilder::new(rb)
+            .budget_bytes(rows * rb as u64)
+            .key_bound(rows)
+            .whole_table_when_it_fits(true)
+            .build();
+        assert_eq!(tight.policy_name(), policy::DEFAULT_POLICY);
     }
 
     #[test]

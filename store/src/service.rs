@@ -318,7 +318,12 @@ impl EmbeddingStore for StoreService {
                 ram.resident_rows += s.resident_rows;
                 ram.resident_bytes += s.resident_rows * cache.row_bytes() as u64 + s.metadata_bytes;
                 ram.capacity_bytes += cache.budget_bytes();
-                ram.policy = cache.policy_name().into();
+                if !ram.policy.split(',').any(|p| p == cache.policy_name()) {
+                    if !ram.policy.is_empty() {
+                        ram.policy.push(',');
+                    }
+                    ram.policy.push_str(cache.policy_name());
+                }
                 ram.prefetch_hits += s.prefetch_hits;
                 if reset {
                     cache.reset_counters();

@@ -165,3 +165,35 @@ async fn many_concurrent_clients_get_their_own_rows() {
     assert_eq!(stats.requests, 16 * 20);
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_fits_is_held_whole_unless_a_policy_is_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = random_table(dir.path(), "small", DType::Bf16, 80, 2000, 4096, 3);
+    let ids: Vec<u64> = (0..2000u64).rev().chain(0..2000).collect();
+    for (policy, expected) in [(None, "direct"), (Some("s3sketch"), "s3sketch")] {
+        let mut c = engram_store::engine::EngineConfig::new(dir.path());
+        c.ram_cache_bytes = 1 << 20;
+        c.io_engine = IoEngineKind::Pread;
+        c.max_batch_ids = 10_000;
+        c.ram_policy = policy.map(String::from);
+        let (_engine, server, client) = common::start_with(c).await;
+        for _ in 0..2 {
+            let rows = client.lookup("small", &ids).await.expect("lookup");
+            check(&model, &ids, &rows);
+        }
+        let stats = client.stats(false).await.expect("stats");
+        let ram = stats
+            .tiers
+            .iter()
+            .find(|t| t.tier == "ram")
+            .expect("ram tier stats");
+        assert_eq!(ram.policy, expected);
+        if expected == "direct" {
+            // The first batch (every row twice) misses throughout, the second hits throughout.
+            assert_eq!((ram.misses, ram.hits), (4000, 4000), "{ram:?}");
+            assert_eq!(ram.resident_rows, 2000);
+        }
+        server.shutdown().await.expect("shutdown");
+    }
+}

@@ -13,6 +13,7 @@
 
 mod climber;
 mod clock;
+mod direct;
 mod hotset;
 mod lfu;
 mod lru;
@@ -30,6 +31,7 @@ mod wtinylfu;
 
 pub use climber::ClimberConfig;
 pub use clock::Clock;
+pub use direct::Direct;
 pub use hotset::HotSet;
 pub use lfu::Lfu;
 pub use lru::Lru;

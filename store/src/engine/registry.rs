@@ -202,7 +202,9 @@ impl Engine {
             let cache = (share > 0).then(|| {
                 let b = RowCacheBuilder::new(table.manifest.row_bytes as usize)
                     .budget_bytes(share)
-                    .key_bound(table.manifest.rows);
+                    .key_bound(table.manifest.rows)
+                    // Unless a policy was asked for, a table that fits is held whole.
+                    .whole_table_when_it_fits(factory.is_none());
                 match &factory {
                     Some(f) => b.policy(f.clone()),
                     None => b,

@@ -62,6 +62,13 @@ pub async fn start(
     c.io_engine = io;
     c.queue_depth = 32;
     c.max_batch_ids = 10_000;
+    start_with(c).await
+}
+
+/// Starts a server with the engine configuration `c` (a client splits batches at 10,000 ids).
+pub async fn start_with(
+    c: EngineConfig,
+) -> (Arc<Engine>, RunningServer, engram_store_client::Client) {
     let engine = Arc::new(Engine::open(c).expect("open engine"));
     let server = spawn_server(engine.clone(), "127.0.0.1:0".parse().expect("addr"))
         .await
