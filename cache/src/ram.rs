@@ -98,9 +98,13 @@ impl Shard {
 /// The least budget a shard gets when the builder picks the shard count.
 pub const MIN_SHARD_BUDGET: u64 = 32 << 20;
 
-/// How many lookups ahead [`RowCache::get_many_into`] prefetches rows and follows index
-/// buckets (which it prefetches twice as far ahead).
+/// How many lookups ahead [`RowCache::get_many_into`] follows index buckets (which it
+/// prefetches twice as far ahead).
 const LOOKAHEAD: usize = 8;
+
+/// How many rows ahead [`RowCache::get_many_into`] prefetches the row bytes it copies: a copy
+/// is quick, so it takes more of them in flight to cover a memory access.
+const ROW_LOOKAHEAD: usize = 24;
 
 /// Marks a miss among the slots of [`RowCache::get_many_into`].
 const NO_SLOT: u32 = u32::MAX;
@@ -471,11 +475,11 @@ impl RowCache {
                 slots.push(shard.policy.get(keys[k as usize]).unwrap_or(NO_SLOT));
             }
             let arena = shard.arena.as_ptr();
-            for &slot in slots.iter().take(LOOKAHEAD).filter(|&&s| s != NO_SLOT) {
+            for &slot in slots.iter().take(ROW_LOOKAHEAD).filter(|&&s| s != NO_SLOT) {
                 prefetch_range(arena.wrapping_add(slot as usize * rb), rb);
             }
             for (j, (&k, &slot)) in group.iter().zip(&slots).enumerate() {
-                if let Some(&ahead) = slots.get(j + LOOKAHEAD)
+                if let Some(&ahead) = slots.get(j + ROW_LOOKAHEAD)
                     && ahead != NO_SLOT
                 {
                     prefetch_range(arena.wrapping_add(ahead as usize * rb), rb);

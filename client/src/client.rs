@@ -130,6 +130,16 @@ impl Client {
         }
     }
 
+    /// Calls `rpc` with (a clone of) `req` on a client, retried as [`Client::with_retry`] does.
+    async fn call<Req, T, F, Fut>(&self, req: Req, rpc: F) -> Result<T, ClientError>
+    where
+        Req: Clone,
+        F: Fn(EmbeddingStoreClient<Channel>, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.with_retry(|c| rpc(c, req.clone())).await
+    }
+
     /// The rows of `ids` in `table`, in order (duplicates repeated). Splits batches larger than
     /// the configured limit and reassembles them.
     pub async fn lookup(&self, table: &str, ids: &[u64]) -> Result<Rows, ClientError> {
@@ -159,10 +169,7 @@ impl Client {
             ids,
         };
         let resp = self
-            .with_retry(|mut c| {
-                let req = req.clone();
-                async move { c.lookup(req).await }
-            })
+            .call(req, |mut c, r| async move { c.lookup(r).await })
             .await?;
         to_rows(resp, n)
     }
@@ -209,10 +216,7 @@ impl Client {
             })),
         };
         let r = self
-            .with_retry(|mut c| {
-                let req = req.clone();
-                async move { c.prefetch(req).await }
-            })
+            .call(req, |mut c, r| async move { c.prefetch(r).await })
             .await?;
         Ok(r.accepted_rows)
     }
@@ -237,10 +241,7 @@ impl Client {
         req: pb::LookupNgramsRequest,
     ) -> Result<Rows, ClientError> {
         let resp = self
-            .with_retry(|mut c| {
-                let req = req.clone();
-                async move { c.lookup_ngrams(req).await }
-            })
+            .call(req, |mut c, r| async move { c.lookup_ngrams(r).await })
             .await?;
         let n = usize::try_from(resp.row_count)
             .map_err(|_| ClientError::Protocol(format!("row count {}", resp.row_count)))?;
@@ -261,10 +262,7 @@ impl Client {
             ))),
         };
         let r = self
-            .with_retry(|mut c| {
-                let req = req.clone();
-                async move { c.prefetch(req).await }
-            })
+            .call(req, |mut c, r| async move { c.prefetch(r).await })
             .await?;
         Ok(r.accepted_rows)
     }
@@ -285,10 +283,7 @@ impl Client {
             )),
         };
         let r = self
-            .with_retry(|mut c| {
-                let req = req.clone();
-                async move { c.register_region(req).await }
-            })
+            .call(req, |mut c, r| async move { c.register_region(r).await })
             .await?;
         Ok((r.region_id, r.token))
     }
@@ -299,11 +294,8 @@ impl Client {
             region_id,
             token: token.to_owned(),
         };
-        self.with_retry(|mut c| {
-            let req = req.clone();
-            async move { c.unregister_region(req).await }
-        })
-        .await?;
+        self.call(req, |mut c, r| async move { c.unregister_region(r).await })
+            .await?;
         Ok(())
     }
 
@@ -327,10 +319,7 @@ impl Client {
             })),
         };
         let r = self
-            .with_retry(|mut c| {
-                let req = req.clone();
-                async move { c.lookup_into(req).await }
-            })
+            .call(req, |mut c, r| async move { c.lookup_into(r).await })
             .await?;
         Ok(r.bytes_written)
     }
@@ -355,10 +344,7 @@ impl Client {
             ))),
         };
         let r = self
-            .with_retry(|mut c| {
-                let req = req.clone();
-                async move { c.lookup_into(req).await }
-            })
+            .call(req, |mut c, r| async move { c.lookup_into(r).await })
             .await?;
         Ok(r.bytes_written)
     }
