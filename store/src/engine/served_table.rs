@@ -18,7 +18,7 @@ use engram_store_cache::{RowCache, RowCacheBuilder};
 
 use super::dedup::DedupedIds;
 use super::error::LookupError;
-use super::inflight::{InflightUnits, Joined, UnitFuture, UnitResult};
+use super::inflight::{InflightUnits, Joined, UnitResult};
 use super::tier_stats::{DiskStats, RamStats, add};
 use crate::table::{Manifest, OpenTable, RowLayout};
 
@@ -49,6 +49,14 @@ impl std::fmt::Debug for ServedTable {
             .field("cache", &self.cache)
             .finish()
     }
+}
+
+/// Where a lookup gets a unit's bytes from.
+enum UnitSource {
+    /// Its own batch of reads, at this index.
+    Led(usize),
+    /// The read another lookup leads.
+    Joined(tokio::sync::oneshot::Receiver<UnitResult>),
 }
 
 /// Where the rows of one unit go: (unit key, row id, output position).
@@ -331,32 +339,38 @@ impl ServedTable {
             .collect();
         with_offset.sort_unstable_by_key(|(m, _)| (m.unit, m.row));
 
-        // One future per distinct unit: join reads in flight, lead the rest as one batch.
-        let mut units: Vec<(u64, UnitFuture)> = Vec::new();
+        // Per distinct unit: join a read in flight, or lead it; the led ones go as one batch.
+        let mut units: Vec<(u64, UnitSource)> = Vec::new();
         let mut led = Vec::new();
         for (m, _) in &with_offset {
             if units.last().is_some_and(|(u, _)| *u == m.unit) {
                 continue;
             }
             match self.inflight.join_or_lead(m.unit) {
-                Joined::Wait(f) => {
+                Joined::Wait(rx) => {
                     add(&self.disk_stats.joined_reads, 1);
-                    units.push((m.unit, f));
+                    units.push((m.unit, UnitSource::Joined(rx)));
                 }
-                Joined::Lead(f, tx) => {
-                    led.push((m.unit, tx));
-                    units.push((m.unit, f));
+                Joined::Lead => {
+                    units.push((m.unit, UnitSource::Led(led.len())));
+                    led.push(m.unit);
                 }
             }
         }
-        if !led.is_empty() {
-            self.submit_reads(led);
-        }
+        let mut led_results = if led.is_empty() {
+            Vec::new()
+        } else {
+            self.submit_reads(led).await.unwrap_or_default()
+        };
 
         let mut failure = None;
         let mut i = 0;
-        for (unit, fut) in units {
-            let result: UnitResult = fut.await.unwrap_or_else(|_| {
+        for (unit, source) in units {
+            let result = match source {
+                UnitSource::Led(k) => led_results.get_mut(k).and_then(Option::take),
+                UnitSource::Joined(rx) => rx.await.ok(),
+            };
+            let result: UnitResult = result.unwrap_or_else(|| {
                 Err(LookupError::Io {
                     table: self.table.manifest.name.clone(),
                     file: (unit >> UNIT_BITS) as u32,
@@ -406,12 +420,18 @@ impl ServedTable {
 
     /// Submits the led units as one batch; a task verifies and publishes them, so the reads
     /// complete (and waiters are served) even if the leading lookup is cancelled.
-    fn submit_reads(self: &Arc<Self>, led: Vec<(u64, tokio::sync::oneshot::Sender<UnitResult>)>) {
+    /// Reads the units `led` (registered in flight by the caller) as one batch in a task of its
+    /// own, so that lookups that joined them are answered even if the caller goes away; the
+    /// caller gets every unit's verified result, in order.
+    fn submit_reads(
+        self: &Arc<Self>,
+        led: Vec<u64>,
+    ) -> tokio::sync::oneshot::Receiver<Vec<Option<UnitResult>>> {
         let unit_bytes = self.layout.unit_bytes();
         let block_size = u64::from(self.layout.block_size);
         let ops: Vec<ReadOp> = led
             .iter()
-            .map(|(unit, _)| {
+            .map(|unit| {
                 let file = &self.table.files[(unit >> UNIT_BITS) as usize];
                 let unit_index = unit & ((1 << UNIT_BITS) - 1);
                 ReadOp {
@@ -423,22 +443,31 @@ impl ServedTable {
             .collect();
         let batch = self.io.read_batch(ops);
         let this = Arc::clone(self);
+        let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            match batch.await {
-                Ok(results) => {
-                    for ((unit, tx), result) in led.into_iter().zip(results) {
+            let results: Vec<Option<UnitResult>> = match batch.await {
+                Ok(results) => led
+                    .into_iter()
+                    .zip(results)
+                    .map(|(unit, result)| {
                         let verified = this.verify_unit(unit, result);
-                        this.inflight.complete(unit, tx, verified);
-                    }
-                }
-                Err(e) => {
-                    for (unit, tx) in led {
-                        let err = this.io_error(unit, &e, true);
-                        this.inflight.complete(unit, tx, Err(err));
-                    }
-                }
-            }
+                        this.inflight.complete(unit, &verified);
+                        Some(verified)
+                    })
+                    .collect(),
+                Err(e) => led
+                    .into_iter()
+                    .map(|unit| {
+                        let err = Err(this.io_error(unit, &e, true));
+                        this.inflight.complete(unit, &err);
+                        Some(err)
+                    })
+                    .collect(),
+            };
+            // The caller may have gone away (its request was cancelled).
+            let _ = tx.send(results);
         });
+        rx
     }
 
     fn io_error(&self, unit: u64, e: &std::io::Error, transient: bool) -> LookupError {
