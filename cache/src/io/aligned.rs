@@ -2,11 +2,17 @@
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
-/// A zero-initialised byte buffer whose address is a multiple of `align` (a power of two).
+use super::buffer_pool::{BufferPool, FreeBuf};
+
+/// A byte buffer whose address is a multiple of `align` (a power of two): zeroed when new, or
+/// recycled through a [`BufferPool`] (then holding an earlier read's bytes), always initialised.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     layout: Layout,
+    /// Where the allocation goes back when dropped (else it is freed).
+    pool: Option<Arc<BufferPool>>,
 }
 
 // SAFETY: AlignedBuf uniquely owns its allocation (like Box<[u8]>); nothing is shared.
@@ -19,14 +25,40 @@ impl AlignedBuf {
     ///
     /// Panics only if `align` is not a power of two (a programming error, never input-driven).
     pub fn zeroed(len: usize, align: usize) -> Self {
-        let layout = Layout::from_size_align(len.max(1), align)
-            .expect("alignment is a power of two and the size does not overflow");
-        // SAFETY: the layout has a non-zero size.
+        Self::zeroed_in(Self::layout(len, align), None)
+    }
+
+    /// The allocation shape of a buffer of `len` bytes aligned to `align`.
+    pub(crate) fn layout(len: usize, align: usize) -> Layout {
+        Layout::from_size_align(len.max(1), align)
+            .expect("alignment is a power of two and the size does not overflow")
+    }
+
+    /// A new zeroed allocation of `layout`, returned to `pool` (if any) when dropped.
+    pub(crate) fn zeroed_in(layout: Layout, pool: Option<Arc<BufferPool>>) -> Self {
+        // SAFETY: the layout has a non-zero size (see `layout`).
         let raw = unsafe { alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else {
             std::alloc::handle_alloc_error(layout)
         };
-        Self { ptr, layout }
+        Self { ptr, layout, pool }
+    }
+
+    /// Wraps a free allocation of `pool`.
+    ///
+    /// # Safety
+    /// `ptr` must have been allocated with `layout`, hold initialised bytes, and be owned by
+    /// nothing else.
+    pub(crate) unsafe fn from_pool(
+        ptr: NonNull<u8>,
+        layout: Layout,
+        pool: Arc<BufferPool>,
+    ) -> Self {
+        Self {
+            ptr,
+            layout,
+            pool: Some(pool),
+        }
     }
 
     /// Length in bytes.
@@ -62,7 +94,13 @@ impl std::ops::DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: ptr was allocated with exactly this layout and is freed once.
+        if let Some(pool) = self.pool.take()
+            && pool.give(FreeBuf(self.ptr), self.layout)
+        {
+            return; // the pool owns the allocation now
+        }
+        // SAFETY: ptr was allocated with exactly this layout and, not taken by a pool, is
+        // freed once, here.
         unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }

@@ -8,6 +8,7 @@
 
 mod aligned;
 mod batch;
+mod buffer_pool;
 mod file;
 mod psync;
 mod uring;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub use aligned::AlignedBuf;
 pub use batch::BatchFuture;
 pub(crate) use batch::{Batch, Pending};
+pub use buffer_pool::{BufferPool, DEFAULT_FREE_BUFFERS};
 pub use file::DirectFile;
 pub use psync::PreadEngine;
 pub use uring::UringEngine;

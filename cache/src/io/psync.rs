@@ -5,7 +5,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::{
-    AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, IoEngine, IoEngineConfig, Pending, ReadOp,
+    AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, BufferPool, DEFAULT_FREE_BUFFERS, IoEngine,
+    IoEngineConfig, Pending, ReadOp,
 };
 
 /// Blocking reads on a thread pool.
@@ -20,13 +21,15 @@ impl PreadEngine {
     pub fn start(config: IoEngineConfig) -> io::Result<Self> {
         let threads = config.queue_depth.max(1);
         let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
+        let buffers = BufferPool::new(DEFAULT_FREE_BUFFERS);
         for i in 0..threads {
             let rx = rx.clone();
+            let buffers = buffers.clone();
             std::thread::Builder::new()
                 .name(format!("pread-{i}"))
                 .spawn(move || {
                     while let Ok(pending) = rx.recv() {
-                        let result = read_exact_at(&pending.op);
+                        let result = read_exact_at(&pending.op, &buffers);
                         pending.complete(result);
                     }
                 })?;
@@ -35,8 +38,8 @@ impl PreadEngine {
     }
 }
 
-fn read_exact_at(op: &ReadOp) -> io::Result<AlignedBuf> {
-    let mut buf = AlignedBuf::zeroed(op.len, BUFFER_ALIGN);
+fn read_exact_at(op: &ReadOp, buffers: &std::sync::Arc<BufferPool>) -> io::Result<AlignedBuf> {
+    let mut buf = buffers.take(op.len, BUFFER_ALIGN);
     let file = op.file.as_file();
     let mut done = 0;
     while done < op.len {

@@ -8,7 +8,8 @@ use std::io;
 use io_uring::{IoUring, opcode, types};
 
 use super::{
-    AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, IoEngine, IoEngineConfig, Pending, ReadOp,
+    AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, BufferPool, DEFAULT_FREE_BUFFERS, IoEngine,
+    IoEngineConfig, Pending, ReadOp,
 };
 
 /// io_uring reads from one submission thread.
@@ -29,7 +30,14 @@ impl UringEngine {
         let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
         std::thread::Builder::new()
             .name("io-uring".into())
-            .spawn(move || run(probe_ring, rx, queue_depth))?;
+            .spawn(move || {
+                run(
+                    probe_ring,
+                    rx,
+                    queue_depth,
+                    BufferPool::new(DEFAULT_FREE_BUFFERS),
+                )
+            })?;
         Ok(Self { tx, queue_depth })
     }
 }
@@ -50,7 +58,12 @@ struct InFlight {
     buf: AlignedBuf,
 }
 
-fn run(mut ring: IoUring, rx: crossbeam_channel::Receiver<Pending>, queue_depth: usize) {
+fn run(
+    mut ring: IoUring,
+    rx: crossbeam_channel::Receiver<Pending>,
+    queue_depth: usize,
+    buffers: std::sync::Arc<BufferPool>,
+) {
     let mut slots: Vec<Option<InFlight>> = (0..queue_depth).map(|_| None).collect();
     let mut free: Vec<usize> = (0..queue_depth).rev().collect();
     let mut backlog: VecDeque<Pending> = VecDeque::new();
@@ -68,7 +81,7 @@ fn run(mut ring: IoUring, rx: crossbeam_channel::Receiver<Pending>, queue_depth:
             let Some(pending) = backlog.pop_front() else {
                 break;
             };
-            let mut buf = AlignedBuf::zeroed(pending.op.len, BUFFER_ALIGN);
+            let mut buf = buffers.take(pending.op.len, BUFFER_ALIGN);
             let Ok(len) = u32::try_from(pending.op.len) else {
                 pending.complete(Err(io::Error::other("read larger than 4 GiB")));
                 continue;
