@@ -1,8 +1,9 @@
 //! Which policies to simulate: `--policies` is a comma-separated list of names (`all` for every
 //! one). For tuning experiments, `s3sketch`, `wtinylfu` and `s3fifo` take overrides after colons:
-//! - `s3sketch:w=0.2:lo=0.02:hi=0.4:st=0.05:sp=1:c=4:d=16:p=10:g=2`: initial, smallest and
+//! - `s3sketch:w=0.2:lo=0.02:hi=0.4:st=0.05:sp=2:c=4:d=16:p=10:mp=3:g=2`: initial, smallest and
 //!   largest window and climbing step (fractions of the slots), accesses per climbing sample per
-//!   slot, sketch counters, doorkeeper bits and aging period per row, direct-admission threshold;
+//!   slot, sketch counters, doorkeeper bits and aging period per row (at the largest window, and
+//!   `mp` at the smallest), direct-admission threshold;
 //! - `wtinylfu:w=0.01:c=4:d=4:p=10`: window fraction and the sketch's sizing;
 //! - `s3fifo:s=0.1:g=1`: small-queue fraction and ghost entries per main slot.
 //!
@@ -136,7 +137,10 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
                         "d" => c.sketch.doorkeeper_bits_per_row = num,
                         "p" => c.sketch.period_per_row = num,
                         "g" => c.direct_threshold = num as u32,
-                        _ => bail!("unknown tuning {k} in {item} (w, lo, hi, st, sp, c, d, p, g)"),
+                        "mp" => c.min_period_per_row = num,
+                        _ => bail!(
+                            "unknown tuning {k} in {item} (w, lo, hi, st, sp, c, d, p, g, mp)"
+                        ),
                     }
                 }
                 Kind::TunedS3Sketch(c)

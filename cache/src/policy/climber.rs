@@ -82,14 +82,26 @@ impl Climber {
         self.target.round() as usize
     }
 
-    /// Counts one access.
+    /// Where the target lies between the smallest and the largest window: 0 at the smallest, 1
+    /// at the largest (1 when they are the same).
+    pub(crate) fn position(&self) -> f64 {
+        if self.max > self.min {
+            (self.target - self.min) / (self.max - self.min)
+        } else {
+            1.0
+        }
+    }
+
+    /// Counts one access; true when this access ended a sample and the target moved.
     #[inline]
-    pub(crate) fn record(&mut self, hit: bool) {
+    pub(crate) fn record(&mut self, hit: bool) -> bool {
         self.accesses += 1;
         self.hits += u32::from(hit);
         if self.accesses == self.period {
             self.climb();
+            return true;
         }
+        false
     }
 
     fn climb(&mut self) {
@@ -154,5 +166,18 @@ mod tests {
         }
         assert!(c.target() < 10_000, "{}", c.target());
         assert!(c.target() >= 2_000);
+        assert!(c.position() < 0.25, "{}", c.position());
+    }
+
+    #[test]
+    fn position_runs_from_the_smallest_to_the_largest_window() {
+        let c = Climber::new(100_000, 40_000, ClimberConfig::default());
+        assert_eq!(c.position(), 1.0, "starts at the largest window");
+        let fixed = ClimberConfig {
+            min: 0.1,
+            max: 0.1,
+            ..ClimberConfig::default()
+        };
+        assert_eq!(Climber::new(100_000, 40_000, fixed).position(), 1.0);
     }
 }

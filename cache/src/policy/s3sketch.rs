@@ -1,9 +1,9 @@
 //! S3Sketch, the RAM tier's default policy: S3-FIFO's shape with a TinyLFU sketch in place of its
 //! ghost queue, CLOCK for its main queue, and an adaptive window, in under 16 bytes per row.
 //!
-//! - A missed key that the frequency sketch (see [`SketchConfig`]) has seen before in its current period (its
-//!   estimate, this access included, is at least 2) goes straight to the main region: it has
-//!   shown reuse. Other keys enter the window, a FIFO.
+//! - A missed key that the frequency sketch (see [`SketchConfig`]) has seen before in its current
+//!   period (its estimate, this access included, is at least 2) goes straight to the main
+//!   region: it has shown reuse. Other keys enter the window, a FIFO.
 //! - A key leaving the window moves to the main region if it was hit while there; otherwise it
 //!   is evicted (S3-FIFO's quick demotion: most distinct n-grams are read once, and they leave
 //!   after a short stay instead of taking a full turn of the cache).
@@ -12,6 +12,11 @@
 //!   of the slots, starting at 40%: a small window suits small caches and frequency-skewed
 //!   traffic, a large one suits large caches where recency wins (measured on the Engram traces;
 //!   see `benches/results/policy.md`).
+//! - The same climber sets how far back "seen before" reaches: the sketch's aging period (which
+//!   also clears its doorkeeper) runs from 3 accesses per row at the smallest window to 10 at the
+//!   largest. A short period keeps the doorkeeper sparse, so few keys seen once pass for reused
+//!   ones (what small caches need); a long one lets most keys straight into the main region,
+//!   which turns the policy into CLOCK (what large caches on the Chinese trace need).
 //!
 //! Memory per slot: the slot index (4 bytes of key while keys fit `u32`, 5 of buckets), 1 byte
 //! of region and counter, 1.6 bytes of window ring (40% of 4 bytes), and the sketch's 2.5 bytes
@@ -25,25 +30,33 @@ use super::{Admitted, Policy};
 /// Tuning of [`S3Sketch`]; the defaults are the ones measured on the Engram traces.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct S3SketchConfig {
-    /// Window sizes and how they adapt.
+    /// Window sizes and how they adapt. Default: [`ClimberConfig`]'s, with samples of 2 accesses
+    /// per slot (the hit rate of shorter ones varies too much from document to document).
     pub window: ClimberConfig,
     /// Frequency sketch sizing. Default: 5 counters and 12 doorkeeper bits per row, aged every
     /// 10 accesses per row.
     pub sketch: SketchConfig,
     /// A missed key whose estimate reaches this goes straight to the main region. Default 2.
     pub direct_threshold: u32,
+    /// The sketch's aging period, in accesses per row, when the window is at its smallest; it
+    /// grows linearly with the window to `sketch.period_per_row` at the largest. Default 3.
+    pub min_period_per_row: f64,
 }
 
 impl Default for S3SketchConfig {
     fn default() -> Self {
         Self {
-            window: ClimberConfig::default(),
+            window: ClimberConfig {
+                period_per_slot: 2.0,
+                ..ClimberConfig::default()
+            },
             sketch: SketchConfig {
                 counters_per_row: 5.0,
                 doorkeeper_bits_per_row: 12.0,
                 period_per_row: 10.0,
             },
             direct_threshold: 2,
+            min_period_per_row: 3.0,
         }
     }
 }
@@ -55,6 +68,8 @@ pub struct S3Sketch {
     sketch: FrequencySketch,
     climber: Climber,
     direct_threshold: u32,
+    /// Sketch aging periods at the smallest and at the largest window, in accesses.
+    periods: (f64, f64),
 }
 
 impl S3Sketch {
@@ -68,11 +83,19 @@ impl S3Sketch {
         let max_window = (capacity as f64 * config.window.max).round() as usize;
         let regions = Regions::new(capacity, max_window, 3);
         let climber = Climber::new(capacity, regions.max_window(), config.window);
+        let rows = capacity as f64;
+        let periods = (
+            rows * config.min_period_per_row,
+            rows * config.sketch.period_per_row,
+        );
+        let mut sketch = FrequencySketch::new(capacity, config.sketch);
+        sketch.set_period(lerp(periods, climber.position()) as u64);
         Self {
             regions,
-            sketch: FrequencySketch::new(capacity, config.sketch),
+            sketch,
             climber,
             direct_threshold: config.direct_threshold,
+            periods,
         }
     }
 
@@ -113,7 +136,11 @@ impl Policy for S3Sketch {
     fn get(&mut self, key: u64) -> Option<u32> {
         self.sketch.increment(key);
         let slot = self.regions.slot(key);
-        self.climber.record(slot.is_some());
+        if self.climber.record(slot.is_some()) {
+            // The window moved: the sketch's memory follows it.
+            let period = lerp(self.periods, self.climber.position());
+            self.sketch.set_period(period as u64);
+        }
         let slot = slot?;
         self.regions.touch(slot);
         Some(slot)
@@ -174,6 +201,11 @@ impl Policy for S3Sketch {
     fn frequency(&self, key: u64) -> u32 {
         self.sketch.estimate(key)
     }
+}
+
+/// The point `t` (0 to 1) of the way from `range.0` to `range.1`.
+fn lerp(range: (f64, f64), t: f64) -> f64 {
+    range.0 + (range.1 - range.0) * t
 }
 
 #[cfg(test)]

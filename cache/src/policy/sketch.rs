@@ -74,6 +74,12 @@ impl FrequencySketch {
         std::mem::size_of_val(&*self.table) + std::mem::size_of_val(&*self.door)
     }
 
+    /// Changes the number of recorded accesses between agings (at least 16); takes effect from
+    /// the next access.
+    pub(crate) fn set_period(&mut self, period: u64) {
+        self.period = period.max(16);
+    }
+
     /// Records one access to `key`.
     pub(crate) fn increment(&mut self, key: u64) {
         let hash = mix64(key ^ SEED);
@@ -236,6 +242,18 @@ mod tests {
             "15 in the counters plus the doorkeeper"
         );
         sketch.increment(7); // the 64th access ages: counters halve, doorkeeper clears
+        assert_eq!(sketch.estimate(7), 7);
+    }
+
+    #[test]
+    fn a_shorter_period_ages_sooner() {
+        let mut sketch = FrequencySketch::new(64, SketchConfig::default());
+        sketch.set_period(20);
+        for _ in 0..19 {
+            sketch.increment(7);
+        }
+        assert_eq!(sketch.estimate(7), 16);
+        sketch.increment(7); // the 20th access ages
         assert_eq!(sketch.estimate(7), 7);
     }
 
