@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the serving paths allocate and free many short-lived
+/// buffers (responses, read batches), and glibc's free-list coalescing and per-thread arenas
+/// cost CPU (about a tenth of the cold path) and resident memory that mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
