@@ -188,6 +188,7 @@ impl EmbeddingStore for StoreService {
                     if let Err(e) = table.prefetch(&rows.ids).await {
                         tracing::warn!(error = %e, "prefetch failed");
                     }
+                    hint_vram(&table, &rows.ids);
                 });
                 Ok(Response::new(pb::PrefetchResponse {
                     accepted_rows: accepted,
@@ -208,6 +209,7 @@ impl EmbeddingStore for StoreService {
                     if let Err(e) = table.prefetch(&ids).await {
                         tracing::warn!(error = %e, "n-gram prefetch failed");
                     }
+                    hint_vram(&table, &ids);
                 });
                 Ok(Response::new(pb::PrefetchResponse {
                     accepted_rows: accepted,
@@ -525,6 +527,15 @@ impl StoreService {
 enum IntoSource {
     Rows(Vec<u64>),
     Ngrams(DedupedIds),
+}
+
+/// Counts prefetched rows towards the VRAM tier's next refresh (no-op without a GPU tier), after
+/// the prefetch has brought them into RAM so the refresh finds them there.
+fn hint_vram(table: &ServedTable, ids: &[u64]) {
+    #[cfg(feature = "cuda")]
+    table.gpu_hint(ids);
+    #[cfg(not(feature = "cuda"))]
+    let _ = (table, ids);
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
