@@ -39,10 +39,10 @@ impl StoreService {
     async fn lookup_one(&self, req: pb::LookupRequest) -> Result<pb::LookupResponse, LookupError> {
         let start = Instant::now();
         let result = async {
-            self.engine.check_batch(req.ids.len())?;
+            let ids = row_ids(&self.engine, req.ids, &req.ids_le)?;
             let table = self.engine.table(&req.table)?.clone();
-            let rows = table.lookup(&req.ids).await?;
-            Ok(response(&table, rows, req.ids.len()))
+            let rows = table.lookup(&ids).await?;
+            Ok(response(&table, rows, ids.len()))
         }
         .await;
         self.record(start, &result);
@@ -180,15 +180,15 @@ impl EmbeddingStore for StoreService {
     ) -> Result<Response<pb::PrefetchResponse>, Status> {
         match request.into_inner().target {
             Some(pb::prefetch_request::Target::Rows(rows)) => {
-                self.engine.check_batch(rows.ids.len())?;
+                let ids = row_ids(&self.engine, rows.ids, &rows.ids_le)?;
                 let table = self.engine.table(&rows.table)?.clone();
-                table.check_ids(&rows.ids)?;
-                let accepted = rows.ids.len() as u64;
+                table.check_ids(&ids)?;
+                let accepted = ids.len() as u64;
                 tokio::spawn(async move {
-                    if let Err(e) = table.prefetch(&rows.ids).await {
+                    if let Err(e) = table.prefetch(&ids).await {
                         tracing::warn!(error = %e, "prefetch failed");
                     }
-                    hint_vram(&table, &rows.ids);
+                    hint_vram(&table, &ids);
                 });
                 Ok(Response::new(pb::PrefetchResponse {
                     accepted_rows: accepted,
@@ -459,10 +459,10 @@ impl StoreService {
         // Check the request whole (ids, tokens, limits) before touching the region.
         let (table, source) = match req.source {
             Some(pb::lookup_into_request::Source::Rows(rows)) => {
-                self.engine.check_batch(rows.ids.len())?;
+                let ids = row_ids(&self.engine, rows.ids, &rows.ids_le)?;
                 let table = self.engine.table(&rows.table)?.clone();
-                table.check_ids(&rows.ids)?;
-                (table, IntoSource::Rows(rows.ids))
+                table.check_ids(&ids)?;
+                (table, IntoSource::Rows(ids))
             }
             Some(pb::lookup_into_request::Source::Ngrams(req)) => {
                 let query = NgramQuery::from(req);
@@ -527,6 +527,35 @@ impl StoreService {
 enum IntoSource {
     Rows(Vec<u64>),
     Ngrams(DedupedIds),
+}
+
+/// The row ids of a request, given as `ids` or as `ids_le` (packed little-endian u64s), checked
+/// against the batch limit before anything is decoded.
+fn row_ids(engine: &Engine, ids: Vec<u64>, ids_le: &[u8]) -> Result<Vec<u64>, LookupError> {
+    if ids_le.is_empty() {
+        engine.check_batch(ids.len())?;
+        return Ok(ids);
+    }
+    if !ids.is_empty() {
+        return Err(LookupError::InvalidArgument(
+            "a request carries its row ids in ids or in ids_le, not both".into(),
+        ));
+    }
+    if !ids_le.len().is_multiple_of(8) {
+        return Err(LookupError::InvalidArgument(format!(
+            "ids_le holds {} bytes, not a whole number of 8-byte ids",
+            ids_le.len()
+        )));
+    }
+    engine.check_batch(ids_le.len() / 8)?;
+    Ok(ids_le
+        .chunks_exact(8)
+        .map(|c| {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(c);
+            u64::from_le_bytes(id)
+        })
+        .collect())
 }
 
 /// Counts prefetched rows towards the VRAM tier's next refresh (no-op without a GPU tier), after
