@@ -371,6 +371,9 @@ impl EmbeddingStore for StoreService {
                     gpu.resident_bytes += s.resident_rows * g.row_bytes() as u64;
                     gpu.capacity_bytes += s.device_bytes;
                     gpu.reads += s.refreshes;
+                    if reset {
+                        g.reset_counters();
+                    }
                 }
             }
             gpu.hit_rate = ratio(gpu.hits, gpu.hits + gpu.misses);
@@ -504,11 +507,13 @@ impl StoreService {
                 };
                 #[cfg(feature = "cuda")]
                 {
-                    let all: Vec<u64> = match source {
-                        IntoSource::Rows(ids) => ids.clone(),
-                        IntoSource::Ngrams(d) => (0..d.len()).filter_map(|p| d.id_at(p)).collect(),
+                    gpu_hits = match source {
+                        IntoSource::Rows(ids) => table.lookup_into_device(ids, _dst).await?,
+                        IntoSource::Ngrams(d) => {
+                            let all: Vec<u64> = (0..d.len()).filter_map(|p| d.id_at(p)).collect();
+                            table.lookup_into_device(&all, _dst).await?
+                        }
                     };
-                    gpu_hits = table.lookup_into_device(&all, _dst).await?;
                 }
                 #[cfg(not(feature = "cuda"))]
                 let _ = source;
