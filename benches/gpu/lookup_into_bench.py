@@ -11,21 +11,26 @@ how fast the rows land in a torch CUDA tensor along three paths:
   non-blocking from the region itself when it can be page-locked (``cudaHostRegister``), else
   through a pinned buffer.
 
-Each timed call ends with the rows in the device tensor (streams synchronized). Before timing it
-warms the VRAM tier (prefetches and looks up the hot set, then waits for the background refresh
+Each timed call ends with the rows in the device tensor (streams synchronized). Timed runs
+alternate between the paths, and every timed run draws batches of its own
+(``--distinct-batches``, none repeated within a run), so the cold ids are fresh and have not been
+counted into the VRAM tier by earlier calls. With ``--warm-ram`` the whole table is read once
+first, so rows that miss VRAM are served from the RAM tier. Before timing it warms the VRAM tier
+(prefetches and looks up the hot set, then waits for the background refresh
 until the VRAM hit fraction of a batch stops rising), and it checks once that every path yields
-the bytes of ``Lookup``. It prints one JSON object: rows/s, p50/p99 latency per path, the VRAM hit
-fraction measured during the ``cuda_ipc`` runs, and the ratio of ``cuda_ipc`` to the better host
-path.
+the bytes of ``Lookup``. It prints one JSON object: rows/s, p50/p99 latency per path (and the
+server's own p50/p99 per path, from ``Stats``), the VRAM hit fraction measured during the
+``cuda_ipc`` runs, the ratio of ``cuda_ipc`` to the better host path, and what the client spends
+encoding one batch's ids (a cost all paths share).
 
 Needs torch (with CUDA), numpy, grpcio and this repository's ``engram_store`` package
 (``pip install ./client/python``, or run from the repository root: the script finds it). The
 server must run on this machine, on the GPU given by ``--device``, built with ``--features cuda``
 and started with ``--gpu-budget``, over a table made by e.g.::
 
-    engram-store synth --name hot --rows 50000000 --dim 80 --dtype bf16 --data DATA
-    engram-store serve --data DATA --ram-cache 16GiB --gpu-budget 8GiB &
-    python3 benches/gpu/lookup_into_bench.py --addr 127.0.0.1:50051 --table hot
+    engram-store synth --name hot --rows 10000000 --dim 80 --dtype bf16 --data DATA
+    engram-store serve --data DATA --ram-cache 4GiB --gpu-budget 8GiB &
+    python3 benches/gpu/lookup_into_bench.py --addr 127.0.0.1:50051 --table hot --warm-ram
 """
 
 from __future__ import annotations
@@ -72,12 +77,47 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
+def client_encode_us(ids: np.ndarray, reps: int = 20) -> dict[str, float]:
+    """Median microseconds the client spends turning one batch of ids into request bytes, a
+    cost every path pays before the server sees the request: as a list of Python ints in the
+    varint field ``ids`` (``ids``), and as the bytes of the array in ``ids_le`` where this
+    client's protocol has it (``ids_le``)."""
+    from engram_store.v1 import store_pb2 as pb
+
+    def median_us(fn) -> float:
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return float(np.median(times) * 1e6)
+
+    def as_varints() -> bytes:
+        return pb.LookupRequest(table="t", ids=ids.tolist()).SerializeToString()
+
+    def as_le_bytes() -> bytes:
+        return pb.LookupRequest(table="t", ids_le=ids.astype("<u8").tobytes()).SerializeToString()
+
+    out = {"ids": median_us(as_varints)}
+    if "ids_le" in pb.LookupRequest.DESCRIPTOR.fields_by_name:
+        out["ids_le"] = median_us(as_le_bytes)
+    return out
+
+
 def make_batches(rows: int, args: argparse.Namespace) -> tuple[np.ndarray, list[np.ndarray]]:
     """The hot set and ``--distinct-batches`` batches drawn from it and from the whole table."""
     rng = np.random.default_rng(args.seed)
     hot_rows = min(args.hot_rows, rows)
     hot = np.unique(rng.integers(0, rows, size=int(hot_rows * 1.2) + 16, dtype=np.int64))
     hot = rng.permutation(hot)[:hot_rows]
+    return hot, draw_batches(hot, rows, args, rng)
+
+
+def draw_batches(
+    hot: np.ndarray, rows: int, args: argparse.Namespace, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """``--distinct-batches`` batches of ``--batch`` ids: ``--hot-fraction`` of them from ``hot``,
+    the rest uniform over the table, shuffled."""
     batches = []
     n_hot = round(args.batch * args.hot_fraction)
     for _ in range(args.distinct_batches):
@@ -88,7 +128,7 @@ def make_batches(rows: int, args: argparse.Namespace) -> tuple[np.ndarray, list[
             ]
         )
         batches.append(rng.permutation(ids).astype(np.uint64))
-    return hot, batches
+    return batches
 
 
 def timed(fn, iters: int, batches: list[np.ndarray]) -> tuple[float, list[float], list[Any]]:
@@ -116,7 +156,18 @@ def main() -> None:
         "--hot-rows", type=int, default=1_000_000, help="hot set; must fit the VRAM tier [1000000]"
     )
     ap.add_argument("--hot-fraction", type=float, default=0.9, help="ids from the hot set [0.9]")
-    ap.add_argument("--distinct-batches", type=int, default=8, help="batches cycled [8]")
+    ap.add_argument(
+        "--distinct-batches",
+        type=int,
+        default=50,
+        help="batches per timed run, drawn afresh for each run of each path [50]",
+    )
+    ap.add_argument(
+        "--warm-ram",
+        action="store_true",
+        help="read the whole table once first (LookupInto shared memory), so that rows missing "
+        "from VRAM are served from the RAM tier",
+    )
     ap.add_argument("--device", type=int, default=0, help="CUDA device = the server's [0]")
     ap.add_argument(
         "--warmup-timeout", type=float, default=120.0, help="seconds to warm the VRAM tier [120]"
@@ -231,6 +282,19 @@ def main() -> None:
                 f"({tier['capacity_bytes']} device bytes): lower --hot-rows"
             )
 
+        if args.warm_ram:
+            ram = client.stats().tiers.get("ram")
+            if ram is None or ram["capacity_bytes"] < 1.1 * info.rows * info.row_bytes:
+                fail("--warm-ram: the RAM tier cannot hold the whole table")
+            t = time.monotonic()
+            chunk = min(info.rows, 1 << 20)
+            with client.shm_region(chunk * info.row_bytes) as warm:
+                for i in range(0, info.rows, chunk):
+                    ids = np.arange(i, min(i + chunk, info.rows), dtype=np.uint64)
+                    client.lookup_into(warm, name, ids)
+            report["warm_ram_s"] = round(time.monotonic() - t, 1)
+            report["ram_resident_rows"] = client.stats().tiers["ram"]["resident_rows"]
+
         # Warm the VRAM tier: bring the hot set to RAM, make it the most counted, wait for the
         # refresh, until a batch's VRAM hit fraction stops rising.
         client.prefetch(name, hot).result(timeout=args.timeout)
@@ -263,28 +327,54 @@ def main() -> None:
             }
 
         paths = {"cuda_ipc": via_cuda_ipc, "inline": via_inline, "shm": via_shm}
-        results: dict[str, dict[str, Any]] = {}
+        for fn in paths.values():
+            fn(batches[0])  # one untimed call each
+        # Runs alternate between the paths (run 1 of each, then run 2 of each, ...) so a drift
+        # of the machine's state weighs on all of them. Every run gets batches of its own: cold
+        # ids drawn afresh, never counted into the VRAM tier by earlier runs.
+        rng = np.random.default_rng(args.seed + 1)
+        acc: dict[str, dict[str, list]] = {
+            k: {"rates": [], "lats": [], "hits": [], "misses": [], "p50": [], "p99": [], "ram": []}
+            for k in paths
+        }
         gpu_hits = rows_ipc = 0
-        for label, fn in paths.items():
-            fn(batches[0])  # one untimed call
-            client.stats(reset=True)
-            rates, lats = [], []
-            for _ in range(args.runs):
-                rate, lat, res = timed(fn, args.iters, batches)
-                rates.append(rate)
-                lats.extend(lat)
+        for _ in range(args.runs):
+            for label, fn in paths.items():
+                run_batches = draw_batches(hot, info.rows, args, rng)
+                client.stats(reset=True)
+                rate, lat, res = timed(fn, args.iters, run_batches)
+                stats = client.stats()
+                a = acc[label]
+                a["rates"].append(rate)
+                a["lats"].extend(lat)
+                tier = stats.tiers.get("gpu", {})
+                a["hits"].append(tier.get("hits", 0))
+                a["misses"].append(tier.get("misses", 0))
+                a["p50"].append(stats.request_latency.get("p50_us"))
+                a["p99"].append(stats.request_latency.get("p99_us"))
+                a["ram"].append(stats.tiers.get("ram", {}).get("hit_rate"))
                 if label == "cuda_ipc":
                     gpu_hits += sum(r.gpu_hits for r in res)
                     rows_ipc += sum(int(r) for r in res)
-            tier = client.stats().tiers.get("gpu")
+        results: dict[str, dict[str, Any]] = {}
+        for label, a in acc.items():
+            looked = sum(a["hits"]) + sum(a["misses"])
             results[label] = {
-                "rows_per_s": float(np.median(rates)),
-                "rows_per_s_runs": [round(r) for r in rates],
-                **percentiles(lats),
-                # The server's VRAM tier serves the host paths too (gathered to host memory).
-                "server_gpu_hit_rate": None if tier is None else tier["hit_rate"],
+                "rows_per_s": float(np.median(a["rates"])),
+                "rows_per_s_runs": [round(r) for r in a["rates"]],
+                **percentiles(a["lats"]),
+                # The server's VRAM tier serves the host paths too (gathered to host memory):
+                # the fraction of this path's rows it served.
+                "server_gpu_hit_rate": sum(a["hits"]) / looked if looked else None,
+                "server_ram_hit_rate": a["ram"],
+                # Time inside the server's handler (after the request is decoded), median over
+                # runs: the rest of a call's latency is the client, gRPC and, for host paths,
+                # the copy to the GPU.
+                "server_p50_us": float(np.median(a["p50"])),
+                "server_p99_us": float(np.median(a["p99"])),
             }
         report["paths"] = results
+        report["client_encode_us"] = client_encode_us(batches[0])
         report["vram_hit_fraction"] = gpu_hits / max(1, rows_ipc)
         best_host = max(("inline", "shm"), key=lambda k: results[k]["rows_per_s"])
         report["best_host_path"] = best_host

@@ -167,6 +167,7 @@ impl Client {
         let req = pb::LookupRequest {
             table: table.to_owned(),
             ids,
+            ..Default::default()
         };
         let resp = self
             .call(req, |mut c, r| async move { c.lookup(r).await })
@@ -191,7 +192,11 @@ impl Client {
             let table = table.clone();
             async move {
                 let _ = tx.send(ids.len()).await;
-                pb::LookupRequest { table, ids }
+                pb::LookupRequest {
+                    table,
+                    ids,
+                    ..Default::default()
+                }
             }
         });
         let mut client = self.inner.clone();
@@ -213,6 +218,7 @@ impl Client {
             target: Some(pb::prefetch_request::Target::Rows(pb::PrefetchRows {
                 table: table.to_owned(),
                 ids: ids.to_vec(),
+                ..Default::default()
             })),
         };
         let r = self
@@ -316,6 +322,7 @@ impl Client {
             source: Some(pb::lookup_into_request::Source::Rows(pb::LookupRequest {
                 table: table.to_owned(),
                 ids: ids.to_vec(),
+                ..Default::default()
             })),
         };
         let r = self

@@ -39,10 +39,10 @@ impl StoreService {
     async fn lookup_one(&self, req: pb::LookupRequest) -> Result<pb::LookupResponse, LookupError> {
         let start = Instant::now();
         let result = async {
-            self.engine.check_batch(req.ids.len())?;
+            let ids = row_ids(&self.engine, req.ids, &req.ids_le)?;
             let table = self.engine.table(&req.table)?.clone();
-            let rows = table.lookup(&req.ids).await?;
-            Ok(response(&table, rows, req.ids.len()))
+            let rows = table.lookup(&ids).await?;
+            Ok(response(&table, rows, ids.len()))
         }
         .await;
         self.record(start, &result);
@@ -180,14 +180,15 @@ impl EmbeddingStore for StoreService {
     ) -> Result<Response<pb::PrefetchResponse>, Status> {
         match request.into_inner().target {
             Some(pb::prefetch_request::Target::Rows(rows)) => {
-                self.engine.check_batch(rows.ids.len())?;
+                let ids = row_ids(&self.engine, rows.ids, &rows.ids_le)?;
                 let table = self.engine.table(&rows.table)?.clone();
-                table.check_ids(&rows.ids)?;
-                let accepted = rows.ids.len() as u64;
+                table.check_ids(&ids)?;
+                let accepted = ids.len() as u64;
                 tokio::spawn(async move {
-                    if let Err(e) = table.prefetch(&rows.ids).await {
+                    if let Err(e) = table.prefetch(&ids).await {
                         tracing::warn!(error = %e, "prefetch failed");
                     }
+                    hint_vram(&table, &ids);
                 });
                 Ok(Response::new(pb::PrefetchResponse {
                     accepted_rows: accepted,
@@ -208,6 +209,7 @@ impl EmbeddingStore for StoreService {
                     if let Err(e) = table.prefetch(&ids).await {
                         tracing::warn!(error = %e, "n-gram prefetch failed");
                     }
+                    hint_vram(&table, &ids);
                 });
                 Ok(Response::new(pb::PrefetchResponse {
                     accepted_rows: accepted,
@@ -374,6 +376,9 @@ impl EmbeddingStore for StoreService {
                     gpu.resident_bytes += s.resident_rows * g.row_bytes() as u64;
                     gpu.capacity_bytes += s.device_bytes;
                     gpu.reads += s.refreshes;
+                    if reset {
+                        g.reset_counters();
+                    }
                 }
             }
             gpu.hit_rate = ratio(gpu.hits, gpu.hits + gpu.misses);
@@ -462,10 +467,10 @@ impl StoreService {
         // Check the request whole (ids, tokens, limits) before touching the region.
         let (table, source) = match req.source {
             Some(pb::lookup_into_request::Source::Rows(rows)) => {
-                self.engine.check_batch(rows.ids.len())?;
+                let ids = row_ids(&self.engine, rows.ids, &rows.ids_le)?;
                 let table = self.engine.table(&rows.table)?.clone();
-                table.check_ids(&rows.ids)?;
-                (table, IntoSource::Rows(rows.ids))
+                table.check_ids(&ids)?;
+                (table, IntoSource::Rows(ids))
             }
             Some(pb::lookup_into_request::Source::Ngrams(req)) => {
                 let query = NgramQuery::from(req);
@@ -507,11 +512,13 @@ impl StoreService {
                 };
                 #[cfg(feature = "cuda")]
                 {
-                    let all: Vec<u64> = match source {
-                        IntoSource::Rows(ids) => ids.clone(),
-                        IntoSource::Ngrams(d) => (0..d.len()).filter_map(|p| d.id_at(p)).collect(),
+                    gpu_hits = match source {
+                        IntoSource::Rows(ids) => table.lookup_into_device(ids, _dst).await?,
+                        IntoSource::Ngrams(d) => {
+                            let all: Vec<u64> = (0..d.len()).filter_map(|p| d.id_at(p)).collect();
+                            table.lookup_into_device(&all, _dst).await?
+                        }
                     };
-                    gpu_hits = table.lookup_into_device(&all, _dst).await?;
                 }
                 #[cfg(not(feature = "cuda"))]
                 let _ = source;
@@ -530,6 +537,44 @@ impl StoreService {
 enum IntoSource {
     Rows(Vec<u64>),
     Ngrams(DedupedIds),
+}
+
+/// The row ids of a request, given as `ids` or as `ids_le` (packed little-endian u64s), checked
+/// against the batch limit before anything is decoded.
+fn row_ids(engine: &Engine, ids: Vec<u64>, ids_le: &[u8]) -> Result<Vec<u64>, LookupError> {
+    if ids_le.is_empty() {
+        engine.check_batch(ids.len())?;
+        return Ok(ids);
+    }
+    if !ids.is_empty() {
+        return Err(LookupError::InvalidArgument(
+            "a request carries its row ids in ids or in ids_le, not both".into(),
+        ));
+    }
+    if !ids_le.len().is_multiple_of(8) {
+        return Err(LookupError::InvalidArgument(format!(
+            "ids_le holds {} bytes, not a whole number of 8-byte ids",
+            ids_le.len()
+        )));
+    }
+    engine.check_batch(ids_le.len() / 8)?;
+    Ok(ids_le
+        .chunks_exact(8)
+        .map(|c| {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(c);
+            u64::from_le_bytes(id)
+        })
+        .collect())
+}
+
+/// Counts prefetched rows towards the VRAM tier's next refresh (no-op without a GPU tier), after
+/// the prefetch has brought them into RAM so the refresh finds them there.
+fn hint_vram(table: &ServedTable, ids: &[u64]) {
+    #[cfg(feature = "cuda")]
+    table.gpu_hint(ids);
+    #[cfg(not(feature = "cuda"))]
+    let _ = (table, ids);
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

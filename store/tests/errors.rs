@@ -47,6 +47,7 @@ async fn bad_requests_get_precise_statuses() {
         .lookup(engram_store_proto::v1::LookupRequest {
             table: "t".into(),
             ids: vec![0; 10_001],
+            ..Default::default()
         })
         .await
         .expect_err("too many ids");
@@ -56,6 +57,41 @@ async fn bad_requests_get_precise_statuses() {
         "{}",
         status.message()
     );
+
+    // Ids as packed little-endian bytes: the same rows as `ids`; a ragged byte count, both
+    // forms at once, or too many ids are each INVALID_ARGUMENT.
+    let packed =
+        |ids: &[u64]| -> bytes::Bytes { ids.iter().flat_map(|id| id.to_le_bytes()).collect() };
+    let rows = raw
+        .lookup(engram_store_proto::v1::LookupRequest {
+            table: "t".into(),
+            ids_le: packed(&[7, 999, 7]),
+            ..Default::default()
+        })
+        .await
+        .expect("lookup by ids_le")
+        .into_inner();
+    assert_eq!(rows.row_count, 3);
+    let rb = rows.row_bytes as usize;
+    for (i, id) in [7u64, 999, 7].into_iter().enumerate() {
+        assert_eq!(&rows.rows[i * rb..(i + 1) * rb], model.row(id), "row {id}");
+    }
+    for (ids, ids_le, what) in [
+        (vec![], packed(&[1, 2]).slice(..15), "8-byte"),
+        (vec![1], packed(&[2]), "not both"),
+        (vec![], packed(&[0; 10_001]), "10001"),
+    ] {
+        let status = raw
+            .lookup(engram_store_proto::v1::LookupRequest {
+                table: "t".into(),
+                ids,
+                ids_le,
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}");
+        assert!(status.message().contains(what), "{}", status.message());
+    }
 
     let e = client
         .describe_table("nope")

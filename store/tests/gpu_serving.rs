@@ -80,3 +80,55 @@ async fn hot_rows_are_served_from_vram_bit_exact() {
     println!("gpu hits {gpu_hits}");
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetched_rows_move_into_vram_without_lookups() {
+    if !gpu_present() {
+        println!("skipping: no usable GPU (or a build without --features cuda)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = random_table(dir.path(), "t", DType::Bf16, 80, 200_000, 4096, 3);
+    let engine = Arc::new(Engine::open(gpu_config(dir.path())).expect("engine with a VRAM tier"));
+    let server =
+        engram_store::server::spawn_server(engine.clone(), "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("server");
+    let client = engram_store_client::Client::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    let hot: Vec<u64> = (0..3_000u64).map(|i| i * 61 % 200_000).collect();
+    client.prefetch("t", &hot).await.expect("prefetch");
+    // Only the prefetch hint counts these rows: no lookup has touched them.
+    let gpu_tier = |s: &engram_store_proto::v1::StatsResponse| {
+        s.tiers.iter().find(|t| t.tier == "gpu").cloned()
+    };
+    let mut resident = 0;
+    for _ in 0..50 {
+        let stats = client.stats(false).await.expect("stats");
+        resident = gpu_tier(&stats).map_or(0, |t| t.resident_rows);
+        if resident >= hot.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        resident,
+        hot.len() as u64,
+        "prefetched rows did not enter VRAM"
+    );
+    client.stats(true).await.expect("reset stats");
+    let rows = client.lookup("t", &hot).await.expect("lookup");
+    for (i, &id) in hot.iter().enumerate() {
+        assert_eq!(rows.row(i), model.row(id), "row {id}");
+    }
+    let stats = client.stats(false).await.expect("stats");
+    let hits = gpu_tier(&stats).map_or(0, |t| t.hits);
+    assert_eq!(
+        hits,
+        hot.len() as u64,
+        "prefetched rows were not served from VRAM"
+    );
+    println!("{resident} prefetched rows resident, {hits} VRAM hits");
+    server.shutdown().await.expect("shutdown");
+}

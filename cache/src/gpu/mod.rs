@@ -7,6 +7,7 @@ mod hot_counter;
 mod hot_index;
 mod ipc;
 mod kernels;
+mod recorder;
 mod tier;
 
 pub use cudarc::driver::CudaContext;

@@ -22,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use super::hot_counter::HotCounter;
 use super::hot_index::{HotIndex, buckets_for};
 use super::kernels::Kernels;
+use super::recorder::Recorder;
 use super::{GpuError, probe};
 use crate::key_hash::KeyHashBuilder;
 
@@ -68,6 +69,8 @@ pub struct GpuStats {
     pub device_bytes: u64,
     /// Refreshes applied.
     pub refreshes: u64,
+    /// Looked-up ids left uncounted because the counting thread was behind.
+    pub counts_dropped: u64,
 }
 
 /// Rows a refresh will bring in (the caller fetches their bytes) and what it keeps.
@@ -112,7 +115,8 @@ pub struct GpuTier {
     epoch: RwLock<()>,
     scratch: Mutex<Scratch>,
     residency: Mutex<Residency>,
-    counter: HotCounter,
+    counter: Arc<HotCounter>,
+    recorder: Recorder,
     hits: AtomicU64,
     misses: AtomicU64,
     refreshes: AtomicU64,
@@ -126,6 +130,13 @@ impl std::fmt::Debug for GpuTier {
             .finish()
     }
 }
+
+/// Counts a row needs to be brought into VRAM: a row sampled once (most rows of a uniform tail,
+/// never asked for again) would only churn the arena; a prefetch hint counts 4 at once.
+const MIN_COUNT: u32 = 2;
+
+/// Batches of looked-up ids that may wait for the counting thread before more are dropped.
+const RECORD_QUEUE: usize = 64;
 
 fn dptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     let (p, _sync) = s.device_ptr(stream);
@@ -227,6 +238,8 @@ impl GpuTier {
         stream
             .synchronize()
             .map_err(|e| GpuError::cuda("initialise the tier", e))?;
+        let counter = Arc::new(HotCounter::new(capacity.saturating_mul(4).max(1 << 16), 2));
+        let recorder = Recorder::spawn(counter.clone(), RECORD_QUEUE)?;
         Ok(Self {
             ctx,
             kernels,
@@ -242,7 +255,8 @@ impl GpuTier {
             epoch: RwLock::new(()),
             scratch: Mutex::new(scratch),
             residency: Mutex::new(residency),
-            counter: HotCounter::new(capacity.saturating_mul(4).max(1 << 16), 2),
+            counter,
+            recorder,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
@@ -265,9 +279,15 @@ impl GpuTier {
         &self.ctx
     }
 
-    /// Counts accesses to `ids` (sampled) for choosing the hot set.
+    /// Counts accesses to `ids` (sampled) for choosing the hot set, on the tier's counting
+    /// thread: the caller pays for a copy of the ids, and never waits.
     pub fn record(&self, ids: &[u64]) {
-        self.counter.record(ids);
+        self.recorder.record(ids);
+    }
+
+    /// Waits until every batch passed to [`GpuTier::record`] so far has been counted.
+    pub fn flush_counts(&self) {
+        self.recorder.flush();
     }
 
     /// Counts a prefetch hint: these rows are about to be used.
@@ -289,7 +309,14 @@ impl GpuTier {
             capacity_rows: self.capacity as u64,
             device_bytes: self.device_bytes,
             refreshes: self.refreshes.load(Ordering::Relaxed),
+            counts_dropped: self.recorder.dropped(),
         }
+    }
+
+    /// Zeroes the hit and miss counters (refreshes and dropped counts keep counting).
+    pub fn reset_counters(&self) {
+        self.hits.store(0, Ordering::Relaxed);
+        self.misses.store(0, Ordering::Relaxed);
     }
 
     fn bind(&self) -> Result<(), GpuError> {
@@ -607,9 +634,10 @@ impl GpuTier {
         Ok(start.elapsed().as_secs_f64() / iterations.max(1) as f64)
     }
 
-    /// What the next refresh should load: the hottest rows not yet resident.
+    /// What the next refresh should load: the hottest rows not yet resident, among those
+    /// counted at least twice (see [`HotCounter`] for how counts age).
     pub fn plan_refresh(&self) -> RefreshPlan {
-        let wanted = self.counter.top(self.capacity);
+        let wanted = self.counter.top(self.capacity, MIN_COUNT);
         let r = self.residency.lock();
         let (keep, entering): (Vec<u64>, Vec<u64>) = wanted
             .into_iter()
@@ -690,7 +718,6 @@ impl GpuTier {
         r.resident = resident;
         r.generation += 1;
         self.refreshes.fetch_add(1, Ordering::Relaxed);
-        self.counter.decay();
         Ok(n)
     }
 

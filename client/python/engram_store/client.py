@@ -129,16 +129,23 @@ def _message_dict(msg: Any) -> dict[str, Any]:
     return out
 
 
-def _ids(ids: Iterable[int] | np.ndarray) -> list[int]:
-    """Row ids as a list of ints, checked to be 1-D and within uint64."""
+def _ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    """Row ids as a uint64 array, checked to be 1-D and within uint64."""
     a = np.asarray(ids)
     if a.size == 0:
-        return []
+        return np.zeros(0, dtype=np.uint64)
     if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"ids must be a 1-D sequence of integers, got shape {a.shape} {a.dtype}")
     if a.dtype.kind == "i" and (a < 0).any():
         raise ValueError(f"row id {int(a[np.argmax(a < 0)])} is negative")
-    return a.tolist()
+    return a.astype(np.uint64, copy=False)
+
+
+def _ids_le(ids: np.ndarray) -> bytes:
+    """The ``ids_le`` field of a request: ids (from :func:`_ids`) as packed little-endian u64s,
+    their bytes as they are on this machine's arrays, with no per-id encoding (a list of ints
+    through protobuf's varints takes milliseconds for 65,536 ids)."""
+    return ids.astype("<u8", copy=False).tobytes()
 
 
 def _sequences(token_ids: Any, what: str) -> list[list[int]]:
@@ -206,7 +213,7 @@ class Client:
         """Rows ``ids`` of ``table`` in order (duplicates repeated): ``[len(ids), row_dim]`` of
         the table's dtype."""
         ids = _ids(ids)
-        r = self._call(self._stub.Lookup, pb.LookupRequest(table=table, ids=ids))
+        r = self._call(self._stub.Lookup, pb.LookupRequest(table=table, ids_le=_ids_le(ids)))
         rows = dtypes.to_numpy(r.rows, r.dtype, r.row_dim)
         if rows.shape[0] != len(ids):
             raise ProtocolError(f"asked for {len(ids)} rows, got {rows.shape[0]}")
@@ -277,7 +284,7 @@ class Client:
 
     def prefetch(self, table: str, ids: Iterable[int] | np.ndarray) -> PrefetchFuture:
         """Asks the server to bring rows ``ids`` of ``table`` into its RAM tier; does not block."""
-        req = pb.PrefetchRequest(rows=pb.PrefetchRows(table=table, ids=_ids(ids)))
+        req = pb.PrefetchRequest(rows=pb.PrefetchRows(table=table, ids_le=_ids_le(_ids(ids))))
         return PrefetchFuture(self._stub.Prefetch.future(req, timeout=self.timeout))
 
     def prefetch_ngrams(
@@ -418,7 +425,8 @@ class Client:
         Returns the number of rows written, as :class:`Written` (an ``int`` that also carries
         ``row_bytes``, ``bytes_written`` and ``gpu_hits``).
         """
-        return self._lookup_into(region, offset, rows=pb.LookupRequest(table=table, ids=_ids(ids)))
+        rows = pb.LookupRequest(table=table, ids_le=_ids_le(_ids(ids)))
+        return self._lookup_into(region, offset, rows=rows)
 
     def lookup_ngrams_into(
         self,

@@ -170,8 +170,7 @@ impl ServedTable {
         }
         #[cfg(feature = "cuda")]
         if let Some(gpu) = &self.gpu {
-            let hit = super::gpu_path::gather(gpu, ids, out)?;
-            return self.fill_from_host(ids, out, Some(&hit)).await;
+            return self.lookup_into_via_gpu(gpu, ids, out).await;
         }
         self.fill_from_host(ids, out, None).await
     }

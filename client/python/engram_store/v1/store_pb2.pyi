@@ -101,12 +101,14 @@ class LookupIntoResponse(_message.Message):
     def __init__(self, row_count: _Optional[int] = ..., row_bytes: _Optional[int] = ..., bytes_written: _Optional[int] = ..., gpu_hits: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("table", "ids")
+    __slots__ = ("table", "ids", "ids_le")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    IDS_LE_FIELD_NUMBER: _ClassVar[int]
     table: str
     ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    ids_le: bytes
+    def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ..., ids_le: _Optional[bytes] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("rows", "row_bytes", "row_count", "dtype", "row_dim", "version", "error_code", "error_message")
@@ -157,12 +159,14 @@ class PrefetchRequest(_message.Message):
     def __init__(self, rows: _Optional[_Union[PrefetchRows, _Mapping]] = ..., ngrams: _Optional[_Union[LookupNgramsRequest, _Mapping]] = ...) -> None: ...
 
 class PrefetchRows(_message.Message):
-    __slots__ = ("table", "ids")
+    __slots__ = ("table", "ids", "ids_le")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    IDS_LE_FIELD_NUMBER: _ClassVar[int]
     table: str
     ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    ids_le: bytes
+    def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ..., ids_le: _Optional[bytes] = ...) -> None: ...
 
 class PrefetchResponse(_message.Message):
     __slots__ = ("accepted_rows",)

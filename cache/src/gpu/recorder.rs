@@ -1,0 +1,121 @@
+//! Access counting off the lookup path: a lookup hands a copy of its ids to a thread that feeds
+//! the [`HotCounter`], so the batch pays for one copy of its ids instead of hash-map updates
+//! under the counter's lock, which the refresh also takes to rank the counts. (Counting in the
+//! request was 2.5 ms of the 3.1 ms the server spent on a 65,536-row batch served from VRAM, on
+//! an H200 host.) When the thread falls behind, whole batches are dropped and the dropped ids
+//! counted: the counts are samples anyway.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError, bounded};
+
+use super::GpuError;
+use super::hot_counter::HotCounter;
+
+enum Message {
+    Ids(Vec<u64>),
+    /// Answered once every message before it has been counted.
+    Flush(Sender<()>),
+}
+
+/// The counting thread of one tier; stopped and joined on drop.
+pub(crate) struct Recorder {
+    tx: Option<Sender<Message>>,
+    thread: Option<JoinHandle<()>>,
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl Recorder {
+    /// Starts the thread; at most `depth` batches wait for it.
+    pub(crate) fn spawn(counter: Arc<HotCounter>, depth: usize) -> Result<Self, GpuError> {
+        let (tx, rx) = bounded::<Message>(depth.max(1));
+        let thread = std::thread::Builder::new()
+            .name("vram-counts".into())
+            .spawn(move || {
+                for message in rx {
+                    match message {
+                        Message::Ids(ids) => counter.record(&ids),
+                        Message::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| GpuError::Invalid(format!("start the VRAM counting thread: {e}")))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Hands `ids` to the thread, or drops them (counted in [`Recorder::dropped`]) if it is
+    /// `depth` batches behind. Never blocks.
+    pub(crate) fn record(&self, ids: &[u64]) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(_)) = tx.try_send(Message::Ids(ids.to_vec())) {
+            self.dropped.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until every batch handed over before this call has been counted.
+    pub(crate) fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done, wait) = bounded(1);
+        if tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Ids dropped because the thread was behind.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_counted_by_the_thread_and_dropped_when_it_is_behind() {
+        let counter = Arc::new(HotCounter::new(1 << 16, 0));
+        let r = Recorder::spawn(counter.clone(), 4).expect("thread");
+        for _ in 0..3 {
+            r.record(&[5, 5, 9]);
+        }
+        r.flush();
+        assert_eq!(counter.top(2, 1), vec![5, 9]);
+        assert_eq!(r.dropped(), 0);
+        // Hold the counter's lock so the thread stalls, then overfill the queue.
+        let big: Vec<u64> = (0..1000).collect();
+        let stalled = counter.stall_for_test();
+        for _ in 0..20 {
+            r.record(&big);
+        }
+        drop(stalled);
+        r.flush();
+        assert!(r.dropped() >= 1000, "dropped {}", r.dropped());
+        assert_eq!(r.dropped() % 1000, 0);
+        drop(r); // joins the thread
+    }
+}
