@@ -110,19 +110,24 @@ fn run(
             if e.kind() == io::ErrorKind::Interrupted || e.raw_os_error() == Some(libc::EBUSY) {
                 continue;
             }
-            // The ring is broken: fail everything in flight and queued rather than hang.
+            // The ring is broken: fail everything in flight and queued rather than hang, and
+            // stop: the engine answers later reads with an error. The kernel may still own the
+            // buffers of reads in flight (and complete them late under their slot numbers), so
+            // neither a buffer nor a slot is reused: the buffers are leaked on purpose, and the
+            // ring is dropped (its teardown waits for or cancels what the kernel still holds).
             for slot in slots.iter_mut() {
-                if let Some(f) = slot.take() {
-                    f.pending
-                        .complete(Err(io::Error::new(e.kind(), e.to_string())));
+                if let Some(InFlight { pending, buf }) = slot.take() {
+                    std::mem::forget(buf);
+                    pending.complete(Err(io::Error::new(e.kind(), format!("io_uring: {e}"))));
                 }
             }
             for p in backlog.drain(..) {
-                p.complete(Err(io::Error::new(e.kind(), e.to_string())));
+                p.complete(Err(io::Error::new(e.kind(), format!("io_uring: {e}"))));
             }
-            free = (0..queue_depth).rev().collect();
-            in_flight = 0;
-            continue;
+            for p in rx.try_iter() {
+                p.complete(Err(io::Error::new(e.kind(), format!("io_uring: {e}"))));
+            }
+            return;
         }
         for cqe in ring.completion() {
             let slot = cqe.user_data() as usize;
