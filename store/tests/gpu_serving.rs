@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::random_table;
 use engram_store::engine::{Engine, EngineConfig};
 use engram_store::table::DType;
@@ -50,14 +48,7 @@ async fn hot_rows_are_served_from_vram_bit_exact() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let model = random_table(dir.path(), "t", DType::Bf16, 80, 200_000, 4096, 2);
-    let engine = Arc::new(Engine::open(gpu_config(dir.path())).expect("engine with a VRAM tier"));
-    let server =
-        engram_store::server::spawn_server(engine.clone(), "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("server");
-    let client = engram_store_client::Client::connect(format!("http://{}", server.addr))
-        .await
-        .expect("connect");
+    let (_engine, server, client) = common::start_with(gpu_config(dir.path())).await;
     let hot: Vec<u64> = (0..5_000u64).map(|i| i * 37 % 200_000).collect();
     let mut gpu_hits = 0;
     for round in 0..40 {
@@ -89,14 +80,7 @@ async fn prefetched_rows_move_into_vram_without_lookups() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let model = random_table(dir.path(), "t", DType::Bf16, 80, 200_000, 4096, 3);
-    let engine = Arc::new(Engine::open(gpu_config(dir.path())).expect("engine with a VRAM tier"));
-    let server =
-        engram_store::server::spawn_server(engine.clone(), "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("server");
-    let client = engram_store_client::Client::connect(format!("http://{}", server.addr))
-        .await
-        .expect("connect");
+    let (_engine, server, client) = common::start_with(gpu_config(dir.path())).await;
     let hot: Vec<u64> = (0..3_000u64).map(|i| i * 61 % 200_000).collect();
     client.prefetch("t", &hot).await.expect("prefetch");
     // Only the prefetch hint counts these rows: no lookup has touched them.
