@@ -154,14 +154,23 @@ fn flag_bytes(slots: usize) -> u64 {
 }
 
 /// How rows map to shards and to the keys a shard's policy sees.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum Placement {
     /// Shard from a hash of the row id; the policy sees the row id.
     Hashed,
     /// Shard `s` holds rows `s * rows_per_shard ..`; its policy sees the offset in that range
-    /// (the direct-mapped whole-table mode).
-    Ranges { rows_per_shard: u64 },
+    /// (the direct-mapped whole-table mode), which is also the row's slot in the shard's arena.
+    Ranges {
+        rows_per_shard: u64,
+        /// Where each shard's arena starts, kept outside the locks for prefetch hints only
+        /// (a hint never reads memory architecturally; the arenas never move).
+        arena_addrs: Box<[usize]>,
+    },
 }
+
+/// Batches up to this many rows get every row's bytes prefetched before the first lock, in the
+/// whole-table mode (larger batches pipeline their prefetches shard by shard).
+const UPFRONT_PREFETCH_ROWS: usize = 256;
 
 /// Sharded slab cache of rows of one size.
 pub struct RowCache {
@@ -355,15 +364,22 @@ impl RowCacheBuilder {
         if need > self.budget_bytes {
             return None;
         }
-        let shards = (0..shard_count)
+        let shards: Box<[Mutex<Shard>]> = (0..shard_count)
             .map(|_| {
                 let direct = Box::new(policy::Direct::new(per_shard));
                 Mutex::new(Shard::new(direct, per_shard, self.row_bytes))
             })
             .collect();
+        let arena_addrs = shards
+            .iter()
+            .map(|s| s.lock().arena.as_ptr().expose_provenance())
+            .collect();
         Some(RowCache {
             shards,
-            placement: Placement::Ranges { rows_per_shard },
+            placement: Placement::Ranges {
+                rows_per_shard,
+                arena_addrs,
+            },
             row_bytes: self.row_bytes,
             budget_bytes: self.budget_bytes,
             policy_name: "direct",
@@ -391,10 +407,10 @@ impl RowCache {
     /// shard's range (whole-table mode only).
     #[inline]
     fn locate(&self, row: u64) -> Option<(usize, u64)> {
-        match self.placement {
+        match &self.placement {
             // Independent of the policies' own key hash, so a shard's keys spread over its index.
             Placement::Hashed => Some((crate::key_hash::shard_of(row, self.shards.len()), row)),
-            Placement::Ranges { rows_per_shard } => {
+            Placement::Ranges { rows_per_shard, .. } => {
                 let shard = row / rows_per_shard;
                 (shard < self.shards.len() as u64).then_some((shard as usize, row % rows_per_shard))
             }
@@ -450,6 +466,19 @@ impl RowCache {
             }
             shard_of.push(located.map(|(shard, _)| shard as u32));
             keys.push(located.map_or(row, |(_, key)| key));
+        }
+        if let Placement::Ranges { arena_addrs, .. } = &self.placement
+            && rows.len() <= UPFRONT_PREFETCH_ROWS
+        {
+            // A small batch has too few rows per shard to pipeline: start every row's loads
+            // now, so that they overlap instead of each copy waiting on its own miss.
+            for (shard, &key) in shard_of.iter().zip(&keys) {
+                if let Some(shard) = shard {
+                    let base =
+                        std::ptr::with_exposed_provenance::<u8>(arena_addrs[*shard as usize]);
+                    prefetch_range(base.wrapping_add(key as usize * rb), rb);
+                }
+            }
         }
         let by_shard = ShardOrder::new(&shard_of, self.shards.len());
         let mut slots: Vec<u32> = Vec::new();
