@@ -71,6 +71,18 @@ impl Shard {
         }
     }
 
+    /// Copies the row in `slot` into `out` (one row long) and counts the hit, and the first hit
+    /// of a prefetched row.
+    #[inline]
+    fn serve_hit(&mut self, slot: u32, out: &mut [u8]) {
+        let at = slot as usize * out.len();
+        out.copy_from_slice(&self.arena[at..at + out.len()]);
+        self.hits += 1;
+        if self.take_prefetched(slot) {
+            self.prefetch_hits += 1;
+        }
+    }
+
     fn set_prefetched(&mut self, slot: u32, on: bool) {
         let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
         if let Some(w) = self.prefetched.get_mut(word) {
@@ -425,12 +437,7 @@ impl RowCache {
         let mut shard = self.shards[index].lock();
         match shard.policy.get(key) {
             Some(slot) => {
-                let at = slot as usize * self.row_bytes;
-                out.copy_from_slice(&shard.arena[at..at + self.row_bytes]);
-                shard.hits += 1;
-                if shard.take_prefetched(slot) {
-                    shard.prefetch_hits += 1;
-                }
+                shard.serve_hit(slot, out);
                 true
             }
             None => {
@@ -520,13 +527,8 @@ impl RowCache {
                     continue;
                 }
                 let place = places.map_or(k, |p| p[k]);
-                let at = slot as usize * rb;
-                out[place * rb..(place + 1) * rb].copy_from_slice(&shard.arena[at..at + rb]);
-                shard.hits += 1;
+                shard.serve_hit(slot, &mut out[place * rb..(place + 1) * rb]);
                 hits += 1;
-                if shard.take_prefetched(slot) {
-                    shard.prefetch_hits += 1;
-                }
             }
         }
         hits
