@@ -47,7 +47,7 @@ pub struct PolicyArgs {
     #[arg(
         long,
         value_name = "MAP.npy",
-        default_value = "../shared/engram/dsv3-compress.npy"
+        default_value = "testdata/engram/dsv3-compress.npy"
     )]
     pub compress: PathBuf,
     /// Layer whose rows `--tokens` traces [default: the layout's first layer].

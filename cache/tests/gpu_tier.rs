@@ -20,7 +20,7 @@ fn row(id: u64) -> Vec<u8> {
 
 fn tier(budget: u64) -> Option<GpuTier> {
     if let Err(e) = probe(0) {
-        println!("skipping GPU test: {e}");
+        println!("SKIP: no usable GPU ({e})");
         return None;
     }
     let mut c = GpuTierConfig::new(0, budget, ROW);
@@ -67,7 +67,7 @@ fn hits_are_right_misses_are_flagged() {
 #[test]
 fn stays_within_its_budget() {
     if let Err(e) = probe(0) {
-        println!("skipping GPU test: {e}");
+        println!("SKIP: no usable GPU ({e})");
         return;
     }
     let budget = 64u64 << 20;

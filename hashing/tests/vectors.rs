@@ -1,4 +1,4 @@
-//! Reproduces the shared reference vectors (`shared/engram/vectors-*.json`): the layout, the
+//! Reproduces the Engram reference vectors (`testdata/engram/vectors-*.json`): the layout, the
 //! compressed ids of every case through `dsv3-compress.npy`, and every hash and row id of every
 //! case for every layer; then checks that hashing a sequence in pieces, each piece with the ids
 //! before it as context, gives the same rows as hashing it whole.
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use engram_store_hashing::{CompressionMap, LayerHasher, Layout};
 use serde::Deserialize;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/engram");
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/engram");
 
 #[derive(Deserialize)]
 struct Vectors {
@@ -44,13 +44,13 @@ impl Case {
 }
 
 fn load_vectors(name: &str) -> Vectors {
-    let path = format!("{SHARED}/{name}");
+    let path = format!("{TESTDATA}/{name}");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }
 
 fn load_map() -> CompressionMap {
-    CompressionMap::load(format!("{SHARED}/dsv3-compress.npy"))
+    CompressionMap::load(format!("{TESTDATA}/dsv3-compress.npy"))
         .unwrap_or_else(|e| panic!("load the DeepSeek-V3 compression map: {e}"))
 }
 

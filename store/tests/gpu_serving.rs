@@ -29,7 +29,7 @@ fn gpu_present() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_budget_without_a_gpu_is_a_clear_startup_error() {
     if gpu_present() {
-        println!("skipping: this machine has a usable GPU");
+        println!("SKIP: this machine has a usable GPU");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -43,7 +43,7 @@ async fn gpu_budget_without_a_gpu_is_a_clear_startup_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_rows_are_served_from_vram_bit_exact() {
     if !gpu_present() {
-        println!("skipping: no usable GPU (or a build without --features cuda)");
+        println!("SKIP: no usable GPU (or a build without --features cuda)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -75,7 +75,7 @@ async fn hot_rows_are_served_from_vram_bit_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetched_rows_move_into_vram_without_lookups() {
     if !gpu_present() {
-        println!("skipping: no usable GPU (or a build without --features cuda)");
+        println!("SKIP: no usable GPU (or a build without --features cuda)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -75,7 +75,7 @@ async fn pread_engine_with_ram_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_uring_engine_with_and_without_ram_tier() {
     if !uring_available() {
-        println!("skipping: io_uring is unavailable on this machine");
+        println!("SKIP: io_uring is unavailable on this machine");
         return;
     }
     every_dtype_matches_model(IoEngineKind::IoUring, 0).await;

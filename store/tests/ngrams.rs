@@ -385,7 +385,7 @@ async fn prefetched_rows_are_hit_by_the_next_lookup() {
 #[tokio::test]
 async fn lookup_ngrams_into_shared_memory_equals_lookup_ngrams() {
     if !Path::new("/dev/shm").is_dir() {
-        println!("skipping: no /dev/shm on this machine");
+        println!("SKIP: no /dev/shm on this machine");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

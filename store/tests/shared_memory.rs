@@ -20,7 +20,7 @@ impl Drop for ShmFile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_into_shared_memory() {
     if !std::path::Path::new("/dev/shm").is_dir() {
-        println!("skipping: no /dev/shm on this machine");
+        println!("SKIP: no /dev/shm on this machine");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -165,7 +165,7 @@ mod tests {
     fn uring_engine_reads_blocks() {
         match UringEngine::start(IoEngineConfig { queue_depth: 4 }) {
             Ok(engine) => check_engine(&engine),
-            Err(e) => println!("skipping io_uring test: io_uring unavailable here ({e})"),
+            Err(e) => println!("SKIP: io_uring unavailable here ({e})"),
         }
     }
 }

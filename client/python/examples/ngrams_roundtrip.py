@@ -4,7 +4,7 @@ an engram-store server, checked byte for byte against computing the row ids loca
 with numpy (``engram_store.table_files``).
 
 Self-contained by default: it builds a small Engram group (the DeepSeek-V3 compression map of
-``shared/engram/dsv3-compress.npy``, a layout with 5,000 rows per head, synthetic bf16 rows) in a
+``testdata/engram/dsv3-compress.npy``, a layout with 5,000 rows per head, synthetic bf16 rows) in a
 temporary directory with the ``engram-store`` binary and serves it on a free loopback port:
 
     cargo build -p engram-store
@@ -17,7 +17,8 @@ Or against a running server and its data directory (the group's layout and map a
     python client/python/examples/ngrams_roundtrip.py --addr HOST:PORT --data DATA --group demo
 
 Without the DeepSeek tokenizer installed it says so and takes a document's tokens from
-``shared/traces/en.tokens.u32`` instead. Exits 1 if any byte differs.
+``testdata/traces/en-sample.tokens.u32`` (a cut of the English trace) instead. Exits 1 if any
+byte differs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from engram_store.local_server import LocalServer, run_cli
 from engram_store.table_files import TableFiles
 
 REPO = Path(__file__).resolve().parents[3]
-SHARED = REPO.parent / "shared"
+TESTDATA = REPO / "testdata"
 TEXT = (
     "Engram looks up a static memory of n-gram embeddings: for every token, the 2-gram and "
     "3-gram ending there are hashed into rows of a large table, served here by engram-store."
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         help="engram-store binary for the self-contained run ($ENGRAM_STORE_BIN)",
     )
-    p.add_argument("--map", type=Path, default=SHARED / "engram" / "dsv3-compress.npy")
-    p.add_argument("--trace", type=Path, default=SHARED / "traces" / "en.tokens.u32")
+    p.add_argument("--map", type=Path, default=TESTDATA / "engram" / "dsv3-compress.npy")
+    p.add_argument("--trace", type=Path, default=TESTDATA / "traces" / "en-sample.tokens.u32")
     p.add_argument("--tokens", type=int, default=48, help="tokens taken from the trace")
     args = p.parse_args(argv)
 

@@ -1,8 +1,8 @@
-"""Tests of engram_store.layout against the shared Engram reference data (shared/engram/).
+"""Tests of engram_store.layout against the Engram reference data (testdata/engram/).
 
 The layout built from each vectors file's config must equal its ``layout``; the compression map
 built from the DeepSeek-V3 tokenizer must equal ``dsv3-compress.npy``; ``row_ids`` and
-``ngram_hashes`` must reproduce every case. shared/ lies beside the repository: <repo>/../shared.
+``ngram_hashes`` must reproduce every case. The data lives in the repository (testdata/README.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from engram_store import layout as L
 
 REPO = Path(__file__).resolve().parents[3]
-ENGRAM = REPO.parent / "shared" / "engram"
+ENGRAM = REPO / "testdata" / "engram"
 VECTOR_FILES = ["vectors-demo.json", "vectors-engram27b.json"]
 BUILTIN = {"vectors-demo.json": "demo.json", "vectors-engram27b.json": "engram27b.json"}
 
