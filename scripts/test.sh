@@ -49,7 +49,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   fi
   read -r passed failed_n skipped <<<"$(count_nextest "$LOGS/rust.log")"
   # A test that found nothing to run on this machine passes after printing "SKIP: <reason>".
-  self_skipped=$(grep -cE '^SKIP: ' "$LOGS/rust.log" || true)
+  self_skipped=$(grep -cE '^\s*SKIP: ' "$LOGS/rust.log" || true)
   passed=$((passed - self_skipped))
   skipped=$((skipped + self_skipped))
   if [ "$rust_ok" = 1 ]; then
@@ -58,7 +58,7 @@ if cargo nextest --version >/dev/null 2>&1; then
     note "rust:   FAILED: ${passed} passed, ${failed_n} failed, ${skipped} skipped (log: $LOGS/rust.log)"
     failed=1
   fi
-  grep -E '^SKIP: ' "$LOGS/rust.log" | sort | uniq -c | sed 's/^/        /' >"$LOGS/rust-skips.txt" || true
+  grep -E '^\s*SKIP: ' "$LOGS/rust.log" | sed 's/^ *//' | sort | uniq -c | sed 's/^/        /' >"$LOGS/rust-skips.txt" || true
 else
   if cargo test --workspace "${feature_args[@]}" --no-fail-fast 2>&1 | tee "$LOGS/rust.log"; then
     note "rust:   passed (cargo test; install cargo-nextest for counts)"

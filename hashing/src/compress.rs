@@ -78,6 +78,26 @@ impl CompressionMap {
         Ok(())
     }
 
+    /// Copies ids that are already compressed into `out` (cleared first), checking each is
+    /// below `compressed_vocab_size`. On error `out` holds the ids before the bad one.
+    pub fn copy_compressed_into(
+        ids: &[u32],
+        compressed_vocab_size: u32,
+        out: &mut Vec<u32>,
+    ) -> Result<(), CompressError> {
+        out.clear();
+        if let Some(position) = ids.iter().position(|&id| id >= compressed_vocab_size) {
+            out.extend_from_slice(&ids[..position]);
+            return Err(CompressError::NotCompressedAt {
+                position,
+                id: ids[position],
+                compressed_vocab_size,
+            });
+        }
+        out.extend_from_slice(ids);
+        Ok(())
+    }
+
     /// Number of raw ids covered (`0..len()`).
     pub fn len(&self) -> usize {
         self.ids.len()

@@ -245,6 +245,19 @@ pub enum CompressError {
         /// The number of raw ids the map covers.
         len: usize,
     },
+    /// An id given as already compressed is not below the compressed vocabulary size.
+    #[error(
+        "compressed token id {id} at position {position} is not below the compressed \
+         vocabulary size {compressed_vocab_size}"
+    )]
+    NotCompressedAt {
+        /// The position in the sequence.
+        position: usize,
+        /// The id.
+        id: u32,
+        /// The layout's compressed vocabulary size.
+        compressed_vocab_size: u32,
+    },
     /// The raw id at `position` of a sequence is not below the map's length.
     #[error(
         "raw token id {raw_id} at position {position} is outside the compression map \

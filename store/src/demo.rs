@@ -100,7 +100,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         m.rows,
         format_size(m.data_bytes()),
         format_size(a.ram_cache),
-        table.cache().map_or("none", |c| c.policy_name()),
+        table.ram().map_or("none", |r| r.cache().policy_name()),
         engine.io_engine_name()
     );
 

@@ -4,7 +4,9 @@
 //! - [`engine`]: serving tables from RAM and NVMe tiers, and Engram groups over them,
 //!   independent of gRPC.
 //! - [`group`]: Engram groups on disk (layout, compression map, one table per layer).
-//! - [`service`], [`server`]: the gRPC service and the server that runs it.
+//! - [`edge`], [`server`]: the thin gRPC edge (messages into queries, errors into statuses) and
+//!   the server that runs it.
+//! - [`regions`]: memory of a client's that LookupInto writes rows into.
 //! - [`ingest`]: `.npy`/`.safetensors` ingestion and synthetic tables.
 //! - [`cli`], [`config`], [`demo`]: the command line, its TOML config and the demo.
 //! - [`workload`], [`load`]: id distributions and the closed-loop load generator.
@@ -12,14 +14,13 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod engine;
 pub mod group;
 pub mod ingest;
 pub mod load;
 pub mod regions;
 pub mod server;
-pub mod service;
 pub mod size;
-mod status;
 pub mod table;
 pub mod workload;

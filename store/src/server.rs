@@ -11,8 +11,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::edge::StoreService;
 use crate::engine::Engine;
-use crate::service::StoreService;
 
 /// A server running in the background.
 #[derive(Debug)]

@@ -307,7 +307,7 @@ async fn errors_name_what_is_wrong() {
     expect_error(
         client.lookup_ngrams("g", 1, &long).await,
         Code::InvalidArgument,
-        &["10008", "10000"],
+        &["10008 rows", "10000"],
     );
     let fits = [token_sequence(&vec![1; 1250], &[])];
     assert_eq!(

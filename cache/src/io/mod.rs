@@ -2,26 +2,29 @@
 //!
 //! An [`IoEngine`] takes a batch of [`ReadOp`]s (file, aligned offset, aligned length), hands
 //! them to the kernel together and resolves once all have completed, with one result per op in
-//! op order. Two engines, one file each: [`UringEngine`] (io_uring, queue depth configurable) and
+//! op order (a [`ReadFailure`] for each op that failed). Two engines, one file each: [`UringEngine`] (io_uring, queue depth configurable) and
 //! [`PreadEngine`] (a thread pool of blocking `pread`s), picked by [`IoEngineKind`]; `Auto` takes
 //! io_uring and falls back to pread where the kernel or a seccomp filter refuses io_uring.
 
 mod aligned;
 mod batch;
 mod buffer_pool;
+mod completion;
 mod file;
 mod psync;
+mod read_failure;
 mod uring;
 
 use std::io;
 use std::sync::Arc;
 
 pub use aligned::AlignedBuf;
-pub use batch::BatchFuture;
-pub(crate) use batch::{Batch, Pending};
+pub(crate) use batch::Pending;
+pub use batch::{BatchFuture, BatchResults};
 pub use buffer_pool::{BufferPool, DEFAULT_FREE_BUFFERS};
 pub use file::DirectFile;
 pub use psync::PreadEngine;
+pub use read_failure::ReadFailure;
 pub use uring::UringEngine;
 
 /// Buffers handed to the kernel are aligned to this (a page; a multiple of every DIO memory

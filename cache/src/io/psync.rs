@@ -4,9 +4,11 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::batch::submit;
+use super::completion::{RawOutcome, finish_read};
 use super::{
-    AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, BufferPool, DEFAULT_FREE_BUFFERS, IoEngine,
-    IoEngineConfig, Pending, ReadOp,
+    AlignedBuf, BUFFER_ALIGN, BatchFuture, BufferPool, DEFAULT_FREE_BUFFERS, IoEngine,
+    IoEngineConfig, Pending, ReadFailure, ReadOp,
 };
 
 /// Blocking reads on a thread pool.
@@ -38,30 +40,28 @@ impl PreadEngine {
     }
 }
 
-fn read_exact_at(op: &ReadOp, buffers: &std::sync::Arc<BufferPool>) -> io::Result<AlignedBuf> {
+fn read_exact_at(
+    op: &ReadOp,
+    buffers: &std::sync::Arc<BufferPool>,
+) -> Result<AlignedBuf, ReadFailure> {
     let mut buf = buffers.take(op.len, BUFFER_ALIGN);
+    let outcome = read_fully(op, &mut buf);
+    finish_read(op, outcome, buf)
+}
+
+/// Reads until `op.len` bytes or the end of the file; the bytes read, or the errno.
+fn read_fully(op: &ReadOp, buf: &mut [u8]) -> RawOutcome {
     let file = op.file.as_file();
     let mut done = 0;
     while done < op.len {
-        match file.read_at(&mut buf[done..], op.offset + done as u64) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "read {} bytes at offset {} of {}: file ends after {} bytes",
-                        op.len,
-                        op.offset,
-                        op.file.path().display(),
-                        done
-                    ),
-                ));
-            }
+        match file.read_at(&mut buf[done..op.len], op.offset + done as u64) {
+            Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(ReadFailure::from(e)),
         }
     }
-    Ok(buf)
+    Ok(done)
 }
 
 impl IoEngine for PreadEngine {
@@ -74,12 +74,6 @@ impl IoEngine for PreadEngine {
     }
 
     fn read_batch(&self, ops: Vec<ReadOp>) -> BatchFuture {
-        let (pending, future) = Batch::start(ops);
-        for p in pending {
-            if let Err(crossbeam_channel::SendError(p)) = self.tx.send(p) {
-                p.complete(Err(io::Error::other("pread engine stopped")));
-            }
-        }
-        future
+        submit(&self.tx, ops)
     }
 }

@@ -7,9 +7,11 @@ use std::io;
 
 use io_uring::{IoUring, opcode, types};
 
+use super::batch::submit;
+use super::completion::finish_read;
 use super::{
-    AlignedBuf, BUFFER_ALIGN, Batch, BatchFuture, BufferPool, DEFAULT_FREE_BUFFERS, IoEngine,
-    IoEngineConfig, Pending, ReadOp,
+    AlignedBuf, BUFFER_ALIGN, BatchFuture, BufferPool, DEFAULT_FREE_BUFFERS, IoEngine,
+    IoEngineConfig, Pending, ReadFailure, ReadOp,
 };
 
 /// io_uring reads from one submission thread.
@@ -83,7 +85,8 @@ fn run(
             };
             let mut buf = buffers.take(pending.op.len, BUFFER_ALIGN);
             let Ok(len) = u32::try_from(pending.op.len) else {
-                pending.complete(Err(io::Error::other("read larger than 4 GiB")));
+                let len = pending.op.len;
+                pending.complete(Err(ReadFailure::TooLarge(len)));
                 continue;
             };
             let entry = opcode::Read::new(types::Fd(pending.op.file.fd()), buf.as_mut_ptr(), len)
@@ -118,14 +121,14 @@ fn run(
             for slot in slots.iter_mut() {
                 if let Some(InFlight { pending, buf }) = slot.take() {
                     std::mem::forget(buf);
-                    pending.complete(Err(io::Error::new(e.kind(), format!("io_uring: {e}"))));
+                    pending.complete(Err(ReadFailure::EngineStopped));
                 }
             }
             for p in backlog.drain(..) {
-                p.complete(Err(io::Error::new(e.kind(), format!("io_uring: {e}"))));
+                p.complete(Err(ReadFailure::EngineStopped));
             }
             for p in rx.try_iter() {
-                p.complete(Err(io::Error::new(e.kind(), format!("io_uring: {e}"))));
+                p.complete(Err(ReadFailure::EngineStopped));
             }
             return;
         }
@@ -137,21 +140,12 @@ fn run(
             free.push(slot);
             in_flight -= 1;
             let res = cqe.result();
-            let result = if res < 0 {
-                Err(io::Error::from_raw_os_error(-res))
-            } else if res as usize != pending.op.len {
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "read {} bytes at offset {} of {}: got {res}",
-                        pending.op.len,
-                        pending.op.offset,
-                        pending.op.file.path().display()
-                    ),
-                ))
+            let outcome = if res < 0 {
+                Err(ReadFailure::Os(-res))
             } else {
-                Ok(buf)
+                Ok(res as usize)
             };
+            let result = finish_read(&pending.op, outcome, buf);
             pending.complete(result);
         }
     }
@@ -167,12 +161,6 @@ impl IoEngine for UringEngine {
     }
 
     fn read_batch(&self, ops: Vec<ReadOp>) -> BatchFuture {
-        let (pending, future) = Batch::start(ops);
-        for p in pending {
-            if let Err(crossbeam_channel::SendError(p)) = self.tx.send(p) {
-                p.complete(Err(io::Error::other("io_uring engine stopped")));
-            }
-        }
-        future
+        submit(&self.tx, ops)
     }
 }

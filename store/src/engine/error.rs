@@ -1,12 +1,22 @@
-//! Errors of serving a lookup, each naming the bad value; mapped to gRPC statuses in exactly one
-//! place (`crate::status`).
+//! Errors of serving a request, each naming the bad value; mapped to gRPC statuses in exactly one
+//! place (`crate::status`). Per-operation errors (a tier's, a region's, a request's shape) are
+//! joined here with `From`.
 
-/// Why a lookup (or prefetch) failed. Nothing is served from a failed request.
+use engram_store_cache::TierError;
+use engram_store_hashing::CompressError;
+
+use super::query::ProtocolError;
+use crate::regions::RegionError;
+
+/// Why a request failed. Nothing is served from a failed request.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum LookupError {
+    /// The request's fields do not make a request.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
     /// No table of that name is served.
-    #[error("unknown table {name:?}; served tables: {known}")]
+    #[error("unknown table {name:?}; served tables: [{known}]")]
     UnknownTable {
         /// Name asked for.
         name: String,
@@ -27,48 +37,27 @@ pub enum LookupError {
         /// Rows in the table.
         rows: u64,
     },
-    /// More ids than one request may carry.
-    #[error("{count} ids in one request; the limit is {max}")]
-    TooManyIds {
-        /// Ids sent.
+    /// More rows than one request may ask for.
+    #[error("{count} {unit} in one request; the limit is {max} rows")]
+    TooManyRows {
+        /// Rows (or ids) asked for.
         count: usize,
+        /// What was counted: "ids", or "rows" for n-gram requests (positions x heads).
+        unit: &'static str,
         /// Configured limit.
         max: usize,
     },
-    /// A block whose bytes do not match its checksum.
-    #[error(
-        "checksum mismatch in table {table:?} (version {version}), data file {file}, block {block}: the block is corrupt and is not served"
-    )]
-    DataLoss {
+    /// A tier of a table could not serve its rows (a corrupt block, a failed read, the GPU).
+    #[error("table {table:?} (version {version}): {source}")]
+    Tier {
         /// Table.
         table: String,
-        /// Version.
+        /// Version served.
         version: u64,
-        /// Data file index.
-        file: u32,
-        /// Block index within the data file (0 = first data block).
-        block: u64,
+        /// What the tier said.
+        #[source]
+        source: TierError,
     },
-    /// Reading the disk failed.
-    #[error("read of table {table:?}, data file {file}, block {block} failed: {message}")]
-    Io {
-        /// Table.
-        table: String,
-        /// Data file index.
-        file: u32,
-        /// First block of the read.
-        block: u64,
-        /// The OS error.
-        message: String,
-        /// True when retrying may help (engine stopped, interrupted, would block).
-        transient: bool,
-    },
-    /// A bad argument other than the above (empty table name, bad token...).
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// A named thing (group, layer) that does not exist.
-    #[error("{0}")]
-    NotFound(String),
     /// No Engram group of that name is served.
     #[error("unknown Engram group {name:?}; served groups: [{known}]")]
     UnknownGroup {
@@ -90,6 +79,26 @@ pub enum LookupError {
     /// A token the group cannot hash.
     #[error(transparent)]
     BadToken(#[from] BadToken),
+    /// A sequence the group's hasher refused.
+    #[error("sequence {sequence} of Engram group {group:?}: {source}")]
+    Hash {
+        /// Group.
+        group: String,
+        /// Index of the sequence in the request.
+        sequence: usize,
+        /// Why.
+        #[source]
+        source: engram_store_hashing::HashError,
+    },
+    /// A shared-memory or CUDA IPC region could not be registered or used.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// Device memory was asked for but the table has no GPU tier.
+    #[error("table {table:?} has no GPU tier, so it cannot write into device memory")]
+    NoGpuTier {
+        /// Table.
+        table: String,
+    },
 }
 
 /// A token id of an n-gram request that the group cannot hash: a raw id outside its compression
@@ -100,47 +109,41 @@ pub struct BadToken {
     pub group: String,
     /// Index of the sequence in the request.
     pub sequence: usize,
-    /// Index in the sequence's tokens (or in its context, if `in_context`).
-    pub position: usize,
-    /// True when the token is in the sequence's context.
+    /// True when the token is in the sequence's context (its position then counts within the
+    /// context).
     pub in_context: bool,
-    /// The token id.
-    pub id: u32,
-    /// True when the request said its ids are compressed.
-    pub compressed: bool,
-    /// Ids must be below this: the map's length, or the compressed vocabulary size.
-    pub limit: u64,
+    /// What the hashing crate found.
+    pub cause: CompressError,
 }
 
 impl std::fmt::Display for BadToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.compressed {
-            "compressed token id"
-        } else {
-            "token id"
-        };
         let slot = if self.in_context {
             "context index"
         } else {
             "position"
         };
-        write!(
-            f,
-            "{kind} {} at sequence {}, {slot} {} ",
-            self.id, self.sequence, self.position
-        )?;
-        if self.compressed {
-            write!(
+        let s = self.sequence;
+        match &self.cause {
+            CompressError::UnknownRawIdAt {
+                position,
+                raw_id,
+                len,
+            } => write!(
                 f,
-                "is not below the compressed vocabulary size {}",
-                self.limit
-            )?;
-        } else {
-            write!(
+                "token id {raw_id} at sequence {s}, {slot} {position} is outside the compression \
+                 map (it covers raw ids 0..{len})"
+            )?,
+            CompressError::NotCompressedAt {
+                position,
+                id,
+                compressed_vocab_size,
+            } => write!(
                 f,
-                "is outside the compression map (it covers raw ids 0..{})",
-                self.limit
-            )?;
+                "compressed token id {id} at sequence {s}, {slot} {position} is not below the \
+                 compressed vocabulary size {compressed_vocab_size}"
+            )?,
+            other => write!(f, "sequence {s}: {other}")?,
         }
         write!(f, " of Engram group {:?}", self.group)
     }

@@ -1,19 +1,64 @@
 //! Engram groups being served: per layer, the [`LayerHasher`] and the table holding the layer's
-//! rows. An n-gram lookup compresses the raw token ids through the group's map, hashes every
-//! position of every sequence into `heads_total` row ids, dedupes the whole batch and reads each
-//! distinct row once ([`ServedTable::lookup_deduped`]).
+//! rows. [`ServedLayer::row_ids`] compresses the raw token ids through the group's map (the
+//! hashing crate's), hashes every position of every sequence into `heads_total` row ids; the
+//! engine dedupes the batch and reads each distinct row once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use engram_store_hashing::{CompressionMap, LayerHasher, Layout};
+use engram_store_hashing::{CompressError, CompressionMap, HashError, LayerHasher, Layout};
 
-use super::dedup::DedupedIds;
 use super::error::{BadToken, LookupError};
-use super::ngram_query::TokenSequence;
+use super::query::TokenSequence;
 use super::served_table::ServedTable;
 use crate::group::GroupFiles;
+
+/// Why a group on disk cannot be served over the tables opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupOpenError {
+    /// group.json names no table for a layer of the layout.
+    #[error("group.json names no table for layer {layer_id}")]
+    NoTableNamed {
+        /// The layer.
+        layer_id: u32,
+    },
+    /// The table of a layer is not being served.
+    #[error("table {table:?} of layer {layer_id} is not served (missing or failed to open)")]
+    TableNotServed {
+        /// The table.
+        table: String,
+        /// The layer.
+        layer_id: u32,
+    },
+    /// The table of a layer does not have the layout's shape.
+    #[error(
+        "table {table:?} of layer {layer_id} has {rows} rows x {row_dim}, the layout needs {want_rows} x {want_row_dim}"
+    )]
+    Shape {
+        /// The table.
+        table: String,
+        /// The layer.
+        layer_id: u32,
+        /// Its rows.
+        rows: u64,
+        /// Its row width.
+        row_dim: u32,
+        /// The layout's rows.
+        want_rows: u64,
+        /// The layout's row width.
+        want_row_dim: usize,
+    },
+    /// The layout's layer cannot be hashed.
+    #[error("layer {layer_id}: {source}")]
+    Hasher {
+        /// The layer.
+        layer_id: u32,
+        /// Why.
+        #[source]
+        source: HashError,
+    },
+}
 
 /// One Engram group: its layout, its compression map and its layers.
 #[derive(Debug)]
@@ -36,21 +81,12 @@ pub struct ServedLayer {
     table: Arc<ServedTable>,
 }
 
-/// Rows of an n-gram lookup: `row_count` table rows, `[sequence][position][order, head]`.
-#[derive(Debug, Clone)]
-pub struct NgramRows {
-    /// The packed rows.
-    pub rows: Bytes,
-    /// Table rows in `rows` (positions x heads_total).
-    pub row_count: usize,
-}
-
 impl ServedGroup {
     /// Links a loaded group to the served tables of its layers, checking their shapes.
     pub fn open(
         files: GroupFiles,
         tables: &BTreeMap<String, Arc<ServedTable>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, GroupOpenError> {
         let GroupFiles { meta, layout, map } = files;
         let map = Arc::new(map);
         let mut layers = BTreeMap::new();
@@ -58,21 +94,29 @@ impl ServedGroup {
             let id = layer.layer_id();
             let name = meta
                 .table_of(id)
-                .ok_or_else(|| format!("group.json names no table for layer {id}"))?;
-            let table = tables.get(name).ok_or_else(|| {
-                format!("table {name:?} of layer {id} is not in the data directory")
-            })?;
+                .ok_or(GroupOpenError::NoTableNamed { layer_id: id })?;
+            let table = tables
+                .get(name)
+                .ok_or_else(|| GroupOpenError::TableNotServed {
+                    table: name.to_owned(),
+                    layer_id: id,
+                })?;
             let m = table.manifest();
             if m.rows != layer.row_count() || m.row_dim as usize != layout.row_dim() {
-                return Err(format!(
-                    "table {name:?} of layer {id} has {} rows x {}, the layout needs {} x {}",
-                    m.rows,
-                    m.row_dim,
-                    layer.row_count(),
-                    layout.row_dim()
-                ));
+                return Err(GroupOpenError::Shape {
+                    table: name.to_owned(),
+                    layer_id: id,
+                    rows: m.rows,
+                    row_dim: m.row_dim,
+                    want_rows: layer.row_count(),
+                    want_row_dim: layout.row_dim(),
+                });
             }
-            let hasher = LayerHasher::new(&layout, id).map_err(|e| e.to_string())?;
+            let hasher =
+                LayerHasher::new(&layout, id).map_err(|source| GroupOpenError::Hasher {
+                    layer_id: id,
+                    source,
+                })?;
             layers.insert(
                 id,
                 Arc::new(ServedLayer {
@@ -152,114 +196,82 @@ impl ServedLayer {
 
     /// The row id of every (sequence, position, order, head), in that order. Raw ids are
     /// compressed through the group's map unless `compressed`, in which case they are checked
-    /// against the compressed vocabulary.
+    /// against the compressed vocabulary. The caller has checked the row count
+    /// ([`ServedLayer::output_rows`]) against its limit.
     pub fn row_ids(
         &self,
         sequences: &[TokenSequence],
         compressed: bool,
     ) -> Result<Vec<u64>, LookupError> {
         let heads = self.hasher.heads_total();
-        let n = self.output_rows(sequences);
-        if n == usize::MAX {
-            return Err(LookupError::InvalidArgument(format!(
-                "{} sequences x {heads} heads overflow the row count",
-                sequences.len()
-            )));
-        }
-        let mut out = vec![0u64; n];
+        let mut out = vec![0u64; self.output_rows(sequences)];
         let mut tokens = Vec::new();
         let mut context = Vec::new();
         let mut at = 0;
         for (i, s) in sequences.iter().enumerate() {
             let skip = s.context.len().saturating_sub(self.context_len);
-            self.compress(i, &s.tokens, 0, false, compressed, &mut tokens)?;
-            self.compress(i, &s.context[skip..], skip, true, compressed, &mut context)?;
+            self.compress(&s.tokens, compressed, &mut tokens)
+                .map_err(|cause| self.bad_token(i, false, cause))?;
+            self.compress(&s.context[skip..], compressed, &mut context)
+                .map_err(|cause| self.bad_token(i, true, shift(cause, skip)))?;
             let len = s.tokens.len() * heads;
             self.hasher
                 .row_ids_to_slice(&tokens, &context, &mut out[at..at + len])
-                .map_err(|e| LookupError::InvalidArgument(format!("sequence {i}: {e}")))?;
+                .map_err(|source| LookupError::Hash {
+                    group: self.group.clone(),
+                    sequence: i,
+                    source,
+                })?;
             at += len;
         }
         Ok(out)
     }
 
-    /// Compressed ids of `ids` (part of sequence `sequence`, starting at index `first`) into
-    /// `out`.
     fn compress(
         &self,
-        sequence: usize,
         ids: &[u32],
-        first: usize,
-        in_context: bool,
         compressed: bool,
         out: &mut Vec<u32>,
-    ) -> Result<(), LookupError> {
-        let bad = |position: usize, id: u32, limit: u64| {
-            LookupError::BadToken(BadToken {
-                group: self.group.clone(),
-                sequence,
-                position: first + position,
-                in_context,
-                id,
-                compressed,
-                limit,
-            })
-        };
-        out.clear();
+    ) -> Result<(), CompressError> {
         if compressed {
-            let limit = self.compressed_vocab_size;
-            if let Some(p) = ids.iter().position(|&id| id >= limit) {
-                return Err(bad(p, ids[p], u64::from(limit)));
-            }
-            out.extend_from_slice(ids);
-            return Ok(());
+            CompressionMap::copy_compressed_into(ids, self.compressed_vocab_size, out)
+        } else {
+            self.map.compress_into(ids, out)
         }
-        let map = self.map.as_slice();
-        out.reserve(ids.len());
-        for (p, &id) in ids.iter().enumerate() {
-            match map.get(id as usize) {
-                Some(&c) => out.push(c),
-                None => return Err(bad(p, id, map.len() as u64)),
-            }
-        }
-        Ok(())
     }
 
-    /// The row ids of `sequences` (see [`ServedLayer::row_ids`]), deduped for
-    /// [`ServedTable::lookup_deduped`] / [`ServedTable::lookup_deduped_into`].
-    pub fn deduped_row_ids(
-        &self,
-        sequences: &[TokenSequence],
-        compressed: bool,
-    ) -> Result<DedupedIds, LookupError> {
-        Ok(DedupedIds::new(&self.row_ids(sequences, compressed)?))
-    }
-
-    /// The rows of `sequences`: per position, every head's row, concatenated; each distinct row
-    /// is read once.
-    pub async fn lookup(
-        &self,
-        sequences: &[TokenSequence],
-        compressed: bool,
-    ) -> Result<NgramRows, LookupError> {
-        let ids = self.deduped_row_ids(sequences, compressed)?;
-        let rows = self.table.lookup_deduped(&ids).await?;
-        Ok(NgramRows {
-            rows,
-            row_count: ids.len(),
+    fn bad_token(&self, sequence: usize, in_context: bool, cause: CompressError) -> LookupError {
+        LookupError::BadToken(BadToken {
+            group: self.group.clone(),
+            sequence,
+            in_context,
+            cause,
         })
     }
+}
 
-    /// The distinct row ids `sequences` read, for a prefetch.
-    pub fn distinct_row_ids(
-        &self,
-        sequences: &[TokenSequence],
-        compressed: bool,
-    ) -> Result<Vec<u64>, LookupError> {
-        let mut ids = self.row_ids(sequences, compressed)?;
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+/// `cause` with its position moved by `by` (the context tokens skipped before it).
+fn shift(cause: CompressError, by: usize) -> CompressError {
+    match cause {
+        CompressError::UnknownRawIdAt {
+            position,
+            raw_id,
+            len,
+        } => CompressError::UnknownRawIdAt {
+            position: position + by,
+            raw_id,
+            len,
+        },
+        CompressError::NotCompressedAt {
+            position,
+            id,
+            compressed_vocab_size,
+        } => CompressError::NotCompressedAt {
+            position: position + by,
+            id,
+            compressed_vocab_size,
+        },
+        other => other,
     }
 }
 

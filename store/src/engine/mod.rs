@@ -1,22 +1,22 @@
-//! The serving engine, independent of gRPC: every table of a data directory opened with its RAM
-//! tier over one I/O engine, and the lookup path of each; and the Engram groups over those
-//! tables, which turn token sequences into rows.
+//! The serving engine, independent of gRPC: every table of a data directory opened with its tiers
+//! (a cascade of GPU, RAM and NVMe, from `engram-store-cache`), the Engram groups over those
+//! tables, the registered regions, and one method per kind of request, taking validated queries
+//! ([`query`]) and returning typed errors ([`LookupError`]).
 
+mod config;
 mod dedup;
 mod error;
-#[cfg(feature = "cuda")]
-mod gpu_path;
 mod group;
-mod inflight;
-mod ngram_query;
-mod registry;
+mod query;
 mod served_table;
-mod tier_stats;
+mod serving;
+mod stats;
 
+pub use config::EngineConfig;
 pub use dedup::DedupedIds;
 pub use error::{BadToken, LookupError};
-pub use group::{NgramRows, ServedGroup, ServedLayer};
-pub use ngram_query::{NgramQuery, TokenSequence};
-pub use registry::{Engine, EngineConfig, EngineError};
+pub use group::{GroupOpenError, ServedGroup, ServedLayer};
+pub use query::{IntoQuery, NgramQuery, ProtocolError, RowSource, RowsQuery, TokenSequence};
 pub use served_table::ServedTable;
-pub use tier_stats::{DiskStats, RamStats};
+pub use serving::{Answer, Engine, EngineError, IntoAnswer, RegisteredRegion, ResolvedNgrams};
+pub use stats::{Delivered, EngineStats, process_rss_bytes};

@@ -4,6 +4,7 @@
 //! registered size, and two writes in flight to overlapping ranges are refused, so a write
 //! outside a registered region, or racing another of ours, cannot happen.
 
+mod error;
 mod shm;
 
 use std::collections::HashMap;
@@ -14,9 +15,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use rand::Rng;
 
+pub use error::{RegionError, ShmProblem};
 pub use shm::ShmRegion;
 
-use crate::engine::LookupError;
+/// A region's id and the secret that proves the caller registered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionKey {
+    /// The id RegisterRegion returned.
+    pub id: u64,
+    /// The token RegisterRegion returned.
+    pub token: String,
+}
+
+/// What a client asks to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionSpec {
+    /// A file under /dev/shm of at least `size` bytes.
+    Shm {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Bytes to map.
+        size: u64,
+    },
+    /// A device buffer shared with cudaIpcGetMemHandle.
+    CudaIpc {
+        /// The 64-byte handle.
+        handle: Vec<u8>,
+        /// Offset of the buffer in the allocation.
+        offset: u64,
+        /// Bytes of the buffer.
+        size: u64,
+        /// Its device.
+        device: u32,
+    },
+}
 
 /// What a region is backed by.
 #[derive(Debug)]
@@ -35,6 +67,17 @@ pub enum RegionMemory {
     },
 }
 
+impl RegionMemory {
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            RegionMemory::Shm(m) => m.size(),
+            #[cfg(feature = "cuda")]
+            RegionMemory::CudaIpc { size, .. } => *size,
+        }
+    }
+}
+
 /// A registered region.
 #[derive(Debug)]
 pub struct Region {
@@ -50,33 +93,31 @@ pub struct Region {
 impl Region {
     /// Size in bytes.
     pub fn size(&self) -> u64 {
-        match &self.memory {
-            RegionMemory::Shm(m) => m.size(),
-            #[cfg(feature = "cuda")]
-            RegionMemory::CudaIpc { size, .. } => *size,
-        }
+        self.memory.size()
     }
 
     /// Reserves `range` for one write; refused when out of bounds or overlapping a write in flight.
-    pub fn lease(self: &Arc<Self>, range: Range<u64>) -> Result<WriteLease, LookupError> {
+    pub fn lease(self: &Arc<Self>, range: Range<u64>) -> Result<WriteLease, RegionError> {
         if range.end > self.size() || range.start > range.end {
-            return Err(LookupError::InvalidArgument(format!(
-                "rows would be written at bytes {}..{} of region {}, which has {} bytes",
-                range.start,
-                range.end,
-                self.id,
-                self.size()
-            )));
+            return Err(RegionError::OutOfBounds {
+                id: self.id,
+                start: range.start,
+                end: range.end,
+                size: self.size(),
+            });
         }
         let mut w = self.writing.lock();
         if let Some(r) = w
             .iter()
             .find(|r| r.start < range.end && range.start < r.end)
         {
-            return Err(LookupError::InvalidArgument(format!(
-                "bytes {}..{} of region {} overlap bytes {}..{} that another LookupInto is writing",
-                range.start, range.end, self.id, r.start, r.end
-            )));
+            return Err(RegionError::Busy {
+                id: self.id,
+                start: range.start,
+                end: range.end,
+                busy_start: r.start,
+                busy_end: r.end,
+            });
         }
         w.push(range.clone());
         Ok(WriteLease {
@@ -156,23 +197,19 @@ impl RegionRegistry {
     }
 
     /// The region `id`, if `token` is its token.
-    pub fn get(&self, id: u64, token: &str) -> Result<Arc<Region>, LookupError> {
+    pub fn get(&self, key: &RegionKey) -> Result<Arc<Region>, RegionError> {
         let regions = self.regions.lock();
-        match regions.get(&id) {
-            Some(r) if constant_time_eq(r.token.as_bytes(), token.as_bytes()) => Ok(r.clone()),
-            Some(_) => Err(LookupError::InvalidArgument(format!(
-                "wrong token for region {id}"
-            ))),
-            None => Err(LookupError::NotFound(format!(
-                "no region {id} is registered"
-            ))),
+        match regions.get(&key.id) {
+            Some(r) if constant_time_eq(r.token.as_bytes(), key.token.as_bytes()) => Ok(r.clone()),
+            Some(_) => Err(RegionError::WrongToken { id: key.id }),
+            None => Err(RegionError::Unknown { id: key.id }),
         }
     }
 
-    /// Forgets region `id` (its memory is unmapped once no write holds it).
-    pub fn unregister(&self, id: u64, token: &str) -> Result<(), LookupError> {
-        self.get(id, token)?;
-        self.regions.lock().remove(&id);
+    /// Forgets a region (its memory is unmapped once no write holds it).
+    pub fn unregister(&self, key: &RegionKey) -> Result<(), RegionError> {
+        self.get(key)?;
+        self.regions.lock().remove(&key.id);
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::engine::LookupError;
+use super::error::{RegionError, ShmProblem};
 
 /// Where shared-memory files must live.
 pub(crate) const SHM_DIR: &str = "/dev/shm";
@@ -25,41 +25,37 @@ unsafe impl Sync for ShmRegion {}
 
 impl ShmRegion {
     /// Maps `size` bytes of `path`, which must be a regular file under /dev/shm at least that big.
-    pub fn open(path: &Path, size: u64) -> Result<Self, LookupError> {
-        let bad = |msg: String| LookupError::InvalidArgument(msg);
-        let canonical = std::fs::canonicalize(path)
-            .map_err(|e| bad(format!("shared memory region {}: {e}", path.display())))?;
+    pub fn open(path: &Path, size: u64) -> Result<Self, RegionError> {
+        let bad = |problem: ShmProblem| RegionError::Shm {
+            path: path.display().to_string(),
+            problem,
+        };
+        let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+        let canonical = std::fs::canonicalize(path).map_err(|e| bad(ShmProblem::Open(errno(e))))?;
         if !canonical.starts_with(SHM_DIR) {
-            return Err(bad(format!(
-                "shared memory region {} is not under {SHM_DIR}",
-                path.display()
-            )));
+            return Err(bad(ShmProblem::NotUnderShm));
         }
         if size == 0 {
-            return Err(bad(format!(
-                "shared memory region {} has size 0",
-                path.display()
-            )));
+            return Err(RegionError::Empty);
         }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&canonical)
-            .map_err(|e| bad(format!("open shared memory region {}: {e}", path.display())))?;
+            .map_err(|e| bad(ShmProblem::Open(errno(e))))?;
         let meta = file
             .metadata()
-            .map_err(|e| bad(format!("stat {}: {e}", path.display())))?;
+            .map_err(|e| bad(ShmProblem::Open(errno(e))))?;
         if !meta.is_file() {
-            return Err(bad(format!("{} is not a regular file", path.display())));
+            return Err(bad(ShmProblem::NotRegularFile));
         }
         if meta.len() < size {
-            return Err(bad(format!(
-                "shared memory region {} is {} bytes, smaller than the {size} registered",
-                path.display(),
-                meta.len()
-            )));
+            return Err(bad(ShmProblem::TooSmall {
+                len: meta.len(),
+                size,
+            }));
         }
-        let len = usize::try_from(size).map_err(|_| bad(format!("size {size} is too large")))?;
+        let len = usize::try_from(size).map_err(|_| bad(ShmProblem::TooLarge(size)))?;
         // SAFETY: a fresh shared mapping of an open file; the kernel picks the address, and the
         // file's length covers `len` bytes (checked above).
         let ptr = unsafe {
@@ -73,11 +69,7 @@ impl ShmRegion {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(bad(format!(
-                "map shared memory region {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            )));
+            return Err(bad(ShmProblem::Map(errno(std::io::Error::last_os_error()))));
         }
         Ok(Self {
             ptr: ptr.cast(),

@@ -2,7 +2,7 @@
 //! Both begin with a magic number and the format version, and end with a crc32c of the header,
 //! so a truncated, foreign or damaged file is refused before any row is served from it.
 
-use super::checksum::ChecksumKind;
+use super::ChecksumKind;
 use super::error::FormatError;
 
 /// Magic of a data file.

@@ -4,10 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::checksum::ChecksumKind;
+use super::ChecksumKind;
+use super::RowLayout;
 use super::dtype::DType;
 use super::error::FormatError;
-use super::row_layout::RowLayout;
 
 /// Manifest file name inside a version directory.
 pub const MANIFEST_FILE: &str = "manifest.json";

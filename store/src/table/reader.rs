@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use engram_store_cache::io::DirectFile;
 
-use super::checksum::BlockSums;
+use super::BlockSums;
 use super::error::{FormatError, TableError};
 use super::file_header::{DATA_MAGIC, FileHeader, HEADER_LEN, SUMS_MAGIC};
 use super::manifest::{MANIFEST_FILE, Manifest, valid_table_name, version_dir_name};
@@ -168,8 +168,8 @@ fn read_sums(path: &Path, manifest: &Manifest, blocks: u64) -> Result<BlockSums,
         )));
     }
     let width = match manifest.checksum {
-        super::checksum::ChecksumKind::Crc32c => 4,
-        super::checksum::ChecksumKind::Xxh3 => 8,
+        super::ChecksumKind::Crc32c => 4,
+        super::ChecksumKind::Xxh3 => 8,
     };
     let values_len = usize::try_from(blocks)
         .ok()

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::checksum::{BlockSums, ChecksumKind};
+use super::RowLayout;
 use super::dtype::DType;
 use super::error::TableError;
 use super::file_header::{DATA_MAGIC, FORMAT_VERSION, FileHeader, HEADER_LEN, SUMS_MAGIC};
@@ -15,7 +15,7 @@ use super::manifest::{
     DataFile, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, parse_version_dir, valid_table_name,
     version_dir_name,
 };
-use super::row_layout::RowLayout;
+use super::{BlockSums, ChecksumKind};
 
 /// What table to write.
 #[derive(Debug, Clone)]

@@ -9,13 +9,12 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use engram_store_cache::KeyHashBuilder;
-use engram_store_cache::io::AlignedBuf;
-
-use super::error::LookupError;
+use crate::KeyHashBuilder;
+use crate::io::AlignedBuf;
+use crate::tier::TierError;
 
 /// Outcome of reading one unit: its verified bytes, or why they cannot be served.
-pub(crate) type UnitResult = Result<std::sync::Arc<AlignedBuf>, LookupError>;
+pub(crate) type UnitResult = Result<std::sync::Arc<AlignedBuf>, TierError>;
 
 const SHARDS: usize = 16;
 
@@ -38,7 +37,7 @@ pub(crate) enum Joined {
 
 impl InflightUnits {
     fn shard(&self, key: u64) -> &Mutex<HashMap<u64, Waiters, KeyHashBuilder>> {
-        &self.shards[engram_store_cache::shard_of(key, SHARDS)]
+        &self.shards[crate::shard_of(key, SHARDS)]
     }
 
     /// Joins the read of `key` in flight, or registers a new one led by the caller.

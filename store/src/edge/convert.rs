@@ -1,0 +1,258 @@
+//! Protobuf messages into validated engine queries (`TryFrom`, once, at the edge), and engine
+//! answers back into messages. Nothing of `pb` travels past this file into the engine.
+
+use engram_store_cache::{LatencySnapshot, TierStats};
+use engram_store_proto::v1 as pb;
+
+use crate::engine::{
+    Answer, EngineStats, IntoAnswer, IntoQuery, NgramQuery, ProtocolError, RegisteredRegion,
+    RowSource, RowsQuery, ServedTable, TokenSequence,
+};
+use crate::regions::{RegionKey, RegionSpec};
+
+/// Row ids sent as `ids` or as `ids_le` (packed little-endian u64s), never both.
+fn row_ids(
+    ids: Vec<u64>,
+    ids_le: &[u8],
+    field_ids: &'static str,
+    field_le: &'static str,
+) -> Result<Vec<u64>, ProtocolError> {
+    if ids_le.is_empty() {
+        return Ok(ids);
+    }
+    if !ids.is_empty() {
+        return Err(ProtocolError::new(
+            field_ids,
+            format!("{} ids", ids.len()),
+            "the row ids go in ids or in ids_le, not both",
+        ));
+    }
+    if !ids_le.len().is_multiple_of(8) {
+        return Err(ProtocolError::new(
+            field_le,
+            format!("{} bytes", ids_le.len()),
+            "not a whole number of 8-byte ids",
+        ));
+    }
+    Ok(ids_le
+        .chunks_exact(8)
+        .map(|c| {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(c);
+            u64::from_le_bytes(id)
+        })
+        .collect())
+}
+
+impl TryFrom<pb::LookupRequest> for RowsQuery {
+    type Error = ProtocolError;
+    fn try_from(r: pb::LookupRequest) -> Result<Self, ProtocolError> {
+        Ok(RowsQuery {
+            ids: row_ids(
+                r.ids,
+                &r.ids_le,
+                "LookupRequest.ids",
+                "LookupRequest.ids_le",
+            )?,
+            table: r.table,
+        })
+    }
+}
+
+impl TryFrom<pb::PrefetchRows> for RowsQuery {
+    type Error = ProtocolError;
+    fn try_from(r: pb::PrefetchRows) -> Result<Self, ProtocolError> {
+        Ok(RowsQuery {
+            ids: row_ids(r.ids, &r.ids_le, "PrefetchRows.ids", "PrefetchRows.ids_le")?,
+            table: r.table,
+        })
+    }
+}
+
+impl TryFrom<pb::LookupNgramsRequest> for NgramQuery {
+    type Error = ProtocolError;
+    fn try_from(r: pb::LookupNgramsRequest) -> Result<Self, ProtocolError> {
+        Ok(NgramQuery {
+            group: r.group,
+            layer_id: r.layer_id,
+            sequences: r
+                .sequences
+                .into_iter()
+                .map(|s| TokenSequence::with_context(s.tokens, s.context))
+                .collect(),
+            compressed: r.compressed,
+        })
+    }
+}
+
+impl TryFrom<pb::PrefetchRequest> for RowSource {
+    type Error = ProtocolError;
+    fn try_from(r: pb::PrefetchRequest) -> Result<Self, ProtocolError> {
+        match r.target {
+            Some(pb::prefetch_request::Target::Rows(rows)) => Ok(RowSource::Rows(rows.try_into()?)),
+            Some(pb::prefetch_request::Target::Ngrams(q)) => Ok(RowSource::Ngrams(q.try_into()?)),
+            None => Err(ProtocolError::missing(
+                "PrefetchRequest.target",
+                "set rows or ngrams",
+            )),
+        }
+    }
+}
+
+impl TryFrom<pb::LookupIntoRequest> for IntoQuery {
+    type Error = ProtocolError;
+    fn try_from(r: pb::LookupIntoRequest) -> Result<Self, ProtocolError> {
+        let source = match r.source {
+            Some(pb::lookup_into_request::Source::Rows(rows)) => RowSource::Rows(rows.try_into()?),
+            Some(pb::lookup_into_request::Source::Ngrams(q)) => RowSource::Ngrams(q.try_into()?),
+            None => {
+                return Err(ProtocolError::missing(
+                    "LookupIntoRequest.source",
+                    "set rows or ngrams",
+                ));
+            }
+        };
+        Ok(IntoQuery {
+            region: RegionKey {
+                id: r.region_id,
+                token: r.token,
+            },
+            offset: r.offset,
+            source,
+        })
+    }
+}
+
+impl TryFrom<pb::RegisterRegionRequest> for RegionSpec {
+    type Error = ProtocolError;
+    fn try_from(r: pb::RegisterRegionRequest) -> Result<Self, ProtocolError> {
+        match r.kind {
+            Some(pb::register_region_request::Kind::Shm(shm)) => Ok(RegionSpec::Shm {
+                path: shm.path.into(),
+                size: shm.size,
+            }),
+            Some(pb::register_region_request::Kind::CudaIpc(ipc)) => Ok(RegionSpec::CudaIpc {
+                handle: ipc.ipc_handle.to_vec(),
+                offset: ipc.offset,
+                size: ipc.size,
+                device: ipc.device,
+            }),
+            None => Err(ProtocolError::missing(
+                "RegisterRegionRequest.kind",
+                "set shm or cuda_ipc",
+            )),
+        }
+    }
+}
+
+impl From<pb::UnregisterRegionRequest> for RegionKey {
+    fn from(r: pb::UnregisterRegionRequest) -> Self {
+        RegionKey {
+            id: r.region_id,
+            token: r.token,
+        }
+    }
+}
+
+/// An answer's rows as a LookupResponse.
+pub(crate) fn lookup_response(answer: Answer) -> pb::LookupResponse {
+    let m = answer.table.manifest();
+    pb::LookupResponse {
+        rows: answer.rows,
+        row_bytes: m.row_bytes,
+        row_count: answer.row_count as u64,
+        dtype: m.dtype.to_proto() as i32,
+        row_dim: m.row_dim,
+        version: m.version,
+        error_code: 0,
+        error_message: String::new(),
+    }
+}
+
+/// A served table's shape.
+pub(crate) fn table_info(table: &ServedTable) -> pb::TableInfo {
+    let m = table.manifest();
+    pb::TableInfo {
+        name: m.name.clone(),
+        rows: m.rows,
+        row_dim: m.row_dim,
+        dtype: m.dtype.to_proto() as i32,
+        row_bytes: m.row_bytes,
+        version: m.version,
+        data_bytes: m.data_bytes(),
+        block_size: m.block_size,
+        checksum: m.checksum.name().into(),
+    }
+}
+
+impl From<IntoAnswer> for pb::LookupIntoResponse {
+    fn from(a: IntoAnswer) -> Self {
+        pb::LookupIntoResponse {
+            row_count: a.row_count,
+            row_bytes: a.row_bytes,
+            bytes_written: a.bytes_written,
+            gpu_hits: a.gpu_hits,
+        }
+    }
+}
+
+impl From<RegisteredRegion> for pb::RegisterRegionResponse {
+    fn from(r: RegisteredRegion) -> Self {
+        pb::RegisterRegionResponse {
+            region_id: r.id,
+            token: r.token,
+            size: r.size,
+        }
+    }
+}
+
+fn latency(s: LatencySnapshot) -> pb::LatencySummary {
+    pb::LatencySummary {
+        count: s.count,
+        p50_us: s.p50_us,
+        p90_us: s.p90_us,
+        p99_us: s.p99_us,
+        p999_us: s.p999_us,
+        max_us: s.max_us,
+    }
+}
+
+fn tier_stats(name: &str, s: &TierStats) -> pb::TierStats {
+    pb::TierStats {
+        tier: name.into(),
+        hits: s.hits,
+        misses: s.misses,
+        bytes: s.bytes,
+        resident_bytes: s.resident_bytes,
+        capacity_bytes: s.capacity_bytes,
+        resident_rows: s.resident_rows,
+        hit_rate: s.hit_rate(),
+        latency: Some(latency(s.latency)),
+        prefetch_rows: s.prefetch_rows,
+        prefetch_hits: s.prefetch_hits,
+        policy: s.policy.clone(),
+        checksum_errors: s.checksum_errors,
+        reads: s.reads,
+    }
+}
+
+impl From<EngineStats> for pb::StatsResponse {
+    fn from(s: EngineStats) -> Self {
+        pb::StatsResponse {
+            tiers: s
+                .tiers
+                .iter()
+                .map(|(kind, t)| tier_stats(kind.name(), t))
+                .collect(),
+            request_latency: Some(latency(s.request_latency)),
+            requests: s.requests,
+            rows_served: s.rows,
+            bytes_served: s.bytes,
+            errors: s.errors,
+            io_engine: s.io_engine.into(),
+            uptime_s: s.uptime_s,
+            process_rss_bytes: s.process_rss_bytes,
+            fixed_overhead_bytes: s.fixed_overhead_bytes,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The gRPC edge, kept thin: messages are converted once into validated queries
+//! ([`convert`]), each RPC calls one engine method ([`service`]), and errors become statuses in
+//! one place ([`status`]).
+
+mod convert;
+mod service;
+mod status;
+
+pub use service::StoreService;

@@ -1,0 +1,49 @@
+//! How the engine serves: data directory, tier budgets and policies, I/O engine, limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use engram_store_cache::io::IoEngineKind;
+
+/// How the engine serves.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Directory holding one subdirectory per table.
+    pub data_dir: PathBuf,
+    /// RAM tier budget over all tables, bytes. Default 0 (no RAM tier).
+    pub ram_cache_bytes: u64,
+    /// RAM tier policy name. Default: the cache crate's default policy.
+    pub ram_policy: Option<String>,
+    /// I/O engine. Default auto (io_uring, else pread).
+    pub io_engine: IoEngineKind,
+    /// Reads in flight at most. Default 128.
+    pub queue_depth: usize,
+    /// Open data files with O_DIRECT. Default true.
+    pub direct_io: bool,
+    /// Most rows one request may ask for. Default 1,048,576.
+    pub max_batch_ids: usize,
+    /// VRAM tier budget over all tables, bytes. Default 0 (no VRAM tier).
+    pub gpu_budget_bytes: u64,
+    /// CUDA device of the VRAM tier. Default 0.
+    pub gpu_device: usize,
+    /// How often the VRAM hot set is refreshed. Default 1 s.
+    pub gpu_refresh: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            ram_cache_bytes: 0,
+            ram_policy: None,
+            io_engine: IoEngineKind::Auto,
+            queue_depth: 128,
+            direct_io: true,
+            max_batch_ids: 1 << 20,
+            gpu_budget_bytes: 0,
+            gpu_device: 0,
+            gpu_refresh: Duration::from_secs(1),
+        }
+    }
+}
