@@ -3,12 +3,12 @@
 //! it also measures the machine's limits in the same run and prints the ratios.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use engram_store::load::{LoadSpec, SynthCheck, run_load};
-use engram_store::table::DType;
-use engram_store::workload::IdDistribution;
+use engram_store::table::{DType, synth_row_filler};
+use engram_store_driver::{IdDistribution, LoadSpec, RowCheck, run_load};
 
 /// `lookup` flags.
 #[derive(Debug, Args)]
@@ -100,10 +100,9 @@ pub async fn run(args: &LookupArgs) -> anyhow::Result<()> {
         batch: args.batch,
         concurrency: args.concurrency,
         duration: args.warmup,
-        check: args.verify_seed.map(|seed| SynthCheck {
-            seed,
-            dtype,
-            row_dim: info.row_dim as usize,
+        check: args.verify_seed.map(|seed| {
+            let check: RowCheck = Arc::new(synth_row_filler(seed, dtype, info.row_dim as usize));
+            check
         }),
         seed: 11,
     };

@@ -16,7 +16,7 @@
 //!
 //! `engram-bench peers` installs nothing; `benches/run-peers.sh` installs and starts Redis.
 //!
-//! [`IdSampler`]: engram_store::workload::IdSampler
+//! [`IdSampler`]: engram_store_driver::IdSampler
 
 pub mod args;
 pub mod cpu;

@@ -8,19 +8,17 @@
 //!   the server that runs it.
 //! - [`regions`]: memory of a client's that LookupInto writes rows into.
 //! - [`ingest`]: `.npy`/`.safetensors` ingestion and synthetic tables.
-//! - [`cli`], [`config`], [`demo`]: the command line, its TOML config and the demo.
-//! - [`workload`], [`load`]: id distributions and the closed-loop load generator.
+//! - [`config`]: `serve`'s TOML configuration.
+//!
+//! The command line (and the demo, which drives a server through the client) is the binary's,
+//! in `src/cli/`; load generation lives in `engram-store-driver`.
 
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod edge;
 pub mod engine;
 pub mod group;
 pub mod ingest;
-pub mod load;
 pub mod regions;
 pub mod server;
 pub mod size;
 pub mod table;
-pub mod workload;

@@ -1,6 +1,10 @@
-//! The `engram-store` binary: parses the command line and runs it; errors print and exit 1.
+//! The `engram-store` binary: parses the command line ([`cli`]) and runs it; errors print and exit
+//! 1. The demo and the `lookup` command drive a server through the client; the server library
+//! (`engram_store`) holds no client code.
 
 use clap::Parser;
+
+mod cli;
 
 /// mimalloc instead of glibc's malloc: the serving paths allocate and free many short-lived
 /// buffers (responses, read batches), and glibc's free-list coalescing and per-thread arenas
@@ -16,7 +20,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = engram_store::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -27,7 +31,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(engram_store::cli::run(cli)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -7,7 +7,7 @@ use anyhow::{Result, ensure};
 use clap::Args;
 use engram_store::size::parse_size;
 use engram_store::table::DType;
-use engram_store::workload::IdDistribution;
+use engram_store_driver::IdDistribution;
 
 use crate::lookup::parse_seconds;
 

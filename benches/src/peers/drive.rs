@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use engram_store::workload::{IdDistribution, IdSampler};
 use engram_store_cache::LatencyHistogram;
+use engram_store_driver::{IdDistribution, IdSampler};
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
 

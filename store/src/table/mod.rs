@@ -16,5 +16,7 @@ pub use error::{FormatError, TableError};
 pub use file_header::{DATA_MAGIC, FORMAT_VERSION, FileHeader, HEADER_LEN, SUMS_MAGIC};
 pub use manifest::{DataFile, MANIFEST_FILE, Manifest, valid_table_name, version_dir_name};
 pub use reader::{OpenDataFile, OpenTable, list_table_names};
-pub use synth::{e4m3_from_small_int, e4m3_to_f32, fill_row, row_as_f64, synth_row};
+pub use synth::{
+    e4m3_from_small_int, e4m3_to_f32, fill_row, row_as_f64, synth_row, synth_row_filler,
+};
 pub use writer::{TableSpec, TableWriter, data_file_name, newest_version, sums_file_name};

@@ -76,6 +76,19 @@ pub fn synth_row(seed: u64, dtype: DType, row_dim: usize, row: u64) -> Vec<u8> {
     out
 }
 
+/// Writes the synthetic row `row` (of a table made with `seed`, `dtype`, `row_dim`) into a
+/// buffer, resizing it to one row: what a row checker compares a served row with.
+pub fn synth_row_filler(
+    seed: u64,
+    dtype: DType,
+    row_dim: usize,
+) -> impl Fn(u64, &mut Vec<u8>) + Send + Sync + 'static {
+    move |row, out| {
+        out.resize(row_dim * dtype.size(), 0);
+        fill_row(seed, dtype, row_dim, row, out);
+    }
+}
+
 /// The elements of a row of any dtype as f64, for printing.
 pub fn row_as_f64(dtype: DType, bytes: &[u8]) -> Vec<f64> {
     match dtype {

@@ -1,4 +1,8 @@
-//! The `engram-store` command line: serve, ingest, synth, engram create, lookup and demo.
+//! The `engram-store` command line (part of the binary, not the server library): serve, ingest,
+//! synth, engram create, lookup and demo.
+
+mod demo;
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,27 +10,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::ServeConfig;
-use crate::engine::Engine;
-use crate::group::{GroupSource, create_group};
-use crate::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
-use crate::size::{format_size, parse_size};
-use crate::table::{ChecksumKind, DType, row_as_f64};
+use self::progress::bytes_bar;
+
+use engram_store::config::ServeConfig;
+use engram_store::engine::Engine;
+use engram_store::group::{GroupSource, create_group};
+use engram_store::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
+use engram_store::size::{format_size, parse_size};
+use engram_store::table::{ChecksumKind, DType, row_as_f64};
 
 /// engram-store: serves hashed n-gram (Engram) embedding tables over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "engram-store", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve every table in a data directory over gRPC.
     Serve(ServeArgs),
     /// Ingest a .npy or .safetensors file as a table.
@@ -39,60 +44,60 @@ pub enum Command {
     /// Look rows up on a running server and print them as numbers.
     Lookup(LookupArgs),
     /// Generate a demo table, serve it and drive a Zipf workload through the real client.
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
 }
 
 /// `serve` flags (each overrides the config file).
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Data directory (one subdirectory per table).
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long)]
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// RAM tier budget, e.g. 4GiB (0 disables the RAM tier).
     #[arg(long)]
-    pub ram_cache: Option<String>,
+    pub(crate) ram_cache: Option<String>,
     /// RAM tier policy (default s3sketch). Without this flag, a table whose rows all fit its
     /// share of the RAM budget is held whole, direct-mapped (policy "direct" in Stats).
     #[arg(long)]
-    pub ram_policy: Option<String>,
+    pub(crate) ram_policy: Option<String>,
     /// I/O engine: auto, io_uring or pread.
     #[arg(long)]
-    pub io_engine: Option<String>,
+    pub(crate) io_engine: Option<String>,
     /// Reads in flight.
     #[arg(long)]
-    pub queue_depth: Option<usize>,
+    pub(crate) queue_depth: Option<usize>,
     /// Most ids per request.
     #[arg(long)]
-    pub max_batch_ids: Option<usize>,
+    pub(crate) max_batch_ids: Option<usize>,
     /// VRAM tier budget, e.g. 40GiB (needs a GPU and a build with --features cuda).
     #[arg(long)]
-    pub gpu_budget: Option<String>,
+    pub(crate) gpu_budget: Option<String>,
     /// CUDA device of the VRAM tier.
     #[arg(long)]
-    pub gpu_device: Option<usize>,
+    pub(crate) gpu_device: Option<usize>,
     /// Read through the page cache instead of O_DIRECT.
     #[arg(long)]
-    pub buffered_io: bool,
+    pub(crate) buffered_io: bool,
     /// TOML configuration file.
     #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// Table writing flags shared by ingest and synth.
 #[derive(Debug, Args)]
-pub struct WriteArgs {
+pub(crate) struct WriteArgs {
     /// I/O block size in bytes (a power of two >= 512).
     #[arg(long, default_value_t = 4096)]
-    pub block_size: u32,
+    pub(crate) block_size: u32,
     /// Block checksum: crc32c or xxh3.
     #[arg(long, default_value = "crc32c")]
-    pub checksum: ChecksumKind,
+    pub(crate) checksum: ChecksumKind,
     /// Largest data file, e.g. 16GiB.
     #[arg(long, default_value = "16GiB", value_parser = parse_size)]
-    pub file_size: u64,
+    pub(crate) file_size: u64,
 }
 
 impl WriteArgs {
@@ -107,52 +112,52 @@ impl WriteArgs {
 
 /// `ingest` flags.
 #[derive(Debug, Args)]
-pub struct IngestArgs {
+pub(crate) struct IngestArgs {
     /// Input .npy (2-D, C order) or .safetensors file.
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Table name.
     #[arg(long)]
-    pub name: String,
+    pub(crate) name: String,
     /// Data directory.
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Tensor to take from a .safetensors file.
     #[arg(long)]
-    pub tensor: Option<String>,
+    pub(crate) tensor: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub write: WriteArgs,
+    pub(crate) write: WriteArgs,
 }
 
 /// `synth` flags.
 #[derive(Debug, Args)]
-pub struct SynthArgs {
+pub(crate) struct SynthArgs {
     /// Table name.
     #[arg(long)]
-    pub name: String,
+    pub(crate) name: String,
     /// Rows.
     #[arg(long)]
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// Elements per row.
     #[arg(long)]
-    pub dim: u32,
+    pub(crate) dim: u32,
     /// Element type: f32, f16, bf16, i8, u8, fp8_e4m3.
     #[arg(long, default_value = "bf16")]
-    pub dtype: DType,
+    pub(crate) dtype: DType,
     /// Data directory.
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Content seed.
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub write: WriteArgs,
+    pub(crate) write: WriteArgs,
 }
 
 /// `engram` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum EngramCommand {
+pub(crate) enum EngramCommand {
     /// Create an Engram group: its layout and compression map under DATA/<name>.engram/, and a
     /// table <name>.layer<ID> per layer (rows = sum of the layer's primes, row_dim from the
     /// layout), synthetic or from a .safetensors file.
@@ -161,67 +166,53 @@ pub enum EngramCommand {
 
 /// `engram create` flags.
 #[derive(Debug, Args)]
-pub struct EngramCreateArgs {
+pub(crate) struct EngramCreateArgs {
     /// Group name; its tables are <name>.layer<ID>.
     #[arg(long)]
-    pub name: String,
+    pub(crate) name: String,
     /// Layout JSON (as written by `python -m engram_store.layout`).
     #[arg(long)]
-    pub layout: PathBuf,
+    pub(crate) layout: PathBuf,
     /// Compression map .npy (raw token id -> compressed id).
     #[arg(long)]
-    pub compress: PathBuf,
+    pub(crate) compress: PathBuf,
     /// Data directory.
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Fill the tables with synthetic content (documented in `synth`).
     #[arg(long, required_unless_present = "weights", conflicts_with = "weights")]
-    pub synth: bool,
+    pub(crate) synth: bool,
     /// Element type of synthetic tables: f32, f16, bf16, i8, u8, fp8_e4m3 [default: bf16].
     #[arg(long, conflicts_with = "weights")]
-    pub dtype: Option<DType>,
+    pub(crate) dtype: Option<DType>,
     /// Content seed of synthetic tables [default: 0].
     #[arg(long, conflicts_with = "weights")]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// A .safetensors file with one 2-D tensor per layer, named layers.<ID>.engram.embedding
     /// or layer<ID>, of shape [sum of the layer's primes, row_dim]; the tables take its dtype.
     #[arg(long)]
-    pub weights: Option<PathBuf>,
+    pub(crate) weights: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub write: WriteArgs,
+    pub(crate) write: WriteArgs,
 }
 
 /// `lookup` flags.
 #[derive(Debug, Args)]
-pub struct LookupArgs {
+pub(crate) struct LookupArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:50051")]
-    pub addr: String,
+    pub(crate) addr: String,
     /// Table name.
     #[arg(long)]
-    pub table: String,
+    pub(crate) table: String,
     /// Comma-separated row ids.
     #[arg(long, value_delimiter = ',', required = true)]
-    pub ids: Vec<u64>,
-}
-
-/// A bytes progress bar (hidden when stderr is not a terminal).
-pub fn bytes_bar(msg: &str) -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(msg.to_owned());
-    bar
+    pub(crate) ids: Vec<u64>,
 }
 
 /// Runs the parsed command.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Ingest(a) => {
@@ -272,7 +263,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Engram(EngramCommand::Create(a)) => engram_create(a),
         Command::Lookup(a) => lookup(a).await,
-        Command::Demo(a) => crate::demo::run(a).await,
+        Command::Demo(a) => demo::run(a).await,
     }
 }
 
@@ -392,7 +383,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             g.layout().row_dim()
         );
     }
-    crate::server::serve_on(engine, listener, async {
+    engram_store::server::serve_on(engine, listener, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("shutting down");
     })
@@ -417,4 +408,34 @@ async fn lookup(a: LookupArgs) -> anyhow::Result<()> {
         println!("{id}: [{}]", text.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn engram_create_needs_exactly_one_source() {
+        let base = [
+            "engram-store",
+            "engram",
+            "create",
+            "--name",
+            "g",
+            "--layout",
+            "l.json",
+            "--compress",
+            "m.npy",
+            "--data",
+            "d",
+        ];
+        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra).copied());
+        assert!(with(&[]).is_err(), "neither --synth nor --weights");
+        assert!(with(&["--synth", "--weights", "w.safetensors"]).is_err());
+        assert!(with(&["--weights", "w.safetensors", "--dtype", "f32"]).is_err());
+        assert!(with(&["--synth", "--dtype", "f16", "--seed", "3"]).is_ok());
+        assert!(with(&["--weights", "w.safetensors"]).is_ok());
+    }
 }

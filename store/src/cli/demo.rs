@@ -11,49 +11,49 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::bytes_bar;
-use crate::engine::{Engine, EngineConfig};
-use crate::ingest::{SynthSpec, WriteOptions, synth_table};
-use crate::load::{LoadSpec, SynthCheck, run_load};
-use crate::size::{format_size, parse_size};
-use crate::table::{DType, OpenTable};
-use crate::workload::IdDistribution;
+use engram_store::engine::{Engine, EngineConfig};
+use engram_store::ingest::{SynthSpec, WriteOptions, synth_table};
+use engram_store::size::{format_size, parse_size};
+use engram_store::table::{DType, OpenTable, synth_row_filler};
+use engram_store_driver::{IdDistribution, LoadSpec, run_load};
+
+use super::progress::bytes_bar;
 
 /// Name of the demo table.
-pub const DEMO_TABLE: &str = "demo";
+pub(crate) const DEMO_TABLE: &str = "demo";
 /// Content seed of the demo table.
-pub const DEMO_SEED: u64 = 42;
+pub(crate) const DEMO_SEED: u64 = 42;
 /// Row dim of the demo table (Engram-27B: 80 bf16 = 160 bytes).
-pub const DEMO_DIM: u32 = 80;
+pub(crate) const DEMO_DIM: u32 = 80;
 
 /// `demo` flags.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Where the demo table lives (created if missing, reused otherwise).
     #[arg(long, default_value = "demo-data")]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Rows of the demo table (4,194,304 x 160 B = 640 MiB).
     #[arg(long, default_value_t = 1 << 22)]
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// RAM tier budget; smaller than the table so both tiers serve.
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
-    pub ram_cache: u64,
+    pub(crate) ram_cache: u64,
     /// How long to drive load, in seconds.
     #[arg(long, default_value_t = 10.0)]
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Ids per request.
     #[arg(long, default_value_t = 4096)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Requests in flight.
     #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Zipf exponent of the ids.
     #[arg(long, default_value_t = 0.9)]
-    pub zipf: f64,
+    pub(crate) zipf: f64,
 }
 
 /// Runs the demo; fails if any row was wrong or any request failed.
-pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let existing = OpenTable::open_newest(&a.data, DEMO_TABLE, false)
         .ok()
         .filter(|t| {
@@ -89,7 +89,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let mut config = EngineConfig::new(&a.data);
     config.ram_cache_bytes = a.ram_cache;
     let engine = Arc::new(Engine::open(config)?);
-    let server = crate::server::spawn_server(engine.clone(), "127.0.0.1:0".parse()?).await?;
+    let server = engram_store::server::spawn_server(engine.clone(), "127.0.0.1:0".parse()?).await?;
     let table = engine.table(DEMO_TABLE)?;
     let m = table.manifest().clone();
     println!(
@@ -112,11 +112,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         batch: a.batch,
         concurrency: a.concurrency,
         duration: Duration::from_secs_f64(a.seconds.max(0.1)),
-        check: Some(SynthCheck {
-            seed: DEMO_SEED,
-            dtype: DType::Bf16,
-            row_dim: DEMO_DIM as usize,
-        }),
+        check: Some(Arc::new(synth_row_filler(
+            DEMO_SEED,
+            DType::Bf16,
+            DEMO_DIM as usize,
+        ))),
         seed: 1,
     };
     println!(

@@ -1,6 +1,6 @@
 //! A closed-loop load generator over the Rust client: `concurrency` tasks each send a batch,
-//! await its rows, optionally check every row against the synthetic content, and repeat until
-//! the duration is up. Used by `engram-store demo` and `engram-bench lookup`.
+//! await its rows, optionally check every row (against what the caller says row `id` must be),
+//! and repeat until the duration is up. Used by `engram-store demo` and `engram-bench lookup`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,22 +10,14 @@ use engram_store_cache::{LatencyHistogram, LatencySnapshot};
 use engram_store_client::Client;
 use indicatif::ProgressBar;
 
-use crate::table::{DType, fill_row};
 use crate::workload::{IdDistribution, IdSampler};
 
-/// How to check returned rows: they must equal the synthetic rows of this seed.
-#[derive(Debug, Clone, Copy)]
-pub struct SynthCheck {
-    /// Seed the table was made with.
-    pub seed: u64,
-    /// Its dtype.
-    pub dtype: DType,
-    /// Its row dim.
-    pub row_dim: usize,
-}
+/// How to check returned rows: writes the bytes row `id` must hold into the buffer (sized to a
+/// row by the caller).
+pub type RowCheck = Arc<dyn Fn(u64, &mut Vec<u8>) + Send + Sync>;
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadSpec {
     /// Table name.
     pub table: String,
@@ -40,9 +32,24 @@ pub struct LoadSpec {
     /// How long.
     pub duration: Duration,
     /// Row checking, if any.
-    pub check: Option<SynthCheck>,
+    pub check: Option<RowCheck>,
     /// Seed of the id streams.
     pub seed: u64,
+}
+
+impl std::fmt::Debug for LoadSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadSpec")
+            .field("table", &self.table)
+            .field("rows", &self.rows)
+            .field("dist", &self.dist)
+            .field("batch", &self.batch)
+            .field("concurrency", &self.concurrency)
+            .field("duration", &self.duration)
+            .field("checked", &self.check.is_some())
+            .field("seed", &self.seed)
+            .finish()
+    }
 }
 
 /// What happened.
@@ -124,11 +131,11 @@ pub async fn run_load(
                     Ok(r) => {
                         rows.fetch_add(r.len() as u64, Ordering::Relaxed);
                         bytes.fetch_add(r.bytes().len() as u64, Ordering::Relaxed);
-                        if let Some(check) = spec.check {
-                            expect.resize(check.row_dim * check.dtype.size(), 0);
+                        if let Some(check) = &spec.check {
                             let mut bad = 0;
                             for (row, &id) in r.iter().zip(&ids) {
-                                fill_row(check.seed, check.dtype, check.row_dim, id, &mut expect);
+                                expect.clear();
+                                check(id, &mut expect);
                                 if row != expect.as_slice() {
                                     bad += 1;
                                 }
