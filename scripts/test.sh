@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Quick start"): every Rust test of the workspace, built
-# once with the `cuda` feature (GPU tests skip, and say why, without a GPU), then the Python
-# client's tests, in a venv of their own, against the binary that build made. Every suite runs
-# even when an earlier one fails; a summary line per suite (passed / failed / skipped) comes at
-# the end, and the exit status is non-zero if any suite failed. Run from anywhere.
+# once with the `cuda` and `failpoints` features (GPU tests skip, and say why, without a GPU;
+# failpoint tests inject disk and GPU faults), then the Python client's tests, in a venv of
+# their own, against the binary that build made. Every suite runs even when an earlier one
+# fails; a summary line per suite (passed / failed / skipped) comes at the end, and the exit
+# status is non-zero if any suite failed. Run from anywhere.
 #
-# Environment: FEATURES (default: the cuda feature of every crate that has one), NEXTEST_PROFILE
-# (default "default"), ENGRAM_TEST_VENV (default target/test-venv).
+# Environment: FEATURES (default: cuda and failpoints of every crate that has them),
+# ENGRAM_TEST_VENV (default target/test-venv).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-FEATURES=${FEATURES-engram-store-cache/cuda,engram-store/cuda,engram-store-bench/cuda}
+FEATURES=${FEATURES-engram-store-cache/cuda,engram-store/cuda,engram-store-bench/cuda,engram-store-cache/failpoints,engram-store/failpoints}
 VENV=${ENGRAM_TEST_VENV:-target/test-venv}
 LOGS=target/test-logs
 mkdir -p "$LOGS"

@@ -137,3 +137,17 @@ fn refresh_under_concurrent_lookups_never_serves_a_wrong_row() {
     assert!(t.stats().refreshes >= 6);
     println!("{batches} batches checked across 7 refreshes");
 }
+
+/// `gpu_alloc_fail`: the tier's device memory cannot be had; creating it fails with a clear
+/// error before the device is touched (so this runs on machines without a GPU too).
+#[cfg(feature = "failpoints")]
+#[test]
+fn gpu_alloc_failure_is_an_error_not_a_panic() {
+    let scenario = fail::FailScenario::setup();
+    fail::cfg("gpu_alloc_fail", "return").expect("set failpoint");
+    let err = GpuTier::new(&GpuTierConfig::new(0, 64 << 20, 160)).expect_err("no memory");
+    let text = err.to_string();
+    assert!(text.contains("allocate the VRAM tier"), "{text}");
+    assert!(text.contains("gpu_alloc_fail"), "{text}");
+    scenario.teardown();
+}

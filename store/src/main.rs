@@ -20,6 +20,11 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    #[cfg(feature = "failpoints")]
+    if let Err(e) = set_failpoints_from_env() {
+        eprintln!("error: FAILPOINTS: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -38,4 +43,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Fault injection (a build with `--features failpoints`): `FAILPOINTS='name=actions;...'` in the
+/// `fail` crate's syntax, e.g. `FAILPOINTS='nvme_read_eio=5%return'`.
+#[cfg(feature = "failpoints")]
+fn set_failpoints_from_env() -> Result<(), String> {
+    let Ok(spec) = std::env::var("FAILPOINTS") else {
+        return Ok(());
+    };
+    for point in spec.split(';').filter(|p| !p.trim().is_empty()) {
+        let (name, actions) = point
+            .split_once('=')
+            .ok_or_else(|| format!("{point:?} is not name=actions"))?;
+        fail::cfg(name.trim(), actions.trim()).map_err(|e| format!("{name}: {e}"))?;
+        eprintln!("failpoint {name} = {actions}");
+    }
+    Ok(())
 }

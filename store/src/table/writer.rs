@@ -377,6 +377,10 @@ impl TableWriter {
         write_synced(&self.tmp_dir.join(MANIFEST_FILE), &manifest.to_json())?;
         sync_dir(&self.tmp_dir)?;
         let final_dir = self.table_dir.join(version_dir_name(self.version));
+        // Fault injection: the process dies where a crash would hurt most, with every file of
+        // the version written and fsynced but not yet renamed into place.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("ingest_crash_before_rename", |_| std::process::abort());
         std::fs::rename(&self.tmp_dir, &final_dir).map_err(io_err(format!(
             "rename {} to {}",
             self.tmp_dir.display(),
