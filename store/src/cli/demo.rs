@@ -149,13 +149,16 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         report.bytes_per_s() / 1e6
     );
     println!(
-        "latency      p50 {:.0} us   p99 {:.0} us   p999 {:.0} us   max {:.0} us",
-        report.latency.p50_us, report.latency.p99_us, report.latency.p999_us, report.latency.max_us
+        "latency      p50 {}   p99 {}   p999 {}   max {}",
+        human_us(report.latency.p50_us),
+        human_us(report.latency.p99_us),
+        human_us(report.latency.p999_us),
+        human_us(report.latency.max_us)
     );
     for t in &stats.tiers {
         let lat = t.latency.unwrap_or_default();
         println!(
-            "tier {:<5} rows {:>11}   hit rate {:>6.2}%   {}   p50 {:.0} us  p99 {:.0} us{}",
+            "tier {:<5} rows {:>11}   hit rate {:>6.2}%   {}   p50 {}  p99 {}{}",
             t.tier,
             t.hits,
             t.hit_rate * 100.0,
@@ -164,8 +167,8 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<()> {
             } else {
                 format!("resident {}", format_size(t.resident_bytes))
             },
-            lat.p50_us,
-            lat.p99_us,
+            human_us(lat.p50_us),
+            human_us(lat.p99_us),
             if t.checksum_errors > 0 {
                 format!("  checksum errors {}", t.checksum_errors)
             } else {
@@ -185,4 +188,25 @@ pub(crate) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     println!("all {} rows checked: correct", report.checked);
     Ok(())
+}
+
+/// A latency in microseconds as people read it: "850 us", "12.4 ms", "1.20 s".
+fn human_us(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.0} us")
+    } else if us < 1_000_000.0 {
+        format!("{:.1} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn latencies_read_in_their_unit() {
+        assert_eq!(super::human_us(117.0), "117 us");
+        assert_eq!(super::human_us(117_441.0), "117.4 ms");
+        assert_eq!(super::human_us(2_500_000.0), "2.50 s");
+    }
 }

@@ -207,7 +207,13 @@ pub(crate) struct LookupArgs {
     #[arg(long)]
     pub(crate) table: String,
     /// Comma-separated row ids.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        allow_hyphen_values = true,
+        value_parser = parse_row_id
+    )]
     pub(crate) ids: Vec<u64>,
 }
 
@@ -348,12 +354,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if a.buffered_io {
         c.direct_io = false;
     }
-    let addr: SocketAddr = c.listen.parse().map_err(|e| {
-        anyhow::anyhow!(
-            "--listen {:?} is not an address like 127.0.0.1:50051: {e}",
-            c.listen
-        )
-    })?;
+    let addr = resolve_listen(&c.listen).await?;
     let engine = Arc::new(Engine::open(c.engine_config()?)?);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -388,6 +389,37 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         eprintln!("shutting down");
     })
     .await
+}
+
+/// The address `--listen` names: `IP:PORT`, or `HOST:PORT` resolved (the first address).
+async fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    let shape = || {
+        anyhow::anyhow!(
+            "--listen {listen:?} is not an address like 127.0.0.1:50051 or localhost:50051"
+        )
+    };
+    let (_, port) = listen.rsplit_once(':').ok_or_else(shape)?;
+    port.parse::<u16>().map_err(|_| shape())?;
+    let mut addrs = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {listen:?}: cannot resolve the host: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--listen {listen:?}: the host has no address"))
+}
+
+/// A row id of `lookup --ids`.
+fn parse_row_id(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().map_err(|_| {
+        if s.trim().starts_with('-') {
+            format!("row ids are non-negative integers, got {s}")
+        } else {
+            format!("{s:?} is not a row id (a non-negative integer)")
+        }
+    })
 }
 
 async fn lookup(a: LookupArgs) -> anyhow::Result<()> {
@@ -437,5 +469,18 @@ mod tests {
         assert!(with(&["--weights", "w.safetensors", "--dtype", "f32"]).is_err());
         assert!(with(&["--synth", "--dtype", "f16", "--seed", "3"]).is_ok());
         assert!(with(&["--weights", "w.safetensors"]).is_ok());
+    }
+
+    #[test]
+    fn negative_row_ids_are_refused_with_a_reason() {
+        let parse = |ids: &str| {
+            Cli::try_parse_from(["engram-store", "lookup", "--table", "t", "--ids", ids])
+        };
+        let err = parse("-1").expect_err("negative id");
+        assert!(
+            err.to_string().contains("row ids are non-negative"),
+            "{err}"
+        );
+        assert!(parse("1,5,9").is_ok());
     }
 }

@@ -76,10 +76,22 @@ pub fn ingest_file(
     let mut file = std::fs::File::open(input)
         .map_err(|e| anyhow::anyhow!("open input {}: {e}", input.display()))?;
     let file_len = file.metadata()?.len();
-    let mut head = vec![0u8; 8];
-    file.read_exact(&mut head)
-        .map_err(|e| anyhow::anyhow!("read input {}: {e}", input.display()))?;
+    let mut head = vec![0u8; 9];
+    let neither = || {
+        anyhow::anyhow!(
+            "{} is neither a .npy file (it does not start with the \\x93NUMPY magic) nor a \
+             .safetensors file (it does not start with a header length and a JSON header)",
+            input.display()
+        )
+    };
+    file.read_exact(&mut head).map_err(|_| neither())?;
     let is_npy = head.starts_with(b"\x93NUMPY");
+    let header_len = u64::from_le_bytes([
+        head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+    ]);
+    if !is_npy && (head[8] != b'{' || header_len.saturating_add(8) > file_len) {
+        return Err(neither());
+    }
     let t = if is_npy {
         if tensor.is_some() {
             anyhow::bail!(
