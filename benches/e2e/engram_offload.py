@@ -65,10 +65,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# Deterministic cuBLAS on several streams: logits of arms must match bit for bit.
+# Deterministic cuBLAS on several streams: logits of arms must match bit for bit. CUDA IPC (the
+# store arms' output buffers) cannot share memory of torch's expandable segments.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 try:
@@ -78,8 +81,21 @@ except ImportError:  # run from a checkout without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import offload_report as report  # noqa: E402
+from offload_model import BACKBONES, Decoder  # noqa: E402
 
-from engram_store.torch import gather_dequantize  # noqa: E402
+from engram_store import Client  # noqa: E402
+from engram_store.local_server import LocalServer, run_cli  # noqa: E402
+from engram_store.table_files import TableFiles  # noqa: E402
+from engram_store.torch import (  # noqa: E402
+    V41_ROWS,
+    EngramLayer,
+    EngramRowBackend,
+    GrpcTransport,
+    NgramHasher,
+    cuda_view,
+    gather_dequantize,
+    v41_layout,
+)
 
 GROUP = "v41"
 LOOKBACK = 3  # tokens before a position that V4.1's 4-grams reach
@@ -200,15 +216,11 @@ class Tables:
 def synth_rows(layer: int, start: int, count: int, seed: int, device) -> np.ndarray:
     """``count`` packed V4.1 rows from row ``start`` of layer ``layer``'s table: N(0, 1) values
     quantized to fp8 e4m3 with one power-of-two scale per 32 (the block's max maps near 448)."""
-    import torch
-
-    from engram_store.torch import V41_ROWS as fmt
-
     gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + layer * 10_007 + start)
-    x = torch.randn((count, fmt.scales, fmt.block), generator=gen, device=device)
+    x = torch.randn((count, V41_ROWS.scales, V41_ROWS.block), generator=gen, device=device)
     exponent = torch.ceil(torch.log2(x.abs().amax(-1).clamp_min(1e-30) / 448.0)).clamp(-60, 60)
     scaled = (x / torch.exp2(exponent).unsqueeze(-1)).clamp(-448.0, 448.0)
-    codes = scaled.to(torch.float8_e4m3fn).view(torch.uint8).reshape(count, fmt.head_dim)
+    codes = scaled.to(torch.float8_e4m3fn).view(torch.uint8).reshape(count, V41_ROWS.head_dim)
     scales = (exponent + 127).to(torch.uint8)
     return torch.cat([codes, scales], dim=1).cpu().numpy()
 
@@ -216,17 +228,15 @@ def synth_rows(layer: int, start: int, count: int, seed: int, device) -> np.ndar
 def write_weights(path: Path, layer_ids: Sequence[int], rows: Sequence[int], seed: int, device):
     """A ``.safetensors`` file with one U8 ``[rows, 264]`` tensor per layer (``layer<ID>``, as
     ``engram-store engram create --weights`` finds them), written chunk by chunk."""
-    from engram_store.torch import V41_ROWS as fmt
-
     header: dict[str, Any] = {}
     offset = 0
     for lid, n in zip(layer_ids, rows, strict=True):
         header[f"layer{lid}"] = {
             "dtype": "U8",
-            "shape": [n, fmt.row_bytes],
-            "data_offsets": [offset, offset + n * fmt.row_bytes],
+            "shape": [n, V41_ROWS.row_bytes],
+            "data_offsets": [offset, offset + n * V41_ROWS.row_bytes],
         }
-        offset += n * fmt.row_bytes
+        offset += n * V41_ROWS.row_bytes
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     chunk = 1 << 20
@@ -241,9 +251,6 @@ def write_weights(path: Path, layer_ids: Sequence[int], rows: Sequence[int], see
 def prepare_tables(args: argparse.Namespace, device, log) -> Tables:
     """The V4.1-geometry group under ``args.data``: made unless it is there with the same layout
     and seed."""
-    from engram_store.local_server import run_cli
-    from engram_store.torch import NgramHasher, v41_layout
-
     cmap = np.load(args.compress, allow_pickle=False)
     layout = v41_layout(args.engram_vocab, cmap)
     hasher = NgramHasher(layout, cmap)
@@ -361,8 +368,6 @@ class TableSource(Source):
     device_ids = True
 
     def __init__(self, tables: list, side_stream: bool, max_programs: int | None):
-        import torch
-
         self.tables = tables
         self.max_programs = max_programs
         on_gpu = tables[0].is_cuda
@@ -372,8 +377,6 @@ class TableSource(Source):
     def gather(self, ids, rows: list) -> None:
         """Rows of every layer for ``ids [tokens, layers, columns]`` into ``rows``, on the side
         stream if there is one (after the work queued so far on the current stream)."""
-        import torch
-
         if self.stream is not None:
             self.stream.wait_stream(torch.cuda.current_stream())
         with (
@@ -388,8 +391,6 @@ class TableSource(Source):
         self.gather(run.ids, run.state.rows)
 
     def ready(self, run: Runner, j: int) -> None:
-        import torch
-
         if self.stream is not None:
             torch.cuda.current_stream().wait_event(self.events[j])
 
@@ -407,10 +408,7 @@ class StoreSource(Source):
         self.slot = 0
 
     def _prefetch(self, phase: Phase, step: int) -> int:
-        return self.backend.prefetch(
-            token_ids=phase.tokens[step].reshape(phase.tokens.shape[1], -1),
-            context=phase.context[step],
-        )
+        return self.backend.prefetch(token_ids=phase.tokens[step], context=phase.context[step])
 
     def start(self, run: Runner) -> None:
         self.prefetched.clear()
@@ -443,8 +441,6 @@ class Runner:
     host. Decode state (KV cache, convolution history, position) starts the same for every arm."""
 
     def __init__(self, model, phase: Phase, kv, hasher, graphs: bool):
-        import torch
-
         self.torch = torch
         self.model = model
         self.phase = phase
@@ -634,10 +630,6 @@ class HostTables:
         self._arrays: list[np.ndarray] | None = None
 
     def get(self) -> list:
-        import torch
-
-        from engram_store.table_files import TableFiles
-
         if self._arrays is None:
             arrays = []
             for name in self.tables.names:
@@ -660,16 +652,12 @@ class HostTables:
 
     @staticmethod
     def _cudart(call: str, *args) -> None:
-        import torch
-
         err = getattr(torch.cuda.cudart(), call)(*args)
         if int(getattr(err, "value", err)) != 0:
             raise RuntimeError(f"{call} failed: {err}")
 
 
 def sm_count(device) -> int | None:
-    import torch
-
     if device.type != "cuda":
         return None
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -686,8 +674,6 @@ def arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
         if arm == "b":
             source = TableSource([t.to(device) for t in host], side_stream=False, max_programs=None)
         else:
-            from engram_store.torch import cuda_view
-
             views = [cuda_view(t) for t in host] if device.type == "cuda" else host
             sms = sm_count(device)
             programs = None if sms is None else sms // 2
@@ -697,8 +683,6 @@ def arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
         finally:
             source.tables.clear()
             if device.type == "cuda":
-                import torch
-
                 torch.cuda.empty_cache()  # the store's VRAM tier lives in another process
     else:
         with store_backend(arm, ctx) as backend:
@@ -720,10 +704,6 @@ def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
 def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
     """An ``EngramRowBackend`` over a server configured for ``arm``: started here, or the one at
     ``--addr`` (arm (d) only)."""
-    from engram_store import Client
-    from engram_store.local_server import LocalServer
-    from engram_store.torch import EngramLayer, EngramRowBackend, GrpcTransport
-
     args, tables, log = ctx["args"], ctx["tables"], ctx["log"]
     with contextlib.ExitStack() as stack:
         if args.addr:
@@ -785,8 +765,6 @@ def gather_us(source: TableSource, run: Runner, step: int) -> float:
 
 
 def machine(device) -> dict[str, Any]:
-    import torch
-
     out = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -801,13 +779,6 @@ def machine(device) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("engram_offload: needs torch (pip install torch)", file=sys.stderr)
-        return 2
-    from offload_model import BACKBONES, Decoder
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -826,24 +797,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables = prepare_tables(args, device, log)
         if args.prepare_only:
             return 0
-        return run_arms(args, device, tables, log, Decoder, BACKBONES)
-    return 0
+        return run_arms(args, device, tables, log)
 
 
-def run_arms(args, device, tables: Tables, log, Decoder, BACKBONES) -> int:
-    import torch
-
-    trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
-    if trace.size < LOOKBACK + 1:
-        raise ValueError(f"trace {args.trace} has {trace.size} tokens")
+def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
     backbone = BACKBONES["tiny" if args.tiny else args.shape]
+    trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
+    limit = min(backbone.vocab, tables.hasher.compression_map.size)
+    if trace.size <= LOOKBACK or int(trace.max()) >= limit:
+        raise ValueError(
+            f"trace {args.trace}: {trace.size} tokens, ids up to {trace.max()}; "
+            f"it needs more than {LOOKBACK} tokens, ids below {limit}"
+        )
     phases = [
         decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in args.decode_batches
     ]
     phases.append(
         prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, args.prefill_warmup)
     )
-    max_position = args.window + args.decode_warmup + args.decode_steps + args.prefill_chunk + 1
+    max_position = args.window + args.decode_warmup + args.decode_steps + args.prefill_chunk + 64
     model = Decoder(backbone, device, args.seed, max_position)
     max_batch = max(args.decode_batches)
     kv_shape = (backbone.layers, max_batch, backbone.kv_heads, args.window, backbone.head_dim)
