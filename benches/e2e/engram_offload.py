@@ -356,6 +356,11 @@ class Source:
     def ready(self, run: Runner, j: int) -> None:
         """Before Engram layer ``j`` reads ``run.state.rows[j]``."""
 
+    def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
+        """After the step: when each Engram layer's rows were in place, in microseconds since
+        the step's start (None: not known)."""
+        return [None] * len(marks.needed)
+
 
 class NoEngram(Source):
     with_engram = False
@@ -370,9 +375,11 @@ class TableSource(Source):
     def __init__(self, tables: list, side_stream: bool, max_programs: int | None):
         self.tables = tables
         self.max_programs = max_programs
-        on_gpu = tables[0].is_cuda
-        self.stream = torch.cuda.Stream(tables[0].device) if side_stream and on_gpu else None
-        self.events = [torch.cuda.Event() for _ in tables] if self.stream is not None else []
+        self.cuda = tables[0].is_cuda
+        self.stream = torch.cuda.Stream(tables[0].device) if side_stream and self.cuda else None
+        # When each layer's gather ended: device events, or host times on the CPU.
+        self.done = [torch.cuda.Event(enable_timing=True) for _ in tables] if self.cuda else []
+        self.done_at = [0.0] * len(tables)
 
     def gather(self, ids, rows: list) -> None:
         """Rows of every layer for ``ids [tokens, layers, columns]`` into ``rows``, on the side
@@ -384,15 +391,22 @@ class TableSource(Source):
         ):
             for j, table in enumerate(self.tables):
                 gather_dequantize(table, ids[:, j], rows[j], max_programs=self.max_programs)
-                if self.stream is not None:
-                    self.events[j].record(self.stream)
+                if self.cuda:
+                    self.done[j].record()
+                else:
+                    self.done_at[j] = time.perf_counter()
 
     def begin(self, run: Runner, step: int) -> None:
         self.gather(run.ids, run.state.rows)
 
     def ready(self, run: Runner, j: int) -> None:
         if self.stream is not None:
-            torch.cuda.current_stream().wait_event(self.events[j])
+            torch.cuda.current_stream().wait_event(self.done[j])
+
+    def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
+        if self.cuda:
+            return [marks.device_us(event) for event in self.done]
+        return [marks.host_us(t) for t in self.done_at]
 
 
 class StoreSource(Source):
@@ -423,15 +437,58 @@ class StoreSource(Source):
     def ready(self, run: Runner, j: int) -> None:
         self.backend.rows(self.layer_ids[j], slot=self.slot, out=run.state.rows[j])
 
+    def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
+        at = [self.backend.fetched_at(layer, self.slot) for layer in self.layer_ids]
+        return [None if t is None else marks.host_us(t) for t in at]
+
+
+class StepMarks:
+    """Times within a step, from its start: when each Engram layer could start (the end of the
+    segment before it) on the device, and helpers to place other marks on the same axis. On a
+    GPU, device times come from events and host times from the host clock; the two are aligned
+    at the step's start, when the device is idle (the step before ended with a sync)."""
+
+    def __init__(self, cuda: bool, engram_layers: int):
+        self.cuda = cuda
+        self.t0 = 0.0
+        self.start = torch.cuda.Event(enable_timing=True) if cuda else None
+        self.segment_end = [torch.cuda.Event(enable_timing=True) for _ in range(engram_layers)]
+        self.needed = [0.0] * engram_layers
+
+    def begin(self) -> None:
+        self.t0 = time.perf_counter()
+        if self.cuda:
+            self.start.record()
+
+    def segment_done(self, j: int) -> None:
+        """The segment before Engram layer ``j`` is queued (or, on the CPU, done)."""
+        if self.cuda:
+            self.segment_end[j].record()
+        else:
+            self.needed[j] = self.host_us(time.perf_counter())
+
+    def end(self) -> None:
+        """After the step's sync: the device marks are readable."""
+        if self.cuda:
+            self.needed = [self.device_us(e) for e in self.segment_end]
+
+    def host_us(self, t: float) -> float:
+        return (t - self.t0) * 1e6
+
+    def device_us(self, event) -> float:
+        return self.start.elapsed_time(event) * 1e3
+
 
 @dataclasses.dataclass
 class Measured:
-    """One arm's run of one phase."""
+    """One arm's run of one phase; the timeline is a mean over its timed steps."""
 
     seconds: float
     tokens: int
     wait_s: float
     logits_sha256: str
+    needed_us: list[float]
+    ready_us: list[float | None]
 
 
 class Runner:
@@ -537,39 +594,50 @@ class Runner:
         hash_fn = self._hasher_fn() if source.device_ids else None
         self.reset(seed)
         source.start(self)
-        sampled, wait_s, start = [], 0.0, 0.0
+        layers = self.model.segments - 1
+        marks = StepMarks(self.cuda, layers)
+        sampled, needed, ready = [], [], []
+        wait_s = start = 0.0
         for step in range(phase.steps):
             if step == phase.warmup:
                 self._sync()
                 start, wait_s = time.perf_counter(), 0.0
             self.tokens_host.copy_(torch.from_numpy(phase.tokens[step].reshape(-1)))
             st.tokens.copy_(self.tokens_host, non_blocking=True)
+            marks.begin()
             if hash_fn is not None:
                 self.context_host.copy_(torch.from_numpy(phase.context[step]))
                 self.context.copy_(self.context_host, non_blocking=True)
                 hash_fn()
             source.begin(self, step)
-            pieces[0]()
-            for j in range(self.model.segments - 1):
+            for j in range(layers):
+                pieces[j]()
+                marks.segment_done(j)
                 t = time.perf_counter()
                 source.ready(self, j)
                 wait_s += time.perf_counter() - t
-                pieces[j + 1]()
+            pieces[layers]()
             argmax = outputs[1] if outputs is not None else st.argmax
             self.sampled.copy_(argmax, non_blocking=True)
             self._sync()
             if step >= phase.warmup:
+                marks.end()
                 sampled.append(self.sampled.numpy().copy())
+                needed.append(list(marks.needed))
+                ready.append(source.rows_ready_us(marks))
         seconds = time.perf_counter() - start
         logits = outputs[0] if outputs is not None else st.logits
         digest = hashlib.sha256(logits.contiguous().view(torch.int16).cpu().numpy().tobytes())
         digest.update(np.concatenate(sampled).tobytes())
         measured_steps = phase.steps - phase.warmup
+        ready_known = [[r for r in column if r is not None] for column in zip(*ready, strict=True)]
         return Measured(
             seconds,
             measured_steps * phase.tokens_per_step,
             wait_s / measured_steps,
             digest.hexdigest(),
+            needed_us=[float(np.mean(column)) for column in zip(*needed, strict=True)],
+            ready_us=[float(np.mean(c)) if c else None for c in ready_known],
         )
 
     def _sync(self) -> None:
@@ -859,6 +927,8 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
                 arms.append(entry)
                 detail = {
                     **entry,
+                    "needed_us": m.needed_us,
+                    "ready_us": m.ready_us,
                     "step_ms": m.seconds / (r.phase.steps - r.phase.warmup) * 1e3,
                     "wait_us": m.wait_s * 1e6,
                     "gather_us": None,
@@ -871,7 +941,7 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
             ctx["host"].drop()
     details = report.with_losses(details)
     problems = report.check_logits(arms)
-    print(report.table(details, backbone.name))
+    print(report.table(details, backbone.name, model.g.layer_ids))
     for lt in layer_times:
         graph = "-" if lt["graph_us"] is None else f"{lt['graph_us']:.1f}"
         print(

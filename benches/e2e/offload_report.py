@@ -77,8 +77,9 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:+.1f}%"
 
 
-def table(details: Sequence[dict[str, Any]], shape: str) -> str:
-    """The results as text, one line per arm and phase, the paper's Table 4 beneath."""
+def table(details: Sequence[dict[str, Any]], shape: str, layer_ids: Sequence[int]) -> str:
+    """The results as text, one line per arm and phase, the timeline of a step (for the Engram
+    layers ``layer_ids``) and the paper's Table 4 beneath."""
     lines = [
         f"{'phase':8} {'batch':>6}  arm  {'tok/s':>12}  {'loss vs a':>9}  {'loss vs c':>9}  "
         f"{'step ms':>8}  {'wait us':>8}  {'gather us':>9}  what",
@@ -91,6 +92,17 @@ def table(details: Sequence[dict[str, Any]], shape: str) -> str:
             f"{r['step_ms']:>8.3f}  {r['wait_us']:>8.1f}  "
             f"{'-' if gather is None else f'{gather:.1f}':>9}  {ARM_NAMES[r['arm']]}"
         )
+    lines.append("")
+    lines.append(
+        "timeline (us from the step's start, mean of the timed steps): per Engram layer, when its "
+        "rows were in place / when the segment before it had run"
+    )
+    for r in details:
+        cells = [
+            f"layer {lid}: {'-' if ready is None else f'{ready:,.0f}'} / {needed:,.0f}"
+            for lid, ready, needed in zip(layer_ids, r["ready_us"], r["needed_us"], strict=True)
+        ]
+        lines.append(f"  {r['phase']:8} {r['batch']:>6}  ({r['arm']})  " + "   ".join(cells))
     lines.append("")
     lines.append("Engram paper, Table 4 (H800, 100B-parameter table in host DRAM, prefetched):")
     for name, p in PAPER_TABLE4.items():

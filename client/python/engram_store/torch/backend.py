@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,6 +76,7 @@ class _Slot:
     consumed: list[torch.cuda.Event | None]
     futures: list[concurrent.futures.Future[Pending]]
     dead: list[np.ndarray | None]
+    fetched_at: list[float | None]
     num_tokens: int = 0
 
 
@@ -169,6 +171,7 @@ class EngramRowBackend:
             consumed=[torch.cuda.Event() if self._cuda else None for _ in range(n_layers)],
             futures=[done] * n_layers,
             dead=[None] * n_layers,
+            fetched_at=[None] * n_layers,
         )
 
     # -- the three calls ---------------------------------------------------------------------
@@ -210,6 +213,7 @@ class EngramRowBackend:
             raise ValueError(f"{tokens} tokens exceed max_tokens {self.max_tokens}")
         s.num_tokens = tokens
         s.futures = [concurrent.futures.Future() for _ in self.layers]
+        s.fetched_at = [None] * len(self.layers)
         self._worker.submit(self._fetch, s, ids_source)
         with self._lock:
             self._latest = index
@@ -251,6 +255,12 @@ class EngramRowBackend:
         if s.consumed[i] is not None:
             s.consumed[i].record(stream)
         return dst
+
+    def fetched_at(self, layer: int, slot: int | None = None) -> float | None:
+        """``time.perf_counter()`` when the transport had handled the rows of ``layer`` of
+        ``slot`` (default: the latest prefetch): written, for a transport whose ``submit``
+        blocks until then; None while not yet. For timelines of a step."""
+        return self._slot(slot).fetched_at[self._index(layer)]
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -320,6 +330,7 @@ class EngramRowBackend:
                 pending = self.transport.submit(
                     s.buffer, i * self._layer_bytes, layer.table, layer_ids.reshape(-1)
                 )
+                s.fetched_at[i] = time.perf_counter()
             except BaseException as e:
                 s.futures[i].set_exception(e)
             else:
