@@ -133,19 +133,16 @@ class _CudaArray:
 
 
 def cuda_view(pinned: torch.Tensor) -> torch.Tensor:
-    """A CUDA uint8 tensor over the same memory as ``pinned`` (page-locked host memory, which
-    UVA maps into the device's address space): kernels reading it read host memory over PCIe.
+    """A CUDA uint8 tensor over the same memory as ``pinned``: page-locked host memory
+    (``pin_memory=True``, or registered with ``cudaHostRegister``), which UVA maps into the
+    device's address space, so kernels reading the view read host memory over PCIe.
 
-    The view does not own the memory: keep ``pinned`` alive as long as the view is used.
+    The view does not own the memory: keep ``pinned`` alive (and registered) while it is used.
+    torch refuses memory that CUDA does not know as page-locked.
     """
-    if pinned.device.type != "cpu" or not pinned.is_pinned():
-        raise ValueError("cuda_view needs a pinned CPU tensor (pin_memory=True)")
-    if pinned.dtype != torch.uint8 or not pinned.is_contiguous():
-        raise ValueError("cuda_view needs a contiguous uint8 tensor")
-    view = torch.as_tensor(_CudaArray(pinned.data_ptr(), tuple(pinned.shape)), device="cuda")
-    if view.data_ptr() != pinned.data_ptr():
-        raise RuntimeError("this CUDA setup does not map pinned host memory at the same address")
-    return view
+    if pinned.device.type != "cpu" or pinned.dtype != torch.uint8 or not pinned.is_contiguous():
+        raise ValueError("cuda_view needs a contiguous uint8 CPU tensor in page-locked memory")
+    return torch.as_tensor(_CudaArray(pinned.data_ptr(), tuple(pinned.shape)), device="cuda")
 
 
 # --- the Triton kernel ---------------------------------------------------------------------------
