@@ -28,13 +28,17 @@ Phases: decode at ``--decode-batches`` (sequences, one token each, over a slidin
 waits run between the graphs) and prefill in ``--prefill-chunk``-token chunks (eager; each chunk a
 prompt of its own). Every step ends with its sampled tokens on the host, as an engine's does; the
 store arms prefetch a prefill chunk's rows while the previous chunk runs (``--prefill-lookahead``).
-Logits of (b)-(e) must be bit-identical and differ from (a)'s: the script exits 1 otherwise.
+Logits of (b)-(e) must be bit-identical and differ from (a)'s: the script exits 1 otherwise
+(``logits_sha256``: the last timed step's logits, bf16 bits, and every timed step's sampled
+tokens). A step's timeline says, per Engram layer, when its rows were in place and when the
+segment before the layer had run (device events on a GPU), in microseconds from the step's start.
 
 Output: a table beside the paper's Table 4, ``--json FILE``::
 
     {"arms": [{"arm": "a".."e", "phase": "decode" | "prefill", "batch": N, "tok_per_s": X,
                "logits_sha256": "..."}, ...],
-     "details": [... + step_ms, wait_us, gather_us, loss_vs_a, loss_vs_c], "layer_us": [...],
+     "details": [... + step_ms, wait_us, gather_us, ready_us, needed_us, loss_vs_a,
+                 loss_vs_c], "layer_us": [...],
      "checks": {...}, "model": {...}, "tables": {...}, "run": {...}, "paper_table4": {...}}
 
 (``batch``: sequences per decode step; tokens per prefill chunk), and ``--svg FILE``, a bar chart.
@@ -61,6 +65,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,6 +108,8 @@ TABLES_MARKER = "engram-offload.json"
 DEFAULT_TRACE = REPO / "testdata" / "traces" / "en-sample.tokens.u32"
 DEFAULT_MAP = REPO / "testdata" / "engram" / "dsv3-compress.npy"
 DEFAULT_BIN = REPO / "target" / "release" / "engram-store"
+#: The keys of an entry of the JSON's "arms" (issue #14's contract).
+ARM_KEYS = ("arm", "phase", "batch", "tok_per_s", "logits_sha256")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -869,6 +876,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
+    """Every arm through every phase; prints the results, writes the JSON and the chart. An arm
+    that fails is reported and the others still run. Returns the exit status."""
     backbone = BACKBONES["tiny" if args.tiny else args.shape]
     trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
     limit = min(backbone.vocab, tables.hasher.compression_map.size)
@@ -885,21 +894,15 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
     )
     max_position = args.window + args.decode_warmup + args.decode_steps + args.prefill_chunk + 64
     model = Decoder(backbone, device, args.seed, max_position)
-    max_batch = max(args.decode_batches)
-    kv_shape = (backbone.layers, max_batch, backbone.kv_heads, args.window, backbone.head_dim)
-    kv = (
-        torch.empty(kv_shape, dtype=torch.bfloat16, device=device),
-        torch.empty(kv_shape, dtype=torch.bfloat16, device=device),
-    )
-    graphs = not args.no_graphs
-    runners = [Runner(model, phase, kv, tables.hasher, graphs) for phase in phases]
-    log(
-        f"model {backbone.name} on {device}; phases: "
-        + ", ".join(f"{p.kind} {p.batch}" for p in phases)
-    )
-    layer_times = []
-    for r in runners:
-        layer_times.append({"phase": r.phase.kind, "batch": r.phase.batch, **r.layer_us()})
+    kv_shape = (
+        backbone.layers, max(args.decode_batches), backbone.kv_heads, args.window,
+        backbone.head_dim,
+    )  # fmt: skip
+    kv = tuple(torch.empty(kv_shape, dtype=torch.bfloat16, device=device) for _ in "kv")
+    runners = [Runner(model, phase, kv, tables.hasher, not args.no_graphs) for phase in phases]
+    log(f"model {backbone.name} on {device}; phases: " + ", ".join(
+        f"{p.kind} {p.batch}" for p in phases))  # fmt: skip
+    layer_times = [{"phase": r.phase.kind, "batch": r.phase.batch, **r.layer_us()} for r in runners]
     ctx = {
         "args": args,
         "device": device,
@@ -909,59 +912,68 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
         "layer_ids": list(tables.hasher.layer_ids),
         "max_tokens": max(p.tokens_per_step for p in phases),
     }
-    arms, details = [], []
+    details, failures = [], []
     for arm in args.arms:
         if arm == "e" and args.addr:
             log("arm (e): skipped: with --addr the script cannot set the store's RAM tier")
             continue
-        with arm_source(arm, ctx) as source:
-            for r in runners:
-                m = r.run(source, args.seed)
-                entry = {
-                    "arm": arm,
-                    "phase": r.phase.kind,
-                    "batch": r.phase.batch,
-                    "tok_per_s": m.tokens / m.seconds,
-                    "logits_sha256": m.logits_sha256,
-                }
-                arms.append(entry)
-                detail = {
-                    **entry,
-                    "needed_us": m.needed_us,
-                    "ready_us": m.ready_us,
-                    "step_ms": m.seconds / (r.phase.steps - r.phase.warmup) * 1e3,
-                    "wait_us": m.wait_s * 1e6,
-                    "gather_us": None,
-                }
-                if isinstance(source, TableSource):
-                    detail["gather_us"] = gather_us(source, r, r.phase.warmup)
-                details.append(detail)
-                log(f"arm ({arm}) {r.phase.kind} {r.phase.batch}: {entry['tok_per_s']:,.1f} tok/s")
+        try:
+            details += run_arm(arm, ctx, runners)
+        except Exception as e:  # the other arms still run; the exit status says it failed
+            log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
+            failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
         if arm == "c" or (arm == "b" and "c" not in args.arms):
             ctx["host"].drop()
+    return report_results(args, device, tables, model, details, layer_times, failures)
+
+
+def run_arm(arm: str, ctx: dict[str, Any], runners: list[Runner]) -> list[dict[str, Any]]:
+    """One arm through every phase: a ``details`` entry per phase."""
+    out = []
+    with arm_source(arm, ctx) as source:
+        for r in runners:
+            m = r.run(source, ctx["args"].seed)
+            out.append({
+                "arm": arm,
+                "phase": r.phase.kind,
+                "batch": r.phase.batch,
+                "tok_per_s": m.tokens / m.seconds,
+                "logits_sha256": m.logits_sha256,
+                "step_ms": m.seconds / (r.phase.steps - r.phase.warmup) * 1e3,
+                "wait_us": m.wait_s * 1e6,
+                "gather_us": gather_us(source, r, r.phase.warmup)
+                if isinstance(source, TableSource) else None,
+                "ready_us": m.ready_us,
+                "needed_us": m.needed_us,
+            })  # fmt: skip
+            ctx["log"](f"arm ({arm}) {r.phase.kind} {r.phase.batch}: "
+                       f"{out[-1]['tok_per_s']:,.1f} tok/s")  # fmt: skip
+    return out
+
+
+def report_results(args, device, tables: Tables, model, details, layer_times, failures) -> int:
+    """Prints the table, the layer times and the logits check; writes ``--json`` and ``--svg``;
+    returns 1 if an arm failed or the logits are not as they must be."""
+    arms = [{key: d[key] for key in ARM_KEYS} for d in details]
     details = report.with_losses(details)
-    problems = report.check_logits(arms)
-    print(report.table(details, backbone.name, model.g.layer_ids))
+    problems = failures + report.check_logits(arms)
+    print(report.table(details, model.b.name, model.g.layer_ids))
     for lt in layer_times:
         graph = "-" if lt["graph_us"] is None else f"{lt['graph_us']:.1f}"
-        print(
-            f"layer time, {lt['phase']} {lt['batch']}: eager {lt['eager_us']:.1f} us, "
-            f"CUDA graph {graph} us"
-        )
-    print(
-        "logits: "
-        + ("; ".join(problems) if problems else "(b)-(e) identical in every phase, (a) differs")
-    )
+        print(f"layer time, {lt['phase']} {lt['batch']}: eager {lt['eager_us']:.1f} us, "
+              f"CUDA graph {graph} us")  # fmt: skip
+    verdict = "(b)-(e) identical in every phase, (a) differs"
+    print("checks: " + ("; ".join(problems) if problems else verdict))
     result = {
         "arms": arms,
         "details": details,
         "layer_us": layer_times,
         "checks": {"ok": not problems, "problems": problems},
         "model": {
-            "backbone": dataclasses.asdict(backbone),
+            "backbone": dataclasses.asdict(model.b),
             "engram": dataclasses.asdict(model.g),
             "window": args.window,
-            "graphs": graphs,
+            "graphs": not args.no_graphs,
         },
         "tables": {
             "group": GROUP,
@@ -980,15 +992,15 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
             "prefill_chunks": args.prefill_chunks,
             "prefill_warmup": args.prefill_warmup,
             "prefill_lookahead": args.prefill_lookahead,
-            "transport": "grpc-lookup-into",
+            "transport": GrpcTransport.name,
         },
         "paper_table4": report.PAPER_TABLE4,
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.svg:
-        title = f"Engram offload, {backbone.name} on {result['run'].get('gpu', device)}"
-        args.svg.write_text(report.svg_chart(details, title, backbone.name))
+        title = f"Engram offload, {model.b.name} on {result['run'].get('gpu', device)}"
+        args.svg.write_text(report.svg_chart(details, title, model.b.name))
     return 1 if problems else 0
 
 

@@ -79,7 +79,7 @@ def test_rows_of_prefetched_hash_ids(store):
     _, hasher, _ = store
     ids = hasher.row_ids(TRACE[:40].astype(np.int64).reshape(1, 40)).reshape(40, 2, 24)
     with backend_for(store) as backend:
-        slot = backend.prefetch(torch.from_numpy(ids))
+        slot = backend.prefetch(torch.from_numpy(ids.astype(np.int32)))  # vLLM's hashes are int32
         backend.wait()
         for li, layer_id in enumerate(hasher.layer_ids):
             rows = backend.rows(layer_id, slot=slot)
