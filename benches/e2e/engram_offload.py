@@ -252,7 +252,7 @@ def write_weights(path: Path, layer_ids: Sequence[int], rows: Sequence[int], see
         f.write(text)
         for li, n in enumerate(rows):
             for start in range(0, n, chunk):
-                f.write(synth_rows(li, start, min(chunk, n - start), seed, device).tobytes())
+                synth_rows(li, start, min(chunk, n - start), seed, device).tofile(f)
 
 
 def prepare_tables(args: argparse.Namespace, device, log) -> Tables:
