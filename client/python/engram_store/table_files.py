@@ -92,3 +92,23 @@ class TableFiles:
             if sel.size:
                 out[sel] = data[offsets[sel, None] + columns[None, :]]
         return out.view(self.dtype).reshape(*ids.shape, self.row_dim)
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Copies every row, in order, into ``out`` (writable, ``[rows, row_bytes]`` uint8, e.g.
+        the numpy view of a pinned torch tensor): a whole table without a per-row gather."""
+        if out.shape != (self.rows, self.row_bytes) or out.dtype != np.uint8:
+            raise ValueError(
+                f"out must be uint8 [{self.rows}, {self.row_bytes}], got {out.dtype} {out.shape}"
+            )
+        per_unit = self.rows_per_unit
+        for entry, data in zip(self.manifest["files"], self._files, strict=True):
+            first, rows = entry["first_row"], entry["rows"]
+            units = -(-rows // per_unit)
+            body = data[self.block_size : self.block_size + units * self.unit_bytes]
+            packed = body.reshape(units, self.unit_bytes)[:, : per_unit * self.row_bytes]
+            packed = packed.reshape(units, per_unit, self.row_bytes)
+            full = rows // per_unit
+            dst = out[first : first + full * per_unit].reshape(full, per_unit, self.row_bytes)
+            np.copyto(dst, packed[:full])
+            if rows > full * per_unit:
+                out[first + full * per_unit : first + rows] = packed[full, : rows - full * per_unit]

@@ -1,0 +1,1008 @@
+#!/usr/bin/env python3
+"""Engram in the loop: a decoder with DeepSeek-V4.1 Engram tables served five ways, the Engram
+paper's offload experiment (its Table 4) redone with engram-store as one of the ways.
+
+The model (``offload_model.py``): a synthetic decoder with real geometry and random bf16 weights,
+Dense-4B (Qwen3-4B's shape) or Dense-8B (Llama-3-8B's), with Engram modules at layers 1 and 14 in
+V4.1's geometry (n-grams 2-4 x 8 heads: 24 rows of 264 B per token and layer, 256 fp8 e4m3 values
+and 8 ue8m0 block scales, dequantized on the device) fused as the paper's module does. Its tokens
+come from a real token trace (DeepSeek-V3 ids), so row accesses are Zipf as in life; row ids follow
+V4.1's hashing rule (``engram_store.torch.hashing``). The tables hold random fp8 rows with
+per-block scales, written once into an engram-store Engram group (``engram-store engram create``)
+under ``--data`` and read back from its files for the arms that keep them themselves.
+
+Arms, on the same tokens:
+
+- (a) no Engram;
+- (b) the tables in VRAM, gathered inline at the start of the step;
+- (c) the tables in pinned host memory, gathered by a GPU kernel over UVA on a side stream started
+  at the step's start (half the SMs), as vLLM's default CPU-offload path; its gather time alone
+  is reported beside the layer time;
+- (d) engram-store as the sidecar through ``engram_store.torch.EngramRowBackend`` (today's
+  transport: gRPC ``LookupInto`` into a CUDA IPC region), the whole table in its RAM tier (read
+  once before the runs) and, on a GPU, a VRAM tier of ``--store-gpu-budget``;
+- (e) the same with its RAM tier at most 25% of the table, the rest read from local disk.
+
+Phases: decode at ``--decode-batches`` (sequences, one token each, over a sliding window of
+``--window`` cached positions, the step replayed as CUDA graphs split at the Engram layers, whose
+waits run between the graphs) and prefill in ``--prefill-chunk``-token chunks (eager; each chunk a
+prompt of its own). Every step ends with its sampled tokens on the host, as an engine's does; the
+store arms prefetch a prefill chunk's rows while the previous chunk runs (``--prefill-lookahead``).
+Logits of (b)-(e) must be bit-identical and differ from (a)'s: the script exits 1 otherwise
+(``logits_sha256``: the last timed step's logits, bf16 bits, and every timed step's sampled
+tokens). A step's timeline says, per Engram layer, when its rows were in place and when the
+segment before the layer had run (device events on a GPU), in microseconds from the step's start.
+
+Output: a table beside the paper's Table 4, ``--json FILE``::
+
+    {"arms": [{"arm": "a".."e", "phase": "decode" | "prefill", "batch": N, "tok_per_s": X,
+               "logits_sha256": "..."}, ...],
+     "details": [... + step_ms, wait_us, gather_us, ready_us, needed_us, loss_vs_a,
+                 loss_vs_c], "layer_us": [...],
+     "checks": {...}, "model": {...}, "tables": {...}, "run": {...}, "paper_table4": {...}}
+
+(``batch``: sequences per decode step; tokens per prefill chunk), and ``--svg FILE``, a bar chart.
+
+CPU smoke run (CI): ``python benches/e2e/engram_offload.py --tiny --device cpu --json FILE``: a
+tiny model through every arm; (b) and (c) keep the tables in host tensors, (d) and (e) run against
+an ``engram-store`` the script starts from ``target/release/engram-store`` on a free loopback port
+with its own temporary data directory (``--addr`` uses a running server instead, for (d) only).
+
+On a GPU: ``--shape dense-4b`` or ``dense-8b``, tables of ``--engram-vocab`` rows per hash column
+(x 24 columns x 264 B per layer), an ``engram-store`` built with ``--features cuda``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+# Deterministic cuBLAS on several streams: logits of arms must match bit for bit. CUDA IPC (the
+# store arms' output buffers) cannot share memory of torch's expandable segments.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+try:
+    import engram_store  # noqa: F401
+except ImportError:  # run from a checkout without installing the package
+    sys.path.insert(0, str(REPO / "client" / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import offload_report as report  # noqa: E402
+from offload_model import BACKBONES, Decoder  # noqa: E402
+
+from engram_store import Client  # noqa: E402
+from engram_store.local_server import LocalServer, run_cli  # noqa: E402
+from engram_store.table_files import TableFiles  # noqa: E402
+from engram_store.torch import (  # noqa: E402
+    V41_ROWS,
+    EngramLayer,
+    EngramRowBackend,
+    GrpcTransport,
+    NgramHasher,
+    cuda_view,
+    gather_dequantize,
+    v41_layout,
+)
+
+GROUP = "v41"
+LOOKBACK = 3  # tokens before a position that V4.1's 4-grams reach
+TABLES_MARKER = "engram-offload.json"
+DEFAULT_TRACE = REPO / "testdata" / "traces" / "en-sample.tokens.u32"
+DEFAULT_MAP = REPO / "testdata" / "engram" / "dsv3-compress.npy"
+DEFAULT_BIN = REPO / "target" / "release" / "engram-store"
+#: The keys of an entry of the JSON's "arms" (issue #14's contract).
+ARM_KEYS = ("arm", "phase", "batch", "tok_per_s", "logits_sha256")
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Sizes of a run: ``tiny`` for a CPU, ``full`` for a GPU."""
+
+    decode_batches: tuple[int, ...]
+    decode_steps: int
+    decode_warmup: int
+    window: int
+    prefill_chunk: int
+    prefill_chunks: int
+    prefill_warmup: int
+    engram_vocab: int
+
+
+PROFILES = {
+    "tiny": Profile((64, 256), 4, 2, 64, 256, 2, 1, 4000),
+    # 1.4M rows per hash column: 2 tables of ~33.6M rows, 17.7 GB in all.
+    "full": Profile((64, 256), 64, 16, 1024, 4096, 4, 1, 1_400_000),
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tiny", action="store_true", help="a tiny model and tables (CPU smoke run)")
+    p.add_argument("--shape", default="dense-4b", choices=["dense-4b", "dense-8b"])
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--arms", default="abcde", help="which arms, e.g. abc")
+    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--svg", type=Path, help="write the bar chart here")
+    p.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="little-endian u32 token ids")
+    p.add_argument("--compress", type=Path, default=DEFAULT_MAP, help="compression map .npy")
+    p.add_argument("--decode-batches", help="comma-separated decode batch sizes")
+    p.add_argument("--decode-steps", type=int, help="timed decode steps")
+    p.add_argument("--decode-warmup", type=int, help="untimed decode steps first")
+    p.add_argument("--window", type=int, help="cached positions a decode step attends over")
+    p.add_argument("--prefill-chunk", type=int, help="tokens per prefill chunk")
+    p.add_argument("--prefill-chunks", type=int, help="timed prefill chunks")
+    p.add_argument("--prefill-warmup", type=int, help="untimed prefill chunks first")
+    p.add_argument("--engram-vocab", type=int, help="rows per hash column (tables: ~24x that)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="where the Engram group lives (kept; reused when "
+        "it holds the same tables). Default: a temporary directory",
+    )
+    p.add_argument("--prepare-only", action="store_true", help="write the tables and exit")
+    p.add_argument("--addr", help="a running engram-store serving --data's group, for arm (d)")
+    p.add_argument(
+        "--server-bin",
+        type=Path,
+        default=Path(os.environ.get("ENGRAM_STORE_BIN", DEFAULT_BIN)),
+        help="engram-store binary for arms (d) and (e)",
+    )
+    p.add_argument(
+        "--store-gpu-budget",
+        default=None,
+        help="VRAM tier of the store arms on a GPU (default: 25%% of the tables)",
+    )
+    p.add_argument("--io-engine", default="auto", help="the store's --io-engine")
+    p.add_argument("--no-graphs", action="store_true", help="decode eagerly on a GPU too")
+    p.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        help="torch threads on a CPU device "
+        "(default 1: more only spin against the server's threads on a small machine)",
+    )
+    p.add_argument(
+        "--prefill-lookahead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="store arms prefetch the next prefill chunk's rows during this one",
+    )
+    args = p.parse_args(argv)
+    profile = PROFILES["tiny" if args.tiny else "full"]
+    for field in dataclasses.fields(Profile):
+        if getattr(args, field.name, None) is None:
+            setattr(args, field.name, getattr(profile, field.name))
+    if isinstance(args.decode_batches, str):
+        args.decode_batches = tuple(int(b) for b in args.decode_batches.split(",") if b)
+    bad = set(args.arms) - set(report.ARM_NAMES)
+    if bad or not args.arms:
+        p.error(f"--arms takes letters of abcde, got {args.arms!r}")
+    if args.addr and not args.data:
+        p.error("--addr needs --data: the directory the running server serves")
+    return args
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Tables:
+    """The Engram group the arms read: its layout, hasher and tables."""
+
+    data_dir: Path
+    layout: dict[str, Any]
+    hasher: Any
+    names: list[str]
+    rows: list[int]
+    row_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.rows) * self.row_bytes
+
+
+def synth_rows(layer: int, start: int, count: int, seed: int, device) -> np.ndarray:
+    """``count`` packed V4.1 rows from row ``start`` of layer ``layer``'s table: N(0, 1) values
+    quantized to fp8 e4m3 with one power-of-two scale per 32 (the block's max maps near 448)."""
+    gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + layer * 10_007 + start)
+    x = torch.randn((count, V41_ROWS.scales, V41_ROWS.block), generator=gen, device=device)
+    exponent = torch.ceil(torch.log2(x.abs().amax(-1).clamp_min(1e-30) / 448.0)).clamp(-60, 60)
+    scaled = (x / torch.exp2(exponent).unsqueeze(-1)).clamp(-448.0, 448.0)
+    codes = scaled.to(torch.float8_e4m3fn).view(torch.uint8).reshape(count, V41_ROWS.head_dim)
+    scales = (exponent + 127).to(torch.uint8)
+    return torch.cat([codes, scales], dim=1).cpu().numpy()
+
+
+def write_weights(path: Path, layer_ids: Sequence[int], rows: Sequence[int], seed: int, device):
+    """A ``.safetensors`` file with one U8 ``[rows, 264]`` tensor per layer (``layer<ID>``, as
+    ``engram-store engram create --weights`` finds them), written chunk by chunk."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for lid, n in zip(layer_ids, rows, strict=True):
+        header[f"layer{lid}"] = {
+            "dtype": "U8",
+            "shape": [n, V41_ROWS.row_bytes],
+            "data_offsets": [offset, offset + n * V41_ROWS.row_bytes],
+        }
+        offset += n * V41_ROWS.row_bytes
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    chunk = 1 << 20
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for li, n in enumerate(rows):
+            for start in range(0, n, chunk):
+                synth_rows(li, start, min(chunk, n - start), seed, device).tofile(f)
+
+
+def prepare_tables(args: argparse.Namespace, device, log) -> Tables:
+    """The V4.1-geometry group under ``args.data``: made unless it is there with the same layout
+    and seed."""
+    cmap = np.load(args.compress, allow_pickle=False)
+    layout = v41_layout(args.engram_vocab, cmap)
+    hasher = NgramHasher(layout, cmap)
+    names = [f"{GROUP}.layer{lid}" for lid in hasher.layer_ids]
+    tables = Tables(args.data, layout, hasher, names, list(hasher.table_rows), 264)
+    marker = args.data / TABLES_MARKER
+    want = {"engram_vocab": args.engram_vocab, "seed": args.seed, "layout": layout}
+    if marker.exists() and json.loads(marker.read_text()) == want:
+        log(f"tables: reusing {args.data} ({tables.nbytes / 1e9:.2f} GB)")
+        return tables
+    if marker.exists() or (args.data / f"{GROUP}.engram").exists():
+        for entry in [*names, f"{GROUP}.engram", TABLES_MARKER]:
+            target = args.data / entry
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    args.data.mkdir(parents=True, exist_ok=True)
+    if not os.access(args.server_bin, os.X_OK):
+        raise FileNotFoundError(
+            f"engram-store binary {args.server_bin} is missing (cargo build "
+            "--release -p engram-store) and the tables are not made yet"
+        )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="engram-offload-", dir=args.data.parent) as tmp:
+        tmp = Path(tmp)
+        (tmp / "layout.json").write_text(json.dumps(layout))
+        np.save(tmp / "map.npy", cmap.astype(np.int64))
+        write_weights(tmp / "weights.safetensors", hasher.layer_ids, tables.rows, args.seed, device)
+        run_cli(
+            args.server_bin,
+            "engram",
+            "create",
+            "--name",
+            GROUP,
+            "--layout",
+            tmp / "layout.json",
+            "--compress",
+            tmp / "map.npy",
+            "--data",
+            args.data,
+            "--weights",
+            tmp / "weights.safetensors",
+        )
+    marker.write_text(json.dumps(want))
+    log(
+        f"tables: wrote {len(names)} x ~{tables.rows[0]:,} rows ({tables.nbytes / 1e9:.2f} GB) "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    return tables
+
+
+# --- phases and the step loop -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Phase:
+    """The steps of one phase: ``tokens [steps, N, T]`` raw ids and their ``context [steps, N,
+    LOOKBACK]`` (the ids just before each sequence; -1 before its start)."""
+
+    kind: str
+    batch: int
+    tokens: np.ndarray
+    context: np.ndarray
+    warmup: int
+
+    @property
+    def steps(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.tokens.shape[1] * self.tokens.shape[2]
+
+
+def decode_phase(trace: np.ndarray, batch: int, steps: int, warmup: int) -> Phase:
+    """``batch`` sequences reading the trace from evenly spaced offsets, one token a step."""
+    n = trace.size
+    offsets = np.arange(batch) * max(1, n // batch) + LOOKBACK
+    pos = offsets[None, :] + np.arange(warmup + steps)[:, None]  # [S, B]
+    context = trace[(pos[..., None] - LOOKBACK + np.arange(LOOKBACK)) % n]
+    return Phase("decode", batch, trace[pos % n][..., None], context, warmup)
+
+
+def prefill_phase(trace: np.ndarray, chunk: int, chunks: int, warmup: int) -> Phase:
+    """Consecutive ``chunk``-token windows of the trace, each a prompt of its own."""
+    starts = np.arange(warmup + chunks) * chunk
+    tokens = trace[(starts[:, None] + np.arange(chunk)) % trace.size][:, None, :]
+    context = np.full((warmup + chunks, 1, LOOKBACK), -1, dtype=np.int64)
+    return Phase("prefill", chunk, tokens, context, warmup)
+
+
+class Source:
+    """How an arm gets Engram rows into the model's staging buffers: ``begin`` at the start of a
+    step, ``ready(j)`` before Engram layer ``j`` (outside any graph)."""
+
+    with_engram = True
+    device_ids = False  # wants the step's row ids hashed on the device (``Runner.ids``)
+
+    def start(self, run: Runner) -> None:
+        """Before the first step of a phase."""
+
+    def begin(self, run: Runner, step: int) -> None:
+        """At the start of ``step``, once its tokens are on the device."""
+
+    def ready(self, run: Runner, j: int) -> None:
+        """Before Engram layer ``j`` reads ``run.state.rows[j]``."""
+
+    def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
+        """After the step: when each Engram layer's rows were in place, in microseconds since
+        the step's start (None: not known)."""
+        return [None] * len(marks.needed)
+
+
+class NoEngram(Source):
+    with_engram = False
+
+
+class TableSource(Source):
+    """Arms (b) and (c): a gather kernel over tables in VRAM or pinned host memory (UVA), inline
+    or on a side stream that the main stream waits for before each Engram layer."""
+
+    device_ids = True
+
+    def __init__(self, tables: list, side_stream: bool, max_programs: int | None):
+        self.tables = tables
+        self.max_programs = max_programs
+        self.cuda = tables[0].is_cuda
+        self.stream = torch.cuda.Stream(tables[0].device) if side_stream and self.cuda else None
+        # When each layer's gather ended: device events, or host times on the CPU.
+        self.done = [torch.cuda.Event(enable_timing=True) for _ in tables] if self.cuda else []
+        self.done_at = [0.0] * len(tables)
+
+    def gather(self, ids, rows: list) -> None:
+        """Rows of every layer for ``ids [tokens, layers, columns]`` into ``rows``, on the side
+        stream if there is one (after the work queued so far on the current stream)."""
+        if self.stream is not None:
+            self.stream.wait_stream(torch.cuda.current_stream())
+        with (
+            torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        ):
+            for j, table in enumerate(self.tables):
+                gather_dequantize(table, ids[:, j], rows[j], max_programs=self.max_programs)
+                if self.cuda:
+                    self.done[j].record()
+                else:
+                    self.done_at[j] = time.perf_counter()
+
+    def begin(self, run: Runner, step: int) -> None:
+        self.gather(run.ids, run.state.rows)
+
+    def ready(self, run: Runner, j: int) -> None:
+        if self.stream is not None:
+            torch.cuda.current_stream().wait_event(self.done[j])
+
+    def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
+        if self.cuda:
+            return [marks.device_us(event) for event in self.done]
+        return [marks.host_us(t) for t in self.done_at]
+
+
+class StoreSource(Source):
+    """Arms (d) and (e): :class:`engram_store.torch.EngramRowBackend` prefetches a step's rows from
+    its token ids at the step's start (and a prefill chunk's during the chunk before, with
+    lookahead); ``rows`` dequantizes them into the staging buffer."""
+
+    def __init__(self, backend, layer_ids: Sequence[int], lookahead: bool):
+        self.backend = backend
+        self.layer_ids = list(layer_ids)
+        self.lookahead = lookahead
+        self.prefetched: dict[int, int] = {}
+        self.slot = 0
+
+    def _prefetch(self, phase: Phase, step: int) -> int:
+        return self.backend.prefetch(token_ids=phase.tokens[step], context=phase.context[step])
+
+    def start(self, run: Runner) -> None:
+        self.prefetched.clear()
+
+    def begin(self, run: Runner, step: int) -> None:
+        phase = run.phase
+        slot = self.prefetched.pop(step, None)
+        self.slot = self._prefetch(phase, step) if slot is None else slot
+        if self.lookahead and phase.kind == "prefill" and step + 1 < phase.steps:
+            self.prefetched[step + 1] = self._prefetch(phase, step + 1)
+
+    def ready(self, run: Runner, j: int) -> None:
+        self.backend.rows(self.layer_ids[j], slot=self.slot, out=run.state.rows[j])
+
+    def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
+        at = [self.backend.fetched_at(layer, self.slot) for layer in self.layer_ids]
+        return [None if t is None else marks.host_us(t) for t in at]
+
+
+class StepMarks:
+    """Times within a step, from its start: when each Engram layer could start (the end of the
+    segment before it) on the device, and helpers to place other marks on the same axis. On a
+    GPU, device times come from events and host times from the host clock; the two are aligned
+    at the step's start, when the device is idle (the step before ended with a sync)."""
+
+    def __init__(self, cuda: bool, engram_layers: int):
+        self.cuda = cuda
+        self.t0 = 0.0
+        self.start = torch.cuda.Event(enable_timing=True) if cuda else None
+        self.segment_end = [torch.cuda.Event(enable_timing=True) for _ in range(engram_layers)]
+        self.needed = [0.0] * engram_layers
+
+    def begin(self) -> None:
+        self.t0 = time.perf_counter()
+        if self.cuda:
+            self.start.record()
+
+    def segment_done(self, j: int) -> None:
+        """The segment before Engram layer ``j`` is queued (or, on the CPU, done)."""
+        if self.cuda:
+            self.segment_end[j].record()
+        else:
+            self.needed[j] = self.host_us(time.perf_counter())
+
+    def end(self) -> None:
+        """After the step's sync: the device marks are readable."""
+        if self.cuda:
+            self.needed = [self.device_us(e) for e in self.segment_end]
+
+    def host_us(self, t: float) -> float:
+        return (t - self.t0) * 1e6
+
+    def device_us(self, event) -> float:
+        return self.start.elapsed_time(event) * 1e3
+
+
+@dataclasses.dataclass
+class Measured:
+    """One arm's run of one phase; the timeline is a mean over its timed steps."""
+
+    seconds: float
+    tokens: int
+    wait_s: float
+    logits_sha256: str
+    needed_us: list[float]
+    ready_us: list[float | None]
+
+
+class Runner:
+    """Runs one phase's steps the same way for every arm: the step's tokens to the device, its row
+    ids hashed there when the arm gathers rows itself, the arm's ``begin``, the segments with the
+    arm's ``ready`` between them (CUDA graphs for decode on a GPU), the sampled tokens back to the
+    host. Decode state (KV cache, convolution history, position) starts the same for every arm."""
+
+    def __init__(self, model, phase: Phase, kv, hasher, graphs: bool):
+        self.torch = torch
+        self.model = model
+        self.phase = phase
+        self.hasher = hasher
+        self.device = model.device
+        self.cuda = self.device.type == "cuda"
+        n, t = phase.tokens.shape[1:]
+        if phase.kind == "decode":
+            self.state = model.decode_state(kv, n)
+        else:
+            self.state = model.prefill_state(t)
+        pin = self.cuda
+        self.tokens_host = torch.empty(n * t, dtype=torch.int64, pin_memory=pin)
+        self.context_host = torch.empty((n, LOOKBACK), dtype=torch.int64, pin_memory=pin)
+        self.context = torch.empty((n, LOOKBACK), dtype=torch.int64, device=self.device)
+        self.sampled = torch.empty(
+            n if phase.kind == "decode" else 1, dtype=torch.int64, pin_memory=pin
+        )
+        self.graphs = graphs and self.cuda and phase.kind == "decode"
+        self._captured: dict[bool, tuple[list, Any, Any]] = {}
+        self._hash_graph = None
+        self.ids = None
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _hash(self):
+        n, t = self.phase.tokens.shape[1:]
+        ids = self.hasher.torch_row_ids(self.state.tokens.view(n, t), self.context)
+        return ids.view(n * t, ids.shape[2], ids.shape[3])
+
+    def _capture(self, fn):
+        torch = self.torch
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+        return graph, out
+
+    def _segments(self, with_engram: bool):
+        """Callables of the step's segments and the tensors holding its logits and argmax."""
+        model, st = self.model, self.state
+        if not self.graphs:
+            pieces = [lambda i=i: model.segment(i, st, with_engram) for i in range(model.segments)]
+            return pieces, None
+        if with_engram not in self._captured:
+            for i in range(model.segments):  # warm every piece up once, in order
+                model.segment(i, st, with_engram)
+            self.torch.cuda.synchronize()
+            graphs, keep = [], []
+            for i in range(model.segments):
+                graph, _ = self._capture(lambda i=i: model.segment(i, st, with_engram))
+                graphs.append(graph)
+                keep.append(st.x)  # each piece's output, alive as long as its graph
+            self._captured[with_engram] = ([g.replay for g in graphs], (st.logits, st.argmax), keep)
+        replays, outputs, _ = self._captured[with_engram]
+        return replays, outputs
+
+    def _hasher_fn(self):
+        if not self.graphs:
+
+            def run():
+                self.ids = self._hash()
+
+            return run
+        if self._hash_graph is None:
+            self._hash()  # the hasher's constants move to the device outside the capture
+            graph, self.ids = self._capture(self._hash)
+            self._hash_graph = graph
+        return self._hash_graph.replay
+
+    def reset(self, seed: int) -> None:
+        """Decode: the cache full of the same random context, empty convolution history, the
+        first step at position ``window``."""
+        st = self.state
+        if self.phase.kind != "decode":
+            return
+        gen = self.torch.Generator(device=self.device).manual_seed(seed)
+        for k, v in zip(st.k, st.v, strict=True):
+            k.normal_(generator=gen)
+            v.normal_(generator=gen)
+        for c in st.conv:
+            c.zero_()
+        st.position.fill_(st.window)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, source: Source, seed: int) -> Measured:
+        torch, st, phase = self.torch, self.state, self.phase
+        pieces, outputs = self._segments(source.with_engram)
+        hash_fn = self._hasher_fn() if source.device_ids else None
+        self.reset(seed)
+        source.start(self)
+        layers = self.model.segments - 1
+        marks = StepMarks(self.cuda, layers)
+        sampled, needed, ready = [], [], []
+        wait_s = start = 0.0
+        for step in range(phase.steps):
+            if step == phase.warmup:
+                self._sync()
+                start, wait_s = time.perf_counter(), 0.0
+            self.tokens_host.copy_(torch.from_numpy(phase.tokens[step].reshape(-1)))
+            st.tokens.copy_(self.tokens_host, non_blocking=True)
+            marks.begin()
+            if hash_fn is not None:
+                self.context_host.copy_(torch.from_numpy(phase.context[step]))
+                self.context.copy_(self.context_host, non_blocking=True)
+                hash_fn()
+            source.begin(self, step)
+            for j in range(layers):
+                pieces[j]()
+                marks.segment_done(j)
+                t = time.perf_counter()
+                source.ready(self, j)
+                wait_s += time.perf_counter() - t
+            pieces[layers]()
+            argmax = outputs[1] if outputs is not None else st.argmax
+            self.sampled.copy_(argmax, non_blocking=True)
+            self._sync()
+            if step >= phase.warmup:
+                marks.end()
+                sampled.append(self.sampled.numpy().copy())
+                needed.append(list(marks.needed))
+                ready.append(source.rows_ready_us(marks))
+        seconds = time.perf_counter() - start
+        logits = outputs[0] if outputs is not None else st.logits
+        digest = hashlib.sha256(logits.contiguous().view(torch.int16).cpu().numpy().tobytes())
+        digest.update(np.concatenate(sampled).tobytes())
+        measured_steps = phase.steps - phase.warmup
+        ready_known = [[r for r in column if r is not None] for column in zip(*ready, strict=True)]
+        return Measured(
+            seconds,
+            measured_steps * phase.tokens_per_step,
+            wait_s / measured_steps,
+            digest.hexdigest(),
+            needed_us=[float(np.mean(column)) for column in zip(*needed, strict=True)],
+            ready_us=[float(np.mean(c)) if c else None for c in ready_known],
+        )
+
+    def _sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.current_stream().synchronize()
+
+    def sync_device(self) -> None:
+        """Waits for every stream of the device."""
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def stage(self, step: int):
+        """``step``'s tokens on the device and its row ids, hashed eagerly (not into ``ids``)."""
+        torch = self.torch
+        self.state.tokens.copy_(torch.from_numpy(self.phase.tokens[step].reshape(-1)))
+        self.context.copy_(torch.from_numpy(self.phase.context[step]))
+        return self._hash()
+
+    def layer_us(self) -> dict[str, float | None]:
+        """One decoder layer on this phase's shapes: eager, and replayed as a CUDA graph (decode on
+        a GPU), in microseconds."""
+        torch, model, st = self.torch, self.model, self.state
+        n = st.tokens.numel()
+        x = torch.randn(n, model.b.hidden, device=self.device).to(torch.bfloat16)
+        reps = 20 if self.cuda else 3
+
+        def timed(fn) -> float:
+            fn()
+            self._sync()
+            t = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            self._sync()
+            return (time.perf_counter() - t) / reps * 1e6
+
+        eager = timed(lambda: model.layer(2, x, st))
+        graph = None
+        if self.graphs:
+            g, _ = self._capture(lambda: model.layer(2, x, st))
+            graph = timed(g.replay)
+        return {"eager_us": eager, "graph_us": graph}
+
+
+# --- arms ---------------------------------------------------------------------------------------
+
+
+class HostTables:
+    """The tables' rows in host memory, read from the group's files on first use and shared by
+    arms (b) and (c). For a GPU they are page-locked (``cudaHostRegister``, mapped), so a kernel
+    reads them over UVA; :meth:`drop` unlocks and frees them before the store arms need the RAM."""
+
+    #: cudaHostRegisterPortable | cudaHostRegisterMapped
+    REGISTER_FLAGS = 3
+
+    def __init__(self, tables: Tables, device):
+        self.tables = tables
+        self.lock = device.type == "cuda"
+        self._arrays: list[np.ndarray] | None = None
+
+    def get(self) -> list:
+        if self._arrays is None:
+            arrays = []
+            for name in self.tables.names:
+                files = TableFiles(self.tables.data_dir, name)
+                rows = np.empty((files.rows, files.row_bytes), dtype=np.uint8)
+                files.read_into(rows)
+                if self.lock:
+                    self._cudart(
+                        "cudaHostRegister", rows.ctypes.data, rows.nbytes, self.REGISTER_FLAGS
+                    )
+                arrays.append(rows)
+            self._arrays = arrays
+        return [torch.from_numpy(a) for a in self._arrays]
+
+    def drop(self) -> None:
+        arrays, self._arrays = self._arrays, None
+        for rows in arrays or []:
+            if self.lock:
+                self._cudart("cudaHostUnregister", rows.ctypes.data)
+
+    @staticmethod
+    def _cudart(call: str, *args) -> None:
+        err = getattr(torch.cuda.cudart(), call)(*args)
+        if int(getattr(err, "value", err)) != 0:
+            raise RuntimeError(f"{call} failed: {err}")
+
+
+def sm_count(device) -> int | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+@contextlib.contextmanager
+def arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
+    """The ``Source`` of ``arm`` with what it needs set up (and torn down after)."""
+    args, device = ctx["args"], ctx["device"]
+    if arm == "a":
+        yield NoEngram()
+    elif arm in "bc":
+        host = ctx["host"].get()
+        if arm == "b":
+            source = TableSource([t.to(device) for t in host], side_stream=False, max_programs=None)
+        else:
+            views = [cuda_view(t) for t in host] if device.type == "cuda" else host
+            sms = sm_count(device)
+            programs = None if sms is None else sms // 2
+            source = TableSource(views, side_stream=True, max_programs=programs)
+        try:
+            yield source
+        finally:
+            source.tables.clear()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the store's VRAM tier lives in another process
+    else:
+        with store_backend(arm, ctx) as backend:
+            yield StoreSource(backend, ctx["layer_ids"], args.prefill_lookahead)
+
+
+def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
+    """RAM budget and extra ``serve`` flags of store arm ``arm``."""
+    args, tables, device = ctx["args"], ctx["tables"], ctx["device"]
+    ram = int(tables.nbytes * 1.25) + (8 << 20) if arm == "d" else tables.nbytes // 4
+    extra = ["--io-engine", args.io_engine]
+    if device.type == "cuda":
+        budget = args.store_gpu_budget or str(tables.nbytes // 4)
+        extra += ["--gpu-budget", budget, "--gpu-device", str(device.index or 0)]
+    return ram, extra
+
+
+@contextlib.contextmanager
+def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
+    """An ``EngramRowBackend`` over a server configured for ``arm``: started here, or the one at
+    ``--addr`` (arm (d) only)."""
+    args, tables, log = ctx["args"], ctx["tables"], ctx["log"]
+    with contextlib.ExitStack() as stack:
+        if args.addr:
+            addr = args.addr
+        else:
+            ram, extra = store_flags(arm, ctx)
+            server = stack.enter_context(
+                LocalServer(args.server_bin, tables.data_dir, ram_cache=str(ram), args=tuple(extra))
+            )
+            addr = server.addr
+            log(
+                f"arm ({arm}): engram-store on {addr}, --ram-cache {ram / 1e6:.1f} MB "
+                f"({ram / tables.nbytes:.0%} of the tables) {' '.join(extra)}"
+            )
+        client = stack.enter_context(Client(addr))
+        if arm == "d":
+            warm_ram(client, tables, log)
+        transport = GrpcTransport(client)
+        layers = [
+            EngramLayer(lid, name) for lid, name in zip(ctx["layer_ids"], tables.names, strict=True)
+        ]
+        backend = EngramRowBackend(
+            transport,
+            layers,
+            max_tokens=ctx["max_tokens"],
+            device=ctx["device"],
+            hasher=tables.hasher,
+        )
+        stack.callback(backend.close)
+        yield backend
+
+
+def warm_ram(client, tables: Tables, log) -> None:
+    """Reads every row of every table once, so the RAM tier holds the whole table."""
+    started = time.perf_counter()
+    chunk = 1 << 19
+    with client.shm_region(chunk * tables.row_bytes) as region:
+        for name, rows in zip(tables.names, tables.rows, strict=True):
+            for first in range(0, rows, chunk):
+                ids = np.arange(first, min(rows, first + chunk), dtype=np.uint64)
+                client.lookup_into(region, name, ids)
+    log(f"arm (d): read the whole table once in {time.perf_counter() - started:.1f}s")
+
+
+def gather_us(source: TableSource, run: Runner, step: int) -> float:
+    """Microseconds the arm's gather of one step's rows (every layer) takes alone."""
+    ids = run.stage(step)
+    reps = 20 if run.cuda else 3
+    source.gather(ids, run.state.rows)
+    run.sync_device()
+    t = time.perf_counter()
+    for _ in range(reps):
+        source.gather(ids, run.state.rows)
+    run.sync_device()
+    return (time.perf_counter() - t) / reps * 1e6
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def machine(device) -> dict[str, Any]:
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.cpu_threads)
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        if args.data is None:
+            args.data = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="engram-offload-"))
+            )
+        tables = prepare_tables(args, device, log)
+        if args.prepare_only:
+            return 0
+        return run_arms(args, device, tables, log)
+
+
+def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
+    """Every arm through every phase; prints the results, writes the JSON and the chart. An arm
+    that fails is reported and the others still run. Returns the exit status."""
+    backbone = BACKBONES["tiny" if args.tiny else args.shape]
+    trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
+    limit = min(backbone.vocab, tables.hasher.compression_map.size)
+    if trace.size <= LOOKBACK or int(trace.max()) >= limit:
+        raise ValueError(
+            f"trace {args.trace}: {trace.size} tokens, ids up to {trace.max()}; "
+            f"it needs more than {LOOKBACK} tokens, ids below {limit}"
+        )
+    phases = [
+        decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in args.decode_batches
+    ]
+    phases.append(
+        prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, args.prefill_warmup)
+    )
+    max_position = args.window + args.decode_warmup + args.decode_steps + args.prefill_chunk + 64
+    model = Decoder(backbone, device, args.seed, max_position)
+    kv_shape = (
+        backbone.layers, max(args.decode_batches), backbone.kv_heads, args.window,
+        backbone.head_dim,
+    )  # fmt: skip
+    kv = tuple(torch.empty(kv_shape, dtype=torch.bfloat16, device=device) for _ in "kv")
+    runners = [Runner(model, phase, kv, tables.hasher, not args.no_graphs) for phase in phases]
+    log(f"model {backbone.name} on {device}; phases: " + ", ".join(
+        f"{p.kind} {p.batch}" for p in phases))  # fmt: skip
+    layer_times = [{"phase": r.phase.kind, "batch": r.phase.batch, **r.layer_us()} for r in runners]
+    ctx = {
+        "args": args,
+        "device": device,
+        "tables": tables,
+        "log": log,
+        "host": HostTables(tables, device),
+        "layer_ids": list(tables.hasher.layer_ids),
+        "max_tokens": max(p.tokens_per_step for p in phases),
+    }
+    details, failures = [], []
+    for arm in args.arms:
+        if arm == "e" and args.addr:
+            log("arm (e): skipped: with --addr the script cannot set the store's RAM tier")
+            continue
+        try:
+            details += run_arm(arm, ctx, runners)
+        except Exception as e:  # the other arms still run; the exit status says it failed
+            log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
+            failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
+        if arm == "c" or (arm == "b" and "c" not in args.arms):
+            ctx["host"].drop()
+    return report_results(args, device, tables, model, details, layer_times, failures)
+
+
+def run_arm(arm: str, ctx: dict[str, Any], runners: list[Runner]) -> list[dict[str, Any]]:
+    """One arm through every phase: a ``details`` entry per phase."""
+    out = []
+    with arm_source(arm, ctx) as source:
+        for r in runners:
+            m = r.run(source, ctx["args"].seed)
+            out.append({
+                "arm": arm,
+                "phase": r.phase.kind,
+                "batch": r.phase.batch,
+                "tok_per_s": m.tokens / m.seconds,
+                "logits_sha256": m.logits_sha256,
+                "step_ms": m.seconds / (r.phase.steps - r.phase.warmup) * 1e3,
+                "wait_us": m.wait_s * 1e6,
+                "gather_us": gather_us(source, r, r.phase.warmup)
+                if isinstance(source, TableSource) else None,
+                "ready_us": m.ready_us,
+                "needed_us": m.needed_us,
+            })  # fmt: skip
+            ctx["log"](f"arm ({arm}) {r.phase.kind} {r.phase.batch}: "
+                       f"{out[-1]['tok_per_s']:,.1f} tok/s")  # fmt: skip
+    return out
+
+
+def report_results(args, device, tables: Tables, model, details, layer_times, failures) -> int:
+    """Prints the table, the layer times and the logits check; writes ``--json`` and ``--svg``;
+    returns 1 if an arm failed or the logits are not as they must be."""
+    arms = [{key: d[key] for key in ARM_KEYS} for d in details]
+    details = report.with_losses(details)
+    problems = failures + report.check_logits(arms)
+    print(report.table(details, model.b.name, model.g.layer_ids))
+    for lt in layer_times:
+        graph = "-" if lt["graph_us"] is None else f"{lt['graph_us']:.1f}"
+        print(f"layer time, {lt['phase']} {lt['batch']}: eager {lt['eager_us']:.1f} us, "
+              f"CUDA graph {graph} us")  # fmt: skip
+    verdict = "(b)-(e) identical in every phase, (a) differs"
+    print("checks: " + ("; ".join(problems) if problems else verdict))
+    result = {
+        "arms": arms,
+        "details": details,
+        "layer_us": layer_times,
+        "checks": {"ok": not problems, "problems": problems},
+        "model": {
+            "backbone": dataclasses.asdict(model.b),
+            "engram": dataclasses.asdict(model.g),
+            "window": args.window,
+            "graphs": not args.no_graphs,
+        },
+        "tables": {
+            "group": GROUP,
+            "names": tables.names,
+            "rows": tables.rows,
+            "row_bytes": tables.row_bytes,
+            "bytes": tables.nbytes,
+            "engram_vocab": args.engram_vocab,
+        },
+        "run": {
+            **machine(device),
+            "trace": str(args.trace),
+            "seed": args.seed,
+            "decode_steps": args.decode_steps,
+            "decode_warmup": args.decode_warmup,
+            "prefill_chunks": args.prefill_chunks,
+            "prefill_warmup": args.prefill_warmup,
+            "prefill_lookahead": args.prefill_lookahead,
+            "transport": GrpcTransport.name,
+        },
+        "paper_table4": report.PAPER_TABLE4,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.svg:
+        title = f"Engram offload, {model.b.name} on {result['run'].get('gpu', device)}"
+        args.svg.write_text(report.svg_chart(details, title, model.b.name))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# benches/e2e/engram_offload.py on a GPU machine, in one call: the backbone shapes one after the
+# other against the same tables (written by the first run under $DATA, reused by the next), each
+# run under its own time limit, so one hang does not take the other. $OUT gets, per shape, the
+# JSON, the SVG chart and the log.
+#
+#   OUT=results [BIN=target/release/engram-store] [SHAPES="dense-4b dense-8b"] \
+#       [TRACE=shared/traces/en.tokens.u32] [ENGRAM_VOCAB=1400000] [LIMIT=280] \
+#       bash benches/e2e/h200_session.sh [extra engram_offload.py flags]
+#
+# BIN: engram-store built with --features cuda (the store arms use its VRAM tier and CUDA IPC).
+# TRACE falls back to the repository's 11,661-token sample when the file is not there. The tables
+# (2 x 24 x ENGRAM_VOCAB rows of 264 B, 17.7 GB by default) need twice their size on $DATA's disk
+# while they are written, and their size in pinned host memory and in VRAM for arms (b) and (c).
+set -u
+: "${OUT:?set OUT to the directory for results}"
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-target/release/engram-store}
+DATA=${DATA:-/tmp/engram-offload-data}
+SHAPES=${SHAPES:-dense-4b dense-8b}
+LIMIT=${LIMIT:-280}
+TRACE=${TRACE:-shared/traces/en.tokens.u32}
+[ -f "$TRACE" ] || TRACE=testdata/traces/en-sample.tokens.u32
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$(dirname "$DATA")"
+
+echo "=== machine ($(date +%T))"
+nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,driver_version --format=csv
+nproc
+free -g | head -2
+df -h "$(dirname "$DATA")" | tail -1
+python3 -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
+echo "trace: $TRACE"
+
+status=0
+for shape in $SHAPES; do
+    echo "=== $shape ($(date +%T))"
+    timeout "$LIMIT" python3 benches/e2e/engram_offload.py --shape "$shape" --data "$DATA" \
+        --server-bin "$BIN" --trace "$TRACE" ${ENGRAM_VOCAB:+--engram-vocab "$ENGRAM_VOCAB"} \
+        --json "$OUT/offload-$shape.json" --svg "$OUT/offload-$shape.svg" "$@" \
+        2>&1 | tee "$OUT/offload-$shape.log"
+    rc=${PIPESTATUS[0]}
+    echo "=== $shape exit $rc ($(date +%T))"
+    [ "$rc" = 0 ] || status=1
+done
+exit "$status"

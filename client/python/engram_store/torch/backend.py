@@ -1,0 +1,350 @@
+"""An Engram row backend for an inference engine, shaped like vLLM's DeepSeek-V4.1 Mooncake
+backend (``vllm/models/deepseek_v4_1/nvidia/engram_mooncake.py``): three calls per forward pass.
+
+- :meth:`EngramRowBackend.prefetch` at forward entry, with the step's row ids (``hash_ids``, as
+  the engine's hashing kernel makes them: ``[tokens, layers, columns]``, on the device or the host)
+  or its token ids (hashed here, on the host, with an :class:`~engram_store.torch.hashing.
+  NgramHasher`). It returns at once; a worker thread asks the transport for the rows.
+- :meth:`EngramRowBackend.wait` blocks until the rows of a layer (or all) are in.
+- :meth:`EngramRowBackend.rows` returns one layer's rows as bf16 ``[tokens, heads, head_dim]`` on
+  the device, dequantized there from the packed fp8 rows (``engram_store.torch.rows``).
+
+Slots: ``num_slots`` buffers (default 2) let the rows of the next step (a decode step and the next
+prefill chunk, or two micro-batches) arrive while the current ones are read; each slot is reused
+only after the reads of its previous rows have finished on the device (an event per slot and
+layer). Tensor parallelism: a rank asks only for its own hash columns, ``ceil(columns / ranks)``
+contiguous columns per rank as vLLM's ``engram_head_shard`` splits them; its rows come out padded
+to that many heads (zeros past its last column), ready for an all-gather.
+
+CUDA graphs: ``prefetch``, ``wait`` and ``rows`` do host work (a thread hand-off, a host wait for
+the gRPC transport) and must run outside a captured graph, between graph pieces, as vLLM's
+breakable CUDA graphs run its Engram lookups.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from engram_store.torch.hashing import NgramHasher
+from engram_store.torch.rows import V41_ROWS, RowFormat, dequantize
+from engram_store.torch.transport import Pending, RowBuffer, RowTransport
+
+__all__ = ["EngramLayer", "EngramRowBackend", "head_shard"]
+
+
+def head_shard(columns: int, num_shards: int, shard_rank: int) -> tuple[int, int, int]:
+    """``(first column, columns of this rank, columns per rank)`` when ``columns`` hash columns
+    are split over ``num_shards`` ranks: ``ceil(columns / num_shards)`` contiguous columns each,
+    the last rank possibly fewer (as vLLM's ``engram_head_shard``)."""
+    if columns < 1 or num_shards < 1 or not 0 <= shard_rank < num_shards:
+        raise ValueError(f"no shard {shard_rank} of {num_shards} over {columns} columns")
+    per_rank = -(-columns // num_shards)
+    start = shard_rank * per_rank
+    if start >= columns:
+        raise ValueError(f"{num_shards} ranks over {columns} columns leave rank {shard_rank} none")
+    return start, min(per_rank, columns - start), per_rank
+
+
+@dataclasses.dataclass(frozen=True)
+class EngramLayer:
+    """One Engram layer the backend serves: the model layer id and the table holding its rows
+    (e.g. ``"v41.layer14"``), whose rows are addressed by the global row ids of ``columns``
+    hash columns."""
+
+    layer_id: int
+    table: str
+    columns: int = 24
+
+
+@dataclasses.dataclass
+class _Slot:
+    """One buffer set: packed rows as the transport wrote them, and dequantized bf16 rows."""
+
+    buffer: RowBuffer
+    packed: list[torch.Tensor]  # per layer [max_tokens, local columns, row_bytes] uint8
+    out: list[torch.Tensor]  # per layer [max_tokens, columns per rank, head_dim] bf16
+    host_ids: torch.Tensor  # [max_tokens, layers, local columns] int64 (pinned on CUDA)
+    ids_ready: torch.cuda.Event | None
+    consumed: list[torch.cuda.Event | None]
+    futures: list[concurrent.futures.Future[Pending]]
+    dead: list[np.ndarray | None]
+    fetched_at: list[float | None]
+    num_tokens: int = 0
+
+
+class EngramRowBackend:
+    """Engram rows of some layers, for one tensor-parallel rank, through ``transport``.
+
+    Args:
+        transport: how rows arrive (e.g. :class:`~engram_store.torch.transport.GrpcTransport`).
+        layers: the Engram layers, in the order of ``hash_ids``' layer axis.
+        max_tokens: most tokens one step looks up.
+        device: where :meth:`rows` returns rows (a CUDA device, or the CPU).
+        hasher: turns token ids into row ids, for ``prefetch(token_ids=...)``.
+        row_format: the tables' packed rows (V4.1: 256 fp8 values + 8 scale bytes).
+        num_shards, shard_rank: the tensor-parallel split of each layer's hash columns.
+        num_slots: buffer sets in flight.
+    """
+
+    def __init__(
+        self,
+        transport: RowTransport,
+        layers: Sequence[EngramLayer],
+        *,
+        max_tokens: int,
+        device: torch.device | str = "cuda",
+        hasher: NgramHasher | None = None,
+        row_format: RowFormat = V41_ROWS,
+        num_shards: int = 1,
+        shard_rank: int = 0,
+        num_slots: int = 2,
+    ):
+        if not layers or len({layer.columns for layer in layers}) != 1:
+            raise ValueError("give at least one layer, all with the same number of columns")
+        if max_tokens < 1 or num_slots < 1:
+            raise ValueError(f"max_tokens {max_tokens} and num_slots {num_slots} must be >= 1")
+        self.transport = transport
+        self.layers = tuple(layers)
+        self.max_tokens = max_tokens
+        self.device = torch.device(device)
+        self.hasher = hasher
+        self.row_format = row_format
+        self.column_start, self.local_columns, self.part_columns = head_shard(
+            self.layers[0].columns, num_shards, shard_rank
+        )
+        self._layer_index = {layer.layer_id: i for i, layer in enumerate(self.layers)}
+        self._layer_bytes = max_tokens * self.local_columns * row_format.row_bytes
+        self._cuda = self.device.type == "cuda"
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rows")
+        self._lock = threading.Lock()
+        self._slots: list[_Slot] = []
+        self._next_slot = 0
+        self._latest: int | None = None
+        try:
+            for _ in range(num_slots):
+                self._slots.append(self._make_slot())
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_slot(self) -> _Slot:
+        fmt = self.row_format
+        n_layers = len(self.layers)
+        buffer = self.transport.allocate(n_layers * self._layer_bytes, self.device)
+        packed = [
+            buffer.tensor[i * self._layer_bytes : (i + 1) * self._layer_bytes].view(
+                self.max_tokens, self.local_columns, fmt.row_bytes
+            )
+            for i in range(n_layers)
+        ]
+        out = [
+            torch.zeros(
+                self.max_tokens,
+                self.part_columns,
+                fmt.head_dim,
+                dtype=torch.bfloat16,
+                device=self.device,
+            )
+            for _ in range(n_layers)
+        ]
+        host_ids = torch.empty(
+            (self.max_tokens, n_layers, self.local_columns),
+            dtype=torch.int64,
+            pin_memory=self._cuda,
+        )
+        done: concurrent.futures.Future[Pending] = concurrent.futures.Future()
+        done.set_exception(RuntimeError("no rows were prefetched into this slot"))
+        return _Slot(
+            buffer=buffer,
+            packed=packed,
+            out=out,
+            host_ids=host_ids,
+            ids_ready=torch.cuda.Event() if self._cuda else None,
+            consumed=[torch.cuda.Event() if self._cuda else None for _ in range(n_layers)],
+            futures=[done] * n_layers,
+            dead=[None] * n_layers,
+            fetched_at=[None] * n_layers,
+        )
+
+    # -- the three calls ---------------------------------------------------------------------
+
+    def prefetch(
+        self,
+        hash_ids: Any = None,
+        *,
+        token_ids: Any = None,
+        context: Any = None,
+        slot: int | None = None,
+    ) -> int:
+        """Starts fetching the rows of one step into a slot; returns the slot.
+
+        Give either ``hash_ids`` (global row ids ``[tokens, layers, columns]``, int, -1 for a
+        dead position; a torch tensor on any device or a numpy array) or raw ``token_ids
+        [N, T]`` with their ``context [N, k]`` (see :meth:`NgramHasher.row_ids`), which need a
+        ``hasher``. ``slot``: which buffer set (default: the next one in turn). A slot still
+        holding rows of an earlier prefetch is reused once those are read on the device.
+        """
+        if (hash_ids is None) == (token_ids is None):
+            raise ValueError("give hash_ids or token_ids, not both or neither")
+        index = self._next_slot if slot is None else slot
+        if not 0 <= index < len(self._slots):
+            raise ValueError(f"slot {index} is not one of the {len(self._slots)} slots")
+        s = self._slots[index]
+        for future in s.futures:  # a step never read: let its lookups end before reusing
+            concurrent.futures.wait([future])
+        if hash_ids is not None:
+            tokens = self._stage_hash_ids(s, hash_ids)
+            ids_source: Any = None
+        else:
+            if self.hasher is None:
+                raise ValueError("prefetch(token_ids=...) needs a hasher")
+            token_ids = np.array(token_ids, dtype=np.int64, ndmin=2)
+            tokens = token_ids.size
+            ids_source = (token_ids, None if context is None else np.array(context, np.int64))
+        if tokens > self.max_tokens:
+            raise ValueError(f"{tokens} tokens exceed max_tokens {self.max_tokens}")
+        s.num_tokens = tokens
+        s.futures = [concurrent.futures.Future() for _ in self.layers]
+        s.fetched_at = [None] * len(self.layers)
+        self._worker.submit(self._fetch, s, ids_source)
+        with self._lock:
+            self._latest = index
+            self._next_slot = (index + 1) % len(self._slots)
+        return index
+
+    def wait(self, layer: int | None = None, slot: int | None = None) -> None:
+        """Blocks until the rows of ``layer`` (a model layer id; None: every layer) of ``slot``
+        (default: the latest prefetch) are in its buffer; raises the lookup's error if any."""
+        s = self._slot(slot)
+        indices = range(len(self.layers)) if layer is None else [self._index(layer)]
+        for i in indices:
+            s.futures[i].result().wait()
+
+    def rows(
+        self, layer: int, slot: int | None = None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Layer ``layer``'s rows of ``slot`` (default: the latest prefetch) as bf16
+        ``[tokens, columns per rank, head_dim]`` on the device, after waiting for them.
+
+        The dequantization is queued on the current stream; ``out`` (same shape) receives the
+        rows instead of the slot's own buffer, which the next prefetch into this slot reuses.
+        """
+        s = self._slot(slot)
+        i = self._index(layer)
+        stream = torch.cuda.current_stream(self.device) if self._cuda else None
+        s.futures[i].result().wait(stream)
+        n = s.num_tokens
+        dst = s.out[i][:n] if out is None else out
+        if tuple(dst.shape) != (n, self.part_columns, self.row_format.head_dim):
+            raise ValueError(
+                f"out must be [{n}, {self.part_columns}, {self.row_format.head_dim}], got "
+                f"{tuple(dst.shape)}"
+            )
+        dequantize(s.packed[i][:n], dst[:, : self.local_columns], self.row_format)
+        if s.dead[i] is not None:
+            dead = torch.from_numpy(s.dead[i]).to(self.device)
+            dst[:, : self.local_columns].masked_fill_(dead.unsqueeze(-1), 0)
+        if s.consumed[i] is not None:
+            s.consumed[i].record(stream)
+        return dst
+
+    def fetched_at(self, layer: int, slot: int | None = None) -> float | None:
+        """``time.perf_counter()`` when the transport had handled the rows of ``layer`` of
+        ``slot`` (default: the latest prefetch): written, for a transport whose ``submit``
+        blocks until then; None while not yet. For timelines of a step."""
+        return self._slot(slot).fetched_at[self._index(layer)]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _slot(self, slot: int | None) -> _Slot:
+        with self._lock:
+            index = self._latest if slot is None else slot
+        if index is None:
+            raise RuntimeError("rows were never prefetched")
+        return self._slots[index]
+
+    def _index(self, layer: int) -> int:
+        try:
+            return self._layer_index[layer]
+        except KeyError:
+            known = sorted(self._layer_index)
+            raise KeyError(f"layer {layer} is not one of this backend's layers {known}") from None
+
+    def _stage_hash_ids(self, s: _Slot, hash_ids: Any) -> int:
+        """Copies this rank's columns of ``hash_ids`` into the slot's host ids (from the device
+        without blocking: the worker waits for the copy's event)."""
+        ids = (
+            hash_ids
+            if isinstance(hash_ids, torch.Tensor)
+            else torch.from_numpy(np.asarray(hash_ids, dtype=np.int64))
+        )
+        if ids.dim() != 3 or ids.shape[1:] != (len(self.layers), self.layers[0].columns):
+            raise ValueError(
+                f"hash_ids must be [tokens, {len(self.layers)}, {self.layers[0].columns}], "
+                f"got {tuple(ids.shape)}"
+            )
+        n = ids.shape[0]
+        if n > self.max_tokens:
+            raise ValueError(f"{n} tokens exceed max_tokens {self.max_tokens}")
+        local = ids[:, :, self.column_start : self.column_start + self.local_columns]
+        if ids.is_cuda:
+            s.host_ids[:n].copy_(local, non_blocking=True)
+            s.ids_ready.record(torch.cuda.current_stream(ids.device))
+        else:
+            s.host_ids[:n].copy_(local)
+        return n
+
+    def _fetch(self, s: _Slot, token_source: tuple[np.ndarray, np.ndarray | None] | None) -> None:
+        """Worker thread: row ids of every layer, then one transport submit per layer, in layer
+        order; each layer's future gets its ``Pending`` (or the error)."""
+        try:
+            n = s.num_tokens
+            if token_source is None:
+                if s.ids_ready is not None:
+                    s.ids_ready.synchronize()
+                ids = s.host_ids[:n].numpy()
+            else:
+                all_ids = self.hasher.row_ids(*token_source).reshape(n, len(self.layers), -1)
+                ids = all_ids[:, :, self.column_start : self.column_start + self.local_columns]
+        except BaseException as e:
+            for future in s.futures:
+                future.set_exception(e)
+            return
+        for i, layer in enumerate(self.layers):
+            try:
+                if s.consumed[i] is not None:
+                    s.consumed[i].synchronize()
+                layer_ids = np.ascontiguousarray(ids[:, i])
+                dead = layer_ids < 0
+                s.dead[i] = dead if dead.any() else None
+                if s.dead[i] is not None:
+                    layer_ids[dead] = 0
+                pending = self.transport.submit(
+                    s.buffer, i * self._layer_bytes, layer.table, layer_ids.reshape(-1)
+                )
+                s.fetched_at[i] = time.perf_counter()
+            except BaseException as e:
+                s.futures[i].set_exception(e)
+            else:
+                s.futures[i].set_result(pending)
+
+    def close(self) -> None:
+        """Stops the worker and gives the slots' buffers back; safe to call twice."""
+        self._worker.shutdown(wait=True)
+        slots, self._slots = self._slots, []
+        for s in slots:
+            self.transport.release(s.buffer)
+
+    def __enter__(self) -> EngramRowBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

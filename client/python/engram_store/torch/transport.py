@@ -1,0 +1,121 @@
+"""How Engram rows travel from engram-store into the row backend's buffers.
+
+A :class:`RowTransport` hands out buffers the server can write into (:meth:`RowTransport.allocate`)
+and fills them (:meth:`RowTransport.submit`: rows of one table, by id, packed from a byte offset),
+returning a :class:`Pending` that says when the rows are there. The backend
+(``engram_store.torch.backend``) calls ``submit`` from its own worker thread, never from the
+forward pass, and asks the ``Pending`` to make the consuming stream wait.
+
+:class:`GrpcTransport` is today's transport: one ``LookupInto`` call per submit, into a CUDA IPC
+region (a torch CUDA tensor; the server gathers its VRAM hits on the device) or, on the CPU, a host
+shared-memory region. The call returns once the server has written every row, so its ``Pending``
+is already complete. The sidecar channel of issue #13 (requests in a shared-memory ring, completion
+a CUDA stream can wait on) fits the same shape: ``submit`` writes a slot of the ring and returns at
+once, and its ``Pending.wait(stream)`` enqueues a stream wait instead of blocking the host.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from engram_store.client import Client
+from engram_store.errors import ProtocolError
+from engram_store.regions import Region
+
+__all__ = ["Done", "GrpcTransport", "Pending", "RowBuffer", "RowTransport"]
+
+
+@dataclasses.dataclass
+class RowBuffer:
+    """Memory a transport writes rows into: a flat uint8 tensor on the backend's device and the
+    transport's handle for it (a registered region for :class:`GrpcTransport`)."""
+
+    tensor: torch.Tensor
+    handle: Any
+
+
+class Pending(abc.ABC):
+    """Rows on their way into a buffer."""
+
+    @abc.abstractmethod
+    def wait(self, stream: torch.cuda.Stream | None = None) -> None:
+        """Returns once work queued on ``stream`` after this call sees the rows (None: once the
+        host does). A transport that completes on the device may make the stream wait instead of
+        blocking; raises the transport's error if the rows will not come."""
+
+
+class Done(Pending):
+    """Rows that are already in place when ``submit`` returns."""
+
+    def wait(self, stream: torch.cuda.Stream | None = None) -> None:
+        return None
+
+
+class RowTransport(abc.ABC):
+    """Moves rows of engram-store tables into buffers of the row backend."""
+
+    #: A short name for logs and benchmark output.
+    name = "transport"
+
+    @abc.abstractmethod
+    def allocate(self, nbytes: int, device: torch.device) -> RowBuffer:
+        """A buffer of ``nbytes`` on ``device`` that :meth:`submit` can fill."""
+
+    @abc.abstractmethod
+    def submit(self, buffer: RowBuffer, offset: int, table: str, ids: np.ndarray) -> Pending:
+        """Writes rows ``ids`` (uint64 or int64, 1-D) of ``table`` into ``buffer`` from byte
+        ``offset``, packed in order. May block until they are written."""
+
+    def release(self, buffer: RowBuffer) -> None:  # noqa: B027 (optional hook)
+        """Gives back what :meth:`allocate` took on the server's side (default: nothing)."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Releases the transport's connection (default: nothing)."""
+
+
+class GrpcTransport(RowTransport):
+    """``LookupInto`` over gRPC into a CUDA IPC region (CUDA devices) or a host shared-memory
+    region (the CPU). The server must run on this machine; for CUDA it must be built with
+    ``--features cuda``, started with ``--gpu-budget``, on the buffer's GPU.
+
+    Args:
+        client: a :class:`engram_store.Client`, or an address to connect one to (closed with the
+            transport).
+    """
+
+    name = "grpc-lookup-into"
+
+    def __init__(self, client: Client | str):
+        self._owns_client = isinstance(client, str)
+        self.client = Client(client) if isinstance(client, str) else client
+
+    def allocate(self, nbytes: int, device: torch.device) -> RowBuffer:
+        device = torch.device(device)
+        if device.type == "cuda":
+            tensor = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            # The backend orders writes after the reads of a slot itself (an event per slot), so
+            # the region must not synchronize the device's stream before each write.
+            return RowBuffer(tensor, self.client.register_cuda_tensor(tensor, sync=False))
+        if device.type == "cpu":
+            region = self.client.shm_region(nbytes)
+            return RowBuffer(torch.from_numpy(region.array(np.uint8)), region)
+        raise ValueError(f"GrpcTransport delivers into CUDA or CPU memory, not {device}")
+
+    def submit(self, buffer: RowBuffer, offset: int, table: str, ids: np.ndarray) -> Pending:
+        region: Region = buffer.handle
+        written = self.client.lookup_into(region, table, ids, offset=offset)
+        if written != len(ids):
+            raise ProtocolError(f"asked {table} for {len(ids)} rows, {int(written)} written")
+        return Done()
+
+    def release(self, buffer: RowBuffer) -> None:
+        buffer.handle.close()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()

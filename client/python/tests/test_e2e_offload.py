@@ -1,0 +1,53 @@
+"""The CPU smoke run of benches/e2e/engram_offload.py, as CI runs it: a tiny model through every
+arm, (d) and (e) against an engram-store the script starts itself. It must exit 0 and write JSON
+whose arm entries have exactly the issue's keys, the same logits for the Engram arms (b)-(e) of a
+phase and batch, and others for (a). Skipped without torch or a built engram-store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+SCRIPT = REPO / "benches" / "e2e" / "engram_offload.py"
+KEYS = {"arm", "phase", "batch", "tok_per_s", "logits_sha256"}
+
+
+def server_binary() -> Path | None:
+    """``$ENGRAM_STORE_BIN``, else the release build the script defaults to, else the debug one."""
+    candidates = [os.environ.get("ENGRAM_STORE_BIN")]
+    candidates += [REPO / "target" / kind / "engram-store" for kind in ("release", "debug")]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def test_cpu_smoke_run(tmp_path):
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    binary = server_binary()
+    if binary is None:
+        pytest.skip("no engram-store binary: cargo build --release -p engram-store")
+    out = tmp_path / "offload.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
+         "--svg", str(tmp_path / "offload.svg"), "--server-bin", str(binary)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    arms = result["arms"]
+    assert {r["arm"] for r in arms} == set("abcde")
+    assert all(set(r) == KEYS for r in arms)
+    groups = {(r["phase"], r["batch"]) for r in arms}
+    assert {phase for phase, _ in groups} == {"decode", "prefill"}
+    for group in groups:
+        sha = {r["arm"]: r["logits_sha256"] for r in arms if (r["phase"], r["batch"]) == group}
+        assert len(set(sha.values()) - {sha["a"]}) == 1, sha
+        assert sha["a"] != sha["b"] and all(r["tok_per_s"] > 0 for r in arms)
+    assert result["checks"] == {"ok": True, "problems": []}
+    assert "identical in every phase" in done.stdout
+    assert (tmp_path / "offload.svg").read_text().startswith("<svg")
