@@ -7,7 +7,8 @@
 # status is non-zero if any suite failed. Run from anywhere.
 #
 # Environment: FEATURES (default: cuda and failpoints of every crate that has them),
-# ENGRAM_TEST_VENV (default target/test-venv).
+# ENGRAM_TEST_VENV (default target/test-venv), ENGRAM_TEST_TORCH=1 (install torch, ~3 GB, so the
+# torch backend's tests and the end-to-end smoke run run too).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,7 +78,12 @@ if [ -d client/python/tests ] && command -v python3 >/dev/null 2>&1; then
   fi
   if [ "$py_ok" = 1 ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -m pip install -q "./client/python[dev]" >"$LOGS/pip.log" 2>&1 || py_ok=0
+    # engram_store.torch and the end-to-end benchmark's CPU smoke run need torch, whose Linux
+    # wheels from PyPI come with CUDA libraries (about 3 GB): installed only when asked for
+    # (ENGRAM_TEST_TORCH=1, as CI does); otherwise those tests skip and say why.
+    extras=dev
+    [ "${ENGRAM_TEST_TORCH:-0}" = 1 ] && extras=dev,torch
+    "$VENV/bin/python" -m pip install -q "./client/python[$extras]" >"$LOGS/pip.log" 2>&1 || py_ok=0
   fi
   # The Rust build above made the binary (with the same features); build it if it ran elsewhere.
   [ -x target/debug/engram-store ] || cargo build -p engram-store "${feature_args[@]}"
