@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ClientError, is_retryable};
 use crate::rows::Rows;
+use crate::shared_memory::SharedMemoryRegion;
 
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
@@ -273,25 +274,29 @@ impl Client {
         Ok(r.accepted_rows)
     }
 
-    /// Registers a host shared-memory region: a file under /dev/shm of at least `size` bytes
-    /// that this process created. Returns its id and token for [`Client::lookup_into`].
-    pub async fn register_shm_region(
-        &self,
-        path: &str,
-        size: u64,
-    ) -> Result<(u64, String), ClientError> {
-        let req = pb::RegisterRegionRequest {
-            kind: Some(pb::register_region_request::Kind::Shm(
-                pb::SharedMemoryRegion {
-                    path: path.to_owned(),
-                    size,
-                },
-            )),
-        };
-        let r = self
-            .call(req, |mut c, r| async move { c.register_region(r).await })
-            .await?;
-        Ok((r.region_id, r.token))
+    /// What the server says of itself: its local socket (for shared-memory regions), limits.
+    pub async fn server_info(&self) -> Result<pb::ServerInfoResponse, ClientError> {
+        self.with_retry(|mut c| async move { c.server_info(pb::ServerInfoRequest {}).await })
+            .await
+    }
+
+    /// Creates a host shared-memory region of `size` bytes (a sealed memfd, mapped here) and
+    /// registers it with the server through its local socket; the server must run on this
+    /// host. Use its id and token with [`Client::lookup_into`]; dropping it unregisters it.
+    pub async fn shm_region(&self, size: usize) -> Result<SharedMemoryRegion, ClientError> {
+        let info = self.server_info().await?;
+        if info.local_socket.is_empty() {
+            return Err(ClientError::Status {
+                code: tonic::Code::FailedPrecondition,
+                message: "the server has no local socket (serve --local-socket PATH, or listen \
+                          on unix:PATH), so it takes no shared-memory regions"
+                    .into(),
+            });
+        }
+        let path = std::path::PathBuf::from(info.local_socket);
+        tokio::task::spawn_blocking(move || SharedMemoryRegion::create(&path, size))
+            .await
+            .map_err(|e| ClientError::Local(format!("register the region: {e}")))?
     }
 
     /// Forgets a registered region.

@@ -40,6 +40,10 @@ pub enum ClientError {
     /// The server answered something this client cannot use.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A local step failed (making or mapping a memfd, the server's local socket), with its
+    /// cause.
+    #[error("{0}")]
+    Local(String),
 }
 
 impl ClientError {
@@ -52,7 +56,7 @@ impl ClientError {
             ClientError::DataLoss(_) => Code::DataLoss,
             ClientError::Unavailable(_) | ClientError::Connect { .. } => Code::Unavailable,
             ClientError::Status { code, .. } => *code,
-            ClientError::Protocol(_) => Code::Unknown,
+            ClientError::Protocol(_) | ClientError::Local(_) => Code::Unknown,
         }
     }
 
@@ -66,6 +70,24 @@ impl ClientError {
             Code::Unavailable => ClientError::Unavailable(message),
             code => ClientError::Status { code, message },
         }
+    }
+}
+
+impl ClientError {
+    /// A status given by its name (`"INVALID_ARGUMENT"`, as the local socket answers), as a
+    /// typed error.
+    pub fn from_code_name(name: &str, message: String) -> Self {
+        let code = match name {
+            "INVALID_ARGUMENT" => Code::InvalidArgument,
+            "NOT_FOUND" => Code::NotFound,
+            "FAILED_PRECONDITION" => Code::FailedPrecondition,
+            "RESOURCE_EXHAUSTED" => Code::ResourceExhausted,
+            "PERMISSION_DENIED" => Code::PermissionDenied,
+            "UNAVAILABLE" => Code::Unavailable,
+            "OUT_OF_RANGE" => Code::OutOfRange,
+            _ => Code::Internal,
+        };
+        Self::from_code(code, message)
     }
 }
 

@@ -12,8 +12,10 @@
 mod client;
 mod error;
 mod rows;
+mod shared_memory;
 
 pub use client::{Client, ClientBuilder, token_sequence};
 pub use engram_store_proto::v1 as proto;
 pub use error::ClientError;
 pub use rows::Rows;
+pub use shared_memory::SharedMemoryRegion;

@@ -12,6 +12,14 @@
 //! max_batch_ids = 1048576
 //! gpu_budget = "0"      # e.g. "40GiB" (builds with --features cuda)
 //! gpu_device = 0
+//! local_socket = "/run/engram-store.local"   # "" for none
+//! max_connections = 256
+//! max_concurrent_streams = 32
+//! idle_timeout_s = 300
+//! answer_budget = "1GiB"
+//! prefetch_queue_rows = 4194304
+//! max_regions_per_connection = 64
+//! max_regions = 1024
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::engine::EngineConfig;
+use crate::server::ServerOptions;
 use crate::size::parse_size;
 
 /// The `serve` configuration file.
@@ -45,6 +54,22 @@ pub struct ServeConfig {
     pub gpu_budget: String,
     /// CUDA device of the VRAM tier.
     pub gpu_device: usize,
+    /// Path of the local socket for memfd regions ("": none).
+    pub local_socket: String,
+    /// Connections open at once, at most.
+    pub max_connections: usize,
+    /// Concurrent requests per connection.
+    pub max_concurrent_streams: u32,
+    /// Seconds a connection with nothing in flight stays open.
+    pub idle_timeout_s: u64,
+    /// Bytes of answers in flight, at most, e.g. "1GiB".
+    pub answer_budget: String,
+    /// Rows of prefetches queued or running, at most.
+    pub prefetch_queue_rows: usize,
+    /// Regions one connection may hold.
+    pub max_regions_per_connection: usize,
+    /// Regions the server holds in all.
+    pub max_regions: usize,
 }
 
 impl Default for ServeConfig {
@@ -60,6 +85,14 @@ impl Default for ServeConfig {
             max_batch_ids: 1 << 20,
             gpu_budget: "0".into(),
             gpu_device: 0,
+            local_socket: String::new(),
+            max_connections: 256,
+            max_concurrent_streams: 32,
+            idle_timeout_s: 300,
+            answer_budget: "1GiB".into(),
+            prefetch_queue_rows: 1 << 22,
+            max_regions_per_connection: 64,
+            max_regions: 1024,
         }
     }
 }
@@ -86,7 +119,26 @@ impl ServeConfig {
         c.max_batch_ids = self.max_batch_ids;
         c.gpu_budget_bytes = parse_size(&self.gpu_budget).map_err(anyhow::Error::msg)?;
         c.gpu_device = self.gpu_device;
+        c.answer_budget_bytes = parse_size(&self.answer_budget).map_err(anyhow::Error::msg)?;
+        c.prefetch_queue_rows = self.prefetch_queue_rows.max(1);
+        c.max_regions_per_connection = self.max_regions_per_connection;
+        c.max_regions = self.max_regions;
         Ok(c)
+    }
+
+    /// The server options it describes.
+    pub fn server_options(&self) -> anyhow::Result<ServerOptions> {
+        if self.max_connections == 0 || self.max_concurrent_streams == 0 {
+            anyhow::bail!("max_connections and max_concurrent_streams must be at least 1");
+        }
+        Ok(ServerOptions {
+            max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_s.max(1)),
+            local_socket: (!self.local_socket.is_empty())
+                .then(|| PathBuf::from(&self.local_socket)),
+            ..ServerOptions::default()
+        })
     }
 }
 

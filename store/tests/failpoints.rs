@@ -272,6 +272,11 @@ async fn an_ingest_killed_before_its_rename_leaves_no_table() {
     // The next serve starts cleanly (with nothing to serve), and the next ingest succeeds.
     let engine = Engine::open(EngineConfig::new(&data)).expect("serve after the crash");
     assert_eq!(engine.tables().count(), 0);
+    assert_eq!(
+        engine.removed_leftovers().len(),
+        1,
+        "serve removes the dead writer's leftover"
+    );
     assert!(synth(&data, None).success(), "the next ingest");
     let engine = Engine::open(EngineConfig::new(&data)).expect("serve the new table");
     assert_eq!(engine.table("t").expect("table").manifest().rows, 5000);

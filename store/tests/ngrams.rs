@@ -383,42 +383,27 @@ async fn prefetched_rows_are_hit_by_the_next_lookup() {
     server.shutdown().await.expect("shutdown");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_ngrams_into_shared_memory_equals_lookup_ngrams() {
-    if !Path::new("/dev/shm").is_dir() {
-        println!("SKIP: no /dev/shm on this machine");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     synth_group(dir.path(), &data).await;
     let (_engine, server, client) = common::start(&data, 1 << 20, IoEngineKind::Pread).await;
-    let shm = PathBuf::from(format!(
-        "/dev/shm/engram-ngrams-test-{}",
-        std::process::id()
-    ));
-    let size = 8192u64;
-    std::fs::write(&shm, vec![0xAAu8; size as usize]).expect("create shm file");
+    let mut region = client.shm_region(8192).await.expect("region");
+    region.as_mut_slice().fill(0xAA);
     let sequences = [
         token_sequence(&[5, 17, 300, 5, 17], &[]),
         token_sequence(&[9, 9], &[1, 2]),
     ];
-    let result = async {
-        let (id, token) = client
-            .register_shm_region(&shm.to_string_lossy(), size)
-            .await?;
-        let written = client
-            .lookup_ngrams_into(id, &token, 100, "g", 3, &sequences)
-            .await?;
-        let bad = client
-            .lookup_ngrams_into(id, &token, 0, "g", 3, &[token_sequence(&[RAW_VOCAB], &[])])
-            .await;
-        Ok::<_, ClientError>((written, bad))
-    }
-    .await;
-    let bytes = std::fs::read(&shm).expect("read shm");
-    let _ = std::fs::remove_file(&shm);
-    let (written, bad) = result.expect("lookup_ngrams_into");
+    let (id, token) = (region.id(), region.token().to_owned());
+    let written = client
+        .lookup_ngrams_into(id, &token, 100, "g", 3, &sequences)
+        .await
+        .expect("lookup_ngrams_into");
+    let bad = client
+        .lookup_ngrams_into(id, &token, 0, "g", 3, &[token_sequence(&[RAW_VOCAB], &[])])
+        .await;
+    let bytes = region.as_slice();
     let want = client
         .lookup_ngrams("g", 3, &sequences)
         .await

@@ -1,6 +1,7 @@
-//! `LookupInto` with host shared memory over real gRPC: rows land at the asked offset exactly as
-//! `Lookup` returns them, writes outside the region or with a wrong token are refused, paths
-//! outside /dev/shm are refused, and an unregistered region is gone.
+//! `LookupInto` with host shared memory (a sealed memfd handed over on the local socket) over
+//! real gRPC: rows land at the asked offset exactly as `Lookup` returns them, writes outside the
+//! region or with a wrong token are refused, regions named by path are refused without a word
+//! about the path, and an unregistered region, or one whose connection closed, is gone.
 
 mod common;
 
@@ -9,34 +10,16 @@ use engram_store::table::DType;
 use engram_store_cache::io::IoEngineKind;
 use tonic::Code;
 
-struct ShmFile(std::path::PathBuf);
-
-impl Drop for ShmFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_into_shared_memory() {
-    if !std::path::Path::new("/dev/shm").is_dir() {
-        println!("SKIP: no /dev/shm on this machine");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let model = random_table(dir.path(), "t", DType::Bf16, 80, 5000, 4096, 8);
-    let (_engine, server, client) = start(dir.path(), 256 << 10, IoEngineKind::Auto).await;
+    let (engine, server, client) = start(dir.path(), 256 << 10, IoEngineKind::Auto).await;
 
-    let shm = ShmFile(std::path::PathBuf::from(format!(
-        "/dev/shm/engram-test-{}",
-        std::process::id()
-    )));
-    let size = 64 * 1024u64;
-    std::fs::write(&shm.0, vec![0xAAu8; size as usize]).expect("create shm file");
-    let (id, token) = client
-        .register_shm_region(&shm.0.to_string_lossy(), size)
-        .await
-        .expect("register");
+    let size = 64 * 1024;
+    let mut region = client.shm_region(size).await.expect("register");
+    region.as_mut_slice().fill(0xAA);
+    let (id, token) = (region.id(), region.token().to_owned());
 
     let ids = [4999u64, 0, 17, 17, 2500];
     let written = client
@@ -44,7 +27,7 @@ async fn lookup_into_shared_memory() {
         .await
         .expect("lookup_into");
     assert_eq!(written, 5 * 160);
-    let bytes = std::fs::read(&shm.0).expect("read shm");
+    let bytes = region.as_slice();
     assert!(
         bytes[..1000].iter().all(|&b| b == 0xAA),
         "bytes before the offset untouched"
@@ -80,21 +63,53 @@ async fn lookup_into_shared_memory() {
         .expect_err("bad id");
     assert_eq!(e.code(), Code::OutOfRange);
 
-    let e = client
-        .register_shm_region("/etc/passwd", 10)
-        .await
-        .expect_err("outside /dev/shm");
-    assert_eq!(e.code(), Code::InvalidArgument);
-    let e = client
-        .register_shm_region(&shm.0.to_string_lossy(), size * 2)
-        .await
-        .expect_err("too big");
-    assert!(e.to_string().contains("smaller"), "{e}");
+    // A path is never opened on a client's behalf, and the answer says nothing about it.
+    for path in ["/etc/passwd", "/dev/shm/nothing-here"] {
+        let req = engram_store_client::proto::RegisterRegionRequest {
+            kind: Some(engram_store_client::proto::register_region_request::Kind::Shm(
+                engram_store_client::proto::SharedMemoryRegion {
+                    path: path.into(),
+                    size: 10,
+                },
+            )),
+        };
+        let e = client
+            .raw()
+            .register_region(req)
+            .await
+            .expect_err("paths are refused");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{path}: {e}");
+        assert!(!e.message().contains(path), "the answer must not echo the path: {e}");
+    }
 
-    client
-        .unregister_region(id, &token)
+    region.unregister().expect("unregister");
+    let e = client
+        .lookup_into(id, &token, 0, "t", &[1])
         .await
-        .expect("unregister");
+        .expect_err("gone");
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(engine.stats(false).regions, 0);
+    server.shutdown().await.expect("shutdown");
+}
+
+/// A region belongs to the local-socket connection that registered it: dropping the region
+/// (closing that connection) releases it on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_goes_with_its_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    random_table(dir.path(), "t", DType::U8, 16, 100, 4096, 1);
+    let (engine, server, client) = start(dir.path(), 0, IoEngineKind::Pread).await;
+    let region = client.shm_region(4096).await.expect("register");
+    let (id, token) = (region.id(), region.token().to_owned());
+    assert_eq!(engine.stats(false).regions, 1);
+    drop(region);
+    for _ in 0..100 {
+        if engine.stats(false).regions == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.stats(false).regions, 0, "released when the connection closed");
     let e = client
         .lookup_into(id, &token, 0, "t", &[1])
         .await

@@ -4,7 +4,6 @@
 mod demo;
 mod progress;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use engram_store::config::ServeConfig;
 use engram_store::engine::Engine;
 use engram_store::group::{GroupSource, create_group};
 use engram_store::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
+use engram_store::server::ListenAddr;
 use engram_store::size::{format_size, parse_size};
 use engram_store::table::{ChecksumKind, DType, row_as_f64};
 
@@ -81,6 +81,19 @@ pub(crate) struct ServeArgs {
     /// Read through the page cache instead of O_DIRECT.
     #[arg(long)]
     pub(crate) buffered_io: bool,
+    /// Path of the local Unix socket where clients on this host hand over sealed memfds as
+    /// shared-memory regions [default with --listen unix:P: P.local; else none].
+    #[arg(long)]
+    pub(crate) local_socket: Option<PathBuf>,
+    /// Connections open at once, at most [default 256].
+    #[arg(long)]
+    pub(crate) max_connections: Option<usize>,
+    /// Seconds a connection with no request in flight stays open [default 300].
+    #[arg(long)]
+    pub(crate) idle_timeout: Option<u64>,
+    /// Bytes of answers built and not yet sent, at most, e.g. 1GiB [default 1GiB].
+    #[arg(long)]
+    pub(crate) answer_budget: Option<String>,
     /// TOML configuration file.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
@@ -354,19 +367,47 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if a.buffered_io {
         c.direct_io = false;
     }
-    let addr = resolve_listen(&c.listen).await?;
+    if let Some(v) = a.local_socket {
+        c.local_socket = v.display().to_string();
+    }
+    if let Some(v) = a.max_connections {
+        c.max_connections = v;
+    }
+    if let Some(v) = a.idle_timeout {
+        c.idle_timeout_s = v;
+    }
+    if let Some(v) = a.answer_budget {
+        c.answer_budget = v;
+    }
+    let listen = ListenAddr::resolve(&c.listen).await?;
+    if c.local_socket.is_empty()
+        && let ListenAddr::Unix(path) = &listen
+    {
+        c.local_socket = format!("{}.local", path.display());
+    }
+    let options = c.server_options()?;
     let engine = Arc::new(Engine::open(c.engine_config()?)?);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("listen on {addr}: {e}"))?;
+    let listener = listen.bind()?;
+    for path in engine.removed_leftovers() {
+        eprintln!(
+            "removed {}: a version a crashed ingest left half-written",
+            path.display()
+        );
+    }
     eprintln!(
         "engram-store serving {} table(s) from {} on {} (io: {}, RAM cache {})",
         engine.tables().count(),
         c.data.display(),
-        listener.local_addr()?,
+        listener.addr(),
         engine.io_engine_name(),
         c.ram_cache
     );
+    if let Some(path) = &options.local_socket {
+        eprintln!("  local socket (memfd regions): {}", path.display());
+    }
+    for u in engine.unavailable() {
+        eprintln!("  NOT SERVED: {} {}: {}", u.kind, u.name, u.error);
+    }
     for t in engine.tables() {
         let m = t.manifest();
         eprintln!(
@@ -384,31 +425,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             g.layout().row_dim()
         );
     }
-    engram_store::server::serve_on(engine, listener, async {
+    engram_store::server::serve(engine, listener, options, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("shutting down");
     })
     .await
-}
-
-/// The address `--listen` names: `IP:PORT`, or `HOST:PORT` resolved (the first address).
-async fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
-    if let Ok(addr) = listen.parse() {
-        return Ok(addr);
-    }
-    let shape = || {
-        anyhow::anyhow!(
-            "--listen {listen:?} is not an address like 127.0.0.1:50051 or localhost:50051"
-        )
-    };
-    let (_, port) = listen.rsplit_once(':').ok_or_else(shape)?;
-    port.parse::<u16>().map_err(|_| shape())?;
-    let mut addrs = tokio::net::lookup_host(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--listen {listen:?}: cannot resolve the host: {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("--listen {listen:?}: the host has no address"))
 }
 
 /// A row id of `lookup --ids`.

@@ -5,8 +5,8 @@ use engram_store_cache::{LatencySnapshot, TierStats};
 use engram_store_proto::v1 as pb;
 
 use crate::engine::{
-    Answer, EngineStats, IntoAnswer, IntoQuery, NgramQuery, ProtocolError, RegisteredRegion,
-    RowSource, RowsQuery, ServedTable, TokenSequence,
+    Answer, AnswerReservation, EngineStats, IntoAnswer, IntoQuery, NgramQuery, ProtocolError,
+    RegisteredRegion, RowSource, RowsQuery, ServedTable, TokenSequence,
 };
 use crate::regions::{RegionKey, RegionSpec};
 
@@ -127,10 +127,7 @@ impl TryFrom<pb::RegisterRegionRequest> for RegionSpec {
     type Error = ProtocolError;
     fn try_from(r: pb::RegisterRegionRequest) -> Result<Self, ProtocolError> {
         match r.kind {
-            Some(pb::register_region_request::Kind::Shm(shm)) => Ok(RegionSpec::Shm {
-                path: shm.path.into(),
-                size: shm.size,
-            }),
+            Some(pb::register_region_request::Kind::Shm(_)) => Ok(RegionSpec::ShmPath),
             Some(pb::register_region_request::Kind::CudaIpc(ipc)) => Ok(RegionSpec::CudaIpc {
                 handle: ipc.ipc_handle.to_vec(),
                 offset: ipc.offset,
@@ -154,10 +151,11 @@ impl From<pb::UnregisterRegionRequest> for RegionKey {
     }
 }
 
-/// An answer's rows as a LookupResponse.
-pub(crate) fn lookup_response(answer: Answer) -> pb::LookupResponse {
+/// An answer's rows as a LookupResponse, and its reservation in the in-flight budget (held by
+/// the caller until the response is sent).
+pub(crate) fn lookup_response(answer: Answer) -> (pb::LookupResponse, AnswerReservation) {
     let m = answer.table.manifest();
-    pb::LookupResponse {
+    let response = pb::LookupResponse {
         rows: answer.rows,
         row_bytes: m.row_bytes,
         row_count: answer.row_count as u64,
@@ -166,7 +164,8 @@ pub(crate) fn lookup_response(answer: Answer) -> pb::LookupResponse {
         version: m.version,
         error_code: 0,
         error_message: String::new(),
-    }
+    };
+    (response, answer.reservation)
 }
 
 /// A served table's shape.
@@ -239,6 +238,18 @@ fn tier_stats(name: &str, s: &TierStats) -> pb::TierStats {
 impl From<EngineStats> for pb::StatsResponse {
     fn from(s: EngineStats) -> Self {
         pb::StatsResponse {
+            regions: s.regions,
+            prefetch_queued_rows: s.prefetch_queued_rows,
+            prefetch_dropped_rows: s.prefetch_dropped_rows,
+            prefetch_dropped_requests: s.prefetch_dropped_requests,
+            answer_bytes_in_flight: s.answer_bytes_in_flight,
+            answer_budget_bytes: s.answer_budget_bytes,
+            unavailable: s
+                .unavailable
+                .into_iter()
+                .map(|(name, reason)| pb::Unavailable { name, reason })
+                .collect(),
+            connections: 0,
             tiers: s
                 .tiers
                 .iter()

@@ -6,4 +6,5 @@ mod convert;
 mod service;
 mod status;
 
-pub use service::StoreService;
+pub use service::{ServerSide, StoreService};
+pub(crate) use status::code_of as status_code_of;

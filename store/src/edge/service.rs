@@ -14,7 +14,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{lookup_response, table_info};
 use super::status::in_band_error;
-use crate::engine::{Delivered, Engine, IntoQuery, LookupError, NgramQuery, RowSource, RowsQuery};
+use crate::engine::{
+    AnswerReservation, Delivered, Engine, IntoQuery, LookupError, NgramQuery, RowSource, RowsQuery,
+};
 use crate::regions::{RegionKey, RegionSpec};
 
 /// Pipelined lookups in flight per stream.
@@ -24,12 +26,42 @@ const STREAM_PIPELINE: usize = 16;
 #[derive(Debug, Clone)]
 pub struct StoreService {
     engine: Arc<Engine>,
+    server: Arc<ServerSide>,
+}
+
+/// What the service knows of the server around it.
+#[derive(Debug, Default)]
+pub struct ServerSide {
+    /// The local socket's path, if the server has one.
+    pub local_socket: Option<std::path::PathBuf>,
+    /// The server's open connections, if it tracks them.
+    pub(crate) connections: Option<Arc<crate::server::ConnTable>>,
+}
+
+/// The connection a request came on (0 when the server does not track connections).
+fn owner_of<T>(request: &Request<T>) -> u64 {
+    request
+        .extensions()
+        .get::<crate::server::ConnInfo>()
+        .map_or(0, |c| c.id)
+}
+
+/// A unary answer with its in-flight reservation attached (the server keeps it until sent).
+fn held(
+    (message, reservation): (pb::LookupResponse, AnswerReservation),
+) -> Response<pb::LookupResponse> {
+    let mut response = Response::new(message);
+    response.extensions_mut().insert(reservation);
+    response
 }
 
 impl StoreService {
-    /// A service over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    /// A service over `engine`, in a server described by `server`.
+    pub fn new(engine: Arc<Engine>, server: ServerSide) -> Self {
+        Self {
+            engine,
+            server: Arc::new(server),
+        }
     }
 
     /// Runs one request, counting it in the engine's stats by what `delivered` says it
@@ -49,7 +81,10 @@ impl StoreService {
         result
     }
 
-    async fn lookup_rows(&self, req: pb::LookupRequest) -> Result<pb::LookupResponse, LookupError> {
+    async fn lookup_rows(
+        &self,
+        req: pb::LookupRequest,
+    ) -> Result<(pb::LookupResponse, AnswerReservation), LookupError> {
         let engine = &self.engine;
         self.counted(
             async move {
@@ -62,8 +97,32 @@ impl StoreService {
     }
 }
 
-fn rows_and_bytes(r: &pb::LookupResponse) -> (u64, u64) {
+fn rows_and_bytes((r, _): &(pb::LookupResponse, AnswerReservation)) -> (u64, u64) {
     (r.row_count, r.rows.len() as u64)
+}
+
+/// A stream's answer: the reservation rides in the rows' bytes, released once the message has
+/// been encoded (the stream sends one message at a time).
+fn streamed(
+    (mut message, reservation): (pb::LookupResponse, AnswerReservation),
+) -> pb::LookupResponse {
+    message.rows = bytes::Bytes::from_owner(ReservedRows {
+        rows: message.rows,
+        _reservation: reservation,
+    });
+    message
+}
+
+/// Rows and the reservation of their bytes.
+struct ReservedRows {
+    rows: bytes::Bytes,
+    _reservation: AnswerReservation,
+}
+
+impl AsRef<[u8]> for ReservedRows {
+    fn as_ref(&self) -> &[u8] {
+        &self.rows
+    }
 }
 
 type LookupStreamOut = Pin<Box<dyn Stream<Item = Result<pb::LookupResponse, Status>> + Send>>;
@@ -74,7 +133,7 @@ impl EmbeddingStore for StoreService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
-        Ok(Response::new(self.lookup_rows(request.into_inner()).await?))
+        Ok(held(self.lookup_rows(request.into_inner()).await?))
     }
 
     type LookupStreamStream = LookupStreamOut;
@@ -91,7 +150,7 @@ impl EmbeddingStore for StoreService {
                 async move {
                     let req = msg?;
                     Ok(match this.lookup_rows(req).await {
-                        Ok(r) => r,
+                        Ok(r) => streamed(r),
                         Err(e) => in_band_error(&e),
                     })
                 }
@@ -105,7 +164,7 @@ impl EmbeddingStore for StoreService {
         request: Request<pb::LookupNgramsRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
         let engine = &self.engine;
-        let response = self
+        let answer = self
             .counted(
                 async move {
                     let query = NgramQuery::try_from(request.into_inner())?;
@@ -114,7 +173,7 @@ impl EmbeddingStore for StoreService {
                 rows_and_bytes,
             )
             .await?;
-        Ok(Response::new(response))
+        Ok(held(answer))
     }
 
     async fn prefetch(
@@ -148,15 +207,22 @@ impl EmbeddingStore for StoreService {
         request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let stats = self.engine.stats(request.into_inner().reset);
-        Ok(Response::new(stats.into()))
+        let mut response = pb::StatsResponse::from(stats);
+        if let Some(table) = &self.server.connections {
+            response.connections = table.len() as u64;
+        }
+        Ok(Response::new(response))
     }
 
     async fn register_region(
         &self,
         request: Request<pb::RegisterRegionRequest>,
     ) -> Result<Response<pb::RegisterRegionResponse>, Status> {
+        let owner = owner_of(&request);
         let spec = RegionSpec::try_from(request.into_inner())?;
-        Ok(Response::new(self.engine.register_region(spec)?.into()))
+        Ok(Response::new(
+            self.engine.register_region(spec, owner)?.into(),
+        ))
     }
 
     async fn unregister_region(
@@ -183,5 +249,24 @@ impl EmbeddingStore for StoreService {
             )
             .await?;
         Ok(Response::new(answer.into()))
+    }
+
+    async fn server_info(
+        &self,
+        _: Request<pb::ServerInfoRequest>,
+    ) -> Result<Response<pb::ServerInfoResponse>, Status> {
+        let c = self.engine.config();
+        Ok(Response::new(pb::ServerInfoResponse {
+            local_socket: self
+                .server
+                .local_socket
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            max_batch_rows: c.max_batch_ids as u64,
+            max_regions_per_connection: u32::try_from(c.max_regions_per_connection)
+                .unwrap_or(u32::MAX),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
     }
 }

@@ -18,6 +18,7 @@ pub(crate) fn code_of(e: &LookupError) -> Code {
         | LookupError::Hash { .. } => Code::InvalidArgument,
         LookupError::Region(r) => region_code(r),
         LookupError::NoGpuTier { .. } => Code::FailedPrecondition,
+        LookupError::Overloaded { .. } => Code::ResourceExhausted,
         LookupError::Tier { source, .. } => match source {
             engram_store_cache::TierError::Corrupt { .. } => Code::DataLoss,
             t if t.is_transient() => Code::Unavailable,
@@ -30,7 +31,8 @@ fn region_code(e: &crate::regions::RegionError) -> Code {
     use crate::regions::RegionError as R;
     match e {
         R::Unknown { .. } => Code::NotFound,
-        R::NoGpu => Code::FailedPrecondition,
+        R::NoGpu | R::PathRefused => Code::FailedPrecondition,
+        R::TooMany { .. } => Code::ResourceExhausted,
         _ => Code::InvalidArgument,
     }
 }

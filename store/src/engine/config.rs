@@ -28,6 +28,20 @@ pub struct EngineConfig {
     pub gpu_device: usize,
     /// How often the VRAM hot set is refreshed. Default 1 s.
     pub gpu_refresh: Duration,
+    /// Bytes of answers built in server memory and not yet sent, at most. Default 1 GiB.
+    pub answer_budget_bytes: u64,
+    /// How long a request waits for room in the answer budget before RESOURCE_EXHAUSTED.
+    /// Default 100 ms.
+    pub answer_wait: Duration,
+    /// Rows of prefetches queued or running, at most; beyond, prefetches are dropped (and
+    /// counted). Default 4,194,304.
+    pub prefetch_queue_rows: usize,
+    /// Prefetches running at once. Default 2.
+    pub prefetch_tasks: usize,
+    /// Regions one connection may hold. Default 64.
+    pub max_regions_per_connection: usize,
+    /// Regions the server holds in all. Default 1,024.
+    pub max_regions: usize,
 }
 
 impl EngineConfig {
@@ -44,6 +58,12 @@ impl EngineConfig {
             gpu_budget_bytes: 0,
             gpu_device: 0,
             gpu_refresh: Duration::from_secs(1),
+            answer_budget_bytes: 1 << 30,
+            answer_wait: Duration::from_millis(100),
+            prefetch_queue_rows: 1 << 22,
+            prefetch_tasks: 2,
+            max_regions_per_connection: 64,
+            max_regions: 1024,
         }
     }
 }

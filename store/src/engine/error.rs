@@ -93,6 +93,14 @@ pub enum LookupError {
     /// A shared-memory or CUDA IPC region could not be registered or used.
     #[error(transparent)]
     Region(#[from] RegionError),
+    /// The server is at a limit (answer bytes in flight, prefetch queue, regions): retry later.
+    #[error("the server is at its limit of {what} ({limit}); retry later")]
+    Overloaded {
+        /// Which limit.
+        what: &'static str,
+        /// Its value.
+        limit: u64,
+    },
     /// Device memory was asked for but the table has no GPU tier.
     #[error("table {table:?} has no GPU tier, so it cannot write into device memory")]
     NoGpuTier {

@@ -3,15 +3,18 @@
 //! tables, the registered regions, and one method per kind of request, taking validated queries
 //! ([`query`]) and returning typed errors ([`LookupError`]).
 
+mod answer_budget;
 mod config;
 mod dedup;
 mod error;
 mod group;
+mod prefetch_queue;
 mod query;
 mod served_table;
 mod serving;
 mod stats;
 
+pub use answer_budget::{AnswerBudget, AnswerReservation};
 pub use config::EngineConfig;
 pub use dedup::DedupedIds;
 pub use error::{BadToken, LookupError};

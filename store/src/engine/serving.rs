@@ -11,16 +11,18 @@ use bytes::Bytes;
 use engram_store_cache::io::{IoEngine, IoEngineConfig, IoEngineKind, start_engine};
 use engram_store_cache::{PolicyFactory, RowCacheBuilder, Tier, policy};
 
+use super::answer_budget::{AnswerBudget, AnswerReservation};
 use super::config::EngineConfig;
 use super::dedup::DedupedIds;
 use super::error::LookupError;
 use super::group::{GroupOpenError, ServedGroup, ServedLayer};
+use super::prefetch_queue::PrefetchQueue;
 use super::query::{IntoQuery, NgramQuery, RowSource, RowsQuery};
 use super::served_table::ServedTable;
 use super::stats::{Delivered, EngineStats, RequestCounters, process_rss_bytes, sum_by_kind};
 use crate::group::{GroupError, GroupFiles, list_group_names};
-use crate::regions::{RegionError, RegionMemory, RegionRegistry, RegionSpec, ShmRegion};
-use crate::table::{OpenTable, TableError, list_table_names};
+use crate::regions::{Owner, RegionError, RegionMemory, RegionRegistry, RegionSpec, ShmRegion};
+use crate::table::{OpenTable, TableError, list_table_names, remove_stale_leftovers};
 
 /// Failure to start the engine.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,19 @@ pub struct Answer {
     pub rows: Bytes,
     /// Rows in `rows`.
     pub row_count: usize,
+    /// The answer's bytes reserved in the in-flight budget: keep it until the answer is sent.
+    pub reservation: AnswerReservation,
+}
+
+/// A table or group found in the data directory that is not served, and why.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    /// Its name.
+    pub name: String,
+    /// "table" or "Engram group".
+    pub kind: &'static str,
+    /// Why it is not served.
+    pub error: Arc<EngineError>,
 }
 
 /// What a LookupInto wrote.
@@ -140,7 +155,11 @@ pub struct ResolvedNgrams {
 pub struct Engine {
     tables: BTreeMap<String, Arc<ServedTable>>,
     groups: BTreeMap<String, Arc<ServedGroup>>,
+    unavailable: Vec<Unavailable>,
+    removed_leftovers: Vec<std::path::PathBuf>,
     regions: RegionRegistry,
+    answers: AnswerBudget,
+    prefetches: PrefetchQueue,
     io: Arc<dyn IoEngine>,
     config: EngineConfig,
     counters: RequestCounters,
@@ -196,16 +215,29 @@ impl Engine {
             kind: config.io_engine,
             source,
         })?;
+        let removed_leftovers = remove_stale_leftovers(&config.data_dir);
+        for path in &removed_leftovers {
+            tracing::warn!(path = %path.display(), "removed a half-written version left by a crashed ingest");
+        }
         let names = list_table_names(&config.data_dir).map_err(EngineError::DataDir)?;
         let mut opened = Vec::new();
+        let mut unavailable = Vec::new();
         for name in names {
-            let table = OpenTable::open_newest(&config.data_dir, &name, config.direct_io).map_err(
-                |source| EngineError::Table {
-                    name: name.clone(),
-                    source,
-                },
-            )?;
-            opened.push(table);
+            match OpenTable::open_newest(&config.data_dir, &name, config.direct_io) {
+                Ok(table) => opened.push(table),
+                Err(source) => {
+                    let error = EngineError::Table {
+                        name: name.clone(),
+                        source,
+                    };
+                    tracing::error!(table = %name, error = %error, "table not served");
+                    unavailable.push(Unavailable {
+                        name,
+                        kind: "table",
+                        error: Arc::new(error),
+                    });
+                }
+            }
         }
         let total_bytes: u128 = opened
             .iter()
@@ -272,22 +304,39 @@ impl Engine {
         let mut groups = BTreeMap::new();
         let group_names = list_group_names(&config.data_dir).map_err(EngineError::GroupDir)?;
         for name in group_names {
-            let files = GroupFiles::load(&config.data_dir, &name).map_err(|source| {
-                EngineError::GroupFiles {
+            let opened = GroupFiles::load(&config.data_dir, &name)
+                .map_err(|source| EngineError::GroupFiles {
                     name: name.clone(),
                     source,
+                })
+                .and_then(|files| {
+                    ServedGroup::open(files, &tables).map_err(|source| EngineError::Group {
+                        name: name.clone(),
+                        source,
+                    })
+                });
+            match opened {
+                Ok(group) => {
+                    groups.insert(name, Arc::new(group));
                 }
-            })?;
-            let group = ServedGroup::open(files, &tables).map_err(|source| EngineError::Group {
-                name: name.clone(),
-                source,
-            })?;
-            groups.insert(name, Arc::new(group));
+                Err(error) => {
+                    tracing::error!(group = %name, error = %error, "Engram group not served");
+                    unavailable.push(Unavailable {
+                        name,
+                        kind: "Engram group",
+                        error: Arc::new(error),
+                    });
+                }
+            }
         }
         Ok(Self {
             tables,
             groups,
-            regions: RegionRegistry::default(),
+            unavailable,
+            removed_leftovers,
+            regions: RegionRegistry::new(config.max_regions_per_connection, config.max_regions),
+            answers: AnswerBudget::new(config.answer_budget_bytes, config.answer_wait),
+            prefetches: PrefetchQueue::new(config.prefetch_queue_rows, config.prefetch_tasks),
             io,
             config,
             counters: RequestCounters::default(),
@@ -326,6 +375,16 @@ impl Engine {
         self.groups.values()
     }
 
+    /// Tables and groups found in the data directory but not served, and why.
+    pub fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+
+    /// Half-written versions of crashed ingests removed at start.
+    pub fn removed_leftovers(&self) -> &[std::path::PathBuf] {
+        &self.removed_leftovers
+    }
+
     /// Checks a batch of `count` rows (counted in `unit`) against the limit.
     fn check_batch(&self, count: usize, unit: &'static str) -> Result<(), LookupError> {
         let max = self.config.max_batch_ids;
@@ -352,30 +411,45 @@ impl Engine {
         Ok(ResolvedNgrams { layer, ids })
     }
 
+    /// Reserves the bytes of an answer of `rows` rows of `table` in the in-flight budget.
+    async fn reserve(
+        &self,
+        table: &ServedTable,
+        rows: usize,
+    ) -> Result<AnswerReservation, LookupError> {
+        let bytes = rows as u64 * u64::from(table.manifest().row_bytes);
+        self.answers.reserve(bytes).await
+    }
+
     /// Rows by id.
     pub async fn lookup(&self, q: &RowsQuery) -> Result<Answer, LookupError> {
         let table = self.resolve_rows(q)?.clone();
+        let reservation = self.reserve(&table, q.ids.len()).await?;
         let rows = table.lookup(&q.ids).await?;
         Ok(Answer {
             table,
             rows,
             row_count: q.ids.len(),
+            reservation,
         })
     }
 
     /// The rows an Engram layer consumes for token sequences.
     pub async fn lookup_ngrams(&self, q: &NgramQuery) -> Result<Answer, LookupError> {
         let ResolvedNgrams { layer, ids } = self.resolve_ngrams(q)?;
+        let reservation = self.reserve(layer.table(), ids.len()).await?;
         let rows = layer.table().lookup_deduped(&ids).await?;
         Ok(Answer {
             table: layer.table().clone(),
             rows,
             row_count: ids.len(),
+            reservation,
         })
     }
 
-    /// Checks a prefetch, then brings its rows into the cache tiers in the background. Returns
-    /// the distinct rows accepted.
+    /// Checks a prefetch, then brings its rows into the cache tiers in the background, if the
+    /// prefetch queue has room (else the prefetch is dropped and counted). Returns the distinct
+    /// rows accepted (0 when dropped).
     pub fn prefetch(&self, source: &RowSource) -> Result<u64, LookupError> {
         let (table, mut ids) = match source {
             RowSource::Rows(q) => (self.resolve_rows(q)?.clone(), q.ids.clone()),
@@ -386,19 +460,25 @@ impl Engine {
         };
         ids.sort_unstable();
         ids.dedup();
-        let accepted = ids.len() as u64;
-        tokio::spawn(async move {
+        let accepted = ids.len();
+        let queued = self.prefetches.submit(accepted, async move {
             if let Err(e) = table.prefetch(&ids).await {
                 tracing::warn!(error = %e, "prefetch failed");
             }
         });
-        Ok(accepted)
+        Ok(if queued { accepted as u64 } else { 0 })
     }
 
-    /// Registers memory of the caller's that LookupInto may write rows into.
-    pub fn register_region(&self, spec: RegionSpec) -> Result<RegisteredRegion, LookupError> {
+    /// Registers memory of the caller's, for `owner` (the connection it came on), that
+    /// LookupInto may write rows into.
+    pub fn register_region(
+        &self,
+        spec: RegionSpec,
+        owner: Owner,
+    ) -> Result<RegisteredRegion, LookupError> {
         let memory = match spec {
-            RegionSpec::Shm { path, size } => RegionMemory::Shm(ShmRegion::open(&path, size)?),
+            RegionSpec::ShmPath => return Err(RegionError::PathRefused.into()),
+            RegionSpec::Memfd { fd, size } => RegionMemory::Shm(ShmRegion::from_memfd(&fd, size)?),
             RegionSpec::CudaIpc {
                 handle,
                 offset,
@@ -407,8 +487,16 @@ impl Engine {
             } => self.open_cuda_ipc(&handle, offset, size, device)?,
         };
         let size = memory.size();
-        let (id, token) = self.regions.register(memory);
+        let (id, token) = self.regions.register(memory, owner)?;
         Ok(RegisteredRegion { id, token, size })
+    }
+
+    /// A connection closed: forgets everything it registered.
+    pub fn release_connection(&self, owner: Owner) {
+        let regions = self.regions.release_owner(owner);
+        if regions > 0 {
+            tracing::debug!(owner, regions, "connection closed: its regions released");
+        }
     }
 
     /// Forgets a region.
@@ -502,9 +590,26 @@ impl Engine {
     /// A snapshot of every tier and counter; zeroes the counters if `reset`.
     pub fn stats(&self, reset: bool) -> EngineStats {
         let tiers = sum_by_kind(self.tables.values().map(|t| t.tier_stats()));
+        let (prefetch_dropped_rows, prefetch_dropped_requests) = self.prefetches.dropped();
         let mut stats = EngineStats {
             fixed_overhead_bytes: tiers.iter().map(|(_, s)| s.fixed_bytes).sum(),
             tiers,
+            regions: self.regions.len() as u64,
+            prefetch_queued_rows: self.prefetches.queued_rows() as u64,
+            prefetch_dropped_rows,
+            prefetch_dropped_requests,
+            answer_bytes_in_flight: self.answers.reserved_bytes(),
+            answer_budget_bytes: self.answers.total_bytes(),
+            unavailable: self
+                .unavailable
+                .iter()
+                .map(|u| {
+                    (
+                        u.name.clone(),
+                        format!("{} {}: {}", u.kind, u.name, u.error),
+                    )
+                })
+                .collect(),
             request_latency: Default::default(),
             requests: 0,
             rows: 0,

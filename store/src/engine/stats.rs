@@ -31,6 +31,20 @@ pub struct EngineStats {
     pub process_rss_bytes: u64,
     /// Memory held besides cached rows (checksums kept for verification), bytes.
     pub fixed_overhead_bytes: u64,
+    /// Regions registered now.
+    pub regions: u64,
+    /// Rows of prefetches queued or running now.
+    pub prefetch_queued_rows: u64,
+    /// Rows of prefetches dropped because the queue was full.
+    pub prefetch_dropped_rows: u64,
+    /// Prefetch requests dropped because the queue was full.
+    pub prefetch_dropped_requests: u64,
+    /// Bytes of answers built and not yet sent.
+    pub answer_bytes_in_flight: u64,
+    /// The budget of those bytes.
+    pub answer_budget_bytes: u64,
+    /// Tables and groups not served: (name, why).
+    pub unavailable: Vec<(String, String)>,
 }
 
 /// Engine-wide request counters.

@@ -52,13 +52,26 @@ pub enum RegionError {
         /// One past the last byte being written.
         busy_end: u64,
     },
-    /// A shared-memory region cannot be used.
-    #[error("shared memory region {path}: {problem}")]
-    Shm {
-        /// The path the client gave.
-        path: String,
+    /// A shared-memory region named by a path: refused (a path would be opened on the
+    /// client's behalf, with the server's rights).
+    #[error(
+        "shared-memory regions by path are not accepted: hand the server a sealed memfd over its \
+         local socket (the clients' shm_region does)"
+    )]
+    PathRefused,
+    /// A memfd handed over cannot be used.
+    #[error("shared memory region: the file descriptor {problem}")]
+    Memfd {
         /// What is wrong.
         problem: ShmProblem,
+    },
+    /// Too many regions: per connection, or in all.
+    #[error("too many regions {scope}: the limit is {limit}; close some first")]
+    TooMany {
+        /// "on this connection" or "on the server".
+        scope: &'static str,
+        /// The limit.
+        limit: usize,
     },
     /// A region of size 0.
     #[error("a region of size 0 cannot hold rows")]
@@ -86,17 +99,20 @@ pub enum RegionError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShmProblem {
-    /// It does not resolve to a file under /dev/shm.
-    #[error("not a file under /dev/shm")]
-    NotUnderShm,
-    /// It cannot be opened.
-    #[error("cannot be opened ({})", std::io::Error::from_raw_os_error(*.0))]
+    /// It cannot carry seals (not a memfd made with MFD_ALLOW_SEALING).
+    #[error("cannot carry seals ({}): make it with memfd_create(MFD_ALLOW_SEALING)", std::io::Error::from_raw_os_error(*.0))]
+    NotSealable(i32),
+    /// It is not sealed against shrinking and growing.
+    #[error("is not sealed with F_SEAL_SHRINK | F_SEAL_GROW")]
+    NotSealed,
+    /// It cannot be examined.
+    #[error("cannot be examined ({})", std::io::Error::from_raw_os_error(*.0))]
     Open(i32),
     /// Not a regular file.
     #[error("not a regular file")]
     NotRegularFile,
     /// Smaller than the size registered.
-    #[error("is {len} bytes, smaller than the {size} registered")]
+    #[error("holds {len} bytes, fewer than the {size} registered")]
     TooSmall {
         /// The file's length.
         len: u64,

@@ -1,11 +1,13 @@
-//! Memory of a caller's that `LookupInto` writes rows into: host shared memory (a file under
-//! /dev/shm) or, with a GPU tier, a CUDA IPC device buffer. Each registered region has an id and
-//! a random token; every use must present both, every write is bounds-checked against the
-//! registered size, and two writes in flight to overlapping ranges are refused, so a write
-//! outside a registered region, or racing another of ours, cannot happen.
+//! Memory of a caller's that `LookupInto` writes rows into: host shared memory (a sealed memfd
+//! the client handed over on the local socket) or, with a GPU tier, a CUDA IPC device buffer.
+//! Each registered region has an id and a random token; every use must present both, every write
+//! is bounds-checked against the registered size, and two writes in flight to overlapping ranges
+//! are refused, so a write outside a registered region, or racing another of ours, cannot
+//! happen. A region belongs to the connection that registered it: it goes when that connection
+//! closes, and a connection (and the server) holds a bounded number of them.
 
 mod error;
-mod shm;
+mod shared_memory;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -16,7 +18,10 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 pub use error::{RegionError, ShmProblem};
-pub use shm::ShmRegion;
+pub use shared_memory::ShmRegion;
+
+/// The connection a region belongs to (a server connection id).
+pub type Owner = u64;
 
 /// A region's id and the secret that proves the caller registered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +33,14 @@ pub struct RegionKey {
 }
 
 /// What a client asks to register.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum RegionSpec {
-    /// A file under /dev/shm of at least `size` bytes.
-    Shm {
-        /// Its path.
-        path: std::path::PathBuf,
+    /// A file named by a path: always refused ([`RegionError::PathRefused`]).
+    ShmPath,
+    /// A sealed memfd handed over on the local socket, and the bytes of it to map (0: all).
+    Memfd {
+        /// The descriptor.
+        fd: std::os::fd::OwnedFd,
         /// Bytes to map.
         size: u64,
     },
@@ -83,6 +90,8 @@ impl RegionMemory {
 pub struct Region {
     /// Its id.
     pub id: u64,
+    /// The connection it belongs to.
+    pub owner: Owner,
     token: String,
     /// Its memory.
     pub memory: RegionMemory,
@@ -173,27 +182,57 @@ impl Drop for WriteLease {
     }
 }
 
-/// Every registered region.
-#[derive(Debug, Default)]
+/// Every registered region, with the limits on how many.
+#[derive(Debug)]
 pub struct RegionRegistry {
     regions: Mutex<HashMap<u64, Arc<Region>>>,
     next_id: AtomicU64,
+    per_owner: usize,
+    total: usize,
 }
 
 impl RegionRegistry {
-    /// Registers `memory`; returns its id and token.
-    pub fn register(&self, memory: RegionMemory) -> (u64, String) {
+    /// A registry holding at most `per_owner` regions per connection and `total` in all.
+    pub fn new(per_owner: usize, total: usize) -> Self {
+        Self {
+            regions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            per_owner,
+            total,
+        }
+    }
+
+    /// Registers `memory` for `owner`; returns its id and token.
+    pub fn register(
+        &self,
+        memory: RegionMemory,
+        owner: Owner,
+    ) -> Result<(u64, String), RegionError> {
+        let mut regions = self.regions.lock();
+        if regions.len() >= self.total {
+            return Err(RegionError::TooMany {
+                scope: "on the server",
+                limit: self.total,
+            });
+        }
+        if regions.values().filter(|r| r.owner == owner).count() >= self.per_owner {
+            return Err(RegionError::TooMany {
+                scope: "on this connection",
+                limit: self.per_owner,
+            });
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut rng = rand::rng();
         let token = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
         let region = Arc::new(Region {
             id,
+            owner,
             token: token.clone(),
             memory,
             writing: Mutex::new(Vec::new()),
         });
-        self.regions.lock().insert(id, region);
-        (id, token)
+        regions.insert(id, region);
+        Ok((id, token))
     }
 
     /// The region `id`, if `token` is its token.
@@ -211,6 +250,14 @@ impl RegionRegistry {
         self.get(key)?;
         self.regions.lock().remove(&key.id);
         Ok(())
+    }
+
+    /// Forgets every region of `owner` (its connection closed); returns how many.
+    pub fn release_owner(&self, owner: Owner) -> usize {
+        let mut regions = self.regions.lock();
+        let before = regions.len();
+        regions.retain(|_, r| r.owner != owner);
+        before - regions.len()
     }
 
     /// Regions registered now.

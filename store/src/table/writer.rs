@@ -148,13 +148,7 @@ impl TableWriter {
             "create table directory {}",
             table_dir.display()
         )))?;
-        if let Ok(entries) = std::fs::read_dir(&table_dir) {
-            for e in entries.filter_map(Result::ok) {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
+        super::leftovers::remove_stale_in(&table_dir, true);
         let version = match spec.version {
             Some(v) => {
                 if table_dir.join(version_dir_name(v)).exists() {
@@ -168,7 +162,8 @@ impl TableWriter {
             None => newest_version(&table_dir).map_or(1, |v| v + 1),
         };
         let tmp_dir = table_dir.join(format!(
-            ".tmp-{}-{}",
+            "{}{}-{}",
+            super::leftovers::TMP_PREFIX,
             version_dir_name(version),
             std::process::id()
         ));

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use engram_store::engine::{Engine, EngineConfig};
-use engram_store::server::{RunningServer, spawn_server};
+use engram_store::server::{ListenAddr, RunningServer, ServerOptions, spawn_server_with};
 use engram_store::table::{DType, TableSpec, TableWriter};
 use engram_store_cache::io::IoEngineKind;
 use rand::{Rng, SeedableRng};
@@ -70,9 +70,16 @@ pub async fn start_with(
     c: EngineConfig,
 ) -> (Arc<Engine>, RunningServer, engram_store_client::Client) {
     let engine = Arc::new(Engine::open(c).expect("open engine"));
-    let server = spawn_server(engine.clone(), "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("start server");
+    let server = spawn_server_with(
+        engine.clone(),
+        ListenAddr::Tcp("127.0.0.1:0".parse().expect("addr")),
+        ServerOptions {
+            local_socket: Some(local_socket_path()),
+            ..ServerOptions::default()
+        },
+    )
+    .await
+    .expect("start server");
     let client = engram_store_client::Client::builder(format!("http://{}", server.addr))
         .max_batch_ids(10_000)
         .retries(0)
@@ -85,4 +92,11 @@ pub async fn start_with(
 /// True when io_uring works here (it may be blocked by seccomp in containers).
 pub fn uring_available() -> bool {
     engram_store_cache::io::UringEngine::start(Default::default()).is_ok()
+}
+
+/// A fresh path for a server's local socket.
+pub fn local_socket_path() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("engram-test-{}-{n}.sock", std::process::id()))
 }

@@ -1,0 +1,204 @@
+//! Host shared memory the server writes rows into (`LookupInto`): a sealed memfd this process
+//! creates and maps, handed to the server over its local Unix socket (`SCM_RIGHTS`), so the
+//! server maps exactly this memory and nothing else. The memfd is sealed against shrinking and
+//! growing, so neither side can lose its pages. The region lives as long as the local-socket
+//! connection that registered it: dropping [`SharedMemoryRegion`] unregisters it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use crate::error::ClientError;
+
+/// A registered shared-memory region.
+#[derive(Debug)]
+pub struct SharedMemoryRegion {
+    id: u64,
+    token: String,
+    ptr: *mut u8,
+    size: usize,
+    socket: UnixStream,
+}
+
+// SAFETY: the mapping is owned by this value and unmapped once on drop; slices of it are handed
+// out only through &self / &mut self borrows.
+unsafe impl Send for SharedMemoryRegion {}
+// SAFETY: as above; &self only gives shared slices.
+unsafe impl Sync for SharedMemoryRegion {}
+
+fn os_error(what: &str) -> ClientError {
+    ClientError::Local(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+impl SharedMemoryRegion {
+    /// Creates a sealed memfd of `size` bytes, maps it, and registers it with the server whose
+    /// local socket is at `local_socket`.
+    pub fn create(local_socket: &Path, size: usize) -> Result<Self, ClientError> {
+        if size == 0 {
+            return Err(ClientError::Local(
+                "a region needs at least one byte".into(),
+            ));
+        }
+        // SAFETY: memfd_create with a valid C string; the descriptor is ours.
+        let raw = unsafe {
+            libc::memfd_create(
+                c"engram-store-region".as_ptr(),
+                libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(os_error("memfd_create"));
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let len = libc::off_t::try_from(size)
+            .map_err(|_| ClientError::Local(format!("a region of {size} bytes is too large")))?;
+        // SAFETY: plain syscalls on a descriptor we own.
+        unsafe {
+            if libc::ftruncate(fd.as_raw_fd(), len) != 0 {
+                return Err(os_error("size the memfd"));
+            }
+            let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+            if libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) != 0 {
+                return Err(os_error("seal the memfd"));
+            }
+        }
+        // SAFETY: a fresh shared mapping of the sealed file, which holds `size` bytes for good.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(os_error("map the memfd"));
+        }
+        // From here on, the region unmaps itself if registration fails.
+        let socket = UnixStream::connect(local_socket).map_err(|e| {
+            // SAFETY: the mapping made above, unmapped once.
+            unsafe { libc::munmap(ptr, size) };
+            ClientError::Local(format!(
+                "connect to the server's local socket {}: {e}",
+                local_socket.display()
+            ))
+        })?;
+        let mut region = Self {
+            id: 0,
+            token: String::new(),
+            ptr: ptr.cast(),
+            size,
+            socket,
+        };
+        let message = format!("{{\"op\":\"register_memfd\",\"size\":{size}}}\n");
+        send_with_fd(&region.socket, message.as_bytes(), &fd)?;
+        let reply = region.read_reply()?;
+        region.id = reply["region_id"].as_u64().unwrap_or(0);
+        region.token = reply["token"].as_str().unwrap_or_default().to_owned();
+        Ok(region)
+    }
+
+    fn read_reply(&self) -> Result<serde_json::Value, ClientError> {
+        let mut line = String::new();
+        BufReader::new(&self.socket)
+            .read_line(&mut line)
+            .map_err(|e| ClientError::Local(format!("read the local socket: {e}")))?;
+        let reply: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| ClientError::Local(format!("the local socket answered {line:?}: {e}")))?;
+        if reply["ok"].as_bool() == Some(true) {
+            return Ok(reply);
+        }
+        let code = reply["code"].as_str().unwrap_or("INTERNAL");
+        let message = reply["message"].as_str().unwrap_or_default().to_owned();
+        Err(ClientError::from_code_name(code, message))
+    }
+
+    /// The region's id, for LookupInto.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The region's token, for LookupInto.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.size
+    }
+
+    /// True for an empty region (never: regions have at least one byte).
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Its bytes. The server may be writing into them while a LookupInto is in flight; read them
+    /// after it answered.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is live for `size` bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.size) }
+    }
+
+    /// Its bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self is the only Rust reference to them.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.size) }
+    }
+
+    /// Unregisters the region now (dropping it does too, by closing the socket).
+    pub fn unregister(mut self) -> Result<(), ClientError> {
+        let message = format!(
+            "{{\"op\":\"unregister\",\"region_id\":{},\"token\":{}}}\n",
+            self.id,
+            serde_json::Value::String(self.token.clone())
+        );
+        self.socket
+            .write_all(message.as_bytes())
+            .map_err(|e| ClientError::Local(format!("write the local socket: {e}")))?;
+        self.read_reply().map(drop)
+    }
+}
+
+impl Drop for SharedMemoryRegion {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `create`, unmapped exactly once here. The server's own
+        // mapping stays valid (the memfd lives on with it) until it sees the socket close.
+        unsafe { libc::munmap(self.ptr.cast(), self.size) };
+    }
+}
+
+/// Sends `bytes` with `fd` attached (`SCM_RIGHTS`).
+fn send_with_fd(socket: &UnixStream, bytes: &[u8], fd: &OwnedFd) -> Result<(), ClientError> {
+    let mut control = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    msg.msg_controllen =
+        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    // SAFETY: the control buffer holds one cmsghdr with one int (CMSG_SPACE above, within the
+    // 32 bytes of `control`); sendmsg reads `bytes` and the control data, both live here.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
+        libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 || sent as usize != bytes.len() {
+        return Err(os_error("send the memfd to the server"));
+    }
+    Ok(())
+}

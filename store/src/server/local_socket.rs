@@ -1,0 +1,263 @@
+//! The local socket: a Unix socket beside the gRPC listener where a client on the same host hands
+//! the server a sealed memfd (`SCM_RIGHTS`) to use as a shared-memory region. The server maps the
+//! descriptor it was given, never a path, so a client can only ever make it write into memory
+//! the client itself holds; any local user may connect (the socket is mode 0666).
+//!
+//! Protocol: newline-terminated JSON messages, one reply line per message.
+//! - `{"op": "register_memfd", "size": N}` with exactly one descriptor attached (`size` 0: the
+//!   whole file) -> `{"ok": true, "region_id": ID, "token": "...", "size": N}`.
+//! - `{"op": "unregister", "region_id": ID, "token": "..."}` -> `{"ok": true}`.
+//! - Errors: `{"ok": false, "code": "INVALID_ARGUMENT", "message": "..."}` (gRPC code names).
+//!
+//! Regions registered on a connection belong to it: they go when it closes. A line longer than
+//! 64 KiB, or more than a few descriptors at once, closes the connection.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::UnixStream;
+
+use super::connections::{ConnTable, Peer};
+use super::listen::bind_unix;
+use crate::engine::{Engine, LookupError};
+use crate::regions::{RegionKey, RegionSpec};
+
+/// Longest message line.
+const MAX_LINE: usize = 64 << 10;
+/// Most descriptors held waiting for their message.
+const MAX_PENDING_FDS: usize = 4;
+
+/// The local socket, served in the background until dropped (its file is removed then).
+#[derive(Debug)]
+pub struct LocalSocket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Message {
+    RegisterMemfd {
+        #[serde(default)]
+        size: u64,
+    },
+    Unregister {
+        region_id: u64,
+        token: String,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Reply {
+    Registered {
+        ok: bool,
+        region_id: u64,
+        token: String,
+        size: u64,
+    },
+    Done {
+        ok: bool,
+    },
+    Failed {
+        ok: bool,
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl Reply {
+    fn failed(e: &LookupError) -> Self {
+        Reply::Failed {
+            ok: false,
+            code: code_name(crate::edge::status_code_of(e)),
+            message: e.to_string(),
+        }
+    }
+
+    fn bad_message(message: String) -> Self {
+        Reply::Failed {
+            ok: false,
+            code: "INVALID_ARGUMENT",
+            message,
+        }
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        _ => "INTERNAL",
+    }
+}
+
+impl LocalSocket {
+    /// Binds `path` (mode 0666) and serves it for `engine`, tracking connections in `table`.
+    pub(crate) fn bind(
+        path: &Path,
+        engine: Arc<Engine>,
+        table: Arc<ConnTable>,
+    ) -> anyhow::Result<Self> {
+        let listener = bind_unix(path)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| anyhow::anyhow!("make {} connectable: {e}", path.display()))?;
+        let task = tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "local socket: accept failed; backing off");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let peer = match stream.peer_cred() {
+                    Ok(c) => Peer::Unix {
+                        uid: c.uid(),
+                        gid: c.gid(),
+                        pid: c.pid(),
+                    },
+                    Err(_) => continue,
+                };
+                let (engine, table) = (engine.clone(), table.clone());
+                tokio::spawn(async move {
+                    let conn = table.open_local(peer);
+                    if let Err(e) = serve_connection(stream, &engine, conn.id()).await {
+                        tracing::debug!(error = %e, "local socket connection ended");
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            path: path.to_path_buf(),
+            task,
+        })
+    }
+}
+
+async fn serve_connection(mut stream: UnixStream, engine: &Engine, owner: u64) -> io::Result<()> {
+    let mut line = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = stream
+            .async_io(Interest::READABLE, || {
+                recv_with_fds(stream.as_raw_fd(), &mut buf, &mut fds)
+            })
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if fds.len() > MAX_PENDING_FDS {
+            return Err(io::Error::other("too many descriptors at once"));
+        }
+        line.extend_from_slice(&buf[..n]);
+        while let Some(end) = line.iter().position(|&b| b == b'\n') {
+            let message: Vec<u8> = line.drain(..=end).collect();
+            let reply = answer(engine, owner, &message[..end], &mut fds);
+            let mut text = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+            text.push(b'\n');
+            stream.write_all(&text).await?;
+        }
+        if line.len() > MAX_LINE {
+            return Err(io::Error::other("message line too long"));
+        }
+    }
+}
+
+fn answer(engine: &Engine, owner: u64, message: &[u8], fds: &mut Vec<OwnedFd>) -> Reply {
+    let message: Message = match serde_json::from_slice(message) {
+        Ok(m) => m,
+        Err(e) => return Reply::bad_message(format!("not a local-socket message: {e}")),
+    };
+    match message {
+        Message::RegisterMemfd { size } => {
+            if fds.len() != 1 {
+                let n = fds.len();
+                fds.clear();
+                return Reply::bad_message(format!(
+                    "register_memfd takes exactly one file descriptor, {n} came with it"
+                ));
+            }
+            let Some(fd) = fds.pop() else {
+                return Reply::bad_message("no file descriptor came with register_memfd".into());
+            };
+            match engine.register_region(RegionSpec::Memfd { fd, size }, owner) {
+                Ok(r) => Reply::Registered {
+                    ok: true,
+                    region_id: r.id,
+                    token: r.token,
+                    size: r.size,
+                },
+                Err(e) => Reply::failed(&e),
+            }
+        }
+        Message::Unregister { region_id, token } => {
+            fds.clear();
+            match engine.unregister_region(&RegionKey {
+                id: region_id,
+                token,
+            }) {
+                Ok(()) => Reply::Done { ok: true },
+                Err(e) => Reply::failed(&e),
+            }
+        }
+    }
+}
+
+/// One `recvmsg`: bytes into `buf`, descriptors passed with them appended to `fds` (close-on-
+/// exec). Returns the bytes read (0 at end of stream).
+fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    // Room for a few descriptors; aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `msg` points at `iov` (over `buf`) and `control`, both live for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: walking the control messages the kernel wrote into `control`, with the libc
+    // macros, within msg_controllen; SCM_RIGHTS data is an array of ints, each a new descriptor
+    // this process now owns.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    let raw = std::ptr::read_unaligned(data.add(i));
+                    fds.push(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(n as usize)
+}

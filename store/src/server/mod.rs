@@ -1,0 +1,240 @@
+//! Running the gRPC server: the EmbeddingStore service with grpc.health.v1 (per-table status
+//! too) and server reflection, on TCP or a Unix socket, with the limits that keep any client from
+//! growing the server's memory without bound or holding its descriptors: request size fitted to
+//! the largest valid request, HTTP/2 streams per connection, a cap on connections, keepalive and
+//! an idle timeout, and the answer budget held until each answer is sent ([`request_layer`]).
+//! Beside it, the local socket ([`local_socket`]) where clients on the same host hand over sealed
+//! memfds. Used by `serve`, `demo` and the integration tests (which bind 127.0.0.1:0).
+
+mod connections;
+mod listen;
+mod local_socket;
+mod request_layer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engram_store_proto::v1::embedding_store_server::EmbeddingStoreServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub(crate) use connections::ConnTable;
+pub use connections::{ConnId, ConnInfo, Peer, TrackedConn};
+pub use listen::{ListenAddr, Listener};
+pub use local_socket::LocalSocket;
+
+use self::connections::accept_loop;
+use self::request_layer::RequestLayer;
+use crate::edge::{ServerSide, StoreService};
+use crate::engine::Engine;
+
+/// Limits and timeouts of the server (besides the engine's own).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Connections open at once, at most; beyond, a new connection is closed at once. Default
+    /// 256.
+    pub max_connections: usize,
+    /// Concurrent requests (HTTP/2 streams) per connection. Default 32.
+    pub max_concurrent_streams: u32,
+    /// A connection with no request in flight for this long is closed. Default 5 minutes.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keepalive: a ping after this much silence... Default 30 s.
+    pub keepalive_interval: Duration,
+    /// ...which must be answered within this, or the connection is closed. Default 20 s.
+    pub keepalive_timeout: Duration,
+    /// HTTP/2 receive window of a connection (bytes a client may send ahead). Default 16 MiB.
+    pub connection_window: u32,
+    /// The local socket for memfd regions, if any.
+    pub local_socket: Option<PathBuf>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_concurrent_streams: 32,
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            connection_window: 16 << 20,
+            local_socket: None,
+        }
+    }
+}
+
+/// A server running in the background.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address it listens on (TCP; for a Unix socket, its path is in `listen`).
+    pub addr: SocketAddr,
+    /// What it listens on.
+    pub listen: ListenAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes requests in flight and waits for the server to end.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Largest request message a client may send when a request may ask for `max_rows` rows:
+/// every row id a 10-byte varint (a token id fewer), and 64 KiB for the rest.
+pub fn max_request_bytes(max_rows: usize) -> usize {
+    max_rows.saturating_mul(10).saturating_add(64 << 10)
+}
+
+/// Largest answer: `max_rows` rows of `max_row_bytes` bytes, and 64 KiB for the rest.
+pub fn max_answer_bytes(max_rows: usize, max_row_bytes: usize) -> usize {
+    max_rows
+        .saturating_mul(max_row_bytes)
+        .saturating_add(64 << 10)
+}
+
+/// Binds `addr` (TCP) and serves `engine` with default options until
+/// [`RunningServer::shutdown`].
+pub async fn spawn_server(engine: Arc<Engine>, addr: SocketAddr) -> anyhow::Result<RunningServer> {
+    spawn_server_with(engine, ListenAddr::Tcp(addr), ServerOptions::default()).await
+}
+
+/// Binds `listen` and serves `engine` with `options` until [`RunningServer::shutdown`].
+pub async fn spawn_server_with(
+    engine: Arc<Engine>,
+    listen: ListenAddr,
+    options: ServerOptions,
+) -> anyhow::Result<RunningServer> {
+    let listener = listen.bind()?;
+    let addr = listener
+        .tcp_addr()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let listen = listener.addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(engine, listener, options, async move {
+        let _ = rx.await;
+    }));
+    Ok(RunningServer {
+        addr,
+        listen,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+/// Serves `engine` on `listener` (and the local socket, if `options` names one) until
+/// `shutdown` resolves.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: Listener,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let on_close = {
+        let engine = Arc::downgrade(&engine);
+        Arc::new(move |id: ConnId| {
+            if let Some(engine) = engine.upgrade() {
+                engine.release_connection(id);
+            }
+        })
+    };
+    let table = ConnTable::new(on_close);
+    table.spawn_idle_reaper(options.idle_timeout, reaper_period(options.idle_timeout));
+    let local = match &options.local_socket {
+        Some(path) => Some(LocalSocket::bind(path, engine.clone(), table.clone())?),
+        None => None,
+    };
+
+    let c = engine.config();
+    let store = EmbeddingStoreServer::new(StoreService::new(
+        engine.clone(),
+        ServerSide {
+            local_socket: options.local_socket.clone(),
+            connections: Some(table.clone()),
+        },
+    ))
+    .max_decoding_message_size(max_request_bytes(c.max_batch_ids))
+    .max_encoding_message_size(max_answer_bytes(c.max_batch_ids, engine.max_row_bytes()));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<EmbeddingStoreServer<StoreService>>()
+        .await;
+    // Per-table health: "engram_store.v1.EmbeddingStore/table/NAME".
+    for t in engine.tables() {
+        health_reporter
+            .set_service_status(
+                table_health_name(&t.manifest().name),
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
+    }
+    for u in engine.unavailable() {
+        health_reporter
+            .set_service_status(
+                table_health_name(&u.name),
+                tonic_health::ServingStatus::NotServing,
+            )
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(engram_store_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(engram_store_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(options.max_concurrent_streams))
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .initial_stream_window_size(Some(options.connection_window.min(8 << 20)))
+        .initial_connection_window_size(Some(options.connection_window))
+        .max_frame_size(Some((1 << 24) - 1))
+        .layer(RequestLayer {
+            table: table.clone(),
+        })
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(store);
+
+    let result = match listener {
+        Listener::Tcp(l) => {
+            let incoming =
+                ReceiverStream::new(accept_loop(l, table.clone(), options.max_connections));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        Listener::Unix(l, _) => {
+            let incoming =
+                ReceiverStream::new(accept_loop(l, table.clone(), options.max_connections));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
+    drop(local);
+    result?;
+    Ok(())
+}
+
+/// Health service name of a table.
+pub fn table_health_name(table: &str) -> String {
+    format!("engram_store.v1.EmbeddingStore/table/{table}")
+}
+
+fn reaper_period(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(10))
+}

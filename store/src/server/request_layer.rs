@@ -1,0 +1,105 @@
+//! A tower layer around every RPC: marks its connection busy until the response has been sent
+//! (so the idle reaper never closes a connection with work in flight), and holds the memory
+//! reservation a handler made for its answer ([`AnswerReservation`], put in the response's
+//! extensions) until the answer's last byte has left, or the client went away: a client that
+//! never reads its answers cannot make the server hold more than the in-flight budget.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tower::{Layer, Service};
+
+use super::connections::{ActiveRequest, ConnInfo, ConnTable};
+use crate::engine::AnswerReservation;
+
+/// The layer.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestLayer {
+    pub(crate) table: Arc<ConnTable>,
+}
+
+impl<S> Layer<S> for RequestLayer {
+    type Service = RequestService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestService {
+            inner,
+            table: self.table.clone(),
+        }
+    }
+}
+
+/// The service the layer makes.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestService<S> {
+    inner: S,
+    table: Arc<ConnTable>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody> Service<http::Request<ReqBody>> for RequestService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let active = req
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|info| self.table.request_started(info));
+        // The clone is ready (tower's usual dance): take it, leave the fresh one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let mut response = inner.call(req).await?;
+            let reservation = response.extensions_mut().remove::<AnswerReservation>();
+            Ok(response.map(|body| {
+                tonic::body::Body::new(HeldBody {
+                    inner: body,
+                    _held: (active, reservation),
+                })
+            }))
+        })
+    }
+}
+
+/// A response body holding what must live until it has been sent.
+struct HeldBody {
+    inner: tonic::body::Body,
+    _held: (Option<ActiveRequest>, Option<AnswerReservation>),
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
