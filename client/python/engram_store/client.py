@@ -32,13 +32,19 @@ import grpc
 import numpy as np
 
 from engram_store import dtypes
-from engram_store.errors import NotFoundError, ProtocolError, from_rpc_error
+from engram_store.errors import (
+    FailedPreconditionError,
+    NotFoundError,
+    ProtocolError,
+    from_rpc_error,
+)
 from engram_store.regions import (
     CudaRegion,
     Region,
     ShmRegion,
     Written,
-    create_shm_file,
+    LocalSocket,
+    create_memfd,
     describe_cuda_tensor,
     region_size,
 )
@@ -192,6 +198,7 @@ class Client:
         self.timeout = timeout
         self._channel = grpc.insecure_channel(target, options=[*CHANNEL_OPTIONS, *options])
         self._stub = pb_grpc.EmbeddingStoreStub(self._channel)
+        self._server_info: Any = None
 
     def close(self) -> None:
         """Closes the channel."""
@@ -343,26 +350,50 @@ class Client:
             shape_or_nbytes: its size: a byte count, or a shape (a tuple) of ``dtype``.
             dtype: element type of a shape (default ``uint8``); also the default of
                 :meth:`ShmRegion.array`.
-            name: file name under ``/dev/shm`` (must not exist); default: a fresh random one.
+            name: a name for the memory (shows in ``/proc/PID/fd``; no file is created).
 
-        The server must run on this machine (it maps the same file). Use it as a context manager
-        or :meth:`ShmRegion.close` it: that unregisters it and deletes the file.
+        The server must run on this machine with a local socket (``serve --local-socket PATH``,
+        or ``--listen unix:PATH``): the region is a sealed memfd handed to it there. Use it as a
+        context manager or :meth:`ShmRegion.close` it to unregister it.
         """
         nbytes, shape = region_size(shape_or_nbytes, dtype)
-        path, mapping = create_shm_file(nbytes, name)
-        try:
-            r = self._call(
-                self._stub.RegisterRegion,
-                pb.RegisterRegionRequest(shm=pb.SharedMemoryRegion(path=path, size=nbytes)),
+        local_path = self.server_info().local_socket
+        if not local_path:
+            raise FailedPreconditionError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the server has no local socket (serve --local-socket PATH, or --listen "
+                "unix:PATH), so it takes no shared-memory regions"
             )
+        fd, mapping = create_memfd(nbytes, name)
+        local = None
+        try:
+            local = LocalSocket(local_path)
+            r = local.request({"op": "register_memfd", "size": nbytes}, fd)
         except BaseException:
             mapping.close()
-            os.unlink(path)
+            if local is not None:
+                local.close()
             raise
+        finally:
+            os.close(fd)
+        region_id, token = int(r["region_id"]), str(r["token"])
+
+        def unregister() -> None:
+            try:
+                local.request({"op": "unregister", "region_id": region_id, "token": token})
+            except (NotFoundError, OSError):
+                pass  # already gone (unregistered elsewhere, or the server restarted)
+
         return ShmRegion(
-            r.region_id, r.token, r.size, self._unregisterer(r.region_id, r.token),
-            path, mapping, shape, dtype,
-        )  # fmt: skip
+            region_id, token, int(r["size"]), unregister, mapping, local, shape, dtype
+        )
+
+    def server_info(self) -> Any:
+        """What the server says of itself: its local socket (for shared-memory regions),
+        ``max_batch_rows``, ``max_regions_per_connection``, ``version``."""
+        if self._server_info is None:
+            self._server_info = self._call(self._stub.ServerInfo, pb.ServerInfoRequest())
+        return self._server_info
 
     def register_cuda_tensor(self, tensor: Any, *, sync: bool = True) -> CudaRegion:
         """Registers a contiguous torch CUDA tensor, on the server's ``--gpu-device``, as a region

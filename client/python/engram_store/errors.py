@@ -10,6 +10,8 @@ import grpc
 __all__ = [
     "DataLossError",
     "EngramStoreError",
+    "FailedPreconditionError",
+    "ResourceExhaustedError",
     "InvalidArgumentError",
     "NotFoundError",
     "OutOfRangeError",
@@ -53,6 +55,16 @@ class UnavailableError(EngramStoreError):
     """The server is unreachable or overloaded (``UNAVAILABLE``)."""
 
 
+class FailedPreconditionError(EngramStoreError):
+    """The server cannot do this as it runs (no local socket, no GPU tier...)
+    (``FAILED_PRECONDITION``)."""
+
+
+class ResourceExhaustedError(EngramStoreError):
+    """The server is at a limit (answer bytes in flight, regions...); retry later
+    (``RESOURCE_EXHAUSTED``)."""
+
+
 class ProtocolError(EngramStoreError):
     """The server answered something this client cannot use."""
 
@@ -66,6 +78,8 @@ _BY_CODE = {
     grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
     grpc.StatusCode.DATA_LOSS: DataLossError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
 }
 
 
@@ -73,4 +87,10 @@ def from_rpc_error(error: grpc.RpcError) -> EngramStoreError:
     """The exception for a failed gRPC call."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = (error.details() if hasattr(error, "details") else None) or str(error)
+    return _BY_CODE.get(code, EngramStoreError)(code, details)
+
+
+def error_for_code_name(name: str, details: str) -> EngramStoreError:
+    """The exception for an error the server's local socket answered, by its code's name."""
+    code = getattr(grpc.StatusCode, name, grpc.StatusCode.INTERNAL)
     return _BY_CODE.get(code, EngramStoreError)(code, details)

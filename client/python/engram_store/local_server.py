@@ -30,7 +30,8 @@ def run_cli(binary: str | Path, *args: str | Path) -> str:
 
 
 class LocalServer:
-    """``engram-store serve --data DATA --listen 127.0.0.1:0`` in a child process.
+    """``engram-store serve --data DATA --listen 127.0.0.1:0`` in a child process, with a local
+    socket (for shared-memory regions) in a fresh temporary directory.
 
     Args:
         binary: the ``engram-store`` executable.
@@ -54,6 +55,7 @@ class LocalServer:
         self.addr: str | None = None
         self.log_path: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._socket_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self, timeout: float = 60.0) -> LocalServer:
         """Starts the server and waits until it listens; returns self."""
@@ -63,9 +65,12 @@ class LocalServer:
             )
         fd, log = tempfile.mkstemp(prefix="engram-store-serve-", suffix=".log")
         self.log_path = Path(log)
+        self._socket_dir = tempfile.TemporaryDirectory(prefix="engram-store-sock-")
+        local_socket = Path(self._socket_dir.name) / "local.sock"
         cmd = [
             str(self.binary), "serve", "--data", str(self.data_dir),
-            "--listen", "127.0.0.1:0", "--ram-cache", self.ram_cache, *self.args,
+            "--listen", "127.0.0.1:0", "--ram-cache", self.ram_cache,
+            "--local-socket", str(local_socket), *self.args,
         ]  # fmt: skip
         with os.fdopen(fd, "wb") as log_file:
             self._proc = subprocess.Popen(
@@ -102,6 +107,9 @@ class LocalServer:
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
+        if self._socket_dir is not None:
+            self._socket_dir.cleanup()
+            self._socket_dir = None
 
     def __enter__(self) -> LocalServer:
         return self.start() if self._proc is None else self

@@ -1,8 +1,10 @@
 """Memory the server writes rows into (``LookupInto``), instead of sending them in the reply.
 
-- :class:`ShmRegion` (delivery mode 2): a file under ``/dev/shm`` that this process creates,
-  sizes and maps; the server maps the same file and writes rows straight into it, and
-  :meth:`ShmRegion.array` views them as a numpy array with no copy.
+- :class:`ShmRegion` (delivery mode 2): a memfd this process creates, sizes, seals against
+  shrinking and growing, and maps; it is handed to the server over its local Unix socket
+  (``SCM_RIGHTS``), the server maps the same memory and writes rows straight into it, and
+  :meth:`ShmRegion.array` views them as a numpy array with no copy. No file name is involved: the
+  server maps exactly the memory it was given.
 - :class:`CudaRegion` (delivery mode 3): a contiguous torch CUDA tensor shared with the server
   through CUDA IPC; the server (built with ``--features cuda``, started with ``--gpu-budget``)
   gathers rows that sit in its VRAM tier straight into the tensor and copies the others from host
@@ -12,7 +14,8 @@ Both are made by the client (:meth:`engram_store.Client.shm_region`,
 :meth:`engram_store.Client.register_cuda_tensor`) and filled by
 :meth:`engram_store.Client.lookup_into` / :meth:`engram_store.Client.lookup_ngrams_into`.
 Closing a region (or leaving its ``with`` block) unregisters it; a shared-memory region also
-unmaps and deletes its file. The server checks every write against the registered size and
+unmaps its memory (and a shared-memory region whose local-socket connection closes, say because
+this process died, is released by the server). The server checks every write against the registered size and
 refuses a write that overlaps another one in flight.
 
 torch is imported only by :meth:`engram_store.Client.register_cuda_tensor`; it is not a dependency.
@@ -20,21 +23,24 @@ torch is imported only by :meth:`engram_store.Client.register_cuda_tensor`; it i
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import re
-import secrets
+import socket
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CudaRegion", "Region", "ShmRegion", "Written", "cuda_ipc_handle"]
+__all__ = ["CudaRegion", "LocalSocket", "Region", "ShmRegion", "Written", "cuda_ipc_handle"]
 
-#: Where shared-memory files live (the server accepts no other directory).
-SHM_DIR = "/dev/shm"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+#: The seals a region's memfd carries: it can neither shrink nor grow (nor be re-sealed).
+_SEALS = getattr(os, "F_SEAL_SHRINK", 2) | getattr(os, "F_SEAL_GROW", 4) | getattr(
+    os, "F_SEAL_SEAL", 1
+)
 #: ``sizeof(cudaIpcMemHandle_t)``.
 CUDA_IPC_HANDLE_SIZE = 64
 #: Type bytes of torch's versioned storage handles (c10's CUDACachingAllocator).
@@ -134,35 +140,68 @@ def region_size(
     return nbytes, shape
 
 
-def create_shm_file(nbytes: int, name: str | None) -> tuple[str, mmap.mmap]:
-    """Creates ``/dev/shm/NAME`` (a fresh random name when None; never an existing file), sized
-    ``nbytes`` and mapped read-write."""
-    if not os.path.isdir(SHM_DIR):
-        raise OSError(f"{SHM_DIR} does not exist: host shared-memory regions need Linux")
-    if name is None:
-        name = f"engram-store-{os.getpid()}-{secrets.token_hex(8)}"
-    elif not _NAME.match(name):
-        raise ValueError(f"shared-memory name {name!r}: use letters, digits, '.', '_' or '-'")
-    path = os.path.join(SHM_DIR, name)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+def create_memfd(nbytes: int, name: str | None) -> tuple[int, mmap.mmap]:
+    """A sealed memfd of ``nbytes`` bytes (``name`` shows in ``/proc/PID/fd``), mapped
+    read-write: its descriptor and its mapping."""
+    if not hasattr(os, "memfd_create"):
+        raise OSError("host shared-memory regions need Linux (memfd_create)")
+    if name is not None and not _NAME.match(name):
+        raise ValueError(f"region name {name!r}: use letters, digits, '.', '_' or '-'")
+    fd = os.memfd_create(name or "engram-store-region", os.MFD_ALLOW_SEALING | os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, nbytes)
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
         mapping = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     except BaseException:
         os.close(fd)
-        os.unlink(path)
         raise
-    os.close(fd)
-    return path, mapping
+    return fd, mapping
 
 
-def _release_shm(path: str, mapping: mmap.mmap) -> None:
-    """Deletes the file and unmaps it unless numpy views still use the mapping (it is then
-    unmapped when the last of them goes)."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+class LocalSocket:
+    """A connection to the server's local socket: one request line out (with a descriptor
+    attached when registering), one reply line back. Regions registered on it live as long as
+    it does."""
+
+    def __init__(self, path: str):
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(path)
+        except OSError as e:
+            self._sock.close()
+            raise OSError(f"connect to the server's local socket {path}: {e}") from e
+        self._reader = self._sock.makefile("rb")
+
+    def request(self, message: dict, fd: int | None = None) -> dict:
+        """Sends ``message`` (with ``fd`` attached) and returns the reply, or raises the server's
+        error as the client's exception for its code."""
+        line = (json.dumps(message) + "\n").encode()
+        if fd is None:
+            self._sock.sendall(line)
+        else:
+            socket.send_fds(self._sock, [line], [fd])
+        reply = self._reader.readline()
+        if not reply:
+            raise ConnectionError("the server closed its local socket")
+        answer = json.loads(reply)
+        if not answer.get("ok"):
+            from .errors import error_for_code_name
+
+            raise error_for_code_name(answer.get("code", "INTERNAL"), answer.get("message", ""))
+        return answer
+
+    def close(self) -> None:
+        """Closes the connection (the server then releases what was registered on it)."""
+        self._reader.close()
+        self._sock.close()
+
+
+def _release_shm(mapping: mmap.mmap, local: LocalSocket) -> None:
+    """Closes the local-socket connection (the server forgets the region) and unmaps the memory
+    unless numpy views still use it (it is then unmapped when the last of them goes)."""
+    local.close()
     try:
         mapping.close()
     except BufferError:
@@ -170,15 +209,15 @@ def _release_shm(path: str, mapping: mmap.mmap) -> None:
 
 
 class ShmRegion(Region):
-    """Host shared memory the server writes rows into: ``/dev/shm/<name>``, mapped here.
+    """Host shared memory the server writes rows into: a sealed memfd, mapped here and by the
+    server.
 
     Made by :meth:`engram_store.Client.shm_region`. :meth:`array` views its bytes as numpy
-    arrays; :meth:`close` unregisters the region, deletes the file and unmaps it (numpy views
-    taken before keep the mapping alive, so they never dangle). The file is also deleted if the
-    region is garbage-collected or the interpreter exits without a close.
+    arrays; :meth:`close` unregisters the region and unmaps it (numpy views taken before keep the
+    mapping alive, so they never dangle). The region is also released if it is garbage-collected
+    or this process exits without a close (the server sees its local-socket connection close).
 
     Attributes:
-        path: the file under ``/dev/shm``.
         size: bytes.
         shape: the shape it was made with, if one was given.
         dtype: the dtype it was made with, if one was given.
@@ -192,17 +231,16 @@ class ShmRegion(Region):
         token: str,
         size: int,
         unregister: Callable[[], None],
-        path: str,
         mapping: mmap.mmap,
+        local: LocalSocket,
         shape: tuple[int, ...] | None = None,
         dtype: Any = None,
     ):
         super().__init__(region_id, token, size, unregister)
-        self.path = path
         self.shape = shape
         self.dtype = None if dtype is None else np.dtype(dtype)
         self._mmap = mapping
-        self._finalizer = weakref.finalize(self, _release_shm, path, mapping)
+        self._finalizer = weakref.finalize(self, _release_shm, mapping, local)
 
     def array(
         self,
@@ -239,7 +277,7 @@ class ShmRegion(Region):
         return np.frombuffer(self._mmap, dtype=dt, count=count, offset=offset).reshape(shape)
 
     def close(self) -> None:
-        """Unregisters the region, deletes its file and unmaps it; safe to call twice."""
+        """Unregisters the region and unmaps it; safe to call twice."""
         try:
             super().close()
         finally:
