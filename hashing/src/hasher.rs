@@ -343,8 +343,13 @@ impl LayerHasher {
         let h = self.n_head_per_ngram;
         let mut mix = window[0] * self.multipliers[0];
         let mut out = row.iter_mut();
-        for k in 1..self.max_ngram_size {
-            mix ^= window[k] * self.multipliers[k];
+        for (k, (&x, &m)) in window
+            .iter()
+            .zip(self.multipliers.iter())
+            .enumerate()
+            .skip(1)
+        {
+            mix ^= x * m;
             let first = (k - 1) * h;
             let lo = columns.start.max(first);
             let hi = columns.end.min(first + h);

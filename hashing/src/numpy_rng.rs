@@ -61,9 +61,9 @@ fn seed_pool(seed: u64) -> [u32; POOL_SIZE] {
     }
     // Entropy beyond the pool size (never for a u64 seed: at most two words), for completeness.
     for &extra in entropy.iter().skip(POOL_SIZE) {
-        for dst in 0..POOL_SIZE {
+        for word in pool.iter_mut() {
             let hashed = hashmix(extra);
-            pool[dst] = mix(pool[dst], hashed);
+            *word = mix(*word, hashed);
         }
     }
     pool
