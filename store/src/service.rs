@@ -92,6 +92,7 @@ fn response(table: &ServedTable, rows: bytes::Bytes, count: usize) -> pb::Lookup
         version: m.version,
         error_code: 0,
         error_message: String::new(),
+        row_format: Some(m.row_format.to_proto()),
     }
 }
 
@@ -107,6 +108,7 @@ fn table_info(table: &ServedTable) -> pb::TableInfo {
         data_bytes: m.data_bytes(),
         block_size: m.block_size,
         checksum: m.checksum.name().into(),
+        row_format: Some(m.row_format.to_proto()),
     }
 }
 

@@ -15,6 +15,7 @@ use super::manifest::{
     DataFile, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, parse_version_dir, valid_table_name,
     version_dir_name,
 };
+use super::row_format::RowFormat;
 use super::row_layout::RowLayout;
 
 /// What table to write.
@@ -24,6 +25,8 @@ pub struct TableSpec {
     pub name: String,
     /// Element type.
     pub dtype: DType,
+    /// How a row's bytes hold its elements. Default plain.
+    pub row_format: RowFormat,
     /// Elements per row.
     pub row_dim: u32,
     /// Rows that will be pushed.
@@ -46,6 +49,7 @@ impl TableSpec {
         Self {
             name: name.into(),
             dtype,
+            row_format: RowFormat::Plain,
             row_dim,
             rows,
             block_size: 4096,
@@ -56,9 +60,11 @@ impl TableSpec {
         }
     }
 
-    /// Bytes per row.
+    /// Bytes per row (0 when the dtype and row format do not go together; `create` says why).
     pub fn row_bytes(&self) -> u64 {
-        u64::from(self.row_dim) * self.dtype.size() as u64
+        self.row_format
+            .row_bytes(self.dtype, self.row_dim)
+            .unwrap_or(0)
     }
 }
 
@@ -127,7 +133,10 @@ impl TableWriter {
         if spec.row_dim == 0 {
             return Err(TableError::InvalidSpec("row dim must be at least 1".into()));
         }
-        let row_bytes = spec.row_bytes();
+        let row_bytes = spec
+            .row_format
+            .row_bytes(spec.dtype, spec.row_dim)
+            .map_err(TableError::InvalidSpec)?;
         if row_bytes > u64::from(u32::MAX) / 2 {
             return Err(TableError::InvalidSpec(format!(
                 "row of {row_bytes} bytes is too large"
@@ -360,6 +369,7 @@ impl TableWriter {
             name: self.spec.name.clone(),
             version: self.version,
             dtype: self.spec.dtype,
+            row_format: self.spec.row_format,
             row_dim: self.spec.row_dim,
             row_bytes: self.layout.row_bytes,
             rows: self.spec.rows,

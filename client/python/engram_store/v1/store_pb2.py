@@ -24,15 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65ngram_store/v1/store.proto\x12\x0f\x65ngram_store.v1\"0\n\x12SharedMemoryRegion\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"Q\n\rCudaIpcRegion\x12\x12\n\nipc_handle\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\r\"\x87\x01\n\x15RegisterRegionRequest\x12\x32\n\x03shm\x18\x01 \x01(\x0b\x32#.engram_store.v1.SharedMemoryRegionH\x00\x12\x32\n\x08\x63uda_ipc\x18\x02 \x01(\x0b\x32\x1e.engram_store.v1.CudaIpcRegionH\x00\x42\x06\n\x04kind\"H\n\x16RegisterRegionResponse\x12\x11\n\tregion_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\";\n\x17UnregisterRegionRequest\x12\x11\n\tregion_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"\x1a\n\x18UnregisterRegionResponse\"\xb7\x01\n\x11LookupIntoRequest\x12\x11\n\tregion_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12.\n\x04rows\x18\x04 \x01(\x0b\x32\x1e.engram_store.v1.LookupRequestH\x00\x12\x36\n\x06ngrams\x18\x05 \x01(\x0b\x32$.engram_store.v1.LookupNgramsRequestH\x00\x42\x08\n\x06source\"c\n\x12LookupIntoResponse\x12\x11\n\trow_count\x18\x01 \x01(\x04\x12\x11\n\trow_bytes\x18\x02 \x01(\r\x12\x15\n\rbytes_written\x18\x03 \x01(\x04\x12\x10\n\x08gpu_hits\x18\x04 \x01(\x04\";\n\rLookupRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\x12\x0e\n\x06ids_le\x18\x03 \x01(\x0c\"\xb8\x01\n\x0eLookupResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x0c\x12\x11\n\trow_bytes\x18\x02 \x01(\r\x12\x11\n\trow_count\x18\x03 \x01(\x04\x12%\n\x05\x64type\x18\x04 \x01(\x0e\x32\x16.engram_store.v1.DType\x12\x0f\n\x07row_dim\x18\x05 \x01(\r\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x12\n\nerror_code\x18\x07 \x01(\x05\x12\x15\n\rerror_message\x18\x08 \x01(\t\"0\n\rTokenSequence\x12\x0e\n\x06tokens\x18\x01 \x03(\r\x12\x0f\n\x07\x63ontext\x18\x02 \x03(\r\"}\n\x13LookupNgramsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08layer_id\x18\x02 \x01(\r\x12\x31\n\tsequences\x18\x03 \x03(\x0b\x32\x1e.engram_store.v1.TokenSequence\x12\x12\n\ncompressed\x18\x04 \x01(\x08\"\x82\x01\n\x0fPrefetchRequest\x12-\n\x04rows\x18\x01 \x01(\x0b\x32\x1d.engram_store.v1.PrefetchRowsH\x00\x12\x36\n\x06ngrams\x18\x02 \x01(\x0b\x32$.engram_store.v1.LookupNgramsRequestH\x00\x42\x08\n\x06target\":\n\x0cPrefetchRows\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\x12\x0e\n\x06ids_le\x18\x03 \x01(\x0c\")\n\x10PrefetchResponse\x12\x15\n\raccepted_rows\x18\x01 \x01(\x04\"\x13\n\x11ListTablesRequest\"@\n\x12ListTablesResponse\x12*\n\x06tables\x18\x01 \x03(\x0b\x32\x1a.engram_store.v1.TableInfo\"%\n\x14\x44\x65scribeTableRequest\x12\r\n\x05table\x18\x01 \x01(\t\"\xbd\x01\n\tTableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x0f\n\x07row_dim\x18\x03 \x01(\r\x12%\n\x05\x64type\x18\x04 \x01(\x0e\x32\x16.engram_store.v1.DType\x12\x11\n\trow_bytes\x18\x05 \x01(\r\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x12\n\ndata_bytes\x18\x07 \x01(\x04\x12\x12\n\nblock_size\x18\x08 \x01(\r\x12\x10\n\x08\x63hecksum\x18\t \x01(\t\"\x1d\n\x0cStatsRequest\x12\r\n\x05reset\x18\x01 \x01(\x08\"p\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0e\n\x06p50_us\x18\x02 \x01(\x01\x12\x0e\n\x06p90_us\x18\x03 \x01(\x01\x12\x0e\n\x06p99_us\x18\x04 \x01(\x01\x12\x0f\n\x07p999_us\x18\x05 \x01(\x01\x12\x0e\n\x06max_us\x18\x06 \x01(\x01\"\xb7\x02\n\tTierStats\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0c\n\x04hits\x18\x02 \x01(\x04\x12\x0e\n\x06misses\x18\x03 \x01(\x04\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x16\n\x0eresident_bytes\x18\x05 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x06 \x01(\x04\x12\x15\n\rresident_rows\x18\x07 \x01(\x04\x12\x10\n\x08hit_rate\x18\x08 \x01(\x01\x12\x30\n\x07latency\x18\t \x01(\x0b\x32\x1f.engram_store.v1.LatencySummary\x12\x15\n\rprefetch_rows\x18\n \x01(\x04\x12\x15\n\rprefetch_hits\x18\x0b \x01(\x04\x12\x0e\n\x06policy\x18\x0c \x01(\t\x12\x17\n\x0f\x63hecksum_errors\x18\r \x01(\x04\x12\r\n\x05reads\x18\x0e \x01(\x04\"\x9f\x02\n\rStatsResponse\x12)\n\x05tiers\x18\x01 \x03(\x0b\x32\x1a.engram_store.v1.TierStats\x12\x38\n\x0frequest_latency\x18\x02 \x01(\x0b\x32\x1f.engram_store.v1.LatencySummary\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x13\n\x0brows_served\x18\x04 \x01(\x04\x12\x14\n\x0c\x62ytes_served\x18\x05 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x06 \x01(\x04\x12\x11\n\tio_engine\x18\x07 \x01(\t\x12\x10\n\x08uptime_s\x18\x08 \x01(\x04\x12\x19\n\x11process_rss_bytes\x18\t \x01(\x04\x12\x1c\n\x14\x66ixed_overhead_bytes\x18\n \x01(\x04*{\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\r\n\tDTYPE_F32\x10\x01\x12\r\n\tDTYPE_F16\x10\x02\x12\x0e\n\nDTYPE_BF16\x10\x03\x12\x0c\n\x08\x44TYPE_I8\x10\x04\x12\x0c\n\x08\x44TYPE_U8\x10\x05\x12\x11\n\rDTYPE_F8_E4M3\x10\x06\x32\xee\x06\n\x0e\x45mbeddingStore\x12I\n\x06Lookup\x12\x1e.engram_store.v1.LookupRequest\x1a\x1f.engram_store.v1.LookupResponse\x12S\n\x0cLookupStream\x12\x1e.engram_store.v1.LookupRequest\x1a\x1f.engram_store.v1.LookupResponse(\x01\x30\x01\x12U\n\x0cLookupNgrams\x12$.engram_store.v1.LookupNgramsRequest\x1a\x1f.engram_store.v1.LookupResponse\x12O\n\x08Prefetch\x12 .engram_store.v1.PrefetchRequest\x1a!.engram_store.v1.PrefetchResponse\x12U\n\nListTables\x12\".engram_store.v1.ListTablesRequest\x1a#.engram_store.v1.ListTablesResponse\x12R\n\rDescribeTable\x12%.engram_store.v1.DescribeTableRequest\x1a\x1a.engram_store.v1.TableInfo\x12\x46\n\x05Stats\x12\x1d.engram_store.v1.StatsRequest\x1a\x1e.engram_store.v1.StatsResponse\x12\x61\n\x0eRegisterRegion\x12&.engram_store.v1.RegisterRegionRequest\x1a\'.engram_store.v1.RegisterRegionResponse\x12g\n\x10UnregisterRegion\x12(.engram_store.v1.UnregisterRegionRequest\x1a).engram_store.v1.UnregisterRegionResponse\x12U\n\nLookupInto\x12\".engram_store.v1.LookupIntoRequest\x1a#.engram_store.v1.LookupIntoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65ngram_store/v1/store.proto\x12\x0f\x65ngram_store.v1\"0\n\x12SharedMemoryRegion\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"Q\n\rCudaIpcRegion\x12\x12\n\nipc_handle\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\r\"\x87\x01\n\x15RegisterRegionRequest\x12\x32\n\x03shm\x18\x01 \x01(\x0b\x32#.engram_store.v1.SharedMemoryRegionH\x00\x12\x32\n\x08\x63uda_ipc\x18\x02 \x01(\x0b\x32\x1e.engram_store.v1.CudaIpcRegionH\x00\x42\x06\n\x04kind\"H\n\x16RegisterRegionResponse\x12\x11\n\tregion_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\";\n\x17UnregisterRegionRequest\x12\x11\n\tregion_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"\x1a\n\x18UnregisterRegionResponse\"\xb7\x01\n\x11LookupIntoRequest\x12\x11\n\tregion_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12.\n\x04rows\x18\x04 \x01(\x0b\x32\x1e.engram_store.v1.LookupRequestH\x00\x12\x36\n\x06ngrams\x18\x05 \x01(\x0b\x32$.engram_store.v1.LookupNgramsRequestH\x00\x42\x08\n\x06source\"c\n\x12LookupIntoResponse\x12\x11\n\trow_count\x18\x01 \x01(\x04\x12\x11\n\trow_bytes\x18\x02 \x01(\r\x12\x15\n\rbytes_written\x18\x03 \x01(\x04\x12\x10\n\x08gpu_hits\x18\x04 \x01(\x04\";\n\rLookupRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\x12\x0e\n\x06ids_le\x18\x03 \x01(\x0c\"\xe8\x01\n\x0eLookupResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x0c\x12\x11\n\trow_bytes\x18\x02 \x01(\r\x12\x11\n\trow_count\x18\x03 \x01(\x04\x12%\n\x05\x64type\x18\x04 \x01(\x0e\x32\x16.engram_store.v1.DType\x12\x0f\n\x07row_dim\x18\x05 \x01(\r\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x12\n\nerror_code\x18\x07 \x01(\x05\x12\x15\n\rerror_message\x18\x08 \x01(\t\x12.\n\nrow_format\x18\t \x01(\x0b\x32\x1a.engram_store.v1.RowFormat\"\x95\x01\n\tRowFormat\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.engram_store.v1.RowFormatKind\x12\x13\n\x0bscale_block\x18\x02 \x01(\r\x12\x30\n\x0bscale_dtype\x18\x03 \x01(\x0e\x32\x1b.engram_store.v1.ScaleDType\x12\x13\n\x0btable_scale\x18\x04 \x01(\x02\"T\n\rTokenSequence\x12\x0e\n\x06tokens\x18\x01 \x03(\r\x12\x0f\n\x07\x63ontext\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x65\x61\x64\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontext_dead\x18\x04 \x01(\x0c\")\n\x0b\x43olumnRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"\xac\x01\n\x13LookupNgramsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08layer_id\x18\x02 \x01(\r\x12\x31\n\tsequences\x18\x03 \x03(\x0b\x32\x1e.engram_store.v1.TokenSequence\x12\x12\n\ncompressed\x18\x04 \x01(\x08\x12-\n\x07\x63olumns\x18\x05 \x01(\x0b\x32\x1c.engram_store.v1.ColumnRange\"\x82\x01\n\x0fPrefetchRequest\x12-\n\x04rows\x18\x01 \x01(\x0b\x32\x1d.engram_store.v1.PrefetchRowsH\x00\x12\x36\n\x06ngrams\x18\x02 \x01(\x0b\x32$.engram_store.v1.LookupNgramsRequestH\x00\x42\x08\n\x06target\":\n\x0cPrefetchRows\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\x12\x0e\n\x06ids_le\x18\x03 \x01(\x0c\")\n\x10PrefetchResponse\x12\x15\n\raccepted_rows\x18\x01 \x01(\x04\"\x13\n\x11ListTablesRequest\"@\n\x12ListTablesResponse\x12*\n\x06tables\x18\x01 \x03(\x0b\x32\x1a.engram_store.v1.TableInfo\"%\n\x14\x44\x65scribeTableRequest\x12\r\n\x05table\x18\x01 \x01(\t\"\xed\x01\n\tTableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x0f\n\x07row_dim\x18\x03 \x01(\r\x12%\n\x05\x64type\x18\x04 \x01(\x0e\x32\x16.engram_store.v1.DType\x12\x11\n\trow_bytes\x18\x05 \x01(\r\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x12\n\ndata_bytes\x18\x07 \x01(\x04\x12\x12\n\nblock_size\x18\x08 \x01(\r\x12\x10\n\x08\x63hecksum\x18\t \x01(\t\x12.\n\nrow_format\x18\n \x01(\x0b\x32\x1a.engram_store.v1.RowFormat\"\x1d\n\x0cStatsRequest\x12\r\n\x05reset\x18\x01 \x01(\x08\"p\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0e\n\x06p50_us\x18\x02 \x01(\x01\x12\x0e\n\x06p90_us\x18\x03 \x01(\x01\x12\x0e\n\x06p99_us\x18\x04 \x01(\x01\x12\x0f\n\x07p999_us\x18\x05 \x01(\x01\x12\x0e\n\x06max_us\x18\x06 \x01(\x01\"\xb7\x02\n\tTierStats\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0c\n\x04hits\x18\x02 \x01(\x04\x12\x0e\n\x06misses\x18\x03 \x01(\x04\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x16\n\x0eresident_bytes\x18\x05 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x06 \x01(\x04\x12\x15\n\rresident_rows\x18\x07 \x01(\x04\x12\x10\n\x08hit_rate\x18\x08 \x01(\x01\x12\x30\n\x07latency\x18\t \x01(\x0b\x32\x1f.engram_store.v1.LatencySummary\x12\x15\n\rprefetch_rows\x18\n \x01(\x04\x12\x15\n\rprefetch_hits\x18\x0b \x01(\x04\x12\x0e\n\x06policy\x18\x0c \x01(\t\x12\x17\n\x0f\x63hecksum_errors\x18\r \x01(\x04\x12\r\n\x05reads\x18\x0e \x01(\x04\"\x9f\x02\n\rStatsResponse\x12)\n\x05tiers\x18\x01 \x03(\x0b\x32\x1a.engram_store.v1.TierStats\x12\x38\n\x0frequest_latency\x18\x02 \x01(\x0b\x32\x1f.engram_store.v1.LatencySummary\x12\x10\n\x08requests\x18\x03 \x01(\x04\x12\x13\n\x0brows_served\x18\x04 \x01(\x04\x12\x14\n\x0c\x62ytes_served\x18\x05 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x06 \x01(\x04\x12\x11\n\tio_engine\x18\x07 \x01(\t\x12\x10\n\x08uptime_s\x18\x08 \x01(\x04\x12\x19\n\x11process_rss_bytes\x18\t \x01(\x04\x12\x1c\n\x14\x66ixed_overhead_bytes\x18\n \x01(\x04*{\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\r\n\tDTYPE_F32\x10\x01\x12\r\n\tDTYPE_F16\x10\x02\x12\x0e\n\nDTYPE_BF16\x10\x03\x12\x0c\n\x08\x44TYPE_I8\x10\x04\x12\x0c\n\x08\x44TYPE_U8\x10\x05\x12\x11\n\rDTYPE_F8_E4M3\x10\x06*\x97\x01\n\rRowFormatKind\x12\x1f\n\x1bROW_FORMAT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15ROW_FORMAT_KIND_PLAIN\x10\x01\x12$\n ROW_FORMAT_KIND_FP8_BLOCK_SCALED\x10\x02\x12$\n ROW_FORMAT_KIND_FP8_TABLE_SCALED\x10\x03*@\n\nScaleDType\x12\x1b\n\x17SCALE_DTYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11SCALE_DTYPE_UE8M0\x10\x01\x32\xee\x06\n\x0e\x45mbeddingStore\x12I\n\x06Lookup\x12\x1e.engram_store.v1.LookupRequest\x1a\x1f.engram_store.v1.LookupResponse\x12S\n\x0cLookupStream\x12\x1e.engram_store.v1.LookupRequest\x1a\x1f.engram_store.v1.LookupResponse(\x01\x30\x01\x12U\n\x0cLookupNgrams\x12$.engram_store.v1.LookupNgramsRequest\x1a\x1f.engram_store.v1.LookupResponse\x12O\n\x08Prefetch\x12 .engram_store.v1.PrefetchRequest\x1a!.engram_store.v1.PrefetchResponse\x12U\n\nListTables\x12\".engram_store.v1.ListTablesRequest\x1a#.engram_store.v1.ListTablesResponse\x12R\n\rDescribeTable\x12%.engram_store.v1.DescribeTableRequest\x1a\x1a.engram_store.v1.TableInfo\x12\x46\n\x05Stats\x12\x1d.engram_store.v1.StatsRequest\x1a\x1e.engram_store.v1.StatsResponse\x12\x61\n\x0eRegisterRegion\x12&.engram_store.v1.RegisterRegionRequest\x1a\'.engram_store.v1.RegisterRegionResponse\x12g\n\x10UnregisterRegion\x12(.engram_store.v1.UnregisterRegionRequest\x1a).engram_store.v1.UnregisterRegionResponse\x12U\n\nLookupInto\x12\".engram_store.v1.LookupIntoRequest\x1a#.engram_store.v1.LookupIntoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'engram_store.v1.store_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=2497
-  _globals['_DTYPE']._serialized_end=2620
+  _globals['_DTYPE']._serialized_start=2872
+  _globals['_DTYPE']._serialized_end=2995
+  _globals['_ROWFORMATKIND']._serialized_start=2998
+  _globals['_ROWFORMATKIND']._serialized_end=3149
+  _globals['_SCALEDTYPE']._serialized_start=3151
+  _globals['_SCALEDTYPE']._serialized_end=3215
   _globals['_SHAREDMEMORYREGION']._serialized_start=48
   _globals['_SHAREDMEMORYREGION']._serialized_end=96
   _globals['_CUDAIPCREGION']._serialized_start=98
@@ -52,33 +56,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPREQUEST']._serialized_start=769
   _globals['_LOOKUPREQUEST']._serialized_end=828
   _globals['_LOOKUPRESPONSE']._serialized_start=831
-  _globals['_LOOKUPRESPONSE']._serialized_end=1015
-  _globals['_TOKENSEQUENCE']._serialized_start=1017
-  _globals['_TOKENSEQUENCE']._serialized_end=1065
-  _globals['_LOOKUPNGRAMSREQUEST']._serialized_start=1067
-  _globals['_LOOKUPNGRAMSREQUEST']._serialized_end=1192
-  _globals['_PREFETCHREQUEST']._serialized_start=1195
-  _globals['_PREFETCHREQUEST']._serialized_end=1325
-  _globals['_PREFETCHROWS']._serialized_start=1327
-  _globals['_PREFETCHROWS']._serialized_end=1385
-  _globals['_PREFETCHRESPONSE']._serialized_start=1387
-  _globals['_PREFETCHRESPONSE']._serialized_end=1428
-  _globals['_LISTTABLESREQUEST']._serialized_start=1430
-  _globals['_LISTTABLESREQUEST']._serialized_end=1449
-  _globals['_LISTTABLESRESPONSE']._serialized_start=1451
-  _globals['_LISTTABLESRESPONSE']._serialized_end=1515
-  _globals['_DESCRIBETABLEREQUEST']._serialized_start=1517
-  _globals['_DESCRIBETABLEREQUEST']._serialized_end=1554
-  _globals['_TABLEINFO']._serialized_start=1557
-  _globals['_TABLEINFO']._serialized_end=1746
-  _globals['_STATSREQUEST']._serialized_start=1748
-  _globals['_STATSREQUEST']._serialized_end=1777
-  _globals['_LATENCYSUMMARY']._serialized_start=1779
-  _globals['_LATENCYSUMMARY']._serialized_end=1891
-  _globals['_TIERSTATS']._serialized_start=1894
-  _globals['_TIERSTATS']._serialized_end=2205
-  _globals['_STATSRESPONSE']._serialized_start=2208
-  _globals['_STATSRESPONSE']._serialized_end=2495
-  _globals['_EMBEDDINGSTORE']._serialized_start=2623
-  _globals['_EMBEDDINGSTORE']._serialized_end=3501
+  _globals['_LOOKUPRESPONSE']._serialized_end=1063
+  _globals['_ROWFORMAT']._serialized_start=1066
+  _globals['_ROWFORMAT']._serialized_end=1215
+  _globals['_TOKENSEQUENCE']._serialized_start=1217
+  _globals['_TOKENSEQUENCE']._serialized_end=1301
+  _globals['_COLUMNRANGE']._serialized_start=1303
+  _globals['_COLUMNRANGE']._serialized_end=1344
+  _globals['_LOOKUPNGRAMSREQUEST']._serialized_start=1347
+  _globals['_LOOKUPNGRAMSREQUEST']._serialized_end=1519
+  _globals['_PREFETCHREQUEST']._serialized_start=1522
+  _globals['_PREFETCHREQUEST']._serialized_end=1652
+  _globals['_PREFETCHROWS']._serialized_start=1654
+  _globals['_PREFETCHROWS']._serialized_end=1712
+  _globals['_PREFETCHRESPONSE']._serialized_start=1714
+  _globals['_PREFETCHRESPONSE']._serialized_end=1755
+  _globals['_LISTTABLESREQUEST']._serialized_start=1757
+  _globals['_LISTTABLESREQUEST']._serialized_end=1776
+  _globals['_LISTTABLESRESPONSE']._serialized_start=1778
+  _globals['_LISTTABLESRESPONSE']._serialized_end=1842
+  _globals['_DESCRIBETABLEREQUEST']._serialized_start=1844
+  _globals['_DESCRIBETABLEREQUEST']._serialized_end=1881
+  _globals['_TABLEINFO']._serialized_start=1884
+  _globals['_TABLEINFO']._serialized_end=2121
+  _globals['_STATSREQUEST']._serialized_start=2123
+  _globals['_STATSREQUEST']._serialized_end=2152
+  _globals['_LATENCYSUMMARY']._serialized_start=2154
+  _globals['_LATENCYSUMMARY']._serialized_end=2266
+  _globals['_TIERSTATS']._serialized_start=2269
+  _globals['_TIERSTATS']._serialized_end=2580
+  _globals['_STATSRESPONSE']._serialized_start=2583
+  _globals['_STATSRESPONSE']._serialized_end=2870
+  _globals['_EMBEDDINGSTORE']._serialized_start=3218
+  _globals['_EMBEDDINGSTORE']._serialized_end=4096
 # @@protoc_insertion_point(module_scope)
