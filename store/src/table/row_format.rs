@@ -176,7 +176,8 @@ mod tests {
         assert_eq!(table, RowFormat::Fp8TableScaled { scale: 0.5 });
         assert!(serde_json::from_str::<RowFormat>(r#"{"kind":"int4"}"#).is_err());
         assert!(
-            serde_json::from_str::<RowFormat>(r#"{"kind":"plain","block":3}"#).is_err(),
+            serde_json::from_str::<RowFormat>(r#"{"kind":"fp8_block_scaled","block":32,"x":1}"#)
+                .is_err(),
             "unknown fields are refused"
         );
     }
