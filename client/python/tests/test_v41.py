@@ -204,6 +204,7 @@ def test_rust_map_and_layout_equal_the_python_ones(served, tmp_path):
     rust_map = np.load(group / "compress.npy")
     np.testing.assert_array_equal(python_map, rust_map)
     out = tmp_path / "layout.json"
-    assert L.main(["--hf-config", str(ckpt / "config.json"),
-                   "--tokenizer", str(ckpt / "tokenizer.json"), "--out", str(out)]) == 0  # fmt: skip
+    argv = ["--hf-config", ckpt / "config.json", "--tokenizer", ckpt / "tokenizer.json",
+            "--out", out]  # fmt: skip
+    assert L.main([str(a) for a in argv]) == 0
     assert json.loads(out.read_text()) == json.loads((group / "layout.json").read_text())
