@@ -102,10 +102,17 @@ fn du(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the benchmark and prints its table.
+/// Runs the benchmark and prints its table; the scratch directory is removed afterwards, also
+/// on failure.
 pub fn run(args: &ImportHfArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir)?;
+    let result = measure(args);
+    let _ = std::fs::remove_dir_all(&args.dir);
+    result
+}
+
+fn measure(args: &ImportHfArgs) -> anyhow::Result<()> {
     let ckpt = args.dir.join("ckpt");
     let data = args.dir.join("data");
     let t = Instant::now();
@@ -155,6 +162,5 @@ pub fn run(args: &ImportHfArgs) -> anyhow::Result<()> {
         "import-hf / disk sequential write = {:.2} (target >= 0.80)",
         import_rate / limit
     );
-    let _ = std::fs::remove_dir_all(&args.dir);
     Ok(())
 }
