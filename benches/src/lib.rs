@@ -4,6 +4,7 @@
 //! - [`policy_sim`]: `engram-bench policy`, the cache-policy simulator over real Engram traces.
 //! - [`lookup`]: `engram-bench lookup`, Lookup load against a running server.
 //! - [`ngrams`]: `engram-bench ngrams`, LookupNgrams against Lookup of the same row ids.
+//! - [`import_hf`]: `engram-bench import-hf`, checkpoint import against sequential disk writes.
 //! - [`limits`]: `engram-bench limits`, the machine's raw IOPS and loopback TCP bandwidth.
 //! - [`peers`]: `engram-bench peers`, engram-store side by side with Redis and the limits.
 //! - [`alloc_meter`]: a counting global allocator, so memory overheads are measured, not guessed.
@@ -11,6 +12,7 @@
 pub mod alloc_meter;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod import_hf;
 pub mod limits;
 pub mod lookup;
 pub mod ngrams;

@@ -4,7 +4,9 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use engram_store_bench::{alloc_meter::CountingAlloc, limits, lookup, ngrams, peers, policy_sim};
+use engram_store_bench::{
+    alloc_meter::CountingAlloc, import_hf, limits, lookup, ngrams, peers, policy_sim,
+};
 
 /// Measured allocations: the policy simulator reads each policy's live heap from it.
 #[global_allocator]
@@ -31,6 +33,8 @@ enum Command {
     /// The VRAM tier's gather kernel on a real GPU (built with --features cuda).
     #[cfg(feature = "cuda")]
     Gpu(engram_store_bench::gpu::GpuArgs),
+    /// import-hf throughput on a synthetic V4.1 checkpoint against sequential disk writes.
+    ImportHf(import_hf::ImportHfArgs),
     /// Compare with Redis on the same rows and requests, all in RAM, beside the machine's limits.
     Peers(peers::PeersArgs),
 }
@@ -48,6 +52,7 @@ fn main() -> Result<()> {
             .block_on(ngrams::run(&args))
             .map(drop),
         Command::Limits(args) => limits::run(&args),
+        Command::ImportHf(args) => import_hf::run(&args),
         #[cfg(feature = "cuda")]
         Command::Gpu(args) => engram_store_bench::gpu::run(&args),
         Command::Peers(args) => tokio::runtime::Builder::new_multi_thread()

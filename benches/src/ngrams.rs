@@ -229,6 +229,7 @@ fn make_batches(raw: &[u32], docs: &[u64], shape: &Shape<'_>) -> Result<Vec<Batc
                     layer_id: hasher.layer_id(),
                     sequences: Vec::with_capacity(seqs),
                     compressed: false,
+                    ..Default::default()
                 },
                 ids: Vec::with_capacity(seqs * rows.len()),
             });

@@ -96,6 +96,25 @@ impl BlockSums {
         }
     }
 
+    /// Appends the checksum of the block made of `parts` one after another (rows, then zero
+    /// padding), without joining them.
+    pub fn push_block_parts(&mut self, parts: &[&[u8]]) {
+        match self {
+            BlockSums::Crc32c(v) => v.push(
+                parts
+                    .iter()
+                    .fold(0, |crc, part| crc32c::crc32c_append(crc, part)),
+            ),
+            BlockSums::Xxh3(v) => {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                for part in parts {
+                    h.update(part);
+                }
+                v.push(h.digest());
+            }
+        }
+    }
+
     /// Blocks covered.
     pub fn len(&self) -> usize {
         match self {

@@ -396,6 +396,7 @@ pub fn token_sequence(tokens: &[u32], context: &[u32]) -> pb::TokenSequence {
     pb::TokenSequence {
         tokens: tokens.to_vec(),
         context: context.to_vec(),
+        ..Default::default()
     }
 }
 
@@ -410,6 +411,7 @@ fn ngrams_request(
         layer_id,
         sequences: sequences.to_vec(),
         compressed,
+        ..Default::default()
     }
 }
 

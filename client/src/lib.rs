@@ -6,15 +6,24 @@
 //! let rows = client.lookup("demo", &[1, 5, 9]).await?;
 //! assert_eq!(rows.len(), 3);
 //! let first: &[u8] = rows.row(0);
+//! // fp8 rows with ue8m0 block scales (DeepSeek-V4.1 Engram tables) -> bf16, as vLLM does:
+//! let info = client.describe_table("v41.layer14").await?;
+//! let packed = client.lookup("v41.layer14", &[7]).await?;
+//! if let Some(format) = &info.row_format {
+//!     let bf16_bits: Vec<u16> = packed.dequantize_bf16(format)?;
+//!     assert_eq!(bf16_bits.len(), packed.row_dim() as usize);
+//! }
 //! # let _ = first; Ok(()) }
 //! ```
 
 mod client;
+mod dequant;
 mod error;
 mod rows;
 mod shared_memory;
 
 pub use client::{Client, ClientBuilder, token_sequence};
+pub use dequant::{dequantize_block_scaled_row, e4m3_to_f32, f32_to_bf16_bits, ue8m0_to_f32};
 pub use engram_store_proto::v1 as proto;
 pub use error::ClientError;
 pub use rows::Rows;

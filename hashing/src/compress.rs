@@ -98,6 +98,39 @@ impl CompressionMap {
         Ok(())
     }
 
+    /// Compresses a sequence with a dead mask (empty, or one byte per id, non-zero = dead) into
+    /// `out`: a dead token's raw id is not looked up (an image placeholder need not be in the
+    /// map) and its slot holds 0, which the hasher never reads. On error `out` holds the ids
+    /// before the bad one.
+    pub fn compress_masked_into(
+        &self,
+        raw_ids: &[u32],
+        dead: &[u8],
+        out: &mut Vec<u32>,
+    ) -> Result<(), CompressError> {
+        if dead.is_empty() {
+            return self.compress_into(raw_ids, out);
+        }
+        out.clear();
+        out.reserve(raw_ids.len());
+        for (position, &raw_id) in raw_ids.iter().enumerate() {
+            if dead.get(position).is_some_and(|&d| d != 0) {
+                out.push(0);
+                continue;
+            }
+            let id = self
+                .ids
+                .get(raw_id as usize)
+                .ok_or(CompressError::UnknownRawIdAt {
+                    position,
+                    raw_id,
+                    len: self.ids.len(),
+                })?;
+            out.push(*id);
+        }
+        Ok(())
+    }
+
     /// Number of raw ids covered (`0..len()`).
     pub fn len(&self) -> usize {
         self.ids.len()

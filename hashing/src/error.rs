@@ -322,4 +322,149 @@ pub enum HashError {
         /// The heads per position.
         heads_total: usize,
     },
+    /// A dead mask that is neither empty nor one byte per token.
+    #[error("the dead mask of the {what} has {found} entries; it must be empty or have {expected}")]
+    MaskLength {
+        /// `"tokens"` or `"context"`.
+        what: &'static str,
+        /// The number of ids it masks.
+        expected: usize,
+        /// Its length.
+        found: usize,
+    },
+    /// A column range that is empty or reaches past the layer's columns.
+    #[error(
+        "column range {start}..{end} is not a non-empty range within the layer's {heads_total} \
+         columns"
+    )]
+    ColumnRange {
+        /// First column asked for.
+        start: usize,
+        /// One past the last column asked for.
+        end: usize,
+        /// Columns per position of the layer.
+        heads_total: usize,
+    },
+}
+
+/// Why a tensor-parallel head shard could not be formed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// Zero ranks, or a rank not below the number of ranks.
+    #[error("rank {rank} of {ranks} ranks: ranks must be at least 1 and the rank below them")]
+    BadRank {
+        /// The rank.
+        rank: usize,
+        /// The number of ranks.
+        ranks: usize,
+    },
+    /// The layer has no columns.
+    #[error("a layer with no hash columns cannot be sharded")]
+    NoColumns,
+    /// `ceil(columns / ranks)` columns per rank leave this rank none (vLLM refuses it too).
+    #[error(
+        "{columns} columns over {ranks} ranks is {per_rank} per rank, which leaves rank {rank} \
+         without columns"
+    )]
+    EmptyRank {
+        /// Columns of the layer.
+        columns: usize,
+        /// The number of ranks.
+        ranks: usize,
+        /// The rank.
+        rank: usize,
+        /// `ceil(columns / ranks)`.
+        per_rank: usize,
+    },
+}
+
+/// Why the Engram keys of a Hugging Face `config.json` do not give a layout.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngramConfigError {
+    /// The file could not be read.
+    #[error("read {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Loading a config file failed; `source` says why.
+    #[error("{path}: {source}")]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// The error in its contents.
+        #[source]
+        source: Box<EngramConfigError>,
+    },
+    /// Not JSON, or an `engram_*` key of the wrong type.
+    #[error("parse config JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A required `engram_*` key is missing (from `text_config` and from the top level).
+    #[error("the config has no {0} (looked in text_config and at the top level)")]
+    MissingKey(&'static str),
+    /// `engram_layer_ids` and `engram_num_embeddings` differ in length.
+    #[error(
+        "engram_layer_ids has {layers} entries but engram_num_embeddings has {num_embeddings}; \
+         they must pair up"
+    )]
+    LayerCount {
+        /// `engram_layer_ids.len()`.
+        layers: usize,
+        /// `engram_num_embeddings.len()`.
+        num_embeddings: usize,
+    },
+    /// A key whose value cannot make a layout.
+    #[error("{key} is {value}: {why}")]
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        why: &'static str,
+    },
+    /// The primes of a layer do not sum to its `engram_num_embeddings`.
+    #[error(
+        "layer {layer_id}: engram_num_embeddings says {config} rows, but its primes (searched \
+         upward from engram_vocab_size - 1 = {start}) sum to {primes_sum}"
+    )]
+    RowCount {
+        /// The layer.
+        layer_id: u32,
+        /// Its `engram_num_embeddings` entry.
+        config: u64,
+        /// The sum of its primes.
+        primes_sum: u64,
+        /// `engram_vocab_size - 1`.
+        start: u64,
+    },
+    /// The tokenizer's compressed vocabulary does not have `engram_compressed_vocab_size` ids.
+    #[error(
+        "engram_compressed_vocab_size is {config}, but the tokenizer's compression map has \
+         {tokenizer} compressed ids; every hash multiplier derives from it"
+    )]
+    CompressedVocab {
+        /// `engram_compressed_vocab_size`.
+        config: u64,
+        /// The map's compressed vocabulary size.
+        tokenizer: u64,
+    },
+    /// `engram_pad_token_id` is not a raw id of the compression map.
+    #[error(
+        "engram_pad_token_id {pad_token_id} is outside the compression map (raw ids 0..{map_len})"
+    )]
+    PadOutsideMap {
+        /// `engram_pad_token_id`.
+        pad_token_id: u32,
+        /// Raw ids the map covers.
+        map_len: usize,
+    },
+    /// The layout built from the config failed validation.
+    #[error("the layout built from the config is invalid: {0}")]
+    Layout(#[source] LayoutError),
 }

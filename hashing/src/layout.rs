@@ -211,6 +211,21 @@ impl LayerLayout {
     pub fn row_count(&self) -> u64 {
         self.row_count
     }
+
+    /// The table rows that the columns `columns` (j order) own: one contiguous range, from the
+    /// first column's offset to the end of the last column's rows. `None` for an empty range or
+    /// one past the layer's columns.
+    pub fn column_rows(&self, columns: std::ops::Range<usize>) -> Option<std::ops::Range<u64>> {
+        if columns.start >= columns.end || columns.end > self.offsets.len() {
+            return None;
+        }
+        let end = self
+            .offsets
+            .get(columns.end)
+            .copied()
+            .unwrap_or(self.row_count);
+        Some(self.offsets[columns.start]..end)
+    }
 }
 
 impl From<Layout> for LayoutSpec {

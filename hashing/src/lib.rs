@@ -9,6 +9,12 @@
 //! - [`CompressionMap`]: raw tokenizer id -> compressed id, loaded from a `.npy` file.
 //! - [`LayerHasher`]: compressed ids of a sequence -> row ids `[position][j]`, into a caller's
 //!   buffer.
+//! - [`EngramConfig`]: the `engram_*` keys of a DeepSeek-V4.1 `config.json`, and the V4.1 rule
+//!   that builds a [`Layout`] from them and the tokenizer's compression map (primes, numpy
+//!   multipliers via [`layer_multipliers`], pad id), checking every promise of the config.
+//! - [`HashInput`]: a sequence with its context and per-token **dead** masks (image spans), for
+//!   [`LayerHasher::rows_into`], which also computes only a range of hash columns.
+//! - [`head_shard`]: the columns a tensor-parallel rank serves (vLLM's `engram_head_shard`).
 //! - [`is_prime`]: the deterministic primality test the layout validation uses.
 //!
 //! ```
@@ -27,12 +33,19 @@ mod compress;
 mod divisor;
 mod error;
 mod hasher;
+mod hf_config;
 mod layout;
 mod npy;
+mod numpy_rng;
 mod prime;
+mod shard;
 
 pub use compress::CompressionMap;
-pub use error::{CompressError, CompressionMapError, HashError, LayoutError};
-pub use hasher::LayerHasher;
+pub use error::{
+    CompressError, CompressionMapError, EngramConfigError, HashError, LayoutError, ShardError,
+};
+pub use hasher::{HashInput, LayerHasher};
+pub use hf_config::{EngramConfig, LAYER_SEED_STRIDE, layer_multipliers};
 pub use layout::{LayerLayout, LayerSpec, Layout, LayoutSpec};
 pub use prime::is_prime;
+pub use shard::head_shard;

@@ -183,6 +183,7 @@ async fn ngram_rows_equal_local_hashing_plus_plain_lookups() {
                     layer_id: layer,
                     sequences: compressed,
                     compressed: true,
+                    ..Default::default()
                 })
                 .await
                 .expect("compressed");
@@ -297,6 +298,7 @@ async fn errors_name_what_is_wrong() {
         layer_id: 1,
         sequences: vec![token_sequence(&[0, 499, 500], &[])],
         compressed: true,
+        ..Default::default()
     };
     expect_error(
         client.lookup_ngrams_request(compressed).await,

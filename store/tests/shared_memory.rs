@@ -66,12 +66,14 @@ async fn lookup_into_shared_memory() {
     // A path is never opened on a client's behalf, and the answer says nothing about it.
     for path in ["/etc/passwd", "/dev/shm/nothing-here"] {
         let req = engram_store_client::proto::RegisterRegionRequest {
-            kind: Some(engram_store_client::proto::register_region_request::Kind::Shm(
-                engram_store_client::proto::SharedMemoryRegion {
-                    path: path.into(),
-                    size: 10,
-                },
-            )),
+            kind: Some(
+                engram_store_client::proto::register_region_request::Kind::Shm(
+                    engram_store_client::proto::SharedMemoryRegion {
+                        path: path.into(),
+                        size: 10,
+                    },
+                ),
+            ),
         };
         let e = client
             .raw()
@@ -79,7 +81,10 @@ async fn lookup_into_shared_memory() {
             .await
             .expect_err("paths are refused");
         assert_eq!(e.code(), Code::FailedPrecondition, "{path}: {e}");
-        assert!(!e.message().contains(path), "the answer must not echo the path: {e}");
+        assert!(
+            !e.message().contains(path),
+            "the answer must not echo the path: {e}"
+        );
     }
 
     region.unregister().expect("unregister");
@@ -109,7 +114,11 @@ async fn a_region_goes_with_its_connection() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(engine.stats(false).regions, 0, "released when the connection closed");
+    assert_eq!(
+        engine.stats(false).regions,
+        0,
+        "released when the connection closed"
+    );
     let e = client
         .lookup_into(id, &token, 0, "t", &[1])
         .await

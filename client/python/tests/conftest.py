@@ -31,6 +31,8 @@ TABLES = {
     "fp8": ("fp8_e4m3", 700, 16, 9),
 }
 GROUP = "g"
+#: A synthetic DeepSeek-V4.1 checkpoint (``engram-store synth-hf``) imported with ``import-hf``.
+V41_GROUP = "v41"
 GROUP_SEED = 3
 #: Raw ids the group's compression map covers.
 RAW_VOCAB = 2000
@@ -53,6 +55,8 @@ class Served:
     data_dir: Path
     layout: dict
     compression_map: np.ndarray
+    #: The synthetic DeepSeek-V4.1 checkpoint imported as group ``V41_GROUP``.
+    v41_checkpoint: Path
 
 
 def engram_store_bin() -> Path:
@@ -82,6 +86,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     run_cli(binary, "engram", "create", "--name", GROUP, "--layout", layout_path,
             "--compress", map_path, "--data", data, "--synth", "--dtype", "bf16",
             "--seed", GROUP_SEED)  # fmt: skip
+    ckpt = root / "v41-ckpt"
+    run_cli(binary, "synth-hf", ckpt)
+    run_cli(binary, "import-hf", ckpt, "--name", V41_GROUP, "--data", data)
     with LocalServer(binary, data, ram_cache="16MiB") as server:
         assert server.addr is not None
-        yield Served(server.addr, data, layout, cmap)
+        yield Served(server.addr, data, layout, cmap, ckpt)

@@ -15,7 +15,7 @@ import grpc
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import GROUP, GROUP_SEED, RAW_VOCAB, REPO, TABLES, engram_store_bin
+from conftest import GROUP, GROUP_SEED, RAW_VOCAB, REPO, TABLES, V41_GROUP, engram_store_bin
 
 from engram_store import Client
 from engram_store import layout as L
@@ -102,7 +102,10 @@ def test_lookup_matches_the_synth_formula(client, name):
 
 def test_tables_are_listed_and_described(client):
     names = [t.name for t in client.list_tables()]
-    assert names == sorted([*TABLES, f"{GROUP}.layer2", f"{GROUP}.layer5"])
+    assert names == sorted(
+        [*TABLES, f"{GROUP}.layer2", f"{GROUP}.layer5", f"{V41_GROUP}.layer1",
+         f"{V41_GROUP}.layer14"]  # fmt: skip
+    )
     info = client.describe_table("wide")
     assert (info.rows, info.row_dim, info.row_bytes) == (200, 1500, 6000)
     assert info.dtype == np.float32 and info.checksum == "crc32c" and info.version == 1

@@ -54,7 +54,7 @@ def test_lookup_into_equals_lookup_at_every_offset(client, name):
         assert region.array(np.uint8, 5 * info.row_bytes, offset=1).tobytes() == (
             expected[:5].tobytes()
         )
-    assert region.closed and not os.path.exists(region.path)
+    assert region.closed
 
 
 def test_lookup_ngrams_into_equals_lookup_ngrams(client, served):

@@ -1,5 +1,5 @@
 //! The `engram-store` command line (part of the binary, not the server library): serve, ingest,
-//! synth, engram create, lookup and demo.
+//! synth, engram create, import-hf, synth-hf, lookup and demo.
 
 mod demo;
 mod progress;
@@ -14,6 +14,7 @@ use self::progress::bytes_bar;
 
 use engram_store::config::ServeConfig;
 use engram_store::engine::Engine;
+use engram_store::group::hf::{self, ImportOptions, SynthCheckpoint};
 use engram_store::group::{GroupSource, create_group};
 use engram_store::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
 use engram_store::server::ListenAddr;
@@ -41,6 +42,13 @@ pub(crate) enum Command {
     /// Engram groups: a layout, a compression map and one table per layer.
     #[command(subcommand)]
     Engram(EngramCommand),
+    /// Import a DeepSeek-V4.1 Hugging Face checkpoint's Engram tables as an Engram group: one
+    /// table G.layer<L> per Engram layer (fp8 e4m3 rows with their ue8m0 block scales, 264 B),
+    /// the layout from config.json and the compression map from tokenizer.json.
+    ImportHf(ImportHfArgs),
+    /// Write a synthetic DeepSeek-V4.1-geometry checkpoint (config.json, tokenizer.json, index,
+    /// shards with the Engram tensors beside unrelated ones) for tests and benchmarks.
+    SynthHf(SynthHfArgs),
     /// Look rows up on a running server and print them as numbers.
     Lookup(LookupArgs),
     /// Generate a demo table, serve it and drive a Zipf workload through the real client.
@@ -210,6 +218,42 @@ pub(crate) struct EngramCreateArgs {
     pub(crate) write: WriteArgs,
 }
 
+/// `import-hf` flags.
+#[derive(Debug, Args)]
+pub(crate) struct ImportHfArgs {
+    /// The checkpoint directory: config.json, model.safetensors.index.json and its shards,
+    /// tokenizer.json.
+    pub(crate) ckpt_dir: PathBuf,
+    /// Group name; its tables are <name>.layer<L>.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Data directory.
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// The tokenizer.json to build the compression map from [default: CKPT_DIR/tokenizer.json].
+    #[arg(long)]
+    pub(crate) tokenizer: Option<PathBuf>,
+    /// Engram layers to import, comma-separated [default: every layer of engram_layer_ids].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) layers: Option<Vec<u32>>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub(crate) write: WriteArgs,
+}
+
+/// `synth-hf` flags.
+#[derive(Debug, Args)]
+pub(crate) struct SynthHfArgs {
+    /// Directory to write the checkpoint into.
+    pub(crate) out_dir: PathBuf,
+    /// Bytes of Engram tables in all, e.g. 4GiB [default: tiny, about 800 KiB].
+    #[arg(long, value_parser = parse_size)]
+    pub(crate) size: Option<u64>,
+    /// engram_layer_ids, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,14")]
+    pub(crate) layers: Vec<u32>,
+}
+
 /// `lookup` flags.
 #[derive(Debug, Args)]
 pub(crate) struct LookupArgs {
@@ -281,6 +325,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Engram(EngramCommand::Create(a)) => engram_create(a),
+        Command::ImportHf(a) => import_hf(a),
+        Command::SynthHf(a) => synth_hf(a),
         Command::Lookup(a) => lookup(a).await,
         Command::Demo(a) => demo::run(a).await,
     }
@@ -329,6 +375,70 @@ fn engram_create(a: EngramCreateArgs) -> anyhow::Result<()> {
             format_size(m.data_bytes())
         );
     }
+    Ok(())
+}
+
+fn import_hf(a: ImportHfArgs) -> anyhow::Result<()> {
+    let options = ImportOptions {
+        tokenizer: a.tokenizer.clone(),
+        layers: a.layers.clone(),
+        write: a.write.options(),
+    };
+    let bar = bytes_bar("import-hf");
+    let imported = hf::import_hf(&a.ckpt_dir, &a.name, &a.data, &options, Some(&bar))?;
+    bar.finish_and_clear();
+    let layout = &imported.layout;
+    let secs = imported.elapsed.as_secs_f64();
+    println!(
+        "imported {} as Engram group {:?} in {}: {} layer(s), {} columns x {} fp8 + {} ue8m0 \
+         scales per position, compression map of {} raw ids -> {} compressed ids",
+        a.ckpt_dir.display(),
+        a.name,
+        imported.dir.display(),
+        imported.tables.len(),
+        layout.heads_total(),
+        layout.row_dim(),
+        layout.row_dim() / hf::SCALE_BLOCK as usize,
+        imported.map_len,
+        layout.compressed_vocab_size()
+    );
+    for (m, layer) in imported.tables.iter().zip(layout.layers()) {
+        println!(
+            "  layer {}: table {:?} v{}: {} rows x {} B ({}, {})",
+            layer.layer_id(),
+            m.name,
+            m.version,
+            m.rows,
+            m.row_bytes,
+            m.row_format,
+            format_size(m.data_bytes())
+        );
+    }
+    println!(
+        "{} of rows in {secs:.2} s: {:.1} MB/s",
+        format_size(imported.row_bytes_written),
+        imported.row_bytes_written as f64 / secs.max(1e-9) / 1e6
+    );
+    Ok(())
+}
+
+fn synth_hf(a: SynthHfArgs) -> anyhow::Result<()> {
+    let mut spec = match a.size {
+        Some(bytes) => SynthCheckpoint::scaled(bytes),
+        None => SynthCheckpoint::default(),
+    };
+    spec.layer_ids = a.layers;
+    let written = hf::write_synthetic_checkpoint(&a.out_dir, &spec).map_err(anyhow::Error::msg)?;
+    println!(
+        "wrote a synthetic V4.1 checkpoint in {}: layers {:?}, rows {:?}, {} of Engram tensors, \
+         tokenizer of {} ids ({} compressed)",
+        written.dir.display(),
+        written.config.layer_ids,
+        written.config.num_embeddings,
+        format_size(written.engram_bytes),
+        written.vocab,
+        written.config.compressed_vocab_size
+    );
     Ok(())
 }
 

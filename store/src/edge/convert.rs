@@ -164,6 +164,7 @@ pub(crate) fn lookup_response(answer: Answer) -> (pb::LookupResponse, AnswerRese
         version: m.version,
         error_code: 0,
         error_message: String::new(),
+        row_format: Some(m.row_format.to_proto()),
     };
     (response, answer.reservation)
 }
@@ -181,6 +182,7 @@ pub(crate) fn table_info(table: &ServedTable) -> pb::TableInfo {
         data_bytes: m.data_bytes(),
         block_size: m.block_size,
         checksum: m.checksum.name().into(),
+        row_format: Some(m.row_format.to_proto()),
     }
 }
 

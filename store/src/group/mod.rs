@@ -10,10 +10,13 @@
 //!
 //! - [`files`](GroupFiles): the group directory's format, listing and loading it.
 //! - [`create_group`]: `engram-store engram create`, from synthetic content or a safetensors file.
+//! - [`hf`]: `engram-store import-hf`, a DeepSeek-V4.1 Hugging Face checkpoint's Engram tables
+//!   (fp8 rows with ue8m0 block scales) as a group, and a synthetic checkpoint of that geometry.
 
 mod create;
 mod error;
 mod files;
+pub mod hf;
 
 pub use create::{CreatedGroup, GroupSource, create_group, weight_tensor_names};
 pub use error::GroupError;

@@ -1,5 +1,5 @@
 //! The manifest of one table version (`manifest.json`): what the table is (name, version,
-//! dtype, shape), how it is packed (block size, checksum) and which files hold it. Written last,
+//! dtype, row format, shape), how it is packed (block size, checksum) and which files hold it. Written last,
 //! inside the temporary directory, so a version directory with a valid manifest is complete.
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +8,7 @@ use super::ChecksumKind;
 use super::RowLayout;
 use super::dtype::DType;
 use super::error::FormatError;
+use super::row_format::RowFormat;
 
 /// Manifest file name inside a version directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -42,9 +43,13 @@ pub struct Manifest {
     pub version: u64,
     /// Element type.
     pub dtype: DType,
+    /// How a row's bytes hold its elements; absent (plain) in manifests written before it
+    /// existed, and left out of plain tables' manifests.
+    #[serde(default, skip_serializing_if = "RowFormat::is_plain")]
+    pub row_format: RowFormat,
     /// Elements per row.
     pub row_dim: u32,
-    /// Bytes per row (`row_dim * dtype.size()`).
+    /// Bytes per row (`row_dim * dtype.size()`, plus the scales of a block-scaled format).
     pub row_bytes: u32,
     /// Rows in the table.
     pub rows: u64,
@@ -102,13 +107,14 @@ impl Manifest {
         if self.row_dim == 0 {
             return bad("row_dim is 0".into());
         }
-        if u64::from(self.row_dim) * self.dtype.size() as u64 != u64::from(self.row_bytes) {
+        let want = self
+            .row_format
+            .row_bytes(self.dtype, self.row_dim)
+            .map_err(FormatError::Invalid)?;
+        if want != u64::from(self.row_bytes) {
             return bad(format!(
-                "row_bytes {} != row_dim {} x {} bytes of {}",
-                self.row_bytes,
-                self.row_dim,
-                self.dtype.size(),
-                self.dtype
+                "row_bytes {} != {want}, the bytes of row_dim {} elements of {} in row format {}",
+                self.row_bytes, self.row_dim, self.dtype, self.row_format
             ));
         }
         if self.block_size < 512
@@ -199,6 +205,7 @@ mod tests {
             name: "t".into(),
             version: 1,
             dtype: DType::Bf16,
+            row_format: RowFormat::Plain,
             row_dim: 80,
             row_bytes: 160,
             rows: 30,
@@ -227,6 +234,37 @@ mod tests {
         bad.files[0].path = "../etc/passwd".into();
         assert!(Manifest::from_json(&bad.to_json()).is_err());
         assert!(Manifest::from_json(b"{not json").is_err());
+    }
+
+    #[test]
+    fn row_formats_in_manifests() {
+        // A manifest written before row formats existed has no key, and plain ones still don't.
+        let plain = sample();
+        let json = String::from_utf8(plain.to_json()).expect("utf-8");
+        assert!(!json.contains("row_format"), "{json}");
+        let mut value: serde_json::Value = serde_json::from_str(&json).expect("json");
+        value.as_object_mut().expect("object").remove("row_format");
+        let old = Manifest::from_json(value.to_string().as_bytes()).expect("old manifest loads");
+        assert_eq!(old.row_format, RowFormat::Plain);
+        // A V4.1 table: 256 fp8 values + 8 ue8m0 scales.
+        let mut v41 = sample();
+        v41.dtype = DType::F8E4M3;
+        v41.row_format = RowFormat::V41_ENGRAM;
+        v41.row_dim = 256;
+        v41.row_bytes = 264;
+        v41.files[0].blocks = 2; // 15 rows per 4 KiB block
+        let back = Manifest::from_json(&v41.to_json()).expect("v41 manifest");
+        assert_eq!(back.row_format, RowFormat::V41_ENGRAM);
+        let json = String::from_utf8(v41.to_json()).expect("utf-8");
+        assert!(json.contains(r#""kind": "fp8_block_scaled""#), "{json}");
+        let mut wrong = v41.clone();
+        wrong.row_bytes = 256;
+        let err = Manifest::from_json(&wrong.to_json()).expect_err("row bytes without scales");
+        assert!(err.to_string().contains("264"), "{err}");
+        let mut wrong = v41;
+        wrong.dtype = DType::U8;
+        wrong.row_bytes = 256;
+        assert!(Manifest::from_json(&wrong.to_json()).is_err());
     }
 
     #[test]

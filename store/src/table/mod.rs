@@ -1,6 +1,7 @@
 //! The on-disk table format: a directory per table holding one directory per version
 //! (`v00000001/`), each with a `manifest.json`, data files of fixed-stride rows packed into I/O
-//! blocks (block 0 a header), and checksum files with one checksum per data block.
+//! blocks (block 0 a header), and checksum files with one checksum per data block. A row is
+//! `row_dim` elements of `dtype` in a [`RowFormat`] (plain, or fp8 with block or table scales).
 
 mod dtype;
 mod error;
@@ -8,6 +9,7 @@ mod file_header;
 mod leftovers;
 mod manifest;
 mod reader;
+mod row_format;
 mod synth;
 mod writer;
 
@@ -18,6 +20,7 @@ pub use file_header::{DATA_MAGIC, FORMAT_VERSION, FileHeader, HEADER_LEN, SUMS_M
 pub use leftovers::remove_stale_leftovers;
 pub use manifest::{DataFile, MANIFEST_FILE, Manifest, valid_table_name, version_dir_name};
 pub use reader::{OpenDataFile, OpenTable, list_table_names};
+pub use row_format::{RowFormat, ScaleDType};
 pub use synth::{
     e4m3_from_small_int, e4m3_to_f32, fill_row, row_as_f64, synth_row, synth_row_filler,
 };

@@ -16,6 +16,18 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DTYPE_I8: _ClassVar[DType]
     DTYPE_U8: _ClassVar[DType]
     DTYPE_F8_E4M3: _ClassVar[DType]
+
+class RowFormatKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROW_FORMAT_KIND_UNSPECIFIED: _ClassVar[RowFormatKind]
+    ROW_FORMAT_KIND_PLAIN: _ClassVar[RowFormatKind]
+    ROW_FORMAT_KIND_FP8_BLOCK_SCALED: _ClassVar[RowFormatKind]
+    ROW_FORMAT_KIND_FP8_TABLE_SCALED: _ClassVar[RowFormatKind]
+
+class ScaleDType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCALE_DTYPE_UNSPECIFIED: _ClassVar[ScaleDType]
+    SCALE_DTYPE_UE8M0: _ClassVar[ScaleDType]
 DTYPE_UNSPECIFIED: DType
 DTYPE_F32: DType
 DTYPE_F16: DType
@@ -23,6 +35,28 @@ DTYPE_BF16: DType
 DTYPE_I8: DType
 DTYPE_U8: DType
 DTYPE_F8_E4M3: DType
+ROW_FORMAT_KIND_UNSPECIFIED: RowFormatKind
+ROW_FORMAT_KIND_PLAIN: RowFormatKind
+ROW_FORMAT_KIND_FP8_BLOCK_SCALED: RowFormatKind
+ROW_FORMAT_KIND_FP8_TABLE_SCALED: RowFormatKind
+SCALE_DTYPE_UNSPECIFIED: ScaleDType
+SCALE_DTYPE_UE8M0: ScaleDType
+
+class ServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfoResponse(_message.Message):
+    __slots__ = ("local_socket", "max_batch_rows", "max_regions_per_connection", "version")
+    LOCAL_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REGIONS_PER_CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    local_socket: str
+    max_batch_rows: int
+    max_regions_per_connection: int
+    version: str
+    def __init__(self, local_socket: _Optional[str] = ..., max_batch_rows: _Optional[int] = ..., max_regions_per_connection: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class SharedMemoryRegion(_message.Message):
     __slots__ = ("path", "size")
@@ -111,7 +145,7 @@ class LookupRequest(_message.Message):
     def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ..., ids_le: _Optional[bytes] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("rows", "row_bytes", "row_count", "dtype", "row_dim", "version", "error_code", "error_message")
+    __slots__ = ("rows", "row_bytes", "row_count", "dtype", "row_dim", "version", "error_code", "error_message", "row_format")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +154,7 @@ class LookupResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ROW_FORMAT_FIELD_NUMBER: _ClassVar[int]
     rows: bytes
     row_bytes: int
     row_count: int
@@ -128,27 +163,54 @@ class LookupResponse(_message.Message):
     version: int
     error_code: int
     error_message: str
-    def __init__(self, rows: _Optional[bytes] = ..., row_bytes: _Optional[int] = ..., row_count: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., row_dim: _Optional[int] = ..., version: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    row_format: RowFormat
+    def __init__(self, rows: _Optional[bytes] = ..., row_bytes: _Optional[int] = ..., row_count: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., row_dim: _Optional[int] = ..., version: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., row_format: _Optional[_Union[RowFormat, _Mapping]] = ...) -> None: ...
+
+class RowFormat(_message.Message):
+    __slots__ = ("kind", "scale_block", "scale_dtype", "table_scale")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SCALE_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    SCALE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    TABLE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    kind: RowFormatKind
+    scale_block: int
+    scale_dtype: ScaleDType
+    table_scale: float
+    def __init__(self, kind: _Optional[_Union[RowFormatKind, str]] = ..., scale_block: _Optional[int] = ..., scale_dtype: _Optional[_Union[ScaleDType, str]] = ..., table_scale: _Optional[float] = ...) -> None: ...
 
 class TokenSequence(_message.Message):
-    __slots__ = ("tokens", "context")
+    __slots__ = ("tokens", "context", "dead", "context_dead")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_DEAD_FIELD_NUMBER: _ClassVar[int]
     tokens: _containers.RepeatedScalarFieldContainer[int]
     context: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, tokens: _Optional[_Iterable[int]] = ..., context: _Optional[_Iterable[int]] = ...) -> None: ...
+    dead: bytes
+    context_dead: bytes
+    def __init__(self, tokens: _Optional[_Iterable[int]] = ..., context: _Optional[_Iterable[int]] = ..., dead: _Optional[bytes] = ..., context_dead: _Optional[bytes] = ...) -> None: ...
+
+class ColumnRange(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class LookupNgramsRequest(_message.Message):
-    __slots__ = ("group", "layer_id", "sequences", "compressed")
+    __slots__ = ("group", "layer_id", "sequences", "compressed", "columns")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     LAYER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     COMPRESSED_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     group: str
     layer_id: int
     sequences: _containers.RepeatedCompositeFieldContainer[TokenSequence]
     compressed: bool
-    def __init__(self, group: _Optional[str] = ..., layer_id: _Optional[int] = ..., sequences: _Optional[_Iterable[_Union[TokenSequence, _Mapping]]] = ..., compressed: _Optional[bool] = ...) -> None: ...
+    columns: ColumnRange
+    def __init__(self, group: _Optional[str] = ..., layer_id: _Optional[int] = ..., sequences: _Optional[_Iterable[_Union[TokenSequence, _Mapping]]] = ..., compressed: _Optional[bool] = ..., columns: _Optional[_Union[ColumnRange, _Mapping]] = ...) -> None: ...
 
 class PrefetchRequest(_message.Message):
     __slots__ = ("rows", "ngrams")
@@ -191,7 +253,7 @@ class DescribeTableRequest(_message.Message):
     def __init__(self, table: _Optional[str] = ...) -> None: ...
 
 class TableInfo(_message.Message):
-    __slots__ = ("name", "rows", "row_dim", "dtype", "row_bytes", "version", "data_bytes", "block_size", "checksum")
+    __slots__ = ("name", "rows", "row_dim", "dtype", "row_bytes", "version", "data_bytes", "block_size", "checksum", "row_format")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     ROW_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +263,7 @@ class TableInfo(_message.Message):
     DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
     BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    ROW_FORMAT_FIELD_NUMBER: _ClassVar[int]
     name: str
     rows: int
     row_dim: int
@@ -210,7 +273,8 @@ class TableInfo(_message.Message):
     data_bytes: int
     block_size: int
     checksum: str
-    def __init__(self, name: _Optional[str] = ..., rows: _Optional[int] = ..., row_dim: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., row_bytes: _Optional[int] = ..., version: _Optional[int] = ..., data_bytes: _Optional[int] = ..., block_size: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
+    row_format: RowFormat
+    def __init__(self, name: _Optional[str] = ..., rows: _Optional[int] = ..., row_dim: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., row_bytes: _Optional[int] = ..., version: _Optional[int] = ..., data_bytes: _Optional[int] = ..., block_size: _Optional[int] = ..., checksum: _Optional[str] = ..., row_format: _Optional[_Union[RowFormat, _Mapping]] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ("reset",)
@@ -267,7 +331,7 @@ class TierStats(_message.Message):
     def __init__(self, tier: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., bytes: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., resident_rows: _Optional[int] = ..., hit_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., prefetch_rows: _Optional[int] = ..., prefetch_hits: _Optional[int] = ..., policy: _Optional[str] = ..., checksum_errors: _Optional[int] = ..., reads: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes")
+    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes", "regions", "prefetch_queued_rows", "prefetch_dropped_rows", "prefetch_dropped_requests", "answer_bytes_in_flight", "answer_budget_bytes", "unavailable", "connections")
     TIERS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_LATENCY_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -278,6 +342,14 @@ class StatsResponse(_message.Message):
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     PROCESS_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     FIXED_OVERHEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_QUEUED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_DROPPED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_DROPPED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_BYTES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
     request_latency: LatencySummary
     requests: int
@@ -288,4 +360,20 @@ class StatsResponse(_message.Message):
     uptime_s: int
     process_rss_bytes: int
     fixed_overhead_bytes: int
-    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., fixed_overhead_bytes: _Optional[int] = ...) -> None: ...
+    regions: int
+    prefetch_queued_rows: int
+    prefetch_dropped_rows: int
+    prefetch_dropped_requests: int
+    answer_bytes_in_flight: int
+    answer_budget_bytes: int
+    unavailable: _containers.RepeatedCompositeFieldContainer[Unavailable]
+    connections: int
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., fixed_overhead_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., prefetch_queued_rows: _Optional[int] = ..., prefetch_dropped_rows: _Optional[int] = ..., prefetch_dropped_requests: _Optional[int] = ..., answer_bytes_in_flight: _Optional[int] = ..., answer_budget_bytes: _Optional[int] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., connections: _Optional[int] = ...) -> None: ...
+
+class Unavailable(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

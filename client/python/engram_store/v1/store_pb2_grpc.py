@@ -85,6 +85,11 @@ class EmbeddingStoreStub:
                 request_serializer=engram__store_dot_v1_dot_store__pb2.LookupIntoRequest.SerializeToString,
                 response_deserializer=engram__store_dot_v1_dot_store__pb2.LookupIntoResponse.FromString,
                 _registered_method=True)
+        self.ServerInfo = channel.unary_unary(
+                '/engram_store.v1.EmbeddingStore/ServerInfo',
+                request_serializer=engram__store_dot_v1_dot_store__pb2.ServerInfoRequest.SerializeToString,
+                response_deserializer=engram__store_dot_v1_dot_store__pb2.ServerInfoResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingStoreServicer:
@@ -164,6 +169,14 @@ class EmbeddingStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServerInfo(self, request, context):
+        """What a client needs to know to use the server's local features: the path of its local
+        socket (sealed memfd regions are handed over there), its limits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +229,11 @@ def add_EmbeddingStoreServicer_to_server(servicer, server):
                     servicer.LookupInto,
                     request_deserializer=engram__store_dot_v1_dot_store__pb2.LookupIntoRequest.FromString,
                     response_serializer=engram__store_dot_v1_dot_store__pb2.LookupIntoResponse.SerializeToString,
+            ),
+            'ServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServerInfo,
+                    request_deserializer=engram__store_dot_v1_dot_store__pb2.ServerInfoRequest.FromString,
+                    response_serializer=engram__store_dot_v1_dot_store__pb2.ServerInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +507,33 @@ class EmbeddingStore:
             '/engram_store.v1.EmbeddingStore/LookupInto',
             engram__store_dot_v1_dot_store__pb2.LookupIntoRequest.SerializeToString,
             engram__store_dot_v1_dot_store__pb2.LookupIntoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engram_store.v1.EmbeddingStore/ServerInfo',
+            engram__store_dot_v1_dot_store__pb2.ServerInfoRequest.SerializeToString,
+            engram__store_dot_v1_dot_store__pb2.ServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
