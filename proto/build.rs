@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .bytes(".engram_store.v1")
+        // Undecodable messages are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::StrictCodec")
         .file_descriptor_set_path(out_dir.join("engram_store_v1_descriptor.bin"))
         .compile_protos(&["engram_store/v1/store.proto"], &["."])?;
     println!("cargo:rerun-if-changed=engram_store/v1/store.proto");

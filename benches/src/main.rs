@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use engram_store_bench::{
-    alloc_meter::CountingAlloc, import_hf, limits, lookup, ngrams, peers, policy_sim,
+    abuse, alloc_meter::CountingAlloc, import_hf, limits, lookup, ngrams, peers, policy_sim,
 };
 
 /// Measured allocations: the policy simulator reads each policy's live heap from it.
@@ -37,6 +37,9 @@ enum Command {
     ImportHf(import_hf::ImportHfArgs),
     /// Compare with Redis on the same rows and requests, all in RAM, beside the machine's limits.
     Peers(peers::PeersArgs),
+    /// Replay what hostile local clients could do against a live server: RSS and a bystander's
+    /// p99 per scenario.
+    Abuse(abuse::AbuseArgs),
 }
 
 fn main() -> Result<()> {
@@ -59,5 +62,9 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(peers::run(&args)),
+        Command::Abuse(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(abuse::run(&args)),
     }
 }

@@ -114,24 +114,31 @@ impl Cascade {
             tier.hint(ids);
         }
         let caches = &self.tiers[..bottom];
-        let cold: Vec<u64> = ids
-            .iter()
-            .copied()
-            .filter(|&id| !caches.iter().any(|t| t.contains(id)))
-            .collect();
-        let mut scratch = vec![0u8; cold.len().min(PREFETCH_CHUNK_ROWS) * self.row_bytes];
-        for chunk in cold.chunks(PREFETCH_CHUNK_ROWS) {
-            let out = &mut scratch[..chunk.len() * self.row_bytes];
-            self.serve_levels(
-                bottom..bottom + 1,
-                0,
-                OfferReason::Prefetch,
-                Want::packed(chunk),
-                out,
-            )
-            .await?;
+        let mut scratch = vec![0u8; ids.len().min(PREFETCH_CHUNK_ROWS) * self.row_bytes];
+        let mut read = 0;
+        // Chunk by chunk, yielding between chunks: a prefetch is background work and must not
+        // hold a runtime worker from the lookups beside it.
+        for chunk in ids.chunks(PREFETCH_CHUNK_ROWS) {
+            let cold: Vec<u64> = chunk
+                .iter()
+                .copied()
+                .filter(|&id| !caches.iter().any(|t| t.contains(id)))
+                .collect();
+            if !cold.is_empty() {
+                let out = &mut scratch[..cold.len() * self.row_bytes];
+                self.serve_levels(
+                    bottom..bottom + 1,
+                    0,
+                    OfferReason::Prefetch,
+                    Want::packed(&cold),
+                    out,
+                )
+                .await?;
+                read += cold.len();
+            }
+            tokio::task::yield_now().await;
         }
-        Ok(cold.len())
+        Ok(read)
     }
 
     /// Serves `want` from the tiers `levels`, each the misses of the one before; rows served by

@@ -27,4 +27,4 @@ pub use dequant::{dequantize_block_scaled_row, e4m3_to_f32, f32_to_bf16_bits, ue
 pub use engram_store_proto::v1 as proto;
 pub use error::ClientError;
 pub use rows::Rows;
-pub use shared_memory::SharedMemoryRegion;
+pub use shared_memory::{LocalConnection, Registered, SharedMemoryRegion, sealed_memfd};

@@ -11,6 +11,117 @@ use std::path::Path;
 
 use crate::error::ClientError;
 
+/// A connection to the server's local socket. Regions registered on it live as long as it.
+#[derive(Debug)]
+pub struct LocalConnection {
+    socket: UnixStream,
+}
+
+/// A region the local socket registered: its id, token and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The region's id.
+    pub id: u64,
+    /// Its token.
+    pub token: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl LocalConnection {
+    /// Connects to the local socket at `path`.
+    pub fn connect(path: &Path) -> Result<Self, ClientError> {
+        let socket = UnixStream::connect(path).map_err(|e| {
+            ClientError::Local(format!(
+                "connect to the server's local socket {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Self { socket })
+    }
+
+    /// Registers `size` bytes of the sealed memfd `fd` (0: all of it) as a region.
+    pub fn register_memfd(&self, fd: &OwnedFd, size: u64) -> Result<Registered, ClientError> {
+        let message = format!("{{\"op\":\"register_memfd\",\"size\":{size}}}\n");
+        send_with_fd(&self.socket, message.as_bytes(), fd)?;
+        let reply = self.read_reply()?;
+        Ok(Registered {
+            id: reply["region_id"].as_u64().unwrap_or(0),
+            token: reply["token"].as_str().unwrap_or_default().to_owned(),
+            size: reply["size"].as_u64().unwrap_or(0),
+        })
+    }
+
+    /// Unregisters a region registered on this connection.
+    pub fn unregister(&self, id: u64, token: &str) -> Result<(), ClientError> {
+        let message = format!(
+            "{{\"op\":\"unregister\",\"region_id\":{id},\"token\":{}}}\n",
+            serde_json::Value::String(token.to_owned())
+        );
+        (&self.socket)
+            .write_all(message.as_bytes())
+            .map_err(|e| ClientError::Local(format!("write the local socket: {e}")))?;
+        self.read_reply().map(drop)
+    }
+
+    /// Sends raw bytes (for tests of what the server does with malformed messages).
+    pub fn send_raw(&self, bytes: &[u8]) -> Result<serde_json::Value, ClientError> {
+        (&self.socket)
+            .write_all(bytes)
+            .map_err(|e| ClientError::Local(format!("write the local socket: {e}")))?;
+        self.read_reply()
+    }
+
+    fn read_reply(&self) -> Result<serde_json::Value, ClientError> {
+        let mut line = String::new();
+        BufReader::new(&self.socket)
+            .read_line(&mut line)
+            .map_err(|e| ClientError::Local(format!("read the local socket: {e}")))?;
+        if line.is_empty() {
+            return Err(ClientError::Local(
+                "the server closed its local socket".into(),
+            ));
+        }
+        let reply: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| ClientError::Local(format!("the local socket answered {line:?}: {e}")))?;
+        if reply["ok"].as_bool() == Some(true) {
+            return Ok(reply);
+        }
+        let code = reply["code"].as_str().unwrap_or("INTERNAL");
+        let message = reply["message"].as_str().unwrap_or_default().to_owned();
+        Err(ClientError::from_code_name(code, message))
+    }
+}
+
+/// A sealed memfd of `size` bytes: its descriptor.
+pub fn sealed_memfd(size: usize) -> Result<OwnedFd, ClientError> {
+    // SAFETY: memfd_create with a valid C string; the descriptor is ours.
+    let raw = unsafe {
+        libc::memfd_create(
+            c"engram-store-region".as_ptr(),
+            libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(os_error("memfd_create"));
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = libc::off_t::try_from(size)
+        .map_err(|_| ClientError::Local(format!("a region of {size} bytes is too large")))?;
+    // SAFETY: plain syscalls on a descriptor we own.
+    unsafe {
+        if libc::ftruncate(fd.as_raw_fd(), len) != 0 {
+            return Err(os_error("size the memfd"));
+        }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) != 0 {
+            return Err(os_error("seal the memfd"));
+        }
+    }
+    Ok(fd)
+}
+
 /// A registered shared-memory region.
 #[derive(Debug)]
 pub struct SharedMemoryRegion {
@@ -18,7 +129,7 @@ pub struct SharedMemoryRegion {
     token: String,
     ptr: *mut u8,
     size: usize,
-    socket: UnixStream,
+    local: LocalConnection,
 }
 
 // SAFETY: the mapping is owned by this value and unmapped once on drop; slices of it are handed
@@ -40,30 +151,9 @@ impl SharedMemoryRegion {
                 "a region needs at least one byte".into(),
             ));
         }
-        // SAFETY: memfd_create with a valid C string; the descriptor is ours.
-        let raw = unsafe {
-            libc::memfd_create(
-                c"engram-store-region".as_ptr(),
-                libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(os_error("memfd_create"));
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let len = libc::off_t::try_from(size)
-            .map_err(|_| ClientError::Local(format!("a region of {size} bytes is too large")))?;
-        // SAFETY: plain syscalls on a descriptor we own.
-        unsafe {
-            if libc::ftruncate(fd.as_raw_fd(), len) != 0 {
-                return Err(os_error("size the memfd"));
-            }
-            let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-            if libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) != 0 {
-                return Err(os_error("seal the memfd"));
-            }
-        }
+        let fd = sealed_memfd(size)?;
+        let local = LocalConnection::connect(local_socket)?;
+        let registered = local.register_memfd(&fd, size as u64)?;
         // SAFETY: a fresh shared mapping of the sealed file, which holds `size` bytes for good.
         let ptr = unsafe {
             libc::mmap(
@@ -78,43 +168,13 @@ impl SharedMemoryRegion {
         if ptr == libc::MAP_FAILED {
             return Err(os_error("map the memfd"));
         }
-        // From here on, the region unmaps itself if registration fails.
-        let socket = UnixStream::connect(local_socket).map_err(|e| {
-            // SAFETY: the mapping made above, unmapped once.
-            unsafe { libc::munmap(ptr, size) };
-            ClientError::Local(format!(
-                "connect to the server's local socket {}: {e}",
-                local_socket.display()
-            ))
-        })?;
-        let mut region = Self {
-            id: 0,
-            token: String::new(),
+        Ok(Self {
+            id: registered.id,
+            token: registered.token,
             ptr: ptr.cast(),
             size,
-            socket,
-        };
-        let message = format!("{{\"op\":\"register_memfd\",\"size\":{size}}}\n");
-        send_with_fd(&region.socket, message.as_bytes(), &fd)?;
-        let reply = region.read_reply()?;
-        region.id = reply["region_id"].as_u64().unwrap_or(0);
-        region.token = reply["token"].as_str().unwrap_or_default().to_owned();
-        Ok(region)
-    }
-
-    fn read_reply(&self) -> Result<serde_json::Value, ClientError> {
-        let mut line = String::new();
-        BufReader::new(&self.socket)
-            .read_line(&mut line)
-            .map_err(|e| ClientError::Local(format!("read the local socket: {e}")))?;
-        let reply: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| ClientError::Local(format!("the local socket answered {line:?}: {e}")))?;
-        if reply["ok"].as_bool() == Some(true) {
-            return Ok(reply);
-        }
-        let code = reply["code"].as_str().unwrap_or("INTERNAL");
-        let message = reply["message"].as_str().unwrap_or_default().to_owned();
-        Err(ClientError::from_code_name(code, message))
+            local,
+        })
     }
 
     /// The region's id, for LookupInto.
@@ -151,16 +211,8 @@ impl SharedMemoryRegion {
     }
 
     /// Unregisters the region now (dropping it does too, by closing the socket).
-    pub fn unregister(mut self) -> Result<(), ClientError> {
-        let message = format!(
-            "{{\"op\":\"unregister\",\"region_id\":{},\"token\":{}}}\n",
-            self.id,
-            serde_json::Value::String(self.token.clone())
-        );
-        self.socket
-            .write_all(message.as_bytes())
-            .map_err(|e| ClientError::Local(format!("write the local socket: {e}")))?;
-        self.read_reply().map(drop)
+    pub fn unregister(self) -> Result<(), ClientError> {
+        self.local.unregister(self.id, &self.token)
     }
 }
 

@@ -15,7 +15,7 @@
 //! local_socket = "/run/engram-store.local"   # "" for none
 //! max_connections = 256
 //! max_concurrent_streams = 32
-//! idle_timeout_s = 300
+//! idle_timeout_s = 60
 //! answer_budget = "1GiB"
 //! prefetch_queue_rows = 4194304
 //! max_regions_per_connection = 64
@@ -88,7 +88,7 @@ impl Default for ServeConfig {
             local_socket: String::new(),
             max_connections: 256,
             max_concurrent_streams: 32,
-            idle_timeout_s: 300,
+            idle_timeout_s: 60,
             answer_budget: "1GiB".into(),
             prefetch_queue_rows: 1 << 22,
             max_regions_per_connection: 64,

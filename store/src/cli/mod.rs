@@ -96,7 +96,7 @@ pub(crate) struct ServeArgs {
     /// Connections open at once, at most [default 256].
     #[arg(long)]
     pub(crate) max_connections: Option<usize>,
-    /// Seconds a connection with no request in flight stays open [default 300].
+    /// Seconds a connection with no request in flight stays open [default 60].
     #[arg(long)]
     pub(crate) idle_timeout: Option<u64>,
     /// Bytes of answers built and not yet sent, at most, e.g. 1GiB [default 1GiB].

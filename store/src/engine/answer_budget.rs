@@ -3,6 +3,10 @@
 //! gRPC edge keeps it with the response body). When the budget is spent a request waits a
 //! little, then is refused with RESOURCE_EXHAUSTED, so clients that never read their answers,
 //! or too many large ones at once, cannot grow the server's memory past the budget.
+//!
+//! A sixteenth of the budget is kept for small answers (at most [`SMALL_ANSWER`] bytes, which
+//! leave the server's memory as soon as they are written to the socket): clients that hold large
+//! answers unread cannot starve the ordinary small lookups of everyone else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +18,36 @@ use super::error::LookupError;
 /// Reservations are counted in KiB (a semaphore counts in u32).
 const UNIT: u64 = 1024;
 
+/// Answers up to this size may use the pool kept for small answers (an HTTP/2 window's worth).
+pub const SMALL_ANSWER: u64 = 64 << 10;
+
 /// The budget.
 #[derive(Debug)]
 pub struct AnswerBudget {
-    permits: Arc<Semaphore>,
-    total_units: u32,
+    large: Pool,
+    small: Pool,
     wait: Duration,
+}
+
+/// One pool of the budget.
+#[derive(Debug)]
+struct Pool {
+    permits: Arc<Semaphore>,
+    units: u32,
+}
+
+impl Pool {
+    fn new(bytes: u64) -> Self {
+        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        Self {
+            permits: Arc::new(Semaphore::new(units as usize)),
+            units,
+        }
+    }
+
+    fn reserved_units(&self) -> u64 {
+        u64::from(self.units) - self.permits.available_permits() as u64
+    }
 }
 
 /// Bytes of one answer, reserved until dropped.
@@ -29,33 +57,49 @@ pub struct AnswerReservation {
 }
 
 impl AnswerBudget {
-    /// A budget of `bytes` (at least one unit), waiting up to `wait` for room.
+    /// A budget of `bytes` (a sixteenth of it, at least 1 MiB, kept for small answers), waiting
+    /// up to `wait` for room.
     pub fn new(bytes: u64, wait: Duration) -> Self {
-        let total_units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        let small = (bytes / 16).max(1 << 20);
         Self {
-            permits: Arc::new(Semaphore::new(total_units as usize)),
-            total_units,
+            large: Pool::new(bytes.saturating_sub(small).max(UNIT)),
+            small: Pool::new(small),
             wait,
         }
     }
 
     /// Bytes the budget holds.
     pub fn total_bytes(&self) -> u64 {
-        u64::from(self.total_units) * UNIT
+        (u64::from(self.large.units) + u64::from(self.small.units)) * UNIT
     }
 
     /// Bytes reserved now.
     pub fn reserved_bytes(&self) -> u64 {
-        (u64::from(self.total_units) - self.permits.available_permits() as u64) * UNIT
+        (self.large.reserved_units() + self.small.reserved_units()) * UNIT
     }
 
-    /// Reserves `bytes` for one answer (an answer larger than the whole budget reserves all of
-    /// it), waiting up to the configured time for room.
+    /// Reserves `bytes` for one answer (an answer larger than the whole large pool reserves all
+    /// of it), waiting up to the configured time for room. A small answer takes room in the small
+    /// pool when the large one has none.
     pub async fn reserve(&self, bytes: u64) -> Result<AnswerReservation, LookupError> {
-        let units = u32::try_from(bytes.div_ceil(UNIT))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.total_units);
-        let acquire = self.permits.clone().acquire_many_owned(units);
+        let units = |pool: &Pool| {
+            u32::try_from(bytes.div_ceil(UNIT))
+                .unwrap_or(u32::MAX)
+                .clamp(1, pool.units)
+        };
+        if bytes <= SMALL_ANSWER {
+            let n = units(&self.small);
+            if let Ok(permit) = self.small.permits.clone().try_acquire_many_owned(n) {
+                return Ok(AnswerReservation {
+                    _permit: Arc::new(permit),
+                });
+            }
+        }
+        let acquire = self
+            .large
+            .permits
+            .clone()
+            .acquire_many_owned(units(&self.large));
         match tokio::time::timeout(self.wait, acquire).await {
             Ok(Ok(permit)) => Ok(AnswerReservation {
                 _permit: Arc::new(permit),
@@ -74,17 +118,19 @@ mod tests {
 
     #[tokio::test]
     async fn reservations_hold_until_dropped_and_refuse_when_full() {
-        let budget = AnswerBudget::new(10 * UNIT, Duration::from_millis(20));
-        let a = budget.reserve(6 * UNIT).await.expect("room");
-        assert_eq!(budget.reserved_bytes(), 6 * UNIT);
-        let err = budget.reserve(5 * UNIT).await.expect_err("full");
+        let mib = 1 << 20;
+        let budget = AnswerBudget::new(64 * mib, Duration::from_millis(20));
+        assert_eq!(budget.total_bytes(), 64 * mib);
+        let a = budget.reserve(40 * mib).await.expect("room");
+        assert_eq!(budget.reserved_bytes(), 40 * mib);
+        let err = budget.reserve(30 * mib).await.expect_err("full");
         assert!(matches!(err, LookupError::Overloaded { .. }), "{err}");
-        drop(a);
-        let big = budget
-            .reserve(1 << 40)
-            .await
-            .expect("capped at the whole budget");
-        assert_eq!(budget.reserved_bytes(), 10 * UNIT);
+        // Large answers hold the large pool; small answers still get through.
+        let b = budget.reserve(20 * mib).await.expect("the rest of the large pool");
+        let small = budget.reserve(SMALL_ANSWER).await.expect("the small pool");
+        drop((a, b, small));
+        let big = budget.reserve(1 << 40).await.expect("capped at the large pool");
+        assert_eq!(budget.reserved_bytes(), 60 * mib);
         drop(big);
         assert_eq!(budget.reserved_bytes(), 0);
     }

@@ -36,7 +36,7 @@ pub struct EngineConfig {
     /// Rows of prefetches queued or running, at most; beyond, prefetches are dropped (and
     /// counted). Default 4,194,304.
     pub prefetch_queue_rows: usize,
-    /// Prefetches running at once. Default 2.
+    /// Prefetches running at once. Default 1.
     pub prefetch_tasks: usize,
     /// Regions one connection may hold. Default 64.
     pub max_regions_per_connection: usize,
@@ -61,7 +61,7 @@ impl EngineConfig {
             answer_budget_bytes: 1 << 30,
             answer_wait: Duration::from_millis(100),
             prefetch_queue_rows: 1 << 22,
-            prefetch_tasks: 2,
+            prefetch_tasks: 1,
             max_regions_per_connection: 64,
             max_regions: 1024,
         }

@@ -14,7 +14,7 @@ mod served_table;
 mod serving;
 mod stats;
 
-pub use answer_budget::{AnswerBudget, AnswerReservation};
+pub use answer_budget::{AnswerBudget, AnswerReservation, SMALL_ANSWER};
 pub use config::EngineConfig;
 pub use dedup::DedupedIds;
 pub use error::{BadToken, LookupError};

@@ -39,11 +39,12 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Concurrent requests (HTTP/2 streams) per connection. Default 32.
     pub max_concurrent_streams: u32,
-    /// A connection with no request in flight for this long is closed. Default 5 minutes.
+    /// A connection with no request in flight for this long is closed. Default 60 s.
     pub idle_timeout: Duration,
-    /// HTTP/2 keepalive: a ping after this much silence... Default 30 s.
+    /// HTTP/2 keepalive: a ping after this much silence... Default 20 s.
     pub keepalive_interval: Duration,
-    /// ...which must be answered within this, or the connection is closed. Default 20 s.
+    /// ...which must be answered within this, or the connection is closed (with the answers it
+    /// holds unread). Default 10 s.
     pub keepalive_timeout: Duration,
     /// HTTP/2 receive window of a connection (bytes a client may send ahead). Default 16 MiB.
     pub connection_window: u32,
@@ -56,9 +57,9 @@ impl Default for ServerOptions {
         Self {
             max_connections: 256,
             max_concurrent_streams: 32,
-            idle_timeout: Duration::from_secs(300),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
             connection_window: 16 << 20,
             local_socket: None,
         }

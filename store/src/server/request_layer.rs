@@ -3,6 +3,11 @@
 //! reservation a handler made for its answer ([`AnswerReservation`], put in the response's
 //! extensions) until the answer's last byte has left, or the client went away: a client that
 //! never reads its answers cannot make the server hold more than the in-flight budget.
+//!
+//! For that, the body hands its data to HTTP/2 in pieces of at most [`PIECE`] bytes: HTTP/2
+//! asks for the next piece only when the client's window has room, so an answer a client does not
+//! read stays here, reserved, instead of moving whole into HTTP/2's send buffer, where the
+//! reservation could no longer see it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -68,20 +73,39 @@ where
         Box::pin(async move {
             let mut response = inner.call(req).await?;
             let reservation = response.extensions_mut().remove::<AnswerReservation>();
-            Ok(response.map(|body| {
-                tonic::body::Body::new(HeldBody {
-                    inner: body,
-                    _held: (active, reservation),
-                })
-            }))
+            Ok(response
+                .map(|body| tonic::body::Body::new(HeldBody::new(body, (active, reservation)))))
         })
     }
 }
 
+/// Largest piece of an answer handed to HTTP/2 at once.
+const PIECE: usize = 256 << 10;
+
 /// A response body holding what must live until it has been sent.
 struct HeldBody {
     inner: tonic::body::Body,
+    /// Data taken from `inner` and not yet handed on.
+    rest: Bytes,
     _held: (Option<ActiveRequest>, Option<AnswerReservation>),
+}
+
+impl HeldBody {
+    fn new(
+        inner: tonic::body::Body,
+        held: (Option<ActiveRequest>, Option<AnswerReservation>),
+    ) -> Self {
+        Self {
+            inner,
+            rest: Bytes::new(),
+            _held: held,
+        }
+    }
+
+    fn piece(&mut self) -> Frame<Bytes> {
+        let n = self.rest.len().min(PIECE);
+        Frame::data(self.rest.split_to(n))
+    }
 }
 
 impl Body for HeldBody {
@@ -92,14 +116,28 @@ impl Body for HeldBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        if !self.rest.is_empty() {
+            return Poll::Ready(Some(Ok(self.piece())));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if data.len() > PIECE => {
+                    self.rest = data;
+                    Poll::Ready(Some(Ok(self.piece())))
+                }
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // The answer is handed on in pieces; its total is not promised.
+        SizeHint::default()
     }
 }
