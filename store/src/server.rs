@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::edge::StoreService;
+use crate::edge::{EdgeOptions, StoreService};
 use crate::engine::Engine;
 
 /// A server running in the background.
@@ -44,10 +44,19 @@ pub fn max_message_bytes(max_ids: usize, max_row_bytes: usize) -> usize {
 
 /// Binds `addr` and serves `engine` until [`RunningServer::shutdown`].
 pub async fn spawn_server(engine: Arc<Engine>, addr: SocketAddr) -> anyhow::Result<RunningServer> {
+    spawn_server_with(engine, addr, EdgeOptions::default()).await
+}
+
+/// [`spawn_server`] with TLS, tokens or metrics.
+pub async fn spawn_server_with(
+    engine: Arc<Engine>,
+    addr: SocketAddr,
+    edge: EdgeOptions,
+) -> anyhow::Result<RunningServer> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_on(engine, listener, async move {
+    let task = tokio::spawn(serve_on_with(engine, listener, edge, async move {
         let _ = rx.await;
     }));
     Ok(RunningServer {
@@ -61,6 +70,16 @@ pub async fn spawn_server(engine: Arc<Engine>, addr: SocketAddr) -> anyhow::Resu
 pub async fn serve_on(
     engine: Arc<Engine>,
     listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_on_with(engine, listener, EdgeOptions::default(), shutdown).await
+}
+
+/// [`serve_on`] with TLS, tokens or metrics.
+pub async fn serve_on_with(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    edge: EdgeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let limit = max_message_bytes(engine.config().max_batch_ids, engine.max_row_bytes());
@@ -89,7 +108,7 @@ pub async fn serve_on(
         }
         conn
     });
-    tonic::transport::Server::builder()
+    edge.server_builder()?
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))

@@ -13,10 +13,13 @@ use clap::{Args, Parser, Subcommand};
 
 use self::progress::bytes_bar;
 
+use engram_store::access::{Role, TlsFiles, TokenSet};
 use engram_store::config::ServeConfig;
+use engram_store::edge::EdgeOptions;
 use engram_store::engine::Engine;
 use engram_store::group::{GroupSource, create_group};
 use engram_store::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
+use engram_store::metrics::{MetricsServer, StoreMetrics, spawn_metrics_server};
 use engram_store::size::{format_size, parse_size};
 use engram_store::table::{ChecksumKind, DType, row_as_f64};
 
@@ -81,6 +84,22 @@ pub(crate) struct ServeArgs {
     /// Read through the page cache instead of O_DIRECT.
     #[arg(long)]
     pub(crate) buffered_io: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// PEM CA: clients must present a certificate it signed (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Token file, one `read:TOKEN` or `admin:TOKEN` per line; every RPC but health and
+    /// reflection then needs `authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) auth_tokens: Option<PathBuf>,
     /// TOML configuration file.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
@@ -354,8 +373,22 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if a.buffered_io {
         c.direct_io = false;
     }
+    if let Some(v) = a.metrics_listen {
+        c.metrics_listen = v;
+    }
+    for (flag, key) in [
+        (a.tls_cert, &mut c.tls_cert),
+        (a.tls_key, &mut c.tls_key),
+        (a.tls_client_ca, &mut c.tls_client_ca),
+        (a.auth_tokens, &mut c.auth_tokens),
+    ] {
+        if flag.is_some() {
+            *key = flag;
+        }
+    }
     let addr = resolve_listen(&c.listen).await?;
     let engine = Arc::new(Engine::open(c.engine_config()?)?);
+    let (edge, _metrics_server) = edge_options(&c, &engine).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listen on {addr}: {e}"))?;
@@ -384,31 +417,82 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             g.layout().row_dim()
         );
     }
-    engram_store::server::serve_on(engine, listener, async {
+    engram_store::server::serve_on_with(engine, listener, edge, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("shutting down");
     })
     .await
 }
 
+/// TLS, tokens and metrics as `c` says; the metrics endpoint, if any, runs until dropped.
+async fn edge_options(
+    c: &ServeConfig,
+    engine: &Arc<Engine>,
+) -> anyhow::Result<(EdgeOptions, Option<MetricsServer>)> {
+    let mut edge = EdgeOptions {
+        tls: TlsFiles::from_flags(
+            c.tls_cert.clone(),
+            c.tls_key.clone(),
+            c.tls_client_ca.clone(),
+        )?,
+        ..Default::default()
+    };
+    if let Some(tls) = &edge.tls {
+        eprintln!(
+            "TLS on ({}){}",
+            tls.cert.display(),
+            if tls.client_ca.is_some() {
+                ", client certificates required"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(path) = &c.auth_tokens {
+        let tokens = TokenSet::load(path)?;
+        eprintln!(
+            "tokens required: {} read, {} admin ({})",
+            tokens.count(Role::Read),
+            tokens.count(Role::Admin),
+            path.display()
+        );
+        edge.tokens = Some(Arc::new(tokens));
+    }
+    let mut server = None;
+    if !c.metrics_listen.is_empty() {
+        let addr = resolve_addr("--metrics-listen", &c.metrics_listen).await?;
+        let metrics = Arc::new(StoreMetrics::with_own_recorder()?);
+        let running = spawn_metrics_server(metrics.clone(), engine.clone(), addr).await?;
+        eprintln!("metrics on http://{}/metrics", running.addr);
+        edge.metrics = Some(metrics);
+        server = Some(running);
+    }
+    Ok((edge, server))
+}
+
 /// The address `--listen` names: `IP:PORT`, or `HOST:PORT` resolved (the first address).
 async fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+    resolve_addr("--listen", listen).await
+}
+
+/// The address a flag names: `IP:PORT`, or `HOST:PORT` resolved (the first address).
+async fn resolve_addr(flag: &str, listen: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(addr) = listen.parse() {
         return Ok(addr);
     }
     let shape = || {
         anyhow::anyhow!(
-            "--listen {listen:?} is not an address like 127.0.0.1:50051 or localhost:50051"
+            "{flag} {listen:?} is not an address like 127.0.0.1:50051 or localhost:50051"
         )
     };
     let (_, port) = listen.rsplit_once(':').ok_or_else(shape)?;
     port.parse::<u16>().map_err(|_| shape())?;
     let mut addrs = tokio::net::lookup_host(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("--listen {listen:?}: cannot resolve the host: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{flag} {listen:?}: cannot resolve the host: {e}"))?;
     addrs
         .next()
-        .ok_or_else(|| anyhow::anyhow!("--listen {listen:?}: the host has no address"))
+        .ok_or_else(|| anyhow::anyhow!("{flag} {listen:?}: the host has no address"))
 }
 
 /// A row id of `lookup --ids`.
