@@ -13,7 +13,7 @@ mod client;
 mod error;
 mod rows;
 
-pub use client::{Client, ClientBuilder, token_sequence};
+pub use client::{BearerToken, Client, ClientBuilder, Stub, token_sequence};
 pub use engram_store_proto::v1 as proto;
 pub use error::ClientError;
 pub use rows::Rows;
