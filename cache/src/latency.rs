@@ -64,8 +64,10 @@ fn bucket_high(b: usize) -> u64 {
         return b as u64;
     }
     let log = (b / SUB) as u32 + SUB_BITS - 1;
-    let sub = (b % SUB) as u64;
-    ((SUB as u64 + sub + 1) << (log - SUB_BITS)) - 1
+    let sub = (b % SUB) as u128;
+    // The top buckets (which no u64 reaches) would overflow: they end at u64::MAX.
+    let high = ((SUB as u128 + sub + 1) << (log - SUB_BITS)) - 1;
+    u64::try_from(high).unwrap_or(u64::MAX)
 }
 
 impl LatencyHistogram {
@@ -242,5 +244,6 @@ mod tests {
         merged.merge(&h);
         assert_eq!(merged.sum_ns(), 2 * h.sum_ns());
         assert_eq!(merged.cumulative_counts(&bounds)[5], 2 * counts[5]);
+        assert_eq!(h.cumulative_counts(&[u64::MAX]), vec![5000]);
     }
 }
