@@ -1,6 +1,6 @@
-//! The `engram-store` binary: parses the command line ([`cli`]) and runs it; errors print and exit
-//! 1. The demo and the `lookup` command drive a server through the client; the server library
-//! (`engram_store`) holds no client code.
+//! The `engram-store` binary: parses the command line ([`cli`]) and runs it; an error prints and
+//! exits with status 1. The demo and the `lookup` command drive a server through the client; the
+//! server library (`engram_store`) holds no client code.
 
 use clap::Parser;
 

@@ -13,7 +13,9 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "OutOfRangeError",
+    "PermissionDeniedError",
     "ProtocolError",
+    "UnauthenticatedError",
     "UnavailableError",
     "from_rpc_error",
 ]
@@ -53,6 +55,15 @@ class UnavailableError(EngramStoreError):
     """The server is unreachable or overloaded (``UNAVAILABLE``)."""
 
 
+class UnauthenticatedError(EngramStoreError):
+    """No token, or one the server does not know (``UNAUTHENTICATED``)."""
+
+
+class PermissionDeniedError(EngramStoreError):
+    """The token's role does not allow the call: a read token on an admin RPC
+    (``PERMISSION_DENIED``)."""
+
+
 class ProtocolError(EngramStoreError):
     """The server answered something this client cannot use."""
 
@@ -66,6 +77,8 @@ _BY_CODE = {
     grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
     grpc.StatusCode.DATA_LOSS: DataLossError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 
