@@ -7,7 +7,8 @@
 #   YAML only, and said so);
 # - the Grafana dashboard is JSON and names only metrics the server exports
 #   (store/src/metrics/names.rs);
-# - every `--flag` the manifests and the Dockerfile pass to `engram-store serve` is one it has.
+# - every `--flag` the manifests and the Dockerfile pass to `engram-store serve` is one it has;
+# - memory requests cover the `--ram-cache` budget (at most 25% over it) and equal the limits.
 # Environment: K8S_VERSION (default 1.30.0), DEPLOY_VENV (default target/deploy-venv),
 # ENGRAM_STORE_BIN (default target/debug/engram-store, built if missing).
 set -euo pipefail
@@ -26,6 +27,40 @@ if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
   "$VENV/bin/python" -m pip install -q "kubernetes-validate>=1.30"
 fi
 "$VENV/bin/kubernetes-validate" --strict -k "$K8S_VERSION" deploy/k8s/*.yaml || fail "kubernetes-validate"
+
+echo "== memory requests cover --ram-cache"
+"$VENV/bin/python" - <<'PY' || fail "memory requests"
+import glob, re, sys, yaml
+UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+         "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+def k8s_bytes(q):
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T|)", str(q))
+    if not m:
+        sys.exit(f"memory quantity {q!r} is not bytes")
+    return int(m[1]) * UNITS[m[2]]
+def store_bytes(v):
+    m = re.fullmatch(r"(\d+)(KiB|MiB|GiB|TiB|)", v)
+    return int(m[1]) * {"": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[m[2]]
+checked = 0
+for path in sorted(glob.glob("deploy/k8s/*.yaml")):
+    for doc in yaml.safe_load_all(open(path)):
+        spec = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+        for c in spec.get("containers", []):
+            budget = [a.split("=", 1)[1] for a in c.get("args", []) if a.startswith("--ram-cache=")]
+            if not budget:
+                continue
+            ram = store_bytes(budget[0])
+            res = c.get("resources", {})
+            req = k8s_bytes(res.get("requests", {}).get("memory", "0"))
+            lim = k8s_bytes(res.get("limits", {}).get("memory", "0"))
+            if not ram < req <= ram * 1.25 or lim != req:
+                sys.exit(f"{path}: --ram-cache {budget[0]} but memory request {req} B, limit {lim} B "
+                         "(want a request above the budget, at most 25% more, and limit = request)")
+            print(f"{path}: --ram-cache {budget[0]}, memory request {req / 2**30:.0f} GiB = limit")
+            checked += 1
+if not checked:
+    sys.exit("no container with --ram-cache found")
+PY
 
 echo "== Prometheus scrape configs (promtool check config)"
 if ! command -v promtool >/dev/null 2>&1; then

@@ -16,7 +16,7 @@ import pytest
 
 from engram_store import Client
 from engram_store.errors import PermissionDeniedError, UnauthenticatedError
-from engram_store.local_server import LocalServer
+from engram_store.local_server import LocalServer, run_cli
 
 from conftest import engram_store_bin
 
@@ -99,3 +99,18 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(secured):
     with Client(addr.replace("localhost", "127.0.0.1"), timeout=5, token=READ) as plain:
         with pytest.raises(Exception):
             plain.lookup("plain", [1])
+
+
+def test_cli_lookup_over_mutual_tls_with_a_token_file(secured, tmp_path):
+    addr, pki = secured
+    token_file = tmp_path / "token"
+    token_file.write_text(READ + "\n")
+    out = run_cli(engram_store_bin(), "lookup", "--addr", addr, "--table", "plain",
+                  "--ids", "3,4", "--tls-ca", pki["ca.crt"], "--tls-cert", pki["client.crt"],
+                  "--tls-key", pki["client.key"], "--token-file", token_file)  # fmt: skip
+    assert [line.split(":")[0] for line in out.splitlines()] == ["3", "4"]
+    token_file.write_text("wrong\n")
+    with pytest.raises(RuntimeError, match="nauthenticated"):
+        run_cli(engram_store_bin(), "lookup", "--addr", addr, "--table", "plain", "--ids", "3",
+                "--tls-ca", pki["ca.crt"], "--tls-cert", pki["client.crt"],
+                "--tls-key", pki["client.key"], "--token-file", token_file)  # fmt: skip

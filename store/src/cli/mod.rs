@@ -234,6 +234,18 @@ pub(crate) struct LookupArgs {
         value_parser = parse_row_id
     )]
     pub(crate) ids: Vec<u64>,
+    /// PEM CA of a TLS server (the address then means https://).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// File holding the bearer token to send (kept out of the process list).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 /// Runs the parsed command.
@@ -507,11 +519,23 @@ fn parse_row_id(s: &str) -> Result<u64, String> {
 }
 
 async fn lookup(a: LookupArgs) -> anyhow::Result<()> {
-    let client = engram_store_client::Client::builder(&a.addr)
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("read {}: {e}", p.display()));
+    let mut builder = engram_store_client::Client::builder(&a.addr)
         .connect_timeout(Duration::from_secs(3))
-        .retries(1)
-        .connect()
-        .await?;
+        .retries(1);
+    if let Some(ca) = &a.tls_ca {
+        builder = builder.tls_ca_pem(read(ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        builder = builder.tls_identity_pem(read(cert)?, read(key)?);
+    }
+    if let Some(path) = &a.token_file {
+        let text = String::from_utf8(read(path)?)
+            .map_err(|_| anyhow::anyhow!("{}: the token is not text", path.display()))?;
+        builder = builder.token(text.trim());
+    }
+    let client = builder.connect().await?;
     let info = client.describe_table(&a.table).await?;
     let dtype = DType::ALL
         .into_iter()
