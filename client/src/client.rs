@@ -1,6 +1,7 @@
 //! The client: a tonic channel with message limits for large batches, batch splitting, retries
 //! with exponential backoff on UNAVAILABLE, a pipelined streaming lookup, and Engram n-gram
-//! lookups and prefetches (hashed by the server).
+//! lookups and prefetches (hashed by the server). TLS (a CA, and a client certificate for mutual
+//! TLS) and a bearer token are set on the builder.
 
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use bytes::{Bytes, BytesMut};
 use engram_store_proto::v1 as pb;
 use engram_store_proto::v1::embedding_store_client::EmbeddingStoreClient;
 use futures::{Stream, StreamExt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{ClientError, is_retryable};
 use crate::rows::Rows;
@@ -22,6 +26,40 @@ pub struct ClientBuilder {
     retries: u32,
     initial_backoff: Duration,
     connect_timeout: Duration,
+    tls_ca_pem: Option<Vec<u8>>,
+    tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    tls_domain: Option<String>,
+    token: Option<String>,
+}
+
+/// The generated stub over the client's channel, with its token attached to every call.
+pub type Stub = EmbeddingStoreClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer TOKEN` to every call (nothing without a token).
+#[derive(Clone)]
+pub struct BearerToken(Option<AsciiMetadataValue>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_tuple("BearerToken")
+            .field(&self.0.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl ClientBuilder {
@@ -33,7 +71,37 @@ impl ClientBuilder {
             retries: 4,
             initial_backoff: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(5),
+            tls_ca_pem: None,
+            tls_identity_pem: None,
+            tls_domain: None,
+            token: None,
         }
+    }
+
+    /// Connects over TLS, trusting the CA certificate(s) in `pem`. An address without a scheme
+    /// then means `https://`. Default: plaintext.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The client certificate chain and key (PEM) shown to a server that requires one (mutual
+    /// TLS). Default: none.
+    pub fn tls_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls_identity_pem = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The name the server's certificate must carry. Default: the address's host.
+    pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
+        self.tls_domain = Some(name.into());
+        self
+    }
+
+    /// Sends `authorization: Bearer TOKEN` with every call. Default: no token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// Most ids per request; larger lookups are split. Default 1,048,576 (the server default).
@@ -62,11 +130,30 @@ impl ClientBuilder {
 
     /// Connects.
     pub async fn connect(self) -> Result<Client, ClientError> {
+        let tls = self.tls_ca_pem.is_some() || self.tls_identity_pem.is_some();
         let uri = if self.addr.contains("://") {
             self.addr.clone()
+        } else if tls {
+            format!("https://{}", self.addr)
         } else {
             format!("http://{}", self.addr)
         };
+        let refuse = |message: &str| ClientError::Connect {
+            addr: self.addr.clone(),
+            message: message.to_string(),
+        };
+        if tls && !uri.starts_with("https://") {
+            return Err(refuse("TLS needs an https:// address"));
+        }
+        if tls && self.tls_ca_pem.is_none() {
+            return Err(refuse("TLS needs the server's CA (tls_ca_pem)"));
+        }
+        let token = self
+            .token
+            .as_deref()
+            .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
+            .transpose()
+            .map_err(|_| refuse("the token is not printable ASCII"))?;
         let connect_err = |e: tonic::transport::Error| ClientError::Connect {
             addr: self.addr.clone(),
             message: format!(
@@ -82,9 +169,24 @@ impl ClientBuilder {
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20));
+        let endpoint = if tls {
+            let mut config = ClientTlsConfig::new();
+            if let Some(ca) = &self.tls_ca_pem {
+                config = config.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &self.tls_identity_pem {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(domain) = &self.tls_domain {
+                config = config.domain_name(domain.clone());
+            }
+            endpoint.tls_config(config).map_err(connect_err)?
+        } else {
+            endpoint
+        };
         let channel = endpoint.connect().await.map_err(connect_err)?;
         Ok(Client {
-            inner: EmbeddingStoreClient::new(channel)
+            inner: EmbeddingStoreClient::with_interceptor(channel, BearerToken(token))
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
             config: self,
@@ -95,7 +197,7 @@ impl ClientBuilder {
 /// A connection to an engram-store server. Cheap to clone (clones share the connection).
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: EmbeddingStoreClient<Channel>,
+    inner: Stub,
     config: ClientBuilder,
 }
 
@@ -113,7 +215,7 @@ impl Client {
     /// Runs `call` and retries it with backoff while it fails with UNAVAILABLE.
     async fn with_retry<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(EmbeddingStoreClient<Channel>) -> Fut,
+        F: FnMut(Stub) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut backoff = self.config.initial_backoff;
@@ -135,7 +237,7 @@ impl Client {
     async fn call<Req, T, F, Fut>(&self, req: Req, rpc: F) -> Result<T, ClientError>
     where
         Req: Clone,
-        F: Fn(EmbeddingStoreClient<Channel>, Req) -> Fut,
+        F: Fn(Stub, Req) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.with_retry(|c| rpc(c, req.clone())).await
@@ -294,7 +396,8 @@ impl Client {
             });
         }
         let path = std::path::PathBuf::from(info.local_socket);
-        tokio::task::spawn_blocking(move || SharedMemoryRegion::create(&path, size))
+        let token = self.config.token.clone();
+        tokio::task::spawn_blocking(move || SharedMemoryRegion::create(&path, size, token))
             .await
             .map_err(|e| ClientError::Local(format!("register the region: {e}")))?
     }
@@ -386,7 +489,7 @@ impl Client {
     }
 
     /// The generated stub, for calls this client does not wrap.
-    pub fn raw(&self) -> EmbeddingStoreClient<Channel> {
+    pub fn raw(&self) -> Stub {
         self.inner.clone()
     }
 }

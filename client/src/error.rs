@@ -29,6 +29,12 @@ pub enum ClientError {
     /// The server is unreachable or overloaded, after every retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// No token, or one the server does not know.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token's role does not allow this call (a read token on an admin RPC).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// Any other status.
     #[error("{code:?}: {message}")]
     Status {
@@ -54,6 +60,8 @@ impl ClientError {
             ClientError::OutOfRange(_) => Code::OutOfRange,
             ClientError::InvalidArgument(_) => Code::InvalidArgument,
             ClientError::DataLoss(_) => Code::DataLoss,
+            ClientError::Unauthenticated(_) => Code::Unauthenticated,
+            ClientError::PermissionDenied(_) => Code::PermissionDenied,
             ClientError::Unavailable(_) | ClientError::Connect { .. } => Code::Unavailable,
             ClientError::Status { code, .. } => *code,
             ClientError::Protocol(_) | ClientError::Local(_) => Code::Unknown,
@@ -68,6 +76,8 @@ impl ClientError {
             Code::InvalidArgument => ClientError::InvalidArgument(message),
             Code::DataLoss => ClientError::DataLoss(message),
             Code::Unavailable => ClientError::Unavailable(message),
+            Code::Unauthenticated => ClientError::Unauthenticated(message),
+            Code::PermissionDenied => ClientError::PermissionDenied(message),
             code => ClientError::Status { code, message },
         }
     }

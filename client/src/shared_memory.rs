@@ -15,6 +15,7 @@ use crate::error::ClientError;
 #[derive(Debug)]
 pub struct LocalConnection {
     socket: UnixStream,
+    token: Option<String>,
 }
 
 /// A region the local socket registered: its id, token and size.
@@ -37,12 +38,28 @@ impl LocalConnection {
                 path.display()
             ))
         })?;
-        Ok(Self { socket })
+        Ok(Self {
+            socket,
+            token: None,
+        })
+    }
+
+    /// Presents `token` with every registration (a server that checks tokens wants an admin
+    /// one). Default: none.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// Registers `size` bytes of the sealed memfd `fd` (0: all of it) as a region.
     pub fn register_memfd(&self, fd: &OwnedFd, size: u64) -> Result<Registered, ClientError> {
-        let message = format!("{{\"op\":\"register_memfd\",\"size\":{size}}}\n");
+        let message = serde_json::json!({
+            "op": "register_memfd",
+            "size": size,
+            "token": self.token,
+        })
+        .to_string()
+            + "\n";
         send_with_fd(&self.socket, message.as_bytes(), fd)?;
         let reply = self.read_reply()?;
         Ok(Registered {
@@ -144,15 +161,19 @@ fn os_error(what: &str) -> ClientError {
 
 impl SharedMemoryRegion {
     /// Creates a sealed memfd of `size` bytes, maps it, and registers it with the server whose
-    /// local socket is at `local_socket`.
-    pub fn create(local_socket: &Path, size: usize) -> Result<Self, ClientError> {
+    /// local socket is at `local_socket` (presenting `token`, if the server checks tokens).
+    pub fn create(
+        local_socket: &Path,
+        size: usize,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
         if size == 0 {
             return Err(ClientError::Local(
                 "a region needs at least one byte".into(),
             ));
         }
         let fd = sealed_memfd(size)?;
-        let local = LocalConnection::connect(local_socket)?;
+        let local = LocalConnection::connect(local_socket)?.with_token(token);
         let registered = local.register_memfd(&fd, size as u64)?;
         // SAFETY: a fresh shared mapping of the sealed file, which holds `size` bytes for good.
         let ptr = unsafe {

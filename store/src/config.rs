@@ -20,6 +20,11 @@
 //! prefetch_queue_rows = 4194304
 //! max_regions_per_connection = 64
 //! max_regions = 1024
+//! metrics_listen = "0.0.0.0:9090"   # Prometheus text on /metrics ("": off)
+//! tls_cert = "/etc/engram-store/tls.crt"   # with tls_key: TLS ("": off)
+//! tls_key = "/etc/engram-store/tls.key"
+//! tls_client_ca = "/etc/engram-store/ca.crt" # mutual TLS: clients need a cert from this CA
+//! auth_tokens = "/etc/engram-store/tokens"  # read:TOKEN / admin:TOKEN lines ("": no tokens)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -70,6 +75,16 @@ pub struct ServeConfig {
     pub max_regions_per_connection: usize,
     /// Regions the server holds in all.
     pub max_regions: usize,
+    /// Address of the Prometheus `/metrics` endpoint ("": none).
+    pub metrics_listen: String,
+    /// PEM certificate chain of the gRPC listener (with `tls_key`: TLS on).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the gRPC listener.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that client certificates must chain to (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Token file, `read:TOKEN` or `admin:TOKEN` per line (none: no token checked).
+    pub auth_tokens: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -93,6 +108,11 @@ impl Default for ServeConfig {
             prefetch_queue_rows: 1 << 22,
             max_regions_per_connection: 64,
             max_regions: 1024,
+            metrics_listen: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            auth_tokens: None,
         }
     }
 }
@@ -155,5 +175,13 @@ mod tests {
         let e = c.engine_config().expect("engine config");
         assert_eq!(e.ram_cache_bytes, 2 << 30);
         assert!(toml::from_str::<ServeConfig>("ram_cahce = \"1GiB\"").is_err());
+        let c: ServeConfig = toml::from_str(
+            "metrics_listen = \"127.0.0.1:9090\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             tls_client_ca = \"ca.pem\"\nauth_tokens = \"tokens\"",
+        )
+        .expect("production keys");
+        assert_eq!(c.metrics_listen, "127.0.0.1:9090");
+        assert_eq!(c.tls_client_ca.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(c.auth_tokens.as_deref(), Some(Path::new("tokens")));
     }
 }

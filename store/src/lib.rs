@@ -9,15 +9,19 @@
 //! - [`regions`]: memory of a client's that LookupInto writes rows into.
 //! - [`ingest`]: `.npy`/`.safetensors` ingestion and synthetic tables.
 //! - [`config`]: `serve`'s TOML configuration.
+//! - [`access`]: TLS and bearer tokens at the gRPC edge (`--tls-*`, `--auth-tokens`).
+//! - [`metrics`]: Prometheus metrics (`--metrics-listen`).
 //!
 //! The command line (and the demo, which drives a server through the client) is the binary's,
 //! in `src/cli/`; load generation lives in `engram-store-driver`.
 
+pub mod access;
 pub mod config;
 pub mod edge;
 pub mod engine;
 pub mod group;
 pub mod ingest;
+pub mod metrics;
 pub mod regions;
 pub mod server;
 pub mod size;

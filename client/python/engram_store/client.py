@@ -21,6 +21,12 @@
         with c.register_cuda_tensor(out) as region:         # out: contiguous, on the server's GPU
             c.lookup_ngrams_into(region, "demo", 1, token_ids)
 
+Over TLS, and with a token (``--tls-cert``/``--auth-tokens`` on the server)::
+
+    Client("store.example:50051", root_certificates=open("ca.crt", "rb").read(),
+           certificate_chain=cert_pem, private_key=key_pem,  # mutual TLS
+           token="...")                                       # authorization: Bearer ...
+
 Row arrays are read-only views of the response bytes (no copy); ``.copy()`` them to write.
 bf16 and fp8 e4m3 rows use ``ml_dtypes``. Every failed call raises
 :class:`engram_store.errors.EngramStoreError` with the gRPC status code and the server's message.
@@ -28,6 +34,7 @@ bf16 and fp8 e4m3 rows use ``ml_dtypes``. Every failed call raises
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from collections.abc import Iterable, Sequence
@@ -65,6 +72,63 @@ CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", -1),
 )
 _U32 = 2**32
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """A call's details with metadata of our own added."""
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer TOKEN`` to every call."""
+
+    def __init__(self, token: str):
+        if not token or not token.isascii() or not token.isprintable() or " " in token:
+            raise ValueError("a token is printable ASCII without spaces")
+        self._header = ("authorization", f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return "_BearerToken(***)"
+
+    def _details(self, d: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(
+            d.method,
+            d.timeout,
+            [*(d.metadata or ()), self._header],
+            d.credentials,
+            getattr(d, "wait_for_ready", None),
+            getattr(d, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):  # noqa: D102
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # noqa: D102
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # noqa: D102
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):  # noqa: D102
+        return continuation(self._details(details), requests)
+
+
+def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    """PEM bytes as given, or read from a path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    with open(value, "rb") as f:
+        return f.read()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,9 +311,16 @@ class Client:
     """A connection to an engram-store server.
 
     Args:
-        addr: ``host:port`` (or ``http://host:port``).
+        addr: ``host:port`` (or ``http://host:port``; ``https://host:port`` is TLS).
         timeout: seconds each call may take (None: no limit). Default 60.
         options: extra gRPC channel options, after the unlimited message sizes.
+        root_certificates: PEM of the CA the server's certificate must chain to (bytes, or a
+            path): connects over TLS. ``https://`` without it trusts the system's CAs.
+        certificate_chain, private_key: PEM of this client's certificate and key (bytes or
+            paths), for a server that requires one (mutual TLS).
+        tls_server_name: the name the server's certificate must carry, if not the host of
+            ``addr``.
+        token: sent as ``authorization: Bearer TOKEN`` with every call.
     """
 
     def __init__(
@@ -258,12 +329,37 @@ class Client:
         *,
         timeout: float | None = 60.0,
         options: Sequence[tuple[str, Any]] = (),
+        root_certificates: bytes | str | os.PathLike[str] | None = None,
+        certificate_chain: bytes | str | os.PathLike[str] | None = None,
+        private_key: bytes | str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
+        token: str | None = None,
     ):
-        target = addr.split("://", 1)[1] if "://" in addr else addr
+        scheme, target = addr.split("://", 1) if "://" in addr else ("", addr)
         self.addr = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=[*CHANNEL_OPTIONS, *options])
-        self._stub = pb_grpc.EmbeddingStoreStub(self._channel)
+        opts = [*CHANNEL_OPTIONS, *options]
+        tls = scheme == "https" or any(
+            v is not None for v in (root_certificates, certificate_chain, private_key)
+        )
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError("certificate_chain and private_key go together")
+        if tls:
+            if tls_server_name:
+                opts.append(("grpc.ssl_target_name_override", tls_server_name))
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_pem(root_certificates),
+                private_key=_pem(private_key),
+                certificate_chain=_pem(certificate_chain),
+            )
+            channel = grpc.secure_channel(target, creds, options=opts)
+        else:
+            channel = grpc.insecure_channel(target, options=opts)
+        self._channel = channel
+        self._token = token
+        if token is not None:
+            channel = grpc.intercept_channel(channel, _BearerToken(token))
+        self._stub = pb_grpc.EmbeddingStoreStub(channel)
         self._server_info: Any = None
 
     def close(self) -> None:
@@ -444,7 +540,9 @@ class Client:
         local = None
         try:
             local = LocalSocket(local_path)
-            r = local.request({"op": "register_memfd", "size": nbytes}, fd)
+            r = local.request(
+                {"op": "register_memfd", "size": nbytes, "token": self._token}, fd
+            )
         except BaseException:
             mapping.close()
             if local is not None:

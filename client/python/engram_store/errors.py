@@ -15,7 +15,9 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "OutOfRangeError",
+    "PermissionDeniedError",
     "ProtocolError",
+    "UnauthenticatedError",
     "UnavailableError",
     "from_rpc_error",
 ]
@@ -63,6 +65,13 @@ class FailedPreconditionError(EngramStoreError):
 class ResourceExhaustedError(EngramStoreError):
     """The server is at a limit (answer bytes in flight, regions...); retry later
     (``RESOURCE_EXHAUSTED``)."""
+class UnauthenticatedError(EngramStoreError):
+    """No token, or one the server does not know (``UNAUTHENTICATED``)."""
+
+
+class PermissionDeniedError(EngramStoreError):
+    """The token's role does not allow the call: a read token on an admin RPC
+    (``PERMISSION_DENIED``)."""
 
 
 class ProtocolError(EngramStoreError):
@@ -80,6 +89,8 @@ _BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 

@@ -12,11 +12,14 @@ use clap::{Args, Parser, Subcommand};
 
 use self::progress::bytes_bar;
 
+use engram_store::access::{Role, TlsFiles, TokenSet};
 use engram_store::config::ServeConfig;
+use engram_store::edge::EdgeOptions;
 use engram_store::engine::Engine;
 use engram_store::group::hf::{self, ImportOptions, SynthCheckpoint};
 use engram_store::group::{GroupSource, create_group};
 use engram_store::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
+use engram_store::metrics::{MetricsServer, StoreMetrics, spawn_metrics_server};
 use engram_store::server::ListenAddr;
 use engram_store::size::{format_size, parse_size};
 use engram_store::table::{ChecksumKind, DType, row_as_f64};
@@ -34,7 +37,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Serve every table in a data directory over gRPC.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Ingest a .npy or .safetensors file as a table.
     Ingest(IngestArgs),
     /// Write a synthetic table with documented deterministic content.
@@ -102,6 +105,22 @@ pub(crate) struct ServeArgs {
     /// Bytes of answers built and not yet sent, at most, e.g. 1GiB [default 1GiB].
     #[arg(long)]
     pub(crate) answer_budget: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// PEM CA: clients must present a certificate it signed (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Token file, one `read:TOKEN` or `admin:TOKEN` per line; every RPC but health and
+    /// reflection then needs `authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) auth_tokens: Option<PathBuf>,
     /// TOML configuration file.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
@@ -272,12 +291,24 @@ pub(crate) struct LookupArgs {
         value_parser = parse_row_id
     )]
     pub(crate) ids: Vec<u64>,
+    /// PEM CA of a TLS server (the address then means https://).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// File holding the bearer token to send (kept out of the process list).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 /// Runs the parsed command.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
         Command::Ingest(a) => {
             let bar = bytes_bar("ingest");
             let m = ingest_file(
@@ -495,8 +526,23 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     {
         c.local_socket = format!("{}.local", path.display());
     }
-    let options = c.server_options()?;
+    if let Some(v) = a.metrics_listen {
+        c.metrics_listen = v;
+    }
+    for (flag, key) in [
+        (a.tls_cert, &mut c.tls_cert),
+        (a.tls_key, &mut c.tls_key),
+        (a.tls_client_ca, &mut c.tls_client_ca),
+        (a.auth_tokens, &mut c.auth_tokens),
+    ] {
+        if flag.is_some() {
+            *key = flag;
+        }
+    }
+    let mut options = c.server_options()?;
     let engine = Arc::new(Engine::open(c.engine_config()?)?);
+    let (edge, _metrics_server) = edge_options(&c, &engine).await?;
+    options.edge = edge;
     let listener = listen.bind()?;
     for path in engine.removed_leftovers() {
         eprintln!(
@@ -542,6 +588,54 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     .await
 }
 
+/// TLS, tokens and metrics as `c` says; the metrics endpoint, if any, runs until dropped.
+async fn edge_options(
+    c: &ServeConfig,
+    engine: &Arc<Engine>,
+) -> anyhow::Result<(EdgeOptions, Option<MetricsServer>)> {
+    let mut edge = EdgeOptions {
+        tls: TlsFiles::from_flags(
+            c.tls_cert.clone(),
+            c.tls_key.clone(),
+            c.tls_client_ca.clone(),
+        )?,
+        ..Default::default()
+    };
+    if let Some(tls) = &edge.tls {
+        eprintln!(
+            "TLS on ({}){}",
+            tls.cert.display(),
+            if tls.client_ca.is_some() {
+                ", client certificates required"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(path) = &c.auth_tokens {
+        let tokens = TokenSet::load(path)?;
+        eprintln!(
+            "tokens required: {} read, {} admin ({})",
+            tokens.count(Role::Read),
+            tokens.count(Role::Admin),
+            path.display()
+        );
+        edge.tokens = Some(Arc::new(tokens));
+    }
+    let mut server = None;
+    if !c.metrics_listen.is_empty() {
+        let ListenAddr::Tcp(addr) = ListenAddr::resolve(&c.metrics_listen).await? else {
+            anyhow::bail!("--metrics-listen takes a TCP address, not a Unix socket");
+        };
+        let metrics = Arc::new(StoreMetrics::with_own_recorder()?);
+        let running = spawn_metrics_server(metrics.clone(), engine.clone(), addr).await?;
+        eprintln!("metrics on http://{}/metrics", running.addr);
+        edge.metrics = Some(metrics);
+        server = Some(running);
+    }
+    Ok((edge, server))
+}
+
 /// A row id of `lookup --ids`.
 fn parse_row_id(s: &str) -> Result<u64, String> {
     s.trim().parse::<u64>().map_err(|_| {
@@ -554,11 +648,23 @@ fn parse_row_id(s: &str) -> Result<u64, String> {
 }
 
 async fn lookup(a: LookupArgs) -> anyhow::Result<()> {
-    let client = engram_store_client::Client::builder(&a.addr)
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("read {}: {e}", p.display()));
+    let mut builder = engram_store_client::Client::builder(&a.addr)
         .connect_timeout(Duration::from_secs(3))
-        .retries(1)
-        .connect()
-        .await?;
+        .retries(1);
+    if let Some(ca) = &a.tls_ca {
+        builder = builder.tls_ca_pem(read(ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        builder = builder.tls_identity_pem(read(cert)?, read(key)?);
+    }
+    if let Some(path) = &a.token_file {
+        let text = String::from_utf8(read(path)?)
+            .map_err(|_| anyhow::anyhow!("{}: the token is not text", path.display()))?;
+        builder = builder.token(text.trim());
+    }
+    let client = builder.connect().await?;
     let info = client.describe_table(&a.table).await?;
     let dtype = DType::ALL
         .into_iter()

@@ -126,10 +126,16 @@ mod tests {
         let err = budget.reserve(30 * mib).await.expect_err("full");
         assert!(matches!(err, LookupError::Overloaded { .. }), "{err}");
         // Large answers hold the large pool; small answers still get through.
-        let b = budget.reserve(20 * mib).await.expect("the rest of the large pool");
+        let b = budget
+            .reserve(20 * mib)
+            .await
+            .expect("the rest of the large pool");
         let small = budget.reserve(SMALL_ANSWER).await.expect("the small pool");
         drop((a, b, small));
-        let big = budget.reserve(1 << 40).await.expect("capped at the large pool");
+        let big = budget
+            .reserve(1 << 40)
+            .await
+            .expect("capped at the large pool");
         assert_eq!(budget.reserved_bytes(), 60 * mib);
         drop(big);
         assert_eq!(budget.reserved_bytes(), 0);

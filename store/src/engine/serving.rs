@@ -582,6 +582,11 @@ impl Engine {
         })
     }
 
+    /// Regions registered now.
+    pub fn region_count(&self) -> usize {
+        self.regions.len()
+    }
+
     /// Counts one request: how long it took and what it delivered.
     pub fn record_request(&self, took: Duration, delivered: Delivered) {
         self.counters.record(took, delivered);

@@ -10,7 +10,9 @@
 //! - Errors: `{"ok": false, "code": "INVALID_ARGUMENT", "message": "..."}` (gRPC code names).
 //!
 //! Regions registered on a connection belong to it: they go when it closes. A line longer than
-//! 64 KiB, or more than a few descriptors at once, closes the connection.
+//! 64 KiB, or more than a few descriptors at once, closes the connection. When the server checks
+//! tokens (`--auth-tokens`), `register_memfd` must carry an admin token (`"token": "..."`), as
+//! RegisterRegion must.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -23,6 +25,7 @@ use tokio::net::UnixStream;
 
 use super::connections::{ConnTable, Peer};
 use super::listen::bind_unix;
+use crate::access::{Role, TokenSet};
 use crate::engine::{Engine, LookupError};
 use crate::regions::{RegionKey, RegionSpec};
 
@@ -51,6 +54,8 @@ enum Message {
     RegisterMemfd {
         #[serde(default)]
         size: u64,
+        #[serde(default)]
+        token: Option<String>,
     },
     Unregister {
         region_id: u64,
@@ -113,6 +118,7 @@ impl LocalSocket {
         path: &Path,
         engine: Arc<Engine>,
         table: Arc<ConnTable>,
+        tokens: Option<Arc<TokenSet>>,
     ) -> anyhow::Result<Self> {
         let listener = bind_unix(path)?;
         use std::os::unix::fs::PermissionsExt;
@@ -136,10 +142,11 @@ impl LocalSocket {
                     },
                     Err(_) => continue,
                 };
-                let (engine, table) = (engine.clone(), table.clone());
+                let (engine, table, tokens) = (engine.clone(), table.clone(), tokens.clone());
                 tokio::spawn(async move {
                     let conn = table.open_local(peer);
-                    if let Err(e) = serve_connection(stream, &engine, conn.id()).await {
+                    let tokens = tokens.as_deref();
+                    if let Err(e) = serve_connection(stream, &engine, tokens, conn.id()).await {
                         tracing::debug!(error = %e, "local socket connection ended");
                     }
                 });
@@ -152,7 +159,12 @@ impl LocalSocket {
     }
 }
 
-async fn serve_connection(mut stream: UnixStream, engine: &Engine, owner: u64) -> io::Result<()> {
+async fn serve_connection(
+    mut stream: UnixStream,
+    engine: &Engine,
+    tokens: Option<&TokenSet>,
+    owner: u64,
+) -> io::Result<()> {
     let mut line = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -171,7 +183,7 @@ async fn serve_connection(mut stream: UnixStream, engine: &Engine, owner: u64) -
         line.extend_from_slice(&buf[..n]);
         while let Some(end) = line.iter().position(|&b| b == b'\n') {
             let message: Vec<u8> = line.drain(..=end).collect();
-            let reply = answer(engine, owner, &message[..end], &mut fds);
+            let reply = answer(engine, tokens, owner, &message[..end], &mut fds);
             let mut text = serde_json::to_vec(&reply).map_err(io::Error::other)?;
             text.push(b'\n');
             stream.write_all(&text).await?;
@@ -182,13 +194,38 @@ async fn serve_connection(mut stream: UnixStream, engine: &Engine, owner: u64) -
     }
 }
 
-fn answer(engine: &Engine, owner: u64, message: &[u8], fds: &mut Vec<OwnedFd>) -> Reply {
+fn answer(
+    engine: &Engine,
+    tokens: Option<&TokenSet>,
+    owner: u64,
+    message: &[u8],
+    fds: &mut Vec<OwnedFd>,
+) -> Reply {
     let message: Message = match serde_json::from_slice(message) {
         Ok(m) => m,
         Err(e) => return Reply::bad_message(format!("not a local-socket message: {e}")),
     };
     match message {
-        Message::RegisterMemfd { size } => {
+        Message::RegisterMemfd { size, token } => {
+            if let Some(tokens) = tokens {
+                let role = token.as_deref().and_then(|t| tokens.role_of(t.as_bytes()));
+                let refusal = match role {
+                    Some(Role::Admin) => None,
+                    Some(_) => Some(("PERMISSION_DENIED", "register_memfd needs an admin token")),
+                    None => Some((
+                        "UNAUTHENTICATED",
+                        "register_memfd needs a token (\"token\": \"...\"): the server checks tokens",
+                    )),
+                };
+                if let Some((code, message)) = refusal {
+                    fds.clear();
+                    return Reply::Failed {
+                        ok: false,
+                        code,
+                        message: message.into(),
+                    };
+                }
+            }
             if fds.len() != 1 {
                 let n = fds.len();
                 fds.clear();

@@ -28,7 +28,7 @@ pub use local_socket::LocalSocket;
 
 use self::connections::accept_loop;
 use self::request_layer::RequestLayer;
-use crate::edge::{ServerSide, StoreService};
+use crate::edge::{EdgeOptions, ServerSide, StoreService};
 use crate::engine::Engine;
 
 /// Limits and timeouts of the server (besides the engine's own).
@@ -50,6 +50,8 @@ pub struct ServerOptions {
     pub connection_window: u32,
     /// The local socket for memfd regions, if any.
     pub local_socket: Option<PathBuf>,
+    /// TLS, the token check and request metrics in front of every service.
+    pub edge: EdgeOptions,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +64,7 @@ impl Default for ServerOptions {
             keepalive_timeout: Duration::from_secs(10),
             connection_window: 16 << 20,
             local_socket: None,
+            edge: EdgeOptions::default(),
         }
     }
 }
@@ -149,7 +152,12 @@ pub async fn serve(
     let table = ConnTable::new(on_close);
     table.spawn_idle_reaper(options.idle_timeout, reaper_period(options.idle_timeout));
     let local = match &options.local_socket {
-        Some(path) => Some(LocalSocket::bind(path, engine.clone(), table.clone())?),
+        Some(path) => Some(LocalSocket::bind(
+            path,
+            engine.clone(),
+            table.clone(),
+            options.edge.tokens.clone(),
+        )?),
         None => None,
     };
 
@@ -194,7 +202,9 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let router = tonic::transport::Server::builder()
+    let router = options
+        .edge
+        .server_builder()?
         .tcp_nodelay(true)
         .max_concurrent_streams(Some(options.max_concurrent_streams))
         .http2_keepalive_interval(Some(options.keepalive_interval))

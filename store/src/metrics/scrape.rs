@@ -1,0 +1,192 @@
+//! What a scrape reads from the engine: its stats and every table's tiers, set as gauges and
+//! folded into counters ([`super::fold`]), then the registry rendered in Prometheus text with
+//! the disk read histogram appended (its buckets are the NVMe tier's own histogram, summed over
+//! tables, read at bounds that are edges of its buckets, so every count is exact).
+
+use std::fmt::Write as _;
+
+use engram_store_cache::{LatencyHistogram, TierKind, TierStats};
+use metrics::{Key, Label, Recorder};
+
+use super::{StoreMetrics, names};
+use crate::engine::Engine;
+
+impl StoreMetrics {
+    /// Reads `engine` and renders every metric in Prometheus text format.
+    pub fn render(&self, engine: &Engine) -> String {
+        let disk = self.refresh(engine);
+        let mut text = self.handle.render();
+        render_disk_histogram(&mut text, disk.as_deref());
+        text
+    }
+
+    fn folded(&self, name: &'static str, labels: Vec<Label>, now: u64) {
+        let key = Key::from_parts(name, labels);
+        let delta = self.folds.delta(&key, now);
+        self.recorder
+            .register_counter(&key, &super::METADATA)
+            .increment(delta);
+    }
+
+    fn set(&self, name: &'static str, labels: Vec<Label>, value: f64) {
+        self.gauge(name, labels).set(value);
+    }
+
+    /// Sets every engine-derived series; returns the disk read histogram.
+    fn refresh(&self, engine: &Engine) -> Option<std::sync::Arc<LatencyHistogram>> {
+        let stats = engine.stats(false);
+        self.folded(names::SERVED_ROWS, vec![], stats.rows);
+        self.folded(names::SERVED_BYTES, vec![], stats.bytes);
+        self.set(
+            names::PROCESS_RSS_BYTES,
+            vec![],
+            stats.process_rss_bytes as f64,
+        );
+        self.set(names::UPTIME, vec![], stats.uptime_s as f64);
+        self.set(
+            names::CHECKSUM_MEMORY_BYTES,
+            vec![],
+            stats.fixed_overhead_bytes as f64,
+        );
+        self.set(names::REGIONS_OPEN, vec![], engine.region_count() as f64);
+        self.set(names::CHANNELS_OPEN, vec![], 0.0);
+        self.set(names::TABLES, vec![], engine.tables().count() as f64);
+        self.set(
+            names::BUILD_INFO,
+            vec![
+                Label::from_static_parts("version", env!("CARGO_PKG_VERSION")),
+                Label::from_static_parts("io_engine", stats.io_engine),
+            ],
+            1.0,
+        );
+        let config = engine.config();
+        self.set(
+            names::TIER_BUDGET_BYTES,
+            vec![Label::from_static_parts("tier", TierKind::Ram.name())],
+            config.ram_cache_bytes as f64,
+        );
+        self.set(
+            names::TIER_BUDGET_BYTES,
+            vec![Label::from_static_parts("tier", TierKind::Gpu.name())],
+            config.gpu_budget_bytes as f64,
+        );
+        for table in engine.tables() {
+            let m = table.manifest();
+            let name = || Label::new("table", m.name.clone());
+            self.set(names::TABLE_VERSION, vec![name()], m.version as f64);
+            self.set(names::TABLE_ROWS, vec![name()], m.rows as f64);
+            for (kind, s) in table.tier_stats() {
+                self.table_tier(&m.name, kind, &s);
+            }
+        }
+        stats
+            .tiers
+            .iter()
+            .find(|(k, _)| *k == TierKind::Nvme)
+            .and_then(|(_, s)| s.latency_histogram.clone())
+    }
+
+    /// The series of one tier of one table.
+    fn table_tier(&self, table: &str, kind: TierKind, s: &TierStats) {
+        let table = || Label::new("table", table.to_string());
+        let tier = || Label::from_static_parts("tier", kind.name());
+        let result = |r: &'static str| Label::from_static_parts("result", r);
+        self.folded(
+            names::TIER_ROWS,
+            vec![table(), tier(), result("hit")],
+            s.hits,
+        );
+        self.folded(
+            names::TIER_ROWS,
+            vec![table(), tier(), result("miss")],
+            s.misses,
+        );
+        self.folded(names::TIER_SERVED_BYTES, vec![table(), tier()], s.bytes);
+        if kind == TierKind::Nvme {
+            self.folded(names::DISK_READS, vec![table()], s.reads);
+            // The NVMe tier's "resident" bytes are the bytes it has read.
+            self.folded(names::DISK_READ_BYTES, vec![table()], s.resident_bytes);
+            self.folded(names::DISK_JOINED_READS, vec![table()], s.joined_reads);
+            self.folded(names::DISK_READ_ERRORS, vec![table()], s.io_errors);
+            self.folded(names::CHECKSUM_FAILURES, vec![table()], s.checksum_errors);
+            self.set(
+                names::DISK_READS_IN_FLIGHT,
+                vec![table()],
+                s.reads_in_flight as f64,
+            );
+        } else {
+            self.set(
+                names::TIER_RESIDENT_ROWS,
+                vec![table(), tier()],
+                s.resident_rows as f64,
+            );
+            self.set(
+                names::TIER_RESIDENT_BYTES,
+                vec![table(), tier()],
+                s.resident_bytes as f64,
+            );
+            self.set(
+                names::TIER_CAPACITY_BYTES,
+                vec![table(), tier()],
+                s.capacity_bytes as f64,
+            );
+            self.folded(names::PREFETCH_ROWS, vec![table(), tier()], s.prefetch_rows);
+            self.folded(names::PREFETCH_HITS, vec![table(), tier()], s.prefetch_hits);
+        }
+    }
+}
+
+/// Appends [`names::DISK_READ_DURATION`] from the NVMe tier's histogram (all zero without one).
+fn render_disk_histogram(text: &mut String, histogram: Option<&LatencyHistogram>) {
+    let name = names::DISK_READ_DURATION;
+    let help = names::HELP
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, h)| *h);
+    let mut bounds = names::disk_read_bounds_ns();
+    bounds.push(u64::MAX);
+    let counts = histogram.map_or_else(|| vec![0; bounds.len()], |h| h.cumulative_counts(&bounds));
+    let total = counts.last().copied().unwrap_or(0);
+    let sum_s = histogram.map_or(0.0, |h| h.sum_ns() as f64 / 1e9);
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    // Writing into a String does not fail.
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, count) in bounds.iter().zip(&counts).take(bounds.len() - 1) {
+        let le = (bound + 1) as f64 / 1e9;
+        let _ = writeln!(text, "{name}_bucket{{le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(text, "{name}_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(text, "{name}_sum {sum_s}");
+    let _ = writeln!(text, "{name}_count {total}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_histogram_is_cumulative_and_complete() {
+        let h = LatencyHistogram::new();
+        for us in [3u64, 10, 10, 100, 5_000, 20_000_000] {
+            h.record(std::time::Duration::from_micros(us));
+        }
+        let mut text = String::new();
+        render_disk_histogram(&mut text, Some(&h));
+        let bucket = |le: &str| -> u64 {
+            let prefix = format!("{}_bucket{{le=\"{le}\"}} ", names::DISK_READ_DURATION);
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no bucket {le} in\n{text}"))
+        };
+        assert_eq!(bucket("0.000004096"), 1); // 3 us
+        assert_eq!(bucket("0.000012288"), 3); // and twice 10 us
+        assert_eq!(bucket("0.000131072"), 4); // and 100 us
+        assert_eq!(bucket("0.006291456"), 5); // and 5 ms
+        assert_eq!(bucket("+Inf"), 6); // and 20 s, beyond the last bound
+        assert!(text.contains("_count 6\n"));
+        assert!(text.contains(&format!("{}_sum 20.005123\n", names::DISK_READ_DURATION)));
+    }
+}
