@@ -12,12 +12,16 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
 export RUSTC_BOOTSTRAP=1
+# Unoptimized, with the address sanitizer: builds in about 3 minutes here instead of 11 for a
+# release build (FUZZ_RELEASE=1 for that), and runs fast enough for a minute of fuzzing.
+build=--dev
+[ "${FUZZ_RELEASE:-0}" = 1 ] && build=
 mkdir -p ../target/fuzz-logs
 for target in $(cargo fuzz list); do
   echo "== fuzz $target for ${SECONDS_EACH}s"
   mkdir -p "fuzz/corpus/$target"
   log="../target/fuzz-logs/$target.log"
-  if ! cargo fuzz run "$target" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 \
+  if ! cargo fuzz run $build "$target" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 \
       >"$log" 2>&1; then
     tail -n 60 "$log"
     echo "fuzz target $target failed (a crash leaves its input in store/fuzz/artifacts/$target/)"
