@@ -54,7 +54,7 @@ pub struct ServeArgs {
     /// RAM tier budget, e.g. 4GiB (0 disables the RAM tier).
     #[arg(long)]
     pub ram_cache: Option<String>,
-    /// RAM tier policy (default s3sketch). Without this flag, a table whose rows all fit its
+    /// RAM tier policy (default s3mini). Without this flag, a table whose rows all fit its
     /// share of the RAM budget is held whole, direct-mapped (policy "direct" in Stats).
     #[arg(long)]
     pub ram_policy: Option<String>,

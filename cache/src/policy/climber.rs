@@ -77,6 +77,11 @@ impl Climber {
         }
     }
 
+    /// The smallest, the initial and the largest window, in slots.
+    pub(crate) fn range(&self) -> (f64, f64, f64) {
+        (self.min, self.target, self.max)
+    }
+
     /// The window size to aim for, in slots.
     pub(crate) fn target(&self) -> usize {
         self.target.round() as usize

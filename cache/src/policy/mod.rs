@@ -14,9 +14,11 @@
 mod climber;
 mod clock;
 mod direct;
+mod ghost;
 mod hotset;
 mod lfu;
 mod lru;
+mod mini;
 mod moka_tinylfu;
 mod opt;
 mod regions;
@@ -32,13 +34,14 @@ mod wtinylfu;
 pub use climber::ClimberConfig;
 pub use clock::Clock;
 pub use direct::Direct;
+pub use ghost::GhostConfig;
 pub use hotset::HotSet;
 pub use lfu::Lfu;
 pub use lru::Lru;
 pub use moka_tinylfu::MokaTinyLfu;
 pub use opt::{NEVER, Opt, next_uses};
 pub use s3fifo::{S3Fifo, S3FifoConfig};
-pub use s3sketch::{S3Sketch, S3SketchConfig};
+pub use s3sketch::{Candidate, MiniConfig, S3Sketch, S3SketchConfig};
 pub use sieve::Sieve;
 pub use sim::SimPolicy;
 pub use sketch::SketchConfig;
@@ -46,15 +49,16 @@ pub use wtinylfu::{WTinyLfu, WTinyLfuConfig};
 
 /// Names accepted by [`by_name`]: the slot policies the RAM tier can run.
 pub const POLICY_NAMES: &[&str] = &[
-    "s3sketch", "wtinylfu", "lru", "clock", "sieve", "s3fifo", "lfu", "hotset",
+    "s3mini", "s3arc", "s3sketch", "wtinylfu", "lru", "clock", "sieve", "s3fifo", "lfu", "hotset",
 ];
 
 /// Name of the policy the RAM tier runs unless told otherwise.
-pub const DEFAULT_POLICY: &str = "s3sketch";
+pub const DEFAULT_POLICY: &str = "s3mini";
 
-/// The policy the RAM tier runs unless told otherwise: [`S3Sketch`] with its default tuning.
+/// The policy the RAM tier runs unless told otherwise: [`S3Sketch`] tuned by miniature
+/// simulations ([`S3SketchConfig::mini`]).
 pub fn default_policy(capacity: usize) -> Box<dyn Policy> {
-    Box::new(S3Sketch::new(capacity))
+    Box::new(S3Sketch::with_config(capacity, S3SketchConfig::mini()))
 }
 
 /// The policy called `name` (see [`POLICY_NAMES`]), or `None` for an unknown name.
@@ -82,6 +86,8 @@ pub trait WithPolicy {
 /// unknown name. The one list of names and constructors, shared by [`by_name`].
 pub fn by_name_with<F: WithPolicy>(name: &str, capacity: usize, f: F) -> Option<F::Output> {
     Some(match name {
+        "s3mini" => f.with(S3Sketch::with_config(capacity, S3SketchConfig::mini())),
+        "s3arc" => f.with(S3Sketch::with_config(capacity, S3SketchConfig::arc())),
         "s3sketch" => f.with(S3Sketch::new(capacity)),
         "wtinylfu" => f.with(WTinyLfu::new(capacity)),
         "lru" => f.with(Lru::new(capacity)),
