@@ -26,26 +26,12 @@ impl Clock {
 }
 
 impl Policy for Clock {
-    fn name(&self) -> &'static str {
-        "clock"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("clock");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         let slot = self.index.get(key)?;
         self.referenced[slot as usize] = true;
         Some(slot)
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
     }
 
     fn insert(&mut self, key: u64) -> Option<Admitted> {

@@ -38,25 +38,11 @@ impl Lfu {
 }
 
 impl Policy for Lfu {
-    fn name(&self) -> &'static str {
-        "lfu"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("lfu");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         self.sketch.increment(key);
         self.index.get(key)
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
     }
 
     fn insert(&mut self, key: u64) -> Option<Admitted> {

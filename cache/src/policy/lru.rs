@@ -25,26 +25,12 @@ impl Lru {
 }
 
 impl Policy for Lru {
-    fn name(&self) -> &'static str {
-        "lru"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("lru");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         let slot = self.index.get(key)?;
         self.order.move_to_head(slot);
         Some(slot)
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
     }
 
     fn insert(&mut self, key: u64) -> Option<Admitted> {

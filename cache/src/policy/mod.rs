@@ -11,6 +11,29 @@
 //! the default ([`DEFAULT_POLICY`]), [`S3Sketch`]: S3-FIFO with a TinyLFU sketch for a ghost and
 //! an adaptive window, in under 16 bytes per row.
 
+/// The [`Policy`] methods that every policy over a [`slot_index::SlotIndex`] field `index` and a
+/// `capacity` field writes the same way: `name` (the given string), `capacity`, `len` and
+/// `contains`. Invoked inside `impl Policy for ...`.
+macro_rules! indexed_policy_basics {
+    ($name:literal) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+
+        fn capacity(&self) -> usize {
+            self.capacity
+        }
+
+        fn len(&self) -> usize {
+            self.index.len()
+        }
+
+        fn contains(&self, key: u64) -> bool {
+            self.index.get(key).is_some()
+        }
+    };
+}
+
 mod climber;
 mod clock;
 mod direct;

@@ -50,26 +50,12 @@ impl Sieve {
 }
 
 impl Policy for Sieve {
-    fn name(&self) -> &'static str {
-        "sieve"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("sieve");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         let slot = self.index.get(key)?;
         self.visited[slot as usize] = true;
         Some(slot)
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
     }
 
     fn insert(&mut self, key: u64) -> Option<Admitted> {
