@@ -142,7 +142,8 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
                         "p" => c.sketch.period_per_row = num,
                         "g" => c.direct_threshold = num as u32,
                         "mp" => c.min_period_per_row = num,
-                        "ms" | "mr" | "me" | "mf" | "mm" | "aw" | "ap" | "bw" | "bp" => {
+                        "ms" | "mr" | "me" | "mf" | "mm" | "aw" | "ap" | "bw" | "bp" | "cw"
+                        | "cp" => {
                             let m = c.mini.get_or_insert_with(MiniConfig::default);
                             match k {
                                 "ms" => m.sample_shift = num as u32,
@@ -153,7 +154,9 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
                                 "aw" => m.candidates[0].window = num,
                                 "ap" => m.candidates[0].period_per_row = num,
                                 "bw" => m.candidates[1].window = num,
-                                _ => m.candidates[1].period_per_row = num,
+                                "bp" => m.candidates[1].period_per_row = num,
+                                "cw" => m.candidates[2].window = num,
+                                _ => m.candidates[2].period_per_row = num,
                             }
                         }
                         "gs" | "ge" | "gg" => {
@@ -165,7 +168,7 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
                             }
                         }
                         _ => bail!(
-                            "unknown tuning {k} in {item} (w, lo, hi, st, sp, c, d, p, g, mp, gs, ge, gg, ms, mr, me, mf, mm, aw, ap, bw, bp)"
+                            "unknown tuning {k} in {item} (w, lo, hi, st, sp, c, d, p, g, mp, gs, ge, gg, ms, mr, me, mf, mm, aw, ap, bw, bp, cw, cp)"
                         ),
                     }
                 }

@@ -64,7 +64,7 @@ pub use lru::Lru;
 pub use moka_tinylfu::MokaTinyLfu;
 pub use opt::{NEVER, Opt, next_uses};
 pub use s3fifo::{S3Fifo, S3FifoConfig};
-pub use s3sketch::{Candidate, MiniConfig, S3Sketch, S3SketchConfig};
+pub use s3sketch::{Candidate, MINI_CANDIDATES, MiniConfig, S3Sketch, S3SketchConfig};
 pub use sieve::Sieve;
 pub use sim::SimPolicy;
 pub use sketch::SketchConfig;

@@ -62,11 +62,14 @@ pub struct Candidate {
     pub period_per_row: f64,
 }
 
+/// Candidates of a [`MiniConfig`].
+pub const MINI_CANDIDATES: usize = 3;
+
 /// Miniature simulations choosing the configuration of an [`S3Sketch`] (see `mini.rs`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MiniConfig {
     /// One key in 2^`sample_shift` is simulated, by mini-caches of as many times fewer slots.
-    /// Default 7 (1 in 128: 0.24 bytes per slot for two candidates).
+    /// Default 7 (1 in 128: 0.36 bytes per slot for three candidates).
     pub sample_shift: u32,
     /// Fewest slots of a mini-cache; a cache too small for that runs the first candidate, fixed.
     /// Default 256.
@@ -79,9 +82,11 @@ pub struct MiniConfig {
     /// Sampled accesses per epoch, per mini-cache slot (at least 256). Default 0.5.
     pub epoch_per_row: f64,
     /// The candidates. Default: a 20% window aged every 5 accesses per row (S3-FIFO-like, best
-    /// at most sizes), and a 40% window aged every 10 (nearly every key seen twice goes to the
-    /// main region: CLOCK-like, best for large caches on some traces).
-    pub candidates: [Candidate; 2],
+    /// at most sizes, and what caches too small to simulate run), a 40% window aged every 10
+    /// (nearly every key seen twice goes to the main region: CLOCK-like, best for large caches
+    /// on some traces), and a 10% window aged every 4 (closest to S3-FIFO's 10% small queue,
+    /// best for large caches on others).
+    pub candidates: [Candidate; MINI_CANDIDATES],
 }
 
 impl Default for MiniConfig {
@@ -100,6 +105,10 @@ impl Default for MiniConfig {
                 Candidate {
                     window: 0.4,
                     period_per_row: 10.0,
+                },
+                Candidate {
+                    window: 0.1,
+                    period_per_row: 4.0,
                 },
             ],
         }
@@ -362,8 +371,8 @@ enum Control {
     /// this cache's size are `targets` and `periods`.
     Mini {
         sims: Box<MiniSims<S3Sketch>>,
-        targets: [usize; 2],
-        periods: [f64; 2],
+        targets: [usize; MINI_CANDIDATES],
+        periods: [f64; MINI_CANDIDATES],
     },
 }
 
