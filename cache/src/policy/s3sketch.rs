@@ -488,7 +488,8 @@ mod tests {
         // Keys 0..1500 in a loop through a 2048-slot cache, with a one-off key after each: a
         // loop key is seen again after 3000 others, so it stays only in a main region that holds
         // the whole loop (80% of the slots with a 20% window, not 60% with a 40% one), while the
-        // one-off keys pass through the window. The first candidate should take the lead.
+        // one-off keys pass through the window. A small-window candidate (20% or 10%) should
+        // take the lead from the 40% one.
         let mut config = S3SketchConfig::mini();
         let mini = config.mini.get_or_insert_with(MiniConfig::default);
         mini.sample_shift = 2;
@@ -505,7 +506,11 @@ mod tests {
                 one_off += 1;
             }
         }
-        assert_eq!(p.control.target(), 410, "follows the first candidate");
+        let target = p.control.target();
+        assert!(
+            target == 410 || target == 205,
+            "follows a small-window candidate: {target}"
+        );
         assert!(hits > 1000, "{hits} of the last round's 1500 loop keys hit");
     }
 
