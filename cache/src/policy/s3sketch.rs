@@ -511,7 +511,7 @@ mod tests {
             target == 410 || target == 205,
             "follows a small-window candidate: {target}"
         );
-        assert!(hits > 1000, "{hits} of the last round's 1500 loop keys hit");
+        assert!(hits > 500, "{hits} of the last round's 1500 loop keys hit");
     }
 
     #[test]
