@@ -22,7 +22,7 @@ const SEED: u64 = 0x2545_f491_4f6c_dd1d;
 /// Fewest buckets of a ghost table.
 const MIN_BUCKETS: usize = 64;
 
-/// Tuning of a [`GhostWindow`], as fractions of the cache's slots.
+/// Tuning of the ghost-driven window of `s3arc` (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GhostConfig {
     /// One key in 2^`sample_shift` is remembered. Default 3 (1 in 8).

@@ -8,8 +8,10 @@
 //!
 //! The slot policies: [`Lru`], [`Clock`], [`Sieve`], [`S3Fifo`], [`Lfu`] (count-min sketch with
 //! aging), [`HotSet`] (pinned top-K by decayed counts), [`WTinyLfu`] (W-TinyLFU over CLOCK), and
-//! the default ([`DEFAULT_POLICY`]), [`S3Sketch`]: S3-FIFO with a TinyLFU sketch for a ghost and
-//! an adaptive window, in under 16 bytes per row.
+//! [`S3Sketch`]: S3-FIFO with a TinyLFU sketch for a ghost and an adaptive window, in under 16
+//! bytes per row, which runs as `s3sketch` (hill-climbed window), `s3arc` (ghost-driven window,
+//! an experiment) and the default ([`DEFAULT_POLICY`]) `s3mini` (window and aging period chosen
+//! by miniature simulations on a sample of the keys).
 
 /// The [`Policy`] methods that every policy over a [`slot_index::SlotIndex`] field `index` and a
 /// `capacity` field writes the same way: `name` (the given string), `capacity`, `len` and

@@ -1,5 +1,10 @@
-//! S3Sketch, the RAM tier's default policy: S3-FIFO's shape with a TinyLFU sketch in place of its
-//! ghost queue, CLOCK for its main queue, and an adaptive window, in under 16 bytes per row.
+//! S3Sketch: S3-FIFO's shape with a TinyLFU sketch in place of its ghost queue, CLOCK for its
+//! main queue, and an adaptive window, in under 16 bytes per row. Three policies of the zoo are
+//! this cache with a different control of its window and aging period:
+//! - `s3mini`, the RAM tier's default ([`S3SketchConfig::mini`]): the leader of miniature
+//!   simulations of fixed candidates on a sample of the keys (see `mini.rs` and [`MiniConfig`]);
+//! - `s3sketch`, the previous default: a hill climber on the hit rate (below);
+//! - `s3arc`, an experiment ([`S3SketchConfig::arc`]): sampled ghost hits (see `ghost.rs`).
 //!
 //! - A missed key that the frequency sketch (see [`SketchConfig`]) has seen before in its current
 //!   period (its estimate, this access included, is at least 2) goes straight to the main
@@ -8,7 +13,7 @@
 //!   is evicted (S3-FIFO's quick demotion: most distinct n-grams are read once, and they leave
 //!   after a short stay instead of taking a full turn of the cache).
 //! - The main region is CLOCK with a 2-bit hit counter.
-//! - The window's size is tuned by a hill climber on the observed hit rate, between 2% and 40%
+//! - In `s3sketch` the window's size is tuned by a hill climber on the observed hit rate, between 2% and 40%
 //!   of the slots, starting at 40%: a small window suits small caches and frequency-skewed
 //!   traffic, a large one suits large caches where recency wins (measured on the Engram traces;
 //!   see `benches/results/policy.md`).
@@ -20,7 +25,8 @@
 //!
 //! Memory per slot: the slot index (4 bytes of key while keys fit `u32`, 5 of buckets), 1 byte
 //! of region and counter, 1.6 bytes of window ring (40% of 4 bytes), and the sketch's 2.5 bytes
-//! of counters and 1.5 of doorkeeper: 15.6 bytes, 19.6 once a key needs 64 bits.
+//! of counters and 1.5 of doorkeeper: 15.6 bytes, 19.6 once a key needs 64 bits. `s3mini` adds
+//! its three mini-caches at 1 in 128 of the slots: 0.36 bytes, 15.96 in all.
 
 use super::climber::{Climber, ClimberConfig};
 use super::ghost::{Evicted, GhostConfig, GhostWindow};
