@@ -38,14 +38,8 @@ impl Policy for Clock {
         if self.capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        if len < self.capacity {
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            return Some(Admitted {
-                slot,
-                evicted: None,
-            });
+        if let Some(admitted) = self.index.fill(key, self.capacity) {
+            return Some(admitted);
         }
         loop {
             let slot = self.hand;
@@ -54,11 +48,7 @@ impl Policy for Clock {
                 self.referenced[slot] = false;
                 continue;
             }
-            let evicted = self.index.replace(slot as u32, key);
-            return Some(Admitted {
-                slot: slot as u32,
-                evicted: Some(evicted),
-            });
+            return Some(self.index.admit(slot as u32, key));
         }
     }
 

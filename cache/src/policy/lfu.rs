@@ -49,14 +49,8 @@ impl Policy for Lfu {
         if self.capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        if len < self.capacity {
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            return Some(Admitted {
-                slot,
-                evicted: None,
-            });
+        if let Some(admitted) = self.index.fill(key, self.capacity) {
+            return Some(admitted);
         }
         let mut victim = self.random_slot();
         let mut coldest = self.sketch.estimate(self.index.key(victim));
@@ -67,11 +61,7 @@ impl Policy for Lfu {
                 (victim, coldest) = (slot, freq);
             }
         }
-        let evicted = self.index.replace(victim, key);
-        Some(Admitted {
-            slot: victim,
-            evicted: Some(evicted),
-        })
+        Some(self.index.admit(victim, key))
     }
 
     fn metadata_bytes(&self) -> usize {

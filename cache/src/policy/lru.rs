@@ -37,21 +37,12 @@ impl Policy for Lru {
         if self.capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        let admitted = if len < self.capacity {
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            Admitted {
-                slot,
-                evicted: None,
-            }
-        } else {
-            let slot = self.order.tail();
-            self.order.unlink(slot);
-            let evicted = self.index.replace(slot, key);
-            Admitted {
-                slot,
-                evicted: Some(evicted),
+        let admitted = match self.index.fill(key, self.capacity) {
+            Some(admitted) => admitted,
+            None => {
+                let slot = self.order.tail();
+                self.order.unlink(slot);
+                self.index.admit(slot, key)
             }
         };
         self.order.push_head(admitted.slot);

@@ -62,20 +62,11 @@ impl Policy for Sieve {
         if self.capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        let admitted = if len < self.capacity {
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            Admitted {
-                slot,
-                evicted: None,
-            }
-        } else {
-            let slot = self.evict();
-            let evicted = self.index.replace(slot, key);
-            Admitted {
-                slot,
-                evicted: Some(evicted),
+        let admitted = match self.index.fill(key, self.capacity) {
+            Some(admitted) => admitted,
+            None => {
+                let slot = self.evict();
+                self.index.admit(slot, key)
             }
         };
         self.visited[admitted.slot as usize] = false;
