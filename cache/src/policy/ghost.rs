@@ -15,6 +15,7 @@
 //! a hit clears the entry. A sampled key's fingerprint matches a stranger's with probability
 //! 2^-15, so false ghost hits are negligible.
 
+use super::climber::Span;
 use crate::key_hash::mix64;
 
 /// Seed that keeps the ghost's hash independent of the index's and the sketch's.
@@ -59,9 +60,7 @@ pub(crate) struct GhostWindow {
     table: Box<[u16]>,
     shift: u32,
     step: f64,
-    target: f64,
-    min: f64,
-    max: f64,
+    span: Span,
 }
 
 impl GhostWindow {
@@ -79,9 +78,7 @@ impl GhostWindow {
             table: vec![0; 2 * half.max(MIN_BUCKETS / 2)].into_boxed_slice(),
             shift,
             step: config.gain * f64::from(1u32 << shift),
-            target: initial.clamp(min, max),
-            min,
-            max,
+            span: Span::new(min, initial, max),
         }
     }
 
@@ -90,19 +87,9 @@ impl GhostWindow {
         std::mem::size_of_val(&*self.table)
     }
 
-    /// The window size to aim for, in slots.
-    pub(crate) fn target(&self) -> usize {
-        self.target.round() as usize
-    }
-
-    /// Where the target lies between the smallest and the largest window (0 to 1; 1 when they
-    /// are the same).
-    pub(crate) fn position(&self) -> f64 {
-        if self.max > self.min {
-            (self.target - self.min) / (self.max - self.min)
-        } else {
-            1.0
-        }
+    /// The window size it aims for.
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
     }
 
     /// The sampled hash of `key`, or `None` for a key outside the sample.
@@ -154,11 +141,9 @@ impl GhostWindow {
         if step == 0.0 {
             return false;
         }
-        let next = self.target + step;
-        let next = next.clamp(self.min, self.max);
-        let moved = next != self.target;
-        self.target = next;
-        moved
+        let (_, before, _) = self.span.range();
+        self.span.move_by(step);
+        self.span.range().1 != before
     }
 }
 
@@ -174,20 +159,20 @@ mod tests {
     fn window_ghost_hits_grow_the_window_and_main_ghost_hits_shrink_it() {
         let mut g = GhostWindow::new(10_000, (100.0, 1000.0, 4000.0), GhostConfig::default());
         let keys = sampled_keys(&g, 10);
-        let start = g.target();
+        let start = g.span().target();
         for &k in &keys {
             g.evicted(k, Evicted::Window);
         }
         for &k in &keys {
             assert!(g.missed(k));
         }
-        assert_eq!(g.target(), start + 80, "10 hits of 8 slots each");
+        assert_eq!(g.span().target(), start + 80, "10 hits of 8 slots each");
         assert!(!g.missed(keys[0]), "a ghost hit clears the entry");
         for &k in &keys {
             g.evicted(k, Evicted::Main);
             g.missed(k);
         }
-        assert_eq!(g.target(), start);
+        assert_eq!(g.span().target(), start);
     }
 
     #[test]
@@ -200,7 +185,7 @@ mod tests {
         assert!(!g.missed(keys[0]), "never evicted");
         g.evicted(keys[0], Evicted::Window);
         assert!(!g.missed(keys[0]), "already at the largest window");
-        assert_eq!(g.position(), 1.0);
+        assert_eq!(g.span().position(), 1.0);
         assert_eq!(g.heap_bytes(), 500, "125 buckets of 2 bytes per region");
     }
 }

@@ -213,10 +213,10 @@ impl S3Sketch {
             ),
             (None, Some(ghost)) => (
                 "s3arc",
-                Control::Ghost(GhostWindow::new(capacity, climber.range(), ghost)),
+                Control::Ghost(GhostWindow::new(capacity, climber.span().range(), ghost)),
             ),
             (None, None) if config.window.min >= config.window.max => {
-                let (min, _, max) = climber.range();
+                let (min, _, max) = climber.span().range();
                 debug_assert!(min >= max);
                 let target = max.round() as usize;
                 let period = rows * config.sketch.period_per_row;
@@ -419,8 +419,8 @@ impl Control {
 
     fn target(&self) -> usize {
         match self {
-            Control::Climb(c) => c.target(),
-            Control::Ghost(g) => g.target(),
+            Control::Climb(c) => c.span().target(),
+            Control::Ghost(g) => g.span().target(),
             Control::Fixed { target, .. } => *target,
             Control::Mini { sims, targets, .. } => targets[sims.leader()],
         }
@@ -430,8 +430,8 @@ impl Control {
     /// window, for the controls whose period follows the window.
     fn period(&self, periods: (f64, f64)) -> f64 {
         match self {
-            Control::Climb(c) => lerp(periods, c.position()),
-            Control::Ghost(g) => lerp(periods, g.position()),
+            Control::Climb(c) => lerp(periods, c.span().position()),
+            Control::Ghost(g) => lerp(periods, g.span().position()),
             Control::Fixed { period, .. } => *period,
             Control::Mini { sims, periods, .. } => periods[sims.leader()],
         }
