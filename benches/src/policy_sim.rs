@@ -18,7 +18,7 @@ pub mod spec;
 pub mod table;
 pub mod trace;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -37,9 +37,10 @@ use trace::Trace;
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
     /// Token trace (`NAME.tokens.u32`, little-endian u32; documents from `NAME.docs.u64` beside
-    /// it), hashed into one layer's row ids.
-    #[arg(long, value_name = "FILE", group = "input")]
-    pub tokens: Option<PathBuf>,
+    /// it), hashed into one layer's row ids. Several, comma-separated or repeated, run one after
+    /// the other into one CSV (its `trace` column tells them apart), one plot and table each.
+    #[arg(long, value_name = "FILE", group = "input", value_delimiter = ',', num_args = 1..)]
+    pub tokens: Vec<PathBuf>,
     /// Table layout JSON for `--tokens` [default: the built-in Engram-27B layout].
     #[arg(long, value_name = "LAYOUT.json")]
     pub layout: Option<PathBuf>,
@@ -84,60 +85,115 @@ pub struct PolicyArgs {
     /// Write the CSV here.
     #[arg(long, value_name = "OUT.csv")]
     pub csv: Option<PathBuf>,
-    /// Write the SVG plot here.
+    /// Write the SVG plot here (with several traces, one per trace: `OUT-TRACE.svg`).
     #[arg(long, value_name = "OUT.svg")]
     pub plot: Option<PathBuf>,
+    /// Cache sizes at which moka runs, when it is selected (it is 10-100x slower than the slot
+    /// policies) [default: every size of `--cache`].
+    #[arg(long, value_name = "SIZES")]
+    pub moka_cache: Option<String>,
+    /// Write a Markdown summary here: per trace and size, the default against the best other
+    /// online policy, OPT and moka.
+    #[arg(long, value_name = "OUT.md")]
+    pub summary: Option<PathBuf>,
 }
 
 /// Runs `engram-bench policy`.
 pub fn run(args: &PolicyArgs) -> Result<()> {
     let sizes = sizes::parse_sizes(&args.cache)?;
+    let moka_sizes = match &args.moka_cache {
+        Some(list) => Some(sizes::parse_sizes(list)?),
+        None => None,
+    };
     let specs = spec::parse_policies(&args.policies)?;
-    let started = Instant::now();
-    let trace = load(args)?;
-    eprintln!(
-        "trace {}: {} accesses, {} distinct rows (loaded in {:.1}s)",
-        trace.name,
-        trace.rows.len(),
-        trace.distinct,
-        started.elapsed().as_secs_f64()
-    );
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let outcomes = simulate(&trace, &sizes, &specs, jobs)?;
+    let inputs = inputs(args)?;
+    let mut all = Vec::new();
+    for input in &inputs {
+        let started = Instant::now();
+        let trace = input.load(args)?;
+        eprintln!(
+            "trace {}: {} accesses, {} distinct rows (loaded in {:.1}s)",
+            trace.name,
+            trace.rows.len(),
+            trace.distinct,
+            started.elapsed().as_secs_f64()
+        );
+        let outcomes = simulate_with(&trace, &sizes, moka_sizes.as_deref(), &specs, jobs)?;
+        if let Some(path) = &args.plot {
+            let path = if inputs.len() > 1 {
+                per_trace_path(path, &trace.name)
+            } else {
+                path.clone()
+            };
+            plot::draw(&path, &outcomes)?;
+        }
+        print!("{}", table::render(&outcomes));
+        all.extend(outcomes);
+    }
     if let Some(path) = &args.csv {
         let mut file = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
         );
-        csv::write(&mut file, &outcomes).with_context(|| format!("write {}", path.display()))?;
+        csv::write(&mut file, &all).with_context(|| format!("write {}", path.display()))?;
     }
-    if let Some(path) = &args.plot {
-        plot::draw(path, &outcomes)?;
+    if let Some(path) = &args.summary {
+        std::fs::write(path, table::summary(&all))
+            .with_context(|| format!("write {}", path.display()))?;
     }
-    print!("{}", table::render(&outcomes));
     Ok(())
 }
 
-fn load(args: &PolicyArgs) -> Result<Trace> {
-    if let Some(tokens) = &args.tokens {
-        let hashing = trace::Hashing {
-            layout: args.layout.as_deref(),
-            compress: &args.compress,
-            layer: args.layer,
-            heads_per_order: args.heads,
-        };
-        trace::from_tokens(tokens, &hashing)
+/// One trace to simulate, as given on the command line.
+enum Input<'a> {
+    Tokens(&'a Path),
+    Rows(&'a Path),
+    Zipf(f64, u64),
+}
+
+fn inputs(args: &PolicyArgs) -> Result<Vec<Input<'_>>> {
+    Ok(if !args.tokens.is_empty() {
+        args.tokens.iter().map(|t| Input::Tokens(t)).collect()
     } else if let Some(path) = &args.row_trace {
-        trace::from_row_file(path, args.rows)
+        vec![Input::Rows(path)]
     } else if let Some(s) = args.zipf {
         let Some(rows) = args.rows else {
             bail!("--zipf needs --rows");
         };
-        trace::zipf(s, rows, args.requests, args.seed)
+        vec![Input::Zipf(s, rows)]
     } else {
         bail!("give an input: --tokens, --row-trace or --zipf")
+    })
+}
+
+impl Input<'_> {
+    fn load(&self, args: &PolicyArgs) -> Result<Trace> {
+        match *self {
+            Input::Tokens(tokens) => {
+                let hashing = trace::Hashing {
+                    layout: args.layout.as_deref(),
+                    compress: &args.compress,
+                    layer: args.layer,
+                    heads_per_order: args.heads,
+                };
+                trace::from_tokens(tokens, &hashing)
+            }
+            Input::Rows(path) => trace::from_row_file(path, args.rows),
+            Input::Zipf(s, rows) => trace::zipf(s, rows, args.requests, args.seed),
+        }
     }
+}
+
+/// `OUT.svg` -> `OUT-TRACE.svg`.
+fn per_trace_path(path: &Path, trace: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("policy");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("svg");
+    path.with_file_name(format!("{stem}-{trace}.{ext}"))
 }
 
 /// Runs every (policy, size) pair over `trace` on `jobs` threads; outcomes in (size, policy)
@@ -148,6 +204,17 @@ pub fn simulate(
     specs: &[PolicySpec],
     jobs: usize,
 ) -> Result<Vec<Outcome>> {
+    simulate_with(trace, sizes, None, specs, jobs)
+}
+
+/// [`simulate`], with moka only at `moka_sizes` when given.
+pub fn simulate_with(
+    trace: &Trace,
+    sizes: &[CacheSize],
+    moka_sizes: Option<&[CacheSize]>,
+    specs: &[PolicySpec],
+    jobs: usize,
+) -> Result<Vec<Outcome>> {
     let next = if specs.iter().any(PolicySpec::is_opt) {
         next_uses(&trace.rows)
     } else {
@@ -155,7 +222,9 @@ pub fn simulate(
     };
     let work: Vec<(usize, &PolicySpec)> = sizes
         .iter()
-        .flat_map(|s| specs.iter().map(move |p| (s.rows(trace.distinct), p)))
+        .flat_map(|s| specs.iter().map(move |p| (s, p)))
+        .filter(|(s, p)| !p.is_moka() || moka_sizes.is_none_or(|m| m.contains(s)))
+        .map(|(s, p)| (s.rows(trace.distinct), p))
         .collect();
     let results: Mutex<Vec<Option<Result<Outcome>>>> =
         Mutex::new(work.iter().map(|_| None).collect());
@@ -249,7 +318,7 @@ mod tests {
     fn accounting_matches_the_allocator_and_opt_bounds_all() -> Result<()> {
         let trace = trace::zipf(0.9, 20_000, 200_000, 3)?;
         let sizes = sizes::parse_sizes("1%,10%")?;
-        let specs = spec::parse_policies("all,s3sketch:w=0.1")?;
+        let specs = spec::parse_policies("all,s3sketch:w=0.1,s3mini:ms=3:mr=16")?;
         let outcomes = simulate(&trace, &sizes, &specs, 2)?;
         assert_eq!(outcomes.len(), sizes.len() * specs.len());
         for o in &outcomes {
@@ -277,6 +346,7 @@ mod tests {
         let default = outcomes.iter().filter(|o| o.is_default).count();
         assert_eq!(default, sizes.len());
         let report = table::render(&outcomes);
+        assert!(table::summary(&outcomes).contains("gap closed"));
         assert!(report.contains("gap closed"), "{report}");
         let dir = tempfile::tempdir()?;
         let svg = dir.path().join("p.svg");

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use engram_store_cache::policy::{
-    self, DEFAULT_POLICY, MokaTinyLfu, Opt, POLICY_NAMES, Policy, S3Fifo, S3FifoConfig, S3Sketch,
-    S3SketchConfig, SimPolicy, WTinyLfu, WTinyLfuConfig, WithPolicy,
+    self, DEFAULT_POLICY, GhostConfig, MiniConfig, MokaTinyLfu, Opt, POLICY_NAMES, Policy, S3Fifo,
+    S3FifoConfig, S3Sketch, S3SketchConfig, SimPolicy, WTinyLfu, WTinyLfuConfig, WithPolicy,
 };
 
 /// One policy to simulate.
@@ -124,8 +124,12 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
             values.push((k, num));
         }
         let tuned = match kind {
-            Kind::Slot("s3sketch") => {
-                let mut c = S3SketchConfig::default();
+            Kind::Slot(name @ ("s3sketch" | "s3arc" | "s3mini")) => {
+                let mut c = match name {
+                    "s3arc" => S3SketchConfig::arc(),
+                    "s3mini" => S3SketchConfig::mini(),
+                    _ => S3SketchConfig::default(),
+                };
                 for (k, num) in values {
                     match k {
                         "w" => c.window.initial = num,
@@ -138,8 +142,33 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
                         "p" => c.sketch.period_per_row = num,
                         "g" => c.direct_threshold = num as u32,
                         "mp" => c.min_period_per_row = num,
+                        "ms" | "mr" | "me" | "mf" | "mm" | "aw" | "ap" | "bw" | "bp" | "cw"
+                        | "cp" => {
+                            let m = c.mini.get_or_insert_with(MiniConfig::default);
+                            match k {
+                                "ms" => m.sample_shift = num as u32,
+                                "mr" => m.min_rows = num as usize,
+                                "me" => m.epoch_per_row = num,
+                                "mf" => m.first = num as usize,
+                                "mm" => m.margin = num,
+                                "aw" => m.candidates[0].window = num,
+                                "ap" => m.candidates[0].period_per_row = num,
+                                "bw" => m.candidates[1].window = num,
+                                "bp" => m.candidates[1].period_per_row = num,
+                                "cw" => m.candidates[2].window = num,
+                                _ => m.candidates[2].period_per_row = num,
+                            }
+                        }
+                        "gs" | "ge" | "gg" => {
+                            let g = c.ghost.get_or_insert_with(GhostConfig::default);
+                            match k {
+                                "gs" => g.sample_shift = num as u32,
+                                "ge" => g.entries_per_slot = num,
+                                _ => g.gain = num,
+                            }
+                        }
                         _ => bail!(
-                            "unknown tuning {k} in {item} (w, lo, hi, st, sp, c, d, p, g, mp)"
+                            "unknown tuning {k} in {item} (w, lo, hi, st, sp, c, d, p, g, mp, gs, ge, gg, ms, mr, me, mf, mm, aw, ap, bw, bp, cw, cp)"
                         ),
                     }
                 }
@@ -169,7 +198,9 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>> {
                 }
                 Kind::TunedS3Fifo(c)
             }
-            _ => bail!("only s3sketch, wtinylfu and s3fifo take tuning overrides, not {item}"),
+            _ => {
+                bail!("only s3arc, s3sketch, wtinylfu and s3fifo take tuning overrides, not {item}")
+            }
         };
         out.push(spec(item, tuned));
     }

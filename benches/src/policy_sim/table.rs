@@ -113,3 +113,68 @@ pub fn render(outcomes: &[Outcome]) -> String {
     }
     s
 }
+
+/// A Markdown summary over every trace in `outcomes`: per trace and size, the default's hit rate,
+/// the best other online policy of the zoo (tuned variants, whose labels hold a `:`, are
+/// experiments and do not count), the default's distance to it and to OPT, and the share of the
+/// gap from moka to OPT it closes.
+pub fn summary(outcomes: &[Outcome]) -> String {
+    let mut traces: Vec<&str> = Vec::new();
+    for o in outcomes {
+        if !traces.contains(&o.trace.as_str()) {
+            traces.push(&o.trace);
+        }
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| trace | size | default | best other online | default - best | OPT | default - OPT | moka | gap closed |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---:|---:|");
+    for trace in traces {
+        let of_trace: Vec<&Outcome> = outcomes.iter().filter(|o| o.trace == trace).collect();
+        let mut sizes: Vec<(usize, f64)> = of_trace
+            .iter()
+            .map(|o| (o.cache_rows, o.cache_fraction))
+            .collect();
+        sizes.sort_by_key(|s| s.0);
+        sizes.dedup_by_key(|s| s.0);
+        for (rows, frac) in sizes {
+            let at: Vec<&&Outcome> = of_trace.iter().filter(|o| o.cache_rows == rows).collect();
+            let Some(def) = at.iter().find(|o| o.is_default) else {
+                continue;
+            };
+            let pct = |o: &Outcome| o.hit_rate() * 100.0;
+            let best = at
+                .iter()
+                .filter(|o| !o.is_default && o.policy != "opt" && !o.policy.contains(':'))
+                .max_by(|a, b| a.hit_rate().total_cmp(&b.hit_rate()));
+            let opt = at.iter().find(|o| o.policy == "opt");
+            let moka = at.iter().find(|o| o.policy == "moka");
+            let cell = |v: Option<f64>, signed: bool| match (v, signed) {
+                (Some(v), true) => format!("{v:+.2}"),
+                (Some(v), false) => format!("{v:.2}"),
+                (None, _) => "-".to_owned(),
+            };
+            let closed = match (moka, opt) {
+                (Some(m), Some(o)) if o.hit_rate() > m.hit_rate() => format!(
+                    "{:.0}%",
+                    (def.hit_rate() - m.hit_rate()) / (o.hit_rate() - m.hit_rate()) * 100.0
+                ),
+                _ => "-".to_owned(),
+            };
+            let _ = writeln!(
+                s,
+                "| {trace} | {:.1}% | {:.2} | {} | {} | {} | {} | {} | {closed} |",
+                frac * 100.0,
+                pct(def),
+                best.map_or("-".to_owned(), |b| format!("{} {:.2}", b.policy, pct(b))),
+                cell(best.map(|b| pct(def) - pct(b)), true),
+                cell(opt.map(|o| pct(o)), false),
+                cell(opt.map(|o| pct(def) - pct(o)), true),
+                cell(moka.map(|m| pct(m)), false),
+            );
+        }
+    }
+    s
+}

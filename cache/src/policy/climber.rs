@@ -37,44 +37,28 @@ const DECAY: f64 = 0.98;
 /// A hit-rate change this large restarts the steps at their first size.
 const RESTART: f64 = 0.05;
 
-/// The climber's state; [`Climber::record`] returns a new window size when it moves.
-#[derive(Debug)]
-pub(crate) struct Climber {
+/// A window size to aim for between a smallest and a largest, in slots: what the climber and
+/// the ghost-driven control (`ghost.rs`) move.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
     target: f64,
     min: f64,
     max: f64,
-    first_step: f64,
-    step: f64,
-    period: u32,
-    accesses: u32,
-    hits: u32,
-    previous: Option<f64>,
 }
 
-impl Climber {
-    /// A climber for a cache of `capacity` slots whose window holds at most `max_window` slots.
-    pub(crate) fn new(capacity: usize, max_window: usize, config: ClimberConfig) -> Self {
-        let slots = capacity as f64;
-        let max = (max_window as f64).min(slots * config.max);
-        let min = (slots * config.min).min(max);
-        let target = (slots * config.initial).clamp(min, max);
-        // Starting at the top, the first move is down.
-        let step = if target >= max {
-            -slots * config.step
-        } else {
-            slots * config.step
-        };
+impl Span {
+    /// `initial` clamped to `min..=max`.
+    pub(crate) fn new(min: f64, initial: f64, max: f64) -> Self {
         Self {
-            target,
+            target: initial.clamp(min, max),
             min,
             max,
-            first_step: step,
-            step,
-            period: (slots * config.period_per_slot).clamp(16_384.0, f64::from(u32::MAX)) as u32,
-            accesses: 0,
-            hits: 0,
-            previous: None,
         }
+    }
+
+    /// The smallest, the current and the largest window, in slots.
+    pub(crate) fn range(&self) -> (f64, f64, f64) {
+        (self.min, self.target, self.max)
     }
 
     /// The window size to aim for, in slots.
@@ -90,6 +74,55 @@ impl Climber {
         } else {
             1.0
         }
+    }
+
+    /// Moves the target by `step` slots, clamped to the bounds; true if it was not clamped.
+    pub(crate) fn move_by(&mut self, step: f64) -> bool {
+        let next = self.target + step;
+        self.target = next.clamp(self.min, self.max);
+        self.target == next
+    }
+}
+
+/// The climber's state; [`Climber::record`] returns a new window size when it moves.
+#[derive(Debug)]
+pub(crate) struct Climber {
+    span: Span,
+    first_step: f64,
+    step: f64,
+    period: u32,
+    accesses: u32,
+    hits: u32,
+    previous: Option<f64>,
+}
+
+impl Climber {
+    /// A climber for a cache of `capacity` slots whose window holds at most `max_window` slots.
+    pub(crate) fn new(capacity: usize, max_window: usize, config: ClimberConfig) -> Self {
+        let slots = capacity as f64;
+        let max = (max_window as f64).min(slots * config.max);
+        let min = (slots * config.min).min(max);
+        let span = Span::new(min, slots * config.initial, max);
+        // Starting at the top, the first move is down.
+        let step = if span.target >= max {
+            -slots * config.step
+        } else {
+            slots * config.step
+        };
+        Self {
+            span,
+            first_step: step,
+            step,
+            period: (slots * config.period_per_slot).clamp(16_384.0, f64::from(u32::MAX)) as u32,
+            accesses: 0,
+            hits: 0,
+            previous: None,
+        }
+    }
+
+    /// The window size it aims for.
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
     }
 
     /// Counts one access; true when this access ended a sample and the target moved.
@@ -120,9 +153,7 @@ impl Climber {
             };
         }
         self.previous = Some(rate);
-        let next = self.target + self.step;
-        self.target = next.clamp(self.min, self.max);
-        if self.target != next {
+        if !self.span.move_by(self.step) {
             // At a bound: the next move goes back inwards.
             self.first_step = -self.first_step;
             self.step = -self.step;
@@ -143,15 +174,20 @@ mod tests {
         };
         let capacity = 100_000;
         let mut c = Climber::new(capacity, 40_000, config);
-        let start = c.target();
+        let start = c.span().target();
         for _ in 0..40 {
-            let rate = 0.3 + c.target() as f64 / capacity as f64 / 2.0;
+            let rate = 0.3 + c.span().target() as f64 / capacity as f64 / 2.0;
             for i in 0..c.period {
                 c.record(f64::from(i) < rate * f64::from(c.period));
             }
         }
-        assert!(c.target() > start, "{} -> {}", start, c.target());
-        assert!(c.target() <= 40_000);
+        assert!(
+            c.span().target() > start,
+            "{} -> {}",
+            start,
+            c.span().target()
+        );
+        assert!(c.span().target() <= 40_000);
     }
 
     #[test]
@@ -159,25 +195,25 @@ mod tests {
         let capacity = 100_000;
         let mut c = Climber::new(capacity, 40_000, ClimberConfig::default());
         for _ in 0..200 {
-            let rate = 0.6 - c.target() as f64 / capacity as f64 / 2.0;
+            let rate = 0.6 - c.span().target() as f64 / capacity as f64 / 2.0;
             for i in 0..c.period {
                 c.record(f64::from(i) < rate * f64::from(c.period));
             }
         }
-        assert!(c.target() < 10_000, "{}", c.target());
-        assert!(c.target() >= 2_000);
-        assert!(c.position() < 0.25, "{}", c.position());
+        assert!(c.span().target() < 10_000, "{}", c.span().target());
+        assert!(c.span().target() >= 2_000);
+        assert!(c.span().position() < 0.25, "{}", c.span().position());
     }
 
     #[test]
     fn position_runs_from_the_smallest_to_the_largest_window() {
         let c = Climber::new(100_000, 40_000, ClimberConfig::default());
-        assert_eq!(c.position(), 1.0, "starts at the largest window");
+        assert_eq!(c.span().position(), 1.0, "starts at the largest window");
         let fixed = ClimberConfig {
             min: 0.1,
             max: 0.1,
             ..ClimberConfig::default()
         };
-        assert_eq!(Climber::new(100_000, 40_000, fixed).position(), 1.0);
+        assert_eq!(Climber::new(100_000, 40_000, fixed).span().position(), 1.0);
     }
 }

@@ -26,17 +26,7 @@ impl Clock {
 }
 
 impl Policy for Clock {
-    fn name(&self) -> &'static str {
-        "clock"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("clock");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         let slot = self.index.get(key)?;
@@ -44,22 +34,12 @@ impl Policy for Clock {
         Some(slot)
     }
 
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
-    }
-
     fn insert(&mut self, key: u64) -> Option<Admitted> {
         if self.capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        if len < self.capacity {
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            return Some(Admitted {
-                slot,
-                evicted: None,
-            });
+        if let Some(admitted) = self.index.fill(key, self.capacity) {
+            return Some(admitted);
         }
         loop {
             let slot = self.hand;
@@ -68,11 +48,7 @@ impl Policy for Clock {
                 self.referenced[slot] = false;
                 continue;
             }
-            let evicted = self.index.replace(slot as u32, key);
-            return Some(Admitted {
-                slot: slot as u32,
-                evicted: Some(evicted),
-            });
+            return Some(self.index.admit(slot as u32, key));
         }
     }
 

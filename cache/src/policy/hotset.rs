@@ -80,17 +80,7 @@ impl HotSet {
 }
 
 impl Policy for HotSet {
-    fn name(&self) -> &'static str {
-        "hotset"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("hotset");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         *self.counts.entry(key).or_insert(0) += 1;
@@ -99,10 +89,6 @@ impl Policy for HotSet {
             self.refresh();
         }
         self.index.get(key)
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
     }
 
     fn insert(&mut self, key: u64) -> Option<Admitted> {

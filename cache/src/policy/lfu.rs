@@ -38,39 +38,19 @@ impl Lfu {
 }
 
 impl Policy for Lfu {
-    fn name(&self) -> &'static str {
-        "lfu"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("lfu");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         self.sketch.increment(key);
         self.index.get(key)
     }
 
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
-    }
-
     fn insert(&mut self, key: u64) -> Option<Admitted> {
         if self.capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        if len < self.capacity {
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            return Some(Admitted {
-                slot,
-                evicted: None,
-            });
+        if let Some(admitted) = self.index.fill(key, self.capacity) {
+            return Some(admitted);
         }
         let mut victim = self.random_slot();
         let mut coldest = self.sketch.estimate(self.index.key(victim));
@@ -81,11 +61,7 @@ impl Policy for Lfu {
                 (victim, coldest) = (slot, freq);
             }
         }
-        let evicted = self.index.replace(victim, key);
-        Some(Admitted {
-            slot: victim,
-            evicted: Some(evicted),
-        })
+        Some(self.index.admit(victim, key))
     }
 
     fn metadata_bytes(&self) -> usize {

@@ -25,17 +25,7 @@ impl Lru {
 }
 
 impl Policy for Lru {
-    fn name(&self) -> &'static str {
-        "lru"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("lru");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         let slot = self.index.get(key)?;
@@ -43,29 +33,16 @@ impl Policy for Lru {
         Some(slot)
     }
 
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
-    }
-
     fn insert(&mut self, key: u64) -> Option<Admitted> {
         if self.capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        let admitted = if len < self.capacity {
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            Admitted {
-                slot,
-                evicted: None,
-            }
-        } else {
-            let slot = self.order.tail();
-            self.order.unlink(slot);
-            let evicted = self.index.replace(slot, key);
-            Admitted {
-                slot,
-                evicted: Some(evicted),
+        let admitted = match self.index.fill(key, self.capacity) {
+            Some(admitted) => admitted,
+            None => {
+                let slot = self.order.tail();
+                self.order.unlink(slot);
+                self.index.admit(slot, key)
             }
         };
         self.order.push_head(admitted.slot);

@@ -8,15 +8,42 @@
 //!
 //! The slot policies: [`Lru`], [`Clock`], [`Sieve`], [`S3Fifo`], [`Lfu`] (count-min sketch with
 //! aging), [`HotSet`] (pinned top-K by decayed counts), [`WTinyLfu`] (W-TinyLFU over CLOCK), and
-//! the default ([`DEFAULT_POLICY`]), [`S3Sketch`]: S3-FIFO with a TinyLFU sketch for a ghost and
-//! an adaptive window, in under 16 bytes per row.
+//! [`S3Sketch`]: S3-FIFO with a TinyLFU sketch for a ghost and an adaptive window, in under 16
+//! bytes per row, which runs as `s3sketch` (hill-climbed window), `s3arc` (ghost-driven window,
+//! an experiment) and the default ([`DEFAULT_POLICY`]) `s3mini` (window and aging period chosen
+//! by miniature simulations on a sample of the keys).
+
+/// The [`Policy`] methods that every policy over a [`slot_index::SlotIndex`] field `index` and a
+/// `capacity` field writes the same way: `name` (the given string), `capacity`, `len` and
+/// `contains`. Invoked inside `impl Policy for ...`.
+macro_rules! indexed_policy_basics {
+    ($name:literal) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+
+        fn capacity(&self) -> usize {
+            self.capacity
+        }
+
+        fn len(&self) -> usize {
+            self.index.len()
+        }
+
+        fn contains(&self, key: u64) -> bool {
+            self.index.get(key).is_some()
+        }
+    };
+}
 
 mod climber;
 mod clock;
 mod direct;
+mod ghost;
 mod hotset;
 mod lfu;
 mod lru;
+mod mini;
 mod moka_tinylfu;
 mod opt;
 mod regions;
@@ -32,13 +59,14 @@ mod wtinylfu;
 pub use climber::ClimberConfig;
 pub use clock::Clock;
 pub use direct::Direct;
+pub use ghost::GhostConfig;
 pub use hotset::HotSet;
 pub use lfu::Lfu;
 pub use lru::Lru;
 pub use moka_tinylfu::MokaTinyLfu;
 pub use opt::{NEVER, Opt, next_uses};
 pub use s3fifo::{S3Fifo, S3FifoConfig};
-pub use s3sketch::{S3Sketch, S3SketchConfig};
+pub use s3sketch::{Candidate, MINI_CANDIDATES, MiniConfig, S3Sketch, S3SketchConfig};
 pub use sieve::Sieve;
 pub use sim::SimPolicy;
 pub use sketch::SketchConfig;
@@ -46,15 +74,16 @@ pub use wtinylfu::{WTinyLfu, WTinyLfuConfig};
 
 /// Names accepted by [`by_name`]: the slot policies the RAM tier can run.
 pub const POLICY_NAMES: &[&str] = &[
-    "s3sketch", "wtinylfu", "lru", "clock", "sieve", "s3fifo", "lfu", "hotset",
+    "s3mini", "s3arc", "s3sketch", "wtinylfu", "lru", "clock", "sieve", "s3fifo", "lfu", "hotset",
 ];
 
 /// Name of the policy the RAM tier runs unless told otherwise.
-pub const DEFAULT_POLICY: &str = "s3sketch";
+pub const DEFAULT_POLICY: &str = "s3mini";
 
-/// The policy the RAM tier runs unless told otherwise: [`S3Sketch`] with its default tuning.
+/// The policy the RAM tier runs unless told otherwise: [`S3Sketch`] tuned by miniature
+/// simulations ([`S3SketchConfig::mini`]).
 pub fn default_policy(capacity: usize) -> Box<dyn Policy> {
-    Box::new(S3Sketch::new(capacity))
+    Box::new(S3Sketch::with_config(capacity, S3SketchConfig::mini()))
 }
 
 /// The policy called `name` (see [`POLICY_NAMES`]), or `None` for an unknown name.
@@ -82,6 +111,8 @@ pub trait WithPolicy {
 /// unknown name. The one list of names and constructors, shared by [`by_name`].
 pub fn by_name_with<F: WithPolicy>(name: &str, capacity: usize, f: F) -> Option<F::Output> {
     Some(match name {
+        "s3mini" => f.with(S3Sketch::with_config(capacity, S3SketchConfig::mini())),
+        "s3arc" => f.with(S3Sketch::with_config(capacity, S3SketchConfig::arc())),
         "s3sketch" => f.with(S3Sketch::new(capacity)),
         "wtinylfu" => f.with(WTinyLfu::new(capacity)),
         "lru" => f.with(Lru::new(capacity)),

@@ -50,17 +50,7 @@ impl Sieve {
 }
 
 impl Policy for Sieve {
-    fn name(&self) -> &'static str {
-        "sieve"
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
+    indexed_policy_basics!("sieve");
 
     fn get(&mut self, key: u64) -> Option<u32> {
         let slot = self.index.get(key)?;
@@ -68,28 +58,15 @@ impl Policy for Sieve {
         Some(slot)
     }
 
-    fn contains(&self, key: u64) -> bool {
-        self.index.get(key).is_some()
-    }
-
     fn insert(&mut self, key: u64) -> Option<Admitted> {
         if self.capacity == 0 {
             return None;
         }
-        let len = self.index.len();
-        let admitted = if len < self.capacity {
-            let slot = len as u32;
-            self.index.insert(key, slot);
-            Admitted {
-                slot,
-                evicted: None,
-            }
-        } else {
-            let slot = self.evict();
-            let evicted = self.index.replace(slot, key);
-            Admitted {
-                slot,
-                evicted: Some(evicted),
+        let admitted = match self.index.fill(key, self.capacity) {
+            Some(admitted) => admitted,
+            None => {
+                let slot = self.evict();
+                self.index.admit(slot, key)
             }
         };
         self.visited[admitted.slot as usize] = false;

@@ -13,6 +13,7 @@
 //! time a larger key arrives. At the default load the index costs 4 bytes of key (8 once wide)
 //! plus 5 bytes of buckets per slot.
 
+use super::Admitted;
 use crate::key_hash::mix64;
 use crate::prefetch::prefetch_read;
 
@@ -172,6 +173,29 @@ impl SlotIndex {
         self.buckets[i] = self.entry(hash, slot);
         self.keys.set(slot as usize, key);
         self.len += 1;
+    }
+
+    /// Puts `key` in the next never-used slot while fewer than `capacity` are in use (a cache
+    /// filling up); `None` once full. The fill phase every slot policy's `insert` starts with.
+    pub(crate) fn fill(&mut self, key: u64, capacity: usize) -> Option<Admitted> {
+        if self.len >= capacity {
+            return None;
+        }
+        let slot = self.len as u32;
+        self.insert(key, slot);
+        Some(Admitted {
+            slot,
+            evicted: None,
+        })
+    }
+
+    /// [`SlotIndex::replace`], as the admission a policy's `insert` returns.
+    pub(crate) fn admit(&mut self, slot: u32, key: u64) -> Admitted {
+        let evicted = self.replace(slot, key);
+        Admitted {
+            slot,
+            evicted: Some(evicted),
+        }
     }
 
     /// Removes `key`; returns the slot it held.

@@ -70,7 +70,7 @@ pub(crate) struct ServeArgs {
     /// RAM tier budget, e.g. 4GiB (0 disables the RAM tier).
     #[arg(long)]
     pub(crate) ram_cache: Option<String>,
-    /// RAM tier policy (default s3sketch). Without this flag, a table whose rows all fit its
+    /// RAM tier policy (default s3mini). Without this flag, a table whose rows all fit its
     /// share of the RAM budget is held whole, direct-mapped (policy "direct" in Stats).
     #[arg(long)]
     pub(crate) ram_policy: Option<String>,
