@@ -146,7 +146,7 @@ pub struct RegisteredRegion {
 pub struct ResolvedNgrams {
     /// The layer (its table serves the rows).
     pub layer: Arc<ServedLayer>,
-    /// Row id of every (sequence, position, order, head), deduped.
+    /// Row id of every (sequence, position, column), deduped.
     pub ids: DedupedIds,
 }
 
@@ -402,12 +402,14 @@ impl Engine {
         Ok(table)
     }
 
-    /// The deduped row ids an n-gram query reads: finds the layer, checks the rows it returns
-    /// against the batch limit, hashes every position. Used by every n-gram request kind.
+    /// The deduped row ids an n-gram query reads: finds the layer, checks its columns and the
+    /// rows it returns (positions x columns) against the batch limit, hashes every position
+    /// with its dead tokens. Used by every n-gram request kind.
     pub fn resolve_ngrams(&self, q: &NgramQuery) -> Result<ResolvedNgrams, LookupError> {
         let layer = self.group(&q.group)?.layer(q.layer_id)?.clone();
-        self.check_batch(layer.output_rows(&q.sequences), "rows")?;
-        let ids = DedupedIds::new(&layer.row_ids(&q.sequences, q.compressed)?);
+        let columns = layer.columns(q.columns.as_ref())?;
+        self.check_batch(layer.output_rows(&q.sequences, &columns), "rows")?;
+        let ids = DedupedIds::new(&layer.row_ids(&q.sequences, q.compressed, columns)?);
         Ok(ResolvedNgrams { layer, ids })
     }
 
