@@ -307,6 +307,42 @@ def _sequences(token_ids: Any, what: str) -> list[list[int]]:
     return [[int(t) for t in s] for s in seqs]
 
 
+def _masks(mask: Any, n: int, what: str) -> list[bytes]:
+    """Per-sequence dead masks as the wire's bytes (one byte per token, 1 = dead): a 2-D array
+    or a list of per-sequence lists of bools or 0/1 (a flat list is one sequence), or None / empty
+    for none dead. Their lengths are the server's to check (``INVALID_ARGUMENT`` naming the
+    sequence)."""
+    if mask is None or len(mask) == 0:
+        return [b""] * n
+    if isinstance(mask, np.ndarray):
+        if mask.ndim not in (1, 2):
+            raise ValueError(f"{what} must be a 2-D array of bools, got shape {mask.shape}")
+        rows = list(mask[None, :] if mask.ndim == 1 else mask)
+    else:
+        rows = list(mask)
+        if not any(isinstance(r, (list, tuple, np.ndarray)) for r in rows):
+            rows = [rows]
+    if len(rows) != n:
+        raise ValueError(f"{what} has {len(rows)} sequences, token_ids has {n}")
+    return [np.asarray(r, dtype=bool).reshape(-1).astype(np.uint8).tobytes() for r in rows]
+
+
+def _columns(columns: Any) -> pb.ColumnRange | None:
+    """A column range as the wire's ``ColumnRange``: a ``range`` (step 1) or ``(start, end)``;
+    None for every column. Emptiness and the layer's bounds are the server's to check."""
+    if columns is None:
+        return None
+    if isinstance(columns, range):
+        if columns.step != 1:
+            raise ValueError(f"columns {columns} must be contiguous (step 1)")
+        start, end = columns.start, columns.stop
+    else:
+        start, end = columns
+    if not 0 <= int(start) < _U32 or not 0 <= int(end) < _U32:
+        raise ValueError(f"columns ({start}, {end}) are not column numbers")
+    return pb.ColumnRange(start=int(start), end=int(end))
+
+
 class Client:
     """A connection to an engram-store server.
 
@@ -393,7 +429,15 @@ class Client:
         return rows
 
     def _ngrams_request(
-        self, group: str, layer: int, token_ids: Any, context: Any, compressed: bool
+        self,
+        group: str,
+        layer: int,
+        token_ids: Any,
+        context: Any,
+        compressed: bool,
+        dead: Any = None,
+        context_dead: Any = None,
+        columns: Any = None,
     ) -> tuple[pb.LookupNgramsRequest, list[list[int]]]:
         seqs = _sequences(token_ids, "token_ids")
         if context is None or len(context) == 0:
@@ -404,13 +448,17 @@ class Client:
                 raise ValueError(
                     f"context has {len(contexts)} sequences, token_ids has {len(seqs)}"
                 )
+        dead_masks = _masks(dead, len(seqs), "dead")
+        context_masks = _masks(context_dead, len(seqs), "context_dead")
         req = pb.LookupNgramsRequest(
             group=group,
             layer_id=layer,
             sequences=[
-                pb.TokenSequence(tokens=t, context=c) for t, c in zip(seqs, contexts, strict=True)
+                pb.TokenSequence(tokens=t, context=c, dead=d, context_dead=cd)
+                for t, c, d, cd in zip(seqs, contexts, dead_masks, context_masks, strict=True)
             ],
             compressed=compressed,
+            columns=_columns(columns),
         )
         return req, seqs
 
@@ -423,6 +471,9 @@ class Client:
         context: Any = None,
         compressed: bool = False,
         dequantize: bool | str = False,
+        dead: Any = None,
+        context_dead: Any = None,
+        columns: Any = None,
     ) -> np.ndarray:
         """The input of Engram layer ``layer`` of ``group`` for a batch of token sequences.
 
@@ -436,14 +487,25 @@ class Client:
             dequantize: for fp8 tables with scales (DeepSeek-V4.1), return bf16 values as vLLM
                 dequantizes them: True for a numpy ``ml_dtypes.bfloat16`` array, ``"torch"``
                 for a ``torch.bfloat16`` tensor. False: the rows as stored.
+            dead: dead tokens (DeepSeek-V4.1: image spans), bools shaped like ``token_ids``
+                (None: none). A dead token takes no part in any n-gram: it pads its own position
+                and every n-gram reaching through it; its id is never read (any placeholder
+                will do), and its position returns the rows of an all-pad window, the rows vLLM
+                reads there (the model's gate then ignores them).
+            context_dead: the same for ``context``.
+            columns: only these hash columns, a ``range`` or ``(start, end)`` within the layer's
+                ``heads_total`` (a tensor-parallel rank's: ``layout.head_shard(24, ranks,
+                rank)``). None: every column.
 
         Returns:
-            ``[batch, T, heads_total * row_dim]`` of the layer table's dtype: per position the
-            rows of every (n-gram order, head), concatenated. Packed fp8 rows with block scales
-            come as ``[batch, T, heads_total * row_bytes]`` uint8 (each row its values, then its
-            scales), and dequantized ones as ``[batch, T, heads_total * row_dim]`` bf16.
+            ``[batch, T, columns * row_dim]`` of the layer table's dtype: per position the rows
+            of every (n-gram order, head) asked for, concatenated. Packed fp8 rows with block
+            scales come as ``[batch, T, columns * row_bytes]`` uint8 (each row its values, then
+            its scales), and dequantized ones as ``[batch, T, columns * row_dim]`` bf16.
         """
-        req, seqs = self._ngrams_request(group, layer, token_ids, context, compressed)
+        req, seqs = self._ngrams_request(
+            group, layer, token_ids, context, compressed, dead, context_dead, columns
+        )
         lengths = {len(s) for s in seqs}
         if len(lengths) > 1:
             raise ValueError(
@@ -474,10 +536,15 @@ class Client:
         *,
         context: Any = None,
         compressed: bool = False,
+        dead: Any = None,
+        context_dead: Any = None,
+        columns: Any = None,
     ) -> PrefetchFuture:
         """Asks the server to bring the rows a :meth:`lookup_ngrams` of the same arguments reads
         into its RAM tier; does not block (sequences may differ in length here)."""
-        req, _ = self._ngrams_request(group, layer, token_ids, context, compressed)
+        req, _ = self._ngrams_request(
+            group, layer, token_ids, context, compressed, dead, context_dead, columns
+        )
         return PrefetchFuture(
             self._stub.Prefetch.future(pb.PrefetchRequest(ngrams=req), timeout=self.timeout)
         )
@@ -643,10 +710,15 @@ class Client:
         *,
         context: Any = None,
         compressed: bool = False,
+        dead: Any = None,
+        context_dead: Any = None,
+        columns: Any = None,
     ) -> Written:
-        """Writes the rows :meth:`lookup_ngrams` would return into ``region`` from byte
-        ``offset``: ``[sequence][position][order, head]`` rows, packed (sequences may differ in
-        length here). Returns the number of rows written (positions x heads_total), as
-        :class:`Written`."""
-        req, _ = self._ngrams_request(group, layer, token_ids, context, compressed)
+        """Writes the rows :meth:`lookup_ngrams` would return (same ``dead``, ``context_dead``
+        and ``columns``) into ``region`` from byte ``offset``: ``[sequence][position][column]``
+        rows, packed (sequences may differ in length here). Returns the number of rows written
+        (positions x columns), as :class:`Written`."""
+        req, _ = self._ngrams_request(
+            group, layer, token_ids, context, compressed, dead, context_dead, columns
+        )
         return self._lookup_into(region, offset, ngrams=req)
