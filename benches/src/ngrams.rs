@@ -269,7 +269,7 @@ fn make_batches(raw: &[u32], docs: &[u64], shape: &Shape<'_>) -> Result<Vec<Batc
                     layer_id: hasher.layer_id(),
                     sequences: Vec::with_capacity(seqs),
                     compressed: false,
-                    columns: (!all_columns).then(|| pb::ColumnRange {
+                    columns: (!all_columns).then_some(pb::ColumnRange {
                         start: columns.start as u32,
                         end: columns.end as u32,
                     }),
@@ -885,7 +885,7 @@ mod tests {
         };
         let mine = make_batches(&raw, &[0, 12], &rank)?;
         assert_eq!(mine.len(), full.len());
-        let range = mine[1].ngrams.columns.clone().expect("a column range");
+        let range = mine[1].ngrams.columns.expect("a column range");
         assert_eq!((range.start, range.end), (12, 16));
         // Each position's ids are its row of the full ids, restricted to the rank's columns.
         let want: Vec<u64> = full[1]
