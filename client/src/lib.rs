@@ -16,12 +16,14 @@
 //! # let _ = first; Ok(()) }
 //! ```
 
+mod channel;
 mod client;
 mod dequant;
 mod error;
 mod rows;
 mod shared_memory;
 
+pub use channel::{Channel, ChannelTarget, SlotDone};
 pub use client::{BearerToken, Client, ClientBuilder, Stub, token_sequence};
 pub use dequant::{dequantize_block_scaled_row, e4m3_to_f32, f32_to_bf16_bits, ue8m0_to_f32};
 pub use engram_store_proto::v1 as proto;
