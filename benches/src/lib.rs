@@ -8,10 +8,12 @@
 //! - [`limits`]: `engram-bench limits`, the machine's raw IOPS and loopback TCP bandwidth.
 //! - [`peers`]: `engram-bench peers`, engram-store side by side with Redis and the limits.
 //! - [`abuse`]: `engram-bench abuse`, what hostile local clients could do, against a live server.
+//! - [`channel`]: `engram-bench channel`, the sidecar channel against Lookup and LookupInto.
 //! - [`alloc_meter`]: a counting global allocator, so memory overheads are measured, not guessed.
 
 pub mod abuse;
 pub mod alloc_meter;
+pub mod channel;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod import_hf;
