@@ -371,6 +371,21 @@ fn engram_create(a: EngramCreateArgs) -> anyhow::Result<()> {
             seed: a.seed.unwrap_or(0),
         },
     };
+    // Say what will be written before writing it (a layout can ask for gigabytes).
+    if let GroupSource::Synth { dtype, .. } = &source
+        && let Ok(text) = std::fs::read_to_string(&a.layout)
+        && let Ok(layout) = engram_store_hashing::Layout::from_json_str(&text)
+    {
+        let rows: u64 = layout.layers().iter().map(|l| l.row_count()).sum();
+        let bytes = rows * (layout.row_dim() * dtype.size()) as u64;
+        println!(
+            "writing {} table(s), {rows} rows x {} {dtype} in all ({}), into {}",
+            layout.layers().len(),
+            layout.row_dim(),
+            format_size(bytes),
+            a.data.display()
+        );
+    }
     let bar = bytes_bar("engram create");
     let created = create_group(
         &a.data,
