@@ -22,7 +22,7 @@ const DONE: u32 = 3;
 const KIND_ROWS: u32 = 1;
 const KIND_SEQUENCES: u32 = 2;
 /// How long `wait` spins before it sleeps.
-const SPIN: Duration = Duration::from_micros(100);
+const SPIN: Duration = Duration::from_micros(50);
 
 /// What a channel serves.
 #[derive(Debug, Clone, PartialEq, Eq)]

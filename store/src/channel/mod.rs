@@ -32,7 +32,7 @@ pub use request::ChannelTarget;
 pub use ring::{Completion, Ring, RingError};
 
 /// How long the watcher spins after a request before it sleeps on the doorbell.
-const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_micros(50);
 /// Longest single sleep on the doorbell (the watcher then checks it was not closed).
 const NAP: Duration = Duration::from_millis(100);
 
@@ -269,14 +269,29 @@ impl Watcher {
         }
     }
 
-    /// Takes every submitted slot and serves each as a task; true if any was taken.
+    /// Takes every submitted slot and serves it: a lone request right here on the watcher
+    /// thread (no hop to a runtime worker: the common decode step), several as tasks on the
+    /// runtime, in parallel. True if any was taken.
     fn take_all(&self) -> bool {
-        let mut took = false;
-        for slot in 0..self.ring.slots() {
-            let Some(request) = self.ring.take_request(slot) else {
-                continue;
-            };
-            took = true;
+        let taken: Vec<(u32, ring::SlotRequest)> = (0..self.ring.slots())
+            .filter_map(|slot| self.ring.take_request(slot).map(|r| (slot, r)))
+            .collect();
+        if let [(slot, request)] = taken.as_slice() {
+            let seq = request.seq;
+            let completion = self.runtime.block_on(serve_slot(
+                &self.engine,
+                &self.ring,
+                &self.region,
+                &self.target,
+                self.capacity,
+                request.clone(),
+            ));
+            self.ring.complete(*slot, seq, &completion);
+            self.served.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let took = !taken.is_empty();
+        for (slot, request) in taken {
             let (engine, ring, region, target) = (
                 self.engine.clone(),
                 self.ring.clone(),
