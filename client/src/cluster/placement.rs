@@ -158,6 +158,9 @@ pub fn plan_table(
     })
 }
 
+/// One shard's rows `[start, end)` and, for an Engram layer, its hash columns.
+type Cut = (u64, u64, Option<(u32, u32)>);
+
 /// `shards` row ranges of a table: equal row counts, or for an Engram layer, equal numbers of
 /// whole hash columns.
 fn cut(
@@ -165,7 +168,7 @@ fn cut(
     rows: u64,
     group: Option<&super::map::GroupLayer>,
     shards: u32,
-) -> Result<Vec<(u64, u64, Option<(u32, u32)>)>, PlanError> {
+) -> Result<Vec<Cut>, PlanError> {
     let bad = |units: u64, unit| PlanError::BadShardCount {
         table: table.into(),
         shards,

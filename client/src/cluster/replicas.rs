@@ -160,7 +160,7 @@ impl Latencies {
             recent.pop_front();
         }
         recent.push_back(us);
-        if n >= 20 && n % 16 == 0 {
+        if n >= 20 && n.is_multiple_of(16) {
             let mut v: Vec<u32> = recent.iter().copied().collect();
             let k = (v.len() * 95 / 100).min(v.len() - 1);
             let (_, p95, _) = v.select_nth_unstable(k);
