@@ -96,10 +96,13 @@ struct Measured {
     p99: Duration,
 }
 
+/// Start and end of every request.
+type RequestLog = Arc<Mutex<Vec<(Instant, Instant)>>>;
+
 #[derive(Clone)]
 enum Reader {
     Cluster(ClusterClient),
-    Plain(Client),
+    Plain(Box<Client>),
 }
 
 impl Reader {
@@ -116,7 +119,7 @@ async fn load(
     reader: &Reader,
     args: &ClusterArgs,
     duration: Duration,
-    log: Option<Arc<Mutex<Vec<(Instant, Instant)>>>>,
+    log: Option<RequestLog>,
 ) -> anyhow::Result<Measured> {
     let stop = Arc::new(AtomicBool::new(false));
     let lat = Arc::new(Mutex::new(Vec::<Duration>::new()));
@@ -293,7 +296,9 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         load(&warm, args, Duration::from_secs(1), None).await?;
         let node_cores = n.min(cores) as f64;
         if n == 1 {
-            let plain = Reader::Plain(Client::connect(format!("http://{}", addrs[0])).await?);
+            let plain = Reader::Plain(Box::new(
+                Client::connect(format!("http://{}", addrs[0])).await?,
+            ));
             let m = load(&plain, args, args.duration, None).await?;
             println!(
                 "| 1 | plain client, one node (no routing) | {:.0} | {:.0} | {} | {} |",
