@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use engram_store_bench::{
-    abuse, alloc_meter::CountingAlloc, channel, import_hf, limits, lookup, ngrams, peers,
+    abuse, alloc_meter::CountingAlloc, channel, cluster, import_hf, limits, lookup, ngrams, peers,
     policy_sim,
 };
 
@@ -43,6 +43,9 @@ enum Command {
     Abuse(abuse::AbuseArgs),
     /// The sidecar channel against Lookup and LookupInto, same run: latency and rows/s.
     Channel(channel::ChannelArgs),
+    /// Rows/s and latency through the cluster client over 1, 2, 4 nodes (etcd on loopback),
+    /// the routing overhead against one node read directly, and failover after a kill -9.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> Result<()> {
@@ -70,6 +73,10 @@ fn main() -> Result<()> {
             .build()?
             .block_on(channel::run(&args))
             .map(drop),
+        Command::Cluster(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(cluster::run(&args)),
         Command::Abuse(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?

@@ -208,6 +208,14 @@ impl Client {
         ClientBuilder::new(addr).connect().await
     }
 
+    /// A client of a cluster: follows the shard map in the etcd at `endpoints`
+    /// (`http://host:2379`, ...) and routes every lookup to ready replicas of its shards.
+    pub async fn connect_cluster<S: AsRef<str>>(
+        endpoints: &[S],
+    ) -> Result<crate::ClusterClient, ClientError> {
+        crate::ClusterClient::connect(endpoints).await
+    }
+
     /// A builder.
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(addr)

@@ -12,12 +12,14 @@
 //! - [`config`]: `serve`'s TOML configuration.
 //! - [`access`]: TLS and bearer tokens at the gRPC edge (`--tls-*`, `--auth-tokens`).
 //! - [`metrics`]: Prometheus metrics (`--metrics-listen`).
+//! - [`cluster`]: membership, shard map and routing through etcd (`--etcd`, `cluster plan`).
 //!
 //! The command line (and the demo, which drives a server through the client) is the binary's,
 //! in `src/cli/`; load generation lives in `engram-store-driver`.
 
 pub mod access;
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod engine;
