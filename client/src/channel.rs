@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::ClientError;
-use crate::shared_memory::{LocalConnection, SharedMemoryRegion};
+use crate::shared_memory::{LocalConnection, SharedMemoryRegion, map_shared};
 
 const MAGIC: &[u8; 8] = b"ENGRRING";
 const VERSION: u32 = 1;
@@ -109,20 +109,7 @@ impl Channel {
         let stride = (PAYLOAD_OFFSET + payload_bytes).div_ceil(64) * 64;
         let len = HEADER_BYTES + slots as usize * stride;
         let fd = ring_memfd(len, slots, stride, payload_bytes)?;
-        // SAFETY: a fresh shared mapping of the sealed ring, which holds `len` bytes for good.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(os_error("map the ring"));
-        }
+        let base = map_shared(&fd, len, "map the ring")?;
         let mut message = serde_json::json!({
             "op": "open_channel",
             "capacity": capacity,
@@ -142,14 +129,14 @@ impl Channel {
             Ok(r) => r,
             Err(e) => {
                 // SAFETY: the mapping made above, unmapped once.
-                unsafe { libc::munmap(base, len) };
+                unsafe { libc::munmap(base.cast(), len) };
                 return Err(e);
             }
         };
         Ok(Self {
             local,
             id: reply["channel_id"].as_u64().unwrap_or(0),
-            base: base.cast(),
+            base,
             len,
             slots,
             stride,

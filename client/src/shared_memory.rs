@@ -183,20 +183,7 @@ impl SharedMemoryRegion {
         let fd = sealed_memfd(size)?;
         let local = LocalConnection::connect(local_socket)?.with_token(token);
         let registered = local.register_memfd(&fd, size as u64)?;
-        // SAFETY: a fresh shared mapping of the sealed file, which holds `size` bytes for good.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(os_error("map the memfd"));
-        }
+        let ptr = map_shared(&fd, size, "map the memfd")?;
         Ok(Self {
             id: registered.id,
             token: registered.token,
@@ -282,4 +269,24 @@ fn send_with_fd(socket: &UnixStream, bytes: &[u8], fd: &OwnedFd) -> Result<(), C
         return Err(os_error("send the memfd to the server"));
     }
     Ok(())
+}
+
+/// A shared read-write mapping of `len` bytes of the sealed memfd `fd` (which holds them for
+/// good: it cannot shrink); `what` names it in the error.
+pub(crate) fn map_shared(fd: &OwnedFd, len: usize, what: &str) -> Result<*mut u8, ClientError> {
+    // SAFETY: a fresh shared mapping of a descriptor we own; the kernel picks the address.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(os_error(what));
+    }
+    Ok(ptr.cast())
 }

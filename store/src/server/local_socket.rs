@@ -241,15 +241,9 @@ fn answer(
                 fds.clear();
                 return refusal;
             }
-            if fds.len() != 1 {
-                let n = fds.len();
-                fds.clear();
-                return Reply::bad_message(format!(
-                    "register_memfd takes exactly one file descriptor, {n} came with it"
-                ));
-            }
-            let Some(fd) = fds.pop() else {
-                return Reply::bad_message("no file descriptor came with register_memfd".into());
+            let fd = match the_one_fd(fds, "register_memfd") {
+                Ok(fd) => fd,
+                Err(refusal) => return refusal,
             };
             match engine.register_region(RegionSpec::Memfd { fd, size }, owner) {
                 Ok(r) => Reply::Registered {
@@ -275,15 +269,9 @@ fn answer(
                 fds.clear();
                 return refusal;
             }
-            if fds.len() != 1 {
-                let n = fds.len();
-                fds.clear();
-                return Reply::bad_message(format!(
-                    "open_channel takes exactly one file descriptor (the ring), {n} came with it"
-                ));
-            }
-            let Some(fd) = fds.pop() else {
-                return Reply::bad_message("no ring came with open_channel".into());
+            let fd = match the_one_fd(fds, "open_channel") {
+                Ok(fd) => fd,
+                Err(refusal) => return refusal,
             };
             let target = match (table, group, layer) {
                 (Some(t), None, None) => ChannelTarget::Table(t),
@@ -404,4 +392,19 @@ fn check_admin(tokens: Option<&TokenSet>, token: Option<&str>, op: &str) -> Opti
         code,
         message,
     })
+}
+
+/// The one descriptor `op` takes; any other number is refused (and what came is closed).
+fn the_one_fd(fds: &mut Vec<OwnedFd>, op: &str) -> Result<OwnedFd, Reply> {
+    match fds.len() {
+        1 => fds
+            .pop()
+            .ok_or_else(|| Reply::bad_message(format!("no descriptor came with {op}"))),
+        n => {
+            fds.clear();
+            Err(Reply::bad_message(format!(
+                "{op} takes exactly one file descriptor, {n} came with it"
+            )))
+        }
+    }
 }
