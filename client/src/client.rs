@@ -14,6 +14,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::channel::{Channel as SidecarChannel, ChannelTarget};
 use crate::error::{ClientError, is_retryable};
 use crate::rows::Rows;
 use crate::shared_memory::SharedMemoryRegion;
@@ -207,6 +208,14 @@ impl Client {
         ClientBuilder::new(addr).connect().await
     }
 
+    /// A client of a cluster: follows the shard map in the etcd at `endpoints`
+    /// (`http://host:2379`, ...) and routes every lookup to ready replicas of its shards.
+    pub async fn connect_cluster<S: AsRef<str>>(
+        endpoints: &[S],
+    ) -> Result<crate::ClusterClient, ClientError> {
+        crate::ClusterClient::connect(endpoints).await
+    }
+
     /// A builder.
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(addr)
@@ -398,20 +407,56 @@ impl Client {
     /// registers it with the server through its local socket; the server must run on this
     /// host. Use its id and token with [`Client::lookup_into`]; dropping it unregisters it.
     pub async fn shm_region(&self, size: usize) -> Result<SharedMemoryRegion, ClientError> {
+        let path = self.local_socket().await?;
+        let token = self.config.token.clone();
+        tokio::task::spawn_blocking(move || SharedMemoryRegion::create(&path, size, token))
+            .await
+            .map_err(|e| ClientError::Local(format!("register the region: {e}")))?
+    }
+
+    /// Opens a sidecar channel (see [`SidecarChannel`]) serving `target` into `region`: `slots` slots
+    /// of at most `capacity` rows each (the slot size follows: 8 bytes per row id; for token
+    /// sequences, give a capacity in tokens, context included).
+    pub async fn open_channel(
+        &self,
+        target: ChannelTarget,
+        region: &SharedMemoryRegion,
+        capacity: usize,
+        slots: u32,
+    ) -> Result<SidecarChannel, ClientError> {
+        let path = self.local_socket().await?;
+        let payload = match &target {
+            ChannelTarget::Table(_) => capacity * 8,
+            ChannelTarget::Layer { .. } => capacity * 12 + 4096,
+        };
+        let (id, token) = (region.id(), region.token().to_owned());
+        let auth = self.config.token.clone();
+        tokio::task::spawn_blocking(move || {
+            SidecarChannel::open_for_region(
+                &path,
+                auth,
+                &target,
+                (id, &token),
+                capacity,
+                slots,
+                payload,
+            )
+        })
+        .await
+        .map_err(|e| ClientError::Local(format!("open the channel: {e}")))?
+    }
+
+    async fn local_socket(&self) -> Result<std::path::PathBuf, ClientError> {
         let info = self.server_info().await?;
         if info.local_socket.is_empty() {
             return Err(ClientError::Status {
                 code: tonic::Code::FailedPrecondition,
                 message: "the server has no local socket (serve --local-socket PATH, or listen \
-                          on unix:PATH), so it takes no shared-memory regions"
+                          on unix:PATH)"
                     .into(),
             });
         }
-        let path = std::path::PathBuf::from(info.local_socket);
-        let token = self.config.token.clone();
-        tokio::task::spawn_blocking(move || SharedMemoryRegion::create(&path, size, token))
-            .await
-            .map_err(|e| ClientError::Local(format!("register the region: {e}")))?
+        Ok(std::path::PathBuf::from(info.local_socket))
     }
 
     /// Forgets a registered region.

@@ -25,6 +25,12 @@
 //! tls_key = "/etc/engram-store/tls.key"
 //! tls_client_ca = "/etc/engram-store/ca.crt" # mutual TLS: clients need a cert from this CA
 //! auth_tokens = "/etc/engram-store/tokens"  # read:TOKEN / admin:TOKEN lines ("": no tokens)
+//! etcd = ["http://10.0.0.5:2379"]   # join a cluster ([]: standalone)
+//! node_id = "store-0"               # unique in the cluster
+//! advertise = "10.0.0.7:50051"      # where clients reach this node
+//! route = false                     # forward parts this node does not serve
+//! lease_ttl_s = 5                   # a dead node leaves the cluster after this
+//! warm_rows = 4096                  # rows of a new shard warmed before it is ready
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -85,6 +91,18 @@ pub struct ServeConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// Token file, `read:TOKEN` or `admin:TOKEN` per line (none: no token checked).
     pub auth_tokens: Option<PathBuf>,
+    /// etcd endpoints of the cluster to join (empty: standalone).
+    pub etcd: Vec<String>,
+    /// This node's id in the cluster.
+    pub node_id: String,
+    /// Address clients reach this node at ("": the listen address).
+    pub advertise: String,
+    /// Forward the parts of plain requests this node does not serve.
+    pub route: bool,
+    /// Seconds of the node's etcd lease.
+    pub lease_ttl_s: u64,
+    /// Rows of a new shard warmed before it is reported ready.
+    pub warm_rows: u64,
 }
 
 impl Default for ServeConfig {
@@ -113,6 +131,12 @@ impl Default for ServeConfig {
             tls_key: None,
             tls_client_ca: None,
             auth_tokens: None,
+            etcd: Vec::new(),
+            node_id: String::new(),
+            advertise: String::new(),
+            route: false,
+            lease_ttl_s: 5,
+            warm_rows: 4096,
         }
     }
 }
@@ -144,6 +168,34 @@ impl ServeConfig {
         c.max_regions_per_connection = self.max_regions_per_connection;
         c.max_regions = self.max_regions;
         Ok(c)
+    }
+
+    /// The cluster membership it describes (none without `etcd`).
+    pub fn cluster_options(&self) -> anyhow::Result<Option<crate::cluster::ClusterOptions>> {
+        if self.etcd.is_empty() {
+            return Ok(None);
+        }
+        if self.node_id.is_empty() {
+            anyhow::bail!("--etcd needs --node-id (a name unique in the cluster)");
+        }
+        let advertise = if self.advertise.is_empty() {
+            if self.listen.starts_with("0.0.0.0:") || self.listen.starts_with("[::]:") {
+                anyhow::bail!(
+                    "--etcd with --listen {} needs --advertise HOST:PORT (where clients reach \
+                     this node)",
+                    self.listen
+                );
+            }
+            self.listen.clone()
+        } else {
+            self.advertise.clone()
+        };
+        let mut o =
+            crate::cluster::ClusterOptions::new(self.etcd.clone(), self.node_id.clone(), advertise);
+        o.route = self.route;
+        o.lease_ttl = std::time::Duration::from_secs(self.lease_ttl_s.max(1));
+        o.warm_rows = self.warm_rows;
+        Ok(Some(o))
     }
 
     /// The server options it describes.

@@ -44,6 +44,7 @@ import grpc
 import numpy as np
 
 from engram_store import dtypes
+from engram_store.channel import Channel
 from engram_store.dequant import dequantize_numpy, dequantize_torch
 from engram_store.errors import (
     FailedPreconditionError,
@@ -628,6 +629,39 @@ class Client:
         return ShmRegion(
             region_id, token, int(r["size"]), unregister, mapping, local, shape, dtype
         )
+
+    def open_channel(
+        self,
+        region: Region,
+        *,
+        table: str | None = None,
+        group: str | None = None,
+        layer: int | None = None,
+        compressed: bool = False,
+        capacity: int,
+        slots: int = 2,
+    ) -> Channel:
+        """Opens a sidecar channel (:class:`engram_store.channel.Channel`) that writes rows into
+        ``region`` (from :meth:`shm_region` or :meth:`register_cuda_tensor`): rows of ``table`` by
+        id, or of an Engram ``group``'s ``layer`` for token sequences; at most ``capacity`` rows
+        (ids, or token positions) per request; ``slots`` requests in flight at once. The server
+        must run on this machine with a local socket."""
+        if (table is None) == (group is None or layer is None):
+            raise ValueError("open_channel takes a table, or a group and a layer")
+        local_path = self.server_info().local_socket
+        if not local_path:
+            raise FailedPreconditionError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the server has no local socket (serve --local-socket PATH, or --listen "
+                "unix:PATH), so it opens no channels",
+            )
+        if table is not None:
+            target: dict[str, Any] = {"table": table}
+            payload = int(capacity) * 8
+        else:
+            target = {"group": group, "layer": int(layer), "compressed": bool(compressed)}
+            payload = int(capacity) * 12 + 4096
+        return Channel(local_path, self._token, target, region, capacity, slots, payload)
 
     def server_info(self) -> Any:
         """What the server says of itself: its local socket (for shared-memory regions),

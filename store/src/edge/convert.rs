@@ -276,6 +276,7 @@ impl From<EngineStats> for pb::StatsResponse {
     fn from(s: EngineStats) -> Self {
         pb::StatsResponse {
             regions: s.regions,
+            channels: s.channels,
             prefetch_queued_rows: s.prefetch_queued_rows,
             prefetch_dropped_rows: s.prefetch_dropped_rows,
             prefetch_dropped_requests: s.prefetch_dropped_requests,

@@ -42,6 +42,10 @@ pub struct EngineConfig {
     pub max_regions_per_connection: usize,
     /// Regions the server holds in all. Default 1,024.
     pub max_regions: usize,
+    /// Sidecar channels one connection may hold. Default 8.
+    pub max_channels_per_connection: usize,
+    /// Sidecar channels the server holds in all. Default 64.
+    pub max_channels: usize,
 }
 
 impl EngineConfig {
@@ -64,6 +68,8 @@ impl EngineConfig {
             prefetch_tasks: 1,
             max_regions_per_connection: 64,
             max_regions: 1024,
+            max_channels_per_connection: 8,
+            max_channels: 64,
         }
     }
 }

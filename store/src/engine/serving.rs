@@ -20,8 +20,11 @@ use super::prefetch_queue::PrefetchQueue;
 use super::query::{IntoQuery, NgramQuery, RowSource, RowsQuery};
 use super::served_table::ServedTable;
 use super::stats::{Delivered, EngineStats, RequestCounters, process_rss_bytes, sum_by_kind};
+use crate::channel::{ChannelError, ChannelTarget, Channels};
 use crate::group::{GroupError, GroupFiles, list_group_names};
-use crate::regions::{Owner, RegionError, RegionMemory, RegionRegistry, RegionSpec, ShmRegion};
+use crate::regions::{
+    Owner, Region, RegionError, RegionMemory, RegionRegistry, RegionSpec, ShmRegion,
+};
 use crate::table::{OpenTable, TableError, list_table_names, remove_stale_leftovers};
 
 /// Failure to start the engine.
@@ -158,6 +161,7 @@ pub struct Engine {
     unavailable: Vec<Unavailable>,
     removed_leftovers: Vec<std::path::PathBuf>,
     regions: RegionRegistry,
+    channels: Channels,
     answers: AnswerBudget,
     prefetches: PrefetchQueue,
     io: Arc<dyn IoEngine>,
@@ -335,6 +339,7 @@ impl Engine {
             unavailable,
             removed_leftovers,
             regions: RegionRegistry::new(config.max_regions_per_connection, config.max_regions),
+            channels: Channels::new(config.max_channels_per_connection, config.max_channels),
             answers: AnswerBudget::new(config.answer_budget_bytes, config.answer_wait),
             prefetches: PrefetchQueue::new(config.prefetch_queue_rows, config.prefetch_tasks),
             io,
@@ -493,12 +498,52 @@ impl Engine {
         Ok(RegisteredRegion { id, token, size })
     }
 
-    /// A connection closed: forgets everything it registered.
+    /// A connection closed: forgets everything it registered (channels, then regions).
     pub fn release_connection(&self, owner: Owner) {
+        let channels = self.channels.release_owner(owner);
         let regions = self.regions.release_owner(owner);
-        if regions > 0 {
-            tracing::debug!(owner, regions, "connection closed: its regions released");
+        if regions + channels > 0 {
+            tracing::debug!(
+                owner,
+                regions,
+                channels,
+                "connection closed: released what it held"
+            );
         }
+    }
+
+    /// Opens a sidecar channel for `owner` (see [`crate::channel`]): its ring, the region its
+    /// rows go to, what it serves and its capacity in rows.
+    pub fn open_channel(
+        self: &Arc<Self>,
+        ring: crate::channel::Ring,
+        region: &crate::regions::RegionKey,
+        target: ChannelTarget,
+        capacity: usize,
+        owner: Owner,
+    ) -> Result<Arc<crate::channel::Channel>, ChannelError> {
+        let region = self.region(region)?;
+        self.channels.open(
+            self.clone(),
+            tokio::runtime::Handle::current(),
+            crate::channel::ChannelSpec {
+                ring,
+                region,
+                target,
+                capacity,
+                owner,
+            },
+        )
+    }
+
+    /// Closes channel `id` of `owner`; false if it has none of that id.
+    pub fn close_channel(&self, id: u64, owner: Owner) -> bool {
+        self.channels.close(id, owner)
+    }
+
+    /// Sidecar channels open now.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
     }
 
     /// Forgets a region.
@@ -544,7 +589,23 @@ impl Engine {
     /// bounds) before touching the region.
     pub async fn lookup_into(&self, q: &IntoQuery) -> Result<IntoAnswer, LookupError> {
         let region = self.regions.get(&q.region)?;
-        let (table, ids, deduped) = match &q.source {
+        self.lookup_into_region(&region, q.offset, &q.source).await
+    }
+
+    /// The region a key names, if the token is its token.
+    pub fn region(&self, key: &crate::regions::RegionKey) -> Result<Arc<Region>, LookupError> {
+        Ok(self.regions.get(key)?)
+    }
+
+    /// Writes the rows of `source` into `region` from byte `offset` (see
+    /// [`Engine::lookup_into`]; the sidecar channel calls this for each of its slots).
+    pub async fn lookup_into_region(
+        &self,
+        region: &Arc<Region>,
+        offset: u64,
+        source: &RowSource,
+    ) -> Result<IntoAnswer, LookupError> {
+        let (table, ids, deduped) = match source {
             RowSource::Rows(rows) => (self.resolve_rows(rows)?.clone(), Some(&rows.ids), None),
             RowSource::Ngrams(ngrams) => {
                 let r = self.resolve_ngrams(ngrams)?;
@@ -554,11 +615,10 @@ impl Engine {
         let count = ids.map_or_else(|| deduped.as_ref().map_or(0, DedupedIds::len), Vec::len);
         let rb = u64::from(table.manifest().row_bytes);
         let len = count as u64 * rb;
-        let end = q.offset.checked_add(len).ok_or(RegionError::Overflow {
-            offset: q.offset,
-            len,
-        })?;
-        let mut lease = region.lease(q.offset..end)?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(RegionError::Overflow { offset, len })?;
+        let mut lease = region.lease(offset..end)?;
         let mut gpu_hits = 0;
         if let Some(dst) = lease.shm_bytes() {
             match (ids, &deduped) {
@@ -602,6 +662,7 @@ impl Engine {
             fixed_overhead_bytes: tiers.iter().map(|(_, s)| s.fixed_bytes).sum(),
             tiers,
             regions: self.regions.len() as u64,
+            channels: self.channels.len() as u64,
             prefetch_queued_rows: self.prefetches.queued_rows() as u64,
             prefetch_dropped_rows,
             prefetch_dropped_requests,

@@ -49,7 +49,7 @@ impl StoreMetrics {
             stats.fixed_overhead_bytes as f64,
         );
         self.set(names::REGIONS_OPEN, vec![], engine.region_count() as f64);
-        self.set(names::CHANNELS_OPEN, vec![], 0.0);
+        self.set(names::CHANNELS_OPEN, vec![], engine.channel_count() as f64);
         self.set(names::TABLES, vec![], engine.tables().count() as f64);
         self.set(
             names::BUILD_INFO,

@@ -28,6 +28,7 @@ pub use local_socket::LocalSocket;
 
 use self::connections::accept_loop;
 use self::request_layer::RequestLayer;
+use crate::cluster::ClusterService;
 use crate::edge::{EdgeOptions, ServerSide, StoreService};
 use crate::engine::Engine;
 
@@ -52,6 +53,8 @@ pub struct ServerOptions {
     pub local_socket: Option<PathBuf>,
     /// TLS, the token check and request metrics in front of every service.
     pub edge: EdgeOptions,
+    /// The node's cluster membership, if it is in one (epoch checks, `--route`).
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 impl Default for ServerOptions {
@@ -65,6 +68,7 @@ impl Default for ServerOptions {
             connection_window: 16 << 20,
             local_socket: None,
             edge: EdgeOptions::default(),
+            cluster: None,
         }
     }
 }
@@ -162,12 +166,15 @@ pub async fn serve(
     };
 
     let c = engine.config();
-    let store = EmbeddingStoreServer::new(StoreService::new(
-        engine.clone(),
-        ServerSide {
-            local_socket: options.local_socket.clone(),
-            connections: Some(table.clone()),
-        },
+    let store = EmbeddingStoreServer::new(ClusterService::new(
+        StoreService::new(
+            engine.clone(),
+            ServerSide {
+                local_socket: options.local_socket.clone(),
+                connections: Some(table.clone()),
+            },
+        ),
+        options.cluster.clone(),
     ))
     .max_decoding_message_size(max_request_bytes(c.max_batch_ids))
     .max_encoding_message_size(max_answer_bytes(c.max_batch_ids, engine.max_row_bytes()));

@@ -331,7 +331,7 @@ class TierStats(_message.Message):
     def __init__(self, tier: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., bytes: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., resident_rows: _Optional[int] = ..., hit_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., prefetch_rows: _Optional[int] = ..., prefetch_hits: _Optional[int] = ..., policy: _Optional[str] = ..., checksum_errors: _Optional[int] = ..., reads: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes", "regions", "prefetch_queued_rows", "prefetch_dropped_rows", "prefetch_dropped_requests", "answer_bytes_in_flight", "answer_budget_bytes", "unavailable", "connections")
+    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes", "regions", "prefetch_queued_rows", "prefetch_dropped_rows", "prefetch_dropped_requests", "answer_bytes_in_flight", "answer_budget_bytes", "unavailable", "connections", "channels")
     TIERS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_LATENCY_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +350,7 @@ class StatsResponse(_message.Message):
     ANSWER_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
     request_latency: LatencySummary
     requests: int
@@ -368,7 +369,8 @@ class StatsResponse(_message.Message):
     answer_budget_bytes: int
     unavailable: _containers.RepeatedCompositeFieldContainer[Unavailable]
     connections: int
-    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., fixed_overhead_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., prefetch_queued_rows: _Optional[int] = ..., prefetch_dropped_rows: _Optional[int] = ..., prefetch_dropped_requests: _Optional[int] = ..., answer_bytes_in_flight: _Optional[int] = ..., answer_budget_bytes: _Optional[int] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., connections: _Optional[int] = ...) -> None: ...
+    channels: int
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., fixed_overhead_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., prefetch_queued_rows: _Optional[int] = ..., prefetch_dropped_rows: _Optional[int] = ..., prefetch_dropped_requests: _Optional[int] = ..., answer_bytes_in_flight: _Optional[int] = ..., answer_budget_bytes: _Optional[int] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., connections: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class Unavailable(_message.Message):
     __slots__ = ("name", "reason")
