@@ -16,7 +16,9 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // engram-store's own info lines are its operational events (a table version
+                // swapped in, a shutdown draining); everything else from warnings up.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,engram_store=info")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -11,6 +11,8 @@ pub struct RowsQuery {
     pub table: String,
     /// Row ids, in the order the rows are wanted (duplicates allowed).
     pub ids: Vec<u64>,
+    /// The table version to serve from (`None`: the version served now).
+    pub version: Option<u64>,
 }
 
 /// One sequence of an n-gram request.
@@ -49,6 +51,8 @@ pub struct NgramQuery {
     pub sequences: Vec<TokenSequence>,
     /// True when the ids are already compressed (else they are raw tokenizer ids).
     pub compressed: bool,
+    /// The version of the layer's table to serve from (`None`: the version served now).
+    pub version: Option<u64>,
 }
 
 /// Which rows a prefetch or a LookupInto is about.
