@@ -21,6 +21,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,engram_store=info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs collected from a pipe (containers) stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     #[cfg(feature = "failpoints")]
     if let Err(e) = set_failpoints_from_env() {
