@@ -373,11 +373,20 @@ async fn reload_is_an_admin_rpc_and_adds_new_tables() {
     let admin = as_role("adm1n").await.expect("connect");
     let err = reader.reload(&[]).await.expect_err("read token");
     assert!(matches!(err, ClientError::PermissionDenied(_)), "{err}");
-    // A table new to the directory is served after a Reload, with the RAM the others left.
+    // A table new to the directory is served after a Reload, with the RAM the others left; the
+    // version before its newest is kept for pinning, as at start.
+    write_version(&data, "new", 50, DIM);
     write_version(&data, "new", 50, DIM);
     let report = admin.reload(&[]).await.expect("reload");
     let new = report.iter().find(|r| r.table == "new").expect("new");
     assert_eq!(new.outcome, pb::ReloadOutcome::Added as i32, "{new:?}");
+    assert_eq!((new.previous_version, new.version), (0, 2));
+    let rows = reader
+        .lookup_at("new", &[3, 49], Some(1))
+        .await
+        .expect("pinned 1");
+    assert_eq!((rows.version(), wrong_rows(&rows, &[3, 49])), (1, 0));
+    assert!(version_dir(&data, "new", 1).exists());
     assert_eq!(
         report.iter().find(|r| r.table == "t").map(|r| r.outcome),
         Some(pb::ReloadOutcome::Unchanged as i32)

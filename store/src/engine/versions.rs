@@ -314,8 +314,12 @@ impl Engine {
                     .await
                 {
                     Ok((built, warmed)) => {
+                        let older = match current {
+                            Some(_) => Vec::new(),
+                            None => self.open_older(&disk.name, v, &disk.versions).await,
+                        };
                         let took = started.elapsed();
-                        self.install(&mut next, &disk.name, built, &disk.versions);
+                        self.install(&mut next, &disk.name, built, older, &disk.versions);
                         tracing::info!(table = %disk.name, from = ?previous, to = v, warmed_rows = warmed,
                             took_ms = took.as_millis() as u64, "serving a new table version");
                         line.version = Some(v);
@@ -442,6 +446,26 @@ impl Engine {
         Ok((built, warmed))
     }
 
+    /// Opens, from their files, the versions of a table new to the catalog that come before
+    /// `current`, as many as are kept (`keep_versions - 1`), for clients that pin them; a
+    /// version that does not open is left out.
+    async fn open_older(&self, name: &str, current: u64, on_disk: &[u64]) -> Vec<Arc<ServedTable>> {
+        let keep = self.config().keep_versions.max(1) - 1;
+        let mut older = Vec::new();
+        for &v in on_disk.iter().filter(|&&v| v < current).take(keep) {
+            let dir = self.config().data_dir.join(name).join(version_dir_name(v));
+            let direct = self.config().direct_io;
+            match blocking(move || OpenTable::open_dir(&dir, direct)).await {
+                Ok(Ok(t)) => older.push(self.builder().files_only(t)),
+                Ok(Err(e)) => tracing::warn!(table = %name, version = v, error = %e,
+                    "an older version does not open: it cannot be pinned"),
+                Err(e) => tracing::warn!(table = %name, version = v, error = %e,
+                    "an older version was not opened"),
+            }
+        }
+        older
+    }
+
     /// Warms `built`'s cache tiers with the ids `old`'s traffic has been reading, as many as
     /// they hold; returns the rows read.
     async fn warm(&self, built: &Built, old: &ServedTable) -> Result<usize, String> {
@@ -497,7 +521,14 @@ impl Engine {
     /// (from its files) for clients that pin it, as do the ones before it up to
     /// `keep_versions`; older versions are retired. `on_disk` lists the complete versions on
     /// disk, newest first.
-    fn install(&self, next: &mut Catalog, name: &str, built: Built, on_disk: &[u64]) {
+    fn install(
+        &self,
+        next: &mut Catalog,
+        name: &str,
+        built: Built,
+        older: Vec<Arc<ServedTable>>,
+        on_disk: &[u64],
+    ) {
         let keep = self.config().keep_versions.max(1);
         let Built {
             table,
@@ -513,13 +544,27 @@ impl Engine {
             }
             None => next.tables.entry(name.to_owned()).or_insert(TableVersions {
                 current: table,
-                older: Vec::new(),
+                older,
                 ram_share,
                 gpu_share,
             }),
         };
         let dropped = entry.older.split_off((keep - 1).min(entry.older.len()));
-        let oldest_kept = entry.all().map(|t| t.version()).min().unwrap_or(0);
+        // Nothing kept open goes, nor any of the `keep` newest versions on disk up to the one
+        // served (open or not).
+        let current = entry.current.version();
+        let window = on_disk
+            .iter()
+            .copied()
+            .filter(|&v| v <= current)
+            .nth(keep - 1)
+            .unwrap_or(0);
+        let oldest_kept = entry
+            .all()
+            .map(|t| t.version())
+            .chain([window])
+            .min()
+            .unwrap_or(0);
         let table_dir = self.config().data_dir.join(name);
         let mut retired = self.versions.retired.lock();
         let dropped_dirs = dropped.iter().map(|t| {
