@@ -1,8 +1,10 @@
 //! A tower layer around every RPC: marks its connection busy until the response has been sent
 //! (so the idle reaper never closes a connection with work in flight), and holds the memory
 //! reservation a handler made for its answer ([`AnswerReservation`], put in the response's
-//! extensions) until the answer's last byte has left, or the client went away: a client that
-//! never reads its answers cannot make the server hold more than the in-flight budget.
+//! extensions, with the admission of its rows) until the answer's last piece has been handed to
+//! HTTP/2 (its trailers follow; the client cannot have the whole answer before), or the client
+//! went away: a client that never reads its answers cannot make the server hold more than the
+//! in-flight budget.
 //!
 //! For that, the body hands its data to HTTP/2 in pieces of at most [`PIECE`] bytes: HTTP/2
 //! asks for the next piece only when the client's window has room, so an answer a client does not
@@ -109,7 +111,10 @@ struct HeldBody {
     inner: tonic::body::Body,
     /// Data taken from `inner` and not yet handed on.
     rest: Bytes,
-    _held: (Option<ActiveRequest>, Option<AnswerReservation>),
+    _active: Option<ActiveRequest>,
+    /// Given back when the answer's last frame is handed on (the client cannot have it all
+    /// before), or when the body is dropped unsent.
+    reservation: Option<AnswerReservation>,
     /// For a stream that never ends by itself: resolves when the server drains, and the stream
     /// then ends.
     ends_on_drain: Option<BoxFuture<()>>,
@@ -120,12 +125,13 @@ struct HeldBody {
 impl HeldBody {
     fn new(
         inner: tonic::body::Body,
-        held: (Option<ActiveRequest>, Option<AnswerReservation>),
+        (active, reservation): (Option<ActiveRequest>, Option<AnswerReservation>),
     ) -> Self {
         Self {
             inner,
             rest: Bytes::new(),
-            _held: held,
+            _active: active,
+            reservation,
             ends_on_drain: None,
             ended: false,
         }
@@ -158,8 +164,16 @@ impl Body for HeldBody {
                     Poll::Ready(Some(Ok(self.piece())))
                 }
                 Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
-                Err(frame) => Poll::Ready(Some(Ok(frame))),
+                Err(frame) => {
+                    // Trailers: every byte of the answer has been handed on.
+                    self.reservation = None;
+                    Poll::Ready(Some(Ok(frame)))
+                }
             },
+            Poll::Ready(None) => {
+                self.reservation = None;
+                Poll::Ready(None)
+            }
             Poll::Pending => match self.ends_on_drain.as_mut().map(|d| d.as_mut().poll(cx)) {
                 Some(Poll::Ready(())) => {
                     self.ended = true;
