@@ -5,12 +5,15 @@
 #
 # The build stage compiles the server with the GPU tier (cudarc loads libcuda at run time, so no
 # CUDA toolkit is needed to build; without a GPU, or without --gpu-budget, it is never loaded).
-# protoc comes vendored with the build, so the toolchain image is all it needs.
+# Our own protos build with a vendored protoc; etcd-client (the cluster's etcd v3 client) needs
+# the system's, hence protobuf-compiler in the build stage.
 ARG RUST_VERSION=1.95.0
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 ARG FEATURES=cuda
 WORKDIR /src
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p engram-store --features "${FEATURES}" \
  && install -D -m 0755 target/release/engram-store /out/engram-store

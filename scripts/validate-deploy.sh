@@ -103,7 +103,20 @@ PY
 echo "== flags given to 'engram-store serve' exist"
 [ -x "$BIN" ] || cargo build -q -p engram-store
 help=$("$BIN" serve --help)
-flags=$( (grep -ohE -- '--[a-z][a-z0-9-]+' deploy/k8s/*.yaml; \
+# Flags of the containers that run `engram-store serve` (not etcd's, nor those in comments).
+flags=$( ("$VENV/bin/python" - <<'PY'
+import glob, re, yaml
+for path in sorted(glob.glob("deploy/k8s/*.yaml")):
+    for doc in yaml.safe_load_all(open(path)):
+        spec = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+        for c in spec.get("containers", []):
+            args = c.get("args", [])
+            if args[:1] == ["serve"]:
+                for a in args[1:]:
+                    m = re.match(r"--[a-z][a-z0-9-]+", a)
+                    if m:
+                        print(m[0])
+PY
   grep -E '^CMD' Dockerfile | grep -oE -- '--[a-z][a-z0-9-]+') | sort -u)
 for f in $flags; do
   grep -q -- "$f" <<<"$help" || fail "serve has no $f"

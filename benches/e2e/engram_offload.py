@@ -95,6 +95,7 @@ from engram_store.torch import (  # noqa: E402
     V41_ROWS,
     EngramLayer,
     EngramRowBackend,
+    ChannelTransport,
     GrpcTransport,
     NgramHasher,
     cuda_view,
@@ -172,6 +173,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="VRAM tier of the store arms on a GPU (default: 25%% of the tables)",
     )
     p.add_argument("--io-engine", default="auto", help="the store's --io-engine")
+    p.add_argument(
+        "--transport",
+        default="channel",
+        choices=["channel", "grpc"],
+        help="how arms (d) and (e) get rows: the sidecar channel, or LookupInto over gRPC",
+    )
     p.add_argument("--no-graphs", action="store_true", help="decode eagerly on a GPU too")
     p.add_argument(
         "--cpu-threads",
@@ -796,7 +803,9 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
         client = stack.enter_context(Client(addr))
         if arm == "d":
             warm_ram(client, tables, log)
-        transport = GrpcTransport(client)
+        transport = (
+            ChannelTransport(client) if args.transport == "channel" else GrpcTransport(client)
+        )
         layers = [
             EngramLayer(lid, name) for lid, name in zip(ctx["layer_ids"], tables.names, strict=True)
         ]
@@ -992,7 +1001,7 @@ def report_results(args, device, tables: Tables, model, details, layer_times, fa
             "prefill_chunks": args.prefill_chunks,
             "prefill_warmup": args.prefill_warmup,
             "prefill_lookahead": args.prefill_lookahead,
-            "transport": GrpcTransport.name,
+            "transport": args.transport,
         },
         "paper_table4": report.PAPER_TABLE4,
     }

@@ -9,7 +9,11 @@ how fast the rows land in a torch CUDA tensor along three paths:
 - ``inline``: ``Lookup``, the rows in the reply -> numpy -> a pinned torch buffer -> ``.cuda()``;
 - ``shm``: ``LookupInto`` a host shared-memory region -> ``torch.from_numpy`` -> ``.cuda()``,
   non-blocking from the region itself when it can be page-locked (``cudaHostRegister``), else
-  through a pinned buffer.
+  through a pinned buffer;
+- ``channel``: the sidecar channel into the same CUDA IPC region: the request written into a slot
+  of the shared-memory ring, the stream made to wait on the slot's completion word
+  (``cuStreamWaitValue32``), an event recorded after the wait and synchronized: the time from
+  submit to the moment work on the stream can see the rows (stream-visible completion).
 
 Each timed call ends with the rows in the device tensor (streams synchronized). Timed runs
 alternate between the paths, and every timed run draws batches of its own
@@ -231,6 +235,19 @@ def main() -> None:
     def via_cuda_ipc(ids):
         return client.lookup_into(cuda_region, name, ids)
 
+    channel = client.open_channel(cuda_region, table=name, capacity=args.batch, slots=2)
+    turn = [0]
+    seen = torch.cuda.Event()
+
+    def via_channel(ids):
+        slot = turn[0]
+        turn[0] ^= 1
+        channel.submit(ids, slot)
+        channel.stream_wait(slot, stream)
+        seen.record(stream)
+        seen.synchronize()
+        return channel.wait(slot)
+
     def via_inline(ids):
         rows = client.lookup(name, ids)
         n = rows.nbytes
@@ -266,7 +283,12 @@ def main() -> None:
         # Correctness first: each path must deliver the bytes of Lookup.
         ids = batches[0]
         expected = client.lookup(name, ids).reshape(-1).view(np.uint8).tobytes()
-        for label, fn in (("cuda_ipc", via_cuda_ipc), ("inline", via_inline), ("shm", via_shm)):
+        for label, fn in (
+            ("cuda_ipc", via_cuda_ipc),
+            ("inline", via_inline),
+            ("shm", via_shm),
+            ("channel", via_channel),
+        ):
             out.zero_()
             fn(ids)
             torch.cuda.synchronize(device)
@@ -326,7 +348,12 @@ def main() -> None:
                 k: gpu_tier[k] for k in ("resident_rows", "resident_bytes", "capacity_bytes")
             }
 
-        paths = {"cuda_ipc": via_cuda_ipc, "inline": via_inline, "shm": via_shm}
+        paths = {
+            "cuda_ipc": via_cuda_ipc,
+            "inline": via_inline,
+            "shm": via_shm,
+            "channel": via_channel,
+        }
         for fn in paths.values():
             fn(batches[0])  # one untimed call each
         # Runs alternate between the paths (run 1 of each, then run 2 of each, ...) so a drift
@@ -356,6 +383,9 @@ def main() -> None:
                 if label == "cuda_ipc":
                     gpu_hits += sum(r.gpu_hits for r in res)
                     rows_ipc += sum(int(r) for r in res)
+                if label == "channel":
+                    a.setdefault("gpu_hits", []).append(sum(r.gpu_hits for r in res))
+                    a.setdefault("rows", []).append(sum(int(r) for r in res))
         results: dict[str, dict[str, Any]] = {}
         for label, a in acc.items():
             looked = sum(a["hits"]) + sum(a["misses"])
@@ -381,11 +411,19 @@ def main() -> None:
         report["cuda_ipc_over_best_host"] = (
             results["cuda_ipc"]["rows_per_s"] / results[best_host]["rows_per_s"]
         )
+        ch = acc["channel"]
+        results["channel"]["vram_hit_fraction"] = sum(ch.get("gpu_hits", [0])) / max(
+            1, sum(ch.get("rows", [0]))
+        )
+        report["channel_over_cuda_ipc"] = (
+            results["channel"]["rows_per_s"] / results["cuda_ipc"]["rows_per_s"]
+        )
     except EngramStoreError as e:
         fail(f"server call failed: {e}")
     finally:
         if registered:
             torch.cuda.cudart().cudaHostUnregister(shm_u8.ctypes.data)
+        channel.close()
         cuda_region.close()
         shm.close()
         client.close()

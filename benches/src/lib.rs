@@ -9,11 +9,15 @@
 //! - [`import_hf`]: `engram-bench import-hf`, checkpoint import against sequential disk writes.
 //! - [`limits`]: `engram-bench limits`, the machine's raw IOPS and loopback TCP bandwidth.
 //! - [`peers`]: `engram-bench peers`, engram-store side by side with Redis and the limits.
+//! - [`cluster`]: `engram-bench cluster`, the cluster client over 1, 2, 4 nodes, and failover.
 //! - [`abuse`]: `engram-bench abuse`, what hostile local clients could do, against a live server.
+//! - [`channel`]: `engram-bench channel`, the sidecar channel against Lookup and LookupInto.
 //! - [`alloc_meter`]: a counting global allocator, so memory overheads are measured, not guessed.
 
 pub mod abuse;
 pub mod alloc_meter;
+pub mod channel;
+pub mod cluster;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod import_hf;

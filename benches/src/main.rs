@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use engram_store_bench::{
-    abuse, alloc_meter::CountingAlloc, import_hf, limits, lookup, ngrams, overload, peers,
+    abuse, alloc_meter::CountingAlloc, channel, cluster, import_hf, limits, lookup, ngrams, overload, peers,
     policy_sim,
 };
 
@@ -44,6 +44,11 @@ enum Command {
     /// Replay what hostile local clients could do against a live server: RSS and a bystander's
     /// p99 per scenario.
     Abuse(abuse::AbuseArgs),
+    /// The sidecar channel against Lookup and LookupInto, same run: latency and rows/s.
+    Channel(channel::ChannelArgs),
+    /// Rows/s and latency through the cluster client over 1, 2, 4 nodes (etcd on loopback),
+    /// the routing overhead against one node read directly, and failover after a kill -9.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> Result<()> {
@@ -70,6 +75,15 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(peers::run(&args)),
+        Command::Channel(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(channel::run(&args))
+            .map(drop),
+        Command::Cluster(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(cluster::run(&args)),
         Command::Abuse(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?

@@ -10,6 +10,13 @@
 //! as context, so no n-gram crosses a document and every request has the same shape; `--seqs`
 //! consecutive sequences make one request. Before timing, the first requests are checked byte
 //! for byte: LookupNgrams must return what Lookup of the local row ids returns.
+//!
+//! A tensor-parallel rank's requests (`--ranks R --rank r`) ask for that rank's hash columns only
+//! (vLLM's `engram_head_shard`), and the local ids are those columns'. With a table larger than
+//! the server's RAM tier, `--iops-file` (the table's data file) measures the disk's raw io_uring
+//! random-read IOPS in the same run (before and after the timed runs), and the report gives,
+//! per path, MB/s of rows delivered and the server's disk reads per second (from its Stats,
+//! per segment) beside that limit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,12 +28,12 @@ use clap::Args;
 use engram_store::engine::DedupedIds;
 use engram_store::group::{GroupFiles, layer_table_name};
 use engram_store_client::{Client, proto as pb, token_sequence};
-use engram_store_hashing::{CompressionMap, LayerHasher};
+use engram_store_hashing::{CompressionMap, HashInput, LayerHasher, head_shard};
 
 use crate::policy_sim::trace::read_token_trace;
 
 /// `ngrams` flags.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct NgramsArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:50051")]
@@ -75,6 +82,23 @@ pub struct NgramsArgs {
     /// Requests over which LookupNgrams' extra work (hash, dedupe, copies) is timed here.
     #[arg(long, default_value_t = 50)]
     pub attribute: usize,
+    /// Tensor-parallel ranks: requests ask for one rank's hash columns only (see --rank).
+    #[arg(long, default_value_t = 1)]
+    pub ranks: usize,
+    /// The rank whose columns are asked for (0..ranks).
+    #[arg(long, default_value_t = 0)]
+    pub rank: usize,
+    /// A file to measure the disk's raw io_uring O_DIRECT random-read IOPS on, before and after
+    /// the timed runs (the layer table's data file): the limit the server's disk reads are
+    /// compared with.
+    #[arg(long)]
+    pub iops_file: Option<PathBuf>,
+    /// Reads in flight for --iops-file (the server's default queue depth).
+    #[arg(long, default_value_t = 128)]
+    pub iops_queue_depth: usize,
+    /// Seconds of each IOPS measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub iops_seconds: f64,
 }
 
 /// One request in both forms.
@@ -104,6 +128,12 @@ pub struct PassResult {
     pub p99_us: f64,
     /// Server CPU time per row, nanoseconds (0 without `--server-pid`).
     pub server_cpu_ns_per_row: f64,
+    /// Row bytes delivered per second, MB/s (10^6).
+    pub mb_per_s: f64,
+    /// The server's disk reads per second while this path ran (all its tables).
+    pub disk_reads_per_s: f64,
+    /// Rows the server's RAM tier served over rows it looked up there.
+    pub ram_hit_rate: f64,
 }
 
 /// One run: both paths over the same requests.
@@ -151,6 +181,11 @@ impl NgramsReport {
         median(self.runs.iter().map(|r| r.lookup.rows_per_s).collect())
     }
 
+    /// The median of `f` over the runs, for one path.
+    pub fn median_of(&self, f: impl Fn(&RunResult) -> f64) -> f64 {
+        median(self.runs.iter().map(f).collect())
+    }
+
     /// Median of the per-run ratios.
     pub fn ratio(&self) -> f64 {
         median(self.runs.iter().map(RunResult::ratio).collect())
@@ -182,7 +217,7 @@ fn quantile_us(sorted: &[Duration], q: f64) -> f64 {
 }
 
 /// How requests are made from the trace.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Shape<'a> {
     group: &'a str,
     map: &'a CompressionMap,
@@ -191,6 +226,8 @@ struct Shape<'a> {
     context_len: usize,
     seqs: usize,
     seq_len: usize,
+    /// The hash columns asked for (all, or one tensor-parallel rank's).
+    columns: std::ops::Range<usize>,
 }
 
 /// Cuts the trace into requests; see the module doc.
@@ -202,7 +239,9 @@ fn make_batches(raw: &[u32], docs: &[u64], shape: &Shape<'_>) -> Result<Vec<Batc
         context_len,
         seqs,
         seq_len,
+        ref columns,
     } = *shape;
+    let all_columns = columns.len() == hasher.heads_total();
     ensure!(
         seqs > 0 && seq_len > 0,
         "--seqs and --seq-len must be positive"
@@ -220,8 +259,9 @@ fn make_batches(raw: &[u32], docs: &[u64], shape: &Shape<'_>) -> Result<Vec<Batc
                 .with_context(|| format!("compress document {d} at token {at}"))?;
             map.compress_into(context, &mut context_c)
                 .with_context(|| format!("compress the context of document {d} at token {at}"))?;
+            let input = HashInput::new(&tokens_c).context(&context_c, &[]);
             hasher
-                .row_ids_into(&tokens_c, &context_c, &mut rows)
+                .rows_into(&input, columns.clone(), &mut rows)
                 .with_context(|| format!("hash document {d} at token {at}"))?;
             let batch = current.get_or_insert_with(|| Batch {
                 ngrams: pb::LookupNgramsRequest {
@@ -229,7 +269,10 @@ fn make_batches(raw: &[u32], docs: &[u64], shape: &Shape<'_>) -> Result<Vec<Batc
                     layer_id: hasher.layer_id(),
                     sequences: Vec::with_capacity(seqs),
                     compressed: false,
-                    ..Default::default()
+                    columns: (!all_columns).then_some(pb::ColumnRange {
+                        start: columns.start as u32,
+                        end: columns.end as u32,
+                    }),
                 },
                 ids: Vec::with_capacity(seqs * rows.len()),
             });
@@ -252,6 +295,13 @@ struct Tally {
     latencies: Vec<Duration>,
     /// Server CPU time, when its process is known.
     server_cpu: Duration,
+    /// Bytes of rows delivered.
+    bytes: usize,
+    /// The server's disk reads.
+    disk_reads: u64,
+    /// The server's RAM tier: rows found, rows looked up.
+    ram_hits: u64,
+    ram_lookups: u64,
 }
 
 impl Tally {
@@ -262,6 +312,9 @@ impl Tally {
             p50_us: quantile_us(&self.latencies, 0.50),
             p99_us: quantile_us(&self.latencies, 0.99),
             server_cpu_ns_per_row: self.server_cpu.as_secs_f64() * 1e9 / self.rows.max(1) as f64,
+            mb_per_s: self.bytes as f64 / 1e6 / self.wall.as_secs_f64().max(1e-9),
+            disk_reads_per_s: self.disk_reads as f64 / self.wall.as_secs_f64().max(1e-9),
+            ram_hit_rate: self.ram_hits as f64 / self.ram_lookups.max(1) as f64,
         }
     }
 }
@@ -291,6 +344,30 @@ fn process_cpu(pid: u32) -> Result<Duration> {
     ))
 }
 
+/// The server's counters a segment is charged with: disk reads, RAM-tier hits and lookups.
+async fn tier_counters(client: &Client) -> Result<(u64, u64, u64)> {
+    let s = client.stats(false).await.context("Stats")?;
+    let tier = |name: &str| s.tiers.iter().find(|t| t.tier == name);
+    let reads = tier("nvme").map_or(0, |t| t.reads);
+    let (hits, misses) = tier("ram").map_or((0, 0), |t| (t.hits, t.misses));
+    Ok((reads, hits, hits + misses))
+}
+
+/// The disk's raw io_uring O_DIRECT random 4 KiB read IOPS on `file`, printed.
+async fn raw_iops(file: &std::path::Path, args: &NgramsArgs) -> Result<f64> {
+    let (path, qd, seconds) = (file.to_path_buf(), args.iops_queue_depth, args.iops_seconds);
+    let iops = tokio::task::spawn_blocking(move || {
+        crate::limits::uring_random_read_iops(&path, qd, 4096, seconds)
+    })
+    .await
+    .context("IOPS measurement")??;
+    println!(
+        "raw io_uring O_DIRECT random 4096 B reads, qd {qd}, {seconds} s on {}: {iops:.0} IOPS",
+        file.display()
+    );
+    Ok(iops)
+}
+
 /// What the timed requests go to and how.
 #[derive(Debug, Clone)]
 struct Target {
@@ -313,6 +390,7 @@ async fn segment(
     let end = range.end;
     let server_pid = target.server_pid;
     let cpu_before = server_pid.map(process_cpu).transpose()?;
+    let counters_before = tier_counters(&target.client).await?;
     let start = Instant::now();
     let mut workers = Vec::with_capacity(target.concurrency);
     for _ in 0..target.concurrency.max(1) {
@@ -324,11 +402,11 @@ async fn segment(
         );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut rows = 0usize;
+            let (mut rows, mut bytes) = (0usize, 0usize);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= end {
-                    return Ok::<_, anyhow::Error>((latencies, rows));
+                    return Ok::<_, anyhow::Error>((latencies, rows, bytes));
                 }
                 let b = &batches[i % batches.len()];
                 let t0 = Instant::now();
@@ -350,15 +428,21 @@ async fn segment(
                     b.ids.len()
                 );
                 rows += got.len();
+                bytes += got.bytes().len();
             }
         }));
     }
     for w in workers {
-        let (l, r) = w.await.context("benchmark worker")??;
+        let (l, r, b) = w.await.context("benchmark worker")??;
         tally.latencies.extend(l);
         tally.rows += r;
+        tally.bytes += b;
     }
     tally.wall += start.elapsed();
+    let counters_after = tier_counters(&target.client).await?;
+    tally.disk_reads += counters_after.0.saturating_sub(counters_before.0);
+    tally.ram_hits += counters_after.1.saturating_sub(counters_before.1);
+    tally.ram_lookups += counters_after.2.saturating_sub(counters_before.2);
     if let (Some(pid), Some(before)) = (server_pid, cpu_before) {
         tally.server_cpu += process_cpu(pid)?.saturating_sub(before);
     }
@@ -444,7 +528,10 @@ fn attribute(
         for s in &b.ngrams.sequences {
             shape.map.compress_into(&s.tokens, &mut tokens)?;
             shape.map.compress_into(&s.context, &mut context)?;
-            shape.hasher.row_ids_into(&tokens, &context, &mut rows)?;
+            let input = HashInput::new(&tokens).context(&context, &[]);
+            shape
+                .hasher
+                .rows_into(&input, shape.columns.clone(), &mut rows)?;
             ids.extend_from_slice(&rows);
         }
         a.hash_us += t.elapsed().as_secs_f64() * 1e6;
@@ -498,6 +585,8 @@ async fn prepare(args: &NgramsArgs, client: &Client) -> Result<Prepared> {
     };
     let hasher = LayerHasher::new(&group.layout, layer)
         .with_context(|| format!("hasher of layer {layer}"))?;
+    let columns = head_shard(hasher.heads_total(), args.ranks, args.rank)
+        .with_context(|| format!("rank {} of {}", args.rank, args.ranks))?;
     let (raw, docs) = read_token_trace(&args.tokens)?;
     let shape = Shape {
         group: &args.group,
@@ -506,6 +595,7 @@ async fn prepare(args: &NgramsArgs, client: &Client) -> Result<Prepared> {
         context_len: group.layout.max_ngram_size() - 1,
         seqs: args.seqs,
         seq_len: args.seq_len,
+        columns,
     };
     let batches = make_batches(&raw, &docs, &shape)?;
     ensure!(
@@ -597,6 +687,10 @@ pub async fn run(args: &NgramsArgs) -> Result<NgramsReport> {
         attribution.copy_us,
         attribution.distinct_in_request * 100.0
     );
+    let iops_before = match &args.iops_file {
+        Some(file) => Some(raw_iops(file, args).await?),
+        None => None,
+    };
     println!("load average (1 min) at start: {}", load_average());
     let target = Target {
         client: client.clone(),
@@ -641,8 +735,24 @@ pub async fn run(args: &NgramsArgs) -> Result<NgramsReport> {
             r.cpu_ratio(),
             ram_hit
         );
+        for (name, p) in [("ngrams", n), ("lookup", l)] {
+            println!(
+                "       {name}: {:.1} MB/s of rows, {:.0} disk reads/s{}, RAM hit {:.4}",
+                p.mb_per_s,
+                p.disk_reads_per_s,
+                iops_before.map_or(String::new(), |iops| format!(
+                    " ({:.1}% of the raw IOPS)",
+                    p.disk_reads_per_s / iops * 100.0
+                )),
+                p.ram_hit_rate
+            );
+        }
         runs.push(r);
     }
+    let iops_after = match &args.iops_file {
+        Some(file) => Some(raw_iops(file, args).await?),
+        None => None,
+    };
     let report = NgramsReport {
         rows_per_request,
         requests,
@@ -650,6 +760,35 @@ pub async fn run(args: &NgramsArgs) -> Result<NgramsReport> {
         attribution,
     };
     println!("load average (1 min) at end: {}", load_average());
+    for (name, pick) in [
+        (
+            "LookupNgrams",
+            (|r: &RunResult| r.ngrams) as fn(&RunResult) -> PassResult,
+        ),
+        ("Lookup", |r: &RunResult| r.lookup),
+    ] {
+        println!(
+            "median {name}: {:.0} rows/s, {:.1} MB/s, {:.0} disk reads/s, RAM hit {:.4}",
+            report.median_of(|r| pick(r).rows_per_s),
+            report.median_of(|r| pick(r).mb_per_s),
+            report.median_of(|r| pick(r).disk_reads_per_s),
+            report.median_of(|r| pick(r).ram_hit_rate),
+        );
+    }
+    if let (Some(before), Some(after)) = (iops_before, iops_after) {
+        let reads = report.median_of(|r| r.ngrams.disk_reads_per_s);
+        println!(
+            "raw io_uring random 4096 B reads at qd {} on {}: {:.0} IOPS before the runs, {:.0} \
+             after; LookupNgrams' median disk reads/s are {:.1}% of their mean",
+            args.iops_queue_depth,
+            args.iops_file
+                .as_deref()
+                .map_or(String::new(), |f| f.display().to_string()),
+            before,
+            after,
+            reads / ((before + after) / 2.0) * 100.0
+        );
+    }
     println!(
         "median: LookupNgrams {:.0} rows/s, Lookup of the same ids (the limit) {:.0} rows/s, \
          ratio {:.3}: server-side hashing and assembly cost {:.1}% of throughput (target <= 10%)",
@@ -689,6 +828,7 @@ mod tests {
             context_len: 2,
             seqs: 2,
             seq_len: 3,
+            columns: 0..hasher.heads_total(),
         };
         let batches = make_batches(&raw, &docs, &shape)?;
         // Document 0 gives 3 sequences (0..3, 3..6, 6..9), document 1 two (10..13, 13..16):
@@ -718,6 +858,42 @@ mod tests {
         want.extend_from_slice(&one);
         assert_eq!(batches[1].ids, want);
         assert_eq!(batches[1].ids.len(), 2 * 3 * hasher.heads_total());
+        Ok(())
+    }
+
+    #[test]
+    fn a_ranks_batches_ask_for_its_columns() -> Result<()> {
+        let layout = Layout::demo();
+        let hasher = LayerHasher::new(&layout, layout.layers()[0].layer_id())?;
+        let map = CompressionMap::from_ids((0..100u32).map(|r| r * 7 % 90).collect());
+        let raw: Vec<u32> = (0..12u32).map(|t| t * 13 % 100).collect();
+        let all = Shape {
+            group: "g",
+            map: &map,
+            hasher: &hasher,
+            context_len: 2,
+            seqs: 2,
+            seq_len: 3,
+            columns: 0..hasher.heads_total(),
+        };
+        let full = make_batches(&raw, &[0, 12], &all)?;
+        assert_eq!(full[0].ngrams.columns, None);
+        let cols = head_shard(hasher.heads_total(), 4, 3)?;
+        let rank = Shape {
+            columns: cols.clone(),
+            ..all
+        };
+        let mine = make_batches(&raw, &[0, 12], &rank)?;
+        assert_eq!(mine.len(), full.len());
+        let range = mine[1].ngrams.columns.expect("a column range");
+        assert_eq!((range.start, range.end), (12, 16));
+        // Each position's ids are its row of the full ids, restricted to the rank's columns.
+        let want: Vec<u64> = full[1]
+            .ids
+            .chunks(hasher.heads_total())
+            .flat_map(|row| row[cols.clone()].to_vec())
+            .collect();
+        assert_eq!(mine[1].ids, want);
         Ok(())
     }
 

@@ -108,6 +108,11 @@ async fn benchmark_checks_and_times_both_paths() {
         attribute: 5,
         segment: 3,
         server_pid: Some(std::process::id()),
+        ranks: 1,
+        rank: 0,
+        iops_file: None,
+        iops_queue_depth: 8,
+        iops_seconds: 0.2,
     };
     let report = run(&args).await.expect("benchmark");
     // 7 + 3 + 11 sequences of 100 tokens = 10 whole requests of 2; 8 rows per position.
@@ -129,6 +134,40 @@ async fn benchmark_checks_and_times_both_paths() {
     let a = report.attribution;
     assert_eq!(a.requests, 5);
     assert!(a.hash_us > 0.0 && a.distinct_in_request > 0.0 && a.distinct_in_request <= 1.0);
+    for p in report.runs.iter().flat_map(|r| [r.ngrams, r.lookup]) {
+        // bf16 x 8: 16 bytes a row.
+        let mb = p.rows_per_s * 16.0 / 1e6;
+        assert!((p.mb_per_s - mb).abs() <= mb * 1e-9, "{p:?}");
+        // The table fits the RAM tier, which holds it whole after the warm-up pass.
+        assert_eq!((p.ram_hit_rate, p.disk_reads_per_s), (1.0, 0.0), "{p:?}");
+    }
+
+    // Rank 1 of 2: its 4 columns of the 8, checked byte for byte like the rest; the raw IOPS of
+    // the table's data file measured in the same run where io_uring works here.
+    let uring = engram_store_cache::io::UringEngine::start(Default::default()).is_ok();
+    let data_file = std::fs::read_dir(data.join("g.layer4"))
+        .expect("table dir")
+        .filter_map(|e| e.ok().map(|e| e.path().join("data-00000.bin")))
+        .find(|p| p.exists())
+        .expect("the table's data file");
+    let rank = NgramsArgs {
+        ranks: 2,
+        rank: 1,
+        runs: 1,
+        warmup_passes: 0,
+        iops_file: uring.then_some(data_file),
+        ..args.clone()
+    };
+    let report = run(&rank).await.expect("benchmark of one rank");
+    assert_eq!(report.rows_per_request, 2 * 100 * 4);
+    assert!(report.ngrams_rows_per_s() > 0.0);
+    let bad = NgramsArgs {
+        ranks: 2,
+        rank: 2,
+        ..args.clone()
+    };
+    let e = run(&bad).await.expect_err("no rank 2 of 2");
+    assert!(format!("{e:#}").contains("rank 2 of 2"), "{e:#}");
 
     // A missing trace or group is an error that names it.
     let missing = NgramsArgs {

@@ -14,6 +14,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::channel::{Channel as SidecarChannel, ChannelTarget};
 use crate::error::{ClientError, is_retryable};
 use crate::rows::Rows;
 use crate::shared_memory::SharedMemoryRegion;
@@ -207,6 +208,14 @@ impl Client {
         ClientBuilder::new(addr).connect().await
     }
 
+    /// A client of a cluster: follows the shard map in the etcd at `endpoints`
+    /// (`http://host:2379`, ...) and routes every lookup to ready replicas of its shards.
+    pub async fn connect_cluster<S: AsRef<str>>(
+        endpoints: &[S],
+    ) -> Result<crate::ClusterClient, ClientError> {
+        crate::ClusterClient::connect(endpoints).await
+    }
+
     /// A builder.
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(addr)
@@ -354,24 +363,29 @@ impl Client {
     /// The rows an Engram layer consumes for `sequences` of raw token ids, hashed by the server:
     /// per position, the rows of every (n-gram order, head) in that order, so the result holds
     /// `positions x heads_total` table rows, `[sequence][position][order, head]`; row `i` of
-    /// position `p` is `rows.row(p * heads_total + i)`.
+    /// position `p` is `rows.row(p * heads_total + i)`. Dead tokens ([`token_sequence_dead`])
+    /// and a tensor-parallel rank's columns: [`NgramsRequest`].
     pub async fn lookup_ngrams(
         &self,
         group: &str,
         layer_id: u32,
         sequences: &[pb::TokenSequence],
     ) -> Result<Rows, ClientError> {
-        self.lookup_ngrams_request(ngrams_request(group, layer_id, sequences, false))
+        self.lookup_ngrams_request(NgramsRequest::new(group, layer_id, sequences.to_vec()))
             .await
     }
 
-    /// [`Client::lookup_ngrams`] for a full request (e.g. already compressed ids).
+    /// [`Client::lookup_ngrams`] for a full request ([`NgramsRequest`]: already compressed ids,
+    /// a column range): `positions x columns` rows, `[sequence][position][column]`.
     pub async fn lookup_ngrams_request(
         &self,
-        req: pb::LookupNgramsRequest,
+        req: impl Into<pb::LookupNgramsRequest>,
     ) -> Result<Rows, ClientError> {
         let resp = self
-            .call(req, |mut c, r| async move { c.lookup_ngrams(r).await })
+            .call(
+                req.into(),
+                |mut c, r| async move { c.lookup_ngrams(r).await },
+            )
             .await?;
         let n = usize::try_from(resp.row_count)
             .map_err(|_| ClientError::Protocol(format!("row count {}", resp.row_count)))?;
@@ -386,10 +400,17 @@ impl Client {
         layer_id: u32,
         sequences: &[pb::TokenSequence],
     ) -> Result<u64, ClientError> {
+        self.prefetch_ngrams_request(NgramsRequest::new(group, layer_id, sequences.to_vec()))
+            .await
+    }
+
+    /// [`Client::prefetch_ngrams`] for a full request (dead tokens, columns, compressed ids).
+    pub async fn prefetch_ngrams_request(
+        &self,
+        req: impl Into<pb::LookupNgramsRequest>,
+    ) -> Result<u64, ClientError> {
         let req = pb::PrefetchRequest {
-            target: Some(pb::prefetch_request::Target::Ngrams(ngrams_request(
-                group, layer_id, sequences, false,
-            ))),
+            target: Some(pb::prefetch_request::Target::Ngrams(req.into())),
         };
         let r = self
             .call(req, |mut c, r| async move { c.prefetch(r).await })
@@ -407,20 +428,56 @@ impl Client {
     /// registers it with the server through its local socket; the server must run on this
     /// host. Use its id and token with [`Client::lookup_into`]; dropping it unregisters it.
     pub async fn shm_region(&self, size: usize) -> Result<SharedMemoryRegion, ClientError> {
+        let path = self.local_socket().await?;
+        let token = self.config.token.clone();
+        tokio::task::spawn_blocking(move || SharedMemoryRegion::create(&path, size, token))
+            .await
+            .map_err(|e| ClientError::Local(format!("register the region: {e}")))?
+    }
+
+    /// Opens a sidecar channel (see [`SidecarChannel`]) serving `target` into `region`: `slots` slots
+    /// of at most `capacity` rows each (the slot size follows: 8 bytes per row id; for token
+    /// sequences, give a capacity in tokens, context included).
+    pub async fn open_channel(
+        &self,
+        target: ChannelTarget,
+        region: &SharedMemoryRegion,
+        capacity: usize,
+        slots: u32,
+    ) -> Result<SidecarChannel, ClientError> {
+        let path = self.local_socket().await?;
+        let payload = match &target {
+            ChannelTarget::Table(_) => capacity * 8,
+            ChannelTarget::Layer { .. } => capacity * 12 + 4096,
+        };
+        let (id, token) = (region.id(), region.token().to_owned());
+        let auth = self.config.token.clone();
+        tokio::task::spawn_blocking(move || {
+            SidecarChannel::open_for_region(
+                &path,
+                auth,
+                &target,
+                (id, &token),
+                capacity,
+                slots,
+                payload,
+            )
+        })
+        .await
+        .map_err(|e| ClientError::Local(format!("open the channel: {e}")))?
+    }
+
+    async fn local_socket(&self) -> Result<std::path::PathBuf, ClientError> {
         let info = self.server_info().await?;
         if info.local_socket.is_empty() {
             return Err(ClientError::Status {
                 code: tonic::Code::FailedPrecondition,
                 message: "the server has no local socket (serve --local-socket PATH, or listen \
-                          on unix:PATH), so it takes no shared-memory regions"
+                          on unix:PATH)"
                     .into(),
             });
         }
-        let path = std::path::PathBuf::from(info.local_socket);
-        let token = self.config.token.clone();
-        tokio::task::spawn_blocking(move || SharedMemoryRegion::create(&path, size, token))
-            .await
-            .map_err(|e| ClientError::Local(format!("register the region: {e}")))?
+        Ok(std::path::PathBuf::from(info.local_socket))
     }
 
     /// Forgets a registered region.
@@ -471,13 +528,25 @@ impl Client {
         layer_id: u32,
         sequences: &[pb::TokenSequence],
     ) -> Result<u64, ClientError> {
+        let req = NgramsRequest::new(group, layer_id, sequences.to_vec());
+        self.lookup_ngrams_into_request(region_id, token, offset, req)
+            .await
+    }
+
+    /// [`Client::lookup_ngrams_into`] for a full request (dead tokens, columns, compressed ids):
+    /// the rows of [`Client::lookup_ngrams_request`], packed from byte `offset`.
+    pub async fn lookup_ngrams_into_request(
+        &self,
+        region_id: u64,
+        token: &str,
+        offset: u64,
+        req: impl Into<pb::LookupNgramsRequest>,
+    ) -> Result<u64, ClientError> {
         let req = pb::LookupIntoRequest {
             region_id,
             token: token.to_owned(),
             offset,
-            source: Some(pb::lookup_into_request::Source::Ngrams(ngrams_request(
-                group, layer_id, sequences, false,
-            ))),
+            source: Some(pb::lookup_into_request::Source::Ngrams(req.into())),
         };
         let r = self
             .call(req, |mut c, r| async move { c.lookup_into(r).await })
@@ -537,18 +606,71 @@ pub fn token_sequence(tokens: &[u32], context: &[u32]) -> pb::TokenSequence {
     }
 }
 
-fn ngrams_request(
-    group: &str,
-    layer_id: u32,
-    sequences: &[pb::TokenSequence],
-    compressed: bool,
-) -> pb::LookupNgramsRequest {
-    pb::LookupNgramsRequest {
-        group: group.to_owned(),
-        layer_id,
-        sequences: sequences.to_vec(),
-        compressed,
-        ..Default::default()
+/// A token sequence with dead tokens (DeepSeek-V4.1: image spans): `dead` and `context_dead` are
+/// empty (none dead) or hold one byte per token of `tokens` / `context`, non-zero meaning dead
+/// (the masks of the hashing crate's `HashInput`); the server refuses other lengths. A dead
+/// token's id is never read, and its position returns the rows of an all-pad window, as vLLM
+/// reads them.
+pub fn token_sequence_dead(
+    tokens: &[u32],
+    dead: &[u8],
+    context: &[u32],
+    context_dead: &[u8],
+) -> pb::TokenSequence {
+    pb::TokenSequence {
+        tokens: tokens.to_vec(),
+        context: context.to_vec(),
+        dead: Bytes::copy_from_slice(dead),
+        context_dead: Bytes::copy_from_slice(context_dead),
+    }
+}
+
+/// A LookupNgrams request (also the target of an n-gram Prefetch or LookupInto): a group's layer
+/// and token sequences, optionally already compressed and for a range of hash columns only.
+///
+/// ```
+/// use engram_store_client::{NgramsRequest, token_sequence_dead};
+/// // Tensor-parallel rank 2 of 8 of a DeepSeek-V4.1 layer (24 columns): columns 6..9.
+/// let req = NgramsRequest::new("v41", 14, vec![token_sequence_dead(&[5, 9, 7], &[0, 1, 0], &[], &[])])
+///     .columns(6..9);
+/// let msg: engram_store_client::proto::LookupNgramsRequest = req.into();
+/// assert_eq!(msg.columns.map(|c| (c.start, c.end)), Some((6, 9)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NgramsRequest(pb::LookupNgramsRequest);
+
+impl NgramsRequest {
+    /// The rows of layer `layer_id` of `group` for `sequences` of raw token ids, every column.
+    pub fn new(group: &str, layer_id: u32, sequences: Vec<pb::TokenSequence>) -> Self {
+        Self(pb::LookupNgramsRequest {
+            group: group.to_owned(),
+            layer_id,
+            sequences,
+            ..Default::default()
+        })
+    }
+
+    /// Only the hash columns `columns` (`[start, end)` within the layer's `heads_total`, e.g. a
+    /// tensor-parallel rank's: `engram_store_hashing::head_shard`); rows then come back
+    /// `[sequence][position][column]`. Default: every column.
+    pub fn columns(mut self, columns: std::ops::Range<u32>) -> Self {
+        self.0.columns = Some(pb::ColumnRange {
+            start: columns.start,
+            end: columns.end,
+        });
+        self
+    }
+
+    /// Whether the token ids are already compressed ids [default: false, raw tokenizer ids].
+    pub fn compressed(mut self, compressed: bool) -> Self {
+        self.0.compressed = compressed;
+        self
+    }
+}
+
+impl From<NgramsRequest> for pb::LookupNgramsRequest {
+    fn from(r: NgramsRequest) -> Self {
+        r.0
     }
 }
 

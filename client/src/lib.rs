@@ -16,13 +16,19 @@
 //! # let _ = first; Ok(()) }
 //! ```
 
+mod channel;
 mod client;
+pub mod cluster;
 mod dequant;
 mod error;
 mod rows;
 mod shared_memory;
 
-pub use client::{BearerToken, Client, ClientBuilder, Stub, token_sequence};
+pub use channel::{Channel, ChannelTarget, SlotDone};
+pub use client::{
+    BearerToken, Client, ClientBuilder, NgramsRequest, Stub, token_sequence, token_sequence_dead,
+};
+pub use cluster::{ClusterClient, ClusterSettings};
 pub use dequant::{dequantize_block_scaled_row, e4m3_to_f32, f32_to_bf16_bits, ue8m0_to_f32};
 pub use engram_store_proto::v1 as proto;
 pub use error::ClientError;

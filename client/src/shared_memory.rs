@@ -51,17 +51,31 @@ impl LocalConnection {
         self
     }
 
+    /// Sends `message` (a JSON object) with `fd` attached; returns the reply, or the server's
+    /// error.
+    pub fn request_with_fd(
+        &self,
+        message: &serde_json::Value,
+        fd: &OwnedFd,
+    ) -> Result<serde_json::Value, ClientError> {
+        let line = message.to_string() + "\n";
+        send_with_fd(&self.socket, line.as_bytes(), fd)?;
+        self.read_reply()
+    }
+
+    /// Sends `message` (a JSON object); returns the reply, or the server's error.
+    pub fn request(&self, message: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        self.send_raw((message.to_string() + "\n").as_bytes())
+    }
+
     /// Registers `size` bytes of the sealed memfd `fd` (0: all of it) as a region.
     pub fn register_memfd(&self, fd: &OwnedFd, size: u64) -> Result<Registered, ClientError> {
         let message = serde_json::json!({
             "op": "register_memfd",
             "size": size,
             "token": self.token,
-        })
-        .to_string()
-            + "\n";
-        send_with_fd(&self.socket, message.as_bytes(), fd)?;
-        let reply = self.read_reply()?;
+        });
+        let reply = self.request_with_fd(&message, fd)?;
         Ok(Registered {
             id: reply["region_id"].as_u64().unwrap_or(0),
             token: reply["token"].as_str().unwrap_or_default().to_owned(),
@@ -71,14 +85,8 @@ impl LocalConnection {
 
     /// Unregisters a region registered on this connection.
     pub fn unregister(&self, id: u64, token: &str) -> Result<(), ClientError> {
-        let message = format!(
-            "{{\"op\":\"unregister\",\"region_id\":{id},\"token\":{}}}\n",
-            serde_json::Value::String(token.to_owned())
-        );
-        (&self.socket)
-            .write_all(message.as_bytes())
-            .map_err(|e| ClientError::Local(format!("write the local socket: {e}")))?;
-        self.read_reply().map(drop)
+        let message = serde_json::json!({"op": "unregister", "region_id": id, "token": token});
+        self.request(&message).map(drop)
     }
 
     /// Sends raw bytes (for tests of what the server does with malformed messages).
@@ -175,20 +183,7 @@ impl SharedMemoryRegion {
         let fd = sealed_memfd(size)?;
         let local = LocalConnection::connect(local_socket)?.with_token(token);
         let registered = local.register_memfd(&fd, size as u64)?;
-        // SAFETY: a fresh shared mapping of the sealed file, which holds `size` bytes for good.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(os_error("map the memfd"));
-        }
+        let ptr = map_shared(&fd, size, "map the memfd")?;
         Ok(Self {
             id: registered.id,
             token: registered.token,
@@ -274,4 +269,24 @@ fn send_with_fd(socket: &UnixStream, bytes: &[u8], fd: &OwnedFd) -> Result<(), C
         return Err(os_error("send the memfd to the server"));
     }
     Ok(())
+}
+
+/// A shared read-write mapping of `len` bytes of the sealed memfd `fd` (which holds them for
+/// good: it cannot shrink); `what` names it in the error.
+pub(crate) fn map_shared(fd: &OwnedFd, len: usize, what: &str) -> Result<*mut u8, ClientError> {
+    // SAFETY: a fresh shared mapping of a descriptor we own; the kernel picks the address.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(os_error(what));
+    }
+    Ok(ptr.cast())
 }

@@ -29,6 +29,12 @@
 //! keep_versions = 2       # versions of each table kept (served + pinnable older ones)
 //! watch_interval_s = 2    # looks for new table versions (0: only on Reload)
 //! shutdown_grace_s = 10   # SIGTERM: time for the requests in flight
+//! etcd = ["http://10.0.0.5:2379"]   # join a cluster ([]: standalone)
+//! node_id = "store-0"               # unique in the cluster
+//! advertise = "10.0.0.7:50051"      # where clients reach this node
+//! route = false                     # forward parts this node does not serve
+//! lease_ttl_s = 5                   # a dead node leaves the cluster after this
+//! warm_rows = 4096                  # rows of a new shard warmed before it is ready
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -97,6 +103,18 @@ pub struct ServeConfig {
     pub watch_interval_s: f64,
     /// Seconds a shutdown waits for the requests in flight.
     pub shutdown_grace_s: f64,
+    /// etcd endpoints of the cluster to join (empty: standalone).
+    pub etcd: Vec<String>,
+    /// This node's id in the cluster.
+    pub node_id: String,
+    /// Address clients reach this node at ("": the listen address).
+    pub advertise: String,
+    /// Forward the parts of plain requests this node does not serve.
+    pub route: bool,
+    /// Seconds of the node's etcd lease.
+    pub lease_ttl_s: u64,
+    /// Rows of a new shard warmed before it is reported ready.
+    pub warm_rows: u64,
 }
 
 impl Default for ServeConfig {
@@ -129,6 +147,12 @@ impl Default for ServeConfig {
             keep_versions: 2,
             watch_interval_s: 2.0,
             shutdown_grace_s: 10.0,
+            etcd: Vec::new(),
+            node_id: String::new(),
+            advertise: String::new(),
+            route: false,
+            lease_ttl_s: 5,
+            warm_rows: 4096,
         }
     }
 }
@@ -166,6 +190,34 @@ impl ServeConfig {
         c.keep_versions = self.keep_versions;
         c.version_watch = seconds("watch_interval_s", self.watch_interval_s)?;
         Ok(c)
+    }
+
+    /// The cluster membership it describes (none without `etcd`).
+    pub fn cluster_options(&self) -> anyhow::Result<Option<crate::cluster::ClusterOptions>> {
+        if self.etcd.is_empty() {
+            return Ok(None);
+        }
+        if self.node_id.is_empty() {
+            anyhow::bail!("--etcd needs --node-id (a name unique in the cluster)");
+        }
+        let advertise = if self.advertise.is_empty() {
+            if self.listen.starts_with("0.0.0.0:") || self.listen.starts_with("[::]:") {
+                anyhow::bail!(
+                    "--etcd with --listen {} needs --advertise HOST:PORT (where clients reach \
+                     this node)",
+                    self.listen
+                );
+            }
+            self.listen.clone()
+        } else {
+            self.advertise.clone()
+        };
+        let mut o =
+            crate::cluster::ClusterOptions::new(self.etcd.clone(), self.node_id.clone(), advertise);
+        o.route = self.route;
+        o.lease_ttl = std::time::Duration::from_secs(self.lease_ttl_s.max(1));
+        o.warm_rows = self.warm_rows;
+        Ok(Some(o))
     }
 
     /// The server options it describes.

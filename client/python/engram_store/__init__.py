@@ -2,6 +2,8 @@
 
 - ``engram_store.Client`` (``engram_store.client``): the gRPC client; rows as numpy arrays,
   Engram n-gram lookups, prefetches, table descriptions and server stats.
+- ``engram_store.ClusterClient`` (``engram_store.cluster``): the same calls against a cluster of
+  nodes found through etcd (split by shard, routed to ready replicas, hedged, failed over).
 - ``engram_store.errors``: the exceptions a failed call raises (gRPC status code + message).
 - ``engram_store.layout``: builds an Engram table layout and the token compression map
   (``python -m engram_store.layout --help``), and computes row ids with numpy.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Client", "EngramStoreError"]
+__all__ = ["Client", "ClusterClient", "EngramStoreError"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from engram_store.client import Client
 
         return Client
+    if name == "ClusterClient":
+        from engram_store.cluster import ClusterClient
+
+        return ClusterClient
     if name == "EngramStoreError":
         from engram_store.errors import EngramStoreError
 

@@ -44,6 +44,7 @@ import grpc
 import numpy as np
 
 from engram_store import dtypes
+from engram_store.channel import Channel
 from engram_store.dequant import dequantize_numpy, dequantize_torch
 from engram_store.errors import (
     FailedPreconditionError,
@@ -307,6 +308,42 @@ def _sequences(token_ids: Any, what: str) -> list[list[int]]:
     return [[int(t) for t in s] for s in seqs]
 
 
+def _masks(mask: Any, n: int, what: str) -> list[bytes]:
+    """Per-sequence dead masks as the wire's bytes (one byte per token, 1 = dead): a 2-D array
+    or a list of per-sequence lists of bools or 0/1 (a flat list is one sequence), or None / empty
+    for none dead. Their lengths are the server's to check (``INVALID_ARGUMENT`` naming the
+    sequence)."""
+    if mask is None or len(mask) == 0:
+        return [b""] * n
+    if isinstance(mask, np.ndarray):
+        if mask.ndim not in (1, 2):
+            raise ValueError(f"{what} must be a 2-D array of bools, got shape {mask.shape}")
+        rows = list(mask[None, :] if mask.ndim == 1 else mask)
+    else:
+        rows = list(mask)
+        if not any(isinstance(r, (list, tuple, np.ndarray)) for r in rows):
+            rows = [rows]
+    if len(rows) != n:
+        raise ValueError(f"{what} has {len(rows)} sequences, token_ids has {n}")
+    return [np.asarray(r, dtype=bool).reshape(-1).astype(np.uint8).tobytes() for r in rows]
+
+
+def _columns(columns: Any) -> pb.ColumnRange | None:
+    """A column range as the wire's ``ColumnRange``: a ``range`` (step 1) or ``(start, end)``;
+    None for every column. Emptiness and the layer's bounds are the server's to check."""
+    if columns is None:
+        return None
+    if isinstance(columns, range):
+        if columns.step != 1:
+            raise ValueError(f"columns {columns} must be contiguous (step 1)")
+        start, end = columns.start, columns.stop
+    else:
+        start, end = columns
+    if not 0 <= int(start) < _U32 or not 0 <= int(end) < _U32:
+        raise ValueError(f"columns ({start}, {end}) are not column numbers")
+    return pb.ColumnRange(start=int(start), end=int(end))
+
+
 class Client:
     """A connection to an engram-store server.
 
@@ -411,6 +448,9 @@ class Client:
         token_ids: Any,
         context: Any,
         compressed: bool,
+        dead: Any = None,
+        context_dead: Any = None,
+        columns: Any = None,
         version: int | None = None,
     ) -> tuple[pb.LookupNgramsRequest, list[list[int]]]:
         seqs = _sequences(token_ids, "token_ids")
@@ -422,13 +462,17 @@ class Client:
                 raise ValueError(
                     f"context has {len(contexts)} sequences, token_ids has {len(seqs)}"
                 )
+        dead_masks = _masks(dead, len(seqs), "dead")
+        context_masks = _masks(context_dead, len(seqs), "context_dead")
         req = pb.LookupNgramsRequest(
             group=group,
             layer_id=layer,
             sequences=[
-                pb.TokenSequence(tokens=t, context=c) for t, c in zip(seqs, contexts, strict=True)
+                pb.TokenSequence(tokens=t, context=c, dead=d, context_dead=cd)
+                for t, c, d, cd in zip(seqs, contexts, dead_masks, context_masks, strict=True)
             ],
             compressed=compressed,
+            columns=_columns(columns),
             version=version,
         )
         return req, seqs
@@ -442,6 +486,9 @@ class Client:
         context: Any = None,
         compressed: bool = False,
         dequantize: bool | str = False,
+        dead: Any = None,
+        context_dead: Any = None,
+        columns: Any = None,
         version: int | None = None,
         return_version: bool = False,
     ) -> Any:
@@ -457,17 +504,28 @@ class Client:
             dequantize: for fp8 tables with scales (DeepSeek-V4.1), return bf16 values as vLLM
                 dequantizes them: True for a numpy ``ml_dtypes.bfloat16`` array, ``"torch"``
                 for a ``torch.bfloat16`` tensor. False: the rows as stored.
+            dead: dead tokens (DeepSeek-V4.1: image spans), bools shaped like ``token_ids``
+                (None: none). A dead token takes no part in any n-gram: it pads its own position
+                and every n-gram reaching through it; its id is never read (any placeholder
+                will do), and its position returns the rows of an all-pad window, the rows vLLM
+                reads there (the model's gate then ignores them).
+            context_dead: the same for ``context``.
+            columns: only these hash columns, a ``range`` or ``(start, end)`` within the layer's
+                ``heads_total`` (a tensor-parallel rank's: ``layout.head_shard(24, ranks,
+                rank)``). None: every column.
             version: the version of the layer's table to read (None: the version served), as
                 in :meth:`lookup`.
             return_version: return ``(rows, version)``.
 
         Returns:
-            ``[batch, T, heads_total * row_dim]`` of the layer table's dtype: per position the
-            rows of every (n-gram order, head), concatenated. Packed fp8 rows with block scales
-            come as ``[batch, T, heads_total * row_bytes]`` uint8 (each row its values, then its
-            scales), and dequantized ones as ``[batch, T, heads_total * row_dim]`` bf16.
+            ``[batch, T, columns * row_dim]`` of the layer table's dtype: per position the rows
+            of every (n-gram order, head) asked for, concatenated. Packed fp8 rows with block
+            scales come as ``[batch, T, columns * row_bytes]`` uint8 (each row its values, then
+            its scales), and dequantized ones as ``[batch, T, columns * row_dim]`` bf16.
         """
-        req, seqs = self._ngrams_request(group, layer, token_ids, context, compressed, version)
+        req, seqs = self._ngrams_request(
+            group, layer, token_ids, context, compressed, dead, context_dead, columns, version
+        )
         lengths = {len(s) for s in seqs}
         if len(lengths) > 1:
             raise ValueError(
@@ -500,10 +558,15 @@ class Client:
         *,
         context: Any = None,
         compressed: bool = False,
+        dead: Any = None,
+        context_dead: Any = None,
+        columns: Any = None,
     ) -> PrefetchFuture:
         """Asks the server to bring the rows a :meth:`lookup_ngrams` of the same arguments reads
         into its RAM tier; does not block (sequences may differ in length here)."""
-        req, _ = self._ngrams_request(group, layer, token_ids, context, compressed)
+        req, _ = self._ngrams_request(
+            group, layer, token_ids, context, compressed, dead, context_dead, columns
+        )
         return PrefetchFuture(
             self._stub.Prefetch.future(pb.PrefetchRequest(ngrams=req), timeout=self.timeout)
         )
@@ -606,6 +669,39 @@ class Client:
             region_id, token, int(r["size"]), unregister, mapping, local, shape, dtype
         )
 
+    def open_channel(
+        self,
+        region: Region,
+        *,
+        table: str | None = None,
+        group: str | None = None,
+        layer: int | None = None,
+        compressed: bool = False,
+        capacity: int,
+        slots: int = 2,
+    ) -> Channel:
+        """Opens a sidecar channel (:class:`engram_store.channel.Channel`) that writes rows into
+        ``region`` (from :meth:`shm_region` or :meth:`register_cuda_tensor`): rows of ``table`` by
+        id, or of an Engram ``group``'s ``layer`` for token sequences; at most ``capacity`` rows
+        (ids, or token positions) per request; ``slots`` requests in flight at once. The server
+        must run on this machine with a local socket."""
+        if (table is None) == (group is None or layer is None):
+            raise ValueError("open_channel takes a table, or a group and a layer")
+        local_path = self.server_info().local_socket
+        if not local_path:
+            raise FailedPreconditionError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the server has no local socket (serve --local-socket PATH, or --listen "
+                "unix:PATH), so it opens no channels",
+            )
+        if table is not None:
+            target: dict[str, Any] = {"table": table}
+            payload = int(capacity) * 8
+        else:
+            target = {"group": group, "layer": int(layer), "compressed": bool(compressed)}
+            payload = int(capacity) * 12 + 4096
+        return Channel(local_path, self._token, target, region, capacity, slots, payload)
+
     def server_info(self) -> Any:
         """What the server says of itself: its local socket (for shared-memory regions),
         ``max_batch_rows``, ``max_regions_per_connection``, ``version``."""
@@ -687,10 +783,15 @@ class Client:
         *,
         context: Any = None,
         compressed: bool = False,
+        dead: Any = None,
+        context_dead: Any = None,
+        columns: Any = None,
     ) -> Written:
-        """Writes the rows :meth:`lookup_ngrams` would return into ``region`` from byte
-        ``offset``: ``[sequence][position][order, head]`` rows, packed (sequences may differ in
-        length here). Returns the number of rows written (positions x heads_total), as
-        :class:`Written`."""
-        req, _ = self._ngrams_request(group, layer, token_ids, context, compressed)
+        """Writes the rows :meth:`lookup_ngrams` would return (same ``dead``, ``context_dead``
+        and ``columns``) into ``region`` from byte ``offset``: ``[sequence][position][column]``
+        rows, packed (sequences may differ in length here). Returns the number of rows written
+        (positions x columns), as :class:`Written`."""
+        req, _ = self._ngrams_request(
+            group, layer, token_ids, context, compressed, dead, context_dead, columns
+        )
         return self._lookup_into(region, offset, ngrams=req)

@@ -25,6 +25,7 @@ from conftest import V41_GROUP
 from engram_store import Client
 from engram_store import layout as L
 from engram_store.dequant import dequantize_numpy, dequantize_torch
+from engram_store.errors import InvalidArgumentError
 
 REPO = Path(__file__).resolve().parents[3]
 ENGRAM = REPO / "testdata" / "engram"
@@ -208,3 +209,121 @@ def test_rust_map_and_layout_equal_the_python_ones(served, tmp_path):
             "--out", out]  # fmt: skip
     assert L.main([str(a) for a in argv]) == 0
     assert json.loads(out.read_text()) == json.loads((group / "layout.json").read_text())
+
+
+# --- dead tokens and column ranges over the wire -------------------------------------------------
+
+
+def v41_group(served) -> tuple[dict, np.ndarray]:
+    group = served.data_dir / f"{V41_GROUP}.engram"
+    return json.loads((group / "layout.json").read_text()), np.load(group / "compress.npy")
+
+
+def local_rows(c, layout, cmap, layer, raw, dead, context=(), context_dead=(), columns=None):
+    """The rows of one sequence by local hashing (``layout.row_ids``) and plain lookups."""
+    def live(ids, mask):  # compressed ids, a dead token's left 0 (never read)
+        return cmap[np.where(np.asarray(mask, bool), 0, np.asarray(ids, np.int64))]
+
+    dead = dead if len(dead) else np.zeros(len(raw), bool)
+    context_dead = context_dead if len(context_dead) else np.zeros(len(context), bool)
+    ids = L.row_ids(layout, live(raw, dead), layer, live(context, context_dead), dead=dead,
+                    context_dead=context_dead, columns=columns)  # fmt: skip
+    return c.lookup(f"{V41_GROUP}.layer{layer}", ids.reshape(-1)), ids
+
+
+def test_lookup_ngrams_with_dead_spans_and_context(served):
+    layout, cmap = v41_group(served)
+    placeholder = len(cmap) + 7  # an image token outside the map: dead, so never read
+    raw = np.asarray([[5, 300, placeholder, placeholder, 301, 302, 7, 4000],
+                      [9, 9, 12, 13, placeholder, 14, 15, 16]])  # fmt: skip
+    dead = raw == placeholder
+    context = [[11, placeholder, 12], [20]]
+    context_dead = [[False, True, False], [False]]
+    with Client(served.addr) as c:
+        for layer in (1, 14):
+            got = c.lookup_ngrams(V41_GROUP, layer, raw, dead=dead, context=context,
+                                  context_dead=context_dead)  # fmt: skip
+            assert got.shape == (2, 8, 24 * 264)
+            for b in range(2):
+                want, _ = local_rows(c, layout, cmap, layer, raw[b], dead[b], context[b],
+                                     context_dead[b])  # fmt: skip
+                np.testing.assert_array_equal(got[b].reshape(-1, 264), want, f"layer {layer}")
+            # A dead position's rows are those of an all-pad window (a lone pad id, compressed).
+            pad = c.lookup_ngrams(V41_GROUP, layer, [[layout["pad_id"]]], compressed=True)
+            np.testing.assert_array_equal(got[0, 2], pad[0, 0])
+            np.testing.assert_array_equal(got[1, 4], pad[0, 0])
+            # Continued: the second half after the first as context equals the whole.
+            half = c.lookup_ngrams(V41_GROUP, layer, raw[:, 4:], dead=dead[:, 4:],
+                                   context=raw[:, :4], context_dead=dead[:, :4])  # fmt: skip
+            whole = c.lookup_ngrams(V41_GROUP, layer, raw, dead=dead)
+            np.testing.assert_array_equal(half, whole[:, 4:])
+            # Dequantized with dead tokens: the same rows, as bf16.
+            bf16 = c.lookup_ngrams(V41_GROUP, layer, raw, dead=dead, dequantize=True)
+            np.testing.assert_array_equal(
+                bf16.reshape(-1, 256).view(np.int16),
+                dequantize_numpy(whole.reshape(-1, 264), 256, 32).view(np.int16),
+            )
+
+
+def test_column_ranges_for_1_2_4_8_ranks_over_the_wire(served):
+    layout, cmap = v41_group(served)
+    rng = np.random.default_rng(41)
+    raw = rng.integers(0, len(cmap), size=(3, 11))
+    dead = rng.random(raw.shape) < 0.2
+    with Client(served.addr) as c:
+        for layer in (1, 14):
+            full = c.lookup_ngrams(V41_GROUP, layer, raw, dead=dead).reshape(3, 11, 24, 264)
+            for ranks in (1, 2, 4, 8):
+                parts = []
+                for rank in range(ranks):
+                    cols = L.head_shard(24, ranks, rank)
+                    got = c.lookup_ngrams(V41_GROUP, layer, raw, dead=dead, columns=cols)
+                    assert got.shape == (3, 11, len(cols) * 264)
+                    got = got.reshape(3, 11, len(cols), 264)
+                    np.testing.assert_array_equal(got, full[:, :, cols.start : cols.stop])
+                    want, ids = local_rows(c, layout, cmap, layer, raw[0], dead[0], columns=cols)
+                    np.testing.assert_array_equal(got[0].reshape(-1, 264), want)
+                    parts.append(got)
+                np.testing.assert_array_equal(np.concatenate(parts, axis=2), full, f"{ranks}")
+            # LookupInto and Prefetch take the same columns.
+            cols = L.head_shard(24, 8, 5)
+            want = c.lookup_ngrams(V41_GROUP, layer, raw, dead=dead,
+                                   columns=(cols.start, cols.stop))  # fmt: skip
+            with c.shm_region(want.nbytes + 8) as region:
+                n = c.lookup_ngrams_into(region, V41_GROUP, layer, raw, offset=8, dead=dead,
+                                         columns=cols)  # fmt: skip
+                assert n == raw.size * len(cols) and n.bytes_written == want.nbytes
+                assert region.array(np.uint8, want.nbytes, 8).tobytes() == want.tobytes()
+            _, ids = zip(*(local_rows(c, layout, cmap, layer, raw[b], dead[b], columns=cols)
+                           for b in range(3)))  # fmt: skip
+            accepted = c.prefetch_ngrams(V41_GROUP, layer, raw, dead=dead, columns=cols).result()
+            assert accepted == np.unique(np.concatenate(ids)).size
+
+
+def test_bad_masks_and_ranges_are_invalid_argument(served):
+    tokens = [[5, 6, 7, 8, 9]]
+    with Client(served.addr) as c:
+        with pytest.raises(InvalidArgumentError, match=r"TokenSequence\.dead = 3 bytes for the 5 "
+                           r"tokens of sequence 0: a dead mask is empty or has one byte per token"):
+            c.lookup_ngrams(V41_GROUP, 14, tokens, dead=[[0, 1, 0]])
+        with pytest.raises(InvalidArgumentError, match=r"TokenSequence\.context_dead = 1 bytes "
+                           r"for the 2 context tokens of sequence 1"):
+            c.lookup_ngrams(V41_GROUP, 14, [[1], [2]], context=[[3, 4], [5, 6]],
+                            context_dead=[[0, 0], [1]])  # fmt: skip
+        with pytest.raises(InvalidArgumentError, match=r"LookupNgramsRequest\.columns = 4\.\.4"):
+            c.lookup_ngrams(V41_GROUP, 14, tokens, columns=range(4, 4))
+        with pytest.raises(InvalidArgumentError, match=r"columns 21\.\.25 .* layer 14 .* 24 hash"):
+            c.lookup_ngrams(V41_GROUP, 14, tokens, columns=(21, 25))
+        with pytest.raises(InvalidArgumentError, match=r"TokenSequence\.dead"):
+            c.prefetch_ngrams(V41_GROUP, 14, tokens, dead=[[1]]).result()
+        with pytest.raises(InvalidArgumentError, match=r"columns 24\.\.26"):
+            c.prefetch_ngrams(V41_GROUP, 1, tokens, columns=(24, 26)).result()
+        with c.shm_region(1 << 16) as region:
+            with pytest.raises(InvalidArgumentError, match=r"TokenSequence\.dead"):
+                c.lookup_ngrams_into(region, V41_GROUP, 14, tokens, dead=[[1, 0]])
+            with pytest.raises(InvalidArgumentError, match=r"LookupNgramsRequest\.columns"):
+                c.lookup_ngrams_into(region, V41_GROUP, 14, tokens, columns=(9, 2))
+        with pytest.raises(ValueError, match="dead has 2 sequences, token_ids has 1"):
+            c.lookup_ngrams(V41_GROUP, 14, tokens, dead=[[0] * 5, [0] * 5])
+        with pytest.raises(ValueError, match="step 1"):
+            c.lookup_ngrams(V41_GROUP, 14, tokens, columns=range(0, 24, 2))

@@ -1,6 +1,7 @@
 //! The `engram-store` command line (part of the binary, not the server library): serve, ingest,
 //! synth, engram create, import-hf, synth-hf, lookup and demo.
 
+mod cluster;
 mod demo;
 mod progress;
 
@@ -56,6 +57,9 @@ pub(crate) enum Command {
     Lookup(LookupArgs),
     /// Generate a demo table, serve it and drive a Zipf workload through the real client.
     Demo(demo::DemoArgs),
+    /// A cluster of nodes coordinated through etcd: place tables, show the map.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// `serve` flags (each overrides the config file).
@@ -139,6 +143,26 @@ pub(crate) struct ServeArgs {
     /// reflection then needs `authorization: Bearer TOKEN`.
     #[arg(long, value_name = "FILE")]
     pub(crate) auth_tokens: Option<PathBuf>,
+    /// Join the cluster whose etcd is at these endpoints (comma-separated http://HOST:2379).
+    #[arg(long, value_delimiter = ',', value_name = "URL[,URL]")]
+    pub(crate) etcd: Option<Vec<String>>,
+    /// This node's id in the cluster (unique; in Kubernetes, the pod name).
+    #[arg(long, value_name = "ID")]
+    pub(crate) node_id: Option<String>,
+    /// Where clients reach this node, HOST:PORT [default: --listen].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) advertise: Option<String>,
+    /// Forward the parts of a request that this node does not serve to ready replicas (so
+    /// grpcurl and clients without the map work, at the cost of a hop).
+    #[arg(long)]
+    pub(crate) route: bool,
+    /// Seconds of the node's etcd lease: a node that dies leaves the cluster after this
+    /// [default 5].
+    #[arg(long, value_name = "SECS")]
+    pub(crate) lease_ttl: Option<u64>,
+    /// Rows of each new shard warmed before the node reports it ready [default 4096].
+    #[arg(long, value_name = "N")]
+    pub(crate) warm_rows: Option<u64>,
     /// TOML configuration file.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
@@ -378,6 +402,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SynthHf(a) => synth_hf(a),
         Command::Lookup(a) => lookup(a).await,
         Command::Demo(a) => demo::run(a).await,
+        Command::Cluster(c) => cluster::run(c).await,
     }
 }
 
@@ -389,6 +414,21 @@ fn engram_create(a: EngramCreateArgs) -> anyhow::Result<()> {
             seed: a.seed.unwrap_or(0),
         },
     };
+    // Say what will be written before writing it (a layout can ask for gigabytes).
+    if let GroupSource::Synth { dtype, .. } = &source
+        && let Ok(text) = std::fs::read_to_string(&a.layout)
+        && let Ok(layout) = engram_store_hashing::Layout::from_json_str(&text)
+    {
+        let rows: u64 = layout.layers().iter().map(|l| l.row_count()).sum();
+        let bytes = rows * (layout.row_dim() * dtype.size()) as u64;
+        println!(
+            "writing {} table(s), {rows} rows x {} {dtype} in all ({}), into {}",
+            layout.layers().len(),
+            layout.row_dim(),
+            format_size(bytes),
+            a.data.display()
+        );
+    }
     let bar = bytes_bar("engram create");
     let created = create_group(
         &a.data,
@@ -553,6 +593,24 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.shutdown_grace {
         c.shutdown_grace_s = v;
     }
+    if let Some(v) = a.etcd {
+        c.etcd = v;
+    }
+    if let Some(v) = a.node_id {
+        c.node_id = v;
+    }
+    if let Some(v) = a.advertise {
+        c.advertise = v;
+    }
+    if a.route {
+        c.route = true;
+    }
+    if let Some(v) = a.lease_ttl {
+        c.lease_ttl_s = v;
+    }
+    if let Some(v) = a.warm_rows {
+        c.warm_rows = v;
+    }
     let listen = ListenAddr::resolve(&c.listen).await?;
     if c.local_socket.is_empty()
         && let ListenAddr::Unix(path) = &listen
@@ -613,6 +671,20 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             g.layout().heads_total(),
             g.layout().row_dim()
         );
+    }
+    if let Some(cluster) = c.cluster_options()? {
+        eprintln!(
+            "  cluster: node {} at {} (etcd {}, lease {} s{})",
+            cluster.node_id,
+            cluster.advertise,
+            cluster.etcd.join(","),
+            cluster.lease_ttl.as_secs(),
+            if cluster.route { ", routing" } else { "" }
+        );
+        options.cluster = Some(engram_store::cluster::ClusterNode::start(
+            engine.clone(),
+            cluster,
+        ));
     }
     let grace = options.shutdown_grace;
     engram_store::server::serve(engine, listener, options, async move {

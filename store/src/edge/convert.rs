@@ -71,19 +71,54 @@ impl TryFrom<pb::PrefetchRows> for RowsQuery {
     }
 }
 
+/// Sequence `index` of a request, its dead masks checked: each empty or one byte per token.
+fn token_sequence(index: usize, s: pb::TokenSequence) -> Result<TokenSequence, ProtocolError> {
+    TokenSequence::with_context(s.tokens, s.context)
+        .with_dead(s.dead, s.context_dead)
+        .map_err(|e| {
+            let (field, ids) = if e.what == "context" {
+                ("TokenSequence.context_dead", "context tokens")
+            } else {
+                ("TokenSequence.dead", "tokens")
+            };
+            ProtocolError::new(
+                field,
+                format!(
+                    "{} bytes for the {} {ids} of sequence {index}",
+                    e.found, e.expected
+                ),
+                "a dead mask is empty or has one byte per token",
+            )
+        })
+}
+
 impl TryFrom<pb::LookupNgramsRequest> for NgramQuery {
     type Error = ProtocolError;
     fn try_from(r: pb::LookupNgramsRequest) -> Result<Self, ProtocolError> {
+        let columns = match r.columns {
+            None => None,
+            Some(c) if c.start >= c.end => {
+                return Err(ProtocolError::new(
+                    "LookupNgramsRequest.columns",
+                    format!("{}..{}", c.start, c.end),
+                    "an empty column range (start must be below end; leave columns unset for \
+                     every column)",
+                ));
+            }
+            Some(c) => Some(c.start..c.end),
+        };
         Ok(NgramQuery {
             group: r.group,
             layer_id: r.layer_id,
             sequences: r
                 .sequences
                 .into_iter()
-                .map(|s| TokenSequence::with_context(s.tokens, s.context))
-                .collect(),
+                .enumerate()
+                .map(|(i, s)| token_sequence(i, s))
+                .collect::<Result<_, _>>()?,
             compressed: r.compressed,
             version: r.version,
+            columns,
         })
     }
 }
@@ -263,6 +298,7 @@ impl From<EngineStats> for pb::StatsResponse {
     fn from(s: EngineStats) -> Self {
         pb::StatsResponse {
             regions: s.regions,
+            channels: s.channels,
             prefetch_queued_rows: s.prefetch_queued_rows,
             prefetch_dropped_rows: s.prefetch_dropped_rows,
             prefetch_dropped_requests: s.prefetch_dropped_requests,
@@ -292,5 +328,101 @@ impl From<EngineStats> for pb::StatsResponse {
             process_rss_bytes: s.process_rss_bytes,
             fixed_overhead_bytes: s.fixed_overhead_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sequence(
+        tokens: &[u32],
+        dead: &[u8],
+        context: &[u32],
+        context_dead: &[u8],
+    ) -> pb::TokenSequence {
+        pb::TokenSequence {
+            tokens: tokens.to_vec(),
+            context: context.to_vec(),
+            dead: dead.to_vec().into(),
+            context_dead: context_dead.to_vec().into(),
+        }
+    }
+
+    fn request(
+        sequences: Vec<pb::TokenSequence>,
+        columns: Option<(u32, u32)>,
+    ) -> pb::LookupNgramsRequest {
+        pb::LookupNgramsRequest {
+            group: "g".into(),
+            layer_id: 1,
+            sequences,
+            compressed: false,
+            columns: columns.map(|(start, end)| pb::ColumnRange { start, end }),
+        }
+    }
+
+    #[test]
+    fn dead_masks_and_columns_become_the_query() {
+        let q = NgramQuery::try_from(request(
+            vec![
+                sequence(&[1, 2, 3], &[0, 1, 0], &[9], &[1]),
+                sequence(&[4], &[], &[], &[]),
+            ],
+            Some((3, 6)),
+        ))
+        .expect("valid");
+        assert_eq!(q.columns, Some(3..6));
+        assert_eq!(q.sequences[0].dead(), [0, 1, 0]);
+        assert_eq!(q.sequences[0].context_dead(), [1]);
+        assert_eq!(q.sequences[1].dead(), [] as [u8; 0]);
+        let all = NgramQuery::try_from(request(vec![], None)).expect("valid");
+        assert_eq!(all.columns, None);
+    }
+
+    #[test]
+    fn bad_masks_and_empty_ranges_name_field_sequence_and_lengths() {
+        let e = NgramQuery::try_from(request(
+            vec![
+                sequence(&[1], &[], &[], &[]),
+                sequence(&[1, 2, 3, 4, 5], &[0, 0, 1], &[], &[]),
+            ],
+            None,
+        ))
+        .expect_err("short mask");
+        assert_eq!(
+            e.to_string(),
+            "TokenSequence.dead = 3 bytes for the 5 tokens of sequence 1: a dead mask is empty \
+             or has one byte per token"
+        );
+        let e = NgramQuery::try_from(request(
+            vec![sequence(&[1], &[1], &[7, 8], &[0, 0, 0])],
+            None,
+        ))
+        .expect_err("long context mask");
+        assert_eq!(
+            e.to_string(),
+            "TokenSequence.context_dead = 3 bytes for the 2 context tokens of sequence 0: a dead \
+             mask is empty or has one byte per token"
+        );
+        for (start, end) in [(5, 5), (7, 3)] {
+            let e =
+                NgramQuery::try_from(request(vec![], Some((start, end)))).expect_err("empty range");
+            assert_eq!(e.field, "LookupNgramsRequest.columns");
+            assert_eq!(e.value, format!("{start}..{end}"));
+        }
+        // Through Prefetch and LookupInto too.
+        let bad = request(vec![sequence(&[1, 2], &[1], &[], &[])], None);
+        let e = RowSource::try_from(pb::PrefetchRequest {
+            target: Some(pb::prefetch_request::Target::Ngrams(bad.clone())),
+        })
+        .expect_err("prefetch");
+        assert_eq!(e.field, "TokenSequence.dead");
+        let e = IntoQuery::try_from(pb::LookupIntoRequest {
+            source: Some(pb::lookup_into_request::Source::Ngrams(bad)),
+            ..Default::default()
+        })
+        .expect_err("lookup into");
+        assert_eq!(e.field, "TokenSequence.dead");
     }
 }

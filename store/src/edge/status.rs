@@ -15,6 +15,7 @@ pub(crate) fn code_of(e: &LookupError) -> Code {
         LookupError::Protocol(_)
         | LookupError::TooManyRows { .. }
         | LookupError::BadToken(_)
+        | LookupError::ColumnRange { .. }
         | LookupError::Hash { .. } => Code::InvalidArgument,
         LookupError::Region(r) => region_code(r),
         LookupError::NoGpuTier { .. } | LookupError::VersionNotServed { .. } => {

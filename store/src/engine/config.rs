@@ -54,6 +54,10 @@ pub struct EngineConfig {
     /// How often the data directory is looked at for new table versions (zero: never; a Reload
     /// still looks at once). Default 2 s.
     pub version_watch: Duration,
+    /// Sidecar channels one connection may hold. Default 8.
+    pub max_channels_per_connection: usize,
+    /// Sidecar channels the server holds in all. Default 64.
+    pub max_channels: usize,
 }
 
 impl EngineConfig {
@@ -79,6 +83,8 @@ impl EngineConfig {
             max_rows_in_flight: 1 << 21,
             keep_versions: 2,
             version_watch: Duration::from_secs(2),
+            max_channels_per_connection: 8,
+            max_channels: 64,
         }
     }
 }

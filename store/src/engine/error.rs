@@ -89,6 +89,23 @@ pub enum LookupError {
         /// Comma-separated layer ids of the group.
         known: String,
     },
+    /// A column range that reaches past the layer's hash columns (or is empty).
+    #[error(
+        "columns {start}..{end} of Engram group {group:?} layer {layer_id} are not a non-empty \
+         range within its {heads_total} hash columns (0..{heads_total})"
+    )]
+    ColumnRange {
+        /// Group.
+        group: String,
+        /// Layer.
+        layer_id: u32,
+        /// First column asked for.
+        start: u32,
+        /// One past the last column asked for.
+        end: u32,
+        /// Hash columns per position of the layer.
+        heads_total: usize,
+    },
     /// A token the group cannot hash.
     #[error(transparent)]
     BadToken(#[from] BadToken),

@@ -1,12 +1,17 @@
 //! Engram groups being served: per layer, the [`LayerHasher`] and the table holding the layer's
 //! rows. [`ServedLayer::row_ids`] compresses the raw token ids through the group's map (the
-//! hashing crate's), hashes every position of every sequence into `heads_total` row ids; the
-//! engine dedupes the batch and reads each distinct row once.
+//! hashing crate's; dead tokens are not looked up), hashes every position of every sequence into
+//! one row id per requested hash column (all `heads_total`, or a tensor-parallel rank's range),
+//! dead tokens applied as the hashing crate applies them; the engine dedupes the batch and reads
+//! each distinct row once.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
-use engram_store_hashing::{CompressError, CompressionMap, HashError, LayerHasher, Layout};
+use engram_store_hashing::{
+    CompressError, CompressionMap, HashError, HashInput, LayerHasher, Layout,
+};
 
 use super::error::{BadToken, LookupError};
 use super::query::TokenSequence;
@@ -208,38 +213,77 @@ impl ServedLayer {
         &self.table
     }
 
-    /// Table rows a request for `sequences` returns: positions x heads_total (saturating, so
-    /// that a batch limit check refuses an absurd request).
-    pub fn output_rows(&self, sequences: &[TokenSequence]) -> usize {
-        sequences
-            .iter()
-            .fold(0usize, |n, s| n.saturating_add(s.tokens.len()))
-            .saturating_mul(self.hasher.heads_total())
+    /// The columns a request asks for, checked against the layer's `heads_total`: `None` is
+    /// every column.
+    pub fn columns(&self, requested: Option<&Range<u32>>) -> Result<Range<usize>, LookupError> {
+        let heads_total = self.hasher.heads_total();
+        let Some(r) = requested else {
+            return Ok(0..heads_total);
+        };
+        let columns = r.start as usize..r.end as usize;
+        if columns.is_empty() || columns.end > heads_total {
+            return Err(LookupError::ColumnRange {
+                group: self.group.clone(),
+                layer_id: self.layer_id(),
+                start: r.start,
+                end: r.end,
+                heads_total,
+            });
+        }
+        Ok(columns)
     }
 
-    /// The row id of every (sequence, position, order, head), in that order. Raw ids are
+    /// Table rows a request for `sequences` returns: positions x columns (saturating, so that a
+    /// batch limit check refuses an absurd request).
+    pub fn output_rows(&self, sequences: &[TokenSequence], columns: &Range<usize>) -> usize {
+        sequences
+            .iter()
+            .fold(0usize, |n, s| n.saturating_add(s.tokens().len()))
+            .saturating_mul(columns.len())
+    }
+
+    /// The row id of every (sequence, position, column), in that order, for `columns` (from
+    /// [`ServedLayer::columns`]), with each sequence's dead tokens applied. Raw ids are
     /// compressed through the group's map unless `compressed`, in which case they are checked
-    /// against the compressed vocabulary. The caller has checked the row count
-    /// ([`ServedLayer::output_rows`]) against its limit.
+    /// against the compressed vocabulary; dead tokens' ids are neither. The caller has checked
+    /// the row count ([`ServedLayer::output_rows`]) against its limit.
     pub fn row_ids(
         &self,
         sequences: &[TokenSequence],
         compressed: bool,
+        columns: Range<usize>,
     ) -> Result<Vec<u64>, LookupError> {
-        let heads = self.hasher.heads_total();
-        let mut out = vec![0u64; self.output_rows(sequences)];
-        let mut tokens = Vec::new();
-        let mut context = Vec::new();
+        let width = columns.len();
+        let mut out = vec![0u64; self.output_rows(sequences, &columns)];
+        let (mut tokens, mut context) = (Vec::new(), Vec::new());
         let mut at = 0;
         for (i, s) in sequences.iter().enumerate() {
-            let skip = s.context.len().saturating_sub(self.context_len);
-            self.compress(&s.tokens, compressed, &mut tokens)
-                .map_err(|cause| self.bad_token(i, false, cause))?;
-            self.compress(&s.context[skip..], compressed, &mut context)
-                .map_err(|cause| self.bad_token(i, true, shift(cause, skip)))?;
-            let len = s.tokens.len() * heads;
+            // Only the last `context_len` tokens of the context are read.
+            let skip = s.context().len().saturating_sub(self.context_len);
+            let context_dead = s.context_dead().get(skip..).unwrap_or_default();
+            let input = if compressed {
+                let limit = self.compressed_vocab_size;
+                check_compressed(s.tokens(), s.dead(), limit)
+                    .map_err(|cause| self.bad_token(i, false, cause))?;
+                check_compressed(&s.context()[skip..], context_dead, limit)
+                    .map_err(|cause| self.bad_token(i, true, shift(cause, skip)))?;
+                HashInput::new(s.tokens()).context(&s.context()[skip..], context_dead)
+            } else {
+                self.map
+                    .compress_masked_into(s.tokens(), s.dead(), &mut tokens)
+                    .map_err(|cause| self.bad_token(i, false, cause))?;
+                self.map
+                    .compress_masked_into(&s.context()[skip..], context_dead, &mut context)
+                    .map_err(|cause| self.bad_token(i, true, shift(cause, skip)))?;
+                HashInput::new(&tokens).context(&context, context_dead)
+            };
+            let len = s.tokens().len() * width;
             self.hasher
-                .row_ids_to_slice(&tokens, &context, &mut out[at..at + len])
+                .rows_to_slice(
+                    &input.dead(s.dead()),
+                    columns.clone(),
+                    &mut out[at..at + len],
+                )
                 .map_err(|source| LookupError::Hash {
                     group: self.group.clone(),
                     sequence: i,
@@ -248,19 +292,6 @@ impl ServedLayer {
             at += len;
         }
         Ok(out)
-    }
-
-    fn compress(
-        &self,
-        ids: &[u32],
-        compressed: bool,
-        out: &mut Vec<u32>,
-    ) -> Result<(), CompressError> {
-        if compressed {
-            CompressionMap::copy_compressed_into(ids, self.compressed_vocab_size, out)
-        } else {
-            self.map.compress_into(ids, out)
-        }
     }
 
     fn bad_token(&self, sequence: usize, in_context: bool, cause: CompressError) -> LookupError {
@@ -292,6 +323,24 @@ pub(crate) fn check_shape(
         });
     }
     Ok(())
+}
+
+/// Checks that every live id (not marked in `dead`, empty or one byte per id) is a compressed id
+/// (below `compressed_vocab_size`); a dead token's id is never read.
+fn check_compressed(
+    ids: &[u32],
+    dead: &[u8],
+    compressed_vocab_size: u32,
+) -> Result<(), CompressError> {
+    let live = |p: usize| dead.get(p).is_none_or(|&d| d == 0);
+    match (0..ids.len()).find(|&p| ids[p] >= compressed_vocab_size && live(p)) {
+        None => Ok(()),
+        Some(position) => Err(CompressError::NotCompressedAt {
+            position,
+            id: ids[position],
+            compressed_vocab_size,
+        }),
+    }
 }
 
 /// `cause` with its position moved by `by` (the context tokens skipped before it).

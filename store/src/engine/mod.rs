@@ -27,7 +27,9 @@ pub use config::EngineConfig;
 pub use dedup::DedupedIds;
 pub use error::{BadToken, LookupError};
 pub use group::{GroupOpenError, ServedGroup, ServedLayer};
-pub use query::{IntoQuery, NgramQuery, ProtocolError, RowSource, RowsQuery, TokenSequence};
+pub use query::{
+    DeadMaskLength, IntoQuery, NgramQuery, ProtocolError, RowSource, RowsQuery, TokenSequence,
+};
 pub use served_table::{ServedTable, VersionDir};
 pub use serving::{Answer, Engine, EngineError, IntoAnswer, RegisteredRegion, ResolvedNgrams};
 pub use stats::{Delivered, EngineStats, process_rss_bytes};

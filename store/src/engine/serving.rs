@@ -28,8 +28,11 @@ use super::query::{IntoQuery, NgramQuery, RowSource, RowsQuery};
 use super::served_table::ServedTable;
 use super::stats::{Delivered, EngineStats, RequestCounters, process_rss_bytes, sum_by_kind};
 use super::versions::Versions;
+use crate::channel::{ChannelError, ChannelTarget, Channels};
 use crate::group::{GroupError, GroupFiles, list_group_names};
-use crate::regions::{Owner, RegionError, RegionMemory, RegionRegistry, RegionSpec, ShmRegion};
+use crate::regions::{
+    Owner, Region, RegionError, RegionMemory, RegionRegistry, RegionSpec, ShmRegion,
+};
 use crate::table::{
     OpenTable, TableError, complete_versions, list_table_names, remove_stale_leftovers,
     version_dir_name,
@@ -151,7 +154,7 @@ pub struct RegisteredRegion {
 pub struct ResolvedNgrams {
     /// The layer (its table serves the rows).
     pub layer: Arc<ServedLayer>,
-    /// Row id of every (sequence, position, order, head), deduped.
+    /// Row id of every (sequence, position, column), deduped.
     pub ids: DedupedIds,
 }
 
@@ -161,6 +164,7 @@ pub struct Engine {
     catalog: CatalogCell,
     removed_leftovers: Vec<std::path::PathBuf>,
     regions: RegionRegistry,
+    channels: Channels,
     answers: AnswerBudget,
     admission: Admission,
     prefetches: PrefetchQueue,
@@ -315,6 +319,7 @@ impl Engine {
             catalog: CatalogCell::new(catalog),
             removed_leftovers,
             regions: RegionRegistry::new(config.max_regions_per_connection, config.max_regions),
+            channels: Channels::new(config.max_channels_per_connection, config.max_channels),
             answers: AnswerBudget::new(config.answer_budget_bytes, config.answer_wait),
             admission: Admission::new(config.max_rows_in_flight),
             prefetches: PrefetchQueue::new(config.prefetch_queue_rows, config.prefetch_tasks),
@@ -392,12 +397,14 @@ impl Engine {
         Ok(table)
     }
 
-    /// The deduped row ids an n-gram query reads: finds the layer, checks the rows it returns
-    /// against the batch limit, hashes every position. Used by every n-gram request kind.
+    /// The deduped row ids an n-gram query reads: finds the layer, checks its columns and the
+    /// rows it returns (positions x columns) against the batch limit, hashes every position
+    /// with its dead tokens. Used by every n-gram request kind.
     pub fn resolve_ngrams(&self, q: &NgramQuery) -> Result<ResolvedNgrams, LookupError> {
         let layer = self.group(&q.group)?.layer(q.layer_id)?.clone();
-        self.check_batch(layer.output_rows(&q.sequences), "rows")?;
-        let ids = DedupedIds::new(&layer.row_ids(&q.sequences, q.compressed)?);
+        let columns = layer.columns(q.columns.as_ref())?;
+        self.check_batch(layer.output_rows(&q.sequences, &columns), "rows")?;
+        let ids = DedupedIds::new(&layer.row_ids(&q.sequences, q.compressed, columns)?);
         Ok(ResolvedNgrams { layer, ids })
     }
 
@@ -501,12 +508,52 @@ impl Engine {
         Ok(RegisteredRegion { id, token, size })
     }
 
-    /// A connection closed: forgets everything it registered.
+    /// A connection closed: forgets everything it registered (channels, then regions).
     pub fn release_connection(&self, owner: Owner) {
+        let channels = self.channels.release_owner(owner);
         let regions = self.regions.release_owner(owner);
-        if regions > 0 {
-            tracing::debug!(owner, regions, "connection closed: its regions released");
+        if regions + channels > 0 {
+            tracing::debug!(
+                owner,
+                regions,
+                channels,
+                "connection closed: released what it held"
+            );
         }
+    }
+
+    /// Opens a sidecar channel for `owner` (see [`crate::channel`]): its ring, the region its
+    /// rows go to, what it serves and its capacity in rows.
+    pub fn open_channel(
+        self: &Arc<Self>,
+        ring: crate::channel::Ring,
+        region: &crate::regions::RegionKey,
+        target: ChannelTarget,
+        capacity: usize,
+        owner: Owner,
+    ) -> Result<Arc<crate::channel::Channel>, ChannelError> {
+        let region = self.region(region)?;
+        self.channels.open(
+            self.clone(),
+            tokio::runtime::Handle::current(),
+            crate::channel::ChannelSpec {
+                ring,
+                region,
+                target,
+                capacity,
+                owner,
+            },
+        )
+    }
+
+    /// Closes channel `id` of `owner`; false if it has none of that id.
+    pub fn close_channel(&self, id: u64, owner: Owner) -> bool {
+        self.channels.close(id, owner)
+    }
+
+    /// Sidecar channels open now.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
     }
 
     /// Forgets a region.
@@ -552,7 +599,23 @@ impl Engine {
     /// bounds) before touching the region.
     pub async fn lookup_into(&self, q: &IntoQuery) -> Result<IntoAnswer, LookupError> {
         let region = self.regions.get(&q.region)?;
-        let (table, ids, deduped) = match &q.source {
+        self.lookup_into_region(&region, q.offset, &q.source).await
+    }
+
+    /// The region a key names, if the token is its token.
+    pub fn region(&self, key: &crate::regions::RegionKey) -> Result<Arc<Region>, LookupError> {
+        Ok(self.regions.get(key)?)
+    }
+
+    /// Writes the rows of `source` into `region` from byte `offset` (see
+    /// [`Engine::lookup_into`]; the sidecar channel calls this for each of its slots).
+    pub async fn lookup_into_region(
+        &self,
+        region: &Arc<Region>,
+        offset: u64,
+        source: &RowSource,
+    ) -> Result<IntoAnswer, LookupError> {
+        let (table, ids, deduped) = match source {
             RowSource::Rows(rows) => (self.resolve_rows(rows)?, Some(&rows.ids), None),
             RowSource::Ngrams(ngrams) => {
                 let r = self.resolve_ngrams(ngrams)?;
@@ -563,11 +626,10 @@ impl Engine {
         let count = ids.map_or_else(|| deduped.as_ref().map_or(0, DedupedIds::len), Vec::len);
         let rb = u64::from(table.manifest().row_bytes);
         let len = count as u64 * rb;
-        let end = q.offset.checked_add(len).ok_or(RegionError::Overflow {
-            offset: q.offset,
-            len,
-        })?;
-        let mut lease = region.lease(q.offset..end)?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(RegionError::Overflow { offset, len })?;
+        let mut lease = region.lease(offset..end)?;
         let _admitted = self.admission.admit(count)?;
         let mut gpu_hits = 0;
         if let Some(dst) = lease.shm_bytes() {
@@ -619,6 +681,7 @@ impl Engine {
             fixed_overhead_bytes: tiers.iter().map(|(_, s)| s.fixed_bytes).sum(),
             tiers,
             regions: self.regions.len() as u64,
+            channels: self.channels.len() as u64,
             prefetch_queued_rows: self.prefetches.queued_rows() as u64,
             prefetch_dropped_rows,
             prefetch_dropped_requests,

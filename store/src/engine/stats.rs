@@ -33,6 +33,8 @@ pub struct EngineStats {
     pub fixed_overhead_bytes: u64,
     /// Regions registered now.
     pub regions: u64,
+    /// Sidecar channels open now.
+    pub channels: u64,
     /// Rows of prefetches queued or running now.
     pub prefetch_queued_rows: u64,
     /// Rows of prefetches dropped because the queue was full.

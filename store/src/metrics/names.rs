@@ -51,7 +51,7 @@ pub const CHECKSUM_FAILURES: &str = "engram_store_checksum_failures_total";
 pub const CHECKSUM_MEMORY_BYTES: &str = "engram_store_checksum_memory_bytes";
 /// Client memory regions registered now (LookupInto targets) (gauge).
 pub const REGIONS_OPEN: &str = "engram_store_regions_open";
-/// Sidecar channels open now (gauge; 0 until channels exist).
+/// Sidecar channels open now (gauge).
 pub const CHANNELS_OPEN: &str = "engram_store_channels_open";
 /// The version served of each table, by `table` (gauge).
 pub const TABLE_VERSION: &str = "engram_store_table_version";

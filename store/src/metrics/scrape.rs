@@ -63,7 +63,7 @@ impl StoreMetrics {
             stats.fixed_overhead_bytes as f64,
         );
         self.set(names::REGIONS_OPEN, vec![], engine.region_count() as f64);
-        self.set(names::CHANNELS_OPEN, vec![], 0.0);
+        self.set(names::CHANNELS_OPEN, vec![], engine.channel_count() as f64);
         let catalog = engine.catalog();
         self.set(names::TABLES, vec![], catalog.tables().count() as f64);
         self.set(names::ROWS_IN_FLIGHT, vec![], stats.rows_in_flight as f64);

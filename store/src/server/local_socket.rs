@@ -7,6 +7,11 @@
 //! - `{"op": "register_memfd", "size": N}` with exactly one descriptor attached (`size` 0: the
 //!   whole file) -> `{"ok": true, "region_id": ID, "token": "...", "size": N}`.
 //! - `{"op": "unregister", "region_id": ID, "token": "..."}` -> `{"ok": true}`.
+//! - `{"op": "open_channel", "table": T | "group": G, "layer": L, "compressed": bool,
+//!   "capacity": ROWS, "region_id": ID, "region_token": "..."}` with the ring's sealed memfd
+//!   attached (see `crate::channel::ring` for its layout) -> `{"ok": true, "channel_id": ID,
+//!   "slots": N, "payload_bytes": B}`. The channel closes with this connection.
+//! - `{"op": "close_channel", "channel_id": ID}` -> `{"ok": true}`.
 //! - Errors: `{"ok": false, "code": "INVALID_ARGUMENT", "message": "..."}` (gRPC code names).
 //!
 //! Regions registered on a connection belong to it: they go when it closes. A line longer than
@@ -26,6 +31,7 @@ use tokio::net::UnixStream;
 use super::connections::{ConnTable, Peer};
 use super::listen::bind_unix;
 use crate::access::{Role, TokenSet};
+use crate::channel::{ChannelError, ChannelTarget, Ring};
 use crate::engine::{Engine, LookupError};
 use crate::regions::{RegionKey, RegionSpec};
 
@@ -61,6 +67,24 @@ enum Message {
         region_id: u64,
         token: String,
     },
+    OpenChannel {
+        #[serde(default)]
+        table: Option<String>,
+        #[serde(default)]
+        group: Option<String>,
+        #[serde(default)]
+        layer: Option<u32>,
+        #[serde(default)]
+        compressed: bool,
+        capacity: usize,
+        region_id: u64,
+        region_token: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    CloseChannel {
+        channel_id: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -74,6 +98,12 @@ enum Reply {
     },
     Done {
         ok: bool,
+    },
+    Opened {
+        ok: bool,
+        channel_id: u64,
+        slots: u32,
+        payload_bytes: usize,
     },
     Failed {
         ok: bool,
@@ -161,7 +191,7 @@ impl LocalSocket {
 
 async fn serve_connection(
     mut stream: UnixStream,
-    engine: &Engine,
+    engine: &Arc<Engine>,
     tokens: Option<&TokenSet>,
     owner: u64,
 ) -> io::Result<()> {
@@ -195,7 +225,7 @@ async fn serve_connection(
 }
 
 fn answer(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     tokens: Option<&TokenSet>,
     owner: u64,
     message: &[u8],
@@ -207,34 +237,13 @@ fn answer(
     };
     match message {
         Message::RegisterMemfd { size, token } => {
-            if let Some(tokens) = tokens {
-                let role = token.as_deref().and_then(|t| tokens.role_of(t.as_bytes()));
-                let refusal = match role {
-                    Some(Role::Admin) => None,
-                    Some(_) => Some(("PERMISSION_DENIED", "register_memfd needs an admin token")),
-                    None => Some((
-                        "UNAUTHENTICATED",
-                        "register_memfd needs a token (\"token\": \"...\"): the server checks tokens",
-                    )),
-                };
-                if let Some((code, message)) = refusal {
-                    fds.clear();
-                    return Reply::Failed {
-                        ok: false,
-                        code,
-                        message: message.into(),
-                    };
-                }
-            }
-            if fds.len() != 1 {
-                let n = fds.len();
+            if let Some(refusal) = check_admin(tokens, token.as_deref(), "register_memfd") {
                 fds.clear();
-                return Reply::bad_message(format!(
-                    "register_memfd takes exactly one file descriptor, {n} came with it"
-                ));
+                return refusal;
             }
-            let Some(fd) = fds.pop() else {
-                return Reply::bad_message("no file descriptor came with register_memfd".into());
+            let fd = match the_one_fd(fds, "register_memfd") {
+                Ok(fd) => fd,
+                Err(refusal) => return refusal,
             };
             match engine.register_region(RegionSpec::Memfd { fd, size }, owner) {
                 Ok(r) => Reply::Registered {
@@ -244,6 +253,74 @@ fn answer(
                     size: r.size,
                 },
                 Err(e) => Reply::failed(&e),
+            }
+        }
+        Message::OpenChannel {
+            table,
+            group,
+            layer,
+            compressed,
+            capacity,
+            region_id,
+            region_token,
+            token,
+        } => {
+            if let Some(refusal) = check_admin(tokens, token.as_deref(), "open_channel") {
+                fds.clear();
+                return refusal;
+            }
+            let fd = match the_one_fd(fds, "open_channel") {
+                Ok(fd) => fd,
+                Err(refusal) => return refusal,
+            };
+            let target = match (table, group, layer) {
+                (Some(t), None, None) => ChannelTarget::Table(t),
+                (None, Some(group), Some(layer_id)) => ChannelTarget::Layer {
+                    group,
+                    layer_id,
+                    compressed,
+                },
+                _ => {
+                    return Reply::bad_message(
+                        "open_channel names a table, or a group and a layer".into(),
+                    );
+                }
+            };
+            let ring = match Ring::map(&fd) {
+                Ok(r) => r,
+                Err(e) => return Reply::bad_message(e.to_string()),
+            };
+            let (slots, payload_bytes) = (ring.slots(), ring.payload_bytes());
+            let region = RegionKey {
+                id: region_id,
+                token: region_token,
+            };
+            match engine.open_channel(ring, &region, target, capacity, owner) {
+                Ok(channel) => Reply::Opened {
+                    ok: true,
+                    channel_id: channel.id(),
+                    slots,
+                    payload_bytes,
+                },
+                Err(ChannelError::Lookup(e)) => Reply::failed(&e),
+                Err(e @ ChannelError::TooMany { .. }) => Reply::Failed {
+                    ok: false,
+                    code: "RESOURCE_EXHAUSTED",
+                    message: e.to_string(),
+                },
+                Err(e) => Reply::bad_message(e.to_string()),
+            }
+        }
+        Message::CloseChannel { channel_id } => {
+            fds.clear();
+            if engine.close_channel(channel_id, owner) {
+                Reply::Done { ok: true }
+            } else {
+                Reply::Failed {
+                    ok: false,
+                    code: "NOT_FOUND",
+                    message: format!("this connection has no channel {channel_id}"),
+                }
             }
         }
         Message::Unregister { region_id, token } => {
@@ -297,4 +374,37 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
         }
     }
     Ok(n as usize)
+}
+
+/// A refusal when the server checks tokens and `token` is not an admin one.
+fn check_admin(tokens: Option<&TokenSet>, token: Option<&str>, op: &str) -> Option<Reply> {
+    let tokens = tokens?;
+    let (code, message) = match token.and_then(|t| tokens.role_of(t.as_bytes())) {
+        Some(Role::Admin) => return None,
+        Some(_) => ("PERMISSION_DENIED", format!("{op} needs an admin token")),
+        None => (
+            "UNAUTHENTICATED",
+            format!("{op} needs a token (\"token\": \"...\"): the server checks tokens"),
+        ),
+    };
+    Some(Reply::Failed {
+        ok: false,
+        code,
+        message,
+    })
+}
+
+/// The one descriptor `op` takes; any other number is refused (and what came is closed).
+fn the_one_fd(fds: &mut Vec<OwnedFd>, op: &str) -> Result<OwnedFd, Reply> {
+    match fds.len() {
+        1 => fds
+            .pop()
+            .ok_or_else(|| Reply::bad_message(format!("no descriptor came with {op}"))),
+        n => {
+            fds.clear();
+            Err(Reply::bad_message(format!(
+                "{op} takes exactly one file descriptor, {n} came with it"
+            )))
+        }
+    }
 }

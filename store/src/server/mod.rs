@@ -34,6 +34,7 @@ pub use local_socket::LocalSocket;
 
 use self::connections::accept_loop;
 use self::request_layer::RequestLayer;
+use crate::cluster::ClusterService;
 use crate::edge::{EdgeOptions, ServerSide, StoreService};
 use crate::engine::{Catalog, Engine};
 
@@ -60,6 +61,8 @@ pub struct ServerOptions {
     pub edge: EdgeOptions,
     /// How long a shutdown waits for the requests in flight to finish. Default 10 s.
     pub shutdown_grace: Duration,
+    /// The node's cluster membership, if it is in one (epoch checks, `--route`).
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +77,7 @@ impl Default for ServerOptions {
             local_socket: None,
             edge: EdgeOptions::default(),
             shutdown_grace: Duration::from_secs(10),
+            cluster: None,
         }
     }
 }
@@ -172,12 +176,15 @@ pub async fn serve(
     };
 
     let c = engine.config();
-    let store = EmbeddingStoreServer::new(StoreService::new(
-        engine.clone(),
-        ServerSide {
-            local_socket: options.local_socket.clone(),
-            connections: Some(table.clone()),
-        },
+    let store = EmbeddingStoreServer::new(ClusterService::new(
+        StoreService::new(
+            engine.clone(),
+            ServerSide {
+                local_socket: options.local_socket.clone(),
+                connections: Some(table.clone()),
+            },
+        ),
+        options.cluster.clone(),
     ))
     .max_decoding_message_size(max_request_bytes(c.max_batch_ids))
     // Answers are bounded by max_batch_ids rows and held within the answer budget; a table

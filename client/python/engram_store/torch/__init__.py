@@ -17,7 +17,14 @@ Needs torch (``pip install "./client/python[torch]"``); ``import engram_store`` 
 from engram_store.torch.backend import EngramLayer, EngramRowBackend, head_shard
 from engram_store.torch.hashing import V41_LAYER_IDS, NgramHasher, v41_layout
 from engram_store.torch.rows import V41_ROWS, RowFormat, cuda_view, dequantize, gather_dequantize
-from engram_store.torch.transport import Done, GrpcTransport, Pending, RowBuffer, RowTransport
+from engram_store.torch.transport import (
+    ChannelTransport,
+    Done,
+    GrpcTransport,
+    Pending,
+    RowBuffer,
+    RowTransport,
+)
 
 __all__ = [
     "V41_LAYER_IDS",
@@ -25,6 +32,7 @@ __all__ = [
     "Done",
     "EngramLayer",
     "EngramRowBackend",
+    "ChannelTransport",
     "GrpcTransport",
     "NgramHasher",
     "Pending",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import threading
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from engram_store.client import Client
 from engram_store.errors import ProtocolError
 from engram_store.regions import Region
 
-__all__ = ["Done", "GrpcTransport", "Pending", "RowBuffer", "RowTransport"]
+__all__ = ["ChannelTransport", "Done", "GrpcTransport", "Pending", "RowBuffer", "RowTransport"]
 
 
 @dataclasses.dataclass
@@ -119,3 +120,87 @@ class GrpcTransport(RowTransport):
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
+
+
+class ChannelPending(Pending):
+    """Rows asked for in one slot of a channel: a CUDA stream waits on the slot's sequence word
+    (no host round trip), the host waits on its futex."""
+
+    def __init__(self, transport: ChannelTransport, channel: Any, slot: int):
+        self._transport = transport
+        self._channel = channel
+        self._slot = slot
+        self._checked = False
+
+    def wait(self, stream: torch.cuda.Stream | None = None) -> None:
+        with self._transport._lock:
+            if self._checked:
+                return
+            if stream is not None and stream.device.type == "cuda":
+                self._channel.stream_wait(self._slot, stream)
+                # The record is read once the slot has completed: at the next submit into this
+                # slot at the latest (which waits for it), or here if it already has.
+                if not self._channel.done(self._slot):
+                    return
+            self._checked = True
+            self._channel.wait(self._slot)
+
+
+class ChannelTransport(RowTransport):
+    """The sidecar channel (issue #13): each submit writes a request into a slot of a
+    shared-memory ring and returns at once; the server writes the rows into the buffer (a CUDA
+    IPC region, or host shared memory) and completes the slot, which the consuming CUDA stream
+    waits on. One channel per (buffer, table), with ``ring_slots`` slots used in turn.
+
+    Args:
+        client: a :class:`engram_store.Client` (or an address), on this machine.
+        ring_slots: requests in flight per channel.
+    """
+
+    name = "channel"
+
+    def __init__(self, client: Client | str, ring_slots: int = 4):
+        self._grpc = GrpcTransport(client)
+        self.client = self._grpc.client
+        self.ring_slots = ring_slots
+        self._channels: dict[tuple[int, str], tuple[Any, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def allocate(self, nbytes: int, device: torch.device) -> RowBuffer:
+        return self._grpc.allocate(nbytes, device)
+
+    def _channel(self, buffer: RowBuffer, table: str, rows: int) -> tuple[Any, int]:
+        key = (id(buffer.handle), table)
+        entry = self._channels.get(key)
+        if entry is None or entry[1] < rows:
+            if entry is not None:
+                entry[0].close()
+            capacity = max(rows, 1)
+            channel = self.client.open_channel(
+                buffer.handle, table=table, capacity=capacity, slots=self.ring_slots
+            )
+            entry = (channel, capacity, 0)
+        channel, capacity, turn = entry
+        self._channels[key] = (channel, capacity, (turn + 1) % self.ring_slots)
+        return channel, turn
+
+    def submit(self, buffer: RowBuffer, offset: int, table: str, ids: np.ndarray) -> Pending:
+        with self._lock:
+            channel, slot = self._channel(buffer, table, len(ids))
+            if channel._pending[slot] is not None:
+                channel.wait(slot)
+            channel.submit(np.ascontiguousarray(ids, dtype=np.uint64), slot, offset)
+        return ChannelPending(self, channel, slot)
+
+    def release(self, buffer: RowBuffer) -> None:
+        with self._lock:
+            for key in [k for k in self._channels if k[0] == id(buffer.handle)]:
+                self._channels.pop(key)[0].close()
+        self._grpc.release(buffer)
+
+    def close(self) -> None:
+        with self._lock:
+            for channel, _, _ in self._channels.values():
+                channel.close()
+            self._channels.clear()
+        self._grpc.close()

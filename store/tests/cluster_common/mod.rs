@@ -1,0 +1,133 @@
+//! Shared by the cluster tests: a real etcd (Debian's `etcd-server`) on addresses the test
+//! picks, stopped when dropped, and free ports.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The etcd binary, or why there is none.
+pub fn etcd_binary() -> Result<PathBuf, String> {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join("etcd");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err("no etcd binary on PATH (Debian: apt-get install -y etcd-server)".into())
+}
+
+/// A free TCP port on `ip` (bound and released: another process could take it, rarely).
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
+/// A running etcd.
+pub struct Etcd {
+    child: Option<Child>,
+    pub client_url: String,
+    args: Vec<String>,
+    prefix: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl Etcd {
+    /// Starts etcd listening on `ip` (`prefix` runs it, e.g. `ip netns exec NS`), its data in
+    /// `dir`.
+    pub fn start(prefix: &[&str], ip: &str, client_port: u16, peer_port: u16, dir: &Path) -> Self {
+        let client = format!("http://{ip}:{client_port}");
+        let peer = format!("http://{ip}:{peer_port}");
+        let args = vec![
+            "--name".to_string(),
+            "t".into(),
+            "--data-dir".into(),
+            dir.join("etcd").display().to_string(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client.clone(),
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("t={peer}"),
+            "--log-level".into(),
+            "error".into(),
+        ];
+        let mut e = Self {
+            child: None,
+            client_url: client,
+            args,
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
+            dir: dir.to_path_buf(),
+        };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let bin = etcd_binary().expect("etcd binary");
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log");
+        let child = cmd
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let addr: SocketAddr = self
+            .client_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("etcd addr");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "etcd did not listen on {addr}; see {}",
+            self.dir.join("etcd.log").display()
+        );
+    }
+
+    /// Kills it (SIGKILL) and waits.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
