@@ -3,6 +3,8 @@
 //!
 //! - [`policy_sim`]: `engram-bench policy`, the cache-policy simulator over real Engram traces.
 //! - [`lookup`]: `engram-bench lookup`, Lookup load against a running server.
+//! - [`overload`]: `engram-bench overload`, several times the sustainable load against a server
+//!   with a bound on rows in flight.
 //! - [`ngrams`]: `engram-bench ngrams`, LookupNgrams against Lookup of the same row ids.
 //! - [`import_hf`]: `engram-bench import-hf`, checkpoint import against sequential disk writes.
 //! - [`limits`]: `engram-bench limits`, the machine's raw IOPS and loopback TCP bandwidth.
@@ -22,6 +24,7 @@ pub mod import_hf;
 pub mod limits;
 pub mod lookup;
 pub mod ngrams;
+pub mod overload;
 pub mod peers;
 pub mod policy_sim;
 

@@ -80,6 +80,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
+/// Prefetches every row of `table` (in id order) into the server's RAM tier and waits until the
+/// resident count stops growing: the "every row cached" hot path.
+pub async fn prefetch_all(
+    client: &engram_store_client::Client,
+    table: &str,
+    rows: u64,
+) -> anyhow::Result<()> {
+    let t = std::time::Instant::now();
+    let ids: Vec<u64> = (0..rows).collect();
+    for chunk in ids.chunks(1 << 16) {
+        client.prefetch(table, chunk).await?;
+    }
+    // Prefetches run in the background: wait until the resident count stops growing.
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let s = client.stats(false).await?;
+        let resident = s
+            .tiers
+            .iter()
+            .find(|t| t.tier == "ram")
+            .map_or(0, |t| t.resident_rows);
+        if resident == last || resident >= rows {
+            println!(
+                "prefetched: {resident} rows resident after {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        last = resident;
+    }
+}
+
 /// Runs the benchmark and prints its report.
 pub async fn run(args: &LookupArgs) -> anyhow::Result<()> {
     let addr = if args.addr.contains("://") {
@@ -130,30 +163,7 @@ pub async fn run(args: &LookupArgs) -> anyhow::Result<()> {
         None => None,
     };
     if args.prefetch_all {
-        let t = std::time::Instant::now();
-        let ids: Vec<u64> = (0..info.rows).collect();
-        for chunk in ids.chunks(1 << 16) {
-            client.prefetch(&args.table, chunk).await?;
-        }
-        // Prefetches run in the background: wait until the resident count stops growing.
-        let mut last = u64::MAX;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let s = client.stats(false).await?;
-            let resident = s
-                .tiers
-                .iter()
-                .find(|t| t.tier == "ram")
-                .map_or(0, |t| t.resident_rows);
-            if resident == last || resident >= info.rows {
-                println!(
-                    "prefetched: {resident} rows resident after {:.1}s",
-                    t.elapsed().as_secs_f64()
-                );
-                break;
-            }
-            last = resident;
-        }
+        prefetch_all(&client, &args.table, info.rows).await?;
     }
     if !args.warmup.is_zero() {
         run_load(&client, &spec, None).await?;

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use engram_store_bench::{
-    abuse, alloc_meter::CountingAlloc, channel, cluster, import_hf, limits, lookup, ngrams, peers,
+    abuse, alloc_meter::CountingAlloc, channel, cluster, import_hf, limits, lookup, ngrams, overload, peers,
     policy_sim,
 };
 
@@ -27,6 +27,9 @@ enum Command {
     Policy(policy_sim::PolicyArgs),
     /// Drive Lookup load against a running server: rows/s, GB/s, latency, hit rate per tier.
     Lookup(lookup::LookupArgs),
+    /// Offer several times the load a server sustains: admitted latency against unloaded,
+    /// refusals (RESOURCE_EXHAUSTED) and their latency, the server's RSS against its bound.
+    Overload(overload::OverloadArgs),
     /// LookupNgrams over a token trace against Lookup of the same row ids hashed here.
     Ngrams(ngrams::NgramsArgs),
     /// Measure this machine's limits: raw io_uring random-read IOPS on a file, loopback TCP.
@@ -55,6 +58,10 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(lookup::run(&args)),
+        Command::Overload(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(overload::run(&args)),
         Command::Ngrams(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?

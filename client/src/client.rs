@@ -252,17 +252,32 @@ impl Client {
         self.with_retry(|c| rpc(c, req.clone())).await
     }
 
-    /// The rows of `ids` in `table`, in order (duplicates repeated). Splits batches larger than
-    /// the configured limit and reassembles them.
+    /// The rows of `ids` in `table`, in order (duplicates repeated), from the version the
+    /// server serves. Splits batches larger than the configured limit and reassembles them, all
+    /// from one version (the later pieces pin the version that answered the first).
     pub async fn lookup(&self, table: &str, ids: &[u64]) -> Result<Rows, ClientError> {
+        self.lookup_at(table, ids, None).await
+    }
+
+    /// [`Client::lookup`] from version `version` of the table (`None`: the version served).
+    /// The server keeps the last few versions of a table; one it no longer has fails with
+    /// FAILED_PRECONDITION naming it.
+    pub async fn lookup_at(
+        &self,
+        table: &str,
+        ids: &[u64],
+        version: Option<u64>,
+    ) -> Result<Rows, ClientError> {
         if ids.len() <= self.config.max_batch_ids {
-            return self.lookup_one(table, ids.to_vec()).await;
+            return self.lookup_one(table, ids.to_vec(), version).await;
         }
         let mut buf = BytesMut::new();
         let mut meta = None;
+        let mut version = version;
         for chunk in ids.chunks(self.config.max_batch_ids) {
-            let rows = self.lookup_one(table, chunk.to_vec()).await?;
+            let rows = self.lookup_one(table, chunk.to_vec(), version).await?;
             buf.extend_from_slice(rows.bytes());
+            version = Some(rows.version());
             meta.get_or_insert((
                 rows.row_bytes(),
                 rows.row_dim(),
@@ -274,11 +289,17 @@ impl Client {
         Ok(Rows::new(buf.freeze(), rb, dim, dtype, version))
     }
 
-    async fn lookup_one(&self, table: &str, ids: Vec<u64>) -> Result<Rows, ClientError> {
+    async fn lookup_one(
+        &self,
+        table: &str,
+        ids: Vec<u64>,
+        version: Option<u64>,
+    ) -> Result<Rows, ClientError> {
         let n = ids.len();
         let req = pb::LookupRequest {
             table: table.to_owned(),
             ids,
+            version,
             ..Default::default()
         };
         let resp = self
@@ -531,6 +552,19 @@ impl Client {
             .call(req, |mut c, r| async move { c.lookup_into(r).await })
             .await?;
         Ok(r.bytes_written)
+    }
+
+    /// Asks the server to look for new versions of `tables` (every table when empty) now,
+    /// instead of at its next look, and to try again versions it refused; returns what happened
+    /// to each table. Needs an admin token when the server checks tokens.
+    pub async fn reload(&self, tables: &[&str]) -> Result<Vec<pb::TableReload>, ClientError> {
+        let req = pb::ReloadRequest {
+            tables: tables.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        Ok(self
+            .call(req, |mut c, r| async move { c.reload(r).await })
+            .await?
+            .tables)
     }
 
     /// The tables served.

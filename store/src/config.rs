@@ -25,6 +25,10 @@
 //! tls_key = "/etc/engram-store/tls.key"
 //! tls_client_ca = "/etc/engram-store/ca.crt" # mutual TLS: clients need a cert from this CA
 //! auth_tokens = "/etc/engram-store/tokens"  # read:TOKEN / admin:TOKEN lines ("": no tokens)
+//! max_rows_in_flight = 2097152   # beyond: RESOURCE_EXHAUSTED at once
+//! keep_versions = 2       # versions of each table kept (served + pinnable older ones)
+//! watch_interval_s = 2    # looks for new table versions (0: only on Reload)
+//! shutdown_grace_s = 10   # SIGTERM: time for the requests in flight
 //! etcd = ["http://10.0.0.5:2379"]   # join a cluster ([]: standalone)
 //! node_id = "store-0"               # unique in the cluster
 //! advertise = "10.0.0.7:50051"      # where clients reach this node
@@ -91,6 +95,14 @@ pub struct ServeConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// Token file, `read:TOKEN` or `admin:TOKEN` per line (none: no token checked).
     pub auth_tokens: Option<PathBuf>,
+    /// Rows of requests admitted and not yet answered, at most.
+    pub max_rows_in_flight: usize,
+    /// Versions of each table kept open and on disk.
+    pub keep_versions: usize,
+    /// Seconds between looks for new table versions (0: never).
+    pub watch_interval_s: f64,
+    /// Seconds a shutdown waits for the requests in flight.
+    pub shutdown_grace_s: f64,
     /// etcd endpoints of the cluster to join (empty: standalone).
     pub etcd: Vec<String>,
     /// This node's id in the cluster.
@@ -131,6 +143,10 @@ impl Default for ServeConfig {
             tls_key: None,
             tls_client_ca: None,
             auth_tokens: None,
+            max_rows_in_flight: 1 << 21,
+            keep_versions: 2,
+            watch_interval_s: 2.0,
+            shutdown_grace_s: 10.0,
             etcd: Vec::new(),
             node_id: String::new(),
             advertise: String::new(),
@@ -167,6 +183,12 @@ impl ServeConfig {
         c.prefetch_queue_rows = self.prefetch_queue_rows.max(1);
         c.max_regions_per_connection = self.max_regions_per_connection;
         c.max_regions = self.max_regions;
+        if self.max_rows_in_flight == 0 || self.keep_versions == 0 {
+            anyhow::bail!("max_rows_in_flight and keep_versions must be at least 1");
+        }
+        c.max_rows_in_flight = self.max_rows_in_flight;
+        c.keep_versions = self.keep_versions;
+        c.version_watch = seconds("watch_interval_s", self.watch_interval_s)?;
         Ok(c)
     }
 
@@ -209,9 +231,16 @@ impl ServeConfig {
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_s.max(1)),
             local_socket: (!self.local_socket.is_empty())
                 .then(|| PathBuf::from(&self.local_socket)),
+            shutdown_grace: seconds("shutdown_grace_s", self.shutdown_grace_s)?,
             ..ServerOptions::default()
         })
     }
+}
+
+/// A non-negative number of seconds as a duration.
+fn seconds(key: &str, s: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow::anyhow!("{key} = {s}: not a number of seconds >= 0"))
 }
 
 #[cfg(test)]
@@ -235,5 +264,22 @@ mod tests {
         assert_eq!(c.metrics_listen, "127.0.0.1:9090");
         assert_eq!(c.tls_client_ca.as_deref(), Some(Path::new("ca.pem")));
         assert_eq!(c.auth_tokens.as_deref(), Some(Path::new("tokens")));
+        let c: ServeConfig = toml::from_str(
+            "max_rows_in_flight = 5000\nkeep_versions = 3\nwatch_interval_s = 0.5\n\
+             shutdown_grace_s = 30",
+        )
+        .expect("overload, version and shutdown keys");
+        let e = c.engine_config().expect("engine config");
+        assert_eq!((e.max_rows_in_flight, e.keep_versions), (5000, 3));
+        assert_eq!(e.version_watch, std::time::Duration::from_millis(500));
+        let o = c.server_options().expect("server options");
+        assert_eq!(o.shutdown_grace, std::time::Duration::from_secs(30));
+        let c: ServeConfig = toml::from_str("shutdown_grace_s = -1").expect("parses");
+        assert!(c.server_options().is_err(), "a negative grace is refused");
+        let c: ServeConfig = toml::from_str("keep_versions = 0").expect("parses");
+        assert!(
+            c.engine_config().is_err(),
+            "keep_versions must be at least 1"
+        );
     }
 }

@@ -16,9 +16,13 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // engram-store's own info lines are its operational events (a table version
+                // swapped in, a shutdown draining); everything else from warnings up.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,engram_store=info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs collected from a pipe (containers) stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     #[cfg(feature = "failpoints")]
     if let Err(e) = set_failpoints_from_env() {

@@ -86,6 +86,7 @@ async fn bad_requests_get_precise_statuses() {
                 table: "t".into(),
                 ids,
                 ids_le,
+                version: None,
             })
             .await
             .expect_err(what);

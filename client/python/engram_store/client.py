@@ -416,18 +416,30 @@ class Client:
             raise from_rpc_error(e) from None
 
     def lookup(
-        self, table: str, ids: Iterable[int] | np.ndarray, *, dequantize: bool | str = False
-    ) -> np.ndarray:
+        self,
+        table: str,
+        ids: Iterable[int] | np.ndarray,
+        *,
+        dequantize: bool | str = False,
+        version: int | None = None,
+        return_version: bool = False,
+    ) -> Any:
         """Rows ``ids`` of ``table`` in order (duplicates repeated): ``[len(ids), row_dim]`` of
         the table's dtype; for fp8 tables with block scales, the packed rows ``[len(ids),
         row_bytes]`` (uint8), or with ``dequantize=True`` (``"torch"``) ``[len(ids), row_dim]``
-        bf16 as vLLM dequantizes them (a ``torch.bfloat16`` tensor)."""
+        bf16 as vLLM dequantizes them (a ``torch.bfloat16`` tensor).
+
+        Every row of one call comes from one version of the table, also while the server swaps
+        in a new one. ``version`` pins it (None: the version served); the server keeps the last
+        few versions, and one it no longer has raises :class:`FailedPreconditionError` naming
+        it. With ``return_version=True`` the result is ``(rows, version)``."""
         ids = _ids(ids)
-        r = self._call(self._stub.Lookup, pb.LookupRequest(table=table, ids_le=_ids_le(ids)))
+        req = pb.LookupRequest(table=table, ids_le=_ids_le(ids), version=version)
+        r = self._call(self._stub.Lookup, req)
         rows = _response_rows(r, dequantize)
         if rows.shape[0] != len(ids):
             raise ProtocolError(f"asked for {len(ids)} rows, got {rows.shape[0]}")
-        return rows
+        return (rows, r.version) if return_version else rows
 
     def _ngrams_request(
         self,
@@ -439,6 +451,7 @@ class Client:
         dead: Any = None,
         context_dead: Any = None,
         columns: Any = None,
+        version: int | None = None,
     ) -> tuple[pb.LookupNgramsRequest, list[list[int]]]:
         seqs = _sequences(token_ids, "token_ids")
         if context is None or len(context) == 0:
@@ -460,6 +473,7 @@ class Client:
             ],
             compressed=compressed,
             columns=_columns(columns),
+            version=version,
         )
         return req, seqs
 
@@ -475,7 +489,9 @@ class Client:
         dead: Any = None,
         context_dead: Any = None,
         columns: Any = None,
-    ) -> np.ndarray:
+        version: int | None = None,
+        return_version: bool = False,
+    ) -> Any:
         """The input of Engram layer ``layer`` of ``group`` for a batch of token sequences.
 
         Args:
@@ -497,6 +513,9 @@ class Client:
             columns: only these hash columns, a ``range`` or ``(start, end)`` within the layer's
                 ``heads_total`` (a tensor-parallel rank's: ``layout.head_shard(24, ranks,
                 rank)``). None: every column.
+            version: the version of the layer's table to read (None: the version served), as
+                in :meth:`lookup`.
+            return_version: return ``(rows, version)``.
 
         Returns:
             ``[batch, T, columns * row_dim]`` of the layer table's dtype: per position the rows
@@ -505,7 +524,7 @@ class Client:
             its scales), and dequantized ones as ``[batch, T, columns * row_dim]`` bf16.
         """
         req, seqs = self._ngrams_request(
-            group, layer, token_ids, context, compressed, dead, context_dead, columns
+            group, layer, token_ids, context, compressed, dead, context_dead, columns, version
         )
         lengths = {len(s) for s in seqs}
         if len(lengths) > 1:
@@ -518,11 +537,13 @@ class Client:
         rows = _response_rows(r, dequantize)
         positions = batch * t
         if positions == 0:
-            return rows.reshape(batch, t, 0)
-        if rows.shape[0] % positions:
+            out = rows.reshape(batch, t, 0)
+        elif rows.shape[0] % positions:
             raise ProtocolError(f"{rows.shape[0]} rows do not divide into {positions} positions")
-        heads = rows.shape[0] // positions
-        return rows.reshape(batch, t, heads * rows.shape[1])
+        else:
+            heads = rows.shape[0] // positions
+            out = rows.reshape(batch, t, heads * rows.shape[1])
+        return (out, r.version) if return_version else out
 
     def prefetch(self, table: str, ids: Iterable[int] | np.ndarray) -> PrefetchFuture:
         """Asks the server to bring rows ``ids`` of ``table`` into its RAM tier; does not block."""
@@ -560,6 +581,24 @@ class Client:
         """Every table served (an Engram group's layer tables included)."""
         r = self._call(self._stub.ListTables, pb.ListTablesRequest())
         return [TableInfo.from_proto(t) for t in r.tables]
+
+    def reload(self, tables: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Asks the server to look for new versions of ``tables`` (every table when empty) now
+        rather than at its next look, and to try again versions it refused. Returns, per table
+        looked at, ``table``, ``previous_version``, ``version`` (0: none), ``outcome``
+        (``"UNCHANGED"``, ``"SWAPPED"``, ``"ADDED"`` or ``"REFUSED"``) and ``message`` (why a
+        version was refused). Needs an admin token when the server checks tokens."""
+        r = self._call(self._stub.Reload, pb.ReloadRequest(tables=list(tables)))
+        return [
+            {
+                "table": t.table,
+                "previous_version": t.previous_version,
+                "version": t.version,
+                "outcome": pb.ReloadOutcome.Name(t.outcome).removeprefix("RELOAD_OUTCOME_"),
+                "message": t.message,
+            }
+            for t in r.tables
+        ]
 
     def stats(self, reset: bool = False) -> Stats:
         """Server counters; ``reset`` zeroes them after reading."""
@@ -720,7 +759,7 @@ class Client:
                 region_id=region.region_id, token=region.token, offset=int(offset), **source
             ),
         )
-        return Written(r.row_count, r.row_bytes, r.bytes_written, r.gpu_hits)
+        return Written(r.row_count, r.row_bytes, r.bytes_written, r.gpu_hits, r.version)
 
     def lookup_into(
         self, region: Region, table: str, ids: Iterable[int] | np.ndarray, offset: int = 0

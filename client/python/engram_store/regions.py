@@ -57,17 +57,23 @@ class Written(int):
         row_bytes: bytes per row.
         bytes_written: ``row_count * row_bytes``.
         gpu_hits: rows served from the server's VRAM tier (CUDA regions; 0 otherwise).
+        version: the version of the table that served the rows (0 from servers before
+            version swaps).
     """
 
     row_bytes: int
     bytes_written: int
     gpu_hits: int
+    version: int
 
-    def __new__(cls, row_count: int, row_bytes: int, bytes_written: int, gpu_hits: int):
+    def __new__(
+        cls, row_count: int, row_bytes: int, bytes_written: int, gpu_hits: int, version: int = 0
+    ):
         self = super().__new__(cls, row_count)
         self.row_bytes = row_bytes
         self.bytes_written = bytes_written
         self.gpu_hits = gpu_hits
+        self.version = version
         return self
 
     @property
@@ -77,7 +83,8 @@ class Written(int):
     def __repr__(self) -> str:
         return (
             f"Written(row_count={int(self)}, row_bytes={self.row_bytes}, "
-            f"bytes_written={self.bytes_written}, gpu_hits={self.gpu_hits})"
+            f"bytes_written={self.bytes_written}, gpu_hits={self.gpu_hits}, "
+            f"version={self.version})"
         )
 
 

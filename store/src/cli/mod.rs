@@ -109,6 +109,24 @@ pub(crate) struct ServeArgs {
     /// Bytes of answers built and not yet sent, at most, e.g. 1GiB [default 1GiB].
     #[arg(long)]
     pub(crate) answer_budget: Option<String>,
+    /// Requests in flight on one connection (HTTP/2 concurrent streams) [default 32].
+    #[arg(long)]
+    pub(crate) max_concurrent_streams: Option<u32>,
+    /// Rows of requests admitted and not yet answered, over all connections; a request beyond
+    /// it is refused at once with RESOURCE_EXHAUSTED [default 2097152].
+    #[arg(long)]
+    pub(crate) max_rows_in_flight: Option<usize>,
+    /// Versions of each table kept (served, and older ones clients may pin); older versions'
+    /// files are removed once no request reads them [default 2].
+    #[arg(long)]
+    pub(crate) keep_versions: Option<usize>,
+    /// Seconds between looks at the data directory for new table versions, 0 for never (the
+    /// Reload RPC still looks at once) [default 2].
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) watch_interval: Option<f64>,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight [default 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) shutdown_grace: Option<f64>,
     /// Serve Prometheus metrics on http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<String>,
@@ -560,6 +578,21 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.answer_budget {
         c.answer_budget = v;
     }
+    if let Some(v) = a.max_concurrent_streams {
+        c.max_concurrent_streams = v;
+    }
+    if let Some(v) = a.max_rows_in_flight {
+        c.max_rows_in_flight = v;
+    }
+    if let Some(v) = a.keep_versions {
+        c.keep_versions = v;
+    }
+    if let Some(v) = a.watch_interval {
+        c.watch_interval_s = v;
+    }
+    if let Some(v) = a.shutdown_grace {
+        c.shutdown_grace_s = v;
+    }
     if let Some(v) = a.etcd {
         c.etcd = v;
     }
@@ -653,11 +686,34 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             cluster,
         ));
     }
-    engram_store::server::serve(engine, listener, options, async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("shutting down");
+    let grace = options.shutdown_grace;
+    engram_store::server::serve(engine, listener, options, async move {
+        let signal = termination().await;
+        eprintln!(
+            "{signal}: shutting down (health NOT_SERVING, no new connections, up to {:.1}s for \
+             the requests in flight)",
+            grace.as_secs_f64()
+        );
     })
-    .await
+    .await?;
+    eprintln!("engram-store stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT), naming it.
+async fn termination() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: SIGTERM cannot be caught ({e}); only Ctrl-C shuts down gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+    }
 }
 
 /// TLS, tokens and metrics as `c` says; the metrics endpoint, if any, runs until dropped.

@@ -253,4 +253,11 @@ impl EmbeddingStore for ClusterService {
     ) -> Result<Response<pb::ServerInfoResponse>, Status> {
         self.inner.server_info(request).await
     }
+
+    async fn reload(
+        &self,
+        request: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        self.inner.reload(request).await
+    }
 }

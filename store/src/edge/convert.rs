@@ -6,7 +6,7 @@ use engram_store_proto::v1 as pb;
 
 use crate::engine::{
     Answer, AnswerReservation, EngineStats, IntoAnswer, IntoQuery, NgramQuery, ProtocolError,
-    RegisteredRegion, RowSource, RowsQuery, ServedTable, TokenSequence,
+    RegisteredRegion, ReloadOutcome, RowSource, RowsQuery, ServedTable, TableReload, TokenSequence,
 };
 use crate::regions::{RegionKey, RegionSpec};
 
@@ -55,6 +55,7 @@ impl TryFrom<pb::LookupRequest> for RowsQuery {
                 "LookupRequest.ids_le",
             )?,
             table: r.table,
+            version: r.version,
         })
     }
 }
@@ -65,6 +66,7 @@ impl TryFrom<pb::PrefetchRows> for RowsQuery {
         Ok(RowsQuery {
             ids: row_ids(r.ids, &r.ids_le, "PrefetchRows.ids", "PrefetchRows.ids_le")?,
             table: r.table,
+            version: None,
         })
     }
 }
@@ -115,6 +117,7 @@ impl TryFrom<pb::LookupNgramsRequest> for NgramQuery {
                 .map(|(i, s)| token_sequence(i, s))
                 .collect::<Result<_, _>>()?,
             compressed: r.compressed,
+            version: r.version,
             columns,
         })
     }
@@ -228,6 +231,25 @@ impl From<IntoAnswer> for pb::LookupIntoResponse {
             row_bytes: a.row_bytes,
             bytes_written: a.bytes_written,
             gpu_hits: a.gpu_hits,
+            version: a.version,
+        }
+    }
+}
+
+impl From<TableReload> for pb::TableReload {
+    fn from(r: TableReload) -> Self {
+        let outcome = match r.outcome {
+            ReloadOutcome::Unchanged => pb::ReloadOutcome::Unchanged,
+            ReloadOutcome::Swapped => pb::ReloadOutcome::Swapped,
+            ReloadOutcome::Added => pb::ReloadOutcome::Added,
+            ReloadOutcome::Refused => pb::ReloadOutcome::Refused,
+        };
+        pb::TableReload {
+            table: r.table,
+            previous_version: r.previous.unwrap_or(0),
+            version: r.version.unwrap_or(0),
+            outcome: outcome as i32,
+            message: r.message,
         }
     }
 }
@@ -282,6 +304,9 @@ impl From<EngineStats> for pb::StatsResponse {
             prefetch_dropped_requests: s.prefetch_dropped_requests,
             answer_bytes_in_flight: s.answer_bytes_in_flight,
             answer_budget_bytes: s.answer_budget_bytes,
+            rows_in_flight: s.rows_in_flight,
+            max_rows_in_flight: s.max_rows_in_flight,
+            refused_requests: s.refused_requests,
             unavailable: s
                 .unavailable
                 .into_iter()

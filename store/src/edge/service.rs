@@ -190,7 +190,7 @@ impl EmbeddingStore for StoreService {
         _: Request<pb::ListTablesRequest>,
     ) -> Result<Response<pb::ListTablesResponse>, Status> {
         Ok(Response::new(pb::ListTablesResponse {
-            tables: self.engine.tables().map(|t| table_info(t)).collect(),
+            tables: self.engine.tables().map(|t| table_info(&t)).collect(),
         }))
     }
 
@@ -199,7 +199,7 @@ impl EmbeddingStore for StoreService {
         request: Request<pb::DescribeTableRequest>,
     ) -> Result<Response<pb::TableInfo>, Status> {
         let table = self.engine.table(&request.into_inner().table)?;
-        Ok(Response::new(table_info(table)))
+        Ok(Response::new(table_info(&table)))
     }
 
     async fn stats(
@@ -267,6 +267,17 @@ impl EmbeddingStore for StoreService {
             max_regions_per_connection: u32::try_from(c.max_regions_per_connection)
                 .unwrap_or(u32::MAX),
             version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn reload(
+        &self,
+        request: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let tables = request.into_inner().tables;
+        let report = self.engine.reload(&tables, true).await?;
+        Ok(Response::new(pb::ReloadResponse {
+            tables: report.into_iter().map(Into::into).collect(),
         }))
     }
 }

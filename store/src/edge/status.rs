@@ -18,7 +18,9 @@ pub(crate) fn code_of(e: &LookupError) -> Code {
         | LookupError::ColumnRange { .. }
         | LookupError::Hash { .. } => Code::InvalidArgument,
         LookupError::Region(r) => region_code(r),
-        LookupError::NoGpuTier { .. } => Code::FailedPrecondition,
+        LookupError::NoGpuTier { .. } | LookupError::VersionNotServed { .. } => {
+            Code::FailedPrecondition
+        }
         LookupError::Overloaded { .. } => Code::ResourceExhausted,
         LookupError::Tier { source, .. } => match source {
             engram_store_cache::TierError::Corrupt { .. } => Code::DataLoss,
@@ -41,6 +43,12 @@ fn region_code(e: &crate::regions::RegionError) -> Code {
 impl From<LookupError> for Status {
     fn from(e: LookupError) -> Self {
         Status::new(code_of(&e), e.to_string())
+    }
+}
+
+impl From<crate::engine::EngineError> for Status {
+    fn from(e: crate::engine::EngineError) -> Self {
+        Status::internal(e.to_string())
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::admission::RowsPermit;
 use super::error::LookupError;
 
 /// Reservations are counted in KiB (a semaphore counts in u32).
@@ -50,10 +51,27 @@ impl Pool {
     }
 }
 
-/// Bytes of one answer, reserved until dropped.
+/// Bytes of one answer, reserved until dropped (with the rows its request was admitted for,
+/// when it holds them).
 #[derive(Debug, Clone)]
 pub struct AnswerReservation {
     _permit: Arc<OwnedSemaphorePermit>,
+    _rows: Option<Arc<RowsPermit>>,
+}
+
+impl AnswerReservation {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: Arc::new(permit),
+            _rows: None,
+        }
+    }
+
+    /// The reservation, also holding the admission of its request's rows until dropped.
+    pub(crate) fn holding(mut self, rows: RowsPermit) -> Self {
+        self._rows = Some(Arc::new(rows));
+        self
+    }
 }
 
 impl AnswerBudget {
@@ -90,9 +108,7 @@ impl AnswerBudget {
         if bytes <= SMALL_ANSWER {
             let n = units(&self.small);
             if let Ok(permit) = self.small.permits.clone().try_acquire_many_owned(n) {
-                return Ok(AnswerReservation {
-                    _permit: Arc::new(permit),
-                });
+                return Ok(AnswerReservation::new(permit));
             }
         }
         let acquire = self
@@ -101,9 +117,7 @@ impl AnswerBudget {
             .clone()
             .acquire_many_owned(units(&self.large));
         match tokio::time::timeout(self.wait, acquire).await {
-            Ok(Ok(permit)) => Ok(AnswerReservation {
-                _permit: Arc::new(permit),
-            }),
+            Ok(Ok(permit)) => Ok(AnswerReservation::new(permit)),
             _ => Err(LookupError::Overloaded {
                 what: "answer bytes in flight",
                 limit: self.total_bytes(),

@@ -1,4 +1,5 @@
-//! How the engine serves: data directory, tier budgets and policies, I/O engine, limits.
+//! How the engine serves: data directory, tier budgets and policies, I/O engine, limits, and how
+//! new table versions are picked up.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +43,17 @@ pub struct EngineConfig {
     pub max_regions_per_connection: usize,
     /// Regions the server holds in all. Default 1,024.
     pub max_regions: usize,
+    /// Rows of requests admitted and not yet answered, over all requests; a request that would
+    /// go past it is refused at once with RESOURCE_EXHAUSTED (one larger than the whole bound is
+    /// admitted alone). Default 2,097,152.
+    pub max_rows_in_flight: usize,
+    /// Versions of each table kept open and on disk: the one served and those before it, which
+    /// clients may pin; older versions' files are removed once no request reads them. At least
+    /// 1. Default 2.
+    pub keep_versions: usize,
+    /// How often the data directory is looked at for new table versions (zero: never; a Reload
+    /// still looks at once). Default 2 s.
+    pub version_watch: Duration,
     /// Sidecar channels one connection may hold. Default 8.
     pub max_channels_per_connection: usize,
     /// Sidecar channels the server holds in all. Default 64.
@@ -68,6 +80,9 @@ impl EngineConfig {
             prefetch_tasks: 1,
             max_regions_per_connection: 64,
             max_regions: 1024,
+            max_rows_in_flight: 1 << 21,
+            keep_versions: 2,
+            version_watch: Duration::from_secs(2),
             max_channels_per_connection: 8,
             max_channels: 64,
         }

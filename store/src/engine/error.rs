@@ -23,6 +23,19 @@ pub enum LookupError {
         /// Comma-separated names served.
         known: String,
     },
+    /// A pinned version of a table that is not served (gone, or not yet loaded).
+    #[error(
+        "version {version} of table {table:?} is not served; versions served: [{kept}] (a \
+         server keeps the last few versions of a table; pin one of those, or none)"
+    )]
+    VersionNotServed {
+        /// Table.
+        table: String,
+        /// Version asked for.
+        version: u64,
+        /// Comma-separated versions kept, newest first.
+        kept: String,
+    },
     /// A row id at or past the end of the table.
     #[error(
         "row id {id} (at position {position}) is out of range: table {table:?} has {rows} rows"

@@ -75,7 +75,7 @@ pub struct ServedGroup {
 }
 
 /// One layer of a group: how token ids become row ids, and the table of those rows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServedLayer {
     group: String,
     hasher: LayerHasher,
@@ -106,17 +106,7 @@ impl ServedGroup {
                     table: name.to_owned(),
                     layer_id: id,
                 })?;
-            let m = table.manifest();
-            if m.rows != layer.row_count() || m.row_dim as usize != layout.row_dim() {
-                return Err(GroupOpenError::Shape {
-                    table: name.to_owned(),
-                    layer_id: id,
-                    rows: m.rows,
-                    row_dim: m.row_dim,
-                    want_rows: layer.row_count(),
-                    want_row_dim: layout.row_dim(),
-                });
-            }
+            check_shape(&layout, id, table)?;
             let hasher =
                 LayerHasher::new(&layout, id).map_err(|source| GroupOpenError::Hasher {
                     layer_id: id,
@@ -138,6 +128,39 @@ impl ServedGroup {
             name: meta.name,
             layout,
             map,
+            layers,
+        })
+    }
+
+    /// The same group over other versions of its layers' tables (a new version swapped in):
+    /// every layer keeps its hasher and map and reads the table of the same name in `tables`,
+    /// which must have the layout's shape.
+    pub fn relink(
+        &self,
+        tables: &BTreeMap<String, Arc<ServedTable>>,
+    ) -> Result<Self, GroupOpenError> {
+        let mut layers = BTreeMap::new();
+        for (&id, layer) in &self.layers {
+            let name = &layer.table.manifest().name;
+            let table = tables
+                .get(name)
+                .ok_or_else(|| GroupOpenError::TableNotServed {
+                    table: name.clone(),
+                    layer_id: id,
+                })?;
+            check_shape(&self.layout, id, table)?;
+            layers.insert(
+                id,
+                Arc::new(ServedLayer {
+                    table: table.clone(),
+                    ..ServedLayer::clone(layer)
+                }),
+            );
+        }
+        Ok(Self {
+            name: self.name.clone(),
+            layout: self.layout.clone(),
+            map: self.map.clone(),
             layers,
         })
     }
@@ -279,6 +302,27 @@ impl ServedLayer {
             cause,
         })
     }
+}
+
+/// Checks that `table` has the shape `layout` gives layer `layer_id`.
+pub(crate) fn check_shape(
+    layout: &Layout,
+    layer_id: u32,
+    table: &ServedTable,
+) -> Result<(), GroupOpenError> {
+    let m = table.manifest();
+    let want_rows = layout.layer(layer_id).map_or(0, |l| l.row_count());
+    if m.rows != want_rows || m.row_dim as usize != layout.row_dim() {
+        return Err(GroupOpenError::Shape {
+            table: m.name.clone(),
+            layer_id,
+            rows: m.rows,
+            row_dim: m.row_dim,
+            want_rows,
+            want_row_dim: layout.row_dim(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks that every live id (not marked in `dead`, empty or one byte per id) is a compressed id

@@ -15,6 +15,8 @@ pub struct RowsQuery {
     pub table: String,
     /// Row ids, in the order the rows are wanted (duplicates allowed).
     pub ids: Vec<u64>,
+    /// The table version to serve from (`None`: the version served now).
+    pub version: Option<u64>,
 }
 
 /// One sequence of an n-gram request: its tokens, the tokens before it, and which of them are
@@ -121,6 +123,8 @@ pub struct NgramQuery {
     pub sequences: Vec<TokenSequence>,
     /// True when the ids are already compressed (else they are raw tokenizer ids).
     pub compressed: bool,
+    /// The version of the layer's table to serve from (`None`: the version served now).
+    pub version: Option<u64>,
     /// The hash columns wanted (`j = (order - 2) * heads + head`), a non-empty `[start, end)`
     /// within the layer's `heads_total` (a tensor-parallel rank's); `None`: every column.
     pub columns: Option<Range<u32>>,

@@ -5,7 +5,13 @@
 //! [`ServedTable::lookup_deduped`] serves a batch already reduced to distinct ids (the n-gram
 //! path): each distinct row is served once, through every tier, into its first output position
 //! and then copied to the other positions that want it.
+//!
+//! Each version samples the ids its traffic reads ([`RecentIds`]), which warm the next version of
+//! the table before it is swapped in, and shares one [`VersionDir`] among every `ServedTable`
+//! of its files: when the last is dropped, no request reads the version any more and its files
+//! may go.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +20,7 @@ use engram_store_cache::{Cascade, RowCacheBuilder, TierError, TierKind, TierStat
 
 use super::dedup::DedupedIds;
 use super::error::LookupError;
+use super::recent_ids::{RING_SLOTS, RecentIds};
 use crate::table::{Manifest, OpenTable};
 
 /// A table version opened for serving with its tiers.
@@ -23,6 +30,21 @@ pub struct ServedTable {
     cascade: Arc<Cascade>,
     ram: Option<Arc<RamTier>>,
     nvme: NvmeTier,
+    recent: RecentIds,
+    dir: Arc<VersionDir>,
+}
+
+/// The directory of a table version, shared by everything serving from its files.
+#[derive(Debug)]
+pub struct VersionDir {
+    path: PathBuf,
+}
+
+impl VersionDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl ServedTable {
@@ -35,7 +57,9 @@ impl ServedTable {
         io: Arc<dyn IoEngine>,
     ) -> Self {
         let OpenTable {
-            manifest, files, ..
+            manifest,
+            files,
+            dir,
         } = table;
         let files = files
             .into_iter()
@@ -59,7 +83,64 @@ impl ServedTable {
             cascade,
             ram,
             nvme,
+            recent: RecentIds::new(RING_SLOTS),
+            dir: Arc::new(VersionDir { path: dir }),
         }
+    }
+
+    /// The same version served from its files alone (no cache tier, no sampling): how a version
+    /// stays available to clients that pin it once a newer one is served, without holding cache
+    /// memory.
+    pub(crate) fn files_only(&self) -> Self {
+        let nvme = self.nvme.clone();
+        let tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(nvme.clone())];
+        Self {
+            manifest: self.manifest.clone(),
+            cascade: Arc::new(Cascade::new(tiers, self.row_bytes())),
+            ram: None,
+            nvme,
+            recent: RecentIds::new(0),
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// The version served.
+    pub fn version(&self) -> u64 {
+        self.manifest.version
+    }
+
+    /// Its directory, shared by everything serving from its files.
+    pub fn version_dir(&self) -> &Arc<VersionDir> {
+        &self.dir
+    }
+
+    /// Distinct ids recently read, sorted: what a new version is warmed with.
+    pub(crate) fn recent_ids(&self) -> Vec<u64> {
+        self.recent.snapshot()
+    }
+
+    /// Reads `ids` from the files, checking every block read against its checksum, without
+    /// sampling them or offering them to the cache tiers: how a new version is checked before it
+    /// is served.
+    pub(crate) async fn check_rows(&self, ids: &[u64]) -> Result<(), LookupError> {
+        self.check_ids(ids)?;
+        let mut out = vec![0u8; ids.len() * self.row_bytes()];
+        let mut missed = Vec::new();
+        self.nvme
+            .serve(Want::packed(ids), &mut out, &mut missed)
+            .await
+            .map_err(|e| self.tier_error(e))?;
+        match missed.first() {
+            None => Ok(()),
+            Some(&k) => Err(self.tier_error(TierError::NotHeld { row: ids[k] })),
+        }
+    }
+
+    /// Rows the RAM tier can hold (0 without one).
+    pub fn ram_capacity_rows(&self) -> u64 {
+        self.ram
+            .as_ref()
+            .map_or(0, |r| r.cache().stats().capacity_rows)
     }
 
     /// The manifest of the version served.
@@ -140,6 +221,7 @@ impl ServedTable {
     /// request order. On error `out` may hold some rows; callers must not use it.
     pub async fn lookup_into(&self, ids: &[u64], out: &mut [u8]) -> Result<(), LookupError> {
         self.check_ids(ids)?;
+        self.recent.record(ids);
         let out = &mut out[..ids.len() * self.row_bytes()];
         self.cascade
             .serve(Want::packed(ids), out)
@@ -166,6 +248,7 @@ impl ServedTable {
         if let Some(k) = ids.distinct().iter().position(|&id| id >= rows) {
             return Err(self.out_of_range(ids.distinct()[k], ids.first()[k]));
         }
+        self.recent.record(ids.distinct());
         let rb = self.row_bytes();
         let out = &mut out[..ids.len() * rb];
         let want = Want {
@@ -189,6 +272,7 @@ impl ServedTable {
     /// the rows read.
     pub async fn prefetch(&self, ids: &[u64]) -> Result<usize, LookupError> {
         self.check_ids(ids)?;
+        self.recent.record(ids);
         self.cascade
             .prefetch(ids)
             .await
@@ -200,6 +284,7 @@ impl ServedTable {
     /// from the host tiers. Returns the VRAM hits.
     pub async fn lookup_into_device(&self, ids: &[u64], dst: u64) -> Result<u64, LookupError> {
         self.check_ids(ids)?;
+        self.recent.record(ids);
         match self.cascade.serve_to_device(ids, dst).await {
             Some(result) => result.map_err(|e| self.tier_error(e)),
             None => Err(LookupError::NoGpuTier {

@@ -2,16 +2,23 @@
 //! RAM and VRAM budgets proportional to its data bytes, all reading through one I/O engine), the
 //! Engram groups over them, the registered regions, and one method per kind of request. The gRPC
 //! edge converts a message into a query, calls one of these, and encodes the answer.
+//!
+//! What is served lives in a [`Catalog`], replaced whole when a new table version is swapped in
+//! (`super::versions`); each request reads one snapshot of it. Requests are admitted by their
+//! rows ([`super::admission`]) before any work is done for them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engram_store_cache::io::{IoEngine, IoEngineConfig, IoEngineKind, start_engine};
-use engram_store_cache::{PolicyFactory, RowCacheBuilder, Tier, policy};
+use engram_store_cache::io::{IoEngineConfig, IoEngineKind, start_engine};
+use engram_store_cache::{PolicyFactory, policy};
 
+use super::admission::Admission;
 use super::answer_budget::{AnswerBudget, AnswerReservation};
+use super::build::{TableBuilder, share};
+use super::catalog::{Catalog, CatalogCell, TableVersions, Unavailable};
 use super::config::EngineConfig;
 use super::dedup::DedupedIds;
 use super::error::LookupError;
@@ -20,12 +27,16 @@ use super::prefetch_queue::PrefetchQueue;
 use super::query::{IntoQuery, NgramQuery, RowSource, RowsQuery};
 use super::served_table::ServedTable;
 use super::stats::{Delivered, EngineStats, RequestCounters, process_rss_bytes, sum_by_kind};
+use super::versions::Versions;
 use crate::channel::{ChannelError, ChannelTarget, Channels};
 use crate::group::{GroupError, GroupFiles, list_group_names};
 use crate::regions::{
     Owner, Region, RegionError, RegionMemory, RegionRegistry, RegionSpec, ShmRegion,
 };
-use crate::table::{OpenTable, TableError, list_table_names, remove_stale_leftovers};
+use crate::table::{
+    OpenTable, TableError, complete_versions, list_table_names, remove_stale_leftovers,
+    version_dir_name,
+};
 
 /// Failure to start the engine.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +96,9 @@ pub enum EngineError {
         #[source]
         source: GroupError,
     },
+    /// A table version could not be taken in while serving.
+    #[error("{0}")]
+    Reload(String),
     /// An Engram group's tables do not match its layout.
     #[error("open Engram group {name:?}: {source}")]
     Group {
@@ -109,17 +123,6 @@ pub struct Answer {
     pub reservation: AnswerReservation,
 }
 
-/// A table or group found in the data directory that is not served, and why.
-#[derive(Debug, Clone)]
-pub struct Unavailable {
-    /// Its name.
-    pub name: String,
-    /// "table" or "Engram group".
-    pub kind: &'static str,
-    /// Why it is not served.
-    pub error: Arc<EngineError>,
-}
-
 /// What a LookupInto wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntoAnswer {
@@ -131,6 +134,8 @@ pub struct IntoAnswer {
     pub bytes_written: u64,
     /// Rows served from VRAM (device regions).
     pub gpu_hits: u64,
+    /// Version of the table that served the rows.
+    pub version: u64,
 }
 
 /// A region just registered.
@@ -156,30 +161,23 @@ pub struct ResolvedNgrams {
 /// Every served table and group, the regions, and the request counters.
 #[derive(Debug)]
 pub struct Engine {
-    tables: BTreeMap<String, Arc<ServedTable>>,
-    groups: BTreeMap<String, Arc<ServedGroup>>,
-    unavailable: Vec<Unavailable>,
+    catalog: CatalogCell,
     removed_leftovers: Vec<std::path::PathBuf>,
     regions: RegionRegistry,
     channels: Channels,
     answers: AnswerBudget,
+    admission: Admission,
     prefetches: PrefetchQueue,
-    io: Arc<dyn IoEngine>,
+    builder: TableBuilder,
+    pub(crate) versions: Versions,
     config: EngineConfig,
     counters: RequestCounters,
-    #[cfg(feature = "cuda")]
-    gpu_context: Option<Arc<engram_store_cache::gpu::CudaContext>>,
-}
-
-/// A table's share of `budget`: proportional to its data bytes among `total` bytes.
-fn share(budget: u64, bytes: u64, total: u128) -> u64 {
-    (u128::from(budget) * u128::from(bytes))
-        .checked_div(total)
-        .map_or(0, |s| s as u64)
 }
 
 impl Engine {
-    /// Opens every table under `config.data_dir`, and every Engram group there over them.
+    /// Opens every table under `config.data_dir` (its newest complete version that opens, and
+    /// the `keep_versions - 1` before it for clients that pin them), and every Engram group
+    /// there over them.
     pub fn open(config: EngineConfig) -> Result<Self, EngineError> {
         let factory: Option<PolicyFactory> = match &config.ram_policy {
             None => None,
@@ -219,113 +217,97 @@ impl Engine {
             kind: config.io_engine,
             source,
         })?;
+        let builder = TableBuilder::new(factory, io, &config);
+        let versions = Versions::new();
         let removed_leftovers = remove_stale_leftovers(&config.data_dir);
         for path in &removed_leftovers {
             tracing::warn!(path = %path.display(), "removed a half-written version left by a crashed ingest");
         }
         let names = list_table_names(&config.data_dir).map_err(EngineError::DataDir)?;
         let mut opened = Vec::new();
-        let mut unavailable = Vec::new();
+        let mut catalog = Catalog::default();
         for name in names {
-            match OpenTable::open_newest(&config.data_dir, &name, config.direct_io) {
-                Ok(table) => opened.push(table),
-                Err(source) => {
-                    let error = EngineError::Table {
-                        name: name.clone(),
-                        source,
-                    };
-                    tracing::error!(table = %name, error = %error, "table not served");
-                    unavailable.push(Unavailable {
-                        name,
-                        kind: "table",
-                        error: Arc::new(error),
-                    });
+            let table_dir = config.data_dir.join(&name);
+            let on_disk = complete_versions(&table_dir);
+            let mut failure = None;
+            for &v in &on_disk {
+                match OpenTable::open_dir(&table_dir.join(version_dir_name(v)), config.direct_io) {
+                    Ok(table) => {
+                        if let Some((_, error)) = failure.take() {
+                            tracing::error!(table = %name, version = v, error = %error,
+                                "the newest version does not open: serving the one before it");
+                        }
+                        opened.push((name.clone(), table, on_disk.clone()));
+                        break;
+                    }
+                    Err(source) => {
+                        versions.refuse(&table_dir, &name, v, &source.to_string());
+                        failure.get_or_insert((v, source));
+                    }
                 }
+            }
+            if let Some((_, source)) = failure {
+                let error = EngineError::Table {
+                    name: name.clone(),
+                    source,
+                };
+                tracing::error!(table = %name, error = %error, "table not served");
+                catalog.unavailable.push(Unavailable {
+                    name,
+                    kind: "table",
+                    error: Arc::new(error),
+                });
             }
         }
         let total_bytes: u128 = opened
             .iter()
-            .map(|t| u128::from(t.manifest.data_bytes()))
+            .map(|(_, t, _)| u128::from(t.manifest.data_bytes()))
             .sum();
-        let mut tables = BTreeMap::new();
-        #[cfg(feature = "cuda")]
-        let mut gpu_context = None;
-        for table in opened {
-            let m = &table.manifest;
-            let ram_share = share(config.ram_cache_bytes, m.data_bytes(), total_bytes);
-            let ram = (ram_share > 0).then(|| {
-                let b = RowCacheBuilder::new(m.row_bytes as usize)
-                    .budget_bytes(ram_share)
-                    .key_bound(m.rows)
-                    // Unless a policy was asked for, a table that fits is held whole.
-                    .whole_table_when_it_fits(factory.is_none());
-                match &factory {
-                    Some(f) => b.policy(f.clone()),
-                    None => b,
-                }
-            });
-            let name = m.name.clone();
-            #[cfg(feature = "cuda")]
-            let gpu = {
-                let gpu_share = share(config.gpu_budget_bytes, m.data_bytes(), total_bytes);
-                if gpu_share > 0 {
-                    let mut c = engram_store_cache::gpu::GpuTierConfig::new(
-                        config.gpu_device,
-                        gpu_share,
-                        m.row_bytes as usize,
-                    );
-                    c.max_batch = config.max_batch_ids.min(1 << 20);
-                    let tier = engram_store_cache::gpu::GpuTier::new(&c).map_err(|source| {
-                        EngineError::Gpu {
-                            what: format!("the VRAM tier of table {name:?} failed"),
-                            source,
+        for (name, table, on_disk) in opened {
+            let bytes = table.manifest.data_bytes();
+            let current_version = table.manifest.version;
+            let ram_share = share(config.ram_cache_bytes, bytes, total_bytes);
+            let gpu_share = share(config.gpu_budget_bytes, bytes, total_bytes);
+            let built = builder.build(table, ram_share, gpu_share)?;
+            let table_dir = config.data_dir.join(&name);
+            let older = on_disk
+                .iter()
+                .filter(|&&v| v < current_version)
+                .take(config.keep_versions.max(1) - 1)
+                .filter_map(|&v| {
+                    match OpenTable::open_dir(
+                        &table_dir.join(version_dir_name(v)),
+                        config.direct_io,
+                    ) {
+                        Ok(t) => Some(builder.files_only(t)),
+                        Err(e) => {
+                            tracing::warn!(table = %name, version = v, error = %e,
+                                "an older version does not open: it cannot be pinned");
+                            None
                         }
-                    })?;
-                    gpu_context.get_or_insert_with(|| tier.context().clone());
-                    Some(Arc::new(tier))
-                } else {
-                    None
-                }
-            };
-            #[cfg(not(feature = "cuda"))]
-            let gpu: Option<Arc<dyn Tier>> = None;
-            #[cfg(feature = "cuda")]
-            let served = ServedTable::new(
-                table,
-                gpu.clone().map(|g| g as Arc<dyn Tier>),
-                ram,
-                io.clone(),
+                    }
+                })
+                .collect();
+            catalog.tables.insert(
+                name,
+                TableVersions {
+                    current: built.table,
+                    older,
+                    ram_share,
+                    gpu_share,
+                },
             );
-            #[cfg(not(feature = "cuda"))]
-            let served = ServedTable::new(table, gpu, ram, io.clone());
-            let served = Arc::new(served);
-            #[cfg(feature = "cuda")]
-            if let Some(gpu) = gpu {
-                engram_store_cache::tier::spawn_refresh(served.cascade(), gpu, config.gpu_refresh);
-            }
-            tables.insert(name, served);
         }
-        let mut groups = BTreeMap::new();
+        let current = catalog.current_tables();
         let group_names = list_group_names(&config.data_dir).map_err(EngineError::GroupDir)?;
         for name in group_names {
-            let opened = GroupFiles::load(&config.data_dir, &name)
-                .map_err(|source| EngineError::GroupFiles {
-                    name: name.clone(),
-                    source,
-                })
-                .and_then(|files| {
-                    ServedGroup::open(files, &tables).map_err(|source| EngineError::Group {
-                        name: name.clone(),
-                        source,
-                    })
-                });
-            match opened {
+            match open_group(&config.data_dir, &name, &current) {
                 Ok(group) => {
-                    groups.insert(name, Arc::new(group));
+                    catalog.groups.insert(name, Arc::new(group));
                 }
                 Err(error) => {
                     tracing::error!(group = %name, error = %error, "Engram group not served");
-                    unavailable.push(Unavailable {
+                    catalog.unavailable.push(Unavailable {
                         name,
                         kind: "Engram group",
                         error: Arc::new(error),
@@ -334,55 +316,63 @@ impl Engine {
             }
         }
         Ok(Self {
-            tables,
-            groups,
-            unavailable,
+            catalog: CatalogCell::new(catalog),
             removed_leftovers,
             regions: RegionRegistry::new(config.max_regions_per_connection, config.max_regions),
             channels: Channels::new(config.max_channels_per_connection, config.max_channels),
             answers: AnswerBudget::new(config.answer_budget_bytes, config.answer_wait),
+            admission: Admission::new(config.max_rows_in_flight),
             prefetches: PrefetchQueue::new(config.prefetch_queue_rows, config.prefetch_tasks),
-            io,
+            builder,
+            versions,
             config,
             counters: RequestCounters::default(),
-            #[cfg(feature = "cuda")]
-            gpu_context,
         })
     }
 
-    /// The table called `name`.
-    pub fn table(&self, name: &str) -> Result<&Arc<ServedTable>, LookupError> {
-        self.tables
-            .get(name)
-            .ok_or_else(|| LookupError::UnknownTable {
-                name: name.to_owned(),
-                known: self.tables.keys().cloned().collect::<Vec<_>>().join(", "),
-            })
+    /// What is served now: a snapshot that does not change (a new version makes a new one).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load()
     }
 
-    /// Every table, by name.
-    pub fn tables(&self) -> impl Iterator<Item = &Arc<ServedTable>> {
-        self.tables.values()
+    /// Replaces what is served (a reload).
+    pub(crate) fn publish(&self, catalog: Catalog) {
+        self.catalog.store(catalog);
+        self.versions.changed();
     }
 
-    /// The Engram group called `name`.
-    pub fn group(&self, name: &str) -> Result<&Arc<ServedGroup>, LookupError> {
-        self.groups
-            .get(name)
-            .ok_or_else(|| LookupError::UnknownGroup {
-                name: name.to_owned(),
-                known: self.groups.keys().cloned().collect::<Vec<_>>().join(", "),
-            })
+    /// Builds table versions.
+    pub(crate) fn builder(&self) -> &TableBuilder {
+        &self.builder
+    }
+
+    /// The version served now of the table called `name`.
+    pub fn table(&self, name: &str) -> Result<Arc<ServedTable>, LookupError> {
+        self.catalog().table(name).cloned()
+    }
+
+    /// The version served now of every table, by name.
+    pub fn tables(&self) -> impl Iterator<Item = Arc<ServedTable>> + use<> {
+        let catalog = self.catalog();
+        let tables: Vec<_> = catalog.tables().cloned().collect();
+        tables.into_iter()
+    }
+
+    /// The Engram group called `name`, as served now.
+    pub fn group(&self, name: &str) -> Result<Arc<ServedGroup>, LookupError> {
+        self.catalog().group(name).cloned()
     }
 
     /// Every Engram group, by name.
-    pub fn groups(&self) -> impl Iterator<Item = &Arc<ServedGroup>> {
-        self.groups.values()
+    pub fn groups(&self) -> impl Iterator<Item = Arc<ServedGroup>> + use<> {
+        let catalog = self.catalog();
+        let groups: Vec<_> = catalog.groups().cloned().collect();
+        groups.into_iter()
     }
 
     /// Tables and groups found in the data directory but not served, and why.
-    pub fn unavailable(&self) -> &[Unavailable] {
-        &self.unavailable
+    pub fn unavailable(&self) -> Vec<Unavailable> {
+        self.catalog().unavailable().to_vec()
     }
 
     /// Half-written versions of crashed ingests removed at start.
@@ -399,10 +389,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The table and checked ids of a rows query.
-    fn resolve_rows(&self, q: &RowsQuery) -> Result<&Arc<ServedTable>, LookupError> {
+    /// The table version and checked ids of a rows query.
+    fn resolve_rows(&self, q: &RowsQuery) -> Result<Arc<ServedTable>, LookupError> {
         self.check_batch(q.ids.len(), "ids")?;
-        let table = self.table(&q.table)?;
+        let table = self.catalog().table_at(&q.table, q.version)?.clone();
         table.check_ids(&q.ids)?;
         Ok(table)
     }
@@ -418,20 +408,39 @@ impl Engine {
         Ok(ResolvedNgrams { layer, ids })
     }
 
-    /// Reserves the bytes of an answer of `rows` rows of `table` in the in-flight budget.
-    async fn reserve(
+    /// The version of a layer's table an n-gram query reads: the one its group was linked to
+    /// when the query was resolved, or the version it pins.
+    fn layer_table(
+        &self,
+        layer: &ServedLayer,
+        version: Option<u64>,
+    ) -> Result<Arc<ServedTable>, LookupError> {
+        let table = layer.table();
+        match version {
+            Some(v) if v != table.version() => self
+                .catalog()
+                .table_at(&table.manifest().name, Some(v))
+                .cloned(),
+            _ => Ok(table.clone()),
+        }
+    }
+
+    /// Admits a request of `rows` rows of `table` (or refuses it at once), then reserves the
+    /// bytes of its answer in the in-flight budget; the reservation holds both.
+    async fn admit_answer(
         &self,
         table: &ServedTable,
         rows: usize,
     ) -> Result<AnswerReservation, LookupError> {
+        let admitted = self.admission.admit(rows)?;
         let bytes = rows as u64 * u64::from(table.manifest().row_bytes);
-        self.answers.reserve(bytes).await
+        Ok(self.answers.reserve(bytes).await?.holding(admitted))
     }
 
     /// Rows by id.
     pub async fn lookup(&self, q: &RowsQuery) -> Result<Answer, LookupError> {
-        let table = self.resolve_rows(q)?.clone();
-        let reservation = self.reserve(&table, q.ids.len()).await?;
+        let table = self.resolve_rows(q)?;
+        let reservation = self.admit_answer(&table, q.ids.len()).await?;
         let rows = table.lookup(&q.ids).await?;
         Ok(Answer {
             table,
@@ -444,10 +453,11 @@ impl Engine {
     /// The rows an Engram layer consumes for token sequences.
     pub async fn lookup_ngrams(&self, q: &NgramQuery) -> Result<Answer, LookupError> {
         let ResolvedNgrams { layer, ids } = self.resolve_ngrams(q)?;
-        let reservation = self.reserve(layer.table(), ids.len()).await?;
-        let rows = layer.table().lookup_deduped(&ids).await?;
+        let table = self.layer_table(&layer, q.version)?;
+        let reservation = self.admit_answer(&table, ids.len()).await?;
+        let rows = table.lookup_deduped(&ids).await?;
         Ok(Answer {
-            table: layer.table().clone(),
+            table,
             rows,
             row_count: ids.len(),
             reservation,
@@ -459,7 +469,7 @@ impl Engine {
     /// rows accepted (0 when dropped).
     pub fn prefetch(&self, source: &RowSource) -> Result<u64, LookupError> {
         let (table, mut ids) = match source {
-            RowSource::Rows(q) => (self.resolve_rows(q)?.clone(), q.ids.clone()),
+            RowSource::Rows(q) => (self.resolve_rows(q)?, q.ids.clone()),
             RowSource::Ngrams(q) => {
                 let r = self.resolve_ngrams(q)?;
                 (r.layer.table().clone(), r.ids.distinct().to_vec())
@@ -559,7 +569,7 @@ impl Engine {
         size: u64,
         device: u32,
     ) -> Result<RegionMemory, RegionError> {
-        let Some(ctx) = &self.gpu_context else {
+        let Some(ctx) = self.builder.gpu_context() else {
             return Err(RegionError::NoGpu);
         };
         if device as usize != self.config.gpu_device {
@@ -606,10 +616,11 @@ impl Engine {
         source: &RowSource,
     ) -> Result<IntoAnswer, LookupError> {
         let (table, ids, deduped) = match source {
-            RowSource::Rows(rows) => (self.resolve_rows(rows)?.clone(), Some(&rows.ids), None),
+            RowSource::Rows(rows) => (self.resolve_rows(rows)?, Some(&rows.ids), None),
             RowSource::Ngrams(ngrams) => {
                 let r = self.resolve_ngrams(ngrams)?;
-                (r.layer.table().clone(), None, Some(r.ids))
+                let table = self.layer_table(&r.layer, ngrams.version)?;
+                (table, None, Some(r.ids))
             }
         };
         let count = ids.map_or_else(|| deduped.as_ref().map_or(0, DedupedIds::len), Vec::len);
@@ -619,6 +630,7 @@ impl Engine {
             .checked_add(len)
             .ok_or(RegionError::Overflow { offset, len })?;
         let mut lease = region.lease(offset..end)?;
+        let _admitted = self.admission.admit(count)?;
         let mut gpu_hits = 0;
         if let Some(dst) = lease.shm_bytes() {
             match (ids, &deduped) {
@@ -641,6 +653,7 @@ impl Engine {
             row_bytes: rb as u32,
             bytes_written: len,
             gpu_hits,
+            version: table.version(),
         })
     }
 
@@ -656,7 +669,13 @@ impl Engine {
 
     /// A snapshot of every tier and counter; zeroes the counters if `reset`.
     pub fn stats(&self, reset: bool) -> EngineStats {
-        let tiers = sum_by_kind(self.tables.values().map(|t| t.tier_stats()));
+        let catalog = self.catalog();
+        let tiers = sum_by_kind(
+            catalog
+                .table_versions()
+                .flat_map(|(_, v)| v.all())
+                .map(|t| t.tier_stats()),
+        );
         let (prefetch_dropped_rows, prefetch_dropped_requests) = self.prefetches.dropped();
         let mut stats = EngineStats {
             fixed_overhead_bytes: tiers.iter().map(|(_, s)| s.fixed_bytes).sum(),
@@ -668,8 +687,11 @@ impl Engine {
             prefetch_dropped_requests,
             answer_bytes_in_flight: self.answers.reserved_bytes(),
             answer_budget_bytes: self.answers.total_bytes(),
-            unavailable: self
-                .unavailable
+            rows_in_flight: self.admission.in_flight(),
+            max_rows_in_flight: self.admission.limit(),
+            refused_requests: self.admission.refused(),
+            unavailable: catalog
+                .unavailable()
                 .iter()
                 .map(|u| {
                     (
@@ -683,13 +705,13 @@ impl Engine {
             rows: 0,
             bytes: 0,
             errors: 0,
-            io_engine: self.io.name(),
+            io_engine: self.builder.io().name(),
             uptime_s: 0,
             process_rss_bytes: process_rss_bytes(),
         };
         self.counters.snapshot_into(&mut stats, reset);
         if reset {
-            for t in self.tables.values() {
+            for t in catalog.table_versions().flat_map(|(_, v)| v.all()) {
                 t.reset_stats();
             }
         }
@@ -703,15 +725,30 @@ impl Engine {
 
     /// `"io_uring"` or `"pread"`.
     pub fn io_engine_name(&self) -> &'static str {
-        self.io.name()
+        self.builder.io().name()
     }
 
-    /// Largest row of any table, bytes.
+    /// Largest row of any table served now, bytes.
     pub fn max_row_bytes(&self) -> usize {
-        self.tables
-            .values()
+        self.tables()
             .map(|t| t.manifest().row_bytes as usize)
             .max()
             .unwrap_or(0)
     }
+}
+
+/// Loads Engram group `name` from `data_dir` and links it to the tables served.
+pub(crate) fn open_group(
+    data_dir: &std::path::Path,
+    name: &str,
+    tables: &BTreeMap<String, Arc<ServedTable>>,
+) -> Result<ServedGroup, EngineError> {
+    let files = GroupFiles::load(data_dir, name).map_err(|source| EngineError::GroupFiles {
+        name: name.to_owned(),
+        source,
+    })?;
+    ServedGroup::open(files, tables).map_err(|source| EngineError::Group {
+        name: name.to_owned(),
+        source,
+    })
 }

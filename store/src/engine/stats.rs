@@ -45,6 +45,12 @@ pub struct EngineStats {
     pub answer_bytes_in_flight: u64,
     /// The budget of those bytes.
     pub answer_budget_bytes: u64,
+    /// Rows of requests admitted and not yet answered.
+    pub rows_in_flight: u64,
+    /// Their bound.
+    pub max_rows_in_flight: u64,
+    /// Requests refused because the bound was reached.
+    pub refused_requests: u64,
     /// Tables and groups not served: (name, why).
     pub unavailable: Vec<(String, String)>,
 }

@@ -59,6 +59,14 @@ pub const TABLE_VERSION: &str = "engram_store_table_version";
 pub const TABLE_ROWS: &str = "engram_store_table_rows";
 /// Tables served (gauge).
 pub const TABLES: &str = "engram_store_tables";
+/// Versions of each table open: the one served and older ones kept for clients that pin them,
+/// by `table` (gauge).
+pub const TABLE_VERSIONS_OPEN: &str = "engram_store_table_versions_open";
+/// Rows of requests admitted and not yet answered (gauge).
+pub const ROWS_IN_FLIGHT: &str = "engram_store_rows_in_flight";
+/// The bound on [`ROWS_IN_FLIGHT`] (`--max-rows-in-flight`); beyond it requests are refused
+/// with RESOURCE_EXHAUSTED (gauge).
+pub const ROWS_IN_FLIGHT_LIMIT: &str = "engram_store_rows_in_flight_limit";
 /// Resident set size of the process (gauge, bytes).
 pub const PROCESS_RSS_BYTES: &str = "engram_store_process_resident_memory_bytes";
 /// Seconds since the engine started (gauge).
@@ -118,6 +126,18 @@ pub const HELP: &[(&str, &str)] = &[
     (TABLE_VERSION, "The version served of each table."),
     (TABLE_ROWS, "Rows of each table served."),
     (TABLES, "Tables served."),
+    (
+        TABLE_VERSIONS_OPEN,
+        "Versions of each table open: the one served and older ones clients may pin.",
+    ),
+    (
+        ROWS_IN_FLIGHT,
+        "Rows of requests admitted and not yet answered.",
+    ),
+    (
+        ROWS_IN_FLIGHT_LIMIT,
+        "The bound on rows in flight; beyond it requests are refused (RESOURCE_EXHAUSTED).",
+    ),
     (PROCESS_RSS_BYTES, "Resident set size of the process."),
     (UPTIME, "Seconds since the engine started."),
     (

@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
 use engram_store_cache::{LatencyHistogram, TierKind, TierStats};
 use metrics::{Key, Label, Recorder};
 
@@ -25,6 +27,18 @@ impl StoreMetrics {
         let delta = self.folds.delta(&key, now);
         self.recorder
             .register_counter(&key, &super::METADATA)
+            .increment(delta);
+    }
+
+    /// [`Self::folded`] for a count one table version keeps: folded per version (each
+    /// version's count starts at zero and only grows), added to the table's counter, so the
+    /// counter grows by exactly what every version served, across swaps.
+    fn folded_version(&self, name: &'static str, labels: Vec<Label>, version: u64, now: u64) {
+        let mut fold_labels = labels.clone();
+        fold_labels.push(Label::new("version", version.to_string()));
+        let delta = self.folds.delta(&Key::from_parts(name, fold_labels), now);
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &super::METADATA)
             .increment(delta);
     }
 
@@ -50,7 +64,14 @@ impl StoreMetrics {
         );
         self.set(names::REGIONS_OPEN, vec![], engine.region_count() as f64);
         self.set(names::CHANNELS_OPEN, vec![], engine.channel_count() as f64);
-        self.set(names::TABLES, vec![], engine.tables().count() as f64);
+        let catalog = engine.catalog();
+        self.set(names::TABLES, vec![], catalog.tables().count() as f64);
+        self.set(names::ROWS_IN_FLIGHT, vec![], stats.rows_in_flight as f64);
+        self.set(
+            names::ROWS_IN_FLIGHT_LIMIT,
+            vec![],
+            stats.max_rows_in_flight as f64,
+        );
         self.set(
             names::BUILD_INFO,
             vec![
@@ -70,13 +91,21 @@ impl StoreMetrics {
             vec![Label::from_static_parts("tier", TierKind::Gpu.name())],
             config.gpu_budget_bytes as f64,
         );
-        for table in engine.tables() {
-            let m = table.manifest();
-            let name = || Label::new("table", m.name.clone());
+        for (table, versions) in catalog.table_versions() {
+            let m = versions.current.manifest();
+            let name = || Label::new("table", table.clone());
             self.set(names::TABLE_VERSION, vec![name()], m.version as f64);
             self.set(names::TABLE_ROWS, vec![name()], m.rows as f64);
-            for (kind, s) in table.tier_stats() {
-                self.table_tier(&m.name, kind, &s);
+            self.set(
+                names::TABLE_VERSIONS_OPEN,
+                vec![name()],
+                versions.all().count() as f64,
+            );
+            for t in versions.all() {
+                let current = Arc::ptr_eq(t, &versions.current);
+                for (kind, s) in t.tier_stats() {
+                    self.table_tier(table, t.version(), current, kind, &s);
+                }
             }
         }
         stats
@@ -86,35 +115,60 @@ impl StoreMetrics {
             .and_then(|(_, s)| s.latency_histogram.clone())
     }
 
-    /// The series of one tier of one table.
-    fn table_tier(&self, table: &str, kind: TierKind, s: &TierStats) {
+    /// The series of one tier of one version of a table: its counts added to the table's
+    /// counters; its gauges set when it is the version served.
+    fn table_tier(&self, table: &str, version: u64, current: bool, kind: TierKind, s: &TierStats) {
         let table = || Label::new("table", table.to_string());
         let tier = || Label::from_static_parts("tier", kind.name());
         let result = |r: &'static str| Label::from_static_parts("result", r);
-        self.folded(
+        self.folded_version(
             names::TIER_ROWS,
             vec![table(), tier(), result("hit")],
+            version,
             s.hits,
         );
-        self.folded(
+        self.folded_version(
             names::TIER_ROWS,
             vec![table(), tier(), result("miss")],
+            version,
             s.misses,
         );
-        self.folded(names::TIER_SERVED_BYTES, vec![table(), tier()], s.bytes);
+        self.folded_version(
+            names::TIER_SERVED_BYTES,
+            vec![table(), tier()],
+            version,
+            s.bytes,
+        );
         if kind == TierKind::Nvme {
-            self.folded(names::DISK_READS, vec![table()], s.reads);
+            self.folded_version(names::DISK_READS, vec![table()], version, s.reads);
             // The NVMe tier's "resident" bytes are the bytes it has read.
-            self.folded(names::DISK_READ_BYTES, vec![table()], s.resident_bytes);
-            self.folded(names::DISK_JOINED_READS, vec![table()], s.joined_reads);
-            self.folded(names::DISK_READ_ERRORS, vec![table()], s.io_errors);
-            self.folded(names::CHECKSUM_FAILURES, vec![table()], s.checksum_errors);
-            self.set(
-                names::DISK_READS_IN_FLIGHT,
+            self.folded_version(
+                names::DISK_READ_BYTES,
                 vec![table()],
-                s.reads_in_flight as f64,
+                version,
+                s.resident_bytes,
             );
-        } else {
+            self.folded_version(
+                names::DISK_JOINED_READS,
+                vec![table()],
+                version,
+                s.joined_reads,
+            );
+            self.folded_version(names::DISK_READ_ERRORS, vec![table()], version, s.io_errors);
+            self.folded_version(
+                names::CHECKSUM_FAILURES,
+                vec![table()],
+                version,
+                s.checksum_errors,
+            );
+            if current {
+                self.set(
+                    names::DISK_READS_IN_FLIGHT,
+                    vec![table()],
+                    s.reads_in_flight as f64,
+                );
+            }
+        } else if current {
             self.set(
                 names::TIER_RESIDENT_ROWS,
                 vec![table(), tier()],
@@ -130,8 +184,18 @@ impl StoreMetrics {
                 vec![table(), tier()],
                 s.capacity_bytes as f64,
             );
-            self.folded(names::PREFETCH_ROWS, vec![table(), tier()], s.prefetch_rows);
-            self.folded(names::PREFETCH_HITS, vec![table(), tier()], s.prefetch_hits);
+            self.folded_version(
+                names::PREFETCH_ROWS,
+                vec![table(), tier()],
+                version,
+                s.prefetch_rows,
+            );
+            self.folded_version(
+                names::PREFETCH_HITS,
+                vec![table(), tier()],
+                version,
+                s.prefetch_hits,
+            );
         }
     }
 }

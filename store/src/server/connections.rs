@@ -115,6 +115,15 @@ impl ConnTable {
         self.open.lock().len()
     }
 
+    /// Requests in flight now on every connection (their responses not yet fully sent).
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        self.open
+            .lock()
+            .values()
+            .map(|s| s.active.load(Ordering::Acquire))
+            .sum()
+    }
+
     /// Registers a new connection.
     fn open(self: &Arc<Self>, peer: Peer) -> ConnInfo {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -5,6 +5,12 @@
 //! an idle timeout, and the answer budget held until each answer is sent ([`request_layer`]).
 //! Beside it, the local socket ([`local_socket`]) where clients on the same host hand over sealed
 //! memfds. Used by `serve`, `demo` and the integration tests (which bind 127.0.0.1:0).
+//!
+//! While it runs, the engine's version watcher takes in new table versions, and per-table health
+//! follows what is served. When the shutdown future resolves the server drains: health turns
+//! NOT_SERVING (the server's and every table's), it stops accepting connections (HTTP/2 GOAWAY
+//! on those open: clients send no new requests there), lets the requests in flight finish within
+//! [`ServerOptions::shutdown_grace`], and returns.
 
 mod connections;
 mod listen;
@@ -17,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engram_store_proto::v1::embedding_store_server::EmbeddingStoreServer;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -30,7 +36,7 @@ use self::connections::accept_loop;
 use self::request_layer::RequestLayer;
 use crate::cluster::ClusterService;
 use crate::edge::{EdgeOptions, ServerSide, StoreService};
-use crate::engine::Engine;
+use crate::engine::{Catalog, Engine};
 
 /// Limits and timeouts of the server (besides the engine's own).
 #[derive(Debug, Clone)]
@@ -53,6 +59,8 @@ pub struct ServerOptions {
     pub local_socket: Option<PathBuf>,
     /// TLS, the token check and request metrics in front of every service.
     pub edge: EdgeOptions,
+    /// How long a shutdown waits for the requests in flight to finish. Default 10 s.
+    pub shutdown_grace: Duration,
     /// The node's cluster membership, if it is in one (epoch checks, `--route`).
     pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
@@ -68,6 +76,7 @@ impl Default for ServerOptions {
             connection_window: 16 << 20,
             local_socket: None,
             edge: EdgeOptions::default(),
+            shutdown_grace: Duration::from_secs(10),
             cluster: None,
         }
     }
@@ -85,7 +94,8 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, finishes requests in flight and waits for the server to end.
+    /// Drains the server (health NOT_SERVING, no new connections, requests in flight finished
+    /// within the grace period) and waits for it to end.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -177,29 +187,30 @@ pub async fn serve(
         options.cluster.clone(),
     ))
     .max_decoding_message_size(max_request_bytes(c.max_batch_ids))
-    .max_encoding_message_size(max_answer_bytes(c.max_batch_ids, engine.max_row_bytes()));
+    // Answers are bounded by max_batch_ids rows and held within the answer budget; a table
+    // version swapped in later may have wider rows than those served now.
+    .max_encoding_message_size(usize::MAX);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<EmbeddingStoreServer<StoreService>>()
         .await;
-    // Per-table health: "engram_store.v1.EmbeddingStore/table/NAME".
-    for t in engine.tables() {
-        health_reporter
-            .set_service_status(
-                table_health_name(&t.manifest().name),
-                tonic_health::ServingStatus::Serving,
-            )
-            .await;
-    }
-    for u in engine.unavailable() {
-        health_reporter
-            .set_service_status(
-                table_health_name(&u.name),
-                tonic_health::ServingStatus::NotServing,
-            )
-            .await;
-    }
+    set_table_health(&health_reporter, &engine.catalog()).await;
+    // Per-table health follows what is served; new versions come in from the watcher.
+    let health_follows = {
+        let mut changes = engine.subscribe();
+        let engine = Arc::downgrade(&engine);
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                set_table_health(&reporter, &engine.catalog()).await;
+            }
+        })
+    };
+    let watcher = engine.spawn_version_watcher();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(engram_store_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -209,6 +220,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let (drain_tx, drain_rx) = watch::channel(false);
     let router = options
         .edge
         .server_builder()?
@@ -221,31 +233,110 @@ pub async fn serve(
         .max_frame_size(Some((1 << 24) - 1))
         .layer(RequestLayer {
             table: table.clone(),
+            draining: drain_rx.clone(),
         })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(store);
 
-    let result = match listener {
-        Listener::Tcp(l) => {
-            let incoming =
-                ReceiverStream::new(accept_loop(l, table.clone(), options.max_connections));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-        }
-        Listener::Unix(l, _) => {
-            let incoming =
-                ReceiverStream::new(accept_loop(l, table.clone(), options.max_connections));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
+    // Health first: the server's and every table's turn NOT_SERVING before the listener closes
+    // and GOAWAY goes out, so watchers and load balancers learn of the drain from health.
+    let drain = {
+        let (engine, reporter, table) = (engine.clone(), health_reporter.clone(), table.clone());
+        async move {
+            shutdown.await;
+            reporter
+                .set_not_serving::<EmbeddingStoreServer<StoreService>>()
+                .await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            for t in engine.tables() {
+                reporter
+                    .set_service_status(
+                        table_health_name(&t.manifest().name),
+                        tonic_health::ServingStatus::NotServing,
+                    )
+                    .await;
+            }
+            tracing::info!(
+                requests_in_flight = table.requests_in_flight(),
+                connections = table.len(),
+                "draining: health NOT_SERVING, no new connections, finishing the requests in flight"
+            );
+            let _ = drain_tx.send(true);
         }
     };
+    let serving = async {
+        match listener {
+            Listener::Tcp(l) => {
+                let incoming =
+                    ReceiverStream::new(accept_loop(l, table.clone(), options.max_connections));
+                router.serve_with_incoming_shutdown(incoming, drain).await
+            }
+            Listener::Unix(l, _) => {
+                let incoming =
+                    ReceiverStream::new(accept_loop(l, table.clone(), options.max_connections));
+                router.serve_with_incoming_shutdown(incoming, drain).await
+            }
+        }
+    };
+    tokio::pin!(serving);
+    let mut drained = drain_rx;
+    let drain_started = async move {
+        let _ = drained.wait_for(|d| *d).await;
+    };
+    let result = tokio::select! {
+        result = &mut serving => result,
+        () = drain_started => {
+            let started = std::time::Instant::now();
+            match tokio::time::timeout(options.shutdown_grace, &mut serving).await {
+                Ok(result) => {
+                    tracing::info!(took_ms = started.elapsed().as_millis() as u64,
+                        "drained: every request in flight finished");
+                    result
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        requests_in_flight = table.requests_in_flight(),
+                        grace_s = options.shutdown_grace.as_secs_f64(),
+                        "the shutdown grace period is over: requests still in flight are cut off"
+                    );
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    health_follows.abort();
     drop(local);
     result?;
     Ok(())
+}
+
+/// Sets every table's health: SERVING for those served, NOT_SERVING for those found but not
+/// served.
+async fn set_table_health(reporter: &tonic_health::server::HealthReporter, catalog: &Catalog) {
+    // Per-table health: "engram_store.v1.EmbeddingStore/table/NAME".
+    for t in catalog.tables() {
+        reporter
+            .set_service_status(
+                table_health_name(&t.manifest().name),
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
+    }
+    for u in catalog.unavailable().iter().filter(|u| u.kind == "table") {
+        reporter
+            .set_service_status(
+                table_health_name(&u.name),
+                tonic_health::ServingStatus::NotServing,
+            )
+            .await;
+    }
 }
 
 /// Health service name of a table.

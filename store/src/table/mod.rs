@@ -24,4 +24,6 @@ pub use row_format::{RowFormat, ScaleDType};
 pub use synth::{
     e4m3_from_small_int, e4m3_to_f32, fill_row, row_as_f64, synth_row, synth_row_filler,
 };
-pub use writer::{TableSpec, TableWriter, data_file_name, newest_version, sums_file_name};
+pub use writer::{
+    TableSpec, TableWriter, complete_versions, data_file_name, newest_version, sums_file_name,
+};

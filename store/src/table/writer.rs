@@ -110,14 +110,24 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TableErr
 
 /// Highest complete version of the table in `table_dir`, if any.
 pub fn newest_version(table_dir: &Path) -> Option<u64> {
-    std::fs::read_dir(table_dir)
-        .ok()?
+    complete_versions(table_dir).first().copied()
+}
+
+/// Every complete version (a `vNNNNNNNN` directory holding a manifest) of the table in
+/// `table_dir`, newest first.
+pub fn complete_versions(table_dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(table_dir) else {
+        return Vec::new();
+    };
+    let mut versions: Vec<u64> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
             let v = parse_version_dir(e.file_name().to_str()?)?;
             e.path().join(MANIFEST_FILE).is_file().then_some(v)
         })
-        .max()
+        .collect();
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    versions
 }
 
 impl TableWriter {

@@ -90,6 +90,11 @@ class EmbeddingStoreStub:
                 request_serializer=engram__store_dot_v1_dot_store__pb2.ServerInfoRequest.SerializeToString,
                 response_deserializer=engram__store_dot_v1_dot_store__pb2.ServerInfoResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/engram_store.v1.EmbeddingStore/Reload',
+                request_serializer=engram__store_dot_v1_dot_store__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=engram__store_dot_v1_dot_store__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingStoreServicer:
@@ -177,6 +182,15 @@ class EmbeddingStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Looks for new complete versions of the tables in the data directory now (the server also
+        looks every few seconds by itself), opens, checks and warms each, and swaps it in; returns
+        what happened to every table looked at. Admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +248,11 @@ def add_EmbeddingStoreServicer_to_server(servicer, server):
                     servicer.ServerInfo,
                     request_deserializer=engram__store_dot_v1_dot_store__pb2.ServerInfoRequest.FromString,
                     response_serializer=engram__store_dot_v1_dot_store__pb2.ServerInfoResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=engram__store_dot_v1_dot_store__pb2.ReloadRequest.FromString,
+                    response_serializer=engram__store_dot_v1_dot_store__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -534,6 +553,33 @@ class EmbeddingStore:
             '/engram_store.v1.EmbeddingStore/ServerInfo',
             engram__store_dot_v1_dot_store__pb2.ServerInfoRequest.SerializeToString,
             engram__store_dot_v1_dot_store__pb2.ServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engram_store.v1.EmbeddingStore/Reload',
+            engram__store_dot_v1_dot_store__pb2.ReloadRequest.SerializeToString,
+            engram__store_dot_v1_dot_store__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,198 @@
+//! Building one table version's tiers from its opened files and its shares of the RAM and VRAM
+//! budgets: the same at start and for a version that appears while serving. Also where a VRAM
+//! tier is filled at once (a new version is warmed before it is swapped in) instead of at its
+//! next background refresh.
+
+use std::sync::Arc;
+
+use engram_store_cache::io::IoEngine;
+use engram_store_cache::{PolicyFactory, RowCacheBuilder, Tier};
+
+use super::config::EngineConfig;
+use super::served_table::ServedTable;
+use super::serving::EngineError;
+use crate::table::OpenTable;
+
+/// A table's share of `budget`: proportional to its data bytes among `total` bytes.
+pub(crate) fn share(budget: u64, bytes: u64, total: u128) -> u64 {
+    (u128::from(budget) * u128::from(bytes))
+        .checked_div(total)
+        .map_or(0, |s| s as u64)
+}
+
+/// Builds served table versions.
+pub(crate) struct TableBuilder {
+    factory: Option<PolicyFactory>,
+    io: Arc<dyn IoEngine>,
+    #[cfg(feature = "cuda")]
+    gpu: GpuSettings,
+}
+
+#[cfg(feature = "cuda")]
+struct GpuSettings {
+    device: usize,
+    max_batch: usize,
+    refresh: std::time::Duration,
+    context: std::sync::OnceLock<Arc<engram_store_cache::gpu::CudaContext>>,
+}
+
+impl std::fmt::Debug for TableBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableBuilder")
+            .field("policy", &self.factory.as_ref().map(|_| "configured"))
+            .field("io", &self.io.name())
+            .finish()
+    }
+}
+
+/// A table version built, not yet served.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) table: Arc<ServedTable>,
+    /// Its share of the RAM budget, bytes.
+    pub(crate) ram_share: u64,
+    /// Its share of the VRAM budget, bytes.
+    pub(crate) gpu_share: u64,
+    /// Its VRAM tier, if it has one.
+    #[cfg(feature = "cuda")]
+    pub(crate) gpu: Option<Arc<engram_store_cache::gpu::GpuTier>>,
+}
+
+impl TableBuilder {
+    pub(crate) fn new(
+        factory: Option<PolicyFactory>,
+        io: Arc<dyn IoEngine>,
+        #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] config: &EngineConfig,
+    ) -> Self {
+        Self {
+            factory,
+            io,
+            #[cfg(feature = "cuda")]
+            gpu: GpuSettings {
+                device: config.gpu_device,
+                max_batch: config.max_batch_ids.min(1 << 20),
+                refresh: config.gpu_refresh,
+                context: std::sync::OnceLock::new(),
+            },
+        }
+    }
+
+    /// The I/O engine every table reads through.
+    pub(crate) fn io(&self) -> &Arc<dyn IoEngine> {
+        &self.io
+    }
+
+    /// The CUDA context of the VRAM tiers, once one exists.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn gpu_context(&self) -> Option<&Arc<engram_store_cache::gpu::CudaContext>> {
+        self.gpu.context.get()
+    }
+
+    /// Serves `table` with a RAM tier of `ram_share` bytes and a VRAM tier of `gpu_share` bytes
+    /// (each 0: none); a VRAM tier refreshes itself in the background from then on.
+    pub(crate) fn build(
+        &self,
+        table: OpenTable,
+        ram_share: u64,
+        gpu_share: u64,
+    ) -> Result<Built, EngineError> {
+        let m = &table.manifest;
+        let ram = (ram_share > 0).then(|| {
+            let b = RowCacheBuilder::new(m.row_bytes as usize)
+                .budget_bytes(ram_share)
+                .key_bound(m.rows)
+                // Unless a policy was asked for, a table that fits is held whole.
+                .whole_table_when_it_fits(self.factory.is_none());
+            match &self.factory {
+                Some(f) => b.policy(f.clone()),
+                None => b,
+            }
+        });
+        #[cfg(feature = "cuda")]
+        {
+            let gpu = if gpu_share > 0 {
+                let mut c = engram_store_cache::gpu::GpuTierConfig::new(
+                    self.gpu.device,
+                    gpu_share,
+                    m.row_bytes as usize,
+                );
+                c.max_batch = self.gpu.max_batch;
+                let tier = engram_store_cache::gpu::GpuTier::new(&c).map_err(|source| {
+                    EngineError::Gpu {
+                        what: format!(
+                            "the VRAM tier of table {:?} version {} failed",
+                            m.name, m.version
+                        ),
+                        source,
+                    }
+                })?;
+                let _ = self.gpu.context.set(tier.context().clone());
+                Some(Arc::new(tier))
+            } else {
+                None
+            };
+            let served = Arc::new(ServedTable::new(
+                table,
+                gpu.clone().map(|g| g as Arc<dyn Tier>),
+                ram,
+                self.io.clone(),
+            ));
+            if let Some(g) = &gpu {
+                engram_store_cache::tier::spawn_refresh(
+                    served.cascade(),
+                    g.clone(),
+                    self.gpu.refresh,
+                );
+            }
+            Ok(Built {
+                table: served,
+                ram_share,
+                gpu_share,
+                gpu,
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let gpu: Option<Arc<dyn Tier>> = None;
+            Ok(Built {
+                table: Arc::new(ServedTable::new(table, gpu, ram, self.io.clone())),
+                ram_share,
+                gpu_share,
+            })
+        }
+    }
+
+    /// Serves `table` from its files alone (an older version kept for clients that pin it).
+    pub(crate) fn files_only(&self, table: OpenTable) -> Arc<ServedTable> {
+        Arc::new(ServedTable::new(table, None, None, self.io.clone()).files_only())
+    }
+}
+
+/// Fills `built`'s VRAM tier now with the hottest rows it has been told of (counted lookups and
+/// prefetch hints), as its background refresh would at its next turn.
+#[cfg(feature = "cuda")]
+pub(crate) async fn refresh_gpu_now(built: &Built) -> Result<usize, String> {
+    let Some(gpu) = built.gpu.clone() else {
+        return Ok(0);
+    };
+    let g = gpu.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        g.flush_counts();
+        g.plan_refresh()
+    })
+    .await
+    .map_err(|e| format!("plan the VRAM refresh: {e}"))?;
+    if plan.entering.is_empty() {
+        return Ok(0);
+    }
+    let rows = built
+        .table
+        .cascade()
+        .fill_below_top(plan.entering.clone())
+        .await
+        .map_err(|e| format!("read the rows to warm VRAM with: {e}"))?;
+    tokio::task::spawn_blocking(move || gpu.apply_refresh(&plan, &rows))
+        .await
+        .map_err(|e| format!("warm VRAM: {e}"))?
+        .map_err(|e| format!("warm VRAM: {e}"))
+}
