@@ -5,8 +5,8 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use engram_store_bench::{
-    abuse, alloc_meter::CountingAlloc, channel, cluster, import_hf, limits, lookup, ngrams, overload, peers,
-    policy_sim,
+    abuse, alloc_meter::CountingAlloc, channel, cluster, import_hf, limits, lookup, ngrams,
+    overload, peers, policy_sim,
 };
 
 /// Measured allocations: the policy simulator reads each policy's live heap from it.

@@ -269,6 +269,7 @@ fn make_batches(raw: &[u32], docs: &[u64], shape: &Shape<'_>) -> Result<Vec<Batc
                     layer_id: hasher.layer_id(),
                     sequences: Vec::with_capacity(seqs),
                     compressed: false,
+                    version: None,
                     columns: (!all_columns).then_some(pb::ColumnRange {
                         start: columns.start as u32,
                         end: columns.end as u32,

@@ -336,22 +336,10 @@ async fn serve_slot(
             status: 0,
             rows: a.row_count as u32,
             gpu_hits: a.gpu_hits as u32,
-            version: version_of(engine, target),
+            version: a.version,
             message: String::new(),
         },
         Err(e) => failed(&e),
-    }
-}
-
-fn version_of(engine: &Engine, target: &ChannelTarget) -> u64 {
-    match target {
-        ChannelTarget::Table(t) => engine.table(t).map_or(0, |t| t.manifest().version),
-        ChannelTarget::Layer {
-            group, layer_id, ..
-        } => engine
-            .group(group)
-            .and_then(|g| g.layer(*layer_id))
-            .map_or(0, |l| l.table().manifest().version),
     }
 }
 

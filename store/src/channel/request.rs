@@ -72,6 +72,7 @@ pub(super) fn decode(
             Ok(RowSource::Rows(RowsQuery {
                 table: table.clone(),
                 ids,
+                version: None,
             }))
         }
         (
@@ -127,6 +128,8 @@ pub(super) fn decode(
                 // The channel's slot format has no column range or dead masks (yet): every
                 // column, nothing dead.
                 columns: None,
+                // A channel reads the version served now; its completions say which.
+                version: None,
             }))
         }
         (k, ChannelTarget::Table(_)) => Err(bad(

@@ -358,6 +358,7 @@ mod tests {
             layer_id: 1,
             sequences,
             compressed: false,
+            version: None,
             columns: columns.map(|(start, end)| pb::ColumnRange { start, end }),
         }
     }

@@ -7,6 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReloadOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RELOAD_OUTCOME_UNSPECIFIED: _ClassVar[ReloadOutcome]
+    RELOAD_OUTCOME_UNCHANGED: _ClassVar[ReloadOutcome]
+    RELOAD_OUTCOME_SWAPPED: _ClassVar[ReloadOutcome]
+    RELOAD_OUTCOME_ADDED: _ClassVar[ReloadOutcome]
+    RELOAD_OUTCOME_REFUSED: _ClassVar[ReloadOutcome]
+
 class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DTYPE_UNSPECIFIED: _ClassVar[DType]
@@ -28,6 +36,11 @@ class ScaleDType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SCALE_DTYPE_UNSPECIFIED: _ClassVar[ScaleDType]
     SCALE_DTYPE_UE8M0: _ClassVar[ScaleDType]
+RELOAD_OUTCOME_UNSPECIFIED: ReloadOutcome
+RELOAD_OUTCOME_UNCHANGED: ReloadOutcome
+RELOAD_OUTCOME_SWAPPED: ReloadOutcome
+RELOAD_OUTCOME_ADDED: ReloadOutcome
+RELOAD_OUTCOME_REFUSED: ReloadOutcome
 DTYPE_UNSPECIFIED: DType
 DTYPE_F32: DType
 DTYPE_F16: DType
@@ -41,6 +54,32 @@ ROW_FORMAT_KIND_FP8_BLOCK_SCALED: RowFormatKind
 ROW_FORMAT_KIND_FP8_TABLE_SCALED: RowFormatKind
 SCALE_DTYPE_UNSPECIFIED: ScaleDType
 SCALE_DTYPE_UE8M0: ScaleDType
+
+class ReloadRequest(_message.Message):
+    __slots__ = ("tables",)
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    tables: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tables: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("tables",)
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    tables: _containers.RepeatedCompositeFieldContainer[TableReload]
+    def __init__(self, tables: _Optional[_Iterable[_Union[TableReload, _Mapping]]] = ...) -> None: ...
+
+class TableReload(_message.Message):
+    __slots__ = ("table", "previous_version", "version", "outcome", "message")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    previous_version: int
+    version: int
+    outcome: ReloadOutcome
+    message: str
+    def __init__(self, table: _Optional[str] = ..., previous_version: _Optional[int] = ..., version: _Optional[int] = ..., outcome: _Optional[_Union[ReloadOutcome, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ServerInfoRequest(_message.Message):
     __slots__ = ()
@@ -123,26 +162,30 @@ class LookupIntoRequest(_message.Message):
     def __init__(self, region_id: _Optional[int] = ..., token: _Optional[str] = ..., offset: _Optional[int] = ..., rows: _Optional[_Union[LookupRequest, _Mapping]] = ..., ngrams: _Optional[_Union[LookupNgramsRequest, _Mapping]] = ...) -> None: ...
 
 class LookupIntoResponse(_message.Message):
-    __slots__ = ("row_count", "row_bytes", "bytes_written", "gpu_hits")
+    __slots__ = ("row_count", "row_bytes", "bytes_written", "gpu_hits", "version")
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
     ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
     BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     GPU_HITS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     row_count: int
     row_bytes: int
     bytes_written: int
     gpu_hits: int
-    def __init__(self, row_count: _Optional[int] = ..., row_bytes: _Optional[int] = ..., bytes_written: _Optional[int] = ..., gpu_hits: _Optional[int] = ...) -> None: ...
+    version: int
+    def __init__(self, row_count: _Optional[int] = ..., row_bytes: _Optional[int] = ..., bytes_written: _Optional[int] = ..., gpu_hits: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("table", "ids", "ids_le")
+    __slots__ = ("table", "ids", "ids_le", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     IDS_LE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     ids: _containers.RepeatedScalarFieldContainer[int]
     ids_le: bytes
-    def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ..., ids_le: _Optional[bytes] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ..., ids_le: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("rows", "row_bytes", "row_count", "dtype", "row_dim", "version", "error_code", "error_message", "row_format")
@@ -199,18 +242,20 @@ class ColumnRange(_message.Message):
     def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class LookupNgramsRequest(_message.Message):
-    __slots__ = ("group", "layer_id", "sequences", "compressed", "columns")
+    __slots__ = ("group", "layer_id", "sequences", "compressed", "columns", "version")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     LAYER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     COMPRESSED_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     group: str
     layer_id: int
     sequences: _containers.RepeatedCompositeFieldContainer[TokenSequence]
     compressed: bool
     columns: ColumnRange
-    def __init__(self, group: _Optional[str] = ..., layer_id: _Optional[int] = ..., sequences: _Optional[_Iterable[_Union[TokenSequence, _Mapping]]] = ..., compressed: _Optional[bool] = ..., columns: _Optional[_Union[ColumnRange, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, group: _Optional[str] = ..., layer_id: _Optional[int] = ..., sequences: _Optional[_Iterable[_Union[TokenSequence, _Mapping]]] = ..., compressed: _Optional[bool] = ..., columns: _Optional[_Union[ColumnRange, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PrefetchRequest(_message.Message):
     __slots__ = ("rows", "ngrams")
@@ -331,7 +376,7 @@ class TierStats(_message.Message):
     def __init__(self, tier: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., bytes: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., resident_rows: _Optional[int] = ..., hit_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., prefetch_rows: _Optional[int] = ..., prefetch_hits: _Optional[int] = ..., policy: _Optional[str] = ..., checksum_errors: _Optional[int] = ..., reads: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes", "regions", "prefetch_queued_rows", "prefetch_dropped_rows", "prefetch_dropped_requests", "answer_bytes_in_flight", "answer_budget_bytes", "unavailable", "connections", "channels")
+    __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes", "regions", "prefetch_queued_rows", "prefetch_dropped_rows", "prefetch_dropped_requests", "answer_bytes_in_flight", "answer_budget_bytes", "unavailable", "connections", "channels", "rows_in_flight", "max_rows_in_flight", "refused_requests")
     TIERS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_LATENCY_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -351,6 +396,9 @@ class StatsResponse(_message.Message):
     UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
     request_latency: LatencySummary
     requests: int
@@ -370,7 +418,10 @@ class StatsResponse(_message.Message):
     unavailable: _containers.RepeatedCompositeFieldContainer[Unavailable]
     connections: int
     channels: int
-    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., fixed_overhead_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., prefetch_queued_rows: _Optional[int] = ..., prefetch_dropped_rows: _Optional[int] = ..., prefetch_dropped_requests: _Optional[int] = ..., answer_bytes_in_flight: _Optional[int] = ..., answer_budget_bytes: _Optional[int] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., connections: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
+    rows_in_flight: int
+    max_rows_in_flight: int
+    refused_requests: int
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., request_latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., requests: _Optional[int] = ..., rows_served: _Optional[int] = ..., bytes_served: _Optional[int] = ..., errors: _Optional[int] = ..., io_engine: _Optional[str] = ..., uptime_s: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., fixed_overhead_bytes: _Optional[int] = ..., regions: _Optional[int] = ..., prefetch_queued_rows: _Optional[int] = ..., prefetch_dropped_rows: _Optional[int] = ..., prefetch_dropped_requests: _Optional[int] = ..., answer_bytes_in_flight: _Optional[int] = ..., answer_budget_bytes: _Optional[int] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., connections: _Optional[int] = ..., channels: _Optional[int] = ..., rows_in_flight: _Optional[int] = ..., max_rows_in_flight: _Optional[int] = ..., refused_requests: _Optional[int] = ...) -> None: ...
 
 class Unavailable(_message.Message):
     __slots__ = ("name", "reason")
