@@ -60,7 +60,8 @@ if has bench; then
     time timeout 180 "$BIN/engram-store" synth --name hot --rows "$ROWS" --dim 80 --dtype bf16 --data "$DATA"
     step "serve"
     RUST_LOG=warn,engram_store::gpu_stages=debug "$BIN/engram-store" serve --data "$DATA" \
-        --listen "127.0.0.1:$PORT" --ram-cache "$RAM_CACHE" --gpu-budget "$GPU_BUDGET" --buffered-io \
+        --listen "127.0.0.1:$PORT" --local-socket "$LOGS/engram.sock" --ram-cache "$RAM_CACHE" \
+        --gpu-budget "$GPU_BUDGET" --buffered-io \
         >"$LOGS/server.log" 2>&1 &
     server=$!
     for _ in $(seq 100); do grep -q " (io: " "$LOGS/server.log" && break; sleep 0.2; done
