@@ -487,8 +487,11 @@ impl Engine {
             return Ok(0);
         }
         let mut warmed = 0;
-        let cascades = std::iter::once(None).chain(table.gpu_devices().map(Some));
-        for device in cascades.collect::<Vec<_>>() {
+        // `None`: the host requests' cascade; then each device's.
+        let cascades: Vec<Option<usize>> = std::iter::once(None)
+            .chain(table.gpu_devices().map(Some))
+            .collect();
+        for device in cascades {
             let mut ids = old.recent_ids(device);
             ids.retain(|&id| id < rows);
             if ids.len() as u64 > room {
@@ -515,7 +518,8 @@ impl Engine {
     }
 
     /// Shares of the RAM and VRAM budgets (the VRAM share on each device) for a table new to the
-    /// catalog, of `bytes` data bytes: what it would get among the tables served, out of what no table holds yet.
+    /// catalog, of `bytes` data bytes: what it would get among the tables served, out of what no
+    /// table holds yet.
     fn new_table_shares(&self, catalog: &Catalog, bytes: u64) -> (u64, u64) {
         let c = self.config();
         let total: u128 = catalog

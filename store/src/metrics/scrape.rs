@@ -133,7 +133,7 @@ impl StoreMetrics {
     fn table_tier(&self, table: &str, version: u64, current: bool, kind: TierKind, s: &TierStats) {
         let table = || Label::new("table", table.to_string());
         // table, tier and, for a VRAM tier, its device.
-        let tier = || {
+        let tier_labels = || {
             let mut labels = vec![table(), Label::from_static_parts("tier", kind.name())];
             labels.extend(s.device.map(|d| Label::new("device", d.to_string())));
             labels
@@ -145,17 +145,17 @@ impl StoreMetrics {
         let result = |r: &'static str| Label::from_static_parts("result", r);
         self.folded_version(
             names::TIER_ROWS,
-            with(tier(), result("hit")),
+            with(tier_labels(), result("hit")),
             version,
             s.hits,
         );
         self.folded_version(
             names::TIER_ROWS,
-            with(tier(), result("miss")),
+            with(tier_labels(), result("miss")),
             version,
             s.misses,
         );
-        self.folded_version(names::TIER_SERVED_BYTES, tier(), version, s.bytes);
+        self.folded_version(names::TIER_SERVED_BYTES, tier_labels(), version, s.bytes);
         if kind == TierKind::Nvme {
             self.folded_version(names::DISK_READS, vec![table()], version, s.reads);
             // The NVMe tier's "resident" bytes are the bytes it has read.
@@ -186,11 +186,33 @@ impl StoreMetrics {
                 );
             }
         } else if current {
-            self.set(names::TIER_RESIDENT_ROWS, tier(), s.resident_rows as f64);
-            self.set(names::TIER_RESIDENT_BYTES, tier(), s.resident_bytes as f64);
-            self.set(names::TIER_CAPACITY_BYTES, tier(), s.capacity_bytes as f64);
-            self.folded_version(names::PREFETCH_ROWS, tier(), version, s.prefetch_rows);
-            self.folded_version(names::PREFETCH_HITS, tier(), version, s.prefetch_hits);
+            self.set(
+                names::TIER_RESIDENT_ROWS,
+                tier_labels(),
+                s.resident_rows as f64,
+            );
+            self.set(
+                names::TIER_RESIDENT_BYTES,
+                tier_labels(),
+                s.resident_bytes as f64,
+            );
+            self.set(
+                names::TIER_CAPACITY_BYTES,
+                tier_labels(),
+                s.capacity_bytes as f64,
+            );
+            self.folded_version(
+                names::PREFETCH_ROWS,
+                tier_labels(),
+                version,
+                s.prefetch_rows,
+            );
+            self.folded_version(
+                names::PREFETCH_HITS,
+                tier_labels(),
+                version,
+                s.prefetch_hits,
+            );
         }
     }
 }
