@@ -10,8 +10,8 @@
 //! queue_depth = 128
 //! direct_io = true
 //! max_batch_ids = 1048576
-//! gpu_budget = "0"      # e.g. "40GiB" (builds with --features cuda)
-//! gpu_device = 0
+//! gpu_budget = "0"      # per device, e.g. "40GiB" (builds with --features cuda)
+//! gpu_device = 0        # or a list, gpu_device = [0, 1]: a VRAM tier on each
 //! local_socket = "/run/engram-store.local"   # "" for none
 //! max_connections = 256
 //! max_concurrent_streams = 32
@@ -36,12 +36,16 @@
 //! lease_ttl_s = 5                   # a dead node leaves the cluster after this
 //! warm_rows = 4096                  # rows of a new shard warmed before it is ready
 //! ```
+//!
+//! `gpu_device` takes one device ordinal (`0`, as `--gpu-device 0`) or a list of them (`[0, 1]`,
+//! as `--gpu-device 0,1`); each device listed gets its own VRAM tier of every table under its
+//! own `gpu_budget`. An empty list or a device listed twice is refused when the file is read.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::EngineConfig;
+use crate::engine::{EngineConfig, GpuDevices};
 use crate::server::ServerOptions;
 use crate::size::parse_size;
 
@@ -65,10 +69,11 @@ pub struct ServeConfig {
     pub direct_io: bool,
     /// Most ids per request.
     pub max_batch_ids: usize,
-    /// VRAM tier budget, e.g. "40GiB" ("0": none; needs a build with --features cuda).
+    /// VRAM tier budget of each device, e.g. "40GiB" ("0": none; needs a build with --features
+    /// cuda).
     pub gpu_budget: String,
-    /// CUDA device of the VRAM tier.
-    pub gpu_device: usize,
+    /// CUDA devices with a VRAM tier: a number or a list of numbers.
+    pub gpu_device: GpuDevices,
     /// Path of the local socket for memfd regions ("": none).
     pub local_socket: String,
     /// Connections open at once, at most.
@@ -129,7 +134,7 @@ impl Default for ServeConfig {
             direct_io: true,
             max_batch_ids: 1 << 20,
             gpu_budget: "0".into(),
-            gpu_device: 0,
+            gpu_device: GpuDevices::default(),
             local_socket: String::new(),
             max_connections: 256,
             max_concurrent_streams: 32,
@@ -178,7 +183,7 @@ impl ServeConfig {
         }
         c.max_batch_ids = self.max_batch_ids;
         c.gpu_budget_bytes = parse_size(&self.gpu_budget).map_err(anyhow::Error::msg)?;
-        c.gpu_device = self.gpu_device;
+        c.gpu_devices = self.gpu_device.clone();
         c.answer_budget_bytes = parse_size(&self.answer_budget).map_err(anyhow::Error::msg)?;
         c.prefetch_queue_rows = self.prefetch_queue_rows.max(1);
         c.max_regions_per_connection = self.max_regions_per_connection;
@@ -276,6 +281,18 @@ mod tests {
         assert_eq!(o.shutdown_grace, std::time::Duration::from_secs(30));
         let c: ServeConfig = toml::from_str("shutdown_grace_s = -1").expect("parses");
         assert!(c.server_options().is_err(), "a negative grace is refused");
+        let c: ServeConfig = toml::from_str("gpu_device = 1").expect("one GPU device");
+        assert_eq!(
+            c.engine_config().expect("engine").gpu_devices.as_slice(),
+            &[1]
+        );
+        let c: ServeConfig = toml::from_str("gpu_device = [0, 1]").expect("GPU devices");
+        assert_eq!(
+            c.engine_config().expect("engine").gpu_devices.as_slice(),
+            &[0, 1]
+        );
+        let e = toml::from_str::<ServeConfig>("gpu_device = [0, 0]").expect_err("a duplicate");
+        assert!(e.to_string().contains("listed twice"), "{e}");
         let c: ServeConfig = toml::from_str("keep_versions = 0").expect("parses");
         assert!(
             c.engine_config().is_err(),

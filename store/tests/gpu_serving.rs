@@ -1,5 +1,8 @@
-//! The VRAM tier behind the gRPC service: a clear startup error where no GPU can be had, and,
-//! on a GPU machine with `--features cuda`, rows served from VRAM after a refresh, bit-exact.
+//! The VRAM tier behind the gRPC service: a clear startup error where no GPU can be had, a
+//! clear CLI error for a bad `--gpu-device` list, and, on a GPU machine with `--features cuda`,
+//! rows served from VRAM after a refresh, bit-exact; a buffer on a device not served refused
+//! with FAILED_PRECONDITION; and, with 2+ GPUs, one VRAM tier per device, each filled with the
+//! rows asked for into buffers on its device.
 
 mod common;
 
@@ -11,19 +14,55 @@ fn gpu_config(data: &std::path::Path) -> EngineConfig {
     let mut c = EngineConfig::new(data);
     c.ram_cache_bytes = 1 << 20;
     c.gpu_budget_bytes = 256 << 20;
+    c.gpu_devices = "0".parse().expect("one device");
     c.gpu_refresh = std::time::Duration::from_millis(100);
     c.max_batch_ids = 1 << 16;
     c
 }
 
 #[cfg(feature = "cuda")]
-fn gpu_present() -> bool {
-    engram_store_cache::gpu::probe(0).is_ok()
+fn gpu_count() -> usize {
+    if engram_store_cache::gpu::probe(0).is_err() {
+        return 0;
+    }
+    engram_store_cache::gpu::CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
 }
 
 #[cfg(not(feature = "cuda"))]
+fn gpu_count() -> usize {
+    0
+}
+
 fn gpu_present() -> bool {
-    false
+    gpu_count() > 0
+}
+
+#[test]
+fn a_bad_gpu_device_list_is_a_clear_cli_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (list, says) in [
+        ("0,0", "GPU device 0 is listed twice in \"0,0\""),
+        ("x", "GPU device \"x\" in \"x\" is not a device ordinal"),
+        ("0,,1", "has an empty item"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_engram-store"))
+            .args(["serve", "--data"])
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--gpu-device", list])
+            .output()
+            .expect("run engram-store");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--gpu-device {list} was accepted");
+        assert!(stderr.contains(says), "--gpu-device {list}: {stderr}");
+        assert!(
+            stderr.contains("--gpu-device"),
+            "--gpu-device {list}: {stderr}"
+        );
+        println!(
+            "--gpu-device {list}: {}",
+            stderr.lines().next().unwrap_or("")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,11 +96,13 @@ async fn hot_rows_are_served_from_vram_bit_exact() {
             assert_eq!(rows.row(i), model.row(id), "row {id} in round {round}");
         }
         let stats = client.stats(false).await.expect("stats");
-        gpu_hits = stats
-            .tiers
-            .iter()
-            .find(|t| t.tier == "gpu")
-            .map_or(0, |t| t.hits);
+        let gpu = stats.tiers.iter().find(|t| t.tier == "gpu");
+        assert_eq!(
+            gpu.map(|t| t.device),
+            Some(Some(0)),
+            "the VRAM tier of GPU 0"
+        );
+        gpu_hits = gpu.map_or(0, |t| t.hits);
         if gpu_hits > 0 && round > 5 {
             break;
         }
@@ -115,4 +156,179 @@ async fn prefetched_rows_move_into_vram_without_lookups() {
     );
     println!("{resident} prefetched rows resident, {hits} VRAM hits");
     server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_on_a_device_not_served_is_failed_precondition() {
+    if !gpu_present() {
+        println!("SKIP: no usable GPU (or a build without --features cuda)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    random_table(dir.path(), "t", DType::Bf16, 80, 1_000, 4096, 4);
+    let (_engine, server, client) = common::start_with(gpu_config(dir.path())).await;
+    let pb = engram_store_proto::v1::RegisterRegionRequest {
+        kind: Some(
+            engram_store_proto::v1::register_region_request::Kind::CudaIpc(
+                engram_store_proto::v1::CudaIpcRegion {
+                    ipc_handle: vec![0u8; 64].into(),
+                    offset: 0,
+                    size: 4096,
+                    device: 1,
+                },
+            ),
+        ),
+    };
+    let e = client
+        .raw()
+        .register_region(pb)
+        .await
+        .expect_err("GPU 1 is not served");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(
+        e.message().contains("GPU 1") && e.message().contains("GPU 0"),
+        "names the buffer's device and the devices served: {e}"
+    );
+    println!("refused as expected: {}", e.message());
+    server.shutdown().await.expect("shutdown");
+}
+
+/// Rows `ids` of `table` written into a fresh buffer on `device` through the engine, as a
+/// LookupInto or channel into a CUDA IPC region on that device is served, read back to the host.
+/// Returns the rows and the VRAM hits.
+#[cfg(feature = "cuda")]
+async fn rows_on_device(
+    table: &engram_store::engine::ServedTable,
+    device: usize,
+    ids: &[u64],
+) -> Result<(Vec<u8>, u64), engram_store::engine::LookupError> {
+    use engram_store_cache::gpu::{CudaContext, DevicePtr};
+    let rb = table.manifest().row_bytes as usize;
+    let ctx = CudaContext::new(device).expect("open the device");
+    let stream = ctx.default_stream();
+    let buf = stream
+        .alloc_zeros::<u8>(ids.len() * rb)
+        .expect("allocate a device buffer");
+    let ptr = {
+        let (p, _sync) = buf.device_ptr(&stream);
+        p
+    };
+    stream.synchronize().expect("allocation done");
+    let hits = table.lookup_into_device(device, ids, ptr).await?;
+    let rows = stream.clone_dtoh(&buf).expect("read the buffer back");
+    Ok((rows, hits))
+}
+
+#[cfg(feature = "cuda")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_into_a_device_buffer_come_through_its_device_tier() {
+    if !gpu_present() {
+        println!("SKIP: no usable GPU (or a build without --features cuda)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = random_table(dir.path(), "t", DType::Bf16, 80, 100_000, 4096, 5);
+    let engine = Engine::open(gpu_config(dir.path())).expect("open engine");
+    let table = engine.table("t").expect("table t");
+    assert_eq!(table.gpu_devices().collect::<Vec<_>>(), vec![0]);
+    let hot: Vec<u64> = (0..2_000u64).map(|i| i * 41 % 100_000).collect();
+    let mut hits = 0;
+    for round in 0..50 {
+        let (rows, h) = rows_on_device(&table, 0, &hot)
+            .await
+            .expect("rows on GPU 0");
+        for (i, &id) in hot.iter().enumerate() {
+            let rb = model.row(id).len();
+            assert_eq!(
+                &rows[i * rb..(i + 1) * rb],
+                model.row(id),
+                "row {id} in round {round}"
+            );
+        }
+        hits = h;
+        if hits == hot.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        hits,
+        hot.len() as u64,
+        "the rows asked for on GPU 0 did not fill its tier"
+    );
+    if gpu_count() > 1 {
+        let e = rows_on_device(&table, 1, &hot[..1])
+            .await
+            .expect_err("GPU 1 has no tier");
+        assert!(e.to_string().contains("no GPU tier on GPU 1"), "{e}");
+    }
+    println!("{hits} of {} rows from GPU 0's VRAM tier", hot.len());
+}
+
+#[cfg(feature = "cuda")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_device_tier_fills_with_the_rows_asked_for_on_its_device() {
+    let count = gpu_count();
+    if count < 2 {
+        println!("SKIP: needs 2 GPUs (this machine has {count})");
+        return;
+    }
+    let devices: Vec<usize> = (0..count.min(8)).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = 400_000u64;
+    let model = random_table(dir.path(), "t", DType::Bf16, 80, rows, 4096, 6);
+    let mut c = gpu_config(dir.path());
+    c.gpu_devices = engram_store::engine::GpuDevices::new(devices.clone()).expect("devices");
+    let engine = Engine::open(c).expect("open engine");
+    let table = engine.table("t").expect("table t");
+    assert_eq!(table.gpu_devices().collect::<Vec<_>>(), devices);
+    // Each device asks for its own rows (as a tensor-parallel rank asks for its own heads):
+    // device k for ids k, k + n, k + 2n, ... of the first 4,000 * n.
+    let n = devices.len() as u64;
+    let asked = |k: usize| -> Vec<u64> { (0..4_000u64).map(|i| i * n + k as u64).collect() };
+    let mut filled = vec![false; devices.len()];
+    for _ in 0..60 {
+        for (k, &d) in devices.iter().enumerate() {
+            let ids = asked(k);
+            let (got, hits) = rows_on_device(&table, d, &ids)
+                .await
+                .expect("rows on device");
+            for (i, &id) in ids.iter().enumerate() {
+                let rb = model.row(id).len();
+                assert_eq!(
+                    &got[i * rb..(i + 1) * rb],
+                    model.row(id),
+                    "row {id} on GPU {d}"
+                );
+            }
+            filled[k] = hits == ids.len() as u64;
+        }
+        if filled.iter().all(|&f| f) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(filled.iter().all(|&f| f), "tiers filled: {filled:?}");
+    // Each tier holds the rows asked for on its device and no other: its resident rows are
+    // exactly those, and the host requests' tier (the first) was not fed the others'.
+    let stats = engine.stats(false);
+    for (k, &d) in devices.iter().enumerate() {
+        let gpu = stats
+            .tiers
+            .iter()
+            .find(|(kind, s)| {
+                *kind == engram_store_cache::TierKind::Gpu && s.device == Some(d as u32)
+            })
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("no stats entry for GPU {d}"));
+        assert_eq!(
+            gpu.resident_rows,
+            asked(k).len() as u64,
+            "GPU {d} holds the rows asked for on it, and only those"
+        );
+        println!(
+            "GPU {d}: {} resident rows, {} hits",
+            gpu.resident_rows, gpu.hits
+        );
+    }
 }

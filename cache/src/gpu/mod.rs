@@ -10,7 +10,9 @@ mod kernels;
 mod recorder;
 mod tier;
 
-pub use cudarc::driver::CudaContext;
+/// cudarc's context, and the trait that gives a device slice's address (for callers that pass
+/// their own device buffers to [`GpuTier::gather_to_device`], such as tests).
+pub use cudarc::driver::{CudaContext, DevicePtr};
 pub use hot_counter::HotCounter;
 pub use hot_index::{EMPTY_KEY, HotIndex, buckets_for};
 pub use ipc::IpcMemory;

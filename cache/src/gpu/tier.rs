@@ -104,6 +104,7 @@ struct Residency {
 
 /// The VRAM tier of one table.
 pub struct GpuTier {
+    device: usize,
     ctx: Arc<CudaContext>,
     kernels: Kernels,
     row_bytes: usize,
@@ -250,6 +251,7 @@ impl GpuTier {
         let counter = Arc::new(HotCounter::new(capacity.saturating_mul(4).max(1 << 16), 2));
         let recorder = Recorder::spawn(counter.clone(), RECORD_QUEUE)?;
         Ok(Self {
+            device: config.device,
             ctx,
             kernels,
             row_bytes: rb as usize,
@@ -281,6 +283,11 @@ impl GpuTier {
     /// Bytes per row.
     pub fn row_bytes(&self) -> usize {
         self.row_bytes
+    }
+
+    /// The CUDA device ordinal it lives on.
+    pub fn device(&self) -> usize {
+        self.device
     }
 
     /// The CUDA context (for opening IPC handles on the same device).

@@ -50,6 +50,7 @@ impl Tier for GpuTier {
             capacity_bytes: s.device_bytes,
             reads: s.refreshes,
             policy: "hot-set".into(),
+            device: Some(self.device() as u32),
             ..Default::default()
         }
     }

@@ -65,6 +65,9 @@ pub struct TierStats {
     pub latency: LatencySnapshot,
     /// The histogram behind `latency`, for summing.
     pub latency_histogram: Option<std::sync::Arc<LatencyHistogram>>,
+    /// The CUDA device of a GPU tier (a server may have one per device); `None` for host tiers.
+    /// Sums add only stats of the same device and keep it.
+    pub device: Option<u32>,
 }
 
 impl TierStats {
@@ -88,8 +91,10 @@ impl TierStats {
         }
     }
 
-    /// Adds `other` (the same tier of another table) into `self`.
+    /// Adds `other` (the same tier, on the same device, of another table) into `self`; a sum
+    /// started from the default takes `other`'s device.
     pub fn add(&mut self, other: &TierStats) {
+        self.device = self.device.or(other.device);
         self.hits += other.hits;
         self.misses += other.misses;
         self.bytes += other.bytes;

@@ -223,9 +223,10 @@ def _response_rows(r: pb.LookupResponse, dequantize: bool | str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
-    """Server counters. ``tiers`` maps a tier name (``"ram"``, ``"nvme"``) to its counters, with
-    the field names of the protocol's ``TierStats`` (``hits``, ``misses``, ``prefetch_rows``,
-    ``prefetch_hits``, ``latency``...)."""
+    """Server counters. ``tiers`` maps a tier name (``"ram"``, ``"nvme"``, ``"gpu"``) to its
+    counters, with the field names of the protocol's ``TierStats`` (``hits``, ``misses``,
+    ``prefetch_rows``, ``prefetch_hits``, ``latency``, ``device``...). A server with VRAM tiers on
+    several devices (``--gpu-device 0,1``) has one entry per device, ``"gpu:0"``, ``"gpu:1"``..."""
 
     tiers: dict[str, dict[str, Any]]
     request_latency: dict[str, Any]
@@ -253,6 +254,14 @@ class PrefetchFuture:
             return self._future.result(timeout=timeout).accepted_rows
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
+
+
+def _tier_key(tier: Any, tiers: Sequence[Any]) -> str:
+    """``Stats.tiers``' key of a tier: its name, and ``gpu:N`` for each of several VRAM tiers."""
+    gpus = sum(1 for t in tiers if t.tier == "gpu")
+    if tier.tier == "gpu" and gpus > 1 and tier.HasField("device"):
+        return f"gpu:{tier.device}"
+    return tier.tier
 
 
 def _message_dict(msg: Any) -> dict[str, Any]:
@@ -604,7 +613,7 @@ class Client:
         """Server counters; ``reset`` zeroes them after reading."""
         r = self._call(self._stub.Stats, pb.StatsRequest(reset=reset))
         return Stats(
-            tiers={t.tier: _message_dict(t) for t in r.tiers},
+            tiers={_tier_key(t, r.tiers): _message_dict(t) for t in r.tiers},
             request_latency=_message_dict(r.request_latency),
             requests=r.requests,
             rows_served=r.rows_served,

@@ -3,7 +3,8 @@
 //! local socket (`open_channel`: the ring as a sealed memfd, an output region it registered,
 //! a table or an Engram layer, a capacity in rows); from then on it writes a request into a
 //! slot ([`ring`]) and rings the doorbell, and the server writes the rows straight into the
-//! output region (VRAM hits by the gather kernel, misses from RAM and NVMe) and completes the
+//! output region (VRAM hits by the gather kernel of the VRAM tier on the region's device, misses
+//! from RAM and NVMe; the ids count towards that device's hot set) and completes the
 //! slot by writing its sequence number into the ring, which a CUDA stream can wait on
 //! (`cuStreamWaitValue32`) and a host thread can poll or sleep on (a futex).
 //!

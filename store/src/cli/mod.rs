@@ -16,7 +16,7 @@ use self::progress::bytes_bar;
 use engram_store::access::{Role, TlsFiles, TokenSet};
 use engram_store::config::ServeConfig;
 use engram_store::edge::EdgeOptions;
-use engram_store::engine::Engine;
+use engram_store::engine::{Engine, GpuDevices};
 use engram_store::group::hf::{self, ImportOptions, SynthCheckpoint};
 use engram_store::group::{GroupSource, create_group};
 use engram_store::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
@@ -87,12 +87,14 @@ pub(crate) struct ServeArgs {
     /// Most ids per request.
     #[arg(long)]
     pub(crate) max_batch_ids: Option<usize>,
-    /// VRAM tier budget, e.g. 40GiB (needs a GPU and a build with --features cuda).
+    /// VRAM tier budget of each device in --gpu-device, e.g. 40GiB (needs a GPU and a build
+    /// with --features cuda).
     #[arg(long)]
     pub(crate) gpu_budget: Option<String>,
-    /// CUDA device of the VRAM tier.
-    #[arg(long)]
-    pub(crate) gpu_device: Option<usize>,
+    /// CUDA devices with a VRAM tier, e.g. 0 or 0,1,2,3: each gets its own tier of every table
+    /// under its own --gpu-budget, filled with the rows asked for into buffers on it [default 0].
+    #[arg(long, value_name = "N[,N...]")]
+    pub(crate) gpu_device: Option<GpuDevices>,
     /// Read through the page cache instead of O_DIRECT.
     #[arg(long)]
     pub(crate) buffered_io: bool,
@@ -847,5 +849,32 @@ mod tests {
             "{err}"
         );
         assert!(parse("1,5,9").is_ok());
+    }
+
+    #[test]
+    fn gpu_device_takes_a_list_and_names_a_bad_value() {
+        let parse = |devices: &str| {
+            Cli::try_parse_from(["engram-store", "serve", "--gpu-device", devices]).map(|cli| {
+                match cli.command {
+                    super::Command::Serve(a) => a.gpu_device.map(|d| d.as_slice().to_vec()),
+                    _ => None,
+                }
+            })
+        };
+        assert_eq!(parse("0").expect("one device"), Some(vec![0]));
+        assert_eq!(
+            parse("0,1,2,3").expect("four devices"),
+            Some(vec![0, 1, 2, 3])
+        );
+        for (bad, says) in [
+            ("0,0", "GPU device 0 is listed twice in \"0,0\""),
+            ("x", "GPU device \"x\""),
+            ("0,,1", "empty item"),
+            ("1,y", "\"y\" in \"1,y\""),
+        ] {
+            let err = parse(bad).expect_err(bad).to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(err.contains("--gpu-device"), "{bad}: {err}");
+        }
     }
 }

@@ -291,6 +291,7 @@ fn tier_stats(name: &str, s: &TierStats) -> pb::TierStats {
         policy: s.policy.clone(),
         checksum_errors: s.checksum_errors,
         reads: s.reads,
+        device: s.device,
     }
 }
 

@@ -34,7 +34,7 @@ fn region_code(e: &crate::regions::RegionError) -> Code {
     use crate::regions::RegionError as R;
     match e {
         R::Unknown { .. } => Code::NotFound,
-        R::NoGpu | R::PathRefused => Code::FailedPrecondition,
+        R::NoGpu | R::WrongDevice { .. } | R::PathRefused => Code::FailedPrecondition,
         R::TooMany { .. } => Code::ResourceExhausted,
         _ => Code::InvalidArgument,
     }

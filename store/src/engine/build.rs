@@ -1,12 +1,14 @@
 //! Building one table version's tiers from its opened files and its shares of the RAM and VRAM
-//! budgets: the same at start and for a version that appears while serving. Also where a VRAM
-//! tier is filled at once (a new version is warmed before it is swapped in) instead of at its
-//! next background refresh.
+//! budgets: the same at start and for a version that appears while serving. A version gets one
+//! VRAM tier per device served (`--gpu-device 0,1`), each of the same share of that device's
+//! budget, each refreshed in the background through its own device's cascade. Also where the
+//! VRAM tiers are filled at once (a new version is warmed before it is swapped in) instead of at
+//! their next background refresh.
 
 use std::sync::Arc;
 
 use engram_store_cache::io::IoEngine;
-use engram_store_cache::{PolicyFactory, RowCacheBuilder, Tier};
+use engram_store_cache::{PolicyFactory, RowCacheBuilder};
 
 use super::config::EngineConfig;
 use super::served_table::ServedTable;
@@ -30,10 +32,13 @@ pub(crate) struct TableBuilder {
 
 #[cfg(feature = "cuda")]
 struct GpuSettings {
-    device: usize,
+    /// Each device served and its CUDA context, once a tier on it exists.
+    devices: Vec<(
+        usize,
+        std::sync::OnceLock<Arc<engram_store_cache::gpu::CudaContext>>,
+    )>,
     max_batch: usize,
     refresh: std::time::Duration,
-    context: std::sync::OnceLock<Arc<engram_store_cache::gpu::CudaContext>>,
 }
 
 impl std::fmt::Debug for TableBuilder {
@@ -51,11 +56,11 @@ pub(crate) struct Built {
     pub(crate) table: Arc<ServedTable>,
     /// Its share of the RAM budget, bytes.
     pub(crate) ram_share: u64,
-    /// Its share of the VRAM budget, bytes.
+    /// Its share of each device's VRAM budget, bytes.
     pub(crate) gpu_share: u64,
-    /// Its VRAM tier, if it has one.
+    /// Its VRAM tiers, one per device served (none without a share).
     #[cfg(feature = "cuda")]
-    pub(crate) gpu: Option<Arc<engram_store_cache::gpu::GpuTier>>,
+    pub(crate) gpus: Vec<Arc<engram_store_cache::gpu::GpuTier>>,
 }
 
 impl TableBuilder {
@@ -69,10 +74,14 @@ impl TableBuilder {
             io,
             #[cfg(feature = "cuda")]
             gpu: GpuSettings {
-                device: config.gpu_device,
+                devices: config
+                    .gpu_devices
+                    .as_slice()
+                    .iter()
+                    .map(|&d| (d, std::sync::OnceLock::new()))
+                    .collect(),
                 max_batch: config.max_batch_ids.min(1 << 20),
                 refresh: config.gpu_refresh,
-                context: std::sync::OnceLock::new(),
             },
         }
     }
@@ -82,14 +91,22 @@ impl TableBuilder {
         &self.io
     }
 
-    /// The CUDA context of the VRAM tiers, once one exists.
+    /// The CUDA context of the VRAM tiers on `device`, once one exists.
     #[cfg(feature = "cuda")]
-    pub(crate) fn gpu_context(&self) -> Option<&Arc<engram_store_cache::gpu::CudaContext>> {
-        self.gpu.context.get()
+    pub(crate) fn gpu_context(
+        &self,
+        device: usize,
+    ) -> Option<&Arc<engram_store_cache::gpu::CudaContext>> {
+        self.gpu
+            .devices
+            .iter()
+            .find(|(d, _)| *d == device)
+            .and_then(|(_, context)| context.get())
     }
 
-    /// Serves `table` with a RAM tier of `ram_share` bytes and a VRAM tier of `gpu_share` bytes
-    /// (each 0: none); a VRAM tier refreshes itself in the background from then on.
+    /// Serves `table` with a RAM tier of `ram_share` bytes and, on each device served, a VRAM
+    /// tier of `gpu_share` bytes (each 0: none); a VRAM tier refreshes itself in the background
+    /// from then on.
     pub(crate) fn build(
         &self,
         table: OpenTable,
@@ -110,9 +127,13 @@ impl TableBuilder {
         });
         #[cfg(feature = "cuda")]
         {
-            let gpu = if gpu_share > 0 {
+            let mut gpus = Vec::new();
+            for (device, context) in &self.gpu.devices {
+                if gpu_share == 0 {
+                    break;
+                }
                 let mut c = engram_store_cache::gpu::GpuTierConfig::new(
-                    self.gpu.device,
+                    *device,
                     gpu_share,
                     m.row_bytes as usize,
                 );
@@ -120,42 +141,39 @@ impl TableBuilder {
                 let tier = engram_store_cache::gpu::GpuTier::new(&c).map_err(|source| {
                     EngineError::Gpu {
                         what: format!(
-                            "the VRAM tier of table {:?} version {} failed",
+                            "the VRAM tier of table {:?} version {} on GPU {device} failed",
                             m.name, m.version
                         ),
                         source,
                     }
                 })?;
-                let _ = self.gpu.context.set(tier.context().clone());
-                Some(Arc::new(tier))
-            } else {
-                None
-            };
-            let served = Arc::new(ServedTable::new(
-                table,
-                gpu.clone().map(|g| g as Arc<dyn Tier>),
-                ram,
-                self.io.clone(),
-            ));
-            if let Some(g) = &gpu {
-                engram_store_cache::tier::spawn_refresh(
-                    served.cascade(),
-                    g.clone(),
-                    self.gpu.refresh,
-                );
+                let _ = context.set(tier.context().clone());
+                gpus.push(Arc::new(tier));
+            }
+            let on_devices = gpus
+                .iter()
+                .map(|g| super::served_table::DeviceTierOn {
+                    device: g.device(),
+                    tier: g.clone() as Arc<dyn engram_store_cache::Tier>,
+                })
+                .collect();
+            let served = Arc::new(ServedTable::new(table, on_devices, ram, self.io.clone()));
+            for g in &gpus {
+                if let Some(cascade) = served.cascade_for(Some(g.device())) {
+                    engram_store_cache::tier::spawn_refresh(cascade, g.clone(), self.gpu.refresh);
+                }
             }
             Ok(Built {
                 table: served,
                 ram_share,
                 gpu_share,
-                gpu,
+                gpus,
             })
         }
         #[cfg(not(feature = "cuda"))]
         {
-            let gpu: Option<Arc<dyn Tier>> = None;
             Ok(Built {
-                table: Arc::new(ServedTable::new(table, gpu, ram, self.io.clone())),
+                table: Arc::new(ServedTable::new(table, Vec::new(), ram, self.io.clone())),
                 ram_share,
                 gpu_share,
             })
@@ -164,35 +182,40 @@ impl TableBuilder {
 
     /// Serves `table` from its files alone (an older version kept for clients that pin it).
     pub(crate) fn files_only(&self, table: OpenTable) -> Arc<ServedTable> {
-        Arc::new(ServedTable::new(table, None, None, self.io.clone()).files_only())
+        Arc::new(ServedTable::new(table, Vec::new(), None, self.io.clone()).files_only())
     }
 }
 
-/// Fills `built`'s VRAM tier now with the hottest rows it has been told of (counted lookups and
-/// prefetch hints), as its background refresh would at its next turn.
+/// Fills each of `built`'s VRAM tiers now with the hottest rows it has been told of (counted
+/// lookups and prefetch hints on its device), as its background refresh would at its next turn.
+/// Returns the rows loaded, over all devices.
 #[cfg(feature = "cuda")]
 pub(crate) async fn refresh_gpu_now(built: &Built) -> Result<usize, String> {
-    let Some(gpu) = built.gpu.clone() else {
-        return Ok(0);
-    };
-    let g = gpu.clone();
-    let plan = tokio::task::spawn_blocking(move || {
-        g.flush_counts();
-        g.plan_refresh()
-    })
-    .await
-    .map_err(|e| format!("plan the VRAM refresh: {e}"))?;
-    if plan.entering.is_empty() {
-        return Ok(0);
+    let mut loaded = 0;
+    for gpu in &built.gpus {
+        let device = gpu.device();
+        let Some(cascade) = built.table.cascade_for(Some(device)).cloned() else {
+            continue;
+        };
+        let g = gpu.clone();
+        let plan = tokio::task::spawn_blocking(move || {
+            g.flush_counts();
+            g.plan_refresh()
+        })
+        .await
+        .map_err(|e| format!("plan the VRAM refresh of GPU {device}: {e}"))?;
+        if plan.entering.is_empty() {
+            continue;
+        }
+        let rows = cascade
+            .fill_below_top(plan.entering.clone())
+            .await
+            .map_err(|e| format!("read the rows to warm GPU {device} with: {e}"))?;
+        let g = gpu.clone();
+        loaded += tokio::task::spawn_blocking(move || g.apply_refresh(&plan, &rows))
+            .await
+            .map_err(|e| format!("warm GPU {device}: {e}"))?
+            .map_err(|e| format!("warm GPU {device}: {e}"))?;
     }
-    let rows = built
-        .table
-        .cascade()
-        .fill_below_top(plan.entering.clone())
-        .await
-        .map_err(|e| format!("read the rows to warm VRAM with: {e}"))?;
-    tokio::task::spawn_blocking(move || gpu.apply_refresh(&plan, &rows))
-        .await
-        .map_err(|e| format!("warm VRAM: {e}"))?
-        .map_err(|e| format!("warm VRAM: {e}"))
+    Ok(loaded)
 }

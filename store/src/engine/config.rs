@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use engram_store_cache::io::IoEngineKind;
 
+use super::gpu_devices::GpuDevices;
+
 /// How the engine serves.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -23,10 +25,13 @@ pub struct EngineConfig {
     pub direct_io: bool,
     /// Most rows one request may ask for. Default 1,048,576.
     pub max_batch_ids: usize,
-    /// VRAM tier budget over all tables, bytes. Default 0 (no VRAM tier).
+    /// VRAM tier budget of each device in `gpu_devices`, over all tables, bytes. Default 0 (no
+    /// VRAM tier).
     pub gpu_budget_bytes: u64,
-    /// CUDA device of the VRAM tier. Default 0.
-    pub gpu_device: usize,
+    /// CUDA devices with a VRAM tier (one per table on each, under `gpu_budget_bytes` each); a
+    /// LookupInto or channel into a device buffer uses its device's tier, host requests the
+    /// first device's. Default device 0.
+    pub gpu_devices: GpuDevices,
     /// How often the VRAM hot set is refreshed. Default 1 s.
     pub gpu_refresh: Duration,
     /// Bytes of answers built in server memory and not yet sent, at most. Default 1 GiB.
@@ -72,7 +77,7 @@ impl EngineConfig {
             direct_io: true,
             max_batch_ids: 1 << 20,
             gpu_budget_bytes: 0,
-            gpu_device: 0,
+            gpu_devices: GpuDevices::default(),
             gpu_refresh: Duration::from_secs(1),
             answer_budget_bytes: 1 << 30,
             answer_wait: Duration::from_millis(100),

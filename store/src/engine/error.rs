@@ -131,11 +131,16 @@ pub enum LookupError {
         /// Its value.
         limit: u64,
     },
-    /// Device memory was asked for but the table has no GPU tier.
-    #[error("table {table:?} has no GPU tier, so it cannot write into device memory")]
+    /// Device memory was asked for but the table has no GPU tier on its device.
+    #[error(
+        "table {table:?} has no GPU tier on GPU {device}, so it cannot write into device memory \
+         there"
+    )]
     NoGpuTier {
         /// Table.
         table: String,
+        /// The device of the memory.
+        device: usize,
     },
 }
 

@@ -11,6 +11,7 @@ mod catalog;
 mod config;
 mod dedup;
 mod error;
+mod gpu_devices;
 mod group;
 mod prefetch_queue;
 mod query;
@@ -26,11 +27,12 @@ pub use catalog::{Catalog, TableVersions, Unavailable};
 pub use config::EngineConfig;
 pub use dedup::DedupedIds;
 pub use error::{BadToken, LookupError};
+pub use gpu_devices::{GpuDevices, GpuDevicesError};
 pub use group::{GroupOpenError, ServedGroup, ServedLayer};
 pub use query::{
     DeadMaskLength, IntoQuery, NgramQuery, ProtocolError, RowSource, RowsQuery, TokenSequence,
 };
-pub use served_table::{ServedTable, VersionDir};
+pub use served_table::{DeviceTierOn, ServedTable, VersionDir};
 pub use serving::{Answer, Engine, EngineError, IntoAnswer, RegisteredRegion, ResolvedNgrams};
 pub use stats::{Delivered, EngineStats, process_rss_bytes};
 pub use versions::{ReloadOutcome, TableReload};

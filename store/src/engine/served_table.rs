@@ -1,13 +1,22 @@
-//! One table version being served: its manifest and the cascade of its tiers (GPU when it has
+//! One table version being served: its manifest and the cascades of its tiers (GPU when it has
 //! one, RAM when it has a budget, NVMe always). Checks a request's ids against the table, then
-//! hands the rows to the cascade; errors of the tiers come back named with the table.
+//! hands the rows to a cascade; errors of the tiers come back named with the table.
+//!
+//! With several GPUs (`--gpu-device 0,1`) a version has one VRAM tier per device and one cascade
+//! per device, `[gpu_d, ram, nvme]`, sharing the RAM and NVMe tiers. Rows written into a buffer
+//! on device `d` ([`ServedTable::lookup_into_device`]) go through device `d`'s cascade, so the
+//! ids asked for there are counted by, and fill, device `d`'s tier: a tensor-parallel rank's
+//! own head columns end up in its own GPU. Requests without a device (Lookup, LookupNgrams,
+//! LookupInto into host memory, Prefetch) go through the first device's cascade, as with one
+//! GPU: they feed and read the first device's tier.
 //!
 //! [`ServedTable::lookup_deduped`] serves a batch already reduced to distinct ids (the n-gram
 //! path): each distinct row is served once, through every tier, into its first output position
 //! and then copied to the other positions that want it.
 //!
-//! Each version samples the ids its traffic reads ([`RecentIds`]), which warm the next version of
-//! the table before it is swapped in, and shares one [`VersionDir`] among every `ServedTable`
+//! Each version samples the ids its traffic reads ([`RecentIds`]; host requests and each
+//! device's apart), which warm the next version of the table, each cascade with its own, before
+//! it is swapped in, and shares one [`VersionDir`] among every `ServedTable`
 //! of its files: when the last is dropped, no request reads the version any more and its files
 //! may go.
 
@@ -27,11 +36,35 @@ use crate::table::{Manifest, OpenTable};
 #[derive(Debug)]
 pub struct ServedTable {
     manifest: Manifest,
+    /// Host requests: the first device's VRAM tier (if any), RAM, NVMe.
     cascade: Arc<Cascade>,
+    /// One cascade per device with a VRAM tier, in `--gpu-device` order.
+    devices: Vec<DeviceCascade>,
+    /// Every tier once: the VRAM tiers by device, then RAM, then NVMe.
+    tiers: Vec<Arc<dyn Tier>>,
     ram: Option<Arc<RamTier>>,
     nvme: NvmeTier,
+    /// Ids of host requests.
     recent: RecentIds,
     dir: Arc<VersionDir>,
+}
+
+/// The tiers serving buffers on one device: its VRAM tier over the shared host tiers.
+#[derive(Debug)]
+struct DeviceCascade {
+    device: usize,
+    cascade: Arc<Cascade>,
+    /// Ids asked for into buffers on this device.
+    recent: RecentIds,
+}
+
+/// A VRAM tier of a table version and the CUDA device it lives on.
+#[derive(Debug, Clone)]
+pub struct DeviceTierOn {
+    /// The device ordinal.
+    pub device: usize,
+    /// The tier: a device tier (`Tier::as_device` is `Some`), such as the cache crate's `GpuTier`.
+    pub tier: Arc<dyn Tier>,
 }
 
 /// The directory of a table version, shared by everything serving from its files.
@@ -48,11 +81,12 @@ impl VersionDir {
 }
 
 impl ServedTable {
-    /// Serves `table`: a GPU tier on top if given, a RAM tier built by `ram` if given, then its
-    /// data files read through `io`.
+    /// Serves `table`: for each of `gpus` a cascade with that VRAM tier on top (the first also
+    /// serves host requests), a RAM tier built by `ram` if given, then its data files read
+    /// through `io`.
     pub fn new(
         table: OpenTable,
-        gpu: Option<Arc<dyn Tier>>,
+        gpus: Vec<DeviceTierOn>,
         ram: Option<RowCacheBuilder>,
         io: Arc<dyn IoEngine>,
     ) -> Self {
@@ -71,16 +105,34 @@ impl ServedTable {
             .collect();
         let nvme = NvmeTier::new(files, manifest.layout(), io);
         let ram = ram.map(|b| Arc::new(RamTier::new(b.build())));
-        let mut tiers: Vec<Arc<dyn Tier>> = Vec::new();
-        tiers.extend(gpu);
+        let mut host_tiers: Vec<Arc<dyn Tier>> = Vec::new();
         if let Some(ram) = &ram {
-            tiers.push(ram.clone());
+            host_tiers.push(ram.clone());
         }
-        tiers.push(Arc::new(nvme.clone()));
-        let cascade = Arc::new(Cascade::new(tiers, manifest.row_bytes as usize));
+        host_tiers.push(Arc::new(nvme.clone()));
+        let row_bytes = manifest.row_bytes as usize;
+        let over_host = |top: Option<&Arc<dyn Tier>>| {
+            let tiers = top.into_iter().chain(&host_tiers).cloned().collect();
+            Arc::new(Cascade::new(tiers, row_bytes))
+        };
+        let devices: Vec<DeviceCascade> = gpus
+            .iter()
+            .map(|g| DeviceCascade {
+                device: g.device,
+                cascade: over_host(Some(&g.tier)),
+                recent: RecentIds::new(RING_SLOTS),
+            })
+            .collect();
+        let cascade = match devices.first() {
+            Some(d) => d.cascade.clone(),
+            None => over_host(None),
+        };
+        let tiers = gpus.into_iter().map(|g| g.tier).chain(host_tiers).collect();
         Self {
             manifest,
             cascade,
+            devices,
+            tiers,
             ram,
             nvme,
             recent: RecentIds::new(RING_SLOTS),
@@ -96,7 +148,9 @@ impl ServedTable {
         let tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(nvme.clone())];
         Self {
             manifest: self.manifest.clone(),
-            cascade: Arc::new(Cascade::new(tiers, self.row_bytes())),
+            cascade: Arc::new(Cascade::new(tiers.clone(), self.row_bytes())),
+            devices: Vec::new(),
+            tiers,
             ram: None,
             nvme,
             recent: RecentIds::new(0),
@@ -114,9 +168,32 @@ impl ServedTable {
         &self.dir
     }
 
-    /// Distinct ids recently read, sorted: what a new version is warmed with.
-    pub(crate) fn recent_ids(&self) -> Vec<u64> {
-        self.recent.snapshot()
+    /// Distinct ids recently read by host requests (`None`) or into buffers on `device`, sorted:
+    /// what a new version's cascade for the same is warmed with.
+    pub(crate) fn recent_ids(&self, device: Option<usize>) -> Vec<u64> {
+        match device {
+            None => self.recent.snapshot(),
+            Some(d) => self
+                .device(d)
+                .map_or_else(Vec::new, |d| d.recent.snapshot()),
+        }
+    }
+
+    /// The devices with a VRAM tier of this version, in `--gpu-device` order.
+    pub fn gpu_devices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.devices.iter().map(|d| d.device)
+    }
+
+    fn device(&self, device: usize) -> Option<&DeviceCascade> {
+        self.devices.iter().find(|d| d.device == device)
+    }
+
+    /// The cascade serving buffers on `device` (`None`: host requests), if there is one.
+    pub fn cascade_for(&self, device: Option<usize>) -> Option<&Arc<Cascade>> {
+        match device {
+            None => Some(&self.cascade),
+            Some(d) => self.device(d).map(|d| &d.cascade),
+        }
     }
 
     /// Reads `ids` from the files, checking every block read against its checksum, without
@@ -148,7 +225,7 @@ impl ServedTable {
         &self.manifest
     }
 
-    /// The cascade of its tiers.
+    /// The cascade of host requests (the first device's VRAM tier on top, if any).
     pub fn cascade(&self) -> &Arc<Cascade> {
         &self.cascade
     }
@@ -163,18 +240,15 @@ impl ServedTable {
         self.nvme.io_engine_name()
     }
 
-    /// Each tier's stats, fastest first.
+    /// Each tier's stats, fastest first (the VRAM tiers in `--gpu-device` order, each with its
+    /// device).
     pub fn tier_stats(&self) -> Vec<(TierKind, TierStats)> {
-        self.cascade
-            .tiers()
-            .iter()
-            .map(|t| (t.kind(), t.stats()))
-            .collect()
+        self.tiers.iter().map(|t| (t.kind(), t.stats())).collect()
     }
 
     /// Zeroes every tier's counters.
     pub fn reset_stats(&self) {
-        for t in self.cascade.tiers() {
+        for t in &self.tiers {
             t.reset_stats();
         }
     }
@@ -268,28 +342,50 @@ impl ServedTable {
         Ok(())
     }
 
-    /// Brings `ids` into the cache tiers (reading what none holds) and hints every tier; returns
-    /// the rows read.
+    /// Brings `ids` into the cache tiers (reading what none holds) and hints every tier of the
+    /// host requests' cascade (the first device's VRAM tier, RAM); returns the rows read.
     pub async fn prefetch(&self, ids: &[u64]) -> Result<usize, LookupError> {
+        self.prefetch_for(None, ids).await
+    }
+
+    /// [`ServedTable::prefetch`] through the cascade of `device` (`None`: of host requests):
+    /// its VRAM tier is hinted. Without a tier on `device`, nothing is done.
+    pub(crate) async fn prefetch_for(
+        &self,
+        device: Option<usize>,
+        ids: &[u64],
+    ) -> Result<usize, LookupError> {
         self.check_ids(ids)?;
-        self.recent.record(ids);
-        self.cascade
-            .prefetch(ids)
-            .await
-            .map_err(|e| self.tier_error(e))
+        let Some(cascade) = self.cascade_for(device) else {
+            return Ok(0);
+        };
+        match device.and_then(|d| self.device(d)) {
+            Some(d) => d.recent.record(ids),
+            None => self.recent.record(ids),
+        }
+        cascade.prefetch(ids).await.map_err(|e| self.tier_error(e))
     }
 
     /// Writes the rows of `ids` into device memory at `dst` (valid for `ids.len() * row_bytes`
-    /// bytes on the GPU tier's device): hits by the gather kernel straight from VRAM, misses
-    /// from the host tiers. Returns the VRAM hits.
-    pub async fn lookup_into_device(&self, ids: &[u64], dst: u64) -> Result<u64, LookupError> {
+    /// bytes on GPU `device`) through that device's cascade: hits by the gather kernel straight
+    /// from its VRAM tier, misses from the host tiers; the ids count towards that tier's hot
+    /// set. Returns the VRAM hits.
+    pub async fn lookup_into_device(
+        &self,
+        device: usize,
+        ids: &[u64],
+        dst: u64,
+    ) -> Result<u64, LookupError> {
         self.check_ids(ids)?;
-        self.recent.record(ids);
-        match self.cascade.serve_to_device(ids, dst).await {
+        let no_tier = || LookupError::NoGpuTier {
+            table: self.manifest.name.clone(),
+            device,
+        };
+        let on = self.device(device).ok_or_else(no_tier)?;
+        on.recent.record(ids);
+        match on.cascade.serve_to_device(ids, dst).await {
             Some(result) => result.map_err(|e| self.tier_error(e)),
-            None => Err(LookupError::NoGpuTier {
-                table: self.manifest.name.clone(),
-            }),
+            None => Err(no_tier()),
         }
     }
 }

@@ -196,12 +196,12 @@ impl Engine {
             return Err(EngineError::NoGpuSupport);
             #[cfg(feature = "cuda")]
             {
-                engram_store_cache::gpu::probe(config.gpu_device).map_err(|source| {
-                    EngineError::Gpu {
-                        what: format!("GPU {} cannot be used", config.gpu_device),
+                for &device in config.gpu_devices.as_slice() {
+                    engram_store_cache::gpu::probe(device).map_err(|source| EngineError::Gpu {
+                        what: format!("GPU {device} cannot be used"),
                         source,
-                    }
-                })?;
+                    })?;
+                }
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err(EngineError::NoRuntime);
                 }
@@ -569,15 +569,20 @@ impl Engine {
         size: u64,
         device: u32,
     ) -> Result<RegionMemory, RegionError> {
-        let Some(ctx) = self.builder.gpu_context() else {
+        if self.config.gpu_budget_bytes == 0 {
             return Err(RegionError::NoGpu);
-        };
-        if device as usize != self.config.gpu_device {
+        }
+        let served = &self.config.gpu_devices;
+        if !served.contains(device as usize) {
             return Err(RegionError::WrongDevice {
                 buffer: device,
-                served: self.config.gpu_device,
+                served: served.to_string(),
             });
         }
+        // The buffer is opened in its own device's context, that of the VRAM tiers there.
+        let Some(ctx) = self.builder.gpu_context(device as usize) else {
+            return Err(RegionError::NoGpu);
+        };
         if size == 0 {
             return Err(RegionError::Empty);
         }
@@ -585,6 +590,7 @@ impl Engine {
             .map_err(|e| RegionError::Ipc(Arc::new(e)))?;
         Ok(RegionMemory::CudaIpc {
             memory,
+            device: device as usize,
             offset,
             size,
         })
@@ -638,12 +644,13 @@ impl Engine {
                 (None, Some(d)) => table.lookup_deduped_into(d, dst).await?,
                 (None, None) => {}
             }
-        } else if let Some(dst) = lease.device_ptr() {
+        } else if let Some((device, dst)) = lease.device_ptr() {
+            // The region's device picks the VRAM tier (and the hot set the ids count towards).
             gpu_hits = match (ids, &deduped) {
-                (Some(ids), _) => table.lookup_into_device(ids, dst).await?,
+                (Some(ids), _) => table.lookup_into_device(device, ids, dst).await?,
                 (None, Some(d)) => {
                     let all: Vec<u64> = (0..d.len()).filter_map(|p| d.id_at(p)).collect();
-                    table.lookup_into_device(&all, dst).await?
+                    table.lookup_into_device(device, &all, dst).await?
                 }
                 (None, None) => 0,
             };

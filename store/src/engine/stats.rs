@@ -11,7 +11,8 @@ use engram_store_cache::{LatencyHistogram, LatencySnapshot, TierKind, TierStats}
 /// A snapshot of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineStats {
-    /// Per tier (fastest first), summed over tables.
+    /// Per tier (fastest first), summed over tables; one GPU entry per device, told apart by
+    /// `TierStats::device`.
     pub tiers: Vec<(TierKind, TierStats)>,
     /// Whole-request latency.
     pub request_latency: LatencySnapshot,
@@ -114,14 +115,18 @@ impl RequestCounters {
     }
 }
 
-/// Sums per-table tier stats by tier kind, fastest tier first.
+/// Sums per-table tier stats by tier kind and device (one GPU entry per device served), fastest
+/// tier first, GPU tiers by device.
 pub(crate) fn sum_by_kind(
     per_table: impl Iterator<Item = Vec<(TierKind, TierStats)>>,
 ) -> Vec<(TierKind, TierStats)> {
     let mut sums: Vec<(TierKind, TierStats)> = Vec::new();
     for tiers in per_table {
         for (kind, stats) in tiers {
-            match sums.iter_mut().find(|(k, _)| *k == kind) {
+            match sums
+                .iter_mut()
+                .find(|(k, s)| *k == kind && s.device == stats.device)
+            {
                 Some((_, sum)) => sum.add(&stats),
                 None => {
                     let mut sum = TierStats::default();
@@ -131,7 +136,7 @@ pub(crate) fn sum_by_kind(
             }
         }
     }
-    sums.sort_by_key(|(k, _)| *k);
+    sums.sort_by_key(|(k, s)| (*k, s.device));
     sums
 }
 
@@ -148,4 +153,46 @@ pub fn process_rss_bytes() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages * u64::try_from(page).unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_keep_one_gpu_entry_per_device() {
+        let gpu = |device, rows| TierStats {
+            resident_rows: rows,
+            device: Some(device),
+            ..Default::default()
+        };
+        let ram = |rows| TierStats {
+            resident_rows: rows,
+            ..Default::default()
+        };
+        let per_table = vec![
+            vec![
+                (TierKind::Gpu, gpu(1, 10)),
+                (TierKind::Gpu, gpu(0, 1)),
+                (TierKind::Ram, ram(100)),
+            ],
+            vec![
+                (TierKind::Gpu, gpu(0, 2)),
+                (TierKind::Gpu, gpu(1, 20)),
+                (TierKind::Ram, ram(200)),
+            ],
+        ];
+        let sums: Vec<(TierKind, Option<u32>, u64)> = sum_by_kind(per_table.into_iter())
+            .into_iter()
+            .map(|(k, s)| (k, s.device, s.resident_rows))
+            .collect();
+        assert_eq!(
+            sums,
+            vec![
+                (TierKind::Gpu, Some(0), 3),
+                (TierKind::Gpu, Some(1), 30),
+                (TierKind::Ram, None, 300),
+            ]
+        );
+    }
 }

@@ -467,40 +467,59 @@ impl Engine {
     }
 
     /// Warms `built`'s cache tiers with the ids `old`'s traffic has been reading, as many as
-    /// they hold; returns the rows read.
+    /// they hold: the ids of host requests through the host requests' cascade, the ids asked
+    /// for on each device through that device's (so each VRAM tier is warmed with its own hot
+    /// rows); returns the rows read.
     async fn warm(&self, built: &Built, old: &ServedTable) -> Result<usize, String> {
         let table = &built.table;
         let rows = table.manifest().rows;
         #[cfg(feature = "cuda")]
-        let gpu_rows = built.gpu.as_ref().map_or(0, |g| g.capacity_rows() as u64);
+        let gpu_rows = built
+            .gpus
+            .iter()
+            .map(|g| g.capacity_rows() as u64)
+            .max()
+            .unwrap_or(0);
         #[cfg(not(feature = "cuda"))]
         let gpu_rows = 0u64;
         let room = table.ram_capacity_rows().max(gpu_rows);
         if room == 0 {
             return Ok(0);
         }
-        let mut ids = old.recent_ids();
-        ids.retain(|&id| id < rows);
-        if ids.len() as u64 > room {
-            // Spread over the sample rather than its lowest ids.
-            let keep = room as usize;
-            let total = ids.len();
-            ids = (0..keep).map(|k| ids[k * total / keep]).collect();
+        let mut warmed = 0;
+        // `None`: the host requests' cascade; then each device's.
+        let cascades: Vec<Option<usize>> = std::iter::once(None)
+            .chain(table.gpu_devices().map(Some))
+            .collect();
+        for device in cascades {
+            let mut ids = old.recent_ids(device);
+            ids.retain(|&id| id < rows);
+            if ids.len() as u64 > room {
+                // Spread over the sample rather than its lowest ids.
+                let keep = room as usize;
+                let total = ids.len();
+                ids = (0..keep).map(|k| ids[k * total / keep]).collect();
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            table.prefetch_for(device, &ids).await.map_err(|e| {
+                let on = device.map_or_else(String::new, |d| format!(" for GPU {d}"));
+                format!("warming its cache{on} with {} rows: {e}", ids.len())
+            })?;
+            warmed += ids.len();
         }
-        table
-            .prefetch(&ids)
-            .await
-            .map_err(|e| format!("warming its cache with {} rows: {e}", ids.len()))?;
         #[cfg(feature = "cuda")]
         if let Err(e) = super::build::refresh_gpu_now(built).await {
             tracing::warn!(table = %table.manifest().name, error = %e,
                 "VRAM of the new version not warmed; its background refresh fills it");
         }
-        Ok(ids.len())
+        Ok(warmed)
     }
 
-    /// Shares of the RAM and VRAM budgets for a table new to the catalog, of `bytes` data
-    /// bytes: what it would get among the tables served, out of what no table holds yet.
+    /// Shares of the RAM and VRAM budgets (the VRAM share on each device) for a table new to the
+    /// catalog, of `bytes` data bytes: what it would get among the tables served, out of what no
+    /// table holds yet.
     fn new_table_shares(&self, catalog: &Catalog, bytes: u64) -> (u64, u64) {
         let c = self.config();
         let total: u128 = catalog

@@ -15,7 +15,9 @@ pub const SERVED_ROWS: &str = "engram_store_served_rows_total";
 /// Row bytes returned to clients or written into their regions (counter).
 pub const SERVED_BYTES: &str = "engram_store_served_bytes_total";
 /// Rows asked of a tier, by `table`, `tier` and `result` (`hit`: served by it; `miss`: left to
-/// the tier below, or for `nvme` a failed read) (counter).
+/// the tier below, or for `nvme` a failed read) (counter). Every `tier="gpu"` series of this
+/// and the tier metrics below also has a `device` label (the CUDA device of that VRAM tier,
+/// one per `--gpu-device`).
 pub const TIER_ROWS: &str = "engram_store_tier_rows_total";
 /// Row bytes served by a tier, by `table` and `tier` (counter).
 pub const TIER_SERVED_BYTES: &str = "engram_store_tier_served_bytes_total";
@@ -25,8 +27,8 @@ pub const TIER_RESIDENT_ROWS: &str = "engram_store_tier_resident_rows";
 pub const TIER_RESIDENT_BYTES: &str = "engram_store_tier_resident_bytes";
 /// A table's share of a cache tier's budget, by `table` and `tier` (gauge, bytes).
 pub const TIER_CAPACITY_BYTES: &str = "engram_store_tier_capacity_bytes";
-/// The server's budget of a cache tier (`--ram-cache`, `--gpu-budget`), by `tier` (gauge,
-/// bytes).
+/// The server's budget of a cache tier (`--ram-cache`, `--gpu-budget`), by `tier` (and
+/// `device` for each GPU served: `--gpu-budget` is per device) (gauge, bytes).
 pub const TIER_BUDGET_BYTES: &str = "engram_store_tier_budget_bytes";
 /// Rows offered to a tier by prefetches, by `table` and `tier` (counter).
 pub const PREFETCH_ROWS: &str = "engram_store_prefetch_rows_total";

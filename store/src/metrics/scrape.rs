@@ -86,11 +86,24 @@ impl StoreMetrics {
             vec![Label::from_static_parts("tier", TierKind::Ram.name())],
             config.ram_cache_bytes as f64,
         );
-        self.set(
-            names::TIER_BUDGET_BYTES,
-            vec![Label::from_static_parts("tier", TierKind::Gpu.name())],
-            config.gpu_budget_bytes as f64,
-        );
+        if config.gpu_budget_bytes > 0 {
+            for device in config.gpu_devices.as_slice() {
+                self.set(
+                    names::TIER_BUDGET_BYTES,
+                    vec![
+                        Label::from_static_parts("tier", TierKind::Gpu.name()),
+                        Label::new("device", device.to_string()),
+                    ],
+                    config.gpu_budget_bytes as f64,
+                );
+            }
+        } else {
+            self.set(
+                names::TIER_BUDGET_BYTES,
+                vec![Label::from_static_parts("tier", TierKind::Gpu.name())],
+                0.0,
+            );
+        }
         for (table, versions) in catalog.table_versions() {
             let m = versions.current.manifest();
             let name = || Label::new("table", table.clone());
@@ -119,26 +132,30 @@ impl StoreMetrics {
     /// counters; its gauges set when it is the version served.
     fn table_tier(&self, table: &str, version: u64, current: bool, kind: TierKind, s: &TierStats) {
         let table = || Label::new("table", table.to_string());
-        let tier = || Label::from_static_parts("tier", kind.name());
+        // table, tier and, for a VRAM tier, its device.
+        let tier_labels = || {
+            let mut labels = vec![table(), Label::from_static_parts("tier", kind.name())];
+            labels.extend(s.device.map(|d| Label::new("device", d.to_string())));
+            labels
+        };
+        let with = |mut labels: Vec<Label>, extra: Label| {
+            labels.push(extra);
+            labels
+        };
         let result = |r: &'static str| Label::from_static_parts("result", r);
         self.folded_version(
             names::TIER_ROWS,
-            vec![table(), tier(), result("hit")],
+            with(tier_labels(), result("hit")),
             version,
             s.hits,
         );
         self.folded_version(
             names::TIER_ROWS,
-            vec![table(), tier(), result("miss")],
+            with(tier_labels(), result("miss")),
             version,
             s.misses,
         );
-        self.folded_version(
-            names::TIER_SERVED_BYTES,
-            vec![table(), tier()],
-            version,
-            s.bytes,
-        );
+        self.folded_version(names::TIER_SERVED_BYTES, tier_labels(), version, s.bytes);
         if kind == TierKind::Nvme {
             self.folded_version(names::DISK_READS, vec![table()], version, s.reads);
             // The NVMe tier's "resident" bytes are the bytes it has read.
@@ -171,28 +188,28 @@ impl StoreMetrics {
         } else if current {
             self.set(
                 names::TIER_RESIDENT_ROWS,
-                vec![table(), tier()],
+                tier_labels(),
                 s.resident_rows as f64,
             );
             self.set(
                 names::TIER_RESIDENT_BYTES,
-                vec![table(), tier()],
+                tier_labels(),
                 s.resident_bytes as f64,
             );
             self.set(
                 names::TIER_CAPACITY_BYTES,
-                vec![table(), tier()],
+                tier_labels(),
                 s.capacity_bytes as f64,
             );
             self.folded_version(
                 names::PREFETCH_ROWS,
-                vec![table(), tier()],
+                tier_labels(),
                 version,
                 s.prefetch_rows,
             );
             self.folded_version(
                 names::PREFETCH_HITS,
-                vec![table(), tier()],
+                tier_labels(),
                 version,
                 s.prefetch_hits,
             );

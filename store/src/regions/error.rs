@@ -81,13 +81,16 @@ pub enum RegionError {
         "CUDA IPC regions need a server built with --features cuda and started with --gpu-budget"
     )]
     NoGpu,
-    /// The buffer is on another device than the GPU tier.
-    #[error("the buffer is on GPU {buffer}, the GPU tier on GPU {served}")]
+    /// The buffer is on a device without a VRAM tier.
+    #[error(
+        "the buffer is on GPU {buffer}, which this server does not serve: its VRAM tiers are on \
+         GPU {served} (serve --gpu-device)"
+    )]
     WrongDevice {
         /// The buffer's device.
         buffer: u32,
-        /// The tier's device.
-        served: usize,
+        /// The devices served, as `--gpu-device` takes them (`0,1`).
+        served: String,
     },
     /// The CUDA IPC handle could not be opened.
     #[cfg(feature = "cuda")]

@@ -1,5 +1,7 @@
 //! Memory of a caller's that `LookupInto` writes rows into: host shared memory (a sealed memfd
-//! the client handed over on the local socket) or, with a GPU tier, a CUDA IPC device buffer.
+//! the client handed over on the local socket) or, with a GPU tier, a CUDA IPC device buffer on
+//! one of the devices served (opened in that device's context; it remembers its device, which
+//! picks the VRAM tier its rows come through).
 //! Each registered region has an id and a random token; every use must present both, every write
 //! is bounds-checked against the registered size, and two writes in flight to overlapping ranges
 //! are refused, so a write outside a registered region, or racing another of ours, cannot
@@ -62,11 +64,13 @@ pub enum RegionSpec {
 pub enum RegionMemory {
     /// A mapped /dev/shm file.
     Shm(ShmRegion),
-    /// A device buffer of another process on the VRAM tier's GPU.
+    /// A device buffer of another process on one of the GPUs with a VRAM tier.
     #[cfg(feature = "cuda")]
     CudaIpc {
         /// The opened allocation.
         memory: engram_store_cache::gpu::IpcMemory,
+        /// Its CUDA device: rows written into it come through that device's VRAM tier.
+        device: usize,
         /// Offset of the buffer in the allocation.
         offset: u64,
         /// Bytes of the buffer.
@@ -161,14 +165,17 @@ impl WriteLease {
         }
     }
 
-    /// Device address of the leased bytes of a CUDA IPC region.
-    pub fn device_ptr(&self) -> Option<u64> {
+    /// The CUDA device and device address of the leased bytes of a CUDA IPC region.
+    pub fn device_ptr(&self) -> Option<(usize, u64)> {
         match &self.region.memory {
             RegionMemory::Shm(_) => None,
             #[cfg(feature = "cuda")]
-            RegionMemory::CudaIpc { memory, offset, .. } => {
-                Some(memory.base() + offset + self.range.start)
-            }
+            RegionMemory::CudaIpc {
+                memory,
+                device,
+                offset,
+                ..
+            } => Some((*device, memory.base() + offset + self.range.start)),
         }
     }
 }
