@@ -503,6 +503,8 @@ class Measured:
     logits_sha256: str
     needed_us: list[float]
     ready_us: list[float | None]
+    #: The rows the last timed step's Engram layers consumed (bf16 bits); None without Engram.
+    rows_sha256: str | None = None
 
 
 class Runner:
@@ -643,6 +645,11 @@ class Runner:
         logits = outputs[0] if outputs is not None else st.logits
         digest = hashlib.sha256(logits.contiguous().view(torch.int16).cpu().numpy().tobytes())
         digest.update(np.concatenate(sampled).tobytes())
+        rows_digest = None
+        if source.with_engram:
+            rows_digest = hashlib.sha256()
+            for rows in st.rows:
+                rows_digest.update(rows.contiguous().view(torch.int16).cpu().numpy().tobytes())
         measured_steps = phase.steps - phase.warmup
         ready_known = [[r for r in column if r is not None] for column in zip(*ready, strict=True)]
         return Measured(
@@ -652,6 +659,7 @@ class Runner:
             digest.hexdigest(),
             needed_us=[float(np.mean(column)) for column in zip(*needed, strict=True)],
             ready_us=[float(np.mean(c)) if c else None for c in ready_known],
+            rows_sha256=None if rows_digest is None else rows_digest.hexdigest(),
         )
 
     def _sync(self) -> None:
@@ -944,12 +952,18 @@ def run_arm(arm: str, ctx: dict[str, Any], runners: list[Runner]) -> list[dict[s
     with arm_source(arm, ctx) as source:
         for r in runners:
             m = r.run(source, ctx["args"].seed)
+            # Arm (a) runs twice: whether the backbone alone gives the same logits run to run
+            # on this device says whether the Engram arms' logits can be compared bit for bit.
+            again = r.run(source, ctx["args"].seed) if arm == "a" else None
             out.append({
                 "arm": arm,
                 "phase": r.phase.kind,
                 "batch": r.phase.batch,
                 "tok_per_s": m.tokens / m.seconds,
                 "logits_sha256": m.logits_sha256,
+                "rows_sha256": m.rows_sha256,
+                "logits_reproducible": None
+                if again is None else again.logits_sha256 == m.logits_sha256,
                 "step_ms": m.seconds / (r.phase.steps - r.phase.warmup) * 1e3,
                 "wait_us": m.wait_s * 1e6,
                 "gather_us": gather_us(source, r, r.phase.warmup)
@@ -967,7 +981,13 @@ def report_results(args, device, tables: Tables, model, details, layer_times, fa
     returns 1 if an arm failed or the logits are not as they must be."""
     arms = [{key: d[key] for key in ARM_KEYS} for d in details]
     details = report.with_losses(details)
-    problems = failures + report.check_logits(arms)
+    problems = failures + report.check_logits(arms) + report.check_rows(details)
+    unstable = report.unreproducible(details)
+    if unstable:
+        problems.append(
+            "arm (a) twice gave different logits in " + ", ".join(unstable)
+            + ": the backbone is not bit-reproducible there, so no logits can be compared"
+        )
     print(report.table(details, model.b.name, model.g.layer_ids))
     for lt in layer_times:
         graph = "-" if lt["graph_us"] is None else f"{lt['graph_us']:.1f}"

@@ -56,6 +56,32 @@ def check_logits(arms: Sequence[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def check_rows(details: Sequence[dict[str, Any]]) -> list[str]:
+    """What is wrong with the rows: within each (phase, batch), every Engram arm must have fed its
+    Engram layers the same rows (``rows_sha256`` of the last timed step, bf16 bits)."""
+    problems = []
+    for phase, batch in groups(details):
+        rows = {
+            r["arm"]: r["rows_sha256"]
+            for r in details
+            if (r["phase"], r["batch"]) == (phase, batch) and r.get("rows_sha256")
+        }
+        if len(set(rows.values())) > 1:
+            listing = ", ".join(f"({arm}) {sha[:12]}" for arm, sha in sorted(rows.items()))
+            problems.append(f"{phase} batch {batch}: the Engram arms' rows differ: {listing}")
+    return problems
+
+
+def unreproducible(details: Sequence[dict[str, Any]]) -> list[str]:
+    """The (phase, batch) groups where arm (a), run twice, gave different logits: there the
+    backbone itself is not bit-reproducible on this device."""
+    return [
+        f"{r['phase']} batch {r['batch']}"
+        for r in details
+        if r["arm"] == "a" and r.get("logits_reproducible") is False
+    ]
+
+
 def with_losses(details: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``details`` with ``loss_vs_a`` and ``loss_vs_c`` (1 - tok/s / the other arm's tok/s, in
     the same phase and batch; None where that arm did not run)."""
