@@ -30,11 +30,31 @@ waits for it) runs between segments, outside any graph.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 
 import torch
 import torch.nn.functional as F
+
+#: ``ENGRAM_OFFLOAD_SDPA``: pin decode attention to one SDPA backend (``flash``, ``efficient``,
+#: ``cudnn`` or ``math``); unset: torch chooses.
+_SDPA_BACKENDS = {
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+    "math": "MATH",
+}
+
+
+def _decode_attention_backend():
+    name = os.environ.get("ENGRAM_OFFLOAD_SDPA", "")
+    if not name:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, _SDPA_BACKENDS[name])])
 
 EPS = 1e-6
 CONV_EPS = 1e-5
@@ -272,9 +292,10 @@ class Decoder:
             slot = torch.remainder(st.position, st.window)
             st.k[i].index_copy_(2, slot, k.unsqueeze(2))
             st.v[i].index_copy_(2, slot, v.unsqueeze(2))
-            out = F.scaled_dot_product_attention(
-                q.unsqueeze(2), st.k[i], st.v[i], enable_gqa=True
-            )  # [B, heads, 1, D]
+            with _decode_attention_backend():
+                out = F.scaled_dot_product_attention(
+                    q.unsqueeze(2), st.k[i], st.v[i], enable_gqa=True
+                )  # [B, heads, 1, D]
         else:
             cos = self.cos[:n].unsqueeze(1)
             sin = self.sin[:n].unsqueeze(1)
