@@ -48,6 +48,14 @@ def test_cpu_smoke_run(tmp_path):
         sha = {r["arm"]: r["logits_sha256"] for r in arms if (r["phase"], r["batch"]) == group}
         assert len(set(sha.values()) - {sha["a"]}) == 1, sha
         assert sha["a"] != sha["b"] and all(r["tok_per_s"] > 0 for r in arms)
-    assert result["checks"] == {"ok": True, "problems": []}
+    assert result["checks"] == {"ok": True, "problems": [], "notes": []}
+    # The rows every Engram arm fed its layers are the same, bit for bit, in every phase.
+    for group in groups:
+        rows = {
+            r["rows_sha256"]
+            for r in result["details"]
+            if (r["phase"], r["batch"]) == group and r["arm"] != "a"
+        }
+        assert len(rows) == 1 and None not in rows, rows
     assert "identical in every phase" in done.stdout
     assert (tmp_path / "offload.svg").read_text().startswith("<svg")
