@@ -22,47 +22,15 @@ const RAW_VOCAB: u32 = 1500;
 const VOCAB: u32 = 500;
 const LAYERS: [u32; 2] = [1, 3];
 
-/// A small layout that passes validation: 2 layers, n-grams up to 3, 4 heads per order, primes
-/// just above 1000, row_dim 8.
-const LAYOUT: &str = r#"{
-  "compressed_vocab_size": 500, "pad_id": 2, "max_ngram_size": 3, "n_head_per_ngram": 4,
-  "row_dim": 8,
-  "layers": [
-    {"layer_id": 1, "multipliers": [76993395940407, 4862694818241, 36129212583461],
-     "primes": [[1009, 1013, 1019, 1021], [1031, 1033, 1039, 1049]]},
-    {"layer_id": 3, "multipliers": [1234567891011, 98765432109877, 55555555555557],
-     "primes": [[1051, 1061, 1063, 1069], [1087, 1091, 1093, 1097]]}
-  ]
-}"#;
-
-/// A 1-D int64 `.npy` file.
-fn npy_i64(values: &[i64]) -> Vec<u8> {
-    let mut header = format!(
-        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
-        values.len()
-    );
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
 /// Writes the layout and the compression map (raw r -> r * 7919 mod 500) into `dir`.
 fn write_inputs(dir: &Path) -> (PathBuf, PathBuf) {
     let layout = dir.join("layout.json");
     let map = dir.join("map.npy");
-    std::fs::write(&layout, LAYOUT).expect("write layout");
+    std::fs::write(&layout, common::SMALL_LAYOUT).expect("write layout");
     let ids: Vec<i64> = (0..i64::from(RAW_VOCAB))
         .map(|r| r * 7919 % i64::from(VOCAB))
         .collect();
-    std::fs::write(&map, npy_i64(&ids)).expect("write map");
+    std::fs::write(&map, common::npy_i64(&ids)).expect("write map");
     (layout, map)
 }
 
@@ -98,7 +66,7 @@ async fn synth_group(inputs: &Path, data: &Path) {
 
 /// The row ids of `sequences` computed locally (map + hasher), concatenated.
 fn local_row_ids(layer_id: u32, sequences: &[pb::TokenSequence]) -> Vec<u64> {
-    let layout = Layout::from_json_str(LAYOUT).expect("layout");
+    let layout = Layout::from_json_str(common::SMALL_LAYOUT).expect("layout");
     let ids: Vec<u32> = (0..RAW_VOCAB).map(|r| r * 7919 % VOCAB).collect();
     let map = CompressionMap::from_ids(ids);
     let hasher = LayerHasher::new(&layout, layer_id).expect("hasher");
@@ -443,7 +411,7 @@ fn safetensors(tensors: &[(&str, u64, u64, Vec<f32>)]) -> Vec<u8> {
 async fn weights_become_layer_tables_and_bad_shapes_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (layout_path, map_path) = write_inputs(dir.path());
-    let layout = Layout::from_json_str(LAYOUT).expect("layout");
+    let layout = Layout::from_json_str(common::SMALL_LAYOUT).expect("layout");
     let rows = |l: u32| layout.layer(l).expect("layer").row_count();
     let values = |l: u32| -> Vec<f32> {
         (0..rows(l) * 8)
@@ -544,13 +512,13 @@ async fn a_bad_layout_or_map_is_refused() {
     let opts = WriteOptions::default();
     // A map with a compressed id past the layout's vocabulary.
     let big_map = dir.path().join("big.npy");
-    std::fs::write(&big_map, npy_i64(&[0, 1, 500])).expect("write");
+    std::fs::write(&big_map, common::npy_i64(&[0, 1, 500])).expect("write");
     let err = create_group(&data, "g", &layout_path, &big_map, &synth, &opts, None)
         .expect_err("map outside layout");
     assert!(matches!(err, GroupError::Map { .. }), "{err}");
     // A layout with a composite "prime".
     let bad_layout = dir.path().join("bad.json");
-    std::fs::write(&bad_layout, LAYOUT.replace("1009", "1007")).expect("write");
+    std::fs::write(&bad_layout, common::SMALL_LAYOUT.replace("1009", "1007")).expect("write");
     let err = create_group(&data, "g", &bad_layout, &map_path, &synth, &opts, None)
         .expect_err("not prime");
     assert!(matches!(err, GroupError::Layout { .. }), "{err}");

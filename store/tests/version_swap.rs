@@ -402,46 +402,14 @@ async fn reload_is_an_admin_rpc_and_adds_new_tables() {
     server.shutdown().await.expect("shutdown");
 }
 
-/// A small layout: 2 layers, n-grams up to 3, 4 heads per order, primes just above 1000, row_dim
-/// 8 (the one `tests/ngrams.rs` uses).
-const LAYOUT: &str = r#"{
-  "compressed_vocab_size": 500, "pad_id": 2, "max_ngram_size": 3, "n_head_per_ngram": 4,
-  "row_dim": 8,
-  "layers": [
-    {"layer_id": 1, "multipliers": [76993395940407, 4862694818241, 36129212583461],
-     "primes": [[1009, 1013, 1019, 1021], [1031, 1033, 1039, 1049]]},
-    {"layer_id": 3, "multipliers": [1234567891011, 98765432109877, 55555555555557],
-     "primes": [[1051, 1061, 1063, 1069], [1087, 1091, 1093, 1097]]}
-  ]
-}"#;
-
-/// A 1-D int64 `.npy` of `values`.
-fn npy_i64(values: &[i64]) -> Vec<u8> {
-    let mut header = format!(
-        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
-        values.len()
-    );
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engram_groups_follow_their_layer_tables() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let (layout_path, map_path) = (dir.path().join("layout.json"), dir.path().join("map.npy"));
-    std::fs::write(&layout_path, LAYOUT).expect("layout");
+    std::fs::write(&layout_path, common::SMALL_LAYOUT).expect("layout");
     let raw: Vec<i64> = (0..1500).map(|r| r * 7919 % 500).collect();
-    std::fs::write(&map_path, npy_i64(&raw)).expect("map");
+    std::fs::write(&map_path, common::npy_i64(&raw)).expect("map");
     create_group(
         &data,
         "g",
@@ -460,7 +428,7 @@ async fn engram_groups_follow_their_layer_tables() {
     c.ram_cache_bytes = 1 << 20;
     let (engine, server, client) = common::start_with(c).await;
 
-    let layout = Layout::from_json_str(LAYOUT).expect("layout");
+    let layout = Layout::from_json_str(common::SMALL_LAYOUT).expect("layout");
     let map = CompressionMap::from_ids((0..1500u32).map(|r| r * 7919 % 500).collect());
     let hasher = LayerHasher::new(&layout, 1).expect("hasher");
     let tokens: Vec<u32> = vec![5, 900, 17, 17, 1499, 3];

@@ -1,5 +1,5 @@
 //! Shared by the integration tests: tables with random content and their in-memory model, and
-//! a real server on 127.0.0.1:0.
+//! a real server on 127.0.0.1:0; a small Engram layout and `.npy` writing for the n-gram tests.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -99,4 +99,36 @@ pub fn local_socket_path() -> std::path::PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::env::temp_dir().join(format!("engram-test-{}-{n}.sock", std::process::id()))
+}
+
+/// A small layout that passes validation: 2 layers, n-grams up to 3, 4 heads per order, primes
+/// just above 1000, row_dim 8.
+pub const SMALL_LAYOUT: &str = r#"{
+  "compressed_vocab_size": 500, "pad_id": 2, "max_ngram_size": 3, "n_head_per_ngram": 4,
+  "row_dim": 8,
+  "layers": [
+    {"layer_id": 1, "multipliers": [76993395940407, 4862694818241, 36129212583461],
+     "primes": [[1009, 1013, 1019, 1021], [1031, 1033, 1039, 1049]]},
+    {"layer_id": 3, "multipliers": [1234567891011, 98765432109877, 55555555555557],
+     "primes": [[1051, 1061, 1063, 1069], [1087, 1091, 1093, 1097]]}
+  ]
+}"#;
+
+/// A 1-D int64 `.npy` file.
+pub fn npy_i64(values: &[i64]) -> Vec<u8> {
+    let mut header = format!(
+        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+        values.len()
+    );
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
 }
