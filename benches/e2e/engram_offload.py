@@ -33,8 +33,11 @@ Logits of (b)-(e) must be bit-identical and differ from (a)'s: the script exits 
 tokens). The rows each Engram arm fed its layers at the last timed step must be bit-identical too
 (``rows_sha256`` in the details). Arm (a) runs twice: where its two runs' logits differ (decode on
 the H200, even with math attention and torch's deterministic algorithms; not on a CPU), the
-backbone is not bit-reproducible, and only the rows are compared there (a note says so). A
-step's timeline says, per Engram layer, when its rows were in place and when the
+backbone is not bit-reproducible, and only the rows are compared there (a note says so).
+Switches used to look for the cause, none of which made decode reproducible on the H200:
+``ENGRAM_OFFLOAD_SDPA`` (flash, cudnn, math), ``ENGRAM_OFFLOAD_DETERMINISTIC=1``
+(``torch.use_deterministic_algorithms``), ``ENGRAM_OFFLOAD_NO_REDUCED_REDUCTION=1``,
+``ENGRAM_OFFLOAD_BLAS`` (cublas, cublaslt). A step's timeline says, per Engram layer, when its rows were in place and when the
 segment before the layer had run (device events on a GPU), in microseconds from the step's start.
 
 Output: a table beside the paper's Table 4, ``--json FILE``::
@@ -875,6 +878,12 @@ def machine(device) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if os.environ.get("ENGRAM_OFFLOAD_NO_REDUCED_REDUCTION"):
+        # No reduced-precision (split-K) reductions in bf16/fp16 GEMMs.
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    if os.environ.get("ENGRAM_OFFLOAD_BLAS"):
+        torch.backends.cuda.preferred_blas_library(os.environ["ENGRAM_OFFLOAD_BLAS"])
     if os.environ.get("ENGRAM_OFFLOAD_DETERMINISTIC"):
         # Deterministic kernels where torch has them; a warning names each op that has none.
         torch.use_deterministic_algorithms(True, warn_only=True)
