@@ -16,20 +16,15 @@ BATCH=${BATCH:-256,4096,65536}
 DURATION=${DURATION:-5s}
 PORT=${PORT:-50072}
 BIN=target/release
+. benches/server-runs.sh
 [ -d "$DATA/ch" ] || "$BIN/engram-store" synth --name ch --rows "$ROWS" --dim 80 --dtype bf16 \
   --data "$DATA" --seed 7
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for run in $(seq 1 "$RUNS"); do
-  "$BIN/engram-store" serve --data "$DATA" --listen "127.0.0.1:$PORT" --ram-cache 1GiB \
-    --local-socket "$DATA/local.sock" --watch-interval 0 2>"$DATA/server-$run.log" &
-  server=$!
-  for _ in $(seq 1 100); do
-    grep -q "serving" "$DATA/server-$run.log" 2>/dev/null && break
-    sleep 0.1
-  done
+  start_server "$DATA/server-$run.log" --data "$DATA" --listen "127.0.0.1:$PORT" \
+    --ram-cache 1GiB --local-socket "$DATA/local.sock" --watch-interval 0
   echo "== run $run (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   "$BIN/engram-bench" channel --addr "127.0.0.1:$PORT" --table ch --batch "$BATCH" \
     --duration "$DURATION" --csv "$DATA/channel-$run.csv" || true
-  kill -TERM "$server"
-  wait "$server" || true
+  stop_server
 done

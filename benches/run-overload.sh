@@ -26,23 +26,18 @@ DIST=${DIST:-zipf:0.8}
 PREFETCH=--prefetch-all
 [ "$RAM" = 0 ] && PREFETCH=
 BIN=target/release
+. benches/server-runs.sh
 [ -d "$DATA/ovl" ] || "$BIN/engram-store" synth --name ovl --rows "$ROWS" --dim 80 --dtype bf16 \
   --data "$DATA" --seed 7
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for run in $(seq 1 "$RUNS"); do
-  "$BIN/engram-store" serve --data "$DATA" --listen "127.0.0.1:$PORT" --ram-cache "$RAM" \
-    --max-rows-in-flight "$BOUND" --answer-budget "$ANSWER_BUDGET" --watch-interval 0 \
-    2>"$DATA/server-$run.log" &
-  server=$!
-  for _ in $(seq 1 100); do
-    grep -q "serving" "$DATA/server-$run.log" 2>/dev/null && break
-    sleep 0.1
-  done
+  start_server "$DATA/server-$run.log" --data "$DATA" --listen "127.0.0.1:$PORT" \
+    --ram-cache "$RAM" --max-rows-in-flight "$BOUND" --answer-budget "$ANSWER_BUDGET" \
+    --watch-interval 0
   echo "== run $run (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   "$BIN/engram-bench" overload --addr "127.0.0.1:$PORT" --table ovl --batch "$BATCH" \
     --load-factor "$FACTOR" --duration "$DURATION" --warmup 3s $PREFETCH --dist "$DIST" \
     --sustainable-concurrency $((BOUND / BATCH)) --verify-seed 7 || true
-  kill -TERM "$server"
-  wait "$server" || true
+  stop_server
   grep -E "draining|drained|stopped" "$DATA/server-$run.log" || true
 done
