@@ -37,7 +37,8 @@ backbone is not bit-reproducible, and only the rows are compared there (a note s
 Switches used to look for the cause, none of which made decode reproducible on the H200:
 ``ENGRAM_OFFLOAD_SDPA`` (flash, cudnn, math), ``ENGRAM_OFFLOAD_DETERMINISTIC=1``
 (``torch.use_deterministic_algorithms``), ``ENGRAM_OFFLOAD_NO_REDUCED_REDUCTION=1``,
-``ENGRAM_OFFLOAD_BLAS`` (cublas, cublaslt). A step's timeline says, per Engram layer, when its rows were in place and when the
+``ENGRAM_OFFLOAD_BLAS`` (cublas, cublaslt). ``ENGRAM_OFFLOAD_SERVER_LOGS=DIR`` keeps the store arms'
+server logs there. A step's timeline says, per Engram layer, when its rows were in place and when the
 segment before the layer had run (device events on a GPU), in microseconds from the step's start.
 
 Output: a table beside the paper's Table 4, ``--json FILE``::
@@ -811,6 +812,12 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
                 LocalServer(args.server_bin, tables.data_dir, ram_cache=str(ram), args=tuple(extra))
             )
             addr = server.addr
+            if os.environ.get("ENGRAM_OFFLOAD_SERVER_LOGS"):
+                # The server's log, kept (it goes with the server): with
+                # RUST_LOG=engram_store::gpu_stages=debug, where its device writes spend time.
+                keep = Path(os.environ["ENGRAM_OFFLOAD_SERVER_LOGS"])
+                name = f"server-{args.shape}-{arm}.log"
+                stack.callback(lambda: (keep / name).write_text(server.log()))
             log(
                 f"arm ({arm}): engram-store on {addr}, --ram-cache {ram / 1e6:.1f} MB "
                 f"({ram / tables.nbytes:.0%} of the tables) {' '.join(extra)}"

@@ -88,18 +88,33 @@ impl Cascade {
         ids: &[u64],
         dst: u64,
     ) -> Result<u64, TierError> {
+        let start = std::time::Instant::now();
         let mut hit = Vec::with_capacity(ids.len());
         let hits = tokio::task::block_in_place(|| device.gather_to_device(ids, dst, &mut hit))?;
+        let gathered = start.elapsed();
         let miss_positions: Vec<u32> = (0..ids.len() as u32)
             .filter(|&i| !hit[i as usize])
             .collect();
+        let (mut filled, mut scattered) = (gathered, gathered);
         if !miss_positions.is_empty() {
             let miss_ids = miss_positions.iter().map(|&i| ids[i as usize]).collect();
             let packed = self.fill_below_top(miss_ids).await?;
+            filled = start.elapsed();
             tokio::task::block_in_place(|| {
                 device.scatter_to_device(&packed, &miss_positions, dst)
             })?;
+            scattered = start.elapsed();
         }
+        // Where a write into device memory spends its time (RUST_LOG=engram_store::gpu_stages=debug).
+        tracing::debug!(
+            target: "engram_store::gpu_stages",
+            rows = ids.len(),
+            hits,
+            gather_us = gathered.as_micros() as u64,
+            fill_us = (filled - gathered).as_micros() as u64,
+            scatter_us = (scattered - filled).as_micros() as u64,
+            "into device"
+        );
         Ok(hits)
     }
 

@@ -325,9 +325,18 @@ async fn serve_slot(
         Ok(s) => s,
         Err(e) => return failed(&LookupError::from(e)),
     };
+    let decoded = start.elapsed();
     let result = engine
         .lookup_into_region(region, request.out_offset, &source)
         .await;
+    tracing::debug!(
+        target: "engram_store::gpu_stages",
+        rows = result.as_ref().map_or(0, |a| a.row_count),
+        hits = result.as_ref().map_or(0, |a| a.gpu_hits),
+        decode_us = decoded.as_micros() as u64,
+        total_us = start.elapsed().as_micros() as u64,
+        "channel slot"
+    );
     engine.record_request(
         start.elapsed(),
         result.as_ref().ok().map(|a| (a.row_count, a.bytes_written)),
