@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use cluster_common::{Etcd, etcd_binary, free_port};
 use engram_store::cluster::{ClusterNode, ClusterOptions, PlanArgs, plan, show};
 use engram_store::engine::{Engine, EngineConfig};
-use engram_store::ingest::{SynthSpec, WriteOptions, synth_table};
 use engram_store::server::{ListenAddr, RunningServer, ServerOptions, spawn_server_with};
 use engram_store::table::{DType, synth_row};
 use engram_store_client::cluster::EPOCH_HEADER;
@@ -105,19 +104,7 @@ async fn a_loopback_cluster_routes_fails_over_and_outlives_etcd() {
     );
     let endpoints = vec![etcd.client_url.clone()];
     let data = dir.path().join("data");
-    synth_table(
-        &data,
-        &SynthSpec {
-            name: "t".into(),
-            rows: ROWS,
-            row_dim: DIM,
-            dtype: DType::F32,
-            seed: SEED,
-        },
-        &WriteOptions::default(),
-        None,
-    )
-    .expect("synth");
+    cluster_common::synth_f32_table(&data, "t", ROWS, DIM, SEED);
 
     let mut nodes = Vec::new();
     for i in 0..3 {

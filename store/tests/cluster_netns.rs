@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use cluster_common::{Etcd, etcd_binary};
 use engram_store::cluster::{PlanArgs, plan};
-use engram_store::ingest::{SynthSpec, WriteOptions, synth_table};
 use engram_store::table::{DType, synth_row};
 use engram_store_client::{ClusterClient, ClusterSettings};
 use parking_lot::Mutex;
@@ -294,19 +293,7 @@ async fn nodes_in_namespaces_survive_kill_cut_join_and_an_etcd_restart() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let data: PathBuf = dir.path().join("data");
-    synth_table(
-        &data,
-        &SynthSpec {
-            name: "t".into(),
-            rows: ROWS,
-            row_dim: DIM,
-            dtype: DType::F32,
-            seed: SEED,
-        },
-        &WriteOptions::default(),
-        None,
-    )
-    .expect("synth");
+    cluster_common::synth_f32_table(&data, "t", ROWS, DIM, SEED);
     let mut net = Net::new().expect("bridge");
     let etcd_ip = net.add("etcd", 10).expect("etcd namespace");
     let etcd_ns = net.ns("etcd");

@@ -1,5 +1,5 @@
 //! Shared by the cluster tests: a real etcd (Debian's `etcd-server`) on addresses the test
-//! picks, stopped when dropped, and free ports.
+//! picks, stopped when dropped, free ports, and the synthetic f32 table the cluster tests place.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -130,4 +130,23 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Writes table `name` of `rows` synthetic f32 rows of `dim` values (seed `seed`: rows are
+/// `engram_store::table::synth_row(seed, F32, dim, id)`) into `data`.
+pub fn synth_f32_table(data: &Path, name: &str, rows: u64, dim: u32, seed: u64) {
+    use engram_store::ingest::{SynthSpec, WriteOptions, synth_table};
+    synth_table(
+        data,
+        &SynthSpec {
+            name: name.into(),
+            rows,
+            row_dim: dim,
+            dtype: engram_store::table::DType::F32,
+            seed,
+        },
+        &WriteOptions::default(),
+        None,
+    )
+    .expect("synth");
 }
