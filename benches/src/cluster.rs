@@ -280,6 +280,7 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<()> {
                 replicas,
                 version: None,
                 wait: Duration::from_secs(20),
+                copy_from_peers: true,
             },
         )
         .await?;

@@ -591,6 +591,38 @@ impl Client {
             .await
     }
 
+    /// Bytes `offset..offset + length` of a file of a table version or Engram group the server
+    /// holds (`ReadTableFile`; `length` 0: to the end, at most 64 MiB a call), with the file's
+    /// whole length: how a cluster node copies a shard from a peer. A chunk that does not
+    /// continue where the last ended is an error, not a gap.
+    pub async fn read_file(
+        &self,
+        req: pb::ReadTableFileRequest,
+    ) -> Result<(Vec<u8>, u64), ClientError> {
+        let mut stream = self
+            .call(
+                req.clone(),
+                |mut c, r| async move { c.read_table_file(r).await },
+            )
+            .await?;
+        let mut out = Vec::new();
+        let mut file_length = 0;
+        while let Some(chunk) = stream.message().await? {
+            if chunk.offset != req.offset + out.len() as u64 {
+                return Err(ClientError::InvalidArgument(format!(
+                    "a chunk of {} at offset {} does not continue the {} bytes read from {}",
+                    req.file,
+                    chunk.offset,
+                    out.len(),
+                    req.offset
+                )));
+            }
+            file_length = chunk.file_length;
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok((out, file_length))
+    }
+
     /// The generated stub, for calls this client does not wrap.
     pub fn raw(&self) -> Stub {
         self.inner.clone()

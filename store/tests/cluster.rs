@@ -8,85 +8,15 @@
 mod cluster_common;
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_common::{Etcd, etcd_binary, free_port};
-use engram_store::cluster::{ClusterNode, ClusterOptions, PlanArgs, plan, show};
-use engram_store::engine::{Engine, EngineConfig};
-use engram_store::server::{ListenAddr, RunningServer, ServerOptions, spawn_server_with};
-use engram_store::table::{DType, synth_row};
+use cluster_common::{
+    DIM, Etcd, ROWS, SEED, check_rows, etcd_binary, free_port, start_node, wait_ready,
+};
+use engram_store::cluster::{PlanArgs, plan, show};
 use engram_store_client::cluster::EPOCH_HEADER;
 use engram_store_client::{Client, ClusterClient, ClusterSettings, proto as pb};
 use rand::{Rng, SeedableRng};
-
-const ROWS: u64 = 20_000;
-const DIM: u32 = 16;
-const SEED: u64 = 9;
-
-struct Node {
-    server: Option<RunningServer>,
-    addr: String,
-    node: Arc<ClusterNode>,
-}
-
-async fn start_node(data: &std::path::Path, etcd: &str, id: &str, route: bool) -> Node {
-    let port = free_port("127.0.0.1");
-    let addr = format!("127.0.0.1:{port}");
-    let mut c = EngineConfig::new(data);
-    c.ram_cache_bytes = 8 << 20;
-    c.io_engine = engram_store_cache::io::IoEngineKind::Pread;
-    let engine = Arc::new(Engine::open(c).expect("engine"));
-    let mut o = ClusterOptions::new(vec![etcd.to_string()], id.to_string(), addr.clone());
-    o.lease_ttl = Duration::from_secs(2);
-    o.route = route;
-    let node = ClusterNode::start(engine.clone(), o);
-    let server = spawn_server_with(
-        engine,
-        ListenAddr::Tcp(addr.parse().expect("addr")),
-        ServerOptions {
-            cluster: Some(node.clone()),
-            ..ServerOptions::default()
-        },
-    )
-    .await
-    .expect("serve");
-    Node {
-        server: Some(server),
-        addr,
-        node,
-    }
-}
-
-fn check_rows(ids: &[u64], rows: &engram_store_client::Rows) {
-    assert_eq!(rows.len(), ids.len());
-    for (i, &id) in ids.iter().enumerate() {
-        assert_eq!(
-            rows.row(i),
-            &synth_row(SEED, DType::F32, DIM as usize, id)[..],
-            "row {id} at {i}"
-        );
-    }
-}
-
-/// Waits until every shard of `table` has `replicas` ready replicas in the client's view.
-async fn wait_ready(client: &ClusterClient, table: &str, replicas: usize) {
-    let ok = client
-        .watcher()
-        .wait_for(Duration::from_secs(20), |v| {
-            v.map.tables.get(table).is_some_and(|tm| {
-                (0..tm.shards.len()).all(|i| v.ready_replicas(tm, i).count() >= replicas)
-            })
-        })
-        .await;
-    assert!(
-        ok.map.tables.get(table).is_some_and(|tm| {
-            (0..tm.shards.len()).all(|i| ok.ready_replicas(tm, i).count() >= replicas)
-        }),
-        "shards of {table} not ready: {:?}",
-        ok.map.tables.get(table)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_loopback_cluster_routes_fails_over_and_outlives_etcd() {
@@ -130,6 +60,7 @@ async fn a_loopback_cluster_routes_fails_over_and_outlives_etcd() {
             replicas: 2,
             version: None,
             wait: Duration::from_secs(10),
+            copy_from_peers: true,
         },
     )
     .await

@@ -278,6 +278,7 @@ async fn replan(endpoints: &[String]) -> engram_store::cluster::PlanOutcome {
             replicas: 2,
             version: None,
             wait: Duration::from_secs(20),
+            copy_from_peers: true,
         },
     )
     .await

@@ -236,6 +236,9 @@ class Stats:
     errors: int
     io_engine: str
     uptime_s: int
+    #: Rows of prefetches queued or running now, and those dropped for want of queue room.
+    prefetch_queued_rows: int = 0
+    prefetch_dropped_rows: int = 0
 
 
 class PrefetchFuture:
@@ -621,6 +624,8 @@ class Client:
             errors=r.errors,
             io_engine=r.io_engine,
             uptime_s=r.uptime_s,
+            prefetch_queued_rows=r.prefetch_queued_rows,
+            prefetch_dropped_rows=r.prefetch_dropped_rows,
         )
 
     # -- Delivery into registered memory (LookupInto) ------------------------------------------

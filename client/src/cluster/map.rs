@@ -85,6 +85,24 @@ pub struct HeldTable {
     /// Set when the table is an Engram group's layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupLayer>,
+    /// The row ranges `[start, end)` held, when the node holds only part of the version (shards
+    /// copied from peers); absent when it holds every row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_rows: Option<Vec<(u64, u64)>>,
+}
+
+impl HeldTable {
+    /// True when the node holds every row of the version.
+    pub fn whole(&self) -> bool {
+        self.held_rows.is_none()
+    }
+
+    /// True when the node holds every row of `start..end`.
+    pub fn holds(&self, start: u64, end: u64) -> bool {
+        self.held_rows
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|&(s, e)| s <= start && end <= e))
+    }
 }
 
 /// A shard of a table version.

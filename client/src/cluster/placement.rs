@@ -4,7 +4,9 @@
 //! (`-weight / ln(u)`, u a stable hash of node and shard in (0, 1)), so a join or a leave moves
 //! only the shards whose top nodes changed, and a node with twice the capacity gets about twice
 //! the shards. The replicas of the previous placement that lose a shard stay as `leaving` until
-//! the planner sees the new ones ready.
+//! the planner sees the new ones ready. Any live node may be given a shard (one that does not
+//! hold the version copies the shard's rows from a peer that does); with `copy_from_peers` off,
+//! only nodes holding the version whole are.
 
 use std::collections::BTreeSet;
 
@@ -20,10 +22,10 @@ pub enum PlanError {
         /// Table.
         table: String,
     },
-    /// Fewer nodes hold the version than replicas were asked for.
+    /// Fewer nodes can take the version than replicas were asked for.
     #[error(
-        "table {table:?}: {replicas} replicas asked for, but only {holders} live node(s) hold \
-         version {version} ({nodes})"
+        "table {table:?}: {replicas} replicas asked for, but only {holders} live node(s) can \
+         serve version {version} ({nodes})"
     )]
     TooFewNodes {
         /// Table.
@@ -32,7 +34,7 @@ pub enum PlanError {
         version: u64,
         /// Replicas asked for.
         replicas: u32,
-        /// Nodes holding it.
+        /// Nodes that can serve it.
         holders: usize,
         /// Their ids.
         nodes: String,
@@ -60,8 +62,12 @@ pub struct PlanRequest<'a> {
     pub shards: u32,
     /// Replicas per shard.
     pub replicas: u32,
-    /// The version to place (`None`: the newest one that enough live nodes hold).
+    /// The version to place (`None`: the newest one a live node holds whole, or with
+    /// `copy_from_peers` off, the newest one enough live nodes hold whole).
     pub version: Option<u64>,
+    /// Place shards on any live node (one without the version copies its shards from a peer
+    /// that holds them), not only on nodes holding the version whole.
+    pub copy_from_peers: bool,
 }
 
 /// Places `req.table` over `nodes` as the map of epoch `epoch`. `previous` is the table's
@@ -74,20 +80,30 @@ pub fn plan_table(
 ) -> Result<TableMap, PlanError> {
     let table = req.table;
     let replicas = req.replicas.max(1);
+    // Sources: nodes holding a version whole (a partial copy is not one).
+    let whole = |n: &NodeRecord, v: u64| n.held(table).is_some_and(|t| t.version == v && t.whole());
     let versions: BTreeSet<u64> = nodes
         .iter()
-        .filter_map(|n| n.held(table).map(|t| t.version))
+        .filter_map(|n| n.held(table).filter(|t| t.whole()).map(|t| t.version))
         .collect();
     if versions.is_empty() {
         return Err(PlanError::NoHolder {
             table: table.into(),
         });
     }
-    let holders_of = |v: u64| -> Vec<&NodeRecord> {
+    // Nodes a shard of version `v` may go to: with copies, every live node not serving a newer
+    // version of the table; without, the nodes holding `v` whole.
+    let candidates_of = |v: u64| -> Vec<&NodeRecord> {
         nodes
             .iter()
             .copied()
-            .filter(|n| n.held(table).is_some_and(|t| t.version == v))
+            .filter(|n| {
+                if req.copy_from_peers {
+                    n.held(table).is_none_or(|t| t.version <= v)
+                } else {
+                    whole(n, v)
+                }
+            })
             .collect()
     };
     let version = match req.version {
@@ -96,10 +112,19 @@ pub fn plan_table(
             .iter()
             .rev()
             .copied()
-            .find(|&v| holders_of(v).len() >= replicas as usize)
+            .find(|&v| candidates_of(v).len() >= replicas as usize)
             .unwrap_or_else(|| versions.iter().next_back().copied().unwrap_or(0)),
     };
-    let holders = holders_of(version);
+    let Some(held) = nodes
+        .iter()
+        .find(|n| whole(n, version))
+        .and_then(|n| n.held(table))
+    else {
+        return Err(PlanError::NoHolder {
+            table: table.into(),
+        });
+    };
+    let holders = candidates_of(version);
     if holders.len() < replicas as usize {
         return Err(PlanError::TooFewNodes {
             table: table.into(),
@@ -113,11 +138,6 @@ pub fn plan_table(
                 .join(", "),
         });
     }
-    let Some(held) = holders[0].held(table) else {
-        return Err(PlanError::NoHolder {
-            table: table.into(),
-        });
-    };
     let cuts = cut(table, held.rows, held.group.as_ref(), req.shards)?;
     let shards = cuts
         .into_iter()
@@ -263,6 +283,7 @@ mod tests {
                 rows: 1000,
                 row_bytes: 8,
                 group: None,
+                held_rows: None,
             }],
             ready: true,
             ready_shards: vec![],
@@ -277,6 +298,7 @@ mod tests {
             shards,
             replicas,
             version: None,
+            copy_from_peers: false,
         }
     }
 
@@ -294,6 +316,41 @@ mod tests {
             assert_eq!(s.replicas.len(), 2);
             assert_ne!(s.replicas[0], s.replicas[1]);
         }
+    }
+
+    #[test]
+    fn nodes_without_the_table_get_shards_only_when_they_may_copy_them() {
+        let mut nodes: Vec<NodeRecord> = (0..2).map(|i| node(&format!("n{i}"), 4, 1)).collect();
+        for i in 2..4 {
+            let mut empty = node(&format!("n{i}"), 4, 1);
+            empty.tables.clear();
+            nodes.push(empty);
+        }
+        let mut partial = node("n4", 4, 1);
+        partial.tables[0].held_rows = Some(vec![(0, 10)]);
+        nodes.push(partial);
+        let refs: Vec<&NodeRecord> = nodes.iter().collect();
+        let on = |m: &TableMap, id: &str| {
+            m.shards
+                .iter()
+                .filter(|s| s.replicas.iter().any(|r| r == id))
+                .count()
+        };
+        let copying = PlanRequest {
+            copy_from_peers: true,
+            ..req(32, 2)
+        };
+        let m = plan_table(&copying, &refs, None, 1).expect("plan with copies");
+        for id in ["n2", "n3", "n4"] {
+            assert!(on(&m, id) > 0, "{id} got no shard");
+        }
+        let m = plan_table(&req(32, 2), &refs, None, 1).expect("plan without copies");
+        for id in ["n2", "n3", "n4"] {
+            assert_eq!(on(&m, id), 0, "{id} got a shard it would have to copy");
+        }
+        // A partial copy is no source: nothing to place when only it holds the version.
+        let err = plan_table(&copying, &[&nodes[4], &nodes[2]], None, 1).expect_err("no source");
+        assert!(matches!(err, PlanError::NoHolder { .. }), "{err}");
     }
 
     #[test]

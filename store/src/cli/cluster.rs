@@ -31,9 +31,14 @@ pub(crate) struct PlanFlags {
     /// Replicas per shard (on distinct nodes).
     #[arg(long, default_value_t = 1)]
     pub(crate) replicas: u32,
-    /// Table version to place [default: the newest that enough live nodes hold].
+    /// Table version to place [default: the newest a live node holds whole].
     #[arg(long)]
     pub(crate) version: Option<u64>,
+    /// Place shards only on nodes that hold the version whole in their data directory (by
+    /// default any live node may get a shard; one without it copies the shard's rows from a
+    /// peer that holds them before it reports the shard ready).
+    #[arg(long)]
+    pub(crate) no_copy: bool,
     /// Seconds to wait for new replicas to be ready before dropping the ones they replace
     /// (0: leave the old ones listed as leaving).
     #[arg(long, default_value_t = 60)]
@@ -59,6 +64,7 @@ pub(crate) async fn run(c: ClusterCommand) -> anyhow::Result<()> {
                     replicas: f.replicas,
                     version: f.version,
                     wait: Duration::from_secs(f.wait),
+                    copy_from_peers: !f.no_copy,
                 },
             )
             .await?;

@@ -2,7 +2,8 @@
 //! leases, the shard map) rather than a protocol of our own:
 //!
 //! - [`ClusterNode`] (`serve --etcd ... --node-id ... --advertise ...`): registers under a
-//!   lease, follows the map, loads and warms the shards it is given, reports them ready.
+//!   lease, follows the map, loads (from its data directory, or copied from a peer) and warms
+//!   the shards it is given, reports them ready.
 //! - [`ClusterService`]: the store service behind the cluster's rules (epoch check,
 //!   FAILED_PRECONDITION for shards not held, `--route` forwarding).
 //! - [`plan`] and [`show`] (`engram-store cluster plan|show`): publish a placement as a new map
@@ -13,6 +14,7 @@
 
 mod error;
 mod node;
+mod peer_copy;
 mod plan;
 mod service;
 
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 pub use error::ClusterError;
 pub use node::{ClusterNode, ReadySet};
+pub use peer_copy::{Copied, CopyError, ShardCopy};
 pub use plan::{PlanArgs, PlanOutcome, plan, read_cluster, show};
 pub use service::ClusterService;
 

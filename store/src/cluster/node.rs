@@ -1,8 +1,9 @@
 //! A node's membership: registers under an etcd lease (address, capacity per tier, the table
 //! versions in its data directory, the shards it serves, ready or not) and keeps the lease
 //! alive, so a node that dies leaves the cluster when its lease expires. It follows the shard
-//! map, loads the shards it is given from its local data directory (copying from a peer is not
-//! done: a node serves only versions it holds), warms them, and only then lists them as ready.
+//! map, loads the shards it is given from its local data directory, or copies them from a peer
+//! that holds them ([`super::peer_copy`]) when it does not, warms them, and only then lists them
+//! as ready.
 //! A shard it loses is dropped when the map no longer names it (the planner keeps an old
 //! replica as `leaving` until its replacement is ready). If etcd is unreachable the node keeps
 //! serving from the last map and re-registers when etcd is back.
@@ -11,16 +12,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engram_store_client::ClusterSettings;
 use engram_store_client::cluster::map::{
     Capacity, ClusterView, GroupLayer, HeldTable, NodeRecord, ShardRef, TableMap, keys,
 };
 use engram_store_client::cluster::watcher::{MapWatcher, WatchSettings, group_record};
+use engram_store_client::{Client, ClusterSettings};
 use etcd_client::{Client as Etcd, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 
 use super::ClusterOptions;
+use super::peer_copy::{Copied, ShardCopy};
 use crate::engine::Engine;
 
 /// A node of a cluster: its registration, its view of the map and the shards it serves.
@@ -151,21 +153,16 @@ impl ClusterNode {
                     rows: m.rows,
                     row_bytes: m.row_bytes,
                     group: layers.remove(&m.name),
+                    held_rows: t
+                        .held_rows()
+                        .map(|h| h.ranges().map(|r| (r.start, r.end)).collect()),
                 }
             })
             .collect()
     }
 
-    /// The shards of `tm` this node is given by the map (replica or leaving) and can load: it
-    /// holds that version.
+    /// The shards of `tm` this node is given by the map (replica or leaving).
     fn assigned(&self, tm: &TableMap) -> Vec<usize> {
-        let holds = self
-            .engine
-            .table(&tm.table)
-            .is_ok_and(|t| t.manifest().version == tm.version);
-        if !holds {
-            return Vec::new();
-        }
         tm.shards
             .iter()
             .enumerate()
@@ -220,13 +217,17 @@ impl ClusterNode {
                     next.insert(shard);
                     continue;
                 }
-                match self.warm(tm, i).await {
+                let loaded = match self.load(view, tm, i).await {
+                    Ok(()) => self.warm(tm, i).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                match loaded {
                     Ok(()) => {
                         next.insert(shard);
                     }
                     Err(e) => {
                         complete = false;
-                        tracing::warn!(table = %tm.table, shard = i, error = %e, "warming a shard failed");
+                        tracing::warn!(table = %tm.table, shard = i, error = %e, "loading a shard failed");
                     }
                 }
             }
@@ -236,6 +237,104 @@ impl ClusterNode {
             shards: next,
             complete,
         }
+    }
+
+    /// Makes shard `i` of `tm` servable here: the version it places, served now, holding the
+    /// shard's rows; copied from a peer that holds them when the data directory does not.
+    async fn load(&self, view: &ClusterView, tm: &TableMap, i: usize) -> Result<(), String> {
+        let s = &tm.shards[i];
+        let rows = s.start..s.end;
+        let served = |node: &Self| -> Result<bool, String> {
+            match node.engine.table(&tm.table) {
+                Ok(t) if t.version() == tm.version => Ok(t.holds(&rows)),
+                Ok(t) if t.version() > tm.version => Err(format!(
+                    "this node serves version {} of {:?}, newer than version {} the map places",
+                    t.version(),
+                    tm.table,
+                    tm.version
+                )),
+                _ => Ok(false),
+            }
+        };
+        if served(self)? {
+            return Ok(());
+        }
+        let copy = ShardCopy {
+            data_dir: &self.engine.config().data_dir,
+            table: &tm.table,
+            version: tm.version,
+            rows: rows.clone(),
+        };
+        let mut failures = Vec::new();
+        for (peer, addr) in self.sources(view, tm, i) {
+            let started = std::time::Instant::now();
+            let copied = match Client::connect(format!("http://{addr}")).await {
+                Ok(client) => copy
+                    .from_peer(&client, &addr)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match copied {
+                Ok(Copied::Extended) => {
+                    if let Ok(t) = self.engine.table(&tm.table)
+                        && t.version() == tm.version
+                    {
+                        t.extend_held(rows.clone());
+                    }
+                }
+                Ok(Copied::NewVersion | Copied::AlreadyHeld) => {
+                    if let Err(e) = self
+                        .engine
+                        .reload(std::slice::from_ref(&tm.table), true)
+                        .await
+                    {
+                        failures.push(format!("{peer}: loading the copy: {e}"));
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    failures.push(format!("{peer}: {e}"));
+                    continue;
+                }
+            }
+            if served(self)? {
+                tracing::info!(table = %tm.table, version = tm.version, shard = i, from = %peer,
+                    rows = rows.end - rows.start, took_ms = started.elapsed().as_millis() as u64,
+                    "copied a shard from a peer");
+                return Ok(());
+            }
+            failures.push(format!(
+                "{peer}: copied, but the engine does not serve the rows"
+            ));
+        }
+        if failures.is_empty() {
+            return Err(format!(
+                "no live node holds rows {}..{} of {:?} version {} to copy from",
+                rows.start, rows.end, tm.table, tm.version
+            ));
+        }
+        Err(failures.join("; "))
+    }
+
+    /// Peers (id, address) holding every row of shard `i` of `tm`: its ready replicas first.
+    fn sources(&self, view: &ClusterView, tm: &TableMap, i: usize) -> Vec<(String, String)> {
+        let s = &tm.shards[i];
+        let mut peers: Vec<(bool, String, String)> = view
+            .nodes
+            .values()
+            .filter(|n| n.node_id != self.options.node_id)
+            .filter(|n| {
+                n.held(&tm.table)
+                    .is_some_and(|t| t.version == tm.version && t.holds(s.start, s.end))
+            })
+            .map(|n| {
+                let ready = n.ready_shards.contains(&tm.shard_ref(i));
+                (!ready, n.node_id.clone(), n.addr.clone())
+            })
+            .collect();
+        peers.sort();
+        peers.into_iter().map(|(_, id, addr)| (id, addr)).collect()
     }
 
     /// Brings up to `warm_rows` rows of shard `i`, spread over its range, into the fastest tier.

@@ -28,6 +28,8 @@ pub struct PlanArgs {
     pub version: Option<u64>,
     /// How long to wait for the new replicas before dropping the leaving ones (0: do not).
     pub wait: Duration,
+    /// Give shards to nodes that do not hold the version too: they copy them from a peer.
+    pub copy_from_peers: bool,
 }
 
 /// What a plan published.
@@ -139,6 +141,7 @@ pub async fn plan(endpoints: &[String], args: &PlanArgs) -> Result<PlanOutcome, 
                     shards: args.shards,
                     replicas: args.replicas,
                     version: args.version,
+                    copy_from_peers: args.copy_from_peers,
                 },
                 &live,
                 previous,

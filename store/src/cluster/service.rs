@@ -260,4 +260,13 @@ impl EmbeddingStore for ClusterService {
     ) -> Result<Response<pb::ReloadResponse>, Status> {
         self.inner.reload(request).await
     }
+
+    type ReadTableFileStream = crate::edge::FileStream;
+
+    async fn read_table_file(
+        &self,
+        request: Request<pb::ReadTableFileRequest>,
+    ) -> Result<Response<Self::ReadTableFileStream>, Status> {
+        self.inner.read_table_file(request).await
+    }
 }

@@ -4,10 +4,12 @@
 //! front of every service.
 
 mod convert;
+mod file_stream;
 mod options;
 mod service;
 mod status;
 
+pub use file_stream::FileStream;
 pub use options::{EdgeLayers, EdgeOptions};
 pub use service::{ServerSide, StoreService};
 pub(crate) use status::code_of as status_code_of;

@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{lookup_response, table_info};
+use super::file_stream::{FileStream, read_file_range};
 use super::status::in_band_error;
 use crate::engine::{
     AnswerReservation, Delivered, Engine, IntoQuery, LookupError, NgramQuery, RowSource, RowsQuery,
@@ -279,5 +280,22 @@ impl EmbeddingStore for StoreService {
         Ok(Response::new(pb::ReloadResponse {
             tables: report.into_iter().map(Into::into).collect(),
         }))
+    }
+
+    type ReadTableFileStream = FileStream;
+
+    async fn read_table_file(
+        &self,
+        request: Request<pb::ReadTableFileRequest>,
+    ) -> Result<Response<Self::ReadTableFileStream>, Status> {
+        let r = request.into_inner();
+        let path = if r.group.is_empty() {
+            self.engine.table_file(&r.table, r.version, &r.file)?
+        } else {
+            self.engine.group_file(&r.group, &r.file)?
+        };
+        Ok(Response::new(
+            read_file_range(path, r.offset, r.length).await?,
+        ))
     }
 }

@@ -10,7 +10,8 @@ pub(crate) fn code_of(e: &LookupError) -> Code {
     match e {
         LookupError::UnknownTable { .. }
         | LookupError::UnknownGroup { .. }
-        | LookupError::UnknownLayer { .. } => Code::NotFound,
+        | LookupError::UnknownLayer { .. }
+        | LookupError::NoSuchFile { .. } => Code::NotFound,
         LookupError::OutOfRange { .. } => Code::OutOfRange,
         LookupError::Protocol(_)
         | LookupError::TooManyRows { .. }
@@ -18,9 +19,9 @@ pub(crate) fn code_of(e: &LookupError) -> Code {
         | LookupError::ColumnRange { .. }
         | LookupError::Hash { .. } => Code::InvalidArgument,
         LookupError::Region(r) => region_code(r),
-        LookupError::NoGpuTier { .. } | LookupError::VersionNotServed { .. } => {
-            Code::FailedPrecondition
-        }
+        LookupError::NoGpuTier { .. }
+        | LookupError::VersionNotServed { .. }
+        | LookupError::RowNotHeld { .. } => Code::FailedPrecondition,
         LookupError::Overloaded { .. } => Code::ResourceExhausted,
         LookupError::Tier { source, .. } => match source {
             engram_store_cache::TierError::Corrupt { .. } => Code::DataLoss,

@@ -50,6 +50,34 @@ pub enum LookupError {
         /// Rows in the table.
         rows: u64,
     },
+    /// A row this node's partial copy of the table does not hold (a cluster node given only
+    /// some shards of a version).
+    #[error(
+        "row id {id} (at position {position}) is not held here: this node holds rows {held} of \
+         table {table:?} version {version}"
+    )]
+    RowNotHeld {
+        /// Table.
+        table: String,
+        /// Version.
+        version: u64,
+        /// First id not held.
+        id: u64,
+        /// Its position in the request.
+        position: usize,
+        /// The ranges held, as text.
+        held: String,
+    },
+    /// A file a peer asked for that is not one of the files of what it names.
+    #[error("{of} has no file {file:?}; its files: [{listed}]")]
+    NoSuchFile {
+        /// The table version or group.
+        of: String,
+        /// The name asked for.
+        file: String,
+        /// Comma-separated names it has.
+        listed: String,
+    },
     /// More rows than one request may ask for.
     #[error("{count} {unit} in one request; the limit is {max} rows")]
     TooManyRows {

@@ -13,6 +13,7 @@ mod dedup;
 mod error;
 mod gpu_devices;
 mod group;
+mod peer_files;
 mod prefetch_queue;
 mod query;
 mod recent_ids;

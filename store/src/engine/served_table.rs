@@ -26,11 +26,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use engram_store_cache::tier::{NvmeFile, NvmeTier, RamTier, Tier, Want};
 use engram_store_cache::{Cascade, RowCacheBuilder, TierError, TierKind, TierStats, io::IoEngine};
+use parking_lot::RwLock;
 
 use super::dedup::DedupedIds;
 use super::error::LookupError;
 use super::recent_ids::{RING_SLOTS, RecentIds};
-use crate::table::{Manifest, OpenTable};
+use crate::table::{HeldRows, Manifest, OpenTable};
 
 /// A table version opened for serving with its tiers.
 #[derive(Debug)]
@@ -47,6 +48,9 @@ pub struct ServedTable {
     /// Ids of host requests.
     recent: RecentIds,
     dir: Arc<VersionDir>,
+    /// Rows held, for a partial copy (`None`: every row); shared with the files-only copy of
+    /// the version, grown as a cluster node copies more shards into it.
+    held: Arc<RwLock<Option<HeldRows>>>,
 }
 
 /// The tiers serving buffers on one device: its VRAM tier over the shared host tiers.
@@ -94,6 +98,7 @@ impl ServedTable {
             manifest,
             files,
             dir,
+            held,
         } = table;
         let files = files
             .into_iter()
@@ -137,6 +142,7 @@ impl ServedTable {
             nvme,
             recent: RecentIds::new(RING_SLOTS),
             dir: Arc::new(VersionDir { path: dir }),
+            held: Arc::new(RwLock::new(held)),
         }
     }
 
@@ -155,6 +161,25 @@ impl ServedTable {
             nvme,
             recent: RecentIds::new(0),
             dir: self.dir.clone(),
+            held: self.held.clone(),
+        }
+    }
+
+    /// The rows held, for a partial copy (`None`: every row).
+    pub fn held_rows(&self) -> Option<HeldRows> {
+        self.held.read().clone()
+    }
+
+    /// True when every row of `range` is held.
+    pub fn holds(&self, range: &std::ops::Range<u64>) -> bool {
+        self.held.read().as_ref().is_none_or(|h| h.covers(range))
+    }
+
+    /// Serves `range` too, from now on: its blocks were written into the (partial) files and
+    /// synced. A version holding every row is left as it is.
+    pub fn extend_held(&self, range: std::ops::Range<u64>) {
+        if let Some(h) = self.held.write().as_mut() {
+            h.add(range);
         }
     }
 
@@ -253,13 +278,33 @@ impl ServedTable {
         }
     }
 
-    /// First id out of range, as an error.
+    /// First id out of range (or, in a partial copy, not held), as an error.
     pub fn check_ids(&self, ids: &[u64]) -> Result<(), LookupError> {
         let rows = self.manifest.rows;
-        match ids.iter().position(|&id| id >= rows) {
-            None => Ok(()),
-            Some(position) => Err(self.out_of_range(ids[position], position)),
+        if let Some(position) = ids.iter().position(|&id| id >= rows) {
+            return Err(self.out_of_range(ids[position], position));
         }
+        self.check_held(ids.iter().copied().enumerate())
+    }
+
+    /// In a partial copy, the first of `(position, id)` whose row is not held, as an error.
+    fn check_held(&self, ids: impl Iterator<Item = (usize, u64)>) -> Result<(), LookupError> {
+        let held = self.held.read();
+        let Some(h) = held.as_ref() else {
+            return Ok(());
+        };
+        for (position, id) in ids {
+            if !h.contains(id) {
+                return Err(LookupError::RowNotHeld {
+                    table: self.manifest.name.clone(),
+                    version: self.manifest.version,
+                    id,
+                    position,
+                    held: h.describe(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn out_of_range(&self, id: u64, position: usize) -> LookupError {
@@ -322,6 +367,12 @@ impl ServedTable {
         if let Some(k) = ids.distinct().iter().position(|&id| id >= rows) {
             return Err(self.out_of_range(ids.distinct()[k], ids.first()[k]));
         }
+        self.check_held(
+            ids.first()
+                .iter()
+                .copied()
+                .zip(ids.distinct().iter().copied()),
+        )?;
         self.recent.record(ids.distinct());
         let rb = self.row_bytes();
         let out = &mut out[..ids.len() * rb];

@@ -39,7 +39,8 @@ use super::served_table::{ServedTable, VersionDir};
 use super::serving::{Engine, EngineError, open_group};
 use crate::group::list_group_names;
 use crate::table::{
-    Manifest, OpenTable, TableError, complete_versions, list_table_names, version_dir_name,
+    HeldRows, Manifest, OpenTable, TableError, complete_versions, list_table_names,
+    version_dir_name,
 };
 
 /// Rows read and checked from a new version before it is served, at most.
@@ -222,6 +223,22 @@ fn check_sample(rows: u64) -> Vec<u64> {
     ids.push(rows - 1);
     ids.dedup();
     ids
+}
+
+/// [`check_sample`] of the rows a version holds: the whole table, or each range of a partial
+/// copy.
+fn check_sample_held(rows: u64, held: Option<&HeldRows>) -> Vec<u64> {
+    match held {
+        None => check_sample(rows),
+        Some(h) => h
+            .ranges()
+            .flat_map(|r| {
+                check_sample(r.end - r.start)
+                    .into_iter()
+                    .map(move |i| r.start + i)
+            })
+            .collect(),
+    }
 }
 
 /// Why `m` (a new version of table `name`) cannot be read by the Engram groups of `catalog`
@@ -429,14 +446,16 @@ impl Engine {
             Some(v) => (v.ram_share, v.gpu_share),
             None => self.new_table_shares(next, m.data_bytes()),
         };
-        let rows = m.rows;
         let built = self
             .builder()
             .build(table, ram_share, gpu_share)
             .map_err(|e| e.to_string())?;
         built
             .table
-            .check_rows(&check_sample(rows))
+            .check_rows(&check_sample_held(
+                built.table.manifest().rows,
+                built.table.held_rows().as_ref(),
+            ))
             .await
             .map_err(|e| format!("checking a sample of its rows: {e}"))?;
         let warmed = match current {
@@ -493,7 +512,7 @@ impl Engine {
             .collect();
         for device in cascades {
             let mut ids = old.recent_ids(device);
-            ids.retain(|&id| id < rows);
+            ids.retain(|&id| id < rows && table.holds(&(id..id + 1)));
             if ids.len() as u64 > room {
                 // Spread over the sample rather than its lowest ids.
                 let keep = room as usize;

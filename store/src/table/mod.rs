@@ -6,6 +6,7 @@
 mod dtype;
 mod error;
 mod file_header;
+mod held_rows;
 mod leftovers;
 mod manifest;
 mod reader;
@@ -17,6 +18,7 @@ pub use dtype::DType;
 pub use engram_store_cache::{BlockSums, ChecksumKind, RowLayout};
 pub use error::{FormatError, TableError};
 pub use file_header::{DATA_MAGIC, FORMAT_VERSION, FileHeader, HEADER_LEN, SUMS_MAGIC};
+pub use held_rows::{HELD_ROWS_FILE, HeldRows};
 pub use leftovers::remove_stale_leftovers;
 pub use manifest::{DataFile, MANIFEST_FILE, Manifest, valid_table_name, version_dir_name};
 pub use reader::{OpenDataFile, OpenTable, list_table_names};

@@ -1,5 +1,6 @@
 //! Opening a table for serving: find the newest complete version, read and check its manifest,
-//! open its data files for direct I/O, check their headers and load their block checksums.
+//! open its data files for direct I/O, check their headers and load their block checksums, and
+//! read which rows a partial copy holds.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use engram_store_cache::io::DirectFile;
 use super::BlockSums;
 use super::error::{FormatError, TableError};
 use super::file_header::{DATA_MAGIC, FileHeader, HEADER_LEN, SUMS_MAGIC};
+use super::held_rows::HeldRows;
 use super::manifest::{MANIFEST_FILE, Manifest, valid_table_name, version_dir_name};
 use super::writer::newest_version;
 
@@ -35,6 +37,8 @@ pub struct OpenTable {
     pub dir: PathBuf,
     /// Its data files, in row order.
     pub files: Vec<OpenDataFile>,
+    /// The rows held, for a partial copy (`None`: every row).
+    pub held: Option<HeldRows>,
 }
 
 impl OpenTable {
@@ -110,10 +114,12 @@ impl OpenTable {
                 rows: f.rows,
             });
         }
+        let held = HeldRows::load(dir, manifest.rows)?;
         Ok(Self {
             manifest,
             dir: dir.to_path_buf(),
             files,
+            held,
         })
     }
 

@@ -1,12 +1,20 @@
 //! Shared by the cluster tests: a real etcd (Debian's `etcd-server`) on addresses the test
-//! picks, stopped when dropped, free ports, and the synthetic f32 table the cluster tests place.
+//! picks, stopped when dropped, free ports, the synthetic f32 table the cluster tests place,
+//! and in-process nodes serving it.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use engram_store::cluster::{ClusterNode, ClusterOptions};
+use engram_store::engine::{Engine, EngineConfig};
+use engram_store::server::{ListenAddr, RunningServer, ServerOptions, spawn_server_with};
+use engram_store::table::{DType, synth_row};
+use engram_store_client::ClusterClient;
 
 /// The etcd binary, or why there is none.
 pub fn etcd_binary() -> Result<PathBuf, String> {
@@ -132,10 +140,27 @@ impl Drop for Etcd {
     }
 }
 
+/// Rows, values per row and seed of the table the in-process cluster tests place.
+pub const ROWS: u64 = 20_000;
+pub const DIM: u32 = 16;
+pub const SEED: u64 = 9;
+
 /// Writes table `name` of `rows` synthetic f32 rows of `dim` values (seed `seed`: rows are
 /// `engram_store::table::synth_row(seed, F32, dim, id)`) into `data`.
 pub fn synth_f32_table(data: &Path, name: &str, rows: u64, dim: u32, seed: u64) {
-    use engram_store::ingest::{SynthSpec, WriteOptions, synth_table};
+    synth_f32_table_with(data, name, rows, dim, seed, &Default::default());
+}
+
+/// [`synth_f32_table`] written with `options` (block size, data file size).
+pub fn synth_f32_table_with(
+    data: &Path,
+    name: &str,
+    rows: u64,
+    dim: u32,
+    seed: u64,
+    options: &engram_store::ingest::WriteOptions,
+) {
+    use engram_store::ingest::{SynthSpec, synth_table};
     synth_table(
         data,
         &SynthSpec {
@@ -145,8 +170,75 @@ pub fn synth_f32_table(data: &Path, name: &str, rows: u64, dim: u32, seed: u64) 
             dtype: engram_store::table::DType::F32,
             seed,
         },
-        &WriteOptions::default(),
+        options,
         None,
     )
     .expect("synth");
+}
+
+/// An in-process node: engine, cluster membership and gRPC server on a loopback port.
+pub struct Node {
+    pub server: Option<RunningServer>,
+    pub addr: String,
+    pub node: Arc<ClusterNode>,
+}
+
+/// Starts node `id` serving `data`, registered in the etcd at `etcd` (`route`: `--route`).
+pub async fn start_node(data: &std::path::Path, etcd: &str, id: &str, route: bool) -> Node {
+    let port = free_port("127.0.0.1");
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = EngineConfig::new(data);
+    c.ram_cache_bytes = 8 << 20;
+    c.io_engine = engram_store_cache::io::IoEngineKind::Pread;
+    let engine = Arc::new(Engine::open(c).expect("engine"));
+    let mut o = ClusterOptions::new(vec![etcd.to_string()], id.to_string(), addr.clone());
+    o.lease_ttl = Duration::from_secs(2);
+    o.route = route;
+    let node = ClusterNode::start(engine.clone(), o);
+    let server = spawn_server_with(
+        engine,
+        ListenAddr::Tcp(addr.parse().expect("addr")),
+        ServerOptions {
+            cluster: Some(node.clone()),
+            ..ServerOptions::default()
+        },
+    )
+    .await
+    .expect("serve");
+    Node {
+        server: Some(server),
+        addr,
+        node,
+    }
+}
+
+/// Asserts `rows` are the synthetic rows of `ids` of the shared table.
+pub fn check_rows(ids: &[u64], rows: &engram_store_client::Rows) {
+    assert_eq!(rows.len(), ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        assert_eq!(
+            rows.row(i),
+            &synth_row(SEED, DType::F32, DIM as usize, id)[..],
+            "row {id} at {i}"
+        );
+    }
+}
+
+/// Waits until every shard of `table` has `replicas` ready replicas in the client's view.
+pub async fn wait_ready(client: &ClusterClient, table: &str, replicas: usize) {
+    let ok = client
+        .watcher()
+        .wait_for(Duration::from_secs(20), |v| {
+            v.map.tables.get(table).is_some_and(|tm| {
+                (0..tm.shards.len()).all(|i| v.ready_replicas(tm, i).count() >= replicas)
+            })
+        })
+        .await;
+    assert!(
+        ok.map.tables.get(table).is_some_and(|tm| {
+            (0..tm.shards.len()).all(|i| ok.ready_replicas(tm, i).count() >= replicas)
+        }),
+        "shards of {table} not ready: {:?}",
+        ok.map.tables.get(table)
+    );
 }

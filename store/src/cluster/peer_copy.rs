@@ -1,0 +1,315 @@
+//! Copying a shard of a table version from a peer that serves it (`ReadTableFile`), for a node
+//! the map gives a shard of a version it does not hold. Only the shard's blocks travel: the
+//! node writes the version's manifest and checksum files whole, and data files of their full
+//! length with the shard's blocks in place and holes elsewhere, then records the rows it holds
+//! (`held_rows.json`, [`HeldRows`]); the engine serves only those rows. Every copied block is
+//! checked against the version's checksums before it is written, so a damaged transfer (or a
+//! peer's own hole) is an error, never a row.
+//!
+//! A version new to the node is written into `.tmp-vNNNNNNNN-PID` and renamed into place when
+//! complete (a crash leaves a directory that `serve` removes at start). A second shard of a
+//! version the node already holds in part is written into its files in place (blocks no held
+//! row reads), synced, and only then added to the held rows.
+
+use std::ops::Range;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use engram_store_client::{Client, ClientError, proto as pb};
+
+use crate::table::{HeldRows, MANIFEST_FILE, Manifest, OpenTable, TableError, version_dir_name};
+
+/// Bytes asked of the peer per request (whole blocks).
+const PIECE: u64 = 8 << 20;
+
+/// Why a shard could not be copied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// The peer refused or failed.
+    #[error("peer {peer}: {source}")]
+    Peer {
+        /// Its address.
+        peer: String,
+        /// What it said.
+        source: ClientError,
+    },
+    /// What the peer sent is not the table version asked for, or a block fails its checksum.
+    #[error("peer {peer}: {message}")]
+    Bad {
+        /// Its address.
+        peer: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The local files.
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Copied {
+    /// The node already held the rows.
+    AlreadyHeld,
+    /// A version new to the node was written and renamed into place: the engine must load it.
+    NewVersion,
+    /// Blocks were added to a partial copy the engine serves: it must hold the rows from now.
+    Extended,
+}
+
+/// One shard to copy: rows `rows` of version `version` of table `table`, into `data_dir`.
+#[derive(Debug, Clone)]
+pub struct ShardCopy<'a> {
+    /// The node's data directory.
+    pub data_dir: &'a Path,
+    /// Table.
+    pub table: &'a str,
+    /// Version.
+    pub version: u64,
+    /// Rows of the shard.
+    pub rows: Range<u64>,
+}
+
+impl ShardCopy<'_> {
+    /// Copies the shard from the peer at `peer` (`host:port`) through `client`.
+    pub async fn from_peer(&self, client: &Client, peer: &str) -> Result<Copied, CopyError> {
+        let version_dir = self
+            .data_dir
+            .join(self.table)
+            .join(version_dir_name(self.version));
+        let existing = version_dir.join(MANIFEST_FILE).exists();
+        if existing {
+            match load_held(&version_dir)? {
+                None => return Ok(Copied::AlreadyHeld),
+                Some(h) if h.covers(&self.rows) => return Ok(Copied::AlreadyHeld),
+                Some(_) => {}
+            }
+        }
+        let fetch = Fetch {
+            client,
+            peer,
+            table: self.table,
+            version: self.version,
+        };
+        let dir = if existing {
+            version_dir.clone()
+        } else {
+            self.start_version(&fetch).await?
+        };
+        let result = self.copy_blocks(&fetch, &dir).await;
+        if let Err(e) = result {
+            if !existing {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e);
+        }
+        if existing {
+            return Ok(Copied::Extended);
+        }
+        std::fs::rename(&dir, &version_dir)
+            .map_err(|e| TableError::io(format!("rename {} into place", dir.display()), e))?;
+        sync_dir(&self.data_dir.join(self.table));
+        Ok(Copied::NewVersion)
+    }
+
+    /// A temporary version directory with the peer's manifest, checksum files, data file
+    /// headers, data files of their full length (holes) and no rows held.
+    async fn start_version(&self, fetch: &Fetch<'_>) -> Result<PathBuf, CopyError> {
+        let (bytes, _) = fetch.range(MANIFEST_FILE, 0, 0).await?;
+        let manifest =
+            Manifest::from_json(&bytes).map_err(|e| fetch.bad(format!("its manifest: {e}")))?;
+        if manifest.name != self.table || manifest.version != self.version {
+            return Err(fetch.bad(format!(
+                "sent the manifest of table {:?} version {}",
+                manifest.name, manifest.version
+            )));
+        }
+        if self.rows.end > manifest.rows {
+            return Err(fetch.bad(format!(
+                "version {} has {} rows, the shard ends at {}",
+                self.version, manifest.rows, self.rows.end
+            )));
+        }
+        let table_dir = self.data_dir.join(self.table);
+        let dir = table_dir.join(format!(
+            ".tmp-{}-{}",
+            version_dir_name(self.version),
+            std::process::id()
+        ));
+        let io = |what: &str, p: &Path, e| TableError::io(format!("{what} {}", p.display()), e);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let block = u64::from(manifest.block_size);
+        for f in &manifest.files {
+            for name in [&f.path, &f.sums] {
+                if name.contains('/') || name.starts_with('.') {
+                    return Err(fetch.bad(format!("its manifest names a file {name:?}")));
+                }
+            }
+            let sums = dir.join(&f.sums);
+            let file = create(&sums)?;
+            fetch.to_file(&f.sums, 0..u64::MAX, &file, &sums).await?;
+            file.sync_all().map_err(|e| io("sync", &sums, e))?;
+            let data = dir.join(&f.path);
+            let file = create(&data)?;
+            fetch.to_file(&f.path, 0..block, &file, &data).await?;
+            file.set_len((1 + f.blocks) * block)
+                .map_err(|e| io("size", &data, e))?;
+        }
+        HeldRows::default().save(&dir)?;
+        std::fs::write(dir.join(MANIFEST_FILE), &bytes)
+            .map_err(|e| io("write", &dir.join(MANIFEST_FILE), e))?;
+        Ok(dir)
+    }
+
+    /// Copies the blocks holding the shard's rows into `dir`'s data files, each checked against
+    /// its checksum, syncs them, and adds the rows to the held rows.
+    async fn copy_blocks(&self, fetch: &Fetch<'_>, dir: &Path) -> Result<(), CopyError> {
+        let table = {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || OpenTable::open_dir(&dir, false))
+                .await
+                .map_err(|e| {
+                    TableError::io(String::from("open the copy"), std::io::Error::other(e))
+                })??
+        };
+        let m = &table.manifest;
+        let layout = m.layout();
+        let block = u64::from(m.block_size);
+        for (f, open) in m.files.iter().zip(&table.files) {
+            let first = self.rows.start.max(f.first_row);
+            let end = self.rows.end.min(f.first_row + f.rows);
+            if first >= end {
+                continue;
+            }
+            let (u0, _) = layout.locate(first - f.first_row);
+            let (u1, _) = layout.locate(end - 1 - f.first_row);
+            let blocks =
+                (u0 * layout.unit_blocks())..((u1 + 1) * layout.unit_blocks()).min(f.blocks);
+            let path = dir.join(&f.path);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| TableError::io(format!("open {}", path.display()), e))?;
+            let per_piece = (PIECE / block).max(1);
+            let mut b = blocks.start;
+            while b < blocks.end {
+                let n = per_piece.min(blocks.end - b);
+                let offset = (1 + b) * block;
+                let (bytes, _) = fetch.range(&f.path, offset, n * block).await?;
+                if bytes.len() as u64 != n * block {
+                    return Err(fetch.bad(format!(
+                        "sent {} bytes of {} at {offset}, not {}",
+                        bytes.len(),
+                        f.path,
+                        n * block
+                    )));
+                }
+                for (k, data) in bytes.chunks(block as usize).enumerate() {
+                    let i = b + k as u64;
+                    if !open.sums.verify(i as usize, data) {
+                        return Err(fetch.bad(format!(
+                            "block {i} of {} fails its checksum (a damaged copy, or a block the \
+                             peer does not hold)",
+                            f.path
+                        )));
+                    }
+                }
+                file.write_all_at(&bytes, offset)
+                    .map_err(|e| TableError::io(format!("write {}", path.display()), e))?;
+                b += n;
+            }
+            file.sync_all()
+                .map_err(|e| TableError::io(format!("sync {}", path.display()), e))?;
+        }
+        let mut held = load_held(dir)?.unwrap_or_default();
+        held.add(self.rows.clone());
+        held.save(dir)?;
+        Ok(())
+    }
+}
+
+/// The rows a version directory holds (`None`: all).
+fn load_held(dir: &Path) -> Result<Option<HeldRows>, TableError> {
+    let bytes = std::fs::read(dir.join(MANIFEST_FILE))
+        .map_err(|e| TableError::io(format!("read the manifest in {}", dir.display()), e))?;
+    let rows = Manifest::from_json(&bytes)
+        .map_err(|source| TableError::Format {
+            path: dir.join(MANIFEST_FILE),
+            source,
+        })?
+        .rows;
+    HeldRows::load(dir, rows)
+}
+
+fn create(path: &Path) -> Result<std::fs::File, TableError> {
+    std::fs::File::create(path).map_err(|e| TableError::io(format!("create {}", path.display()), e))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Reads files of one table version from one peer.
+struct Fetch<'a> {
+    client: &'a Client,
+    peer: &'a str,
+    table: &'a str,
+    version: u64,
+}
+
+impl Fetch<'_> {
+    fn bad(&self, message: String) -> CopyError {
+        CopyError::Bad {
+            peer: self.peer.to_owned(),
+            message,
+        }
+    }
+
+    /// Bytes `offset..offset + length` of `file` (`length` 0: to the end) and the file's length.
+    async fn range(
+        &self,
+        file: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Vec<u8>, u64), CopyError> {
+        self.client
+            .read_file(pb::ReadTableFileRequest {
+                table: self.table.to_owned(),
+                version: self.version,
+                file: file.to_owned(),
+                offset,
+                length,
+                group: String::new(),
+            })
+            .await
+            .map_err(|source| CopyError::Peer {
+                peer: self.peer.to_owned(),
+                source,
+            })
+    }
+
+    /// Writes bytes `range` of `file` (clipped to its length) at the same offsets of `out`.
+    async fn to_file(
+        &self,
+        file: &str,
+        range: Range<u64>,
+        out: &std::fs::File,
+        path: &Path,
+    ) -> Result<(), CopyError> {
+        let mut at = range.start;
+        while at < range.end {
+            let (bytes, file_length) = self.range(file, at, (range.end - at).min(PIECE)).await?;
+            out.write_all_at(&bytes, at)
+                .map_err(|e| TableError::io(format!("write {}", path.display()), e))?;
+            at += bytes.len() as u64;
+            if bytes.is_empty() || at >= file_length {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
