@@ -7,7 +7,8 @@
 //!    the failover bound; re-plan over the survivors;
 //! 2. cut a node's link (link down inside its namespace): the same; the link comes back and the
 //!    node registers again;
-//! 3. a node joins and the table is re-planned: shards move to it, it serves them, nothing fails;
+//! 3. a node joins with an empty data directory and the table is re-planned: shards move to it,
+//!    it copies their rows from its peers and serves them, nothing fails;
 //! 4. etcd is killed and restarted: serving goes on.
 //!
 //! Needs root and `ip netns`; otherwise (or without etcd) it prints `SKIP: <reason>` and passes.
@@ -364,12 +365,15 @@ async fn nodes_in_namespaces_survive_kill_cut_join_and_an_etcd_restart() {
     .await;
     println!("after link down/up: {:?}", stats.lock());
 
-    // 3. n4 joins; re-plan: shards move to it and it serves them.
+    // 3. n4 joins with an empty data directory; re-plan: shards move to it, it copies their
+    // rows from its peers (across the namespaces) and serves them.
     let ip = net.add("n4", 24).expect("n4 namespace");
     let ns = net.ns("n4");
+    let n4_data = dir.path().join("data-n4");
+    std::fs::create_dir_all(&n4_data).expect("n4's data directory");
     nodes.insert(
         "n4".into(),
-        NodeProc::start(&ns, &ip, "n4", &etcd.client_url, &data, dir.path()),
+        NodeProc::start(&ns, &ip, "n4", &etcd.client_url, &n4_data, dir.path()),
     );
     wait_view(&client, "n4 to register", |v| v.nodes.contains_key("n4")).await;
     let outcome = replan(&endpoints).await;
@@ -385,6 +389,10 @@ async fn nodes_in_namespaces_survive_kill_cut_join_and_an_etcd_restart() {
                 .is_some_and(|n| !n.ready_shards.is_empty())
     })
     .await;
+    assert!(
+        n4_data.join("t").join("v00000001").join("held_rows.json").exists(),
+        "n4 serves shards without a copy of them"
+    );
     println!("after join: {:?}", stats.lock());
 
     // 4. etcd is killed and restarted: lookups go on from the last map.
