@@ -14,6 +14,9 @@
 use std::ops::Range;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt as _;
 
 use engram_store_client::{Client, ClientError, proto as pb};
 
@@ -21,6 +24,8 @@ use crate::table::{HeldRows, MANIFEST_FILE, Manifest, OpenTable, TableError, ver
 
 /// Bytes asked of the peer per request (whole blocks).
 const PIECE: u64 = 8 << 20;
+/// Requests in flight to the peer.
+const PIPELINE: usize = 4;
 
 /// Why a shard could not be copied.
 #[derive(Debug, thiserror::Error)]
@@ -174,10 +179,11 @@ impl ShardCopy<'_> {
                     TableError::io(String::from("open the copy"), std::io::Error::other(e))
                 })??
         };
+        let table = Arc::new(table);
         let m = &table.manifest;
         let layout = m.layout();
         let block = u64::from(m.block_size);
-        for (f, open) in m.files.iter().zip(&table.files) {
+        for f in &m.files {
             let first = self.rows.start.max(f.first_row);
             let end = self.rows.end.min(f.first_row + f.rows);
             if first >= end {
@@ -193,32 +199,48 @@ impl ShardCopy<'_> {
                 .open(&path)
                 .map_err(|e| TableError::io(format!("open {}", path.display()), e))?;
             let per_piece = (PIECE / block).max(1);
-            let mut b = blocks.start;
-            while b < blocks.end {
-                let n = per_piece.min(blocks.end - b);
-                let offset = (1 + b) * block;
-                let (bytes, _) = fetch.range(&f.path, offset, n * block).await?;
+            let pieces: Vec<(u64, u64)> = (blocks.start..blocks.end)
+                .step_by(per_piece as usize)
+                .map(|b| (b, per_piece.min(blocks.end - b)))
+                .collect();
+            let file = Arc::new(file);
+            let mut arriving = futures::stream::iter(pieces)
+                .map(|(b, n)| async move {
+                    let offset = (1 + b) * block;
+                    let (bytes, _) = fetch.range(&f.path, offset, n * block).await?;
+                    Ok::<_, CopyError>((b, n, bytes))
+                })
+                .buffer_unordered(PIPELINE);
+            while let Some(piece) = arriving.next().await {
+                let (b, n, bytes) = piece?;
                 if bytes.len() as u64 != n * block {
                     return Err(fetch.bad(format!(
-                        "sent {} bytes of {} at {offset}, not {}",
+                        "sent {} bytes of {} at block {b}, not {}",
                         bytes.len(),
                         f.path,
                         n * block
                     )));
                 }
-                for (k, data) in bytes.chunks(block as usize).enumerate() {
-                    let i = b + k as u64;
-                    if !open.sums.verify(i as usize, data) {
-                        return Err(fetch.bad(format!(
-                            "block {i} of {} fails its checksum (a damaged copy, or a block the \
-                             peer does not hold)",
-                            f.path
-                        )));
+                let (table, file, path, name) =
+                    (table.clone(), file.clone(), path.clone(), f.path.clone());
+                let k = m.files.iter().position(|x| x.path == f.path).unwrap_or(0);
+                let written = tokio::task::spawn_blocking(move || {
+                    let sums = &table.files[k].sums;
+                    for (j, data) in bytes.chunks(block as usize).enumerate() {
+                        let i = b + j as u64;
+                        if !sums.verify(i as usize, data) {
+                            return Err(format!(
+                                "block {i} of {name} fails its checksum (a damaged copy, or a \
+                                 block the peer does not hold)"
+                            ));
+                        }
                     }
-                }
-                file.write_all_at(&bytes, offset)
-                    .map_err(|e| TableError::io(format!("write {}", path.display()), e))?;
-                b += n;
+                    file.write_all_at(&bytes, (1 + b) * block)
+                        .map_err(|e| format!("write {}: {e}", path.display()))
+                })
+                .await
+                .map_err(|e| fetch.bad(format!("a write task failed: {e}")))?;
+                written.map_err(|message| fetch.bad(message))?;
             }
             file.sync_all()
                 .map_err(|e| TableError::io(format!("sync {}", path.display()), e))?;
