@@ -390,7 +390,11 @@ async fn nodes_in_namespaces_survive_kill_cut_join_and_an_etcd_restart() {
     })
     .await;
     assert!(
-        n4_data.join("t").join("v00000001").join("held_rows.json").exists(),
+        n4_data
+            .join("t")
+            .join("v00000001")
+            .join("held_rows.json")
+            .exists(),
         "n4 serves shards without a copy of them"
     );
     println!("after join: {:?}", stats.lock());
