@@ -23,6 +23,13 @@ Arms, on the same tokens:
   once before the runs) and, on a GPU, a VRAM tier of ``--store-gpu-budget``;
 - (e) the same with its RAM tier at most 25% of the table, the rest read from local disk.
 
+Before the runs of (d) and (e) (on a GPU by default, ``--store-warm-tokens``), the store is warmed
+as a server that has served this traffic for hours would be: the rows of the n-grams of trace
+tokens that no run reads, most frequent first, as many as its VRAM tier holds, are sent as
+Prefetch hints (the tier's refresh takes them in); the log and the JSON's ``store_vram`` give the
+rows hinted, the tier's resident rows and its hit rate over the runs (``vram_hit_estimate.py``
+estimates that rate offline).
+
 Phases: decode at ``--decode-batches`` (sequences, one token each, over a sliding window of
 ``--window`` cached positions, the step replayed as CUDA graphs split at the Engram layers, whose
 waits run between the graphs) and prefill in ``--prefill-chunk``-token chunks (eager; each chunk a
@@ -32,14 +39,21 @@ Logits of (b)-(e) must be bit-identical and differ from (a)'s: the script exits 
 (``logits_sha256``: the last timed step's logits, bf16 bits, and every timed step's sampled
 tokens). The rows each Engram arm fed its layers at the last timed step must be bit-identical too
 (``rows_sha256`` in the details). Arm (a) runs twice: where its two runs' logits differ (decode on
-the H200, even with math attention and torch's deterministic algorithms; not on a CPU), the
-backbone is not bit-reproducible, and only the rows are compared there (a note says so).
-Switches used to look for the cause, none of which made decode reproducible on the H200:
-``ENGRAM_OFFLOAD_SDPA`` (flash, cudnn, math), ``ENGRAM_OFFLOAD_DETERMINISTIC=1``
-(``torch.use_deterministic_algorithms``), ``ENGRAM_OFFLOAD_NO_REDUCED_REDUCTION=1``,
-``ENGRAM_OFFLOAD_BLAS`` (cublas, cublaslt). ``ENGRAM_OFFLOAD_SERVER_LOGS=DIR`` keeps the store arms'
-server logs there. A step's timeline says, per Engram layer, when its rows were in place and when the
-segment before the layer had run (device events on a GPU), in microseconds from the step's start.
+the H200; not on a CPU), the backbone is not bit-reproducible, and only the rows are compared there
+(a note says so). On the H200 the cause is torch's default SDPA kernel for decode, which gives
+slightly different outputs for the same inputs: with ``ENGRAM_OFFLOAD_SDPA=math`` decode is
+bit-reproducible there (it was not before the graph capture fix below), but math attention is
+15-30x slower in decode and its GQA copies do not leave room for arms (b)-(d) on one H200. Other
+switches, not tried since that fix: ``ENGRAM_OFFLOAD_SDPA`` (flash, efficient, cudnn),
+``ENGRAM_OFFLOAD_DETERMINISTIC=1`` (``torch.use_deterministic_algorithms``),
+``ENGRAM_OFFLOAD_NO_REDUCED_REDUCTION=1``, ``ENGRAM_OFFLOAD_BLAS`` (cublas, cublaslt). Each set
+of decode graphs, once captured, is checked against the same step run eagerly
+(``GRAPH_TOLERANCE``; ``graph_check`` in the JSON): until 2026-12-01 the graph of the piece after
+the first Engram layer read a freed block instead of the piece before's output, which gave decode
+logits that changed run to run and arm to arm and, on dense-4b, an illegal memory access.
+``ENGRAM_OFFLOAD_SERVER_LOGS=DIR`` keeps the store arms' server logs there. A step's timeline says,
+per Engram layer, when its rows were in place and when the segment before the layer had run
+(device events on a GPU), in microseconds from the step's start.
 
 Output: a table beside the paper's Table 4, ``--json FILE``::
 
@@ -47,7 +61,8 @@ Output: a table beside the paper's Table 4, ``--json FILE``::
                "logits_sha256": "..."}, ...],
      "details": [... + step_ms, wait_us, gather_us, ready_us, needed_us, loss_vs_a,
                  loss_vs_c], "layer_us": [...],
-     "checks": {...}, "model": {...}, "tables": {...}, "run": {...}, "paper_table4": {...}}
+     "checks": {...}, "model": {...}, "tables": {...}, "run": {...}, "paper_table4": {...},
+     "graph_check": [...], "store_vram": {"d": {...}, "e": {...}}}
 
 (``batch``: sequences per decode step; tokens per prefill chunk), and ``--svg FILE``, a bar chart.
 
@@ -119,6 +134,16 @@ DEFAULT_MAP = REPO / "testdata" / "engram" / "dsv3-compress.npy"
 DEFAULT_BIN = REPO / "target" / "release" / "engram-store"
 #: The keys of an entry of the JSON's "arms" (issue #14's contract).
 ARM_KEYS = ("arm", "phase", "batch", "tok_per_s", "logits_sha256")
+#: Most a decode step replayed from its CUDA graphs may differ from the same step run eagerly,
+#: as a fraction of the largest logit (``Runner._check_graphs``). On the H200 the default SDPA
+#: decode kernel is not deterministic (the same call twice differs by ~5e-4), which leaves
+#: 2-3% after 36 layers (0 with ``ENGRAM_OFFLOAD_SDPA=math``); a graph reading a freed block
+#: missed by 158%.
+GRAPH_TOLERANCE = 0.25
+#: ``--store-warm-tokens``' default on a GPU: about every token of the 1M-token trace that the
+#: runs do not read (``vram_hit_estimate.py``: the more held-out tokens, the closer the tier's
+#: top rows come to the runs').
+WARM_TOKENS = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +204,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--store-gpu-budget",
         default=None,
         help="VRAM tier of the store arms on a GPU (default: 25%% of the tables)",
+    )
+    p.add_argument(
+        "--store-warm-tokens",
+        type=int,
+        default=None,
+        help="before the runs of arms (d) and (e), hint the store the most frequent rows of this "
+        "many trace tokens the runs never read, as many as its VRAM tier holds, as a server "
+        f"that has served for hours holds them (default: {WARM_TOKENS} on a GPU; 0: no warm, "
+        "the default on a CPU)",
     )
     p.add_argument("--io-engine", default="auto", help="the store's --io-engine")
     p.add_argument(
@@ -328,13 +362,15 @@ def prepare_tables(args: argparse.Namespace, device, log) -> Tables:
 @dataclasses.dataclass
 class Phase:
     """The steps of one phase: ``tokens [steps, N, T]`` raw ids and their ``context [steps, N,
-    LOOKBACK]`` (the ids just before each sequence; -1 before its start)."""
+    LOOKBACK]`` (the ids just before each sequence; -1 before its start); ``positions``: where
+    in the trace each token is (``tokens == trace[positions]``)."""
 
     kind: str
     batch: int
     tokens: np.ndarray
     context: np.ndarray
     warmup: int
+    positions: np.ndarray
 
     @property
     def steps(self) -> int:
@@ -351,15 +387,15 @@ def decode_phase(trace: np.ndarray, batch: int, steps: int, warmup: int) -> Phas
     offsets = np.arange(batch) * max(1, n // batch) + LOOKBACK
     pos = offsets[None, :] + np.arange(warmup + steps)[:, None]  # [S, B]
     context = trace[(pos[..., None] - LOOKBACK + np.arange(LOOKBACK)) % n]
-    return Phase("decode", batch, trace[pos % n][..., None], context, warmup)
+    return Phase("decode", batch, trace[pos % n][..., None], context, warmup, (pos % n)[..., None])
 
 
 def prefill_phase(trace: np.ndarray, chunk: int, chunks: int, warmup: int) -> Phase:
     """Consecutive ``chunk``-token windows of the trace, each a prompt of its own."""
     starts = np.arange(warmup + chunks) * chunk
-    tokens = trace[(starts[:, None] + np.arange(chunk)) % trace.size][:, None, :]
+    positions = ((starts[:, None] + np.arange(chunk)) % trace.size)[:, None, :]
     context = np.full((warmup + chunks, 1, LOOKBACK), -1, dtype=np.int64)
-    return Phase("prefill", chunk, tokens, context, warmup)
+    return Phase("prefill", chunk, trace[positions], context, warmup, positions)
 
 
 class Source:
@@ -542,6 +578,8 @@ class Runner:
         )
         self.graphs = graphs and self.cuda and phase.kind == "decode"
         self._captured: dict[bool, tuple[list, Any, Any]] = {}
+        #: Per Engram on/off: how far the graphs' step was from the eager one (``_check_graphs``).
+        self.graph_error: dict[bool, float] = {}
         self._hash_graph = None
         self.ids = None
 
@@ -576,12 +614,50 @@ class Runner:
             self.torch.cuda.synchronize()
             graphs, keep = [], []
             for i in range(model.segments):
-                graph, _ = self._capture(lambda i=i: model.segment(i, st, with_engram))
+                # Piece i reads st.x, the hidden state piece i - 1's graph writes (keep[-1]).
+                # _capture runs the piece eagerly once before capturing it, and that run points
+                # st.x at a tensor of its own, freed as soon as the capture replaces it: without
+                # handing the piece its input on every call, its graph reads that freed block at
+                # every replay (the next capture's empty_cache can unmap it: an illegal memory
+                # access; reused, it gives logits that change run to run).
+                x_in = keep[-1] if keep else None
+                graph, _ = self._capture(lambda i=i, x_in=x_in: self._piece(i, x_in, with_engram))
                 graphs.append(graph)
                 keep.append(st.x)  # each piece's output, alive as long as its graph
-            self._captured[with_engram] = ([g.replay for g in graphs], (st.logits, st.argmax), keep)
+            replays = [g.replay for g in graphs]
+            outputs = (st.logits, st.argmax)
+            self._check_graphs(replays, outputs, with_engram)
+            self._captured[with_engram] = (replays, outputs, keep)
         replays, outputs, _ = self._captured[with_engram]
         return replays, outputs
+
+    def _piece(self, i: int, x_in, with_engram: bool) -> None:
+        """Piece ``i`` of a step on ``x_in``, the hidden state the piece before wrote."""
+        self.state.x = x_in
+        self.model.segment(i, self.state, with_engram)
+
+    def _check_graphs(self, replays: list, outputs: tuple, with_engram: bool) -> None:
+        """The guard on the capture: one decode step replayed from the graphs must give the
+        logits the same step gives eagerly from the same state (cache, convolution history,
+        position, staging rows). A graph that reads a buffer the step does not write (a block
+        freed after the capture, another piece's stale output) gives other logits."""
+        st = self.state
+        self.reset(0)
+        for i in range(self.model.segments):
+            self.model.segment(i, st, with_engram)
+        eager = st.logits.float()
+        self.reset(0)
+        for replay in replays:
+            replay()
+        graphed = outputs[0].float()
+        err = float(((graphed - eager).abs().max() / eager.abs().max().clamp_min(1e-6)).item())
+        if not err <= GRAPH_TOLERANCE:  # NaN fails too
+            raise RuntimeError(
+                f"decode batch {self.phase.batch}: the step replayed from its CUDA graphs "
+                f"(Engram {'on' if with_engram else 'off'}) differs from the eager step by "
+                f"{err:.3g} of the logits' range: a graph reads memory the step does not write"
+            )
+        self.graph_error[with_engram] = err
 
     def _hasher_fn(self):
         if not self.graphs:
@@ -798,6 +874,18 @@ def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
     return ram, extra
 
 
+def store_gpu_budget(client, ctx: dict[str, Any]) -> int | None:
+    """Bytes of the store's VRAM tier (all tables), None without one: the budget the script
+    gives the server it starts, or what a running server (``--addr``) reports."""
+    args, tables, device = ctx["args"], ctx["tables"], ctx["device"]
+    if args.addr:
+        gpu = gpu_tier(client.stats())
+        return None if gpu is None else int(gpu["capacity_bytes"])
+    if device.type != "cuda":
+        return None
+    return parse_size(args.store_gpu_budget) if args.store_gpu_budget else tables.nbytes // 4
+
+
 @contextlib.contextmanager
 def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
     """An ``EngramRowBackend`` over a server configured for ``arm``: started here, or the one at
@@ -825,6 +913,10 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
         client = stack.enter_context(Client(addr))
         if arm == "d":
             warm_ram(client, tables, log)
+        if args.store_warm_tokens:
+            warmed = warm_vram(client, arm, ctx)
+            ctx["store_vram"][arm] = warmed
+            stack.callback(lambda: warmed.update(vram_hits(client, arm, log)))
         transport = (
             ChannelTransport(client) if args.transport == "channel" else GrpcTransport(client)
         )
@@ -852,6 +944,211 @@ def warm_ram(client, tables: Tables, log) -> None:
                 ids = np.arange(first, min(rows, first + chunk), dtype=np.uint64)
                 client.lookup_into(region, name, ids)
     log(f"arm (d): read the whole table once in {time.perf_counter() - started:.1f}s")
+
+
+# --- the store's VRAM tier, warmed from the trace -----------------------------------------------
+
+#: Ids per Prefetch hint (8 B each: well inside gRPC's 4 MiB messages).
+HINT_CHUNK = 1 << 18
+#: Bands of the warm's hints: every hinted row once, then the most frequent half again, then the
+#: most frequent quarter. A hint counts 4 in the tier's hot counter, so the rows that were more
+#: frequent in the held-out trace rank above the others in it (12 / 8 / 4), as the counts of a
+#: server that has seen hours of traffic would, and age out last.
+HINT_BANDS = (1, 2, 4)
+#: Polls of the store's stats, a second apart, with the VRAM tier's resident rows unchanged,
+#: after which a warm is taken as settled even below the rows hinted.
+SETTLED_POLLS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmRows:
+    """Per table, the distinct rows of the held-out tokens' n-grams, most frequent first (ties by
+    id), and their counts."""
+
+    tokens: int
+    held_out: int
+    rows: list[np.ndarray]
+    counts: list[np.ndarray]
+
+
+def held_out_positions(trace_size: int, phases: Sequence[Phase]) -> np.ndarray:
+    """Positions of the trace that no phase's step has as a token (warm-up steps included), in
+    order: the part of the trace the runs never look up. The n-grams ending at these positions
+    are other occurrences than the runs' (they may share the tokens before a run's first)."""
+    used = np.zeros(trace_size, dtype=bool)
+    for phase in phases:
+        used[phase.positions.reshape(-1)] = True
+    return np.flatnonzero(~used)
+
+
+def warm_positions(held_out: np.ndarray, tokens: int) -> np.ndarray:
+    """``tokens`` of the ``held_out`` positions spread evenly over them (all of them if fewer),
+    so the warm sees the same mix of the trace as the runs, whose sequences are spread over it."""
+    if tokens >= held_out.size:
+        return held_out
+    return held_out[np.arange(tokens, dtype=np.int64) * held_out.size // tokens]
+
+
+def position_row_ids(
+    trace: np.ndarray, positions: np.ndarray, hasher, chunk: int = 1 << 16
+) -> np.ndarray:
+    """Row ids ``[P, layers, columns]`` of the tokens at ``positions`` of ``trace``, each with the
+    ``LOOKBACK`` tokens before it as context (wrapping at the trace's start, as in
+    :func:`decode_phase`)."""
+    n, out = trace.size, []
+    for first in range(0, positions.size, chunk):
+        pos = positions[first : first + chunk]
+        context = trace[(pos[:, None] - LOOKBACK + np.arange(LOOKBACK)) % n]
+        out.append(hasher.row_ids(trace[pos][:, None], context)[:, 0])
+    if not out:
+        return np.zeros((0, len(hasher.layer_ids), hasher.columns), dtype=np.int64)
+    return np.concatenate(out)
+
+
+def rows_by_frequency(ids: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per layer of ``ids [P, layers, columns]``: its distinct row ids, most frequent first (ties
+    by id), and their counts."""
+    rows, counts = [], []
+    for layer in range(ids.shape[1]):
+        distinct, count = np.unique(ids[:, layer].reshape(-1), return_counts=True)
+        order = np.lexsort((distinct, -count))
+        rows.append(distinct[order])
+        counts.append(count[order])
+    return rows, counts
+
+
+def warm_rows(trace: np.ndarray, phases: Sequence[Phase], hasher, tokens: int) -> WarmRows:
+    """The rows to warm a store with: those of ``tokens`` held-out positions of ``trace``."""
+    held_out = held_out_positions(trace.size, phases)
+    positions = warm_positions(held_out, tokens)
+    rows, counts = rows_by_frequency(position_row_ids(trace, positions, hasher))
+    return WarmRows(int(positions.size), int(held_out.size), rows, counts)
+
+
+def parse_size(text: str) -> int:
+    """A byte size as the store's command line takes it (``4GiB``, ``1.5GB``, ``3168981156``)."""
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+             "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
+             "tib": 2**40}  # fmt: skip
+    t = text.strip().replace("_", "")
+    split = len(t) - len(t.lstrip("0123456789."))
+    return int(float(t[:split]) * units[t[split:].strip().lower()])
+
+
+def vram_tier_rows(share_bytes: int, row_bytes: int, max_batch: int = 1 << 20) -> int:
+    """Rows a table's VRAM tier of ``share_bytes`` holds, sized as ``GpuTier::new`` sizes it
+    (``cache/src/gpu/tier.rs``): the budget less the scratch of a batch of ``max_batch`` ids and
+    of a refresh step of 65,536 rows, then the arena and two hash indexes (12 B a bucket, at least
+    1.25 buckets a row, rounded up to a power of two)."""
+    room = share_bytes - max_batch * (8 + row_bytes + 4) - (1 << 16) * (row_bytes + 4)
+
+    def fits(rows: int) -> bool:
+        buckets = max(32, 1 << (max(rows, 1) + rows // 4 - 1).bit_length())
+        return rows * row_bytes + 2 * buckets * 12 <= room
+
+    lo, hi = 0, max(room, 0) // row_bytes
+    while lo < hi:
+        mid = lo + (hi - lo + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def gpu_tier(stats) -> dict[str, Any] | None:
+    """The VRAM tier's counters in a store's ``Stats`` (its first device's), None without one."""
+    return next((stats.tiers[k] for k in sorted(stats.tiers) if k.split(":")[0] == "gpu"), None)
+
+
+def hint(client, table: str, ids: np.ndarray, deadline: float) -> int:
+    """Sends ``ids`` of ``table`` as Prefetch hints, ``HINT_CHUNK`` at a time, each again until
+    the server's prefetch queue has room for it (or ``deadline``); returns the ids accepted."""
+    accepted = 0
+    for first in range(0, ids.size, HINT_CHUNK):
+        chunk = ids[first : first + HINT_CHUNK]
+        while True:
+            taken = client.prefetch(table, chunk).result()
+            if taken or time.perf_counter() > deadline:
+                break
+            time.sleep(0.05)  # the queue is full: its reads are under way
+        accepted += taken
+    return accepted
+
+
+def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -> dict[str, Any]:
+    """Before arm ``arm``'s runs: gives the store's VRAM tier the rows a server that has served
+    this traffic for hours would hold, by hinting, per table, the most frequent rows of the
+    held-out part of the trace (as many as its VRAM tier holds; every row without a tier, which
+    only prefetches them into RAM), then waits for the hints' reads and the tier's refreshes
+    (every second) to settle, and zeroes the store's counters so the arm's read only its runs."""
+    args, tables, log = ctx["args"], ctx["tables"], ctx["log"]
+    if "warm" not in ctx:  # the same rows for (d) and (e)
+        want = args.store_warm_tokens
+        ctx["warm"] = warm_rows(ctx["trace"], ctx["phases"], tables.hasher, want)
+        if ctx["warm"].tokens < want:
+            log(
+                f"store warm: the trace has only {ctx['warm'].held_out:,} tokens that the runs "
+                f"do not read, fewer than --store-warm-tokens {want:,}: warming from them all"
+            )
+    warm: WarmRows = ctx["warm"]
+    started = time.perf_counter()
+    deadline = started + timeout_s
+    budget = store_gpu_budget(client, ctx)
+    total = sum(tables.rows)
+    hinted = accepted = 0
+    for name, rows, table_rows in zip(tables.names, warm.rows, tables.rows, strict=True):
+        k = rows.size
+        if budget is not None:
+            share = budget * table_rows // total  # the store shares its budget by table bytes
+            k = min(k, vram_tier_rows(share, tables.row_bytes))
+        hinted += k
+        for band in HINT_BANDS:
+            accepted += hint(client, name, rows[: k // band].astype(np.uint64), deadline)
+    # Settled: no prefetch queued or running, and the tier holding every hinted row, or (it
+    # may hold fewer than estimated) as many rows as over the last few refreshes, one a second.
+    last, unchanged = -1, 0
+    while True:
+        stats = client.stats()
+        gpu = gpu_tier(stats)
+        resident = 0 if gpu is None else gpu["resident_rows"]
+        unchanged = unchanged + 1 if resident == last and resident > 0 else 0
+        queued = getattr(stats, "prefetch_queued_rows", 0)  # 0: an engram_store before it
+        if queued == 0 and (gpu is None or resident >= hinted or unchanged >= SETTLED_POLLS):
+            break
+        if time.perf_counter() > deadline:
+            log(f"arm ({arm}): the warm did not settle in {timeout_s:.0f}s; running anyway")
+            break
+        last = resident
+        time.sleep(0.05 if gpu is None else 1.0)
+    client.stats(reset=True)
+    out = {
+        "tokens": warm.tokens,
+        "held_out_tokens": warm.held_out,
+        "rows_hinted": hinted,
+        "hints_accepted": accepted,
+        "gpu_resident_rows": None if gpu is None else gpu["resident_rows"],
+        "seconds": time.perf_counter() - started,
+    }
+    held = "no VRAM tier" if gpu is None else f"the VRAM tier holds {resident:,} rows"
+    log(f"arm ({arm}): warmed from {warm.tokens:,} held-out tokens of the trace: hinted the "
+        f"{hinted:,} most frequent of their {sum(r.size for r in warm.rows):,} distinct rows; "
+        f"{held} after {out['seconds']:.1f}s")  # fmt: skip
+    return out
+
+
+def vram_hits(client, arm: str, log) -> dict[str, Any]:
+    """After arm ``arm``'s runs: the VRAM tier's hits and misses over them (warm-up steps
+    included; the counters were zeroed after the warm), logged."""
+    try:
+        gpu = gpu_tier(client.stats())
+    except Exception as e:  # the server is gone: the arm's own error says why
+        log(f"arm ({arm}): no VRAM tier counters after the runs: {e}")
+        return {}
+    if gpu is None:
+        return {}
+    looked = gpu["hits"] + gpu["misses"]
+    rate = gpu["hits"] / looked if looked else 0.0
+    log(f"arm ({arm}): VRAM tier during the runs: {gpu['hits']:,} hits of {looked:,} rows looked "
+        f"up ({rate:.1%}), {gpu['resident_rows']:,} rows resident")  # fmt: skip
+    return {"gpu_hits": gpu["hits"], "gpu_misses": gpu["misses"], "gpu_hit_rate": rate}
 
 
 def gather_us(source: TableSource, run: Runner, step: int) -> float:
@@ -901,6 +1198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(args.cpu_threads)
+    if args.store_warm_tokens is None:
+        args.store_warm_tokens = WARM_TOKENS if device.type == "cuda" else 0
     started = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -953,6 +1252,9 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
         "host": HostTables(tables, device),
         "layer_ids": list(tables.hasher.layer_ids),
         "max_tokens": max(p.tokens_per_step for p in phases),
+        "trace": trace,
+        "phases": phases,
+        "store_vram": {},  # per store arm: its warm and its VRAM tier's hits
     }
     details, failures = [], []
     for arm in args.arms:
@@ -966,7 +1268,13 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
             failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
         if arm == "c" or (arm == "b" and "c" not in args.arms):
             ctx["host"].drop()
-    return report_results(args, device, tables, model, details, layer_times, failures)
+    graph_checks = [
+        {"phase": r.phase.kind, "batch": r.phase.batch,
+         **{f"engram_{'on' if on else 'off'}": err for on, err in r.graph_error.items()}}
+        for r in runners if r.graph_error
+    ]  # fmt: skip
+    extra = {"graph_check": graph_checks, "store_vram": ctx["store_vram"]}
+    return report_results(args, device, tables, model, details, layer_times, failures, extra)
 
 
 def run_arm(arm: str, ctx: dict[str, Any], runners: list[Runner]) -> list[dict[str, Any]]:
@@ -999,9 +1307,13 @@ def run_arm(arm: str, ctx: dict[str, Any], runners: list[Runner]) -> list[dict[s
     return out
 
 
-def report_results(args, device, tables: Tables, model, details, layer_times, failures) -> int:
-    """Prints the table, the layer times and the logits check; writes ``--json`` and ``--svg``;
-    returns 1 if an arm failed or the logits are not as they must be."""
+def report_results(
+    args, device, tables: Tables, model, details, layer_times, failures, extra=None
+) -> int:
+    """Prints the table, the layer times and the logits check; writes ``--json`` and ``--svg``
+    (with ``extra``'s entries: ``graph_check``, how far each decode runner's graphs were from its
+    eager step, and ``store_vram``, the store arms' warms and VRAM hits); returns 1 if an arm
+    failed or the logits are not as they must be."""
     arms = [{key: d[key] for key in ARM_KEYS} for d in details]
     details = report.with_losses(details)
     unstable = report.unreproducible(details)
@@ -1051,8 +1363,10 @@ def report_results(args, device, tables: Tables, model, details, layer_times, fa
             "prefill_warmup": args.prefill_warmup,
             "prefill_lookahead": args.prefill_lookahead,
             "transport": args.transport,
+            "store_warm_tokens": args.store_warm_tokens,
         },
         "paper_table4": report.PAPER_TABLE4,
+        **(extra or {}),
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
