@@ -9,6 +9,9 @@
 #       bash benches/e2e/h200_session.sh [extra engram_offload.py flags]
 #
 # BIN: engram-store built with --features cuda (the store arms use its VRAM tier and CUDA IPC).
+# MPS=1 runs everything under the CUDA Multi-Process Service (a control daemon started here with
+# its pipes under /tmp, stopped at the end; the GPU's settings are not touched), so the store's
+# kernels and copies run beside the model's instead of in time slices between another process's.
 # TRACE falls back to the repository's 11,661-token sample when the file is not there. The tables
 # (2 x 24 x ENGRAM_VOCAB rows of 264 B, 17.7 GB by default) need twice their size on $DATA's disk
 # while they are written, and their size in pinned host memory and in VRAM for arms (b) and (c).
@@ -31,6 +34,17 @@ free -g | head -2
 df -h "$(dirname "$DATA")" | tail -1
 python3 -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
 echo "trace: $TRACE"
+
+if [ "${MPS:-0}" = 1 ]; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/engram-mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/engram-mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d; then
+        echo "MPS control daemon started"
+        trap 'echo quit | nvidia-cuda-mps-control; echo "MPS control daemon stopped"' EXIT
+    else
+        echo "MPS could not be started: running without it"
+    fi
+fi
 
 status=0
 for shape in $SHAPES; do
