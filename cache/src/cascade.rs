@@ -268,8 +268,12 @@ impl Cascade {
             .await?;
             return Ok(rows);
         }
-        let tasks: Vec<_> = ids
-            .chunks(per_task)
+        // The caller serves the first chunk itself while tasks serve the others: it would only
+        // wait otherwise, and a small fill (a decode step's misses) then needs one task woken,
+        // not two.
+        let mut chunks = ids.chunks(per_task);
+        let first = chunks.next().unwrap_or(&[]);
+        let tasks: Vec<_> = chunks
             .map(|chunk| {
                 let (this, chunk, levels) = (self.clone(), chunk.to_vec(), levels.clone());
                 tokio::spawn(async move {
@@ -287,9 +291,16 @@ impl Cascade {
                 })
             })
             .collect();
-        let mut packed = Vec::with_capacity(ids.len() * rb);
+        let mut packed = vec![0u8; ids.len() * rb];
+        let (head, tail) = packed.split_at_mut(first.len() * rb);
+        let from = levels.start;
+        self.serve_levels(levels, from, OfferReason::Read, Want::packed(first), head)
+            .await?;
+        let mut at = 0;
         for task in tasks {
-            packed.extend_from_slice(&task.await??);
+            let rows = task.await??;
+            tail[at..at + rows.len()].copy_from_slice(&rows);
+            at += rows.len();
         }
         Ok(packed)
     }
@@ -320,6 +331,24 @@ mod tests {
             RB,
         ));
         (cascade, cache, backing)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fill_split_over_tasks_packs_every_row_in_order() {
+        let (cascade, _, _) = stack(100_000);
+        // Sizes below one task's share, at it, and over several tasks (the caller serving the
+        // first chunk itself), duplicates and a descending run included.
+        for n in [0usize, 1, FILL_MIN_ROWS, FILL_MIN_ROWS + 1, 5_000, 70_001] {
+            let ids: Vec<u64> = (0..n as u64)
+                .map(|i| (i * 7_919 + 13) % 100_000)
+                .chain((0..n as u64 / 3).rev())
+                .collect();
+            let packed = cascade.fill_below_top(ids.clone()).await.expect("fill");
+            assert_eq!(packed.len(), ids.len() * RB, "{n}");
+            for (k, &id) in ids.iter().enumerate() {
+                assert_eq!(&packed[k * RB..(k + 1) * RB], &row(id), "{n}: position {k}");
+            }
+        }
     }
 
     #[tokio::test]
