@@ -71,6 +71,7 @@ mod tests {
             "Prefetch",
             "OpenChannel",
             "Reload",
+            "ReadTableFile",
         ] {
             assert_eq!(needs(&format!("{store}{admin}")), Needs::Role(Role::Admin));
         }

@@ -55,6 +55,32 @@ ROW_FORMAT_KIND_FP8_TABLE_SCALED: RowFormatKind
 SCALE_DTYPE_UNSPECIFIED: ScaleDType
 SCALE_DTYPE_UE8M0: ScaleDType
 
+class ReadTableFileRequest(_message.Message):
+    __slots__ = ("table", "version", "file", "offset", "length", "group")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    file: str
+    offset: int
+    length: int
+    group: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., file: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., group: _Optional[str] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("offset", "data", "file_length")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FILE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    file_length: int
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., file_length: _Optional[int] = ...) -> None: ...
+
 class ReloadRequest(_message.Message):
     __slots__ = ("tables",)
     TABLES_FIELD_NUMBER: _ClassVar[int]

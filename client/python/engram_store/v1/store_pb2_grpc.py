@@ -95,6 +95,11 @@ class EmbeddingStoreStub:
                 request_serializer=engram__store_dot_v1_dot_store__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=engram__store_dot_v1_dot_store__pb2.ReloadResponse.FromString,
                 _registered_method=True)
+        self.ReadTableFile = channel.unary_stream(
+                '/engram_store.v1.EmbeddingStore/ReadTableFile',
+                request_serializer=engram__store_dot_v1_dot_store__pb2.ReadTableFileRequest.SerializeToString,
+                response_deserializer=engram__store_dot_v1_dot_store__pb2.FileChunk.FromString,
+                _registered_method=True)
 
 
 class EmbeddingStoreServicer:
@@ -191,6 +196,16 @@ class EmbeddingStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadTableFile(self, request, context):
+        """Bytes of one file of a table version this server serves or keeps (its manifest, a data or
+        checksum file the manifest lists, a partial copy's held_rows.json) or of an Engram group's
+        directory, in chunks of at most 1 MiB: how a cluster node copies a shard from a peer. Files
+        are named as the manifest names them; any other name is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +268,11 @@ def add_EmbeddingStoreServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=engram__store_dot_v1_dot_store__pb2.ReloadRequest.FromString,
                     response_serializer=engram__store_dot_v1_dot_store__pb2.ReloadResponse.SerializeToString,
+            ),
+            'ReadTableFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadTableFile,
+                    request_deserializer=engram__store_dot_v1_dot_store__pb2.ReadTableFileRequest.FromString,
+                    response_serializer=engram__store_dot_v1_dot_store__pb2.FileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +600,33 @@ class EmbeddingStore:
             '/engram_store.v1.EmbeddingStore/Reload',
             engram__store_dot_v1_dot_store__pb2.ReloadRequest.SerializeToString,
             engram__store_dot_v1_dot_store__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadTableFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/engram_store.v1.EmbeddingStore/ReadTableFile',
+            engram__store_dot_v1_dot_store__pb2.ReadTableFileRequest.SerializeToString,
+            engram__store_dot_v1_dot_store__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,
