@@ -11,11 +11,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    DIM, Etcd, ROWS, SEED, check_rows, etcd_binary, free_port, start_node, wait_ready,
+    DIM, ROWS, SEED, check_rows, client_seeing, etcd_binary, loopback_etcd, place, start_node,
+    wait_ready,
 };
-use engram_store::cluster::{PlanArgs, plan, show};
+use engram_store::cluster::show;
 use engram_store_client::cluster::EPOCH_HEADER;
-use engram_store_client::{Client, ClusterClient, ClusterSettings, proto as pb};
+use engram_store_client::{Client, proto as pb};
 use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -25,13 +26,7 @@ async fn a_loopback_cluster_routes_fails_over_and_outlives_etcd() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut etcd = Etcd::start(
-        &[],
-        "127.0.0.1",
-        free_port("127.0.0.1"),
-        free_port("127.0.0.1"),
-        dir.path(),
-    );
+    let mut etcd = loopback_etcd(dir.path());
     let endpoints = vec![etcd.client_url.clone()];
     let data = dir.path().join("data");
     cluster_common::synth_f32_table(&data, "t", ROWS, DIM, SEED);
@@ -41,30 +36,8 @@ async fn a_loopback_cluster_routes_fails_over_and_outlives_etcd() {
         nodes.push(start_node(&data, &etcd.client_url, &format!("n{i}"), i == 0).await);
     }
     // Every node registered before placing.
-    let settings = ClusterSettings {
-        part_timeout: Duration::from_millis(800),
-        ..Default::default()
-    };
-    let client = ClusterClient::connect_with(&endpoints, settings)
-        .await
-        .expect("cluster client");
-    client
-        .watcher()
-        .wait_for(Duration::from_secs(10), |v| v.nodes.len() == 3)
-        .await;
-    let outcome = plan(
-        &endpoints,
-        &PlanArgs {
-            table: "t".into(),
-            shards: 4,
-            replicas: 2,
-            version: None,
-            wait: Duration::from_secs(10),
-            copy_from_peers: true,
-        },
-    )
-    .await
-    .expect("plan");
+    let client = client_seeing(&endpoints, 3).await;
+    let outcome = place(&endpoints, 4, 2, Duration::from_secs(10)).await;
     assert_eq!(outcome.tables[0].shards.len(), 4);
     wait_ready(&client, "t", 2).await;
     let text = show(&endpoints).await.expect("show");

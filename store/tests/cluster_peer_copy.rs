@@ -13,14 +13,13 @@ mod common;
 use std::time::Duration;
 
 use cluster_common::{
-    DIM, Etcd, ROWS, SEED, check_rows, etcd_binary, free_port, start_node, synth_f32_table_with,
-    wait_ready,
+    DIM, ROWS, SEED, check_rows, client_seeing, etcd_binary, loopback_etcd, place, start_node,
+    synth_f32_table_with, wait_ready,
 };
-use engram_store::cluster::{PlanArgs, plan};
 use engram_store::engine::{Engine, EngineConfig, LookupError};
 use engram_store::ingest::WriteOptions;
 use engram_store::table::{HELD_ROWS_FILE, HeldRows, OpenTable};
-use engram_store_client::{Client, ClusterClient, ClusterSettings, proto as pb};
+use engram_store_client::{Client, proto as pb};
 use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -30,13 +29,7 @@ async fn empty_nodes_copy_their_shards_from_a_peer_and_serve_them() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = Etcd::start(
-        &[],
-        "127.0.0.1",
-        free_port("127.0.0.1"),
-        free_port("127.0.0.1"),
-        dir.path(),
-    );
+    let etcd = loopback_etcd(dir.path());
     let endpoints = vec![etcd.client_url.clone()];
     // 20,000 rows of 64 B in data files of 256 KiB: five files, so shards span files.
     let whole = dir.path().join("holder");
@@ -53,32 +46,8 @@ async fn empty_nodes_copy_their_shards_from_a_peer_and_serve_them() {
         std::fs::create_dir_all(d).expect("mkdir");
         nodes.push(start_node(d, &etcd.client_url, &format!("n{}", i + 1), false).await);
     }
-    let client = ClusterClient::connect_with(
-        &endpoints,
-        ClusterSettings {
-            part_timeout: Duration::from_millis(800),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("cluster client");
-    client
-        .watcher()
-        .wait_for(Duration::from_secs(10), |v| v.nodes.len() == 3)
-        .await;
-    let outcome = plan(
-        &endpoints,
-        &PlanArgs {
-            table: "t".into(),
-            shards: 6,
-            replicas: 2,
-            version: None,
-            wait: Duration::from_secs(20),
-            copy_from_peers: true,
-        },
-    )
-    .await
-    .expect("plan");
+    let client = client_seeing(&endpoints, 3).await;
+    let outcome = place(&endpoints, 6, 2, Duration::from_secs(20)).await;
     let tm = outcome.tables[0].clone();
     for id in ["n1", "n2"] {
         assert!(

@@ -242,3 +242,55 @@ pub async fn wait_ready(client: &ClusterClient, table: &str, replicas: usize) {
         ok.map.tables.get(table)
     );
 }
+
+/// An etcd on two free loopback ports, its data under `dir`.
+pub fn loopback_etcd(dir: &Path) -> Etcd {
+    Etcd::start(
+        &[],
+        "127.0.0.1",
+        free_port("127.0.0.1"),
+        free_port("127.0.0.1"),
+        dir,
+    )
+}
+
+/// A cluster client (parts time out after 800 ms) that has seen `nodes` nodes register.
+pub async fn client_seeing(endpoints: &[String], nodes: usize) -> ClusterClient {
+    let client = ClusterClient::connect_with(
+        endpoints,
+        engram_store_client::ClusterSettings {
+            part_timeout: Duration::from_millis(800),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("cluster client");
+    client
+        .watcher()
+        .wait_for(Duration::from_secs(10), |v| v.nodes.len() == nodes)
+        .await;
+    client
+}
+
+/// Places table `t` as `shards` x `replicas` (nodes without it copy their shards), waiting up to
+/// `wait` for replacements before dropping the replicas they replace.
+pub async fn place(
+    endpoints: &[String],
+    shards: u32,
+    replicas: u32,
+    wait: Duration,
+) -> engram_store::cluster::PlanOutcome {
+    engram_store::cluster::plan(
+        endpoints,
+        &engram_store::cluster::PlanArgs {
+            table: "t".into(),
+            shards,
+            replicas,
+            version: None,
+            wait,
+            copy_from_peers: true,
+        },
+    )
+    .await
+    .expect("plan")
+}
