@@ -1317,13 +1317,22 @@ def report_results(
     arms = [{key: d[key] for key in ARM_KEYS} for d in details]
     details = report.with_losses(details)
     unstable = report.unreproducible(details)
-    problems = failures + report.check_logits(arms, unstable) + report.check_rows(details)
+    unknown = report.without_arm_a(details)
+    problems = (
+        failures + report.check_logits(arms, unstable + unknown) + report.check_rows(details)
+    )
     notes = []
     if unstable:
         notes.append(
             "arm (a) run twice gave different logits in " + ", ".join(unstable)
             + ": the backbone is not bit-reproducible there on this device, so the Engram arms "
             "are compared by the rows they fed their layers (bit for bit), not by logits"
+        )
+    if unknown:
+        notes.append(
+            "arm (a) did not run in " + ", ".join(unknown) + ": whether the backbone is "
+            "bit-reproducible there is not known, so the Engram arms are compared by the rows "
+            "they fed their layers (bit for bit), not by logits"
         )
     print(report.table(details, model.b.name, model.g.layer_ids))
     for lt in layer_times:

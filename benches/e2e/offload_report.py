@@ -88,6 +88,16 @@ def unreproducible(details: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def without_arm_a(details: Sequence[dict[str, Any]]) -> list[str]:
+    """The (phase, batch) groups arm (a) did not run in: there nothing says whether the backbone
+    is bit-reproducible, so the Engram arms' logits cannot be held to be identical."""
+    return [
+        f"{phase} batch {batch}"
+        for phase, batch in groups(details)
+        if not any(r["arm"] == "a" and (r["phase"], r["batch"]) == (phase, batch) for r in details)
+    ]
+
+
 def with_losses(details: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``details`` with ``loss_vs_a`` and ``loss_vs_c`` (1 - tok/s / the other arm's tok/s, in
     the same phase and batch; None where that arm did not run)."""
