@@ -9,14 +9,15 @@ use bytes::{Bytes, BytesMut};
 use engram_store_proto::v1 as pb;
 use engram_store_proto::v1::embedding_store_client::EmbeddingStoreClient;
 use futures::{Stream, StreamExt};
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 use crate::channel::{Channel as SidecarChannel, ChannelTarget};
 use crate::error::{ClientError, is_retryable};
 use crate::rows::Rows;
+use crate::security::Security;
 use crate::shared_memory::SharedMemoryRegion;
 
 /// Builds a [`Client`].
@@ -27,10 +28,7 @@ pub struct ClientBuilder {
     retries: u32,
     initial_backoff: Duration,
     connect_timeout: Duration,
-    tls_ca_pem: Option<Vec<u8>>,
-    tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
-    tls_domain: Option<String>,
-    token: Option<String>,
+    security: Security,
 }
 
 /// The generated stub over the client's channel, with its token attached to every call.
@@ -38,7 +36,7 @@ pub type Stub = EmbeddingStoreClient<InterceptedService<Channel, BearerToken>>;
 
 /// Adds `authorization: Bearer TOKEN` to every call (nothing without a token).
 #[derive(Clone)]
-pub struct BearerToken(Option<AsciiMetadataValue>);
+pub struct BearerToken(pub(crate) Option<AsciiMetadataValue>);
 
 impl std::fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,36 +70,40 @@ impl ClientBuilder {
             retries: 4,
             initial_backoff: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(5),
-            tls_ca_pem: None,
-            tls_identity_pem: None,
-            tls_domain: None,
-            token: None,
+            security: Security::default(),
         }
+    }
+
+    /// TLS and token settings, all at once (what the `tls_*` and `token` setters set one by
+    /// one).
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
     }
 
     /// Connects over TLS, trusting the CA certificate(s) in `pem`. An address without a scheme
     /// then means `https://`. Default: plaintext.
     pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.tls_ca_pem = Some(pem.into());
+        self.security.tls_ca_pem = Some(pem.into());
         self
     }
 
     /// The client certificate chain and key (PEM) shown to a server that requires one (mutual
     /// TLS). Default: none.
     pub fn tls_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
-        self.tls_identity_pem = Some((cert.into(), key.into()));
+        self.security.tls_identity_pem = Some((cert.into(), key.into()));
         self
     }
 
     /// The name the server's certificate must carry. Default: the address's host.
     pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
-        self.tls_domain = Some(name.into());
+        self.security.tls_domain = Some(name.into());
         self
     }
 
     /// Sends `authorization: Bearer TOKEN` with every call. Default: no token.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.security.token = Some(token.into());
         self
     }
 
@@ -131,30 +133,7 @@ impl ClientBuilder {
 
     /// Connects.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let tls = self.tls_ca_pem.is_some() || self.tls_identity_pem.is_some();
-        let uri = if self.addr.contains("://") {
-            self.addr.clone()
-        } else if tls {
-            format!("https://{}", self.addr)
-        } else {
-            format!("http://{}", self.addr)
-        };
-        let refuse = |message: &str| ClientError::Connect {
-            addr: self.addr.clone(),
-            message: message.to_string(),
-        };
-        if tls && !uri.starts_with("https://") {
-            return Err(refuse("TLS needs an https:// address"));
-        }
-        if tls && self.tls_ca_pem.is_none() {
-            return Err(refuse("TLS needs the server's CA (tls_ca_pem)"));
-        }
-        let token = self
-            .token
-            .as_deref()
-            .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
-            .transpose()
-            .map_err(|_| refuse("the token is not printable ASCII"))?;
+        let token = self.security.bearer(&self.addr)?;
         let connect_err = |e: tonic::transport::Error| ClientError::Connect {
             addr: self.addr.clone(),
             message: format!(
@@ -164,30 +143,16 @@ impl ClientBuilder {
                     .unwrap_or_default()
             ),
         };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(connect_err)?
+        let endpoint = self
+            .security
+            .endpoint(&self.addr)?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20));
-        let endpoint = if tls {
-            let mut config = ClientTlsConfig::new();
-            if let Some(ca) = &self.tls_ca_pem {
-                config = config.ca_certificate(Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = &self.tls_identity_pem {
-                config = config.identity(Identity::from_pem(cert, key));
-            }
-            if let Some(domain) = &self.tls_domain {
-                config = config.domain_name(domain.clone());
-            }
-            endpoint.tls_config(config).map_err(connect_err)?
-        } else {
-            endpoint
-        };
         let channel = endpoint.connect().await.map_err(connect_err)?;
         Ok(Client {
-            inner: EmbeddingStoreClient::with_interceptor(channel, BearerToken(token))
+            inner: EmbeddingStoreClient::with_interceptor(channel, token)
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
             config: self,
@@ -429,7 +394,7 @@ impl Client {
     /// host. Use its id and token with [`Client::lookup_into`]; dropping it unregisters it.
     pub async fn shm_region(&self, size: usize) -> Result<SharedMemoryRegion, ClientError> {
         let path = self.local_socket().await?;
-        let token = self.config.token.clone();
+        let token = self.config.security.token.clone();
         tokio::task::spawn_blocking(move || SharedMemoryRegion::create(&path, size, token))
             .await
             .map_err(|e| ClientError::Local(format!("register the region: {e}")))?
@@ -451,7 +416,7 @@ impl Client {
             ChannelTarget::Layer { .. } => capacity * 12 + 4096,
         };
         let (id, token) = (region.id(), region.token().to_owned());
-        let auth = self.config.token.clone();
+        let auth = self.config.security.token.clone();
         tokio::task::spawn_blocking(move || {
             SidecarChannel::open_for_region(
                 &path,

@@ -22,6 +22,7 @@ pub mod cluster;
 mod dequant;
 mod error;
 mod rows;
+mod security;
 mod shared_memory;
 
 pub use channel::{Channel, ChannelTarget, SlotDone};
@@ -33,4 +34,5 @@ pub use dequant::{dequantize_block_scaled_row, e4m3_to_f32, f32_to_bf16_bits, ue
 pub use engram_store_proto::v1 as proto;
 pub use error::ClientError;
 pub use rows::Rows;
+pub use security::Security;
 pub use shared_memory::{LocalConnection, Registered, SharedMemoryRegion, sealed_memfd};

@@ -35,6 +35,10 @@
 //! route = false                     # forward parts this node does not serve
 //! lease_ttl_s = 5                   # a dead node leaves the cluster after this
 //! warm_rows = 4096                  # rows of a new shard warmed before it is ready
+//! peer_ca = "/etc/engram-store/ca.crt"      # peers over TLS (forwarding, shard copies)
+//! peer_cert = "/etc/engram-store/peer.crt"  # with peer_key: this node's client certificate
+//! peer_key = "/etc/engram-store/peer.key"
+//! peer_token_file = "/etc/engram-store/peer-token"  # token sent to peers (admin: copies)
 //! ```
 //!
 //! `gpu_device` takes one device ordinal (`0`, as `--gpu-device 0`) or a list of them (`[0, 1]`,
@@ -120,6 +124,14 @@ pub struct ServeConfig {
     pub lease_ttl_s: u64,
     /// Rows of a new shard warmed before it is reported ready.
     pub warm_rows: u64,
+    /// PEM CA of the peers' certificates: the node reaches its peers over TLS.
+    pub peer_ca: Option<PathBuf>,
+    /// PEM client certificate chain the node shows its peers (mutual TLS), with `peer_key`.
+    pub peer_cert: Option<PathBuf>,
+    /// PEM key of `peer_cert`.
+    pub peer_key: Option<PathBuf>,
+    /// File holding the token the node sends its peers (an admin one: shard copies).
+    pub peer_token_file: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -158,6 +170,10 @@ impl Default for ServeConfig {
             route: false,
             lease_ttl_s: 5,
             warm_rows: 4096,
+            peer_ca: None,
+            peer_cert: None,
+            peer_key: None,
+            peer_token_file: None,
         }
     }
 }
@@ -222,7 +238,39 @@ impl ServeConfig {
         o.route = self.route;
         o.lease_ttl = std::time::Duration::from_secs(self.lease_ttl_s.max(1));
         o.warm_rows = self.warm_rows;
+        o.security = self.peer_security()?;
         Ok(Some(o))
+    }
+
+    /// TLS and token of the node's connections to its peers, read from their files.
+    fn peer_security(&self) -> anyhow::Result<engram_store_client::Security> {
+        let read = |what: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("read {what} {}: {e}", path.display()))
+        };
+        let mut s = engram_store_client::Security::default();
+        if let Some(p) = &self.peer_ca {
+            s.tls_ca_pem = Some(read("--peer-ca", p)?);
+        }
+        match (&self.peer_cert, &self.peer_key) {
+            (Some(c), Some(k)) => {
+                s.tls_identity_pem = Some((read("--peer-cert", c)?, read("--peer-key", k)?));
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("--peer-cert and --peer-key go together"),
+        }
+        if s.tls_identity_pem.is_some() && s.tls_ca_pem.is_none() {
+            anyhow::bail!("--peer-cert needs --peer-ca (the CA of the peers' certificates)");
+        }
+        if let Some(p) = &self.peer_token_file {
+            let text = String::from_utf8(read("--peer-token-file", p)?)
+                .map_err(|_| anyhow::anyhow!("--peer-token-file {} is not UTF-8", p.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                anyhow::bail!("--peer-token-file {} is empty", p.display());
+            }
+            s.token = Some(token.to_string());
+        }
+        Ok(s)
     }
 
     /// The server options it describes.

@@ -7,6 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::pki::{pki, tls_files};
 use common::{Model, random_table};
 use engram_store::access::{TlsFiles, TokenSet};
 use engram_store::edge::EdgeOptions;
@@ -15,7 +16,6 @@ use engram_store::server::{ListenAddr, RunningServer, ServerOptions, spawn_serve
 use engram_store::table::DType;
 use engram_store_client::{Client, ClientError};
 use engram_store_proto::v1 as pb;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tonic::Code;
 
 const READ: &str = "r-7f3a9c21e0";
@@ -261,60 +261,6 @@ async fn every_token_case_gets_its_status() {
         Code::Unauthenticated
     );
     server.shutdown().await.expect("shutdown");
-}
-
-/// A CA and certificates it signed, as PEM.
-struct Pki {
-    ca: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-}
-
-fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
-    let key = KeyPair::generate().expect("CA key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let cert = params.self_signed(&key).expect("CA cert");
-    (params, key, cert.pem())
-}
-
-fn leaf(names: &[&str], issuer: &Issuer<'_, KeyPair>) -> (String, String) {
-    let key = KeyPair::generate().expect("key");
-    let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .expect("params");
-    let cert = params.signed_by(&key, issuer).expect("sign");
-    (cert.pem(), key.serialize_pem())
-}
-
-fn pki(name: &str) -> Pki {
-    let (params, key, ca) = ca(name);
-    let issuer = Issuer::new(params, key);
-    let (server_cert, server_key) = leaf(&["localhost", "127.0.0.1"], &issuer);
-    let (client_cert, client_key) = leaf(&["inference-worker"], &issuer);
-    Pki {
-        ca,
-        server_cert,
-        server_key,
-        client_cert,
-        client_key,
-    }
-}
-
-/// Writes the server's PEM files and returns its TLS settings.
-fn tls_files(dir: &std::path::Path, pki: &Pki, client_ca: Option<&str>) -> TlsFiles {
-    let write = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).expect("write pem");
-        p
-    };
-    TlsFiles {
-        cert: write("server.crt", &pki.server_cert),
-        key: write("server.key", &pki.server_key),
-        client_ca: client_ca.map(|ca| write("client-ca.crt", ca)),
-    }
 }
 
 /// Connects and looks one row up: Ok only if both worked.

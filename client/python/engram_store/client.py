@@ -132,6 +132,41 @@ def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
         return f.read()
 
 
+def grpc_channel(
+    addr: str,
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+    root_certificates: bytes | str | os.PathLike[str] | None = None,
+    certificate_chain: bytes | str | os.PathLike[str] | None = None,
+    private_key: bytes | str | os.PathLike[str] | None = None,
+    tls_server_name: str | None = None,
+    token: str | None = None,
+) -> tuple[str, grpc.Channel, grpc.Channel]:
+    """A channel to ``addr`` (``host:port``, or ``https://host:port``): TLS when a scheme or a
+    certificate says so, the token on every call. Returns the target, the channel (to close) and
+    the channel to call through (with the token)."""
+    scheme, target = addr.split("://", 1) if "://" in addr else ("", addr)
+    opts = [*CHANNEL_OPTIONS, *options]
+    tls = scheme == "https" or any(
+        v is not None for v in (root_certificates, certificate_chain, private_key)
+    )
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("certificate_chain and private_key go together")
+    if tls:
+        if tls_server_name:
+            opts.append(("grpc.ssl_target_name_override", tls_server_name))
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_pem(root_certificates),
+            private_key=_pem(private_key),
+            certificate_chain=_pem(certificate_chain),
+        )
+        channel = grpc.secure_channel(target, creds, options=opts)
+    else:
+        channel = grpc.insecure_channel(target, options=opts)
+    calls = channel if token is None else grpc.intercept_channel(channel, _BearerToken(token))
+    return target, channel, calls
+
+
 @dataclasses.dataclass(frozen=True)
 class RowFormat:
     """How a row's bytes hold its ``row_dim`` elements.
@@ -384,30 +419,17 @@ class Client:
         tls_server_name: str | None = None,
         token: str | None = None,
     ):
-        scheme, target = addr.split("://", 1) if "://" in addr else ("", addr)
-        self.addr = target
-        self.timeout = timeout
-        opts = [*CHANNEL_OPTIONS, *options]
-        tls = scheme == "https" or any(
-            v is not None for v in (root_certificates, certificate_chain, private_key)
+        self.addr, self._channel, channel = grpc_channel(
+            addr,
+            options=options,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            tls_server_name=tls_server_name,
+            token=token,
         )
-        if (certificate_chain is None) != (private_key is None):
-            raise ValueError("certificate_chain and private_key go together")
-        if tls:
-            if tls_server_name:
-                opts.append(("grpc.ssl_target_name_override", tls_server_name))
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=_pem(root_certificates),
-                private_key=_pem(private_key),
-                certificate_chain=_pem(certificate_chain),
-            )
-            channel = grpc.secure_channel(target, creds, options=opts)
-        else:
-            channel = grpc.insecure_channel(target, options=opts)
-        self._channel = channel
+        self.timeout = timeout
         self._token = token
-        if token is not None:
-            channel = grpc.intercept_channel(channel, _BearerToken(token))
         self._stub = pb_grpc.EmbeddingStoreStub(channel)
         self._server_info: Any = None
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import random
 import threading
 import time
@@ -40,7 +41,7 @@ import grpc
 import numpy as np
 
 from engram_store import layout as L
-from engram_store.client import CHANNEL_OPTIONS, _ids, _ids_le, _response_rows, _sequences
+from engram_store.client import _ids, _ids_le, _response_rows, _sequences, grpc_channel
 from engram_store.errors import EngramStoreError, NotFoundError, OutOfRangeError, from_rpc_error
 from engram_store.v1 import store_pb2 as pb
 from engram_store.v1 import store_pb2_grpc as pb_grpc
@@ -92,10 +93,10 @@ class _View:
 
 
 class _Node:
-    def __init__(self, node_id: str, addr: str):
+    def __init__(self, node_id: str, addr: str, security: dict[str, Any]):
         self.id = node_id
-        self.channel = grpc.insecure_channel(addr, options=list(CHANNEL_OPTIONS))
-        self.stub = pb_grpc.EmbeddingStoreStub(self.channel)
+        _, self.channel, calls = grpc_channel(addr, **security)
+        self.stub = pb_grpc.EmbeddingStoreStub(calls)
         self.in_flight = 0
         self.suspect_until = 0.0
 
@@ -113,6 +114,9 @@ class ClusterClient:
         poll_interval: seconds between re-reads of the map (and at once after a stale answer).
         map_wait: seconds to wait for the first map.
         max_rounds: re-splits after stale answers before giving up.
+        root_certificates, certificate_chain, private_key, tls_server_name, token: how to reach
+            the nodes, as for :class:`Client` (TLS, mutual TLS, a bearer token); the same for
+            every node.
     """
 
     def __init__(
@@ -125,10 +129,24 @@ class ClusterClient:
         map_wait: float = 5.0,
         max_rounds: int = 8,
         max_workers: int = 32,
+        root_certificates: bytes | str | os.PathLike[str] | None = None,
+        certificate_chain: bytes | str | os.PathLike[str] | None = None,
+        private_key: bytes | str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
+        token: str | None = None,
     ):
         self.endpoints = [e for e in (etcd.split(",") if isinstance(etcd, str) else etcd) if e]
         if not self.endpoints:
             raise ValueError("no etcd endpoint")
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError("certificate_chain and private_key go together")
+        self._security: dict[str, Any] = {
+            "root_certificates": root_certificates,
+            "certificate_chain": certificate_chain,
+            "private_key": private_key,
+            "tls_server_name": tls_server_name,
+            "token": token,
+        }
         self.part_timeout = part_timeout
         self.hedge = hedge
         self.poll_interval = poll_interval
@@ -236,7 +254,7 @@ class ClusterClient:
         with self._lock:
             n = self._nodes.get((node_id, addr))
             if n is None:
-                n = self._nodes[(node_id, addr)] = _Node(node_id, addr)
+                n = self._nodes[(node_id, addr)] = _Node(node_id, addr, self._security)
             return n
 
     def _table(self, view: _View, table: str) -> dict:

@@ -20,6 +20,7 @@ use super::watcher::{MapWatcher, WatchSettings};
 use crate::error::ClientError;
 use crate::proto as pb;
 use crate::rows::Rows;
+use crate::security::Security;
 
 /// Metadata key of the map epoch a routed request was split under.
 pub const EPOCH_HEADER: &str = "engram-epoch";
@@ -44,6 +45,8 @@ pub struct ClusterSettings {
     pub map_wait: Duration,
     /// How etcd is followed.
     pub watch: WatchSettings,
+    /// TLS and token settings of the connections to the nodes. Default: plaintext, no token.
+    pub security: Security,
 }
 
 impl Default for ClusterSettings {
@@ -57,6 +60,7 @@ impl Default for ClusterSettings {
             suspect_for: Duration::from_secs(3),
             map_wait: Duration::from_secs(5),
             watch: WatchSettings::default(),
+            security: Security::default(),
         }
     }
 }
@@ -115,8 +119,8 @@ impl ClusterClient {
             inner: Arc::new(Inner {
                 watcher,
                 latencies: Latencies::new(settings.hedge_max / 4),
+                pool: Pool::new(settings.security.clone()),
                 settings,
-                pool: Pool::default(),
             }),
         }
     }

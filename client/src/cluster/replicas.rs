@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use engram_store_proto::v1::embedding_store_client::EmbeddingStoreClient;
 use parking_lot::Mutex;
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
+use crate::security::Security;
 
-/// The stub of one node.
-pub(crate) type NodeStub = EmbeddingStoreClient<Channel>;
+/// The stub of one node (its token attached to every call).
+pub(crate) type NodeStub = crate::client::Stub;
 
 /// A node as the router sees it.
 #[derive(Debug)]
@@ -28,17 +28,9 @@ pub(crate) struct NodeConn {
 }
 
 impl NodeConn {
-    fn new(id: &str, addr: &str) -> Result<Self, ClientError> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| ClientError::Connect {
-                addr: addr.into(),
-                message: e.to_string(),
-            })?
+    fn new(id: &str, addr: &str, security: &Security) -> Result<Self, ClientError> {
+        let channel = security
+            .endpoint(addr)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))
@@ -49,7 +41,7 @@ impl NodeConn {
             .connect_lazy();
         Ok(Self {
             id: id.to_string(),
-            stub: EmbeddingStoreClient::new(channel)
+            stub: EmbeddingStoreClient::with_interceptor(channel, security.bearer(addr)?)
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
             in_flight: AtomicUsize::new(0),
@@ -96,13 +88,22 @@ impl Drop for InFlight {
     }
 }
 
-/// Connections by (node id, address).
+/// Connections by (node id, address), all made with the same TLS and token settings.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     nodes: Mutex<HashMap<(String, String), Arc<NodeConn>>>,
+    security: Security,
 }
 
 impl Pool {
+    /// A pool connecting with `security`.
+    pub(crate) fn new(security: Security) -> Self {
+        Self {
+            nodes: Mutex::default(),
+            security,
+        }
+    }
+
     /// The connection to node `id` at `addr`, made on first use.
     pub(crate) fn get(&self, id: &str, addr: &str) -> Result<Arc<NodeConn>, ClientError> {
         let mut nodes = self.nodes.lock();
@@ -110,7 +111,7 @@ impl Pool {
         if let Some(c) = nodes.get(&key) {
             return Ok(c.clone());
         }
-        let c = Arc::new(NodeConn::new(id, addr)?);
+        let c = Arc::new(NodeConn::new(id, addr, &self.security)?);
         nodes.insert(key, c.clone());
         Ok(c)
     }

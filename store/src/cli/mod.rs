@@ -165,6 +165,20 @@ pub(crate) struct ServeArgs {
     /// Rows of each new shard warmed before the node reports it ready [default 4096].
     #[arg(long, value_name = "N")]
     pub(crate) warm_rows: Option<u64>,
+    /// PEM CA of the other nodes' certificates: reach them over TLS (forwarding with --route,
+    /// shard copies).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) peer_ca: Option<PathBuf>,
+    /// PEM client certificate chain shown to peers that require one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "peer_key")]
+    pub(crate) peer_cert: Option<PathBuf>,
+    /// PEM key of --peer-cert.
+    #[arg(long, value_name = "FILE", requires = "peer_cert")]
+    pub(crate) peer_key: Option<PathBuf>,
+    /// File holding the token sent to peers (an admin token: copying a shard reads table
+    /// files with ReadTableFile).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) peer_token_file: Option<PathBuf>,
     /// TOML configuration file.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
@@ -612,6 +626,16 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.warm_rows {
         c.warm_rows = v;
+    }
+    if a.peer_ca.is_some() {
+        c.peer_ca = a.peer_ca;
+    }
+    if a.peer_cert.is_some() {
+        c.peer_cert = a.peer_cert;
+        c.peer_key = a.peer_key;
+    }
+    if a.peer_token_file.is_some() {
+        c.peer_token_file = a.peer_token_file;
     }
     let listen = ListenAddr::resolve(&c.listen).await?;
     if c.local_socket.is_empty()

@@ -42,6 +42,9 @@ pub struct ClusterOptions {
     /// Rows of each new shard brought into the fastest tier before it is reported ready.
     /// Default 4096.
     pub warm_rows: u64,
+    /// TLS and token of the node's own connections to its peers (forwarding with `route`,
+    /// shard copies). Default: plaintext, no token.
+    pub security: engram_store_client::Security,
 }
 
 impl ClusterOptions {
@@ -54,6 +57,7 @@ impl ClusterOptions {
             lease_ttl: Duration::from_secs(5),
             route: false,
             warm_rows: 4096,
+            security: engram_store_client::Security::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use engram_store_client::cluster::map::{
     Capacity, ClusterView, GroupLayer, HeldTable, NodeRecord, ShardRef, TableMap, keys,
 };
 use engram_store_client::cluster::watcher::{MapWatcher, WatchSettings, group_record};
-use engram_store_client::{Client, ClusterSettings};
+use engram_store_client::{ClientBuilder, ClusterSettings};
 use etcd_client::{Client as Etcd, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use parking_lot::RwLock;
 use tokio::sync::Notify;
@@ -56,6 +56,7 @@ impl ClusterNode {
             watcher.clone(),
             ClusterSettings {
                 watch,
+                security: options.security.clone(),
                 ..Default::default()
             },
         );
@@ -268,7 +269,11 @@ impl ClusterNode {
         let mut failures = Vec::new();
         for (peer, addr) in self.sources(view, tm, i) {
             let started = std::time::Instant::now();
-            let copied = match Client::connect(format!("http://{addr}")).await {
+            let connected = ClientBuilder::new(addr.as_str())
+                .security(self.options.security.clone())
+                .connect()
+                .await;
+            let copied = match connected {
                 Ok(client) => copy
                     .from_peer(&client, &addr)
                     .await

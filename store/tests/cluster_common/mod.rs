@@ -185,6 +185,26 @@ pub struct Node {
 
 /// Starts node `id` serving `data`, registered in the etcd at `etcd` (`route`: `--route`).
 pub async fn start_node(data: &std::path::Path, etcd: &str, id: &str, route: bool) -> Node {
+    start_node_with(
+        data,
+        etcd,
+        id,
+        route,
+        Default::default(),
+        Default::default(),
+    )
+    .await
+}
+
+/// [`start_node`] behind `edge` (TLS, tokens), reaching its peers with `security`.
+pub async fn start_node_with(
+    data: &std::path::Path,
+    etcd: &str,
+    id: &str,
+    route: bool,
+    edge: engram_store::edge::EdgeOptions,
+    security: engram_store_client::Security,
+) -> Node {
     let port = free_port("127.0.0.1");
     let addr = format!("127.0.0.1:{port}");
     let mut c = EngineConfig::new(data);
@@ -194,12 +214,14 @@ pub async fn start_node(data: &std::path::Path, etcd: &str, id: &str, route: boo
     let mut o = ClusterOptions::new(vec![etcd.to_string()], id.to_string(), addr.clone());
     o.lease_ttl = Duration::from_secs(2);
     o.route = route;
+    o.security = security;
     let node = ClusterNode::start(engine.clone(), o);
     let server = spawn_server_with(
         engine,
         ListenAddr::Tcp(addr.parse().expect("addr")),
         ServerOptions {
             cluster: Some(node.clone()),
+            edge,
             ..ServerOptions::default()
         },
     )

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
+
 use std::path::Path;
 use std::sync::Arc;
 
