@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +93,23 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     with LocalServer(binary, data, ram_cache="16MiB") as server:
         assert server.addr is not None
         yield Served(server.addr, data, layout, cmap, ckpt)
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def make_pki(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for localhost and a client certificate, signed by it."""
+    p = {n: d / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt",
+                             "client.key", "client.csr", "client.crt", "san.ext")}  # fmt: skip
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", p["ca.key"], "-out", p["ca.crt"], "-subj", "/CN=engram test CA")  # fmt: skip
+    p["san.ext"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for who, cn in (("server", "localhost"), ("client", "inference-worker")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p[f"{who}.key"],
+                 "-out", p[f"{who}.csr"], "-subj", f"/CN={cn}")  # fmt: skip
+        _openssl("x509", "-req", "-in", p[f"{who}.csr"], "-CA", p["ca.crt"], "-CAkey",
+                 p["ca.key"], "-CAcreateserial", "-days", "2", "-out", p[f"{who}.crt"],
+                 "-extfile", p["san.ext"])  # fmt: skip
+    return p

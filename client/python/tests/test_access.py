@@ -8,7 +8,6 @@ without a certificate from the client CA is refused.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -18,30 +17,10 @@ from engram_store import Client
 from engram_store.errors import PermissionDeniedError, UnauthenticatedError
 from engram_store.local_server import LocalServer, run_cli
 
-from conftest import engram_store_bin
+from conftest import engram_store_bin, make_pki
 
 READ = "read-3c9e1f"
 ADMIN = "admin-8d2b7a"
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-def _pki(d: Path) -> dict[str, Path]:
-    """A CA, a server certificate for localhost and a client certificate, signed by it."""
-    p = {n: d / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt",
-                             "client.key", "client.csr", "client.crt", "san.ext")}  # fmt: skip
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", p["ca.key"], "-out", p["ca.crt"], "-subj", "/CN=engram test CA")  # fmt: skip
-    p["san.ext"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for who, cn in (("server", "localhost"), ("client", "inference-worker")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p[f"{who}.key"],
-                 "-out", p[f"{who}.csr"], "-subj", f"/CN={cn}")  # fmt: skip
-        _openssl("x509", "-req", "-in", p[f"{who}.csr"], "-CA", p["ca.crt"], "-CAkey",
-                 p["ca.key"], "-CAcreateserial", "-days", "2", "-out", p[f"{who}.crt"],
-                 "-extfile", p["san.ext"])  # fmt: skip
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +28,7 @@ def secured(served, tmp_path_factory):
     if shutil.which("openssl") is None:
         pytest.skip("no openssl command to make test certificates")
     d = tmp_path_factory.mktemp("tls")
-    pki = _pki(d)
+    pki = make_pki(d)
     tokens = d / "tokens"
     tokens.write_text(f"read:{READ}\nadmin:{ADMIN}\n")
     args = ("--auth-tokens", str(tokens), "--tls-cert", str(pki["server.crt"]),

@@ -1,5 +1,7 @@
 """ClusterClient against a real etcd and two ``engram-store serve --etcd`` nodes on loopback:
-rows and Engram n-grams equal a single server's, and a node killed under R=2 costs no lookup.
+rows and Engram n-grams equal a single server's, a node killed under R=2 costs no lookup, and a
+cluster behind mutual TLS and tokens, one node copying its shards from the other, serves the
+same rows.
 Skips (saying why) without an ``etcd`` binary (Debian: ``etcd-server``)."""
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 from engram_store import Client, ClusterClient
+from engram_store.errors import EngramStoreError
 from engram_store.local_server import run_cli
 
-from conftest import GROUP, Served, engram_store_bin
+from conftest import GROUP, Served, engram_store_bin, make_pki
+
+READ = "read-5a1e0c"
+ADMIN = "admin-77b3d9"
 
 
 def _free_port() -> int:
@@ -38,26 +45,51 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None
     raise TimeoutError(f"nothing listens on {port}")
 
 
-@pytest.fixture(scope="module")
-def cluster(served: Served, tmp_path_factory: pytest.TempPathFactory):
+def _etcd_or_skip() -> str:
     etcd = shutil.which("etcd")
     if etcd is None:
         print("SKIP: no etcd binary on PATH (Debian: apt-get install -y etcd-server)")
         pytest.skip("no etcd binary on PATH (Debian: apt-get install -y etcd-server)")
-    root: Path = tmp_path_factory.mktemp("cluster")
-    binary = engram_store_bin()
+    return etcd
+
+
+def _start_etcd(root: Path) -> tuple[str, subprocess.Popen]:
+    """An etcd on free loopback ports, its data and log under ``root``; its URL and process."""
+    etcd = _etcd_or_skip()
     cport, pport = _free_port(), _free_port()
     url = f"http://127.0.0.1:{cport}"
-    procs: list[subprocess.Popen] = []
     log = open(root / "etcd.log", "wb")  # noqa: SIM115
-    procs.append(subprocess.Popen(
+    proc = subprocess.Popen(
         [etcd, "--name", "t", "--data-dir", str(root / "etcd"), "--listen-client-urls", url,
          "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{pport}",
          "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
          "--initial-cluster", f"t=http://127.0.0.1:{pport}", "--log-level", "error"],
         stdout=subprocess.DEVNULL, stderr=log,
-    ))  # fmt: skip
-    _wait_port(cport, procs[0])
+    )  # fmt: skip
+    _wait_port(cport, proc)
+    return url, proc
+
+
+def _plan(binary: Path, url: str, table: str, shards: int) -> None:
+    """``cluster plan`` of ``table`` (R=2), retried until the nodes have registered."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            run_cli(binary, "cluster", "plan", "--etcd", url, "--table", table,
+                    "--shards", str(shards), "--replicas", "2")  # fmt: skip
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def cluster(served: Served, tmp_path_factory: pytest.TempPathFactory):
+    root: Path = tmp_path_factory.mktemp("cluster")
+    binary = engram_store_bin()
+    url, etcd_proc = _start_etcd(root)
+    procs: list[subprocess.Popen] = [etcd_proc]
     nodes = {}
     try:
         for i in range(2):
@@ -72,18 +104,8 @@ def cluster(served: Served, tmp_path_factory: pytest.TempPathFactory):
             procs.append(p)
             _wait_port(port, p)
             nodes[f"p{i}"] = p
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                run_cli(binary, "cluster", "plan", "--etcd", url, "--table", "plain",
-                        "--shards", "3", "--replicas", "2")  # fmt: skip
-                run_cli(binary, "cluster", "plan", "--etcd", url, "--table", GROUP,
-                        "--shards", "2", "--replicas", "2")  # fmt: skip
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        _plan(binary, url, "plain", 3)
+        _plan(binary, url, GROUP, 2)
         yield url, nodes
     finally:
         for p in procs:
@@ -133,3 +155,55 @@ def test_a_killed_node_costs_no_lookup(served: Served, cluster) -> None:
             n += 1
         assert n > 5
         assert "p1" not in c._view.nodes
+
+
+def test_a_cluster_behind_tls_and_tokens(served: Served, tmp_path_factory) -> None:
+    """Nodes with mutual TLS and tokens (``--peer-*`` to reach each other): the second starts
+    with an empty data directory and copies its shards from the first over TLS; the client,
+    given the CA, a certificate and a read token, reads the rows a single server reads; one
+    without a token is refused."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make test certificates")
+    root: Path = tmp_path_factory.mktemp("cluster-tls")
+    pki = make_pki(root)
+    (root / "tokens").write_text(f"read:{READ}\nadmin:{ADMIN}\n")
+    (root / "peer-token").write_text(ADMIN + "\n")
+    (root / "empty").mkdir()
+    binary = engram_store_bin()
+    url, etcd_proc = _start_etcd(root)
+    procs = [etcd_proc]
+    try:
+        for i, data in enumerate([served.data_dir, root / "empty"]):
+            port = _free_port()
+            p = subprocess.Popen(
+                [str(binary), "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}",
+                 "--etcd", url, "--node-id", f"s{i}", "--lease-ttl", "2", "--ram-cache", "16MiB",
+                 "--tls-cert", str(pki["server.crt"]), "--tls-key", str(pki["server.key"]),
+                 "--tls-client-ca", str(pki["ca.crt"]), "--auth-tokens", str(root / "tokens"),
+                 "--peer-ca", str(pki["ca.crt"]), "--peer-cert", str(pki["client.crt"]),
+                 "--peer-key", str(pki["client.key"]),
+                 "--peer-token-file", str(root / "peer-token")],
+                stdout=subprocess.DEVNULL, stderr=open(root / f"s{i}.log", "wb"),  # noqa: SIM115
+            )  # fmt: skip
+            procs.append(p)
+            _wait_port(port, p)
+        _plan(binary, url, "plain", 3)
+        tls = {
+            "root_certificates": pki["ca.crt"],
+            "certificate_chain": pki["client.crt"],
+            "private_key": pki["client.key"],
+        }
+        rng = np.random.default_rng(2)
+        with ClusterClient([url], token=READ, **tls) as c, Client(served.addr) as single:
+            _wait_ready(c, "plain")
+            ids = rng.integers(0, 3000, size=500)
+            np.testing.assert_array_equal(c.lookup("plain", ids), single.lookup("plain", ids))
+        assert (root / "empty" / "plain" / "v00000001" / "held_rows.json").exists()
+        with ClusterClient([url], part_timeout=1.0, max_rounds=1, **tls) as stranger:
+            with pytest.raises(EngramStoreError) as e:
+                stranger.lookup("plain", [1, 2])
+            assert e.value.code == grpc.StatusCode.UNAUTHENTICATED, e.value
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
