@@ -1035,9 +1035,10 @@ def parse_size(text: str) -> int:
     return int(float(t[:split]) * units[t[split:].strip().lower()])
 
 
-def vram_tier_rows(share_bytes: int, row_bytes: int, max_batch: int = 1 << 20) -> int:
+def vram_tier_rows(share_bytes: int, row_bytes: int, max_batch: int = 1 << 17) -> int:
     """Rows a table's VRAM tier of ``share_bytes`` holds, sized as ``GpuTier::new`` sizes it
-    (``cache/src/gpu/tier.rs``): the budget less the scratch of a batch of ``max_batch`` ids and
+    (``cache/src/gpu/tier.rs``; the store's batch is ``GPU_BATCH_ROWS`` in
+    ``store/src/engine/build.rs``): the budget less the scratch of a batch of ``max_batch`` ids and
     of a refresh step of 65,536 rows, then the arena and two hash indexes (12 B a bucket, at least
     1.25 buckets a row, rounded up to a power of two)."""
     room = share_bytes - max_batch * (8 + row_bytes + 4) - (1 << 16) * (row_bytes + 4)
