@@ -5,7 +5,8 @@
 //! gone, the copies alone serve the whole table. A partial copy opened outside the cluster
 //! refuses rows it does not hold (FAILED_PRECONDITION), never reads a hole as a row; and
 //! `ReadTableFile` refuses names the manifest does not list and ranges past the end. Without
-//! an etcd binary it prints `SKIP:` and passes.
+//! an etcd binary it prints `SKIP:` and passes. An Engram group's directory comes along with its
+//! layer tables' shards: the empty node then answers LookupNgrams as the holder does.
 
 mod cluster_common;
 mod common;
@@ -13,8 +14,8 @@ mod common;
 use std::time::Duration;
 
 use cluster_common::{
-    DIM, ROWS, SEED, check_rows, client_seeing, etcd_binary, loopback_etcd, place, start_node,
-    synth_f32_table_with, wait_ready,
+    DIM, ROWS, SEED, check_rows, client_seeing, etcd_binary, loopback_etcd, place, place_table,
+    start_node, synth_f32_table_with, wait_ready,
 };
 use engram_store::engine::{Engine, EngineConfig, LookupError};
 use engram_store::ingest::WriteOptions;
@@ -187,4 +188,77 @@ async fn empty_nodes_copy_their_shards_from_a_peer_and_serve_them() {
             .exists()
     );
     drop(etcd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_engram_group_comes_along_with_its_layer_shards() {
+    if let Err(why) = etcd_binary() {
+        println!("SKIP: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = loopback_etcd(dir.path());
+    let endpoints = vec![etcd.client_url.clone()];
+    let whole = dir.path().join("holder");
+    let (layout, map) = common::write_small_group_inputs(dir.path(), 1500, 500);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_engram-store"))
+        .args([
+            "engram", "create", "--name", "g", "--synth", "--dtype", "bf16", "--seed", "5",
+        ])
+        .arg("--layout")
+        .arg(&layout)
+        .arg("--compress")
+        .arg(&map)
+        .arg("--data")
+        .arg(&whole)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run engram-store");
+    assert!(status.success(), "engram create: {status}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let holder = start_node(&whole, &etcd.client_url, "n0", false).await;
+    let joiner = start_node(&empty, &etcd.client_url, "n1", false).await;
+    let client = client_seeing(&endpoints, 2).await;
+    let outcome = place_table(&endpoints, "g", 2, 2, Duration::from_secs(20)).await;
+    for tm in &outcome.tables {
+        wait_ready(&client, &tm.table, 2).await;
+    }
+    assert!(
+        empty.join("g.engram").join("layout.json").exists(),
+        "the group's directory was not copied"
+    );
+    let group = joiner
+        .node
+        .engine()
+        .group("g")
+        .expect("the copy serves the group");
+    let sequences = [
+        engram_store_client::token_sequence(&[3, 14, 15, 92, 65, 35], &[]),
+        engram_store_client::token_sequence(&[89, 79, 32], &[38, 46]),
+    ];
+    let at = |addr: &str| Client::connect(format!("http://{addr}"));
+    let (from_holder, from_copy) = (
+        at(&holder.addr).await.expect("connect"),
+        at(&joiner.addr).await.expect("connect"),
+    );
+    for layer in group.layers().map(|l| l.layer_id()).collect::<Vec<_>>() {
+        let want = from_holder
+            .lookup_ngrams("g", layer, &sequences)
+            .await
+            .expect("holder");
+        let got = from_copy
+            .lookup_ngrams("g", layer, &sequences)
+            .await
+            .expect("copy");
+        assert_eq!(got.len(), want.len(), "layer {layer}");
+        for i in 0..want.len() {
+            assert_eq!(got.row(i), want.row(i), "layer {layer}, row {i}");
+        }
+    }
+    for n in [holder, joiner] {
+        if let Some(s) = n.server {
+            s.shutdown().await.expect("shutdown");
+        }
+    }
 }

@@ -24,14 +24,7 @@ const LAYERS: [u32; 2] = [1, 3];
 
 /// Writes the layout and the compression map (raw r -> r * 7919 mod 500) into `dir`.
 fn write_inputs(dir: &Path) -> (PathBuf, PathBuf) {
-    let layout = dir.join("layout.json");
-    let map = dir.join("map.npy");
-    std::fs::write(&layout, common::SMALL_LAYOUT).expect("write layout");
-    let ids: Vec<i64> = (0..i64::from(RAW_VOCAB))
-        .map(|r| r * 7919 % i64::from(VOCAB))
-        .collect();
-    std::fs::write(&map, common::npy_i64(&ids)).expect("write map");
-    (layout, map)
+    common::write_small_group_inputs(dir, RAW_VOCAB, VOCAB)
 }
 
 /// Creates group `g` with synthetic bf16 rows through the command line, and a plain table.

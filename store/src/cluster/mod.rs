@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use error::ClusterError;
 pub use node::{ClusterNode, ReadySet};
-pub use peer_copy::{Copied, CopyError, ShardCopy};
+pub use peer_copy::{Copied, CopyError, ShardCopy, copy_group_dir};
 pub use plan::{PlanArgs, PlanOutcome, plan, read_cluster, show};
 pub use service::ClusterService;
 

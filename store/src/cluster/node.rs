@@ -22,7 +22,7 @@ use parking_lot::RwLock;
 use tokio::sync::Notify;
 
 use super::ClusterOptions;
-use super::peer_copy::{Copied, ShardCopy};
+use super::peer_copy::{Copied, ShardCopy, copy_group_dir};
 use crate::engine::Engine;
 
 /// A node of a cluster: its registration, its view of the map and the shards it serves.
@@ -273,35 +273,49 @@ impl ClusterNode {
                 .security(self.options.security.clone())
                 .connect()
                 .await;
+            // The group of an Engram layer table: its directory comes along with the shard.
+            let group = view
+                .nodes
+                .get(&peer)
+                .and_then(|n| n.held(&tm.table))
+                .and_then(|t| t.group.as_ref())
+                .map(|g| g.group.clone());
+            let mut group_new = false;
             let copied = match connected {
-                Ok(client) => copy
-                    .from_peer(&client, &addr)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(client) => {
+                    let copied = copy.from_peer(&client, &addr).await;
+                    if let (Ok(_), Some(group)) = (&copied, &group) {
+                        let data_dir = &self.engine.config().data_dir;
+                        match copy_group_dir(&client, &addr, data_dir, group).await {
+                            Ok(new) => group_new = new,
+                            Err(e) => tracing::warn!(group = %group, from = %peer, error = %e,
+                                "the Engram group's directory was not copied: LookupNgrams is not \
+                                 served here"),
+                        }
+                    }
+                    copied.map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
-            match copied {
+            let reload = match copied {
                 Ok(Copied::Extended) => {
                     if let Ok(t) = self.engine.table(&tm.table)
                         && t.version() == tm.version
                     {
                         t.extend_held(rows.clone());
                     }
+                    group_new
                 }
-                Ok(Copied::NewVersion | Copied::AlreadyHeld) => {
-                    if let Err(e) = self
-                        .engine
-                        .reload(std::slice::from_ref(&tm.table), true)
-                        .await
-                    {
-                        failures.push(format!("{peer}: loading the copy: {e}"));
-                        continue;
-                    }
-                }
+                Ok(Copied::NewVersion | Copied::AlreadyHeld) => true,
                 Err(e) => {
                     failures.push(format!("{peer}: {e}"));
                     continue;
                 }
+            };
+            // Every table and group looked at: a group opens once its tables are there.
+            if reload && let Err(e) = self.engine.reload(&[], true).await {
+                failures.push(format!("{peer}: loading the copy: {e}"));
+                continue;
             }
             if served(self)? {
                 tracing::info!(table = %tm.table, version = tm.version, shard = i, from = %peer,

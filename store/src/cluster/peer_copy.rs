@@ -6,6 +6,9 @@
 //! checked against the version's checksums before it is written, so a damaged transfer (or a
 //! peer's own hole) is an error, never a row.
 //!
+//! An Engram layer table's group directory (layout, compression map) comes along with its first
+//! shard ([`copy_group_dir`]), so the node serves LookupNgrams for the rows it holds.
+//!
 //! A version new to the node is written into `.tmp-vNNNNNNNN-PID` and renamed into place when
 //! complete (a crash leaves a directory that `serve` removes at start). A second shard of a
 //! version the node already holds in part is written into its files in place (blocks no held
@@ -20,6 +23,7 @@ use futures::StreamExt as _;
 
 use engram_store_client::{Client, ClientError, proto as pb};
 
+use crate::group::{GROUP_META_FILE, LAYOUT_FILE, MAP_FILE, group_dir};
 use crate::table::{HeldRows, MANIFEST_FILE, Manifest, OpenTable, TableError, version_dir_name};
 
 /// Bytes asked of the peer per request (whole blocks).
@@ -272,6 +276,67 @@ fn create(path: &Path) -> Result<std::fs::File, TableError> {
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+/// Copies Engram group `group`'s directory (`group.json`, `layout.json`, `compress.npy`) from
+/// the peer at `peer` into `data_dir`, unless the directory is there: a node holding copies of
+/// the group's layer tables can then serve LookupNgrams for the rows it holds. Returns whether
+/// it copied. Written into `.tmp-GROUP.engram-PID` and renamed into place.
+pub async fn copy_group_dir(
+    client: &Client,
+    peer: &str,
+    data_dir: &Path,
+    group: &str,
+) -> Result<bool, CopyError> {
+    let dir = group_dir(data_dir, group);
+    if dir.exists() {
+        return Ok(false);
+    }
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(group)
+        .to_owned();
+    let tmp = data_dir.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| TableError::io(format!("create {}", tmp.display()), e))?;
+    let written: Result<(), CopyError> = async {
+        for file in [GROUP_META_FILE, LAYOUT_FILE, MAP_FILE] {
+            let (bytes, _) = client
+                .read_file(pb::ReadTableFileRequest {
+                    group: group.to_owned(),
+                    file: file.to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|source| CopyError::Peer {
+                    peer: peer.to_owned(),
+                    source,
+                })?;
+            let path = tmp.join(file);
+            std::fs::write(&path, &bytes)
+                .map_err(|e| TableError::io(format!("write {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    match std::fs::rename(&tmp, &dir) {
+        Ok(()) => {
+            sync_dir(data_dir);
+            Ok(true)
+        }
+        // Another copy got there first.
+        Err(_) if dir.exists() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(false)
+        }
+        Err(e) => Err(TableError::io(format!("rename {} into place", tmp.display()), e).into()),
     }
 }
 

@@ -302,10 +302,21 @@ pub async fn place(
     replicas: u32,
     wait: Duration,
 ) -> engram_store::cluster::PlanOutcome {
+    place_table(endpoints, "t", shards, replicas, wait).await
+}
+
+/// [`place`] of `table` (a table, or an Engram group: each of its layer tables).
+pub async fn place_table(
+    endpoints: &[String],
+    table: &str,
+    shards: u32,
+    replicas: u32,
+    wait: Duration,
+) -> engram_store::cluster::PlanOutcome {
     engram_store::cluster::plan(
         endpoints,
         &engram_store::cluster::PlanArgs {
-            table: "t".into(),
+            table: table.into(),
             shards,
             replicas,
             version: None,

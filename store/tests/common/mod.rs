@@ -134,3 +134,20 @@ pub fn npy_i64(values: &[i64]) -> Vec<u8> {
     }
     out
 }
+
+/// Writes [`SMALL_LAYOUT`] (`layout.json`) and a compression map of `raw_vocab` ids (`map.npy`,
+/// raw r -> r * 7919 mod `vocab`) into `dir`; returns their paths.
+pub fn write_small_group_inputs(
+    dir: &Path,
+    raw_vocab: u32,
+    vocab: u32,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let layout = dir.join("layout.json");
+    let map = dir.join("map.npy");
+    std::fs::write(&layout, SMALL_LAYOUT).expect("write layout");
+    let ids: Vec<i64> = (0..i64::from(raw_vocab))
+        .map(|r| r * 7919 % i64::from(vocab))
+        .collect();
+    std::fs::write(&map, npy_i64(&ids)).expect("write map");
+    (layout, map)
+}
