@@ -24,7 +24,9 @@ use futures::StreamExt as _;
 use engram_store_client::{Client, ClientError, proto as pb};
 
 use crate::group::{GROUP_META_FILE, LAYOUT_FILE, MAP_FILE, group_dir};
-use crate::table::{HeldRows, MANIFEST_FILE, Manifest, OpenTable, TableError, version_dir_name};
+use crate::table::{
+    DataFile, HeldRows, MANIFEST_FILE, Manifest, OpenTable, RowLayout, TableError, version_dir_name,
+};
 
 /// Bytes asked of the peer per request (whole blocks).
 const PIECE: u64 = 8 << 20;
@@ -54,6 +56,18 @@ pub enum CopyError {
     /// The local files.
     #[error(transparent)]
     Table(#[from] TableError),
+    /// Not enough free space for the copy.
+    #[error(
+        "copying needs {needed} bytes in {dir}, and its filesystem has {free} free (less 1% kept)"
+    )]
+    NoSpace {
+        /// Where it was to be written.
+        dir: PathBuf,
+        /// Bytes the copy writes.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+    },
 }
 
 /// What a copy did.
@@ -148,8 +162,15 @@ impl ShardCopy<'_> {
         ));
         let io = |what: &str, p: &Path, e| TableError::io(format!("{what} {}", p.display()), e);
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        // The checksum files and the data files' header blocks (the rows are checked later).
         let block = u64::from(manifest.block_size);
+        let sums: u64 = manifest
+            .files
+            .iter()
+            .map(|f| block + 64 + f.blocks * 8)
+            .sum();
+        ensure_space(&table_dir_or_data(self.data_dir, &table_dir), sums)?;
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         for f in &manifest.files {
             for name in [&f.path, &f.sums] {
                 if name.contains('/') || name.starts_with('.') {
@@ -187,16 +208,17 @@ impl ShardCopy<'_> {
         let m = &table.manifest;
         let layout = m.layout();
         let block = u64::from(m.block_size);
+        let needed: u64 = m
+            .files
+            .iter()
+            .filter_map(|f| shard_blocks(&layout, f, &self.rows))
+            .map(|b| (b.end - b.start) * block)
+            .sum();
+        ensure_space(dir, needed)?;
         for f in &m.files {
-            let first = self.rows.start.max(f.first_row);
-            let end = self.rows.end.min(f.first_row + f.rows);
-            if first >= end {
+            let Some(blocks) = shard_blocks(&layout, f, &self.rows) else {
                 continue;
-            }
-            let (u0, _) = layout.locate(first - f.first_row);
-            let (u1, _) = layout.locate(end - 1 - f.first_row);
-            let blocks =
-                (u0 * layout.unit_blocks())..((u1 + 1) * layout.unit_blocks()).min(f.blocks);
+            };
             let path = dir.join(&f.path);
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -254,6 +276,57 @@ impl ShardCopy<'_> {
         held.save(dir)?;
         Ok(())
     }
+}
+
+/// The data blocks of file `f` holding rows `rows` of the table (`None`: the file has none of
+/// them): whole read units, so every row of a block written is complete.
+fn shard_blocks(layout: &RowLayout, f: &DataFile, rows: &Range<u64>) -> Option<Range<u64>> {
+    let first = rows.start.max(f.first_row);
+    let end = rows.end.min(f.first_row + f.rows);
+    if first >= end {
+        return None;
+    }
+    let (u0, _) = layout.locate(first - f.first_row);
+    let (u1, _) = layout.locate(end - 1 - f.first_row);
+    Some(u0 * layout.unit_blocks()..((u1 + 1) * layout.unit_blocks()).min(f.blocks))
+}
+
+/// The table's directory if it exists yet, else the data directory: where free space is asked.
+fn table_dir_or_data(data_dir: &Path, table_dir: &Path) -> PathBuf {
+    if table_dir.exists() {
+        table_dir.to_path_buf()
+    } else {
+        data_dir.to_path_buf()
+    }
+}
+
+/// Fails with [`CopyError::NoSpace`] unless the filesystem of `dir` has `needed` bytes free
+/// (and 1% of itself besides, for everything else writing there). Unknown free space passes.
+fn ensure_space(dir: &Path, needed: u64) -> Result<(), CopyError> {
+    let Some((free, total)) = free_bytes(dir) else {
+        return Ok(());
+    };
+    if needed.saturating_add(total / 100) > free {
+        return Err(CopyError::NoSpace {
+            dir: dir.to_path_buf(),
+            needed,
+            free,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes free to an unprivileged writer and the size of the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a NUL-terminated string and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
 }
 
 /// The rows a version directory holds (`None`: all).
@@ -398,5 +471,45 @@ impl Fetch<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(first_row: u64, rows: u64, blocks: u64) -> DataFile {
+        DataFile {
+            path: "data-00000.bin".into(),
+            sums: "data-00000.sums".into(),
+            first_row,
+            rows,
+            blocks,
+        }
+    }
+
+    #[test]
+    fn a_shard_maps_to_the_whole_blocks_holding_its_rows() {
+        // 64-B rows in 4 KiB blocks: 64 rows a block; a file of rows 1000..3000 (32 blocks).
+        let layout = RowLayout::new(64, 4096);
+        let f = file(1000, 2000, 32);
+        assert_eq!(shard_blocks(&layout, &f, &(0..1000)), None);
+        assert_eq!(shard_blocks(&layout, &f, &(3000..4000)), None);
+        // Rows 1000..1064 are block 0; 1064 starts block 1.
+        assert_eq!(shard_blocks(&layout, &f, &(0..1064)), Some(0..1));
+        assert_eq!(shard_blocks(&layout, &f, &(1063..1065)), Some(0..2));
+        assert_eq!(shard_blocks(&layout, &f, &(2990..5000)), Some(31..32));
+        // Rows larger than a block: one row is several blocks.
+        let big = RowLayout::new(5000, 4096);
+        assert_eq!(shard_blocks(&big, &file(0, 10, 20), &(3..5)), Some(6..10));
+    }
+
+    #[test]
+    fn a_copy_larger_than_the_free_space_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        ensure_space(dir.path(), 0).expect("nothing to write");
+        let err = ensure_space(dir.path(), u64::MAX / 2).expect_err("no room");
+        assert!(matches!(err, CopyError::NoSpace { .. }), "{err}");
+        assert!(err.to_string().contains("free"), "{err}");
     }
 }
