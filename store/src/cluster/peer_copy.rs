@@ -320,8 +320,9 @@ fn ensure_space(dir: &Path, needed: u64) -> Result<(), CopyError> {
 fn free_bytes(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt as _;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `path` is a NUL-terminated string and `st` a properly sized out-parameter.
+    // SAFETY: statvfs is plain old data; all zeroes is a valid value of it.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `st` a properly sized out-parameter.
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
         return None;
     }
