@@ -262,3 +262,96 @@ async fn an_engram_group_comes_along_with_its_layer_shards() {
         }
     }
 }
+
+/// Allocated bytes of the data files of `t` version 1 in `data` (holes not counted).
+fn allocated(data: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::read_dir(data.join("t").join("v00000001"))
+        .expect("version dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bin"))
+        .map(|e| e.metadata().expect("metadata").blocks() * 512)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_of_shards_moved_away_are_released_and_their_blocks_punched() {
+    if let Err(why) = etcd_binary() {
+        println!("SKIP: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = loopback_etcd(dir.path());
+    let endpoints = vec![etcd.client_url.clone()];
+    let whole = dir.path().join("holder");
+    synth_f32_table_with(&whole, "t", ROWS, DIM, SEED, &WriteOptions::default());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let holder = start_node(&whole, &etcd.client_url, "n0", false).await;
+    let joiner = start_node(&empty, &etcd.client_url, "n1", false).await;
+    let client = client_seeing(&endpoints, 2).await;
+    place(&endpoints, 8, 2, Duration::from_secs(20)).await;
+    wait_ready(&client, "t", 2).await;
+    let version_dir = empty.join("t").join("v00000001");
+    let before = allocated(&empty);
+    assert_eq!(
+        HeldRows::load(&version_dir, ROWS)
+            .expect("held")
+            .map(|h| h.rows()),
+        Some(ROWS),
+        "n1 copied every shard"
+    );
+
+    // One replica each: n1 keeps only the shards placed on it now.
+    let outcome = place(&endpoints, 8, 1, Duration::from_secs(20)).await;
+    assert!(
+        outcome.settled_epoch.is_some(),
+        "the leaving replicas were not dropped"
+    );
+    let tm = &outcome.tables[0];
+    let mine = HeldRows::new(
+        tm.shards
+            .iter()
+            .filter(|s| s.replicas.contains(&"n1".to_string()))
+            .map(|s| s.start..s.end),
+    );
+    assert!(mine.rows() < ROWS, "n1 kept every shard: {tm:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let released = loop {
+        let held = HeldRows::load(&version_dir, ROWS)
+            .expect("held")
+            .expect("partial");
+        let punched = allocated(&empty) < before;
+        if (held == mine && punched) || std::time::Instant::now() > deadline {
+            break (held, punched);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        released.0,
+        mine,
+        "n1 holds {} but was left {}",
+        released.0.describe(),
+        mine.describe()
+    );
+    assert!(
+        released.1,
+        "no block was punched ({before} bytes allocated before)"
+    );
+    // Every row still right; n1 refuses a row it gave back.
+    let ids: Vec<u64> = (0..ROWS).step_by(13).collect();
+    check_rows(
+        &ids,
+        &client.lookup("t", &ids).await.expect("after the release"),
+    );
+    if let Some(gone) = (0..ROWS).find(|&id| !mine.contains(id)) {
+        let table = joiner.node.engine().table("t").expect("table");
+        let err = table.lookup(&[gone]).await.expect_err("a released row");
+        assert!(matches!(err, LookupError::RowNotHeld { .. }), "{err}");
+    }
+    for n in [holder, joiner] {
+        if let Some(s) = n.server {
+            s.shutdown().await.expect("shutdown");
+        }
+    }
+}

@@ -22,8 +22,9 @@ use parking_lot::RwLock;
 use tokio::sync::Notify;
 
 use super::ClusterOptions;
-use super::peer_copy::{Copied, ShardCopy, copy_group_dir};
+use super::peer_copy::{Copied, ShardCopy, copy_group_dir, release_rows};
 use crate::engine::Engine;
+use crate::table::HeldRows;
 
 /// A node of a cluster: its registration, its view of the map and the shards it serves.
 #[derive(Debug)]
@@ -232,11 +233,36 @@ impl ClusterNode {
                     }
                 }
             }
+            self.release_moved(tm);
         }
         ReadySet {
             epoch: view.map.epoch,
             shards: next,
             complete,
+        }
+    }
+
+    /// Gives back the rows of a partial copy of `tm`'s version that the map no longer gives
+    /// this node (its shards moved to others and their replacements are ready: the planner
+    /// drops a leaving replica only then). Data the node holds whole is never released.
+    fn release_moved(&self, tm: &TableMap) {
+        let Ok(t) = self.engine.table(&tm.table) else {
+            return;
+        };
+        if t.version() != tm.version {
+            return;
+        }
+        let keep = HeldRows::new(
+            self.assigned(tm)
+                .into_iter()
+                .map(|i| tm.shards[i].start..tm.shards[i].end),
+        );
+        match release_rows(&t, &keep) {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(table = %tm.table, version = tm.version, rows,
+                "released the rows of shards moved to other nodes"),
+            Err(e) => tracing::warn!(table = %tm.table, error = %e,
+                "releasing the rows of shards moved away failed"),
         }
     }
 

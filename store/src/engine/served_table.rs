@@ -175,6 +175,17 @@ impl ServedTable {
         self.held.read().as_ref().is_none_or(|h| h.covers(range))
     }
 
+    /// Stops serving the rows of `rows` (a partial copy only; a version holding every row is
+    /// left as it is). Returns the rows held now, `None` for a whole version.
+    pub fn release_held(&self, rows: &HeldRows) -> Option<HeldRows> {
+        let mut held = self.held.write();
+        let h = held.as_mut()?;
+        for r in rows.ranges() {
+            h.remove(r);
+        }
+        Some(h.clone())
+    }
+
     /// Serves `range` too, from now on: its blocks were written into the (partial) files and
     /// synced. A version holding every row is left as it is.
     pub fn extend_held(&self, range: std::ops::Range<u64>) {

@@ -52,6 +52,36 @@ impl HeldRows {
         self.ranges = kept;
     }
 
+    /// Removes `range`, cutting the ranges it overlaps.
+    pub fn remove(&mut self, range: Range<u64>) {
+        if range.start >= range.end {
+            return;
+        }
+        let mut kept = Vec::with_capacity(self.ranges.len() + 1);
+        for &(s, e) in &self.ranges {
+            if e <= range.start || s >= range.end {
+                kept.push((s, e));
+                continue;
+            }
+            if s < range.start {
+                kept.push((s, range.start));
+            }
+            if range.end < e {
+                kept.push((range.end, e));
+            }
+        }
+        self.ranges = kept;
+    }
+
+    /// The rows held here and not in `other`.
+    pub fn minus(&self, other: &HeldRows) -> HeldRows {
+        let mut out = self.clone();
+        for r in other.ranges() {
+            out.remove(r);
+        }
+        out
+    }
+
     /// True when `id` is held.
     pub fn contains(&self, id: u64) -> bool {
         let i = self.ranges.partition_point(|&(s, _)| s <= id);
@@ -145,6 +175,16 @@ mod tests {
         assert_eq!(h.rows(), 30);
         h.add(0..5);
         assert_eq!(h.ranges().collect::<Vec<_>>(), vec![0..5, 10..40]);
+        h.remove(12..15);
+        h.remove(0..3);
+        assert_eq!(h.describe(), "3..5, 10..12, 15..40");
+        h.remove(0..100);
+        assert_eq!(h.rows(), 0);
+        let a = HeldRows::new(std::iter::once(0..100));
+        assert_eq!(
+            a.minus(&HeldRows::new([10..20, 90..200])).describe(),
+            "0..10, 20..90"
+        );
     }
 
     #[test]
