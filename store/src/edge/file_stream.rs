@@ -1,18 +1,23 @@
 //! `ReadTableFile`'s answer: a byte range of one file, read in chunks of at most [`CHUNK`] on
 //! the blocking pool and sent as the client takes them (at most two chunks wait per stream, so
-//! a peer that stops reading holds 2 MiB, not the file).
+//! a peer that stops reading holds a few MiB, not the file). Those bytes are reserved in the
+//! server's answer budget for the stream's life, like any other answer's.
 
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::pin::Pin;
 
 use engram_store_proto::v1 as pb;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::engine::AnswerReservation;
+
 /// Bytes per chunk.
 pub(crate) const CHUNK: u64 = 1 << 20;
+/// Answer bytes a stream reserves: the chunk being read and the two waiting to be sent.
+pub(crate) const STREAM_RESERVATION: u64 = 3 * CHUNK;
 /// Most bytes one request may read.
 pub(crate) const MAX_READ: u64 = 64 << 20;
 
@@ -25,6 +30,7 @@ pub(super) async fn read_file_range(
     path: PathBuf,
     offset: u64,
     length: u64,
+    reservation: AnswerReservation,
 ) -> Result<FileStream, Status> {
     let file = tokio::task::spawn_blocking(move || std::fs::File::open(&path))
         .await
@@ -79,5 +85,9 @@ pub(super) async fn read_file_range(
             at += n as u64;
         }
     });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+    // The reservation lives as long as the stream: until its last chunk has been sent.
+    Ok(Box::pin(ReceiverStream::new(rx).map(move |chunk| {
+        let _held = &reservation;
+        chunk
+    })))
 }

@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{lookup_response, table_info};
-use super::file_stream::{FileStream, read_file_range};
+use super::file_stream::{FileStream, STREAM_RESERVATION, read_file_range};
 use super::status::in_band_error;
 use crate::engine::{
     AnswerReservation, Delivered, Engine, IntoQuery, LookupError, NgramQuery, RowSource, RowsQuery,
@@ -294,8 +294,9 @@ impl EmbeddingStore for StoreService {
         } else {
             self.engine.group_file(&r.group, &r.file)?
         };
+        let reservation = self.engine.reserve_answer(STREAM_RESERVATION).await?;
         Ok(Response::new(
-            read_file_range(path, r.offset, r.length).await?,
+            read_file_range(path, r.offset, r.length, reservation).await?,
         ))
     }
 }

@@ -425,6 +425,12 @@ impl Engine {
         }
     }
 
+    /// Reserves `bytes` of the answer budget for an answer the server builds itself (a
+    /// `ReadTableFile` stream's chunks), held until the reservation is dropped.
+    pub async fn reserve_answer(&self, bytes: u64) -> Result<AnswerReservation, LookupError> {
+        self.answers.reserve(bytes).await
+    }
+
     /// Admits a request of `rows` rows of `table` (or refuses it at once), then reserves the
     /// bytes of its answer in the in-flight budget; the reservation holds both.
     async fn admit_answer(
