@@ -1,6 +1,7 @@
 //! Every error a lookup can meet, over real gRPC: each with its status code and a message naming
 //! the bad value, and none of them hurting the requests around it. A flipped byte in a data file
-//! makes that block DATA_LOSS and nothing else.
+//! makes that block DATA_LOSS and nothing else. `ReadTableFile` streams left unread hold their
+//! chunks within the answer budget (RESOURCE_EXHAUSTED beyond it).
 
 mod common;
 
@@ -219,5 +220,56 @@ async fn health_and_reflection_answer() {
         names.iter().any(|n| n == "engram_store.v1.EmbeddingStore"),
         "{names:?}"
     );
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_streams_that_are_not_read_stay_within_the_answer_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 40,000 rows of 512 B: a data file of ~20 MB, many chunks.
+    random_table(
+        dir.path(),
+        "t",
+        engram_store::table::DType::U8,
+        512,
+        40_000,
+        4096,
+        1,
+    );
+    let mut c = engram_store::engine::EngineConfig::new(dir.path());
+    c.answer_budget_bytes = 8 << 20;
+    c.answer_wait = std::time::Duration::from_millis(50);
+    let (_engine, server, client) = common::start_with(c).await;
+    let read = || engram_store_proto::v1::ReadTableFileRequest {
+        table: "t".into(),
+        version: 1,
+        file: "data-00000.bin".into(),
+        ..Default::default()
+    };
+    // Streams opened and never read: each holds 3 MiB of the budget's 7.5 MiB large pool.
+    let mut raw = client.raw();
+    let first = raw.read_table_file(read()).await.expect("first stream");
+    let second = raw.read_table_file(read()).await.expect("second stream");
+    let third = raw
+        .read_table_file(read())
+        .await
+        .expect_err("the budget is spent");
+    assert_eq!(third.code(), tonic::Code::ResourceExhausted, "{third:?}");
+    // Ordinary lookups still get through (the small answers' pool), and a stream read to the
+    // end gives its room back.
+    client
+        .lookup("t", &[1, 2, 3])
+        .await
+        .expect("a lookup beside the streams");
+    drop(first);
+    let mut stream = second.into_inner();
+    let mut bytes = 0;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        bytes += chunk.data.len() as u64;
+    }
+    assert!(bytes > 16 << 20, "{bytes} bytes");
+    drop(stream);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    raw.read_table_file(read()).await.expect("room again");
     server.shutdown().await.expect("shutdown");
 }
