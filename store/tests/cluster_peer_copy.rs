@@ -14,8 +14,8 @@ mod common;
 use std::time::Duration;
 
 use cluster_common::{
-    DIM, ROWS, SEED, check_rows, client_seeing, etcd_binary, loopback_etcd, place, place_table,
-    start_node, synth_f32_table_with, wait_ready,
+    DIM, ROWS, SEED, check_rows, client_seeing, etcd_or_skip, place, place_table, start_node,
+    synth_f32_table_with, wait_ready,
 };
 use engram_store::engine::{Engine, EngineConfig, LookupError};
 use engram_store::ingest::WriteOptions;
@@ -25,13 +25,10 @@ use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn empty_nodes_copy_their_shards_from_a_peer_and_serve_them() {
-    if let Err(why) = etcd_binary() {
-        println!("SKIP: {why}");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = loopback_etcd(dir.path());
-    let endpoints = vec![etcd.client_url.clone()];
+    let Some((etcd, endpoints)) = etcd_or_skip(dir.path()) else {
+        return;
+    };
     // 20,000 rows of 64 B in data files of 256 KiB: five files, so shards span files.
     let whole = dir.path().join("holder");
     let options = WriteOptions {
@@ -192,13 +189,10 @@ async fn empty_nodes_copy_their_shards_from_a_peer_and_serve_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_engram_group_comes_along_with_its_layer_shards() {
-    if let Err(why) = etcd_binary() {
-        println!("SKIP: {why}");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = loopback_etcd(dir.path());
-    let endpoints = vec![etcd.client_url.clone()];
+    let Some((etcd, endpoints)) = etcd_or_skip(dir.path()) else {
+        return;
+    };
     let whole = dir.path().join("holder");
     let (layout, map) = common::write_small_group_inputs(dir.path(), 1500, 500);
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_engram-store"))
@@ -276,13 +270,10 @@ fn allocated(data: &std::path::Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rows_of_shards_moved_away_are_released_and_their_blocks_punched() {
-    if let Err(why) = etcd_binary() {
-        println!("SKIP: {why}");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = loopback_etcd(dir.path());
-    let endpoints = vec![etcd.client_url.clone()];
+    let Some((etcd, endpoints)) = etcd_or_skip(dir.path()) else {
+        return;
+    };
     let whole = dir.path().join("holder");
     synth_f32_table_with(&whole, "t", ROWS, DIM, SEED, &WriteOptions::default());
     let empty = dir.path().join("empty");

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_common::{
-    ROWS, check_rows, etcd_binary, loopback_etcd, place, start_node_with, synth_f32_table_with,
-    wait_ready,
+    ROWS, check_rows, etcd_or_skip, place, start_node_with, synth_f32_table_with, wait_ready,
 };
 use common::pki::{pki, tls_files};
 use engram_store::access::TokenSet;
@@ -27,13 +26,10 @@ const ADMIN: &str = "a-9e55f1b033";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_behind_mutual_tls_and_tokens_copies_and_serves_only_its_own() {
-    if let Err(why) = etcd_binary() {
-        println!("SKIP: {why}");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = loopback_etcd(dir.path());
-    let endpoints = vec![etcd.client_url.clone()];
+    let Some((etcd, endpoints)) = etcd_or_skip(dir.path()) else {
+        return;
+    };
     let pki = pki("cluster-ca");
     let edge = EdgeOptions {
         tls: Some(tls_files(dir.path(), &pki, Some(&pki.ca))),

@@ -220,10 +220,7 @@ impl ShardCopy<'_> {
                 continue;
             };
             let path = dir.join(&f.path);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| TableError::io(format!("open {}", path.display()), e))?;
+            let file = open_for_write(&path)?;
             let per_piece = (PIECE / block).max(1);
             let pieces: Vec<(u64, u64)> = (blocks.start..blocks.end)
                 .step_by(per_piece as usize)
@@ -343,6 +340,13 @@ fn load_held(dir: &Path) -> Result<Option<HeldRows>, TableError> {
     HeldRows::load(dir, rows)
 }
 
+fn open_for_write(path: &Path) -> Result<std::fs::File, TableError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| TableError::io(format!("open {}", path.display()), e))
+}
+
 fn create(path: &Path) -> Result<std::fs::File, TableError> {
     std::fs::File::create(path).map_err(|e| TableError::io(format!("create {}", path.display()), e))
 }
@@ -417,10 +421,7 @@ fn punch_released(
             continue;
         }
         let path = dir.join(&f.path);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| TableError::io(format!("open {}", path.display()), e))?;
+        let file = open_for_write(&path)?;
         for r in punch.ranges() {
             let (offset, len) = ((1 + r.start) * block, (r.end - r.start) * block);
             // SAFETY: a plain syscall on a file descriptor `file` owns for the call's duration.

@@ -265,6 +265,18 @@ pub async fn wait_ready(client: &ClusterClient, table: &str, replicas: usize) {
     );
 }
 
+/// A loopback etcd under `dir` and its endpoints, or `None` (after printing `SKIP:` and why)
+/// when there is no etcd binary.
+pub fn etcd_or_skip(dir: &Path) -> Option<(Etcd, Vec<String>)> {
+    if let Err(why) = etcd_binary() {
+        println!("SKIP: {why}");
+        return None;
+    }
+    let etcd = loopback_etcd(dir);
+    let endpoints = vec![etcd.client_url.clone()];
+    Some((etcd, endpoints))
+}
+
 /// An etcd on two free loopback ports, its data under `dir`.
 pub fn loopback_etcd(dir: &Path) -> Etcd {
     Etcd::start(
