@@ -17,6 +17,7 @@ mod node;
 mod peer_copy;
 mod plan;
 mod service;
+mod shard_release;
 
 use std::time::Duration;
 

@@ -22,7 +22,8 @@ use parking_lot::RwLock;
 use tokio::sync::Notify;
 
 use super::ClusterOptions;
-use super::peer_copy::{Copied, ShardCopy, copy_group_dir, release_rows};
+use super::peer_copy::{Copied, ShardCopy, copy_group_dir};
+use super::shard_release::release_rows;
 use crate::engine::Engine;
 use crate::table::HeldRows;
 

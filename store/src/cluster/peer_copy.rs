@@ -12,7 +12,9 @@
 //! A version new to the node is written into `.tmp-vNNNNNNNN-PID` and renamed into place when
 //! complete (a crash leaves a directory that `serve` removes at start). A second shard of a
 //! version the node already holds in part is written into its files in place (blocks no held
-//! row reads), synced, and only then added to the held rows.
+//! row reads), synced, and only then added to the held rows. A copy needs the room on the data
+//! directory's filesystem first (1% of it kept free). Rows the map later takes away are given
+//! back by [`super::shard_release`].
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt as _;
@@ -277,7 +279,11 @@ impl ShardCopy<'_> {
 
 /// The data blocks of file `f` holding rows `rows` of the table (`None`: the file has none of
 /// them): whole read units, so every row of a block written is complete.
-fn shard_blocks(layout: &RowLayout, f: &DataFile, rows: &Range<u64>) -> Option<Range<u64>> {
+pub(super) fn shard_blocks(
+    layout: &RowLayout,
+    f: &DataFile,
+    rows: &Range<u64>,
+) -> Option<Range<u64>> {
     let first = rows.start.max(f.first_row);
     let end = rows.end.min(f.first_row + f.rows);
     if first >= end {
@@ -340,7 +346,7 @@ fn load_held(dir: &Path) -> Result<Option<HeldRows>, TableError> {
     HeldRows::load(dir, rows)
 }
 
-fn open_for_write(path: &Path) -> Result<std::fs::File, TableError> {
+pub(super) fn open_for_write(path: &Path) -> Result<std::fs::File, TableError> {
     std::fs::OpenOptions::new()
         .write(true)
         .open(path)
@@ -355,94 +361,6 @@ fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-}
-
-/// How long released rows' blocks stay on disk after the engine stops serving them: requests
-/// that passed the held-rows check before the release finish reading in that time.
-const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Keeps only the rows of `keep` in `table`'s partial copy (the shards the map still gives this
-/// node): the others stop being served at once, `held_rows.json` says so, and after
-/// [`RELEASE_GRACE`] the data blocks holding none of the rows kept are punched out of the files
-/// (`fallocate(PUNCH_HOLE)`), giving their disk space back. A version held whole (the node's own
-/// data) is never touched. Returns the rows released.
-pub(super) fn release_rows(
-    table: &crate::engine::ServedTable,
-    keep: &HeldRows,
-) -> Result<u64, TableError> {
-    let Some(held) = table.held_rows() else {
-        return Ok(0);
-    };
-    let drop = held.minus(keep);
-    if drop.rows() == 0 {
-        return Ok(0);
-    }
-    let now = table.release_held(&drop).unwrap_or_default();
-    let dir = table.version_dir().path().to_path_buf();
-    now.save(&dir)?;
-    let manifest = table.manifest().clone();
-    let name = manifest.name.clone();
-    let released = drop.rows();
-    tokio::spawn(async move {
-        tokio::time::sleep(RELEASE_GRACE).await;
-        let punched =
-            tokio::task::spawn_blocking(move || punch_released(&dir, &manifest, &drop, &now)).await;
-        match punched {
-            Ok(Ok(bytes)) => {
-                tracing::info!(table = %name, bytes, "released blocks of shards moved away")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "punching released blocks failed (they stay on disk)")
-            }
-            Err(e) => tracing::warn!(error = %e, "punching released blocks failed"),
-        }
-    });
-    Ok(released)
-}
-
-/// Punches the blocks of `dropped` rows that hold no row of `kept` out of the data files in
-/// `dir`; returns the bytes given back.
-fn punch_released(
-    dir: &Path,
-    m: &Manifest,
-    dropped: &HeldRows,
-    kept: &HeldRows,
-) -> Result<u64, TableError> {
-    use std::os::fd::AsRawFd as _;
-    let layout = m.layout();
-    let block = u64::from(m.block_size);
-    let mut bytes = 0;
-    for f in &m.files {
-        let blocks_of = |rows: &HeldRows| {
-            HeldRows::new(rows.ranges().filter_map(|r| shard_blocks(&layout, f, &r)))
-        };
-        let punch = blocks_of(dropped).minus(&blocks_of(kept));
-        if punch.rows() == 0 {
-            continue;
-        }
-        let path = dir.join(&f.path);
-        let file = open_for_write(&path)?;
-        for r in punch.ranges() {
-            let (offset, len) = ((1 + r.start) * block, (r.end - r.start) * block);
-            // SAFETY: a plain syscall on a file descriptor `file` owns for the call's duration.
-            let rc = unsafe {
-                libc::fallocate(
-                    file.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    offset as libc::off_t,
-                    len as libc::off_t,
-                )
-            };
-            if rc != 0 {
-                return Err(TableError::io(
-                    format!("punch blocks {}..{} of {}", r.start, r.end, path.display()),
-                    std::io::Error::last_os_error(),
-                ));
-            }
-            bytes += len;
-        }
-    }
-    Ok(bytes)
 }
 
 /// Copies Engram group `group`'s directory (`group.json`, `layout.json`, `compress.npy`) from
