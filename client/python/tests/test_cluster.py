@@ -207,3 +207,8 @@ def test_a_cluster_behind_tls_and_tokens(served: Served, tmp_path_factory) -> No
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_a_certificate_without_its_key_is_refused_before_connecting() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        ClusterClient(["http://127.0.0.1:1"], certificate_chain=b"-----BEGIN CERTIFICATE-----")
