@@ -48,9 +48,10 @@ pub struct ServedTable {
     /// Ids of host requests.
     recent: RecentIds,
     dir: Arc<VersionDir>,
-    /// Rows held, for a partial copy (`None`: every row); shared with the files-only copy of
+    /// Rows held, for a partial copy (`None`: every row, for good: a whole version never becomes
+    /// partial, so serving it takes no lock); shared with the files-only copy of
     /// the version, grown as a cluster node copies more shards into it.
-    held: Arc<RwLock<Option<HeldRows>>>,
+    held: Option<Arc<RwLock<HeldRows>>>,
 }
 
 /// The tiers serving buffers on one device: its VRAM tier over the shared host tiers.
@@ -142,7 +143,7 @@ impl ServedTable {
             nvme,
             recent: RecentIds::new(RING_SLOTS),
             dir: Arc::new(VersionDir { path: dir }),
-            held: Arc::new(RwLock::new(held)),
+            held: held.map(|h| Arc::new(RwLock::new(h))),
         }
     }
 
@@ -167,19 +168,18 @@ impl ServedTable {
 
     /// The rows held, for a partial copy (`None`: every row).
     pub fn held_rows(&self) -> Option<HeldRows> {
-        self.held.read().clone()
+        self.held.as_ref().map(|h| h.read().clone())
     }
 
     /// True when every row of `range` is held.
     pub fn holds(&self, range: &std::ops::Range<u64>) -> bool {
-        self.held.read().as_ref().is_none_or(|h| h.covers(range))
+        self.held.as_ref().is_none_or(|h| h.read().covers(range))
     }
 
     /// Stops serving the rows of `rows` (a partial copy only; a version holding every row is
     /// left as it is). Returns the rows held now, `None` for a whole version.
     pub fn release_held(&self, rows: &HeldRows) -> Option<HeldRows> {
-        let mut held = self.held.write();
-        let h = held.as_mut()?;
+        let mut h = self.held.as_ref()?.write();
         for r in rows.ranges() {
             h.remove(r);
         }
@@ -189,8 +189,8 @@ impl ServedTable {
     /// Serves `range` too, from now on: its blocks were written into the (partial) files and
     /// synced. A version holding every row is left as it is.
     pub fn extend_held(&self, range: std::ops::Range<u64>) {
-        if let Some(h) = self.held.write().as_mut() {
-            h.add(range);
+        if let Some(h) = &self.held {
+            h.write().add(range);
         }
     }
 
@@ -300,10 +300,10 @@ impl ServedTable {
 
     /// In a partial copy, the first of `(position, id)` whose row is not held, as an error.
     fn check_held(&self, ids: impl Iterator<Item = (usize, u64)>) -> Result<(), LookupError> {
-        let held = self.held.read();
-        let Some(h) = held.as_ref() else {
+        let Some(held) = &self.held else {
             return Ok(());
         };
+        let h = held.read();
         for (position, id) in ids {
             if !h.contains(id) {
                 return Err(LookupError::RowNotHeld {
