@@ -21,6 +21,7 @@ pub mod policy;
 mod prefetch;
 mod ram;
 mod row_layout;
+mod shared_rows;
 pub mod tier;
 
 pub use block_sums::{BlockSums, ChecksumKind};
@@ -30,4 +31,5 @@ pub use latency::{LatencyHistogram, LatencySnapshot};
 pub use policy::{Admitted, Policy, SimPolicy};
 pub use ram::{MIN_SHARD_BUDGET, PolicyFactory, RowCache, RowCacheBuilder, RowCacheStats};
 pub use row_layout::RowLayout;
+pub use shared_rows::SharedRowsFile;
 pub use tier::{Tier, TierError, TierKind, TierStats};

@@ -9,6 +9,7 @@
 //! slot until its first lookup hit, which is counted in [`RowCacheStats::prefetch_hits`]: the
 //! prefetched rows a lookup went on to use.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -16,6 +17,7 @@ use parking_lot::Mutex;
 use crate::key_hash::mix64;
 use crate::policy::{self, Policy};
 use crate::prefetch::prefetch_range;
+use crate::shared_rows::{Arena, SharedRowsFile};
 
 /// Makes the policy of one shard for a given slot count.
 pub type PolicyFactory = Arc<dyn Fn(usize) -> Box<dyn Policy> + Send + Sync>;
@@ -44,7 +46,7 @@ pub struct RowCacheStats {
 
 struct Shard {
     policy: Box<dyn Policy>,
-    arena: Vec<u8>,
+    arena: Arena,
     /// One bit per slot: set while the slot holds a prefetched row not yet hit.
     prefetched: Vec<u64>,
     hits: u64,
@@ -56,9 +58,10 @@ struct Shard {
 
 impl Shard {
     fn new(policy: Box<dyn Policy>, slots: usize, row_bytes: usize) -> Self {
-        // calloc'd: pages become resident only as rows are written.
-        let arena = vec![0u8; slots * row_bytes];
-        crate::huge_pages::advise(&arena);
+        Self::with_arena(policy, slots, Arena::heap(slots * row_bytes))
+    }
+
+    fn with_arena(policy: Box<dyn Policy>, slots: usize, arena: Arena) -> Self {
         Self {
             policy,
             arena,
@@ -191,6 +194,8 @@ pub struct RowCache {
     row_bytes: usize,
     budget_bytes: u64,
     policy_name: &'static str,
+    /// The whole-table arenas' shared-memory file, or why there is none though one was asked.
+    shared: Option<Result<Arc<SharedRowsFile>, String>>,
 }
 
 impl std::fmt::Debug for RowCache {
@@ -210,6 +215,8 @@ pub struct RowCacheBuilder {
     budget_bytes: u64,
     key_bound: u64,
     whole_table: bool,
+    /// Where whole-table arenas go as one shared-memory file (`None`: the heap).
+    shared_dir: Option<PathBuf>,
     /// `None`: chosen from the core count and the budget at build time.
     shards: Option<usize>,
     policy: PolicyFactory,
@@ -237,9 +244,19 @@ impl RowCacheBuilder {
             budget_bytes: 0,
             key_bound: u64::MAX,
             whole_table: false,
+            shared_dir: None,
             shards: None,
             policy: Arc::new(policy::default_policy),
         }
+    }
+
+    /// In the whole-table mode, put the arenas in one shared-memory file in `dir` (a memory file
+    /// system such as `/dev/shm`), row `r` at byte `r * row_bytes`, which a worker process maps
+    /// to read rows itself ([`RowCache::shared_rows`]). If the file cannot be made the arenas
+    /// stay on the heap and `shared_rows` says why. Default: the heap.
+    pub fn share_whole_table_in(mut self, dir: Option<PathBuf>) -> Self {
+        self.shared_dir = dir;
+        self
     }
 
     /// Total bytes for row data and metadata together. Default 0.
@@ -356,6 +373,7 @@ impl RowCacheBuilder {
             row_bytes: self.row_bytes,
             budget_bytes: self.budget_bytes,
             policy_name,
+            shared: None,
         }
     }
 
@@ -376,10 +394,20 @@ impl RowCacheBuilder {
         if need > self.budget_bytes {
             return None;
         }
+        let arena_bytes = per_shard * self.row_bytes;
+        let shared = self.shared_dir.as_ref().map(|dir| {
+            SharedRowsFile::create(dir, arena_bytes * shard_count)
+                .map(Arc::new)
+                .map_err(|e| format!("create a shared-memory file in {}: {e}", dir.display()))
+        });
         let shards: Box<[Mutex<Shard>]> = (0..shard_count)
-            .map(|_| {
+            .map(|i| {
                 let direct = Box::new(policy::Direct::new(per_shard));
-                Mutex::new(Shard::new(direct, per_shard, self.row_bytes))
+                let arena = match &shared {
+                    Some(Ok(file)) => Arena::shared(file, i * arena_bytes, arena_bytes),
+                    _ => Arena::heap(arena_bytes),
+                };
+                Mutex::new(Shard::with_arena(direct, per_shard, arena))
             })
             .collect();
         let arena_addrs = shards
@@ -395,6 +423,7 @@ impl RowCacheBuilder {
             row_bytes: self.row_bytes,
             budget_bytes: self.budget_bytes,
             policy_name: "direct",
+            shared,
         })
     }
 }
@@ -603,6 +632,16 @@ impl RowCache {
             shard.inserts = 0;
             shard.rejected = 0;
         }
+    }
+
+    /// The shared-memory file holding every row in row order (row `r` at byte
+    /// `r * row_bytes`), if [`RowCacheBuilder::share_whole_table_in`] was given and the table
+    /// is held whole: `None` if not asked or not whole, `Err` with why the file could not be
+    /// made. Rows are there once resident ([`RowCacheStats::resident_rows`]).
+    pub fn shared_rows(&self) -> Option<Result<&SharedRowsFile, &str>> {
+        self.shared
+            .as_ref()
+            .map(|s| s.as_ref().map(|f| &**f).map_err(String::as_str))
     }
 
     /// Bytes held: arenas (full size, as allocated) plus metadata.

@@ -588,6 +588,23 @@ impl Client {
         Ok((out, file_length))
     }
 
+    /// Shares a table version with this process (`ShareTable`, on the server's host): the path
+    /// of the server's shared-memory file of every row and, with a VRAM tier on `device` (or on
+    /// the first device when `None`), its CUDA IPC handles. The server loads the rows it lacks
+    /// first, which can take a while for a large table.
+    pub async fn share_table(
+        &self,
+        table: &str,
+        device: Option<u32>,
+    ) -> Result<pb::ShareTableResponse, ClientError> {
+        let req = pb::ShareTableRequest {
+            table: table.to_owned(),
+            device,
+        };
+        self.call(req, |mut c, r| async move { c.share_table(r).await })
+            .await
+    }
+
     /// The generated stub, for calls this client does not wrap.
     pub fn raw(&self) -> Stub {
         self.inner.clone()

@@ -39,6 +39,7 @@
 //! peer_cert = "/etc/engram-store/peer.crt"  # with peer_key: this node's client certificate
 //! peer_key = "/etc/engram-store/peer.key"
 //! peer_token_file = "/etc/engram-store/peer-token"  # token sent to peers (admin: copies)
+//! share_memory = "/dev/shm"  # tables held whole in RAM live in a file there (ShareTable)
 //! ```
 //!
 //! `gpu_device` takes one device ordinal (`0`, as `--gpu-device 0`) or a list of them (`[0, 1]`,
@@ -132,6 +133,9 @@ pub struct ServeConfig {
     pub peer_key: Option<PathBuf>,
     /// File holding the token the node sends its peers (an admin one: shard copies).
     pub peer_token_file: Option<PathBuf>,
+    /// Directory of a memory file system where tables held whole in RAM keep their rows as one
+    /// shared-memory file that local workers map (ShareTable); none: not shared.
+    pub share_memory: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -174,6 +178,7 @@ impl Default for ServeConfig {
             peer_cert: None,
             peer_key: None,
             peer_token_file: None,
+            share_memory: None,
         }
     }
 }
@@ -210,6 +215,15 @@ impl ServeConfig {
         c.max_rows_in_flight = self.max_rows_in_flight;
         c.keep_versions = self.keep_versions;
         c.version_watch = seconds("watch_interval_s", self.watch_interval_s)?;
+        if let Some(dir) = &self.share_memory {
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "share_memory {} is not a directory (a memory file system such as /dev/shm)",
+                    dir.display()
+                );
+            }
+            c.share_memory_dir = Some(dir.clone());
+        }
         Ok(c)
     }
 

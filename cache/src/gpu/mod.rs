@@ -3,6 +3,7 @@
 //! blocking lookups. Built on cudarc with dynamic loading, so every build compiles without a
 //! CUDA toolkit; [`probe`] tells whether a GPU can be used here before anything touches it.
 
+mod device_buffer;
 mod hot_counter;
 mod hot_index;
 mod ipc;
@@ -13,11 +14,12 @@ mod tier;
 /// cudarc's context, and the trait that gives a device slice's address (for callers that pass
 /// their own device buffers to [`GpuTier::gather_to_device`], such as tests).
 pub use cudarc::driver::{CudaContext, DevicePtr};
+pub use device_buffer::{DeviceBuffer, IPC_HANDLE_BYTES};
 pub use hot_counter::HotCounter;
 pub use hot_index::{EMPTY_KEY, HotIndex, buckets_for};
 pub use ipc::IpcMemory;
 pub use kernels::{KERNELS, Kernels};
-pub use tier::{GpuStats, GpuTier, GpuTierConfig, RefreshPlan};
+pub use tier::{GpuStats, GpuTier, GpuTierConfig, RefreshPlan, SHARED_GRACE, SharedGpuTier};
 
 /// Why the GPU cannot be used, or a CUDA call failed.
 #[derive(Debug, thiserror::Error)]

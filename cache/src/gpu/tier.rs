@@ -9,16 +9,26 @@
 //! lookup uses the old index; (2) write the entering rows into the freed slots, which no index
 //! references; (3) publish the index with them. Device memory (arena + two indexes + scratch)
 //! stays within the configured budget.
+//!
+//! A tier can be shared with a worker process on the same GPU ([`GpuTier::share`]): the arena,
+//! both index buffers, a tag per slot (the row id it holds, `u64::MAX` while free) and a control
+//! word (which index is active) are plain `cuMemAlloc` allocations exported as CUDA IPC handles,
+//! and the worker's own kernel probes the active index and reads the rows. Such a reader cannot
+//! take the epoch lock, so once shared, whatever the store stops referencing (a freed slot, the
+//! index buffer that was active) is rewritten only [`SHARED_GRACE`] later, and a reader checks
+//! the slot's tag before and after it copies the row (a mismatch: the row is read elsewhere).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 use parking_lot::{Mutex, RwLock};
 
+use super::device_buffer::{DeviceBuffer, IPC_HANDLE_BYTES};
 use super::hot_counter::HotCounter;
 use super::hot_index::{HotIndex, buckets_for};
 use super::kernels::Kernels;
@@ -100,6 +110,42 @@ struct Residency {
     resident: HashMap<u64, u32, KeyHashBuilder>,
     free: Vec<u32>,
     generation: u64,
+    /// When an index was last published (the grace of a shared tier counts from it).
+    published_at: Instant,
+}
+
+/// How long a shared tier leaves what it stopped referencing (freed slots, the index buffer
+/// that was active) untouched before rewriting it: far longer than a worker's gather kernel
+/// runs, time slices and preemption included.
+pub const SHARED_GRACE: Duration = Duration::from_millis(500);
+
+/// Tag of a slot that holds no row (or one being written).
+const FREE_TAG: u64 = u64::MAX;
+
+/// Bytes of the control block: word 0 (u32) is the active index, 0 or 1.
+const CONTROL_BYTES: usize = 64;
+
+/// What a worker process on the same GPU needs to read a shared tier (see [`GpuTier::share`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedGpuTier {
+    /// CUDA device ordinal.
+    pub device: usize,
+    /// Bytes per row; slot `s` is at `s * row_bytes` of the arena.
+    pub row_bytes: usize,
+    /// Slots in the arena.
+    pub capacity: usize,
+    /// Buckets per index (a power of two); index `k` is at bucket `k * buckets`.
+    pub buckets: usize,
+    /// IPC handle of the arena.
+    pub arena: [u8; IPC_HANDLE_BYTES],
+    /// IPC handle of the two indexes' keys (`u64`, `u64::MAX` empty), `2 * buckets`.
+    pub index_keys: [u8; IPC_HANDLE_BYTES],
+    /// IPC handle of the two indexes' slots (`u32`), `2 * buckets`.
+    pub index_slots: [u8; IPC_HANDLE_BYTES],
+    /// IPC handle of the slot tags (`u64` row id held, `u64::MAX` none), `capacity`.
+    pub tags: [u8; IPC_HANDLE_BYTES],
+    /// IPC handle of the control block (`u32` active index at byte 0).
+    pub control: [u8; IPC_HANDLE_BYTES],
 }
 
 /// The VRAM tier of one table.
@@ -112,9 +158,17 @@ pub struct GpuTier {
     buckets: usize,
     max_batch: usize,
     refresh_chunk: usize,
-    arena: CudaSlice<u8>,
-    index_keys: [CudaSlice<u64>; 2],
-    index_slots: [CudaSlice<u32>; 2],
+    arena: DeviceBuffer,
+    /// Both indexes' keys, index `k` from bucket `k * buckets`.
+    index_keys: DeviceBuffer,
+    /// Both indexes' slots, likewise.
+    index_slots: DeviceBuffer,
+    /// Row id held per slot, [`FREE_TAG`] for none.
+    tags: DeviceBuffer,
+    /// Word 0: the active index, for readers in other processes.
+    control: DeviceBuffer,
+    /// Set once the tier was shared: rewrites then wait [`SHARED_GRACE`].
+    shared: AtomicBool,
     active: AtomicUsize,
     epoch: RwLock<()>,
     scratch: Mutex<Scratch>,
@@ -173,7 +227,8 @@ impl GpuTier {
         let rb = config.row_bytes.max(1) as u64;
         let max_batch = config.max_batch.max(1);
         let refresh_chunk = config.refresh_chunk.max(1);
-        let scratch_bytes = max_batch as u64 * (8 + rb + 4) + refresh_chunk as u64 * (rb + 4);
+        let scratch_bytes =
+            max_batch as u64 * (8 + rb + 4) + refresh_chunk as u64 * (rb.max(8) + 4);
         let room = config.budget_bytes.checked_sub(scratch_bytes).ok_or_else(|| {
             GpuError::Budget(format!(
                 "a GPU budget of {} bytes does not cover the {} bytes of batch scratch (max batch {})",
@@ -182,7 +237,10 @@ impl GpuTier {
         })?;
         // Largest capacity whose arena and two indexes fit the room left (binary search: the
         // index grows in power-of-two steps).
-        let fits = |cap: usize| cap as u64 * rb + 2 * buckets_for(cap) as u64 * 12 <= room;
+        let fits = |cap: usize| {
+            cap as u64 * (rb + 8) + 2 * buckets_for(cap) as u64 * 12 + CONTROL_BYTES as u64
+                <= room
+        };
         let (mut lo, mut hi) = (0usize, (room / rb) as usize);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
@@ -200,7 +258,10 @@ impl GpuTier {
             )));
         }
         let buckets = buckets_for(capacity);
-        let device_bytes = capacity as u64 * rb + 2 * buckets as u64 * 12 + scratch_bytes;
+        let device_bytes = capacity as u64 * (rb + 8)
+            + 2 * buckets as u64 * 12
+            + CONTROL_BYTES as u64
+            + scratch_bytes;
         let alloc_err = |e| GpuError::cuda("allocate device memory", e);
         let stream = ctx
             .new_stream()
@@ -208,22 +269,12 @@ impl GpuTier {
         let refresh_stream = ctx
             .new_stream()
             .map_err(|e| GpuError::cuda("create a stream", e))?;
-        let arena = stream
-            .alloc_zeros::<u8>(capacity * rb as usize)
-            .map_err(alloc_err)?;
-        let empty_keys = vec![super::EMPTY_KEY; buckets];
-        let mut keys = Vec::new();
-        let mut slots = Vec::new();
-        for _ in 0..2 {
-            keys.push(stream.clone_htod(&empty_keys).map_err(alloc_err)?);
-            slots.push(stream.alloc_zeros::<u32>(buckets).map_err(alloc_err)?);
-        }
-        let [k0, k1]: [CudaSlice<u64>; 2] = keys
-            .try_into()
-            .map_err(|_| GpuError::Invalid("index".into()))?;
-        let [s0, s1]: [CudaSlice<u32>; 2] = slots
-            .try_into()
-            .map_err(|_| GpuError::Invalid("index".into()))?;
+        let arena = DeviceBuffer::zeroed(&ctx, capacity * rb as usize)?;
+        // Empty keys and free tags are all-ones bytes.
+        let index_keys = DeviceBuffer::filled(&ctx, 2 * buckets * 8, 0xff)?;
+        let index_slots = DeviceBuffer::zeroed(&ctx, 2 * buckets * 4)?;
+        let tags = DeviceBuffer::filled(&ctx, capacity * 8, 0xff)?;
+        let control = DeviceBuffer::zeroed(&ctx, CONTROL_BYTES)?;
         let scratch = Scratch {
             ids: stream.alloc_zeros::<u64>(max_batch).map_err(alloc_err)?,
             rows: stream
@@ -234,8 +285,9 @@ impl GpuTier {
             stream: stream.clone(),
         };
         let residency = Residency {
+            // Also the scratch of tag writes: 8 bytes a slot.
             rows: refresh_stream
-                .alloc_zeros::<u8>(refresh_chunk * rb as usize)
+                .alloc_zeros::<u8>(refresh_chunk * rb.max(8) as usize)
                 .map_err(alloc_err)?,
             slots: refresh_stream
                 .alloc_zeros::<u32>(refresh_chunk)
@@ -244,6 +296,7 @@ impl GpuTier {
             resident: HashMap::with_hasher(KeyHashBuilder),
             free: (0..capacity as u32).rev().collect(),
             generation: 0,
+            published_at: Instant::now(),
         };
         stream
             .synchronize()
@@ -260,8 +313,11 @@ impl GpuTier {
             max_batch,
             refresh_chunk,
             arena,
-            index_keys: [k0, k1],
-            index_slots: [s0, s1],
+            index_keys,
+            index_slots,
+            tags,
+            control,
+            shared: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             epoch: RwLock::new(()),
             scratch: Mutex::new(scratch),
@@ -428,9 +484,9 @@ impl GpuTier {
         };
         let (f, words) = self.gather_fn();
         let (keys, slots, arena, flags) = (
-            dptr(&self.index_keys[a], &stream),
-            dptr(&self.index_slots[a], &stream),
-            dptr(&self.arena, &stream),
+            self.index_keys.ptr() + (a * self.buckets * 8) as u64,
+            self.index_slots.ptr() + (a * self.buckets * 4) as u64,
+            self.arena.ptr(),
             dptr(&s.flags, &stream),
         );
         let (n32, mask) = (n as u32, self.buckets as u64 - 1);
@@ -549,21 +605,25 @@ impl GpuTier {
             .filter_map(|id| r.resident.get(id).map(|&s| (*id, s)))
             .collect();
         // (1) Publish an index of the kept rows only; wait out lookups on the old one.
-        self.publish_index(&r.stream, keep.iter().map(|(&k, &s)| (k, s)))?;
+        self.publish_index(&mut r, keep.iter().map(|(&k, &s)| (k, s)))?;
         let leaving: Vec<u32> = r
             .resident
             .iter()
             .filter(|(k, _)| !keep.contains_key(k))
             .map(|(_, &s)| s)
             .collect();
+        let free_tags = vec![FREE_TAG; leaving.len()];
+        self.write_tags(&r, &leaving, &free_tags)?;
         r.free.extend(leaving);
-        // (2) Write entering rows into free slots, which no published index references.
+        // (2) Write entering rows into free slots, which no published index references (and,
+        // shared, which no reader in another process has looked up for a grace period).
+        self.wait_grace(&r);
         let n = plan.entering.len().min(r.free.len());
         let slots: Vec<u32> = (0..n).filter_map(|_| r.free.pop()).collect();
         let stream = r.stream.clone();
         let cu = stream.cu_stream();
         let (f, words) = self.scatter_fn();
-        let arena = dptr(&self.arena, &stream);
+        let arena = self.arena.ptr();
         for (chunk_rows, chunk_slots) in rows[..n * self.row_bytes]
             .chunks(self.refresh_chunk * self.row_bytes)
             .zip(slots.chunks(self.refresh_chunk))
@@ -590,29 +650,81 @@ impl GpuTier {
                 .synchronize()
                 .map_err(|e| GpuError::cuda("refresh scatter", e))?;
         }
+        self.write_tags(&r, &slots, &plan.entering[..n])?;
         // (3) Publish the index with the new rows.
         let mut resident = keep;
         resident.extend(plan.entering.iter().copied().zip(slots.iter().copied()));
-        self.publish_index(&stream, resident.iter().map(|(&k, &s)| (k, s)))?;
+        self.publish_index(&mut r, resident.iter().map(|(&k, &s)| (k, s)))?;
         r.resident = resident;
         r.generation += 1;
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         Ok(n)
     }
 
+    /// Once shared, sleeps until [`SHARED_GRACE`] has passed since the last publish.
+    fn wait_grace(&self, r: &Residency) {
+        if self.shared.load(Ordering::Acquire) {
+            let until = r.published_at + SHARED_GRACE;
+            let now = Instant::now();
+            if until > now {
+                std::thread::sleep(until - now);
+            }
+        }
+    }
+
+    /// Sets the tags of `slots` to `values` (row ids, or [`FREE_TAG`]), with the byte scatter
+    /// kernel over 8-byte rows, through the refresh scratch.
+    fn write_tags(&self, r: &Residency, slots: &[u32], values: &[u64]) -> Result<(), GpuError> {
+        let stream = r.stream.clone();
+        let cu = stream.cu_stream();
+        let tags = self.tags.ptr();
+        // The refresh scratch holds `refresh_chunk` slots and at least 8 bytes per one of them.
+        for (chunk_slots, chunk_values) in slots
+            .chunks(self.refresh_chunk)
+            .zip(values.chunks(self.refresh_chunk))
+        {
+            let (rows_ptr, slots_ptr) = (dptr(&r.rows, &stream), dptr(&r.slots, &stream));
+            // SAFETY: both fit the refresh scratch (refresh_chunk slots, and at least 8 bytes
+            // for each) and stay borrowed until the synchronize below.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(rows_ptr, chunk_values, cu)
+                    .map_err(|e| GpuError::cuda("copy tags", e))?;
+                cudarc::driver::result::memcpy_htod_async(slots_ptr, chunk_slots, cu)
+                    .map_err(|e| GpuError::cuda("copy tag slots", e))?;
+            }
+            let (cn, words) = (chunk_slots.len() as u32, 8u32);
+            let mut b = stream.launch_builder(&self.kernels.scatter_1);
+            b.arg(&slots_ptr)
+                .arg(&cn)
+                .arg(&rows_ptr)
+                .arg(&words)
+                .arg(&tags);
+            // SAFETY: arguments match the kernel; slots are below the capacity (8 B each).
+            unsafe { b.launch(grid(u64::from(cn) * 8)) }
+                .map_err(|e| GpuError::cuda("launch the tag scatter", e))?;
+            stream
+                .synchronize()
+                .map_err(|e| GpuError::cuda("tag scatter", e))?;
+        }
+        Ok(())
+    }
+
     /// Uploads an index into the inactive buffer, makes it active, and waits until no lookup
-    /// still uses the previous one.
+    /// still uses the previous one (shared: first waits out the grace since the last publish,
+    /// as readers elsewhere may still probe the inactive buffer).
     fn publish_index(
         &self,
-        stream: &Arc<CudaStream>,
+        r: &mut Residency,
         entries: impl Iterator<Item = (u64, u32)>,
     ) -> Result<(), GpuError> {
         let idx = HotIndex::build(entries, self.buckets);
+        self.wait_grace(r);
         let next = 1 - self.active.load(Ordering::Acquire);
+        let stream = r.stream.clone();
         let cu = stream.cu_stream();
         let (kp, sp) = (
-            dptr(&self.index_keys[next], stream),
-            dptr(&self.index_slots[next], stream),
+            self.index_keys.ptr() + (next * self.buckets * 8) as u64,
+            self.index_slots.ptr() + (next * self.buckets * 4) as u64,
         );
         // SAFETY: the inactive index is referenced by no lookup (the last publish waited them
         // out); the host arrays are exactly `buckets` long and live until the synchronize.
@@ -625,9 +737,30 @@ impl GpuTier {
         stream
             .synchronize()
             .map_err(|e| GpuError::cuda("upload index", e))?;
+        self.control.write(0, &[next as u32])?;
         self.active.store(next, Ordering::Release);
         drop(self.epoch.write());
+        r.published_at = Instant::now();
         Ok(())
+    }
+
+    /// Shares the tier with a worker process on the same GPU: the IPC handles and geometry it
+    /// needs to probe the active index and read rows itself. From now on the tier rewrites what
+    /// it stopped referencing only [`SHARED_GRACE`] later.
+    pub fn share(&self) -> Result<SharedGpuTier, GpuError> {
+        let shared = SharedGpuTier {
+            device: self.device,
+            row_bytes: self.row_bytes,
+            capacity: self.capacity,
+            buckets: self.buckets,
+            arena: self.arena.ipc_handle()?,
+            index_keys: self.index_keys.ipc_handle()?,
+            index_slots: self.index_slots.ipc_handle()?,
+            tags: self.tags.ipc_handle()?,
+            control: self.control.ipc_handle()?,
+        };
+        self.shared.store(true, Ordering::Release);
+        Ok(shared)
     }
 }
 

@@ -112,6 +112,10 @@ impl DeviceTier for GpuTier {
     ) -> Result<(), TierError> {
         Ok(GpuTier::scatter_to_device(self, packed, positions, dst)?)
     }
+
+    fn share(&self) -> Result<crate::gpu::SharedGpuTier, TierError> {
+        Ok(GpuTier::share(self)?)
+    }
 }
 
 /// Refreshes `gpu`, the top tier of `cascade`, every `every` until the cascade is dropped: the

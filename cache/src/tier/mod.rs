@@ -135,4 +135,8 @@ pub trait DeviceTier: Send + Sync {
         positions: &[u32],
         dst: u64,
     ) -> Result<(), TierError>;
+
+    /// Shares the tier with a worker process on the same GPU (see `GpuTier::share`).
+    #[cfg(feature = "cuda")]
+    fn share(&self) -> Result<crate::gpu::SharedGpuTier, TierError>;
 }

@@ -72,6 +72,7 @@ mod tests {
             "OpenChannel",
             "Reload",
             "ReadTableFile",
+            "ShareTable",
         ] {
             assert_eq!(needs(&format!("{store}{admin}")), Needs::Role(Role::Admin));
         }

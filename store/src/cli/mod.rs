@@ -179,6 +179,11 @@ pub(crate) struct ServeArgs {
     /// files with ReadTableFile).
     #[arg(long, value_name = "FILE")]
     pub(crate) peer_token_file: Option<PathBuf>,
+    /// Tables held whole in RAM keep their rows in one shared-memory file in DIR (a memory
+    /// file system), which a worker on this host maps with the VRAM tier (ShareTable) to read
+    /// rows with its own kernels [default DIR: /dev/shm].
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "/dev/shm")]
+    pub(crate) share_memory: Option<PathBuf>,
     /// TOML configuration file.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
@@ -636,6 +641,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if a.peer_token_file.is_some() {
         c.peer_token_file = a.peer_token_file;
+    }
+    if a.share_memory.is_some() {
+        c.share_memory = a.share_memory;
     }
     let listen = ListenAddr::resolve(&c.listen).await?;
     if c.local_socket.is_empty()

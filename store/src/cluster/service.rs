@@ -261,6 +261,13 @@ impl EmbeddingStore for ClusterService {
         self.inner.reload(request).await
     }
 
+    async fn share_table(
+        &self,
+        request: Request<pb::ShareTableRequest>,
+    ) -> Result<Response<pb::ShareTableResponse>, Status> {
+        self.inner.share_table(request).await
+    }
+
     type ReadTableFileStream = crate::edge::FileStream;
 
     async fn read_table_file(

@@ -282,6 +282,16 @@ impl EmbeddingStore for StoreService {
         }))
     }
 
+    async fn share_table(
+        &self,
+        request: Request<pb::ShareTableRequest>,
+    ) -> Result<Response<pb::ShareTableResponse>, Status> {
+        let r = request.into_inner();
+        let device = r.device.map(|d| d as usize);
+        let shared = self.engine.table(&r.table)?.share(device).await?;
+        Ok(Response::new(shared.into()))
+    }
+
     type ReadTableFileStream = FileStream;
 
     async fn read_table_file(

@@ -20,6 +20,7 @@ pub(crate) fn code_of(e: &LookupError) -> Code {
         | LookupError::Hash { .. } => Code::InvalidArgument,
         LookupError::Region(r) => region_code(r),
         LookupError::NoGpuTier { .. }
+        | LookupError::NotShared { .. }
         | LookupError::VersionNotServed { .. }
         | LookupError::RowNotHeld { .. } => Code::FailedPrecondition,
         LookupError::Overloaded { .. } => Code::ResourceExhausted,

@@ -32,6 +32,8 @@ pub(crate) fn share(budget: u64, bytes: u64, total: u128) -> u64 {
 /// Builds served table versions.
 pub(crate) struct TableBuilder {
     factory: Option<PolicyFactory>,
+    /// Where whole-table RAM tiers keep their rows as shared-memory files.
+    share_memory_dir: Option<std::path::PathBuf>,
     io: Arc<dyn IoEngine>,
     #[cfg(feature = "cuda")]
     gpu: GpuSettings,
@@ -74,10 +76,11 @@ impl TableBuilder {
     pub(crate) fn new(
         factory: Option<PolicyFactory>,
         io: Arc<dyn IoEngine>,
-        #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] config: &EngineConfig,
+        config: &EngineConfig,
     ) -> Self {
         Self {
             factory,
+            share_memory_dir: config.share_memory_dir.clone(),
             io,
             #[cfg(feature = "cuda")]
             gpu: GpuSettings {
@@ -126,7 +129,8 @@ impl TableBuilder {
                 .budget_bytes(ram_share)
                 .key_bound(m.rows)
                 // Unless a policy was asked for, a table that fits is held whole.
-                .whole_table_when_it_fits(self.factory.is_none());
+                .whole_table_when_it_fits(self.factory.is_none())
+                .share_whole_table_in(self.share_memory_dir.clone());
             match &self.factory {
                 Some(f) => b.policy(f.clone()),
                 None => b,

@@ -59,6 +59,10 @@ pub struct EngineConfig {
     /// How often the data directory is looked at for new table versions (zero: never; a Reload
     /// still looks at once). Default 2 s.
     pub version_watch: Duration,
+    /// Directory of a memory file system (`/dev/shm`) where tables held whole in RAM keep their
+    /// rows as one shared-memory file, for the ShareTable RPC: a worker on this host maps it
+    /// (and the VRAM tier over CUDA IPC) and reads rows with its own kernels. Default none.
+    pub share_memory_dir: Option<PathBuf>,
     /// Sidecar channels one connection may hold. Default 8.
     pub max_channels_per_connection: usize,
     /// Sidecar channels the server holds in all. Default 64.
@@ -88,6 +92,7 @@ impl EngineConfig {
             max_rows_in_flight: 1 << 21,
             keep_versions: 2,
             version_watch: Duration::from_secs(2),
+            share_memory_dir: None,
             max_channels_per_connection: 8,
             max_channels: 64,
         }

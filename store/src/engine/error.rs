@@ -170,6 +170,14 @@ pub enum LookupError {
         /// The device of the memory.
         device: usize,
     },
+    /// ShareTable for a table whose rows are not in a shared-memory file.
+    #[error("table {table:?} cannot be shared: {why}")]
+    NotShared {
+        /// Table.
+        table: String,
+        /// What is missing.
+        why: String,
+    },
 }
 
 /// A token id of an n-gram request that the group cannot hash: a raw id outside its compression

@@ -19,6 +19,7 @@ mod query;
 mod recent_ids;
 mod served_table;
 mod serving;
+mod share;
 mod stats;
 mod versions;
 
@@ -34,6 +35,7 @@ pub use query::{
     DeadMaskLength, IntoQuery, NgramQuery, ProtocolError, RowSource, RowsQuery, TokenSequence,
 };
 pub use served_table::{DeviceTierOn, ServedTable, VersionDir};
+pub use share::SharedTable;
 pub use serving::{Answer, Engine, EngineError, IntoAnswer, RegisteredRegion, ResolvedNgrams};
 pub use stats::{Delivered, EngineStats, process_rss_bytes};
 pub use versions::{ReloadOutcome, TableReload};

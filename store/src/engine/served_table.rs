@@ -224,6 +224,21 @@ impl ServedTable {
         self.devices.iter().find(|d| d.device == device)
     }
 
+    /// The VRAM tier on `device` (`None`: the first device's), if there is one.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(super) fn device_tier(&self, device: Option<usize>) -> Option<&Arc<dyn Tier>> {
+        let on = match device {
+            None => self.devices.first(),
+            Some(d) => self.device(d),
+        }?;
+        on.cascade.tiers().first()
+    }
+
+    /// The files' tier, for reads that bypass the caches.
+    pub(super) fn nvme(&self) -> &NvmeTier {
+        &self.nvme
+    }
+
     /// The cascade serving buffers on `device` (`None`: host requests), if there is one.
     pub fn cascade_for(&self, device: Option<usize>) -> Option<&Arc<Cascade>> {
         match device {
@@ -336,7 +351,7 @@ impl ServedTable {
         }
     }
 
-    fn row_bytes(&self) -> usize {
+    pub(crate) fn row_bytes(&self) -> usize {
         self.manifest.row_bytes as usize
     }
 

@@ -28,7 +28,7 @@ impl GpuTier {
             // SAFETY: fits the scratch and stays borrowed until the synchronize below.
             unsafe { cudarc::driver::result::memcpy_htod_async(pos_ptr, &fixed, cu) }
                 .map_err(|e| GpuError::cuda("copy slots to the device", e))?;
-            let (n, arena) = (chunk.len() as u32, dptr(&self.arena, &stream));
+            let (n, arena) = (chunk.len() as u32, self.arena.ptr());
             let out = dst + (i * self.max_batch * self.row_bytes) as u64;
             let mut b = stream.launch_builder(&self.kernels.gather_slots_16);
             b.arg(&pos_ptr).arg(&n).arg(&arena).arg(&words).arg(&out);
@@ -48,8 +48,10 @@ impl GpuTier {
         let rows = rows.min(self.capacity);
         let mut r = self.residency.lock();
         self.bind()?;
-        let stream = r.stream.clone();
-        self.publish_index(&stream, (0..rows as u64).map(|i| (i, i as u32)))?;
+        let ids: Vec<u64> = (0..rows as u64).collect();
+        let slots: Vec<u32> = (0..rows as u32).collect();
+        self.write_tags(&r, &slots, &ids)?;
+        self.publish_index(&mut r, (0..rows as u64).map(|i| (i, i as u32)))?;
         r.resident = (0..rows as u64).map(|i| (i, i as u32)).collect();
         r.free = (rows as u32..self.capacity as u32).rev().collect();
         r.generation += 1;
@@ -90,9 +92,9 @@ impl GpuTier {
             .map_err(|e| GpuError::cuda("copy ids", e))?;
         let a = self.active.load(Ordering::Acquire);
         let (keys, islots, arena) = (
-            dptr(&self.index_keys[a], &stream),
-            dptr(&self.index_slots[a], &stream),
-            dptr(&self.arena, &stream),
+            self.index_keys.ptr() + (a * self.buckets * 8) as u64,
+            self.index_slots.ptr() + (a * self.buckets * 4) as u64,
+            self.arena.ptr(),
         );
         let (n32, mask) = (n as u32, self.buckets as u64 - 1);
         let words = (self.row_bytes / 16) as u32;
