@@ -51,3 +51,18 @@ pub fn shard_of(key: u64, shards: usize) -> usize {
     // A hash of the hash: mix64(key ^ c) alone stays correlated with mix64(key) for small keys.
     (mix64(mix64(key) ^ 0x6a09_e667_f3bc_c909) >> 32) as usize & (shards - 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `mix64` places ids in the VRAM tier's index, which workers probe with their own kernel
+    /// (`SharedVramTier` in the protocol): its values are a contract. The Python client's test
+    /// (`test_torch_mapped.py`) checks its copy against the same values.
+    #[test]
+    fn mix64_is_splitmix64s_finalizer() {
+        assert_eq!(mix64(1), 0x5692_161d_100b_05e5);
+        assert_eq!(mix64(12345), 0xf36c_f116_4265_dd51);
+        assert_eq!(mix64(383_999_999), 0xc006_05d7_0f67_bac2);
+    }
+}

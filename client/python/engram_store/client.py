@@ -611,6 +611,22 @@ class Client:
             self._call(self._stub.DescribeTable, pb.DescribeTableRequest(table=table))
         )
 
+    def share_table(
+        self, table: str, device: int | None = None, *, timeout: float | None = 600.0
+    ) -> Any:
+        """Shares a table version with this process (``ShareTable``; the server must run on this
+        host with ``--share-memory`` and a RAM budget that holds the table whole): the
+        ``ShareTableResponse`` with ``host_path``, the server's shared-memory file of every row
+        (row ``r`` at byte ``r * row_bytes``), and ``vram`` (if ``HasField("vram")``), its VRAM
+        tier on ``device`` (None: the first device it serves) as CUDA IPC handles. The server
+        loads the rows it lacks first, hence the long default ``timeout``. Admin. Use it through
+        :class:`engram_store.torch.MappedTransport`."""
+        req = pb.ShareTableRequest(table=table, device=device)
+        try:
+            return self._stub.ShareTable(req, timeout=timeout)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
     def list_tables(self) -> list[TableInfo]:
         """Every table served (an Engram group's layer tables included)."""
         r = self._call(self._stub.ListTables, pb.ListTablesRequest())

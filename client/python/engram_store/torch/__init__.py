@@ -10,12 +10,20 @@
   dequantization on any device, with a Triton gather kernel for tables in VRAM or pinned host
   memory (UVA).
 - ``hashing``: V4.1 row ids from token ids, batched (numpy and torch).
+- :class:`MappedTransport` (``mapped``): rows read by this process's own kernel from the memory the
+  server shares (``ShareTable``: its whole-table RAM file and its VRAM tier over CUDA IPC).
 
 Needs torch (``pip install "./client/python[torch]"``); ``import engram_store`` does not.
 """
 
 from engram_store.torch.backend import EngramLayer, EngramRowBackend, head_shard
 from engram_store.torch.hashing import V41_LAYER_IDS, NgramHasher, v41_layout
+from engram_store.torch.mapped import (
+    MappedTable,
+    MappedTransport,
+    TieredRows,
+    tiered_gather_dequantize,
+)
 from engram_store.torch.rows import V41_ROWS, RowFormat, cuda_view, dequantize, gather_dequantize
 from engram_store.torch.transport import (
     ChannelTransport,
@@ -34,14 +42,18 @@ __all__ = [
     "EngramRowBackend",
     "ChannelTransport",
     "GrpcTransport",
+    "MappedTable",
+    "MappedTransport",
     "NgramHasher",
     "Pending",
     "RowBuffer",
     "RowFormat",
     "RowTransport",
+    "TieredRows",
     "cuda_view",
     "dequantize",
     "gather_dequantize",
     "head_shard",
+    "tiered_gather_dequantize",
     "v41_layout",
 ]

@@ -19,6 +19,13 @@ to that many heads (zeros past its last column), ready for an all-gather.
 CUDA graphs: ``prefetch``, ``wait`` and ``rows`` do host work (a thread hand-off, a host wait for
 the gRPC transport) and must run outside a captured graph, between graph pieces, as vLLM's
 breakable CUDA graphs run its Engram lookups.
+
+A transport with ``device_gather`` (:class:`~engram_store.torch.mapped.MappedTransport`) reads rows
+with a kernel of this process: ``prefetch`` then queues, on the backend's side stream after the
+work queued so far on the current one, one gather-and-dequantize kernel per layer straight into
+the slot's bf16 rows, with no worker thread and no host wait; ``rows`` makes the current stream
+wait for that layer's kernel. Give it the step's ``hash_ids`` on the device (token ids are hashed
+on the host first).
 """
 
 from __future__ import annotations
@@ -51,6 +58,20 @@ def head_shard(columns: int, num_shards: int, shard_rank: int) -> tuple[int, int
     if start >= columns:
         raise ValueError(f"{num_shards} ranks over {columns} columns leave rank {shard_rank} none")
     return start, min(per_rank, columns - start), per_rank
+
+
+class _KernelDone(Pending):
+    """Rows a kernel of this process writes on the backend's side stream: a stream waits for
+    its event, the host synchronizes on it."""
+
+    def __init__(self, event: torch.cuda.Event):
+        self.event = event
+
+    def wait(self, stream: torch.cuda.Stream | None = None) -> None:
+        if stream is not None and stream.device.type == "cuda":
+            stream.wait_event(self.event)
+        else:
+            self.event.synchronize()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +144,10 @@ class EngramRowBackend:
         self._layer_index = {layer.layer_id: i for i, layer in enumerate(self.layers)}
         self._layer_bytes = max_tokens * self.local_columns * row_format.row_bytes
         self._cuda = self.device.type == "cuda"
+        self._device_gather = bool(getattr(transport, "device_gather", False))
+        if self._device_gather and not self._cuda:
+            raise ValueError(f"transport {transport.name!r} gathers on a CUDA device, not {device}")
+        self._side = torch.cuda.Stream(self.device) if self._device_gather else None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rows")
         self._lock = threading.Lock()
         self._slots: list[_Slot] = []
@@ -138,13 +163,17 @@ class EngramRowBackend:
     def _make_slot(self) -> _Slot:
         fmt = self.row_format
         n_layers = len(self.layers)
-        buffer = self.transport.allocate(n_layers * self._layer_bytes, self.device)
-        packed = [
-            buffer.tensor[i * self._layer_bytes : (i + 1) * self._layer_bytes].view(
-                self.max_tokens, self.local_columns, fmt.row_bytes
-            )
-            for i in range(n_layers)
-        ]
+        if self._device_gather:  # rows land dequantized: no packed buffer
+            buffer = RowBuffer(torch.empty(0, dtype=torch.uint8, device=self.device), None)
+            packed = []
+        else:
+            buffer = self.transport.allocate(n_layers * self._layer_bytes, self.device)
+            packed = [
+                buffer.tensor[i * self._layer_bytes : (i + 1) * self._layer_bytes].view(
+                    self.max_tokens, self.local_columns, fmt.row_bytes
+                )
+                for i in range(n_layers)
+            ]
         out = [
             torch.zeros(
                 self.max_tokens,
@@ -200,6 +229,12 @@ class EngramRowBackend:
         s = self._slots[index]
         for future in s.futures:  # a step never read: let its lookups end before reusing
             concurrent.futures.wait([future])
+        if self._device_gather:
+            self._gather_on_device(s, hash_ids, token_ids, context)
+            with self._lock:
+                self._latest = index
+                self._next_slot = (index + 1) % len(self._slots)
+            return index
         if hash_ids is not None:
             tokens = self._stage_hash_ids(s, hash_ids)
             ids_source: Any = None
@@ -248,13 +283,27 @@ class EngramRowBackend:
                 f"out must be [{n}, {self.part_columns}, {self.row_format.head_dim}], got "
                 f"{tuple(dst.shape)}"
             )
-        dequantize(s.packed[i][:n], dst[:, : self.local_columns], self.row_format)
+        if self._device_gather:
+            if out is not None:
+                dst.copy_(s.out[i][:n])
+        else:
+            dequantize(s.packed[i][:n], dst[:, : self.local_columns], self.row_format)
         if s.dead[i] is not None:
             dead = torch.from_numpy(s.dead[i]).to(self.device)
             dst[:, : self.local_columns].masked_fill_(dead.unsqueeze(-1), 0)
         if s.consumed[i] is not None:
             s.consumed[i].record(stream)
         return dst
+
+    def ready_event(self, layer: int, slot: int | None = None) -> torch.cuda.Event | None:
+        """The CUDA event recorded when the rows of ``layer`` of ``slot`` are in place, for a
+        transport that gathers on the device (timing enabled); None for the others."""
+        s = self._slot(slot)
+        future = s.futures[self._index(layer)]
+        if not future.done() or future.exception() is not None:
+            return None
+        pending = future.result()
+        return pending.event if isinstance(pending, _KernelDone) else None
 
     def fetched_at(self, layer: int, slot: int | None = None) -> float | None:
         """``time.perf_counter()`` when the transport had handled the rows of ``layer`` of
@@ -277,6 +326,53 @@ class EngramRowBackend:
         except KeyError:
             known = sorted(self._layer_index)
             raise KeyError(f"layer {layer} is not one of this backend's layers {known}") from None
+
+    def _gather_on_device(self, s: _Slot, hash_ids: Any, token_ids: Any, context: Any) -> None:
+        """Queues each layer's gather kernel on the side stream, after the work queued so far on
+        the current stream (which made the ids) and after the slot's last reads."""
+        if hash_ids is None:
+            if self.hasher is None:
+                raise ValueError("prefetch(token_ids=...) needs a hasher")
+            token_ids = np.array(token_ids, dtype=np.int64, ndmin=2)
+            ctx = None if context is None else np.array(context, np.int64)
+            hash_ids = self.hasher.row_ids(token_ids, ctx).reshape(token_ids.size, len(self.layers), -1)
+        ids = hash_ids if isinstance(hash_ids, torch.Tensor) else torch.from_numpy(np.asarray(hash_ids, dtype=np.int64))
+        if ids.dim() != 3 or ids.shape[1:] != (len(self.layers), self.layers[0].columns):
+            raise ValueError(
+                f"hash_ids must be [tokens, {len(self.layers)}, {self.layers[0].columns}], "
+                f"got {tuple(ids.shape)}"
+            )
+        n = ids.shape[0]
+        if n > self.max_tokens:
+            raise ValueError(f"{n} tokens exceed max_tokens {self.max_tokens}")
+        ids = ids.to(self.device, torch.int64, non_blocking=True)
+        local = ids[:, :, self.column_start : self.column_start + self.local_columns]
+        s.num_tokens = n
+        s.dead = [None] * len(self.layers)
+        side = self._side
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        futures = []
+        with torch.cuda.stream(side):
+            for i, layer in enumerate(self.layers):
+                if s.consumed[i] is not None:
+                    side.wait_event(s.consumed[i])
+                future: concurrent.futures.Future[Pending] = concurrent.futures.Future()
+                try:
+                    layer_ids = local[:, i]
+                    if layer_ids.stride(-1) != 1:
+                        layer_ids = layer_ids.contiguous()
+                    self.transport.gather(layer.table, layer_ids, s.out[i][:n], self.row_format)
+                    done = torch.cuda.Event(enable_timing=True)
+                    done.record(side)
+                except BaseException as e:
+                    future.set_exception(e)
+                else:
+                    future.set_result(_KernelDone(done))
+                s.fetched_at[i] = time.perf_counter()
+                futures.append(future)
+        # Keep the ids alive until the kernels have read them.
+        ids.record_stream(side)
+        s.futures = futures
 
     def _stage_hash_ids(self, s: _Slot, hash_ids: Any) -> int:
         """Copies this rank's columns of ``hash_ids`` into the slot's host ids (from the device
@@ -341,7 +437,8 @@ class EngramRowBackend:
         self._worker.shutdown(wait=True)
         slots, self._slots = self._slots, []
         for s in slots:
-            self.transport.release(s.buffer)
+            if not self._device_gather:
+                self.transport.release(s.buffer)
 
     def __enter__(self) -> EngramRowBackend:
         return self

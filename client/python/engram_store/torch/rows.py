@@ -121,12 +121,13 @@ def gather_dequantize(
 
 
 class _CudaArray:
-    """The ``__cuda_array_interface__`` of a byte range, for :func:`cuda_view`."""
+    """The ``__cuda_array_interface__`` of device-addressable memory (bytes by default), for
+    :func:`cuda_view` and views of memory opened over CUDA IPC."""
 
-    def __init__(self, pointer: int, shape: tuple[int, ...]):
+    def __init__(self, pointer: int, shape: tuple[int, ...], typestr: str = "|u1"):
         self.__cuda_array_interface__ = {
             "shape": shape,
-            "typestr": "|u1",
+            "typestr": typestr,
             "data": (pointer, False),
             "version": 3,
         }
@@ -200,6 +201,25 @@ def _launch(
 if triton is not None:
 
     @triton.jit
+    def dequantize_block(code, scale):
+        """f32 values of packed fp8 rows: ``code`` (int32 bytes of the values) times the f32
+        whose exponent field is ``scale`` (int bytes of each value's block scale), as vLLM
+        dequantizes them."""
+        # e4m3fn by its bits: exponent 0 is subnormal (m * 2^-9), 0x7f is NaN, the rest
+        # normal, rebuilt as the f32 with exponent e - 7 + 127 and the mantissa's 3 bits;
+        # the sign bit is set on the bits, so -0 stays -0.
+        magnitude = code & 0x7F
+        exponent = magnitude >> 3
+        mantissa = magnitude & 0x7
+        normal = (((exponent + 120) << 23) | (mantissa << 20)).to(tl.float32, bitcast=True)
+        value = tl.where(exponent == 0, mantissa.to(tl.float32) * 0.001953125, normal)
+        value = tl.where(magnitude == 0x7F, float("nan"), value)
+        sign = (code & 0x80) << 24
+        value = (value.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
+        factor = (scale.to(tl.int32) << 23).to(tl.float32, bitcast=True)
+        return value * factor
+
+    @triton.jit
     def _gather_dequantize_kernel(
         src,
         ids,
@@ -233,22 +253,11 @@ if triton is not None:
             base = src + tl.where(live, row, 0)[:, None] * ROW_BYTES
             code = tl.load(base + cols[None, :], mask=live[:, None], other=0).to(tl.int32)
             scale = tl.load(base + DIM + (cols // BLOCK)[None, :], mask=live[:, None], other=0)
-            # e4m3fn by its bits: exponent 0 is subnormal (m * 2^-9), 0x7f is NaN, the rest
-            # normal, rebuilt as the f32 with exponent e - 7 + 127 and the mantissa's 3 bits;
-            # the sign bit is set on the bits, so -0 stays -0.
-            magnitude = code & 0x7F
-            exponent = magnitude >> 3
-            mantissa = magnitude & 0x7
-            normal = (((exponent + 120) << 23) | (mantissa << 20)).to(tl.float32, bitcast=True)
-            value = tl.where(exponent == 0, mantissa.to(tl.float32) * 0.001953125, normal)
-            value = tl.where(magnitude == 0x7F, float("nan"), value)
-            sign = (code & 0x80) << 24
-            value = (value.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
-            factor = (scale.to(tl.int32) << 23).to(tl.float32, bitcast=True)
+            value = dequantize_block(code, scale)
             dst = (r // heads) * out_token_rows + (r % heads) * out_head_rows
             tl.store(
                 out + dst[:, None] * DIM + cols[None, :],
-                (value * factor).to(tl.bfloat16),
+                value.to(tl.bfloat16),
                 mask=valid[:, None],
             )
             block += tl.num_programs(0)

@@ -55,6 +55,54 @@ ROW_FORMAT_KIND_FP8_TABLE_SCALED: RowFormatKind
 SCALE_DTYPE_UNSPECIFIED: ScaleDType
 SCALE_DTYPE_UE8M0: ScaleDType
 
+class ShareTableRequest(_message.Message):
+    __slots__ = ("table", "device")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    device: int
+    def __init__(self, table: _Optional[str] = ..., device: _Optional[int] = ...) -> None: ...
+
+class ShareTableResponse(_message.Message):
+    __slots__ = ("table", "version", "rows", "row_bytes", "host_path", "host_bytes", "vram")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HOST_PATH_FIELD_NUMBER: _ClassVar[int]
+    HOST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VRAM_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    rows: int
+    row_bytes: int
+    host_path: str
+    host_bytes: int
+    vram: SharedVramTier
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., rows: _Optional[int] = ..., row_bytes: _Optional[int] = ..., host_path: _Optional[str] = ..., host_bytes: _Optional[int] = ..., vram: _Optional[_Union[SharedVramTier, _Mapping]] = ...) -> None: ...
+
+class SharedVramTier(_message.Message):
+    __slots__ = ("device", "capacity", "buckets", "arena", "index_keys", "index_slots", "tags", "control", "grace_ms")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    ARENA_FIELD_NUMBER: _ClassVar[int]
+    INDEX_KEYS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    GRACE_MS_FIELD_NUMBER: _ClassVar[int]
+    device: int
+    capacity: int
+    buckets: int
+    arena: bytes
+    index_keys: bytes
+    index_slots: bytes
+    tags: bytes
+    control: bytes
+    grace_ms: int
+    def __init__(self, device: _Optional[int] = ..., capacity: _Optional[int] = ..., buckets: _Optional[int] = ..., arena: _Optional[bytes] = ..., index_keys: _Optional[bytes] = ..., index_slots: _Optional[bytes] = ..., tags: _Optional[bytes] = ..., control: _Optional[bytes] = ..., grace_ms: _Optional[int] = ...) -> None: ...
+
 class ReadTableFileRequest(_message.Message):
     __slots__ = ("table", "version", "file", "offset", "length", "group")
     TABLE_FIELD_NUMBER: _ClassVar[int]

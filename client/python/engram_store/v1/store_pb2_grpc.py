@@ -100,6 +100,11 @@ class EmbeddingStoreStub:
                 request_serializer=engram__store_dot_v1_dot_store__pb2.ReadTableFileRequest.SerializeToString,
                 response_deserializer=engram__store_dot_v1_dot_store__pb2.FileChunk.FromString,
                 _registered_method=True)
+        self.ShareTable = channel.unary_unary(
+                '/engram_store.v1.EmbeddingStore/ShareTable',
+                request_serializer=engram__store_dot_v1_dot_store__pb2.ShareTableRequest.SerializeToString,
+                response_deserializer=engram__store_dot_v1_dot_store__pb2.ShareTableResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingStoreServicer:
@@ -206,6 +211,17 @@ class EmbeddingStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareTable(self, request, context):
+        """Shares a table version with a worker process on this host, which then reads rows itself:
+        the server's shared-memory file of the whole table (row r at byte r * row_bytes; the server
+        loads the rows it lacks first) and, on a GPU, its VRAM tier as CUDA IPC handles (the arena,
+        the two hash indexes, a tag per slot, the control word naming the active index). Needs
+        `serve --share-memory` and a RAM budget that holds the table whole. Admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -273,6 +289,11 @@ def add_EmbeddingStoreServicer_to_server(servicer, server):
                     servicer.ReadTableFile,
                     request_deserializer=engram__store_dot_v1_dot_store__pb2.ReadTableFileRequest.FromString,
                     response_serializer=engram__store_dot_v1_dot_store__pb2.FileChunk.SerializeToString,
+            ),
+            'ShareTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareTable,
+                    request_deserializer=engram__store_dot_v1_dot_store__pb2.ShareTableRequest.FromString,
+                    response_serializer=engram__store_dot_v1_dot_store__pb2.ShareTableResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -627,6 +648,33 @@ class EmbeddingStore:
             '/engram_store.v1.EmbeddingStore/ReadTableFile',
             engram__store_dot_v1_dot_store__pb2.ReadTableFileRequest.SerializeToString,
             engram__store_dot_v1_dot_store__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engram_store.v1.EmbeddingStore/ShareTable',
+            engram__store_dot_v1_dot_store__pb2.ShareTableRequest.SerializeToString,
+            engram__store_dot_v1_dot_store__pb2.ShareTableResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,447 @@
+"""Rows read by the worker's own kernel from the memory engram-store shares (``ShareTable``).
+
+The server, on this host, keeps a table held whole in RAM as one shared-memory file (row ``r`` at
+byte ``r * row_bytes``) and its VRAM tier in device memory it exports over CUDA IPC: the slot
+arena, two hash indexes (row id -> slot; the active one named by a control word), and a tag per
+slot (the row id it holds). :class:`MappedTable` maps both into this process: the file read-only
+and page-locked (``cudaHostRegister``, read-only), so a kernel reads it over UVA as vLLM's
+pinned-table path does, and the IPC allocations.
+
+:func:`tiered_gather_dequantize` is one Triton kernel per lookup, on the caller's stream: per row
+it probes the active index; a row found whose slot tag matches its id before and after the copy
+comes from VRAM, any other from host memory over PCIe; then it dequantizes to bf16 as
+:func:`engram_store.torch.rows.gather_dequantize` does. No request reaches the server, no other
+process's kernel runs for the lookup: a decode step pays its PCIe reads for the misses only.
+
+:class:`MappedTransport` is the :class:`~engram_store.torch.transport.RowTransport` of it for
+:class:`~engram_store.torch.EngramRowBackend` (``device_gather``: the backend hands it device ids
+and output tensors). Since the server no longer sees the lookups, every ``record_every``-th
+lookup's ids go to it as a ``Prefetch`` (which only counts them when every row is in RAM), so the
+VRAM tier keeps following the traffic.
+
+Correctness does not depend on timing alone: the server rewrites a freed slot or an index buffer
+only ``grace_ms`` after it stopped referencing it, and a row whose tag does not match (a slot
+rewritten under a preempted kernel) is read from host memory, which never changes for a version.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import mmap
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from engram_store.torch.rows import V41_ROWS, RowFormat, _CudaArray, gather_dequantize, triton
+from engram_store.torch.transport import Done, Pending, RowBuffer, RowTransport
+
+__all__ = ["MappedTable", "MappedTransport", "TieredRows", "tiered_gather_dequantize"]
+
+if triton is not None:
+    import triton.language as tl
+
+    from engram_store.torch.rows import dequantize_block
+
+# Rows per program step and index buckets probed at once per row.
+_BLOCK_ROWS = 16
+_PROBE = 8
+
+#: cudaHostRegisterPortable | cudaHostRegisterMapped | cudaHostRegisterReadOnly
+_REGISTER_READ_ONLY = 1 | 2 | 8
+
+
+@dataclasses.dataclass
+class TieredRows:
+    """Where a table's rows are: ``host`` ``[rows, row_bytes]`` uint8 (every row; a CUDA view of
+    page-locked host memory, or any tensor the kernel can read), and optionally a VRAM tier:
+    ``arena`` ``[capacity, row_bytes]`` uint8, ``keys`` ``[2 * buckets]`` int64 (-1: empty),
+    ``slots`` ``[2 * buckets]`` int32, ``tags`` ``[capacity]`` int64 and ``control`` int32 (word
+    0: the active index)."""
+
+    host: torch.Tensor
+    arena: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+    slots: torch.Tensor | None = None
+    tags: torch.Tensor | None = None
+    control: torch.Tensor | None = None
+    buckets: int = 0
+
+    @property
+    def capacity(self) -> int:
+        """Slots of the VRAM tier (0: none)."""
+        return 0 if self.arena is None else self.arena.shape[0]
+
+
+def tiered_gather_dequantize(
+    src: TieredRows,
+    ids: torch.Tensor,
+    out: torch.Tensor,
+    fmt: RowFormat = V41_ROWS,
+    *,
+    max_programs: int | None = None,
+) -> torch.Tensor:
+    """``out[t, h] = dequantize(row ids[t, h])`` (ids ``[T, heads]`` int64, -1: a zero row; out
+    bf16 ``[T, out_heads, head_dim]``), each row from ``src``'s VRAM tier if it holds it, else
+    from ``src.host``. Queued on the current stream; without a VRAM tier, or without Triton, it
+    is :func:`gather_dequantize` over ``src.host``."""
+    if src.arena is None or triton is None:
+        return gather_dequantize(src.host, ids, out, fmt, max_programs=max_programs)
+    if ids.dim() != 2 or ids.stride(1) != 1 or out.dim() != 3 or out.shape[0] != ids.shape[0]:
+        raise ValueError(
+            f"ids must be [T, heads] with unit column stride and out [T, out_heads, head_dim]; "
+            f"got {tuple(ids.shape)} and {tuple(out.shape)}"
+        )
+    if out.shape[1] < ids.shape[1] or out.shape[2] != fmt.head_dim or out.stride(2) != 1:
+        raise ValueError(f"out {tuple(out.shape)} cannot hold {ids.shape[1]} heads")
+    n_rows = ids.numel()
+    if n_rows == 0:
+        return out
+    if max_programs is None:
+        max_programs = (
+            torch.cuda.get_device_properties(out.device).multi_processor_count
+            if out.is_cuda
+            else 64
+        )
+    blocks = triton.cdiv(n_rows, _BLOCK_ROWS)
+    _tiered_kernel[(max(1, min(blocks, max_programs)),)](
+        src.host,
+        src.arena,
+        src.keys,
+        src.slots,
+        src.tags,
+        src.control,
+        ids,
+        ids.stride(0),
+        out,
+        n_rows,
+        blocks,
+        ids.shape[1],
+        out.stride(1) // fmt.head_dim,
+        out.stride(0) // fmt.head_dim,
+        src.buckets,
+        src.capacity,
+        ROW_BYTES=fmt.row_bytes,
+        DIM=fmt.head_dim,
+        BLOCK=fmt.block,
+        BLOCK_ROWS=_BLOCK_ROWS,
+        PROBE=_PROBE,
+    )
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _mix64(x):
+        """splitmix64's finalizer on uint64, as the server's index places ids."""
+        x = x ^ (x >> 30)
+        x = x * 0xBF58476D1CE4E5B9
+        x = x ^ (x >> 27)
+        x = x * 0x94D049BB133111EB
+        return x ^ (x >> 31)
+
+    @triton.jit
+    def _tiered_kernel(
+        host,
+        arena,
+        keys,
+        slots,
+        tags,
+        control,
+        ids,
+        ids_token_stride,
+        out,
+        n_rows,
+        n_blocks,
+        heads,
+        out_head_rows,
+        out_token_rows,
+        buckets,
+        capacity,
+        ROW_BYTES: tl.constexpr,
+        DIM: tl.constexpr,
+        BLOCK: tl.constexpr,
+        BLOCK_ROWS: tl.constexpr,
+        PROBE: tl.constexpr,
+    ):
+        """Blocks of ``BLOCK_ROWS`` rows, grid-strided: probe the active index ``PROBE`` buckets
+        at a time (a key equal to the id before an empty one: found), check the slot's tag,
+        copy from the arena, check the tag again; every other live row from host memory."""
+        cols = tl.arange(0, DIM)
+        probe = tl.arange(0, PROBE)
+        mask = buckets.to(tl.int64) - 1
+        active = tl.load(control, volatile=True).to(tl.int64)
+        keys_active = keys + active * buckets
+        slots_active = slots + active * buckets
+        block = tl.program_id(0)
+        while block < n_blocks:
+            r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
+            valid = r < n_rows
+            at = (r // heads) * ids_token_stride + r % heads
+            row = tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
+            live = valid & (row >= 0)
+            h = (_mix64(tl.where(live, row, 0).to(tl.uint64)) & mask.to(tl.uint64)).to(tl.int64)
+            slot = tl.full([BLOCK_ROWS], -1, tl.int64)
+            pending = live
+            start = tl.full([], 0, tl.int64)
+            while (tl.max(pending.to(tl.int32), axis=0) > 0) & (start <= mask):
+                b = (h[:, None] + start + probe[None, :]) & mask
+                k = tl.load(keys_active + b, mask=pending[:, None], other=-1)
+                found = pending[:, None] & (k == row[:, None])
+                empty = pending[:, None] & (k == -1)
+                fpos = tl.min(tl.where(found, probe[None, :], PROBE), axis=1)
+                epos = tl.min(tl.where(empty, probe[None, :], PROBE), axis=1)
+                hit = fpos < epos
+                at_slot = (h + start + fpos) & mask
+                s = tl.load(slots_active + at_slot, mask=hit, other=-1).to(tl.int64)
+                slot = tl.where(hit, s, slot)
+                pending = pending & ~(hit | (epos < PROBE))
+                start += PROBE
+            in_vram = (slot >= 0) & (slot < capacity)
+            sl = tl.where(in_vram, slot, 0)
+            before = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
+            in_vram = in_vram & (before == row)
+            vbase = arena + sl[:, None] * ROW_BYTES
+            vcode = tl.load(vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg")
+            vscale = tl.load(
+                vbase + DIM + (cols // BLOCK)[None, :],
+                mask=in_vram[:, None],
+                other=0,
+                cache_modifier=".cg",
+            )
+            after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
+            in_vram = in_vram & (after == row)
+            from_host = live & ~in_vram
+            hbase = host + tl.where(from_host, row, 0)[:, None] * ROW_BYTES
+            hcode = tl.load(hbase + cols[None, :], mask=from_host[:, None], other=0)
+            hscale = tl.load(
+                hbase + DIM + (cols // BLOCK)[None, :], mask=from_host[:, None], other=0
+            )
+            code = tl.where(in_vram[:, None], vcode, hcode).to(tl.int32)
+            scale = tl.where(in_vram[:, None], vscale, hscale)
+            value = dequantize_block(code, scale)
+            dst = (r // heads) * out_token_rows + (r % heads) * out_head_rows
+            tl.store(
+                out + dst[:, None] * DIM + cols[None, :],
+                value.to(tl.bfloat16),
+                mask=valid[:, None],
+            )
+            block += tl.num_programs(0)
+
+
+# --- mapping what the server shares -------------------------------------------------------------
+
+
+class _IpcHandle(ctypes.Structure):
+    _fields_ = [("reserved", ctypes.c_char * 64)]
+
+
+def _libcuda() -> ctypes.CDLL:
+    lib = ctypes.CDLL("libcuda.so.1")
+    lib.cuIpcOpenMemHandle_v2.argtypes = [
+        ctypes.POINTER(ctypes.c_uint64),
+        _IpcHandle,
+        ctypes.c_uint,
+    ]
+    lib.cuIpcCloseMemHandle.argtypes = [ctypes.c_uint64]
+    return lib
+
+
+def _cudart(call: str, *args: Any) -> None:
+    err = getattr(torch.cuda.cudart(), call)(*args)
+    code = int(getattr(err, "value", err))
+    if code != 0:
+        raise RuntimeError(f"{call} failed with CUDA error {code}")
+
+
+class MappedTable:
+    """One table version as the server shares it, mapped into this process on ``device``.
+
+    Args:
+        client: an :class:`engram_store.Client` of the server on this host (admin token if the
+            server checks tokens).
+        table: the table.
+        device: the CUDA device of the worker (and of the server's VRAM tier to use).
+        row_format: the rows' format (its ``row_bytes`` must be the table's).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        device: torch.device | str = "cuda",
+        row_format: RowFormat = V41_ROWS,
+    ):
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ValueError(f"MappedTable reads rows with a CUDA kernel, not on {self.device}")
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        self.device = torch.device("cuda", index)
+        shared = client.share_table(table, device=index)
+        if shared.row_bytes != row_format.row_bytes:
+            raise ValueError(
+                f"table {table!r} has rows of {shared.row_bytes} B, not the format's "
+                f"{row_format.row_bytes}"
+            )
+        self.table = table
+        self.version = shared.version
+        self.rows = shared.rows
+        self.row_bytes = shared.row_bytes
+        self._opened: list[int] = []
+        self._registered: int | None = None
+        fd = os.open(shared.host_path, os.O_RDONLY)
+        try:
+            self._map = mmap.mmap(fd, shared.host_bytes, mmap.MAP_SHARED, mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        try:
+            self._host_array = np.frombuffer(self._map, dtype=np.uint8)
+            address = self._host_array.ctypes.data
+            torch.cuda.set_device(self.device)
+            _cudart("cudaHostRegister", address, self._map.size(), _REGISTER_READ_ONLY)
+            self._registered = address
+            host = torch.as_tensor(
+                _CudaArray(address, (self.rows, self.row_bytes)), device=self.device
+            )
+            self.rows_view = TieredRows(host=host)
+            if shared.HasField("vram"):
+                self._open_vram(shared.vram)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_vram(self, v: Any) -> None:
+        lib = _libcuda()
+
+        def open_handle(handle: bytes, count: int, typestr: str) -> torch.Tensor:
+            h = _IpcHandle()
+            ctypes.memmove(ctypes.addressof(h), handle, 64)
+            ptr = ctypes.c_uint64()
+            rc = lib.cuIpcOpenMemHandle_v2(ctypes.byref(ptr), h, 1)
+            if rc != 0:
+                raise RuntimeError(f"cuIpcOpenMemHandle failed with CUDA error {rc}")
+            self._opened.append(ptr.value)
+            return torch.as_tensor(_CudaArray(ptr.value, (count,), typestr), device=self.device)
+
+        capacity, buckets = int(v.capacity), int(v.buckets)
+        arena = open_handle(v.arena, capacity * self.row_bytes, "|u1")
+        self.rows_view = TieredRows(
+            host=self.rows_view.host,
+            arena=arena.view(capacity, self.row_bytes),
+            keys=open_handle(v.index_keys, 2 * buckets, "<i8"),
+            slots=open_handle(v.index_slots, 2 * buckets, "<i4"),
+            tags=open_handle(v.tags, capacity, "<i8"),
+            control=open_handle(v.control, 16, "<i4"),
+            buckets=buckets,
+        )
+        self.grace_ms = int(v.grace_ms)
+
+    def close(self) -> None:
+        """Unmaps everything; safe to call twice. No kernel may still read the table."""
+        if self._opened:
+            torch.cuda.synchronize(self.device)
+            lib = _libcuda()
+            for ptr in self._opened:
+                lib.cuIpcCloseMemHandle(ptr)
+            self._opened = []
+        if self._registered is not None:
+            torch.cuda.synchronize(self.device)
+            _cudart("cudaHostUnregister", self._registered)
+            self._registered = None
+        self.rows_view = None  # type: ignore[assignment]
+        self._host_array = None
+        if getattr(self, "_map", None) is not None:
+            self._map.close()
+            self._map = None
+
+
+class MappedTransport(RowTransport):
+    """Rows gathered by this process's own kernel from what the server shares (see the module
+    doc): :meth:`gather` queues the kernel on the current stream, writing bf16 rows straight into
+    the caller's tensor. For :class:`~engram_store.torch.EngramRowBackend` on a CUDA device.
+
+    Args:
+        client: an :class:`engram_store.Client` (or an address) of a server on this host started
+            with ``--share-memory``.
+        record_every: every this many gathers of a table, its ids go to the server as a
+            ``Prefetch`` so its VRAM tier follows the traffic (0: never).
+        max_programs: cap on the kernel's grid (None: every SM); a lookup beside the model on a
+            side stream may leave SMs to it.
+    """
+
+    name = "mapped"
+    #: The backend passes device ids and output tensors to :meth:`gather` instead of submitting.
+    device_gather = True
+
+    def __init__(self, client: Any, record_every: int = 8, max_programs: int | None = None):
+        from engram_store.client import Client
+
+        self._owns_client = isinstance(client, str)
+        self.client = Client(client) if isinstance(client, str) else client
+        self.record_every = record_every
+        self.max_programs = max_programs
+        self._tables: dict[tuple[str, int], MappedTable] = {}
+        self._gathers: dict[str, int] = {}
+        self._recording: dict[str, tuple[torch.Tensor, torch.cuda.Event, int]] = {}
+
+    def table(self, table: str, device: torch.device) -> MappedTable:
+        """The table mapped on ``device`` (shared and mapped on first use)."""
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        key = (table, index)
+        if key not in self._tables:
+            self._tables[key] = MappedTable(self.client, table, torch.device("cuda", index))
+        return self._tables[key]
+
+    def gather(self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat) -> None:
+        """Queues ``out[t, h] = dequantize(row ids[t, h] of table)`` on the current stream
+        (ids int64 ``[T, heads]`` on ``out``'s device, -1: a zero row)."""
+        mapped = self.table(table, out.device)
+        tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=self.max_programs)
+        self._record(table, ids)
+
+    def _record(self, table: str, ids: torch.Tensor) -> None:
+        """Every ``record_every``-th gather: copies the ids to the host (no wait); the next
+        gather of the table sends the copy, once complete, as a Prefetch."""
+        if self.record_every <= 0:
+            return
+        n = self._gathers.get(table, 0)
+        self._gathers[table] = n + 1
+        waiting = self._recording.get(table)
+        if waiting is not None and waiting[1].query():
+            host, _, count = waiting
+            live = host[:count].numpy()
+            live = live[live >= 0]
+            if live.size:
+                self.client.prefetch(table, live.astype(np.uint64))
+            del self._recording[table]
+        if n % self.record_every or table in self._recording:
+            return
+        flat = ids.reshape(-1)
+        host = torch.empty(flat.numel(), dtype=torch.int64, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._recording[table] = (host, event, flat.numel())
+
+    def allocate(self, nbytes: int, device: torch.device) -> RowBuffer:
+        return RowBuffer(torch.empty(nbytes, dtype=torch.uint8, device=device), None)
+
+    def submit(self, buffer: RowBuffer, offset: int, table: str, ids: np.ndarray) -> Pending:
+        """Packed rows into ``buffer`` (the generic transport call): from the host copy alone,
+        for callers that do not use :meth:`gather`."""
+        mapped = self.table(table, buffer.tensor.device)
+        host = mapped._host_array.reshape(mapped.rows, mapped.row_bytes)
+        rows = host[np.asarray(ids, dtype=np.int64)]
+        dst = buffer.tensor[offset : offset + rows.nbytes]
+        dst.copy_(torch.from_numpy(rows.reshape(-1)))
+        return Done()
+
+    def close(self) -> None:
+        for mapped in self._tables.values():
+            mapped.close()
+        self._tables.clear()
+        if self._owns_client:
+            self.client.close()

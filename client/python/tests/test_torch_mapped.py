@@ -1,0 +1,122 @@
+"""engram_store.torch.mapped without a GPU: the tiered gather kernel in Triton's interpreter over a
+VRAM tier laid out as the server shares it (arena, two indexes and the control word naming the
+active one, slot tags) and a host table, against numpy. A row is taken from the arena only when
+the active index finds it and its slot's tag is its id: rows of a stale tag, a slot past the
+capacity, the inactive index or no entry come from the host. Skipped without torch or triton.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="engram_store.torch needs torch (pip install torch)")
+
+M64 = (1 << 64) - 1
+
+
+def mix64(x: int) -> int:
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def test_mix64_matches_the_servers():
+    # The values cache/src/key_hash.rs pins for the server's mix64.
+    assert mix64(1) == 0x5692161D100B05E5
+    assert mix64(12345) == 0xF36CF1164265DD51
+    assert mix64(383_999_999) == 0xC00605D70F67BAC2
+
+
+def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_holds():
+    pytest.importorskip("triton", reason="the Triton kernel needs triton (comes with CUDA torch)")
+    script = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from engram_store.torch import rows as R
+        from engram_store.torch.mapped import TieredRows, tiered_gather_dequantize
+
+        M64 = (1 << 64) - 1
+        def mix64(x):
+            x ^= x >> 30; x = (x * 0xBF58476D1CE4E5B9) & M64
+            x ^= x >> 27; x = (x * 0x94D049BB133111EB) & M64
+            return x ^ (x >> 31)
+
+        def index(entries, buckets):
+            keys = np.full(buckets, -1, np.int64); slots = np.zeros(buckets, np.int32)
+            for i, s in entries.items():
+                b = mix64(i) & (buckets - 1)
+                while keys[b] != -1:
+                    b = (b + 1) & (buckets - 1)
+                keys[b] = i; slots[b] = s
+            return keys, slots
+
+        rng = np.random.default_rng(7)
+        rows, capacity, buckets = 400, 60, 64
+        host = rng.integers(0, 256, (rows, 264), dtype=np.uint8)
+        host[:, 256:] = rng.integers(100, 150, (rows, 8), dtype=np.uint8)
+        host[:, :256][(host[:, :256] & 0x7F) == 0x7F] = 0
+        # The arena's rows differ from the host's, so the output shows where each row came from.
+        arena = rng.integers(0, 256, (capacity, 264), dtype=np.uint8)
+        arena[:, 256:] = rng.integers(100, 150, (capacity, 8), dtype=np.uint8)
+        arena[:, :256][(arena[:, :256] & 0x7F) == 0x7F] = 0
+        tags = np.full(capacity, -1, np.int64)
+        resident = {int(i): s for s, i in enumerate(rng.choice(rows, 45, replace=False))}
+        for i, s in resident.items():
+            tags[s] = i
+        entries = dict(resident)
+        stale = next(i for i in range(rows) if i not in resident)
+        far = next(i for i in range(rows) if i not in resident and i != stale)
+        entries[stale] = 50   # the index points at slot 50, whose tag names no row
+        entries[far] = 5000   # a slot past the capacity
+        k1, s1 = index(entries, buckets)
+        # Index 0 (inactive) maps every row to slot 0: never used.
+        k0, s0 = index({i: 0 for i in range(0, rows, 7)}, buckets)
+        keys = np.concatenate([k0, k1]); slots = np.concatenate([s0, s1])
+        control = np.zeros(16, np.int32); control[0] = 1
+        src = TieredRows(
+            host=torch.from_numpy(host), arena=torch.from_numpy(arena),
+            keys=torch.from_numpy(keys), slots=torch.from_numpy(slots),
+            tags=torch.from_numpy(tags), control=torch.from_numpy(control), buckets=buckets,
+        )
+        ids = rng.integers(0, rows, (29, 6))
+        ids[:6, 0] = list(resident)[:6]
+        ids[7, 1], ids[8, 2], ids[9, 3] = stale, far, -1
+        from_vram = np.vectorize(lambda i: i in resident)(ids)
+        assert from_vram.sum() > 5 and (~from_vram).sum() > 5
+        want_packed = np.where(
+            from_vram[..., None],
+            arena[np.vectorize(lambda i: resident.get(int(i), 0))(ids)],
+            host[np.maximum(ids, 0)],
+        )
+        want = R.dequantize(torch.from_numpy(want_packed))
+        want[9, 3] = 0
+        for programs in (1, 4):
+            got = torch.full((29, 7, 256), 3.0, dtype=torch.bfloat16)
+            tiered_gather_dequantize(src, torch.from_numpy(ids), got, max_programs=programs)
+            assert torch.equal(got[:, :6].view(torch.int16), want.view(torch.int16)), programs
+            assert (got[:, 6] == 3.0).all()
+        # With index 0 active every probe finds slot 0 only for its own rows, whose tags differ:
+        # everything comes from the host.
+        control[0] = 0
+        got = torch.zeros(29, 6, 256, dtype=torch.bfloat16)
+        tiered_gather_dequantize(src, torch.from_numpy(ids), got)
+        host_want = R.dequantize(torch.from_numpy(host[np.maximum(ids, 0)]))
+        host_want[9, 3] = 0
+        tag0 = int(tags[0])
+        assert torch.equal(got[ids != tag0].view(torch.int16), host_want[ids != tag0].view(torch.int16))
+        print("ok")
+        """
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
