@@ -120,6 +120,7 @@ from engram_store.torch import (  # noqa: E402
     EngramRowBackend,
     ChannelTransport,
     GrpcTransport,
+    MappedTransport,
     NgramHasher,
     cuda_view,
     gather_dequantize,
@@ -218,8 +219,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--transport",
         default="channel",
-        choices=["channel", "grpc"],
-        help="how arms (d) and (e) get rows: the sidecar channel, or LookupInto over gRPC",
+        choices=["channel", "grpc", "mapped"],
+        help="how arms (d) and (e) get rows: the sidecar channel, LookupInto over gRPC, or "
+        "(GPU, arm (d)) mapped: the worker's own kernel over the memory the store shares "
+        "(ShareTable; arm (e), whose table is not whole in RAM, then uses the channel)",
     )
     p.add_argument("--no-graphs", action="store_true", help="decode eagerly on a GPU too")
     p.add_argument(
@@ -470,12 +473,14 @@ class TableSource(Source):
 class StoreSource(Source):
     """Arms (d) and (e): :class:`engram_store.torch.EngramRowBackend` prefetches a step's rows from
     its token ids at the step's start (and a prefill chunk's during the chunk before, with
-    lookahead); ``rows`` dequantizes them into the staging buffer."""
+    lookahead); ``rows`` dequantizes them into the staging buffer. With a transport that gathers
+    on the device (``mapped``) it takes the step's row ids hashed on the device, as arm (c)."""
 
     def __init__(self, backend, layer_ids: Sequence[int], lookahead: bool):
         self.backend = backend
         self.layer_ids = list(layer_ids)
-        self.lookahead = lookahead
+        self.device_ids = bool(getattr(backend.transport, "device_gather", False))
+        self.lookahead = lookahead and not self.device_ids
         self.prefetched: dict[int, int] = {}
         self.slot = 0
 
@@ -486,6 +491,9 @@ class StoreSource(Source):
         self.prefetched.clear()
 
     def begin(self, run: Runner, step: int) -> None:
+        if self.device_ids:
+            self.slot = self.backend.prefetch(hash_ids=run.ids)
+            return
         phase = run.phase
         slot = self.prefetched.pop(step, None)
         self.slot = self._prefetch(phase, step) if slot is None else slot
@@ -496,8 +504,15 @@ class StoreSource(Source):
         self.backend.rows(self.layer_ids[j], slot=self.slot, out=run.state.rows[j])
 
     def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
-        at = [self.backend.fetched_at(layer, self.slot) for layer in self.layer_ids]
-        return [None if t is None else marks.host_us(t) for t in at]
+        out: list[float | None] = []
+        for layer in self.layer_ids:
+            event = self.backend.ready_event(layer, self.slot)
+            if event is not None:
+                out.append(marks.device_us(event))
+            else:
+                t = self.backend.fetched_at(layer, self.slot)
+                out.append(None if t is None else marks.host_us(t))
+        return out
 
 
 class StepMarks:
@@ -868,10 +883,18 @@ def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
     args, tables, device = ctx["args"], ctx["tables"], ctx["device"]
     ram = int(tables.nbytes * 1.25) + (8 << 20) if arm == "d" else tables.nbytes // 4
     extra = ["--io-engine", args.io_engine]
+    if mapped(arm, ctx):
+        extra += ["--share-memory"]
     if device.type == "cuda":
         budget = args.store_gpu_budget or str(tables.nbytes // 4)
         extra += ["--gpu-budget", budget, "--gpu-device", str(device.index or 0)]
     return ram, extra
+
+
+def mapped(arm: str, ctx: dict[str, Any]) -> bool:
+    """Whether store arm ``arm`` reads rows with the worker's own kernel (``--transport mapped``:
+    arm (d) on a GPU; arm (e)'s table is not whole in RAM, so it cannot be shared)."""
+    return ctx["args"].transport == "mapped" and arm == "d" and ctx["device"].type == "cuda"
 
 
 def store_gpu_budget(client, ctx: dict[str, Any]) -> int | None:
@@ -911,15 +934,25 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
                 f"({ram / tables.nbytes:.0%} of the tables) {' '.join(extra)}"
             )
         client = stack.enter_context(Client(addr))
-        if arm == "d":
+        if arm == "d" and not mapped(arm, ctx):
             warm_ram(client, tables, log)
         if args.store_warm_tokens:
             warmed = warm_vram(client, arm, ctx)
             ctx["store_vram"][arm] = warmed
             stack.callback(lambda: warmed.update(vram_hits(client, arm, log)))
-        transport = (
-            ChannelTransport(client) if args.transport == "channel" else GrpcTransport(client)
-        )
+        if mapped(arm, ctx):
+            sms = sm_count(ctx["device"])
+            transport = MappedTransport(client, max_programs=None if sms is None else sms // 2)
+            stack.callback(transport.close)
+            started = time.perf_counter()
+            for name in tables.names:  # shared (and loaded whole) before the runs
+                transport.table(name, ctx["device"])
+            log(f"arm ({arm}): mapped the store's shared tables in "
+                f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+        elif args.transport == "grpc":
+            transport = GrpcTransport(client)
+        else:
+            transport = ChannelTransport(client)
         layers = [
             EngramLayer(lid, name) for lid, name in zip(ctx["layer_ids"], tables.names, strict=True)
         ]
@@ -1039,15 +1072,16 @@ def vram_tier_rows(share_bytes: int, row_bytes: int, max_batch: int = 1 << 17) -
     """Rows a table's VRAM tier of ``share_bytes`` holds, sized as ``GpuTier::new`` sizes it
     (``cache/src/gpu/tier.rs``; the store's batch is ``GPU_BATCH_ROWS`` in
     ``store/src/engine/build.rs``): the budget less the scratch of a batch of ``max_batch`` ids and
-    of a refresh step of 65,536 rows, then the arena and two hash indexes (12 B a bucket, at least
-    1.25 buckets a row, rounded up to a power of two)."""
+    of a refresh step of 65,536 rows, then the arena with a tag per slot (8 B), two hash indexes
+    (12 B a bucket, at least 1.25 buckets a row, rounded up to a power of two) and a 64-B control
+    block."""
     room = share_bytes - max_batch * (8 + row_bytes + 4) - (1 << 16) * (row_bytes + 4)
 
     def fits(rows: int) -> bool:
         buckets = max(32, 1 << (max(rows, 1) + rows // 4 - 1).bit_length())
-        return rows * row_bytes + 2 * buckets * 12 <= room
+        return rows * (row_bytes + 8) + 2 * buckets * 12 + 64 <= room
 
-    lo, hi = 0, max(room, 0) // row_bytes
+    lo, hi = 0, max(room, 0) // (row_bytes + 8)
     while lo < hi:
         mid = lo + (hi - lo + 1) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
