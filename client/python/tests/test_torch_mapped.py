@@ -120,3 +120,104 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+# --- against a GPU server ------------------------------------------------------------------------
+#
+# Needs torch with a CUDA device and ENGRAM_STORE_GPU_BIN, an engram-store built with
+# --features cuda (as tests/test_cuda_regions.py); skipped otherwise, saying why.
+
+GPU_TABLE = "shared"
+GPU_ROWS = 200_000
+
+
+@pytest.fixture(scope="module")
+def shared_gpu(tmp_path_factory):
+    from engram_store import Client
+    from engram_store.local_server import LocalServer, run_cli
+
+    if not torch.cuda.is_available():
+        pytest.skip("mapped GPU test skipped: torch sees no CUDA device")
+    binary = os.environ.get("ENGRAM_STORE_GPU_BIN")
+    if not binary:
+        pytest.skip("mapped GPU test skipped: set ENGRAM_STORE_GPU_BIN (--features cuda build)")
+    device = int(os.environ.get("ENGRAM_STORE_GPU_DEVICE", "0"))
+    data = tmp_path_factory.mktemp("engram-store-mapped") / "data"
+    # 264-byte rows of random bytes: V4.1's row format (256 fp8 values, 8 scale bytes).
+    run_cli(binary, "synth", "--name", GPU_TABLE, "--rows", GPU_ROWS, "--dim", 264, "--dtype",
+            "u8", "--seed", 9, "--data", data)  # fmt: skip
+    args = ("--gpu-budget", "256MiB", "--gpu-device", str(device), "--share-memory")
+    with LocalServer(binary, data, ram_cache="256MiB", args=args) as server:
+        with Client(server.addr) as client:
+            yield client, torch.device("cuda", device)
+
+
+def warm_vram(client, ids: np.ndarray, timeout_s: float = 30.0) -> int:
+    """Hints ``ids`` until the server's VRAM tier holds as many rows (or the time is up)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    resident = 0
+    while time.monotonic() < deadline:
+        client.prefetch(GPU_TABLE, ids.astype(np.uint64)).result()
+        stats = client.stats()
+        gpu = next((stats.tiers[k] for k in stats.tiers if k.startswith("gpu")), None)
+        resident = 0 if gpu is None else int(gpu["resident_rows"])
+        if resident >= ids.size:
+            break
+        time.sleep(0.5)
+    return resident
+
+
+def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
+    from engram_store.torch import (
+        V41_ROWS,
+        EngramLayer,
+        EngramRowBackend,
+        MappedTransport,
+        dequantize,
+    )
+
+    client, device = shared_gpu
+    rng = np.random.default_rng(1)
+    hot = rng.choice(GPU_ROWS, size=5000, replace=False)
+    assert warm_vram(client, hot) >= 1000, "the VRAM tier took no rows in"
+    ids = np.concatenate([rng.choice(hot, size=3000), rng.integers(0, GPU_ROWS, size=3000)])
+    ids = ids.reshape(-1, 24)
+    ids[0, 0] = -1
+    packed = client.lookup(GPU_TABLE, np.maximum(ids, 0).reshape(-1))
+    want = dequantize(torch.from_numpy(np.asarray(packed)).to(device).view(-1, 24, 264))
+    want[0, 0] = 0
+    transport = MappedTransport(client, record_every=1)
+    try:
+        mapped = transport.table(GPU_TABLE, device)
+        assert mapped.rows_view.arena is not None, "the server shared no VRAM tier"
+        tags = set(mapped.rows_view.tags.cpu().numpy().tolist())
+        in_vram = np.isin(ids, np.array(sorted(tags - {-1}), dtype=np.int64))
+        assert in_vram.sum() > 1000, f"only {in_vram.sum()} of the ids are in VRAM"
+        out = torch.zeros(ids.shape[0], 24, 256, dtype=torch.bfloat16, device=device)
+        dev_ids = torch.from_numpy(ids).to(device)
+        transport.gather(GPU_TABLE, dev_ids, out, V41_ROWS)
+        torch.cuda.synchronize(device)
+        assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+        # The backend's path: a side stream, the rows through rows(layer).
+        backend = EngramRowBackend(
+            transport, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
+        )
+        with backend:
+            for _ in range(3):
+                backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
+                got = backend.rows(0)
+                torch.cuda.synchronize(device)
+                assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+                assert backend.ready_event(0) is not None
+    finally:
+        transport.close()
+
+
+def test_share_table_refuses_a_device_without_a_vram_tier(shared_gpu):
+    from engram_store.errors import FailedPreconditionError
+
+    client, _ = shared_gpu
+    with pytest.raises(FailedPreconditionError, match="GPU 7"):
+        client.share_table(GPU_TABLE, device=7)
