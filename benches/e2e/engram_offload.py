@@ -224,6 +224,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(GPU, arm (d)) mapped: the worker's own kernel over the memory the store shares "
         "(ShareTable; arm (e), whose table is not whole in RAM, then uses the channel)",
     )
+    p.add_argument(
+        "--share-dir",
+        default="/dev/shm",
+        help="with --transport mapped: the memory file system where the store keeps the tables "
+        "it shares (needs their size free)",
+    )
     p.add_argument("--no-graphs", action="store_true", help="decode eagerly on a GPU too")
     p.add_argument(
         "--cpu-threads",
@@ -884,7 +890,13 @@ def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
     ram = int(tables.nbytes * 1.25) + (8 << 20) if arm == "d" else tables.nbytes // 4
     extra = ["--io-engine", args.io_engine]
     if mapped(arm, ctx):
-        extra += ["--share-memory"]
+        free = shutil.disk_usage(args.share_dir).free
+        if free < tables.nbytes * 1.05:
+            raise RuntimeError(
+                f"--share-dir {args.share_dir} has {free / 1e9:.1f} GB free, the tables need "
+                f"{tables.nbytes / 1e9:.1f} GB: give a memory file system with room"
+            )
+        extra += ["--share-memory", args.share_dir]
     if device.type == "cuda":
         budget = args.store_gpu_budget or str(tables.nbytes // 4)
         extra += ["--gpu-budget", budget, "--gpu-device", str(device.index or 0)]

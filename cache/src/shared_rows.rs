@@ -35,7 +35,8 @@ static CREATED: AtomicU64 = AtomicU64::new(0);
 const PREFIX: &str = "engram-store-";
 
 impl SharedRowsFile {
-    /// Creates and maps a file of `len` bytes (zeroed, backed as written) in `dir`.
+    /// Creates and maps a file of `len` bytes (zeroed, its backing store reserved at once) in
+    /// `dir`.
     pub fn create(dir: &Path, len: usize) -> std::io::Result<Self> {
         remove_leftovers(dir);
         let name = format!(
@@ -51,7 +52,7 @@ impl SharedRowsFile {
             .mode(0o400)
             .open(&path)?;
         let len = len.max(1);
-        let mapped = file.set_len(len as u64).and_then(|()| {
+        let mapped = reserve(&file, len).and_then(|()| {
             // SAFETY: a fresh shared mapping of a file this process just sized; checked below.
             let ptr = unsafe {
                 libc::mmap(
@@ -106,6 +107,26 @@ impl Drop for SharedRowsFile {
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Gives `file` `len` bytes of backing store now (`fallocate`): on a memory file system a write
+/// past its free space would otherwise kill the process with SIGBUS long after the start; here
+/// it is an error at once. Where `fallocate` is not supported, the length alone is set.
+fn reserve(file: &File, len: usize) -> std::io::Result<()> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: a plain syscall on a descriptor this process owns.
+    let rc = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return file.set_len(len as u64);
+    }
+    Err(std::io::Error::new(
+        e.kind(),
+        format!("reserve {len} bytes for the shared rows: {e}"),
+    ))
 }
 
 /// Removes `engram-store-<pid>-*.rows` files in `dir` whose process no longer runs.
