@@ -10,6 +10,14 @@ use engram_store_cache::gpu::{GpuTier, GpuTierConfig, probe};
 use engram_store_cache::mix64;
 
 const ROW: usize = 160;
+
+/// The tests take turns on the device: the budget test measures the device's free memory,
+/// which another test's tier would change under it.
+static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn device_turn() -> std::sync::MutexGuard<'static, ()> {
+    DEVICE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const ROWS: u64 = 200_000;
 
 fn row(id: u64) -> Vec<u8> {
@@ -52,6 +60,7 @@ fn check(t: &GpuTier, ids: &[u64]) -> u64 {
 
 #[test]
 fn hits_are_right_misses_are_flagged() {
+    let _turn = device_turn();
     let Some(t) = tier(32 << 20) else { return };
     assert!(t.capacity_rows() > 10_000, "capacity {}", t.capacity_rows());
     refresh_to(&t, 0..10_000u64);
@@ -66,6 +75,7 @@ fn hits_are_right_misses_are_flagged() {
 
 #[test]
 fn stays_within_its_budget() {
+    let _turn = device_turn();
     if let Err(e) = probe(0) {
         println!("SKIP: no usable GPU ({e})");
         return;
@@ -91,6 +101,7 @@ fn stays_within_its_budget() {
 
 #[test]
 fn refresh_under_concurrent_lookups_never_serves_a_wrong_row() {
+    let _turn = device_turn();
     // Small enough that each refresh evicts rows.
     let Some(t) = tier(8 << 20) else { return };
     assert!(t.capacity_rows() < 40_000, "capacity {}", t.capacity_rows());
@@ -143,6 +154,7 @@ fn refresh_under_concurrent_lookups_never_serves_a_wrong_row() {
 #[cfg(feature = "failpoints")]
 #[test]
 fn gpu_alloc_failure_is_an_error_not_a_panic() {
+    let _turn = device_turn();
     let scenario = fail::FailScenario::setup();
     fail::cfg("gpu_alloc_fail", "return").expect("set failpoint");
     let err = GpuTier::new(&GpuTierConfig::new(0, 64 << 20, 160)).expect_err("no memory");
