@@ -497,8 +497,8 @@ class StoreSource(Source):
         self.prefetched.clear()
 
     def begin(self, run: Runner, step: int) -> None:
-        if self.device_ids:
-            self.slot = self.backend.prefetch(hash_ids=run.ids)
+        if self.device_ids:  # the rows land in the staging buffers, as arm (c)'s
+            self.slot = self.backend.prefetch(hash_ids=run.ids, out=run.state.rows)
             return
         phase = run.phase
         slot = self.prefetched.pop(step, None)
@@ -948,16 +948,12 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
         client = stack.enter_context(Client(addr))
         if arm == "d" and not mapped(arm, ctx):
             warm_ram(client, tables, log)
-        if args.store_warm_tokens:
-            warmed = warm_vram(client, arm, ctx)
-            ctx["store_vram"][arm] = warmed
-            stack.callback(lambda: warmed.update(vram_hits(client, arm, log)))
-        if mapped(arm, ctx):
+        if mapped(arm, ctx):  # shared (and loaded whole) before the warm reads rows
             sms = sm_count(ctx["device"])
             transport = MappedTransport(client, max_programs=None if sms is None else sms // 2)
             stack.callback(transport.close)
             started = time.perf_counter()
-            for name in tables.names:  # shared (and loaded whole) before the runs
+            for name in tables.names:
                 transport.table(name, ctx["device"])
             log(f"arm ({arm}): mapped the store's shared tables in "
                 f"{time.perf_counter() - started:.1f}s")  # fmt: skip
@@ -965,6 +961,10 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             transport = GrpcTransport(client)
         else:
             transport = ChannelTransport(client)
+        if args.store_warm_tokens:
+            warmed = warm_vram(client, arm, ctx)
+            ctx["store_vram"][arm] = warmed
+            stack.callback(lambda: warmed.update(vram_hits(client, arm, log)))
         layers = [
             EngramLayer(lid, name) for lid, name in zip(ctx["layer_ids"], tables.names, strict=True)
         ]

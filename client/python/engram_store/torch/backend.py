@@ -99,6 +99,9 @@ class _Slot:
     dead: list[np.ndarray | None]
     fetched_at: list[float | None]
     num_tokens: int = 0
+    # Device gathers: per layer, where the rows land and the event recorded once they have.
+    target: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    done: list[torch.cuda.Event] = dataclasses.field(default_factory=list)
 
 
 class EngramRowBackend:
@@ -201,6 +204,9 @@ class EngramRowBackend:
             futures=[done] * n_layers,
             dead=[None] * n_layers,
             fetched_at=[None] * n_layers,
+            done=[torch.cuda.Event(enable_timing=True) for _ in range(n_layers)]
+            if self._device_gather
+            else [],
         )
 
     # -- the three calls ---------------------------------------------------------------------
@@ -212,6 +218,7 @@ class EngramRowBackend:
         token_ids: Any = None,
         context: Any = None,
         slot: int | None = None,
+        out: Sequence[torch.Tensor] | None = None,
     ) -> int:
         """Starts fetching the rows of one step into a slot; returns the slot.
 
@@ -220,6 +227,9 @@ class EngramRowBackend:
         [N, T]`` with their ``context [N, k]`` (see :meth:`NgramHasher.row_ids`), which need a
         ``hasher``. ``slot``: which buffer set (default: the next one in turn). A slot still
         holding rows of an earlier prefetch is reused once those are read on the device.
+        ``out`` (a transport that gathers on the device only): per layer, the bf16 tensor
+        ``[tokens, columns per rank, head_dim]`` the rows land in instead of the slot's, to be
+        passed again to :meth:`rows` (which then copies nothing).
         """
         if (hash_ids is None) == (token_ids is None):
             raise ValueError("give hash_ids or token_ids, not both or neither")
@@ -229,8 +239,10 @@ class EngramRowBackend:
         s = self._slots[index]
         for future in s.futures:  # a step never read: let its lookups end before reusing
             concurrent.futures.wait([future])
+        if out is not None and not self._device_gather:
+            raise ValueError("prefetch(out=...) needs a transport that gathers on the device")
         if self._device_gather:
-            self._gather_on_device(s, hash_ids, token_ids, context)
+            self._gather_on_device(s, hash_ids, token_ids, context, out)
             with self._lock:
                 self._latest = index
                 self._next_slot = (index + 1) % len(self._slots)
@@ -277,15 +289,18 @@ class EngramRowBackend:
         stream = torch.cuda.current_stream(self.device) if self._cuda else None
         s.futures[i].result().wait(stream)
         n = s.num_tokens
-        dst = s.out[i][:n] if out is None else out
+        if out is not None:
+            dst = out
+        else:
+            dst = s.target[i] if self._device_gather else s.out[i][:n]
         if tuple(dst.shape) != (n, self.part_columns, self.row_format.head_dim):
             raise ValueError(
                 f"out must be [{n}, {self.part_columns}, {self.row_format.head_dim}], got "
                 f"{tuple(dst.shape)}"
             )
         if self._device_gather:
-            if out is not None:
-                dst.copy_(s.out[i][:n])
+            if dst is not s.target[i]:
+                dst.copy_(s.target[i])
         else:
             dequantize(s.packed[i][:n], dst[:, : self.local_columns], self.row_format)
         if s.dead[i] is not None:
@@ -327,7 +342,9 @@ class EngramRowBackend:
             known = sorted(self._layer_index)
             raise KeyError(f"layer {layer} is not one of this backend's layers {known}") from None
 
-    def _gather_on_device(self, s: _Slot, hash_ids: Any, token_ids: Any, context: Any) -> None:
+    def _gather_on_device(
+        self, s: _Slot, hash_ids: Any, token_ids: Any, context: Any, out: Any
+    ) -> None:
         """Queues each layer's gather kernel on the side stream, after the work queued so far on
         the current stream (which made the ids) and after the slot's last reads."""
         if hash_ids is None:
@@ -349,6 +366,17 @@ class EngramRowBackend:
         local = ids[:, :, self.column_start : self.column_start + self.local_columns]
         s.num_tokens = n
         s.dead = [None] * len(self.layers)
+        if out is None:
+            s.target = [o[:n] for o in s.out]
+        else:
+            if len(out) != len(self.layers) or any(
+                tuple(o.shape) != (n, self.part_columns, self.row_format.head_dim) for o in out
+            ):
+                raise ValueError(
+                    f"out must hold {len(self.layers)} tensors of "
+                    f"[{n}, {self.part_columns}, {self.row_format.head_dim}]"
+                )
+            s.target = list(out)
         side = self._side
         side.wait_stream(torch.cuda.current_stream(self.device))
         futures = []
@@ -361,8 +389,8 @@ class EngramRowBackend:
                     layer_ids = local[:, i]
                     if layer_ids.stride(-1) != 1:
                         layer_ids = layer_ids.contiguous()
-                    self.transport.gather(layer.table, layer_ids, s.out[i][:n], self.row_format)
-                    done = torch.cuda.Event(enable_timing=True)
+                    self.transport.gather(layer.table, layer_ids, s.target[i], self.row_format)
+                    done = s.done[i]
                     done.record(side)
                 except BaseException as e:
                     future.set_exception(e)

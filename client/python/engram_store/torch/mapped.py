@@ -26,6 +26,7 @@ rewritten under a preempted kernel) is read from host memory, which never change
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import dataclasses
 import mmap
@@ -385,7 +386,8 @@ class MappedTransport(RowTransport):
         self.max_programs = max_programs
         self._tables: dict[tuple[str, int], MappedTable] = {}
         self._gathers: dict[str, int] = {}
-        self._recording: dict[str, tuple[torch.Tensor, torch.cuda.Event, int]] = {}
+        self._recording: dict[str, concurrent.futures.Future[None]] = {}
+        self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rec")
 
     def table(self, table: str, device: torch.device) -> MappedTable:
         """The table mapped on ``device`` (shared and mapped on first use)."""
@@ -403,28 +405,31 @@ class MappedTransport(RowTransport):
         self._record(table, ids)
 
     def _record(self, table: str, ids: torch.Tensor) -> None:
-        """Every ``record_every``-th gather: copies the ids to the host (no wait); the next
-        gather of the table sends the copy, once complete, as a Prefetch."""
+        """Every ``record_every``-th gather of a table: copies its ids to the host on the current
+        stream (no wait) and has the recording thread send them, once copied, as a Prefetch.
+        At most one recording per table is in flight; a gather finding one skips its turn."""
         if self.record_every <= 0:
             return
         n = self._gathers.get(table, 0)
         self._gathers[table] = n + 1
-        waiting = self._recording.get(table)
-        if waiting is not None and waiting[1].query():
-            host, _, count = waiting
-            live = host[:count].numpy()
-            live = live[live >= 0]
-            if live.size:
-                self.client.prefetch(table, live.astype(np.uint64))
-            del self._recording[table]
-        if n % self.record_every or table in self._recording:
+        if n % self.record_every:
+            return
+        busy = self._recording.get(table)
+        if busy is not None and not busy.done():
             return
         flat = ids.reshape(-1)
         host = torch.empty(flat.numel(), dtype=torch.int64, pin_memory=True)
         host.copy_(flat, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        self._recording[table] = (host, event, flat.numel())
+        self._recording[table] = self._recorder.submit(self._send, table, host, event)
+
+    def _send(self, table: str, host: torch.Tensor, event: torch.cuda.Event) -> None:
+        event.synchronize()
+        live = host.numpy()
+        live = live[live >= 0]
+        if live.size:
+            self.client.prefetch(table, live.astype(np.uint64)).result()
 
     def allocate(self, nbytes: int, device: torch.device) -> RowBuffer:
         return RowBuffer(torch.empty(nbytes, dtype=torch.uint8, device=device), None)
@@ -440,6 +445,7 @@ class MappedTransport(RowTransport):
         return Done()
 
     def close(self) -> None:
+        self._recorder.shutdown(wait=True)
         for mapped in self._tables.values():
             mapped.close()
         self._tables.clear()

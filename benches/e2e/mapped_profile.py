@@ -1,0 +1,136 @@
+"""Where a decode step's Engram lookup spends its time with the mapped transport, against arm (c)'s
+pinned-table gather, on the same tables and ids as ``engram_offload.py`` (GPU only).
+
+Per batch size and path, over the steps of a decode phase: the kernels' device time for both
+layers (events around them, nothing else on the device), the host time of queueing them (what
+delays the model's next launch), and the backend's ``prefetch`` and ``rows`` host time; plus the
+share of rows the store's VRAM tier holds. Paths: (c) ``gather_dequantize`` over the pinned
+tables; (d) ``MappedTransport.gather`` (probe, VRAM or host, dequantize).
+
+    python benches/e2e/mapped_profile.py --data /tmp/eo --server-bin target/release/engram-store \\
+        --trace shared/traces/en.tokens.u32 --engram-vocab 1000000
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import engram_offload as E  # noqa: E402
+
+from engram_store import Client  # noqa: E402
+from engram_store.local_server import LocalServer  # noqa: E402
+from engram_store.torch import (  # noqa: E402
+    V41_ROWS,
+    EngramLayer,
+    EngramRowBackend,
+    MappedTransport,
+    cuda_view,
+    gather_dequantize,
+)
+
+
+def median_us(xs: list[float]) -> float:
+    return float(np.median(xs)) * 1e6
+
+
+def main() -> int:
+    args = E.parse_args(sys.argv[1:])
+    device = torch.device("cuda", 0)
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
+
+    tables = E.prepare_tables(args, device, log)
+    trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
+    batches = args.decode_batches
+    phases = [E.decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in batches]
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    programs = sms // 2
+    host = E.HostTables(tables, device)
+    views = [cuda_view(t) for t in host.get()]
+    ram = int(tables.nbytes * 1.25) + (8 << 20)
+    flags = ("--share-memory", args.share_dir, "--gpu-budget", str(tables.nbytes // 4),
+             "--gpu-device", "0", "--io-engine", args.io_engine)  # fmt: skip
+    with LocalServer(args.server_bin, tables.data_dir, ram_cache=str(ram), args=flags) as server:
+        client = Client(server.addr)
+        transport = MappedTransport(client, record_every=0, max_programs=programs)
+        t = time.perf_counter()
+        mapped = [transport.table(name, device) for name in tables.names]
+        log(f"shared and mapped in {time.perf_counter() - t:.1f}s")
+        ctx = {"args": args, "tables": tables, "log": log, "trace": trace, "phases": phases,
+               "device": device}  # fmt: skip
+        E.warm_vram(client, "d", ctx)
+        tags = [set(m.rows_view.tags.cpu().numpy().tolist()) - {-1} for m in mapped]
+        for phase in phases:
+            steps = range(phase.warmup, phase.steps)
+            ids = [
+                torch.from_numpy(
+                    tables.hasher.row_ids(phase.tokens[s], phase.context[s]).reshape(
+                        phase.tokens_per_step, 2, -1
+                    )
+                ).to(device)
+                for s in steps
+            ]
+            in_vram = np.mean([
+                np.isin(i[:, j].cpu().numpy(), np.fromiter(tags[j], np.int64)).mean()
+                for i in ids[:20] for j in range(2)
+            ])  # fmt: skip
+            out = [torch.zeros(phase.tokens_per_step, 24, 256, dtype=torch.bfloat16, device=device)
+                   for _ in range(2)]  # fmt: skip
+
+            def c_path(i):
+                for j in range(2):
+                    gather_dequantize(views[j], i[:, j], out[j], max_programs=programs)
+
+            def d_path(i):
+                for j in range(2):
+                    transport.gather(tables.names[j], i[:, j], out[j], V41_ROWS)
+
+            for name, fn in (("c", c_path), ("d", d_path), ("c", c_path), ("d", d_path)):
+                device_s, host_s = [], []
+                for i in ids:
+                    torch.cuda.synchronize()
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    t = time.perf_counter()
+                    fn(i)
+                    host_s.append(time.perf_counter() - t)
+                    b.record()
+                    torch.cuda.synchronize()
+                    device_s.append(a.elapsed_time(b) / 1e3)
+                print(f"batch {phase.batch:4} ({name}): kernels {median_us(device_s):7.1f} us "
+                      f"(p90 {np.percentile(device_s, 90) * 1e6:7.1f}), queueing them "
+                      f"{median_us(host_s):6.1f} us on the host")  # fmt: skip
+            layers = [EngramLayer(lid, n) for lid, n in zip(tables.hasher.layer_ids, tables.names)]
+            backend = EngramRowBackend(transport, layers, max_tokens=phase.tokens_per_step,
+                                       device=device)  # fmt: skip
+            pre, rows = [], []
+            for i in ids:
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                backend.prefetch(hash_ids=i)
+                pre.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                for j, lid in enumerate(tables.hasher.layer_ids):
+                    backend.rows(lid, out=out[j])
+                rows.append(time.perf_counter() - t)
+            torch.cuda.synchronize()
+            backend.close()
+            print(f"batch {phase.batch:4}: backend prefetch {median_us(pre):6.1f} us, rows (2 "
+                  f"layers) {median_us(rows):6.1f} us on the host; {in_vram:.1%} of rows in "
+                  f"the VRAM tier")  # fmt: skip
+        transport.close()
+        client.close()
+    host.drop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
