@@ -41,6 +41,8 @@ def median_us(xs: list[float]) -> float:
 
 def main() -> int:
     args = E.parse_args(sys.argv[1:])
+    if args.store_warm_tokens is None:
+        args.store_warm_tokens = 1 << 20
     device = torch.device("cuda", 0)
     started = time.perf_counter()
 
@@ -109,23 +111,28 @@ def main() -> int:
                       f"(p90 {np.percentile(device_s, 90) * 1e6:7.1f}), queueing them "
                       f"{median_us(host_s):6.1f} us on the host")  # fmt: skip
             layers = [EngramLayer(lid, n) for lid, n in zip(tables.hasher.layer_ids, tables.names)]
-            backend = EngramRowBackend(transport, layers, max_tokens=phase.tokens_per_step,
-                                       device=device)  # fmt: skip
-            pre, rows = [], []
-            for i in ids:
+            static = torch.empty_like(ids[0])  # an engine's ids buffer: the same every step
+            for graphs in (False, True):
+                backend = EngramRowBackend(transport, layers, max_tokens=phase.tokens_per_step,
+                                           device=device)  # fmt: skip
+                backend.graph_gathers = graphs
+                pre, rows = [], []
+                for i in ids:
+                    static.copy_(i)
+                    torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    backend.prefetch(hash_ids=static, out=out)
+                    pre.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    for j, lid in enumerate(tables.hasher.layer_ids):
+                        backend.rows(lid, out=out[j])
+                    rows.append(time.perf_counter() - t)
                 torch.cuda.synchronize()
-                t = time.perf_counter()
-                backend.prefetch(hash_ids=i)
-                pre.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                for j, lid in enumerate(tables.hasher.layer_ids):
-                    backend.rows(lid, out=out[j])
-                rows.append(time.perf_counter() - t)
-            torch.cuda.synchronize()
-            backend.close()
-            print(f"batch {phase.batch:4}: backend prefetch {median_us(pre):6.1f} us, rows (2 "
-                  f"layers) {median_us(rows):6.1f} us on the host; {in_vram:.1%} of rows in "
-                  f"the VRAM tier")  # fmt: skip
+                backend.close()
+                print(f"batch {phase.batch:4}: backend (graphs {graphs}) prefetch "
+                      f"{median_us(pre[4:]):6.1f} us, rows (2 layers) {median_us(rows[4:]):6.1f} "
+                      f"us on the host")  # fmt: skip
+            print(f"batch {phase.batch:4}: {in_vram:.1%} of rows in the VRAM tier")
         transport.close()
         client.close()
     host.drop()

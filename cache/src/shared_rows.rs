@@ -186,7 +186,10 @@ impl Arena {
 
     /// Bytes `offset..offset + len` of `file`, which no other arena may use.
     pub(crate) fn shared(file: &Arc<SharedRowsFile>, offset: usize, len: usize) -> Self {
-        assert!(offset + len <= file.len, "an arena past the end of its file");
+        assert!(
+            offset + len <= file.len,
+            "an arena past the end of its file"
+        );
         Self {
             // The range lies inside the mapping (asserted above).
             ptr: file.ptr.wrapping_add(offset),

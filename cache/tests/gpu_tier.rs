@@ -16,7 +16,9 @@ const ROW: usize = 160;
 static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn device_turn() -> std::sync::MutexGuard<'static, ()> {
-    DEVICE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    DEVICE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 const ROWS: u64 = 200_000;
 

@@ -40,13 +40,20 @@ async fn a_table_held_whole_is_shared_as_one_file_of_every_row() {
         let at = id as usize * 160;
         assert_eq!(&bytes[at..at + 160], small.row(id), "row {id} in the file");
     }
-    assert_eq!(&bytes[..5000 * 160], &small.bytes[..], "every row in row order");
+    assert_eq!(
+        &bytes[..5000 * 160],
+        &small.bytes[..],
+        "every row in row order"
+    );
     let looked_up = client.lookup("small", &[4999, 7]).await.expect("lookup");
     assert_eq!(looked_up.row(0), small.row(4999));
 
     let e = client.share_table("nope", None).await.expect_err("unknown");
     assert_eq!(e.code(), Code::NotFound, "{e}");
-    let e = client.share_table("small", Some(3)).await.expect_err("device");
+    let e = client
+        .share_table("small", Some(3))
+        .await
+        .expect_err("device");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
     assert!(e.to_string().contains("GPU 3"), "{e}");
     drop((engine, server));

@@ -23,9 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use parking_lot::{Mutex, RwLock};
 
 use super::device_buffer::{DeviceBuffer, IPC_HANDLE_BYTES};
@@ -97,16 +95,16 @@ pub struct RefreshPlan {
 
 struct Scratch {
     stream: Arc<CudaStream>,
-    ids: CudaSlice<u64>,
-    rows: CudaSlice<u8>,
-    flags: CudaSlice<u32>,
+    ids: DeviceBuffer,
+    rows: DeviceBuffer,
+    flags: DeviceBuffer,
     host_flags: Vec<u32>,
 }
 
 struct Residency {
     stream: Arc<CudaStream>,
-    rows: CudaSlice<u8>,
-    slots: CudaSlice<u32>,
+    rows: DeviceBuffer,
+    slots: DeviceBuffer,
     resident: HashMap<u64, u32, KeyHashBuilder>,
     free: Vec<u32>,
     generation: u64,
@@ -196,11 +194,6 @@ const MIN_COUNT: u32 = 2;
 /// Batches of looked-up ids that may wait for the counting thread before more are dropped.
 const RECORD_QUEUE: usize = 64;
 
-fn dptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
-    let (p, _sync) = s.device_ptr(stream);
-    p
-}
-
 fn grid(threads: u64) -> LaunchConfig {
     let block = 256u32;
     LaunchConfig {
@@ -238,8 +231,7 @@ impl GpuTier {
         // Largest capacity whose arena and two indexes fit the room left (binary search: the
         // index grows in power-of-two steps).
         let fits = |cap: usize| {
-            cap as u64 * (rb + 8) + 2 * buckets_for(cap) as u64 * 12 + CONTROL_BYTES as u64
-                <= room
+            cap as u64 * (rb + 8) + 2 * buckets_for(cap) as u64 * 12 + CONTROL_BYTES as u64 <= room
         };
         let (mut lo, mut hi) = (0usize, (room / rb) as usize);
         while lo < hi {
@@ -262,7 +254,6 @@ impl GpuTier {
             + 2 * buckets as u64 * 12
             + CONTROL_BYTES as u64
             + scratch_bytes;
-        let alloc_err = |e| GpuError::cuda("allocate device memory", e);
         let stream = ctx
             .new_stream()
             .map_err(|e| GpuError::cuda("create a stream", e))?;
@@ -275,23 +266,19 @@ impl GpuTier {
         let index_slots = DeviceBuffer::zeroed(&ctx, 2 * buckets * 4)?;
         let tags = DeviceBuffer::filled(&ctx, capacity * 8, 0xff)?;
         let control = DeviceBuffer::zeroed(&ctx, CONTROL_BYTES)?;
+        // Every buffer is a plain cuMemAlloc allocation: the stream-ordered pool would reserve
+        // whole chunks beyond the budget for the small ones.
         let scratch = Scratch {
-            ids: stream.alloc_zeros::<u64>(max_batch).map_err(alloc_err)?,
-            rows: stream
-                .alloc_zeros::<u8>(max_batch * rb as usize)
-                .map_err(alloc_err)?,
-            flags: stream.alloc_zeros::<u32>(max_batch).map_err(alloc_err)?,
+            ids: DeviceBuffer::zeroed(&ctx, max_batch * 8)?,
+            rows: DeviceBuffer::zeroed(&ctx, max_batch * rb as usize)?,
+            flags: DeviceBuffer::zeroed(&ctx, max_batch * 4)?,
             host_flags: vec![0; max_batch],
             stream: stream.clone(),
         };
         let residency = Residency {
             // Also the scratch of tag writes: 8 bytes a slot.
-            rows: refresh_stream
-                .alloc_zeros::<u8>(refresh_chunk * rb.max(8) as usize)
-                .map_err(alloc_err)?,
-            slots: refresh_stream
-                .alloc_zeros::<u32>(refresh_chunk)
-                .map_err(alloc_err)?,
+            rows: DeviceBuffer::zeroed(&ctx, refresh_chunk * rb.max(8) as usize)?,
+            slots: DeviceBuffer::zeroed(&ctx, refresh_chunk * 4)?,
             stream: refresh_stream,
             resident: HashMap::with_hasher(KeyHashBuilder),
             free: (0..capacity as u32).rev().collect(),
@@ -473,13 +460,13 @@ impl GpuTier {
         self.bind()?;
         let stream = s.stream.clone();
         let cu = stream.cu_stream();
-        let ids_ptr = dptr(&s.ids, &stream);
+        let ids_ptr = s.ids.ptr();
         // SAFETY: `ids` fits the scratch (n <= max_batch) and stays borrowed until the
         // synchronize below.
         unsafe { cudarc::driver::result::memcpy_htod_async(ids_ptr, ids, cu) }
             .map_err(|e| GpuError::cuda("copy ids to the device", e))?;
         let out_ptr = match target {
-            Target::Host(_) => dptr(&s.rows, &stream),
+            Target::Host(_) => s.rows.ptr(),
             Target::Device(p) => p,
         };
         let (f, words) = self.gather_fn();
@@ -487,7 +474,7 @@ impl GpuTier {
             self.index_keys.ptr() + (a * self.buckets * 8) as u64,
             self.index_slots.ptr() + (a * self.buckets * 4) as u64,
             self.arena.ptr(),
-            dptr(&s.flags, &stream),
+            s.flags.ptr(),
         );
         let (n32, mask) = (n as u32, self.buckets as u64 - 1);
         let mut b = stream.launch_builder(f);
@@ -546,7 +533,7 @@ impl GpuTier {
             .chunks(self.max_batch * self.row_bytes)
             .zip(positions.chunks(self.max_batch))
         {
-            let (rows_ptr, pos_ptr) = (dptr(&s.rows, &stream), dptr(&s.flags, &stream));
+            let (rows_ptr, pos_ptr) = (s.rows.ptr(), s.flags.ptr());
             // SAFETY: both fit their scratch buffers (<= max_batch rows) and stay borrowed
             // until the synchronize below.
             unsafe {
@@ -628,7 +615,7 @@ impl GpuTier {
             .chunks(self.refresh_chunk * self.row_bytes)
             .zip(slots.chunks(self.refresh_chunk))
         {
-            let (rows_ptr, slots_ptr) = (dptr(&r.rows, &stream), dptr(&r.slots, &stream));
+            let (rows_ptr, slots_ptr) = (r.rows.ptr(), r.slots.ptr());
             // SAFETY: chunks fit the refresh scratch and stay borrowed until the synchronize.
             unsafe {
                 cudarc::driver::result::memcpy_htod_async(rows_ptr, chunk_rows, cu)
@@ -683,7 +670,7 @@ impl GpuTier {
             .chunks(self.refresh_chunk)
             .zip(values.chunks(self.refresh_chunk))
         {
-            let (rows_ptr, slots_ptr) = (dptr(&r.rows, &stream), dptr(&r.slots, &stream));
+            let (rows_ptr, slots_ptr) = (r.rows.ptr(), r.slots.ptr());
             // SAFETY: both fit the refresh scratch (refresh_chunk slots, and at least 8 bytes
             // for each) and stay borrowed until the synchronize below.
             unsafe {

@@ -35,7 +35,7 @@ pub use query::{
     DeadMaskLength, IntoQuery, NgramQuery, ProtocolError, RowSource, RowsQuery, TokenSequence,
 };
 pub use served_table::{DeviceTierOn, ServedTable, VersionDir};
-pub use share::SharedTable;
 pub use serving::{Answer, Engine, EngineError, IntoAnswer, RegisteredRegion, ResolvedNgrams};
+pub use share::SharedTable;
 pub use stats::{Delivered, EngineStats, process_rss_bytes};
 pub use versions::{ReloadOutcome, TableReload};

@@ -127,9 +127,7 @@ impl ServedTable {
                 .await
                 .map_err(|e| self.tier_error(e))?;
             if let Some(&k) = missed.first() {
-                return Err(self.tier_error(engram_store_cache::TierError::NotHeld {
-                    row: ids[k],
-                }));
+                return Err(self.tier_error(engram_store_cache::TierError::NotHeld { row: ids[k] }));
             }
             for (id, row) in ids.iter().zip(out.chunks_exact(rb)) {
                 cache.insert(*id, row);

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use cudarc::driver::PushKernelArg;
 
-use super::{GpuError, GpuTier, dptr, grid};
+use super::{GpuError, GpuTier, grid};
 
 impl GpuTier {
     /// Plain gather of arena rows by slot into device memory at `dst` (the index_select
@@ -24,7 +24,7 @@ impl GpuTier {
         let words = (self.row_bytes / 16) as u32;
         for (i, chunk) in slots.chunks(self.max_batch).enumerate() {
             let fixed: Vec<u32> = chunk.iter().map(|&x| x % self.capacity as u32).collect();
-            let pos_ptr = dptr(&s.flags, &stream);
+            let pos_ptr = s.flags.ptr();
             // SAFETY: fits the scratch and stays borrowed until the synchronize below.
             unsafe { cudarc::driver::result::memcpy_htod_async(pos_ptr, &fixed, cu) }
                 .map_err(|e| GpuError::cuda("copy slots to the device", e))?;
@@ -73,11 +73,7 @@ impl GpuTier {
         self.bind()?;
         let stream = s.stream.clone();
         let cu = stream.cu_stream();
-        let (ids_ptr, out, flags) = (
-            dptr(&s.ids, &stream),
-            dptr(&s.rows, &stream),
-            dptr(&s.flags, &stream),
-        );
+        let (ids_ptr, out, flags) = (s.ids.ptr(), s.rows.ptr(), s.flags.ptr());
         let slots: Vec<u32> = ids[..n]
             .iter()
             .map(|&i| (i % self.capacity as u64) as u32)

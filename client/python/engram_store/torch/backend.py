@@ -151,6 +151,11 @@ class EngramRowBackend:
         if self._device_gather and not self._cuda:
             raise ValueError(f"transport {transport.name!r} gathers on a CUDA device, not {device}")
         self._side = torch.cuda.Stream(self.device) if self._device_gather else None
+        #: Device gathers: replay each slot and layer's gather as a CUDA graph once its buffers
+        #: repeat (see ``_launch``).
+        self.graph_gathers = self._device_gather
+        self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
+        self._seen: set[tuple[Any, ...]] = set()
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rows")
         self._lock = threading.Lock()
         self._slots: list[_Slot] = []
@@ -380,6 +385,7 @@ class EngramRowBackend:
         side = self._side
         side.wait_stream(torch.cuda.current_stream(self.device))
         futures = []
+        index = self._slots.index(s)
         with torch.cuda.stream(side):
             for i, layer in enumerate(self.layers):
                 if s.consumed[i] is not None:
@@ -389,7 +395,8 @@ class EngramRowBackend:
                     layer_ids = local[:, i]
                     if layer_ids.stride(-1) != 1:
                         layer_ids = layer_ids.contiguous()
-                    self.transport.gather(layer.table, layer_ids, s.target[i], self.row_format)
+                    self._launch(index, i, layer.table, layer_ids, s.target[i])
+                    self.transport.record(layer.table, layer_ids)
                     done = s.done[i]
                     done.record(side)
                 except BaseException as e:
@@ -401,6 +408,34 @@ class EngramRowBackend:
         # Keep the ids alive until the kernels have read them.
         ids.record_stream(side)
         s.futures = futures
+
+    def _launch(
+        self, slot: int, i: int, table: str, ids: torch.Tensor, target: torch.Tensor
+    ) -> None:
+        """Layer ``i``'s gather kernel on the current (side) stream. The second time the same
+        slot and layer gather the same buffers (the same ids buffer and target, as an engine's
+        static buffers are), the launch is captured as a CUDA graph, replayed from then on: one
+        graph launch instead of a Triton launch's host work, which would delay the model's own
+        launches behind it."""
+        if not self.graph_gathers:
+            self.transport.gather(table, ids, target, self.row_format)
+            return
+        key = (slot, i, table, ids.data_ptr(), tuple(ids.shape), tuple(ids.stride()),
+               target.data_ptr(), tuple(target.shape), self.transport.graph_key(table, target))  # fmt: skip
+        graph = self._graphs.get(key)
+        if graph is not None:
+            graph.replay()
+            return
+        if key not in self._seen:  # first time: eager (Triton compiles and caches the kernel)
+            self._seen.add(key)
+            self.transport.gather(table, ids, target, self.row_format)
+            return
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.current_stream(self.device)
+        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+            self.transport.gather(table, ids, target, self.row_format)
+        self._graphs[key] = graph
+        graph.replay()
 
     def _stage_hash_ids(self, s: _Slot, hash_ids: Any) -> int:
         """Copies this rank's columns of ``hash_ids`` into the slot's host ids (from the device
@@ -463,6 +498,7 @@ class EngramRowBackend:
     def close(self) -> None:
         """Stops the worker and gives the slots' buffers back; safe to call twice."""
         self._worker.shutdown(wait=True)
+        self._graphs.clear()
         slots, self._slots = self._slots, []
         for s in slots:
             if not self._device_gather:

@@ -399,16 +399,21 @@ class MappedTransport(RowTransport):
 
     def gather(self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat) -> None:
         """Queues ``out[t, h] = dequantize(row ids[t, h] of table)`` on the current stream
-        (ids int64 ``[T, heads]`` on ``out``'s device, -1: a zero row)."""
+        (ids int64 ``[T, heads]`` on ``out``'s device, -1: a zero row): one kernel launch and
+        nothing else, so it can be captured in a CUDA graph. See :meth:`record`."""
         mapped = self.table(table, out.device)
         tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=self.max_programs)
-        self._record(table, ids)
 
-    def _record(self, table: str, ids: torch.Tensor) -> None:
+    def graph_key(self, table: str, out: torch.Tensor) -> int:
+        """What a captured gather of ``table`` depends on besides its buffers: the mapping (a
+        new one, after the table was shared again, needs a new capture)."""
+        return id(self.table(table, out.device))
+
+    def record(self, table: str, ids: torch.Tensor) -> None:
         """Every ``record_every``-th gather of a table: copies its ids to the host on the current
         stream (no wait) and has the recording thread send them, once copied, as a Prefetch.
         At most one recording per table is in flight; a gather finding one skips its turn."""
-        if self.record_every <= 0:
+        if self.record_every <= 0 or torch.cuda.is_current_stream_capturing():
             return
         n = self._gathers.get(table, 0)
         self._gathers[table] = n + 1
