@@ -46,6 +46,9 @@ from engram_store.torch.transport import Pending, RowBuffer, RowTransport
 
 __all__ = ["EngramLayer", "EngramRowBackend", "head_shard"]
 
+#: Captured gathers kept at most (slots x layers x the distinct buffers they are given).
+MAX_GATHER_GRAPHS = 64
+
 
 def head_shard(columns: int, num_shards: int, shard_rank: int) -> tuple[int, int, int]:
     """``(first column, columns of this rank, columns per rank)`` when ``columns`` hash columns
@@ -247,7 +250,7 @@ class EngramRowBackend:
         if out is not None and not self._device_gather:
             raise ValueError("prefetch(out=...) needs a transport that gathers on the device")
         if self._device_gather:
-            self._gather_on_device(s, hash_ids, token_ids, context, out)
+            self._gather_on_device(index, hash_ids, token_ids, context, out)
             with self._lock:
                 self._latest = index
                 self._next_slot = (index + 1) % len(self._slots)
@@ -348,10 +351,12 @@ class EngramRowBackend:
             raise KeyError(f"layer {layer} is not one of this backend's layers {known}") from None
 
     def _gather_on_device(
-        self, s: _Slot, hash_ids: Any, token_ids: Any, context: Any, out: Any
+        self, index: int, hash_ids: Any, token_ids: Any, context: Any, out: Any
     ) -> None:
-        """Queues each layer's gather kernel on the side stream, after the work queued so far on
-        the current stream (which made the ids) and after the slot's last reads."""
+        """Queues each layer's gather kernel into slot ``index`` on the side stream, after the
+        work queued so far on the current stream (which made the ids) and after the slot's last
+        reads."""
+        s = self._slots[index]
         if hash_ids is None:
             if self.hasher is None:
                 raise ValueError("prefetch(token_ids=...) needs a hasher")
@@ -385,7 +390,6 @@ class EngramRowBackend:
         side = self._side
         side.wait_stream(torch.cuda.current_stream(self.device))
         futures = []
-        index = self._slots.index(s)
         with torch.cuda.stream(side):
             for i, layer in enumerate(self.layers):
                 if s.consumed[i] is not None:
@@ -427,9 +431,14 @@ class EngramRowBackend:
             graph.replay()
             return
         if key not in self._seen:  # first time: eager (Triton compiles and caches the kernel)
+            if len(self._seen) >= 4 * MAX_GATHER_GRAPHS:
+                self._seen.clear()
             self._seen.add(key)
             self.transport.gather(table, ids, target, self.row_format)
             return
+        if len(self._graphs) >= MAX_GATHER_GRAPHS:  # buffers that keep changing: start over
+            self._graphs.clear()
+            self._seen.clear()
         graph = torch.cuda.CUDAGraph()
         side = torch.cuda.current_stream(self.device)
         with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
