@@ -225,6 +225,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(ShareTable; arm (e), whose table is not whole in RAM, then uses the channel)",
     )
     p.add_argument(
+        "--mapped-programs",
+        type=int,
+        help="with --transport mapped: the gather kernel's grid cap (default: half the SMs, as "
+        "arm (c)'s side-stream gather)",
+    )
+    p.add_argument(
         "--share-dir",
         default="/dev/shm",
         help="with --transport mapped: the memory file system where the store keeps the tables "
@@ -950,7 +956,8 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             warm_ram(client, tables, log)
         if mapped(arm, ctx):  # shared (and loaded whole) before the warm reads rows
             sms = sm_count(ctx["device"])
-            transport = MappedTransport(client, max_programs=None if sms is None else sms // 2)
+            programs = args.mapped_programs or (None if sms is None else sms // 2)
+            transport = MappedTransport(client, max_programs=programs)
             stack.callback(transport.close)
             started = time.perf_counter()
             for name in tables.names:

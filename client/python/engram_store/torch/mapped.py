@@ -377,7 +377,7 @@ class MappedTransport(RowTransport):
     #: The backend passes device ids and output tensors to :meth:`gather` instead of submitting.
     device_gather = True
 
-    def __init__(self, client: Any, record_every: int = 8, max_programs: int | None = None):
+    def __init__(self, client: Any, record_every: int = 32, max_programs: int | None = None):
         from engram_store.client import Client
 
         self._owns_client = isinstance(client, str)
