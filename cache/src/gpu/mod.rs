@@ -19,7 +19,9 @@ pub use hot_counter::HotCounter;
 pub use hot_index::{EMPTY_KEY, HotIndex, buckets_for};
 pub use ipc::IpcMemory;
 pub use kernels::{KERNELS, Kernels};
-pub use tier::{GpuStats, GpuTier, GpuTierConfig, RefreshPlan, SHARED_GRACE, SharedGpuTier};
+pub use tier::{
+    GpuStats, GpuTier, GpuTierConfig, RefreshPlan, SHARED_GRACE, SHARED_RETIRE, SharedGpuTier,
+};
 
 /// Why the GPU cannot be used, or a CUDA call failed.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,8 @@
 //! take the epoch lock, so once shared, whatever the store stops referencing (a freed slot, the
 //! index buffer that was active) is rewritten only [`SHARED_GRACE`] later, and a reader checks
 //! the slot's tag before and after it copies the row (a mismatch: the row is read elsewhere).
+//! When a shared tier ends (its table version is retired), its memory outlives it by
+//! [`SHARED_RETIRE`], marked retired in the control block, so a reader takes no row from it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,10 +119,29 @@ struct Residency {
 /// runs, time slices and preemption included.
 pub const SHARED_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a shared tier's memory outlives the tier (a table version retired while a worker
+/// reads it): the control block says "retired" at once, so the worker's kernels read every row
+/// from host memory, and it has this long to share the new version and close its mappings.
+pub const SHARED_RETIRE: Duration = Duration::from_secs(30);
+
+/// The device memory a shared tier exports.
+struct SharedMemory {
+    arena: DeviceBuffer,
+    /// Both indexes' keys, index `k` from bucket `k * buckets`.
+    index_keys: DeviceBuffer,
+    /// Both indexes' slots, likewise.
+    index_slots: DeviceBuffer,
+    /// Row id held per slot, [`FREE_TAG`] for none.
+    tags: DeviceBuffer,
+    /// Word 0: the active index; word 1: nonzero once the tier is retired.
+    control: DeviceBuffer,
+}
+
 /// Tag of a slot that holds no row (or one being written).
 const FREE_TAG: u64 = u64::MAX;
 
-/// Bytes of the control block: word 0 (u32) is the active index, 0 or 1.
+/// Bytes of the control block: word 0 (u32) is the active index, 0 or 1; word 1 (u32) is
+/// nonzero once the tier is retired (readers then take no row from it).
 const CONTROL_BYTES: usize = 64;
 
 /// What a worker process on the same GPU needs to read a shared tier (see [`GpuTier::share`]).
@@ -156,15 +177,8 @@ pub struct GpuTier {
     buckets: usize,
     max_batch: usize,
     refresh_chunk: usize,
-    arena: DeviceBuffer,
-    /// Both indexes' keys, index `k` from bucket `k * buckets`.
-    index_keys: DeviceBuffer,
-    /// Both indexes' slots, likewise.
-    index_slots: DeviceBuffer,
-    /// Row id held per slot, [`FREE_TAG`] for none.
-    tags: DeviceBuffer,
-    /// Word 0: the active index, for readers in other processes.
-    control: DeviceBuffer,
+    /// What a worker in another process may read (kept past the tier's end once shared).
+    mem: Arc<SharedMemory>,
     /// Set once the tier was shared: rewrites then wait [`SHARED_GRACE`].
     shared: AtomicBool,
     active: AtomicUsize,
@@ -299,11 +313,13 @@ impl GpuTier {
             buckets,
             max_batch,
             refresh_chunk,
-            arena,
-            index_keys,
-            index_slots,
-            tags,
-            control,
+            mem: Arc::new(SharedMemory {
+                arena,
+                index_keys,
+                index_slots,
+                tags,
+                control,
+            }),
             shared: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             epoch: RwLock::new(()),
@@ -471,9 +487,9 @@ impl GpuTier {
         };
         let (f, words) = self.gather_fn();
         let (keys, slots, arena, flags) = (
-            self.index_keys.ptr() + (a * self.buckets * 8) as u64,
-            self.index_slots.ptr() + (a * self.buckets * 4) as u64,
-            self.arena.ptr(),
+            self.mem.index_keys.ptr() + (a * self.buckets * 8) as u64,
+            self.mem.index_slots.ptr() + (a * self.buckets * 4) as u64,
+            self.mem.arena.ptr(),
             s.flags.ptr(),
         );
         let (n32, mask) = (n as u32, self.buckets as u64 - 1);
@@ -610,7 +626,7 @@ impl GpuTier {
         let stream = r.stream.clone();
         let cu = stream.cu_stream();
         let (f, words) = self.scatter_fn();
-        let arena = self.arena.ptr();
+        let arena = self.mem.arena.ptr();
         for (chunk_rows, chunk_slots) in rows[..n * self.row_bytes]
             .chunks(self.refresh_chunk * self.row_bytes)
             .zip(slots.chunks(self.refresh_chunk))
@@ -664,7 +680,7 @@ impl GpuTier {
     fn write_tags(&self, r: &Residency, slots: &[u32], values: &[u64]) -> Result<(), GpuError> {
         let stream = r.stream.clone();
         let cu = stream.cu_stream();
-        let tags = self.tags.ptr();
+        let tags = self.mem.tags.ptr();
         // The refresh scratch holds `refresh_chunk` slots and at least 8 bytes per one of them.
         for (chunk_slots, chunk_values) in slots
             .chunks(self.refresh_chunk)
@@ -710,8 +726,8 @@ impl GpuTier {
         let stream = r.stream.clone();
         let cu = stream.cu_stream();
         let (kp, sp) = (
-            self.index_keys.ptr() + (next * self.buckets * 8) as u64,
-            self.index_slots.ptr() + (next * self.buckets * 4) as u64,
+            self.mem.index_keys.ptr() + (next * self.buckets * 8) as u64,
+            self.mem.index_slots.ptr() + (next * self.buckets * 4) as u64,
         );
         // SAFETY: the inactive index is referenced by no lookup (the last publish waited them
         // out); the host arrays are exactly `buckets` long and live until the synchronize.
@@ -724,7 +740,7 @@ impl GpuTier {
         stream
             .synchronize()
             .map_err(|e| GpuError::cuda("upload index", e))?;
-        self.control.write(0, &[next as u32])?;
+        self.mem.control.write(0, &[next as u32])?;
         self.active.store(next, Ordering::Release);
         drop(self.epoch.write());
         r.published_at = Instant::now();
@@ -740,14 +756,32 @@ impl GpuTier {
             row_bytes: self.row_bytes,
             capacity: self.capacity,
             buckets: self.buckets,
-            arena: self.arena.ipc_handle()?,
-            index_keys: self.index_keys.ipc_handle()?,
-            index_slots: self.index_slots.ipc_handle()?,
-            tags: self.tags.ipc_handle()?,
-            control: self.control.ipc_handle()?,
+            arena: self.mem.arena.ipc_handle()?,
+            index_keys: self.mem.index_keys.ipc_handle()?,
+            index_slots: self.mem.index_slots.ipc_handle()?,
+            tags: self.mem.tags.ipc_handle()?,
+            control: self.mem.control.ipc_handle()?,
         };
         self.shared.store(true, Ordering::Release);
         Ok(shared)
+    }
+}
+
+impl Drop for GpuTier {
+    /// A shared tier's memory is retired, not freed: its control block tells readers to take
+    /// no row from it, and it is freed [`SHARED_RETIRE`] later on a thread of its own.
+    fn drop(&mut self) {
+        if !self.shared.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = self.mem.control.write(4, &[1u32]);
+        let keep = self.mem.clone();
+        let _ = std::thread::Builder::new()
+            .name("gpu-tier-retire".into())
+            .spawn(move || {
+                std::thread::sleep(SHARED_RETIRE);
+                drop(keep);
+            });
     }
 }
 

@@ -442,6 +442,7 @@ impl From<crate::engine::SharedTable> for pb::ShareTableResponse {
             tags: g.tags.to_vec().into(),
             control: g.control.to_vec().into(),
             grace_ms: engram_store_cache::gpu::SHARED_GRACE.as_millis() as u32,
+            retire_ms: engram_store_cache::gpu::SHARED_RETIRE.as_millis() as u32,
         });
         #[cfg(not(feature = "cuda"))]
         let vram = None;

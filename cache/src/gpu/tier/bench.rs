@@ -28,7 +28,7 @@ impl GpuTier {
             // SAFETY: fits the scratch and stays borrowed until the synchronize below.
             unsafe { cudarc::driver::result::memcpy_htod_async(pos_ptr, &fixed, cu) }
                 .map_err(|e| GpuError::cuda("copy slots to the device", e))?;
-            let (n, arena) = (chunk.len() as u32, self.arena.ptr());
+            let (n, arena) = (chunk.len() as u32, self.mem.arena.ptr());
             let out = dst + (i * self.max_batch * self.row_bytes) as u64;
             let mut b = stream.launch_builder(&self.kernels.gather_slots_16);
             b.arg(&pos_ptr).arg(&n).arg(&arena).arg(&words).arg(&out);
@@ -88,9 +88,9 @@ impl GpuTier {
             .map_err(|e| GpuError::cuda("copy ids", e))?;
         let a = self.active.load(Ordering::Acquire);
         let (keys, islots, arena) = (
-            self.index_keys.ptr() + (a * self.buckets * 8) as u64,
-            self.index_slots.ptr() + (a * self.buckets * 4) as u64,
-            self.arena.ptr(),
+            self.mem.index_keys.ptr() + (a * self.buckets * 8) as u64,
+            self.mem.index_slots.ptr() + (a * self.buckets * 4) as u64,
+            self.mem.arena.ptr(),
         );
         let (n32, mask) = (n as u32, self.buckets as u64 - 1);
         let words = (self.row_bytes / 16) as u32;

@@ -17,7 +17,8 @@ process's kernel runs for the lookup: a decode step pays its PCIe reads for the 
 :class:`~engram_store.torch.EngramRowBackend` (``device_gather``: the backend hands it device ids
 and output tensors). Since the server no longer sees the lookups, every ``record_every``-th
 lookup's ids go to it as a ``Prefetch`` (which only counts them when every row is in RAM), so the
-VRAM tier keeps following the traffic.
+VRAM tier keeps following the traffic; the same thread follows new versions of the table (shares
+the new one, swaps it in, closes the old one), which the server's retired-tier mark makes safe.
 
 Correctness does not depend on timing alone: the server rewrites a freed slot or an index buffer
 only ``grace_ms`` after it stopped referencing it, and a row whose tag does not match (a slot
@@ -29,8 +30,10 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import dataclasses
+import itertools
 import mmap
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -52,6 +55,12 @@ _PROBE = 8
 
 #: cudaHostRegisterPortable | cudaHostRegisterMapped | cudaHostRegisterReadOnly
 _REGISTER_READ_ONLY = 1 | 2 | 8
+
+#: Numbers of MappedTable instances, never reused (what captured gathers are keyed by).
+_SERIALS = itertools.count()
+
+#: Seconds between the recording thread's looks at a mapped table's version.
+VERSION_CHECK_S = 1.0
 
 
 @dataclasses.dataclass
@@ -175,6 +184,8 @@ if triton is not None:
         probe = tl.arange(0, PROBE)
         mask = buckets.to(tl.int64) - 1
         active = tl.load(control, volatile=True).to(tl.int64)
+        # A retired tier holds no row: no slot is below a capacity of 0.
+        live_capacity = tl.where(tl.load(control + 1, volatile=True) == 0, capacity, 0)
         keys_active = keys + active * buckets
         slots_active = slots + active * buckets
         block = tl.program_id(0)
@@ -201,7 +212,7 @@ if triton is not None:
                 slot = tl.where(hit, s, slot)
                 pending = pending & ~(hit | (epos < PROBE))
                 start += PROBE
-            in_vram = (slot >= 0) & (slot < capacity)
+            in_vram = (slot >= 0) & (slot < live_capacity)
             sl = tl.where(in_vram, slot, 0)
             before = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
             in_vram = in_vram & (before == row)
@@ -288,6 +299,7 @@ class MappedTable:
                 f"{row_format.row_bytes}"
             )
         self.table = table
+        self.serial = next(_SERIALS)
         self.version = shared.version
         self.rows = shared.rows
         self.row_bytes = shared.row_bytes
@@ -388,6 +400,7 @@ class MappedTransport(RowTransport):
         self._gathers: dict[str, int] = {}
         self._recording: dict[str, concurrent.futures.Future[None]] = {}
         self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rec")
+        self._version_checked: dict[str, float] = {}
 
     def table(self, table: str, device: torch.device) -> MappedTable:
         """The table mapped on ``device`` (shared and mapped on first use)."""
@@ -407,7 +420,7 @@ class MappedTransport(RowTransport):
     def graph_key(self, table: str, out: torch.Tensor) -> int:
         """What a captured gather of ``table`` depends on besides its buffers: the mapping (a
         new one, after the table was shared again, needs a new capture)."""
-        return id(self.table(table, out.device))
+        return self.table(table, out.device).serial
 
     def record(self, table: str, ids: torch.Tensor) -> None:
         """Every ``record_every``-th gather of a table: copies its ids to the host on the current
@@ -435,6 +448,28 @@ class MappedTransport(RowTransport):
         live = live[live >= 0]
         if live.size:
             self.client.prefetch(table, live.astype(np.uint64)).result()
+        self._follow_version(table)
+
+    def _follow_version(self, table: str) -> None:
+        """Recording thread, at most every :data:`VERSION_CHECK_S`: if the server serves a newer
+        version of ``table``, shares and maps it here, swaps it in for the next gathers, then
+        closes the old mapping once the device has finished every kernel queued before the
+        swap. Until then the old version's rows are read from its host file (the server marks
+        its VRAM tier retired and frees it only later, ``retire_ms``)."""
+        now = time.monotonic()
+        if now - self._version_checked.get(table, 0.0) < VERSION_CHECK_S:
+            return
+        self._version_checked[table] = now
+        version = self.client.describe_table(table).version
+        for key, old in list(self._tables.items()):
+            if key[0] != table or old.version == version:
+                continue
+            self._tables[key] = MappedTable(self.client, table, old.device)
+            # A gather that took the old mapping just before the swap has queued its kernel
+            # well within this pause; then the device finishes everything queued.
+            time.sleep(1.0)
+            torch.cuda.synchronize(old.device)
+            old.close()
 
     def allocate(self, nbytes: int, device: torch.device) -> RowBuffer:
         return RowBuffer(torch.empty(nbytes, dtype=torch.uint8, device=device), None)

@@ -82,7 +82,7 @@ class ShareTableResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., rows: _Optional[int] = ..., row_bytes: _Optional[int] = ..., host_path: _Optional[str] = ..., host_bytes: _Optional[int] = ..., vram: _Optional[_Union[SharedVramTier, _Mapping]] = ...) -> None: ...
 
 class SharedVramTier(_message.Message):
-    __slots__ = ("device", "capacity", "buckets", "arena", "index_keys", "index_slots", "tags", "control", "grace_ms")
+    __slots__ = ("device", "capacity", "buckets", "arena", "index_keys", "index_slots", "tags", "control", "grace_ms", "retire_ms")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class SharedVramTier(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_FIELD_NUMBER: _ClassVar[int]
     GRACE_MS_FIELD_NUMBER: _ClassVar[int]
+    RETIRE_MS_FIELD_NUMBER: _ClassVar[int]
     device: int
     capacity: int
     buckets: int
@@ -101,7 +102,8 @@ class SharedVramTier(_message.Message):
     tags: bytes
     control: bytes
     grace_ms: int
-    def __init__(self, device: _Optional[int] = ..., capacity: _Optional[int] = ..., buckets: _Optional[int] = ..., arena: _Optional[bytes] = ..., index_keys: _Optional[bytes] = ..., index_slots: _Optional[bytes] = ..., tags: _Optional[bytes] = ..., control: _Optional[bytes] = ..., grace_ms: _Optional[int] = ...) -> None: ...
+    retire_ms: int
+    def __init__(self, device: _Optional[int] = ..., capacity: _Optional[int] = ..., buckets: _Optional[int] = ..., arena: _Optional[bytes] = ..., index_keys: _Optional[bytes] = ..., index_slots: _Optional[bytes] = ..., tags: _Optional[bytes] = ..., control: _Optional[bytes] = ..., grace_ms: _Optional[int] = ..., retire_ms: _Optional[int] = ...) -> None: ...
 
 class ReadTableFileRequest(_message.Message):
     __slots__ = ("table", "version", "file", "offset", "length", "group")
