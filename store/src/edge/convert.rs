@@ -332,6 +332,35 @@ impl From<EngineStats> for pb::StatsResponse {
     }
 }
 
+impl From<crate::engine::SharedTable> for pb::ShareTableResponse {
+    fn from(s: crate::engine::SharedTable) -> Self {
+        #[cfg(feature = "cuda")]
+        let vram = s.gpu.map(|g| pb::SharedVramTier {
+            device: g.device as u32,
+            capacity: g.capacity as u64,
+            buckets: g.buckets as u64,
+            arena: g.arena.to_vec().into(),
+            index_keys: g.index_keys.to_vec().into(),
+            index_slots: g.index_slots.to_vec().into(),
+            tags: g.tags.to_vec().into(),
+            control: g.control.to_vec().into(),
+            grace_ms: engram_store_cache::gpu::SHARED_GRACE.as_millis() as u32,
+            retire_ms: engram_store_cache::gpu::SHARED_RETIRE.as_millis() as u32,
+        });
+        #[cfg(not(feature = "cuda"))]
+        let vram = None;
+        pb::ShareTableResponse {
+            table: s.table,
+            version: s.version,
+            rows: s.rows,
+            row_bytes: s.row_bytes,
+            host_path: s.host_path.display().to_string(),
+            host_bytes: s.host_bytes,
+            vram,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,34 +455,5 @@ mod tests {
         })
         .expect_err("lookup into");
         assert_eq!(e.field, "TokenSequence.dead");
-    }
-}
-
-impl From<crate::engine::SharedTable> for pb::ShareTableResponse {
-    fn from(s: crate::engine::SharedTable) -> Self {
-        #[cfg(feature = "cuda")]
-        let vram = s.gpu.map(|g| pb::SharedVramTier {
-            device: g.device as u32,
-            capacity: g.capacity as u64,
-            buckets: g.buckets as u64,
-            arena: g.arena.to_vec().into(),
-            index_keys: g.index_keys.to_vec().into(),
-            index_slots: g.index_slots.to_vec().into(),
-            tags: g.tags.to_vec().into(),
-            control: g.control.to_vec().into(),
-            grace_ms: engram_store_cache::gpu::SHARED_GRACE.as_millis() as u32,
-            retire_ms: engram_store_cache::gpu::SHARED_RETIRE.as_millis() as u32,
-        });
-        #[cfg(not(feature = "cuda"))]
-        let vram = None;
-        pb::ShareTableResponse {
-            table: s.table,
-            version: s.version,
-            rows: s.rows,
-            row_bytes: s.row_bytes,
-            host_path: s.host_path.display().to_string(),
-            host_bytes: s.host_bytes,
-            vram,
-        }
     }
 }
