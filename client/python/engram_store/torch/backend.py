@@ -362,17 +362,11 @@ class EngramRowBackend:
                 raise ValueError("prefetch(token_ids=...) needs a hasher")
             token_ids = np.array(token_ids, dtype=np.int64, ndmin=2)
             ctx = None if context is None else np.array(context, np.int64)
-            hash_ids = self.hasher.row_ids(token_ids, ctx).reshape(token_ids.size, len(self.layers), -1)
-        ids = hash_ids if isinstance(hash_ids, torch.Tensor) else torch.from_numpy(np.asarray(hash_ids, dtype=np.int64))
-        if ids.dim() != 3 or ids.shape[1:] != (len(self.layers), self.layers[0].columns):
-            raise ValueError(
-                f"hash_ids must be [tokens, {len(self.layers)}, {self.layers[0].columns}], "
-                f"got {tuple(ids.shape)}"
+            hash_ids = self.hasher.row_ids(token_ids, ctx).reshape(
+                token_ids.size, len(self.layers), -1
             )
+        ids = self._checked_hash_ids(hash_ids).to(self.device, torch.int64, non_blocking=True)
         n = ids.shape[0]
-        if n > self.max_tokens:
-            raise ValueError(f"{n} tokens exceed max_tokens {self.max_tokens}")
-        ids = ids.to(self.device, torch.int64, non_blocking=True)
         local = ids[:, :, self.column_start : self.column_start + self.local_columns]
         s.num_tokens = n
         s.dead = [None] * len(self.layers)
@@ -446,9 +440,8 @@ class EngramRowBackend:
         self._graphs[key] = graph
         graph.replay()
 
-    def _stage_hash_ids(self, s: _Slot, hash_ids: Any) -> int:
-        """Copies this rank's columns of ``hash_ids`` into the slot's host ids (from the device
-        without blocking: the worker waits for the copy's event)."""
+    def _checked_hash_ids(self, hash_ids: Any) -> torch.Tensor:
+        """``hash_ids`` as a tensor, checked to be ``[tokens <= max_tokens, layers, columns]``."""
         ids = (
             hash_ids
             if isinstance(hash_ids, torch.Tensor)
@@ -459,9 +452,15 @@ class EngramRowBackend:
                 f"hash_ids must be [tokens, {len(self.layers)}, {self.layers[0].columns}], "
                 f"got {tuple(ids.shape)}"
             )
+        if ids.shape[0] > self.max_tokens:
+            raise ValueError(f"{ids.shape[0]} tokens exceed max_tokens {self.max_tokens}")
+        return ids
+
+    def _stage_hash_ids(self, s: _Slot, hash_ids: Any) -> int:
+        """Copies this rank's columns of ``hash_ids`` into the slot's host ids (from the device
+        without blocking: the worker waits for the copy's event)."""
+        ids = self._checked_hash_ids(hash_ids)
         n = ids.shape[0]
-        if n > self.max_tokens:
-            raise ValueError(f"{n} tokens exceed max_tokens {self.max_tokens}")
         local = ids[:, :, self.column_start : self.column_start + self.local_columns]
         if ids.is_cuda:
             s.host_ids[:n].copy_(local, non_blocking=True)
