@@ -1199,7 +1199,11 @@ def vram_hits(client, arm: str, log) -> dict[str, Any]:
     if gpu is None:
         return {}
     looked = gpu["hits"] + gpu["misses"]
-    rate = gpu["hits"] / looked if looked else 0.0
+    if looked == 0:  # mapped: the worker's kernel reads the tier, the server counts nothing
+        log(f"arm ({arm}): VRAM tier during the runs: no lookups reached the server (the "
+            f"worker read the tier itself), {gpu['resident_rows']:,} rows resident")  # fmt: skip
+        return {"gpu_resident_rows": gpu["resident_rows"]}
+    rate = gpu["hits"] / looked
     log(f"arm ({arm}): VRAM tier during the runs: {gpu['hits']:,} hits of {looked:,} rows looked "
         f"up ({rate:.1%}), {gpu['resident_rows']:,} rows resident")  # fmt: skip
     return {"gpu_hits": gpu["hits"], "gpu_misses": gpu["misses"], "gpu_hit_rate": rate}

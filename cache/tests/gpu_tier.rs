@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use engram_store_cache::gpu::{GpuTier, GpuTierConfig, probe};
+use engram_store_cache::gpu::{GpuTier, GpuTierConfig, SHARED_GRACE, probe};
 use engram_store_cache::mix64;
 
 const ROW: usize = 160;
@@ -164,4 +164,47 @@ fn gpu_alloc_failure_is_an_error_not_a_panic() {
     assert!(text.contains("allocate the VRAM tier"), "{text}");
     assert!(text.contains("gpu_alloc_fail"), "{text}");
     scenario.teardown();
+}
+
+/// Sharing exports the tier's memory (five distinct IPC handles, the tier's geometry) and from
+/// then on a refresh waits out the grace before rewriting what it freed; lookups stay right.
+#[test]
+fn a_shared_tier_exports_its_memory_and_rewrites_after_the_grace() {
+    let _turn = device_turn();
+    let Some(t) = tier(32 << 20) else { return };
+    refresh_to(&t, 0..1000u64);
+    let started = std::time::Instant::now();
+    refresh_to(&t, 1000..2000u64);
+    let unshared = started.elapsed();
+    assert!(
+        unshared < SHARED_GRACE,
+        "an unshared refresh waits for nothing: {unshared:?}"
+    );
+    let shared = t.share().expect("share");
+    assert_eq!(shared.capacity, t.capacity_rows());
+    assert_eq!(shared.row_bytes, ROW);
+    assert!(shared.buckets.is_power_of_two() && shared.buckets >= shared.capacity);
+    let handles = [
+        shared.arena,
+        shared.index_keys,
+        shared.index_slots,
+        shared.tags,
+        shared.control,
+    ];
+    for (i, h) in handles.iter().enumerate() {
+        assert!(h.iter().any(|&b| b != 0), "handle {i} is empty");
+        for other in &handles[i + 1..] {
+            assert_ne!(h, other, "two buffers share a handle");
+        }
+    }
+    let started = std::time::Instant::now();
+    refresh_to(&t, 2000..3000u64);
+    let took = started.elapsed();
+    assert!(
+        took >= SHARED_GRACE,
+        "a shared refresh took {took:?}, less than the grace"
+    );
+    assert!(t.contains(2500));
+    let ids: Vec<u64> = (0..4000u64).collect();
+    assert!(check(&t, &ids) >= 3000);
 }
