@@ -226,3 +226,38 @@ def test_share_table_refuses_a_device_without_a_vram_tier(shared_gpu):
     client, _ = shared_gpu
     with pytest.raises(FailedPreconditionError, match="GPU 7"):
         client.share_table(GPU_TABLE, device=7)
+
+
+def test_share_table_gives_a_file_of_every_row_on_the_cpu_too(tmp_path):
+    """What a worker maps from a server with ``--share-memory``, without a GPU: the file holds
+    every row at ``id * row_bytes``, exactly as Lookup returns them; refusals name the cause."""
+    from conftest import engram_store_bin
+
+    from engram_store import Client
+    from engram_store.errors import FailedPreconditionError, NotFoundError
+    from engram_store.local_server import LocalServer, run_cli
+
+    binary = engram_store_bin()
+    data, shm = tmp_path / "data", tmp_path / "shm"
+    shm.mkdir()
+    run_cli(binary, "synth", "--name", "t", "--rows", 3000, "--dim", 264, "--dtype", "u8",
+            "--seed", 4, "--data", data)  # fmt: skip
+    args = ("--share-memory", str(shm))
+    with LocalServer(binary, data, ram_cache="8MiB", args=args) as server, Client(
+        server.addr
+    ) as client:
+        shared = client.share_table("t")
+        assert (shared.rows, shared.row_bytes) == (3000, 264)
+        assert not shared.HasField("vram")
+        path = shared.host_path
+        assert path.startswith(str(shm)) and os.path.getsize(path) == shared.host_bytes
+        rows = np.fromfile(path, dtype=np.uint8)[: 3000 * 264].reshape(3000, 264)
+        ids = np.array([0, 1, 1499, 2999])
+        assert np.array_equal(rows[ids], np.asarray(client.lookup("t", ids)))
+        with pytest.raises(NotFoundError):
+            client.share_table("nope")
+        with pytest.raises(FailedPreconditionError, match="GPU 0"):
+            client.share_table("t", device=0)
+    with LocalServer(binary, data, ram_cache="8MiB") as server, Client(server.addr) as client:
+        with pytest.raises(FailedPreconditionError, match="--share-memory"):
+            client.share_table("t")
