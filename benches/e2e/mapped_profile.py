@@ -99,7 +99,8 @@ def main() -> int:
                 device_s, host_s = [], []
                 for i in ids:
                     torch.cuda.synchronize()
-                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a = torch.cuda.Event(enable_timing=True)
+                    b = torch.cuda.Event(enable_timing=True)
                     a.record()
                     t = time.perf_counter()
                     fn(i)

@@ -2,7 +2,9 @@
 VRAM tier laid out as the server shares it (arena, two indexes and the control word naming the
 active one, slot tags) and a host table, against numpy. A row is taken from the arena only when
 the active index finds it and its slot's tag is its id: rows of a stale tag, a slot past the
-capacity, the inactive index, no entry, or a retired tier come from the host. Skipped without torch or triton.
+capacity, the inactive index, no entry, or a retired tier come from the host; and ShareTable's
+file on the CPU. With a GPU and ``ENGRAM_STORE_GPU_BIN``, mapped rows against a real server's VRAM
+tier and shared file. Skipped without torch (the kernel: without triton).
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         host_want = R.dequantize(torch.from_numpy(host[np.maximum(ids, 0)]))
         host_want[9, 3] = 0
         tag0 = int(tags[0])
-        assert torch.equal(got[ids != tag0].view(torch.int16), host_want[ids != tag0].view(torch.int16))
+        keep = ids != tag0
+        assert torch.equal(got[keep].view(torch.int16), host_want[keep].view(torch.int16))
         # A retired tier (word 1 of the control block set): every row from the host.
         control[0], control[1] = 1, 1
         got = torch.zeros(29, 6, 256, dtype=torch.bfloat16)

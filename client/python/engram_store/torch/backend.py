@@ -418,8 +418,10 @@ class EngramRowBackend:
         if not self.graph_gathers:
             self.transport.gather(table, ids, target, self.row_format)
             return
-        key = (slot, i, table, ids.data_ptr(), tuple(ids.shape), tuple(ids.stride()),
-               target.data_ptr(), tuple(target.shape), self.transport.graph_key(table, target))  # fmt: skip
+        key = (
+            slot, i, table, ids.data_ptr(), tuple(ids.shape), tuple(ids.stride()),
+            target.data_ptr(), tuple(target.shape), self.transport.graph_key(table, target),
+        )  # fmt: skip
         graph = self._graphs.get(key)
         if graph is not None:
             graph.replay()

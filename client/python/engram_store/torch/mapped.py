@@ -217,7 +217,9 @@ if triton is not None:
             before = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
             in_vram = in_vram & (before == row)
             vbase = arena + sl[:, None] * ROW_BYTES
-            vcode = tl.load(vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg")
+            vcode = tl.load(
+                vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg"
+            )
             vscale = tl.load(
                 vbase + DIM + (cols // BLOCK)[None, :],
                 mask=in_vram[:, None],
