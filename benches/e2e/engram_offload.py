@@ -221,8 +221,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="channel",
         choices=["channel", "grpc", "mapped"],
         help="how arms (d) and (e) get rows: the sidecar channel, LookupInto over gRPC, or "
-        "(GPU, arm (d)) mapped: the worker's own kernel over the memory the store shares "
-        "(ShareTable; arm (e), whose table is not whole in RAM, then uses the channel)",
+        "(arm (d)) mapped: the worker reads the memory the store shares itself (ShareTable; "
+        "arm (e), whose table is not whole in RAM, then uses the channel)",
     )
     p.add_argument(
         "--mapped-programs",
@@ -910,9 +910,10 @@ def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 def mapped(arm: str, ctx: dict[str, Any]) -> bool:
-    """Whether store arm ``arm`` reads rows with the worker's own kernel (``--transport mapped``:
-    arm (d) on a GPU; arm (e)'s table is not whole in RAM, so it cannot be shared)."""
-    return ctx["args"].transport == "mapped" and arm == "d" and ctx["device"].type == "cuda"
+    """Whether store arm ``arm`` reads rows itself from what the store shares (``--transport
+    mapped``: arm (d), with its own kernel on a GPU, from the shared file on the CPU; arm (e)'s
+    table is not whole in RAM, so it cannot be shared)."""
+    return ctx["args"].transport == "mapped" and arm == "d"
 
 
 def store_gpu_budget(client, ctx: dict[str, Any]) -> int | None:

@@ -59,3 +59,32 @@ def test_cpu_smoke_run(tmp_path):
         assert len(rows) == 1 and None not in rows, rows
     assert "identical in every phase" in done.stdout
     assert (tmp_path / "offload.svg").read_text().startswith("<svg")
+
+
+def test_cpu_smoke_run_with_the_mapped_transport(tmp_path):
+    """Arm (d) reading the rows itself from the file the store shares (``--transport mapped``,
+    the server started with ``--share-memory`` in a directory of the test's): the same rows and
+    logits as arm (c), and no shared file left behind."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    binary = server_binary()
+    if binary is None:
+        pytest.skip("no engram-store binary: cargo build --release -p engram-store")
+    out, shm = tmp_path / "offload.json", tmp_path / "shm"
+    shm.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
+         "--server-bin", str(binary), "--arms", "acd", "--transport", "mapped",
+         "--share-dir", str(shm)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "--share-memory" in log and "mapped the store's shared tables" in log, log[-3000:]
+    result = json.loads(out.read_text())
+    assert {r["arm"] for r in result["arms"]} == set("acd")
+    assert result["checks"]["ok"], result["checks"]
+    for group in {(r["phase"], r["batch"]) for r in result["details"]}:
+        rows = {r["arm"]: r["rows_sha256"] for r in result["details"]
+                if (r["phase"], r["batch"]) == group and r["arm"] != "a"}  # fmt: skip
+        assert rows["c"] == rows["d"] and rows["c"] is not None, rows
+    assert list(shm.iterdir()) == [], "the server's shared file outlived it"

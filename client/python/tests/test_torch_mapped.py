@@ -264,3 +264,52 @@ def test_share_table_gives_a_file_of_every_row_on_the_cpu_too(tmp_path):
     with LocalServer(binary, data, ram_cache="8MiB") as server, Client(server.addr) as client:
         with pytest.raises(FailedPreconditionError, match="--share-memory"):
             client.share_table("t")
+
+
+def test_the_backend_reads_the_shared_file_on_the_cpu(tmp_path):
+    """``EngramRowBackend`` over ``MappedTransport`` on the CPU: the rows of every layer come from
+    the shared file, as ``Lookup`` returns them dequantized; dead ids give zero rows; the
+    transport's recording reaches the server as Prefetch requests."""
+    from conftest import engram_store_bin
+
+    from engram_store import Client
+    from engram_store.local_server import LocalServer, run_cli
+    from engram_store.torch import EngramLayer, EngramRowBackend, MappedTransport, dequantize
+
+    binary = engram_store_bin()
+    data, shm = tmp_path / "data", tmp_path / "shm"
+    shm.mkdir()
+    for name, seed in (("l1", 1), ("l14", 2)):
+        run_cli(binary, "synth", "--name", name, "--rows", 2000, "--dim", 264, "--dtype", "u8",
+                "--seed", seed, "--data", data)  # fmt: skip
+    args = ("--share-memory", str(shm))
+    with LocalServer(binary, data, ram_cache="8MiB", args=args) as server, Client(
+        server.addr
+    ) as client:
+        sent: list[tuple[str, int]] = []
+        real_prefetch = client.prefetch
+
+        def counting_prefetch(table, ids):
+            sent.append((table, len(ids)))
+            return real_prefetch(table, ids)
+
+        client.prefetch = counting_prefetch
+        transport = MappedTransport(client, record_every=1)
+        layers = [EngramLayer(1, "l1"), EngramLayer(14, "l14")]
+        rng = np.random.default_rng(5)
+        with EngramRowBackend(transport, layers, max_tokens=16, device="cpu") as backend:
+            for _ in range(3):
+                ids = rng.integers(0, 2000, (16, 2, 24))
+                ids[3, 0, 5] = -1
+                backend.prefetch(hash_ids=torch.from_numpy(ids))
+                for j, (layer, name) in enumerate(((1, "l1"), (14, "l14"))):
+                    packed = np.asarray(client.lookup(name, np.maximum(ids[:, j], 0).reshape(-1)))
+                    want = dequantize(torch.from_numpy(packed.copy()).view(16, 24, 264))
+                    if j == 0:
+                        want[3, 5] = 0
+                    got = backend.rows(layer)
+                    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), name
+        transport.close()  # waits for the recording thread
+        assert {t for t, _ in sent} == {"l1", "l14"}, sent
+        assert all(n in (16 * 24, 16 * 24 - 1) for _, n in sent), sent
+

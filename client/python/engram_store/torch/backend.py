@@ -25,12 +25,13 @@ with a kernel of this process: ``prefetch`` then queues, on the backend's side s
 work queued so far on the current one, one gather-and-dequantize kernel per layer straight into
 the slot's bf16 rows, with no worker thread and no host wait; ``rows`` makes the current stream
 wait for that layer's kernel. Give it the step's ``hash_ids`` on the device (token ids are hashed
-on the host first).
+on the host first). On the CPU such a transport reads the rows at once, in ``prefetch``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import threading
 import time
@@ -42,7 +43,7 @@ import torch
 
 from engram_store.torch.hashing import NgramHasher
 from engram_store.torch.rows import V41_ROWS, RowFormat, dequantize
-from engram_store.torch.transport import Pending, RowBuffer, RowTransport
+from engram_store.torch.transport import Done, Pending, RowBuffer, RowTransport
 
 __all__ = ["EngramLayer", "EngramRowBackend", "head_shard"]
 
@@ -151,12 +152,11 @@ class EngramRowBackend:
         self._layer_bytes = max_tokens * self.local_columns * row_format.row_bytes
         self._cuda = self.device.type == "cuda"
         self._device_gather = bool(getattr(transport, "device_gather", False))
-        if self._device_gather and not self._cuda:
-            raise ValueError(f"transport {transport.name!r} gathers on a CUDA device, not {device}")
-        self._side = torch.cuda.Stream(self.device) if self._device_gather else None
-        #: Device gathers: replay each slot and layer's gather as a CUDA graph once its buffers
-        #: repeat (see ``_launch``).
-        self.graph_gathers = self._device_gather
+        cuda_gather = self._device_gather and self._cuda
+        self._side = torch.cuda.Stream(self.device) if cuda_gather else None
+        #: Device gathers on a GPU: replay each slot and layer's gather as a CUDA graph once its
+        #: buffers repeat (see ``_launch``).
+        self.graph_gathers = cuda_gather
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._seen: set[tuple[Any, ...]] = set()
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rows")
@@ -213,7 +213,7 @@ class EngramRowBackend:
             dead=[None] * n_layers,
             fetched_at=[None] * n_layers,
             done=[torch.cuda.Event(enable_timing=True) for _ in range(n_layers)]
-            if self._device_gather
+            if self._device_gather and self._cuda
             else [],
         )
 
@@ -381,12 +381,13 @@ class EngramRowBackend:
                     f"[{n}, {self.part_columns}, {self.row_format.head_dim}]"
                 )
             s.target = list(out)
-        side = self._side
-        side.wait_stream(torch.cuda.current_stream(self.device))
         futures = []
-        with torch.cuda.stream(side):
+        side = self._side
+        if side is not None:
+            side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
             for i, layer in enumerate(self.layers):
-                if s.consumed[i] is not None:
+                if side is not None and s.consumed[i] is not None:
                     side.wait_event(s.consumed[i])
                 future: concurrent.futures.Future[Pending] = concurrent.futures.Future()
                 try:
@@ -395,16 +396,16 @@ class EngramRowBackend:
                         layer_ids = layer_ids.contiguous()
                     self._launch(index, i, layer.table, layer_ids, s.target[i])
                     self.transport.record(layer.table, layer_ids)
-                    done = s.done[i]
-                    done.record(side)
+                    if side is not None:
+                        s.done[i].record(side)
                 except BaseException as e:
                     future.set_exception(e)
                 else:
-                    future.set_result(_KernelDone(done))
+                    future.set_result(_KernelDone(s.done[i]) if side is not None else Done())
                 s.fetched_at[i] = time.perf_counter()
                 futures.append(future)
-        # Keep the ids alive until the kernels have read them.
-        ids.record_stream(side)
+        if side is not None:  # keep the ids alive until the kernels have read them
+            ids.record_stream(side)
         s.futures = futures
 
     def _launch(

@@ -34,6 +34,7 @@ import itertools
 import mmap
 import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -272,13 +273,15 @@ def _cudart(call: str, *args: Any) -> None:
 
 
 class MappedTable:
-    """One table version as the server shares it, mapped into this process on ``device``.
+    """One table version as the server shares it, mapped into this process on ``device``: on a
+    CUDA device the host file page-locked for kernels and the VRAM tier opened; on the CPU the
+    host file alone (``rows_view.host`` is then a read-only CPU tensor over it).
 
     Args:
         client: an :class:`engram_store.Client` of the server on this host (admin token if the
             server checks tokens).
         table: the table.
-        device: the CUDA device of the worker (and of the server's VRAM tier to use).
+        device: the worker's device (a CUDA one: also the server's VRAM tier to use).
         row_format: the rows' format (its ``row_bytes`` must be the table's).
     """
 
@@ -290,10 +293,14 @@ class MappedTable:
         row_format: RowFormat = V41_ROWS,
     ):
         self.device = torch.device(device)
-        if self.device.type != "cuda":
-            raise ValueError(f"MappedTable reads rows with a CUDA kernel, not on {self.device}")
-        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        self.device = torch.device("cuda", index)
+        if self.device.type not in ("cuda", "cpu"):
+            raise ValueError(f"MappedTable maps rows for a CUDA device or the CPU, not {device}")
+        index = None
+        if self.device.type == "cuda":
+            index = self.device.index
+            if index is None:
+                index = torch.cuda.current_device()
+            self.device = torch.device("cuda", index)
         shared = client.share_table(table, device=index)
         if shared.row_bytes != row_format.row_bytes:
             raise ValueError(
@@ -314,6 +321,13 @@ class MappedTable:
             os.close(fd)
         try:
             self._host_array = np.frombuffer(self._map, dtype=np.uint8)
+            if index is None:
+                rows = self._host_array[: self.rows * self.row_bytes]
+                with warnings.catch_warnings():  # read-only memory: nothing writes through it
+                    warnings.simplefilter("ignore", UserWarning)
+                    host = torch.from_numpy(rows).view(self.rows, self.row_bytes)
+                self.rows_view = TieredRows(host=host)
+                return
             address = self._host_array.ctypes.data
             torch.cuda.set_device(self.device)
             _cudart("cudaHostRegister", address, self._map.size(), _REGISTER_READ_ONLY)
@@ -369,14 +383,18 @@ class MappedTable:
         self.rows_view = None  # type: ignore[assignment]
         self._host_array = None
         if getattr(self, "_map", None) is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:  # a tensor over the rows is still alive: closed when it goes
+                pass
             self._map = None
 
 
 class MappedTransport(RowTransport):
     """Rows gathered by this process's own kernel from what the server shares (see the module
     doc): :meth:`gather` queues the kernel on the current stream, writing bf16 rows straight into
-    the caller's tensor. For :class:`~engram_store.torch.EngramRowBackend` on a CUDA device.
+    the caller's tensor (on the CPU: the rows are read from the shared file at once). For
+    :class:`~engram_store.torch.EngramRowBackend`.
 
     Args:
         client: an :class:`engram_store.Client` (or an address) of a server on this host started
@@ -406,10 +424,12 @@ class MappedTransport(RowTransport):
 
     def table(self, table: str, device: torch.device) -> MappedTable:
         """The table mapped on ``device`` (shared and mapped on first use)."""
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        key = (table, index)
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            device = torch.device("cuda", index)
+        key = (table, str(device))
         if key not in self._tables:
-            self._tables[key] = MappedTable(self.client, table, torch.device("cuda", index))
+            self._tables[key] = MappedTable(self.client, table, device)
         return self._tables[key]
 
     def gather(self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat) -> None:
@@ -428,7 +448,7 @@ class MappedTransport(RowTransport):
         """Every ``record_every``-th gather of a table: copies its ids to the host on the current
         stream (no wait) and has the recording thread send them, once copied, as a Prefetch.
         At most one recording per table is in flight; a gather finding one skips its turn."""
-        if self.record_every <= 0 or torch.cuda.is_current_stream_capturing():
+        if self.record_every <= 0 or (ids.is_cuda and torch.cuda.is_current_stream_capturing()):
             return
         n = self._gathers.get(table, 0)
         self._gathers[table] = n + 1
@@ -438,14 +458,18 @@ class MappedTransport(RowTransport):
         if busy is not None and not busy.done():
             return
         flat = ids.reshape(-1)
-        host = torch.empty(flat.numel(), dtype=torch.int64, pin_memory=True)
-        host.copy_(flat, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
+        if ids.is_cuda:
+            host = torch.empty(flat.numel(), dtype=torch.int64, pin_memory=True)
+            host.copy_(flat, non_blocking=True)
+            event: torch.cuda.Event | None = torch.cuda.Event()
+            event.record()
+        else:
+            host, event = flat.clone(), None
         self._recording[table] = self._recorder.submit(self._send, table, host, event)
 
-    def _send(self, table: str, host: torch.Tensor, event: torch.cuda.Event) -> None:
-        event.synchronize()
+    def _send(self, table: str, host: torch.Tensor, event: torch.cuda.Event | None) -> None:
+        if event is not None:
+            event.synchronize()
         live = host.numpy()
         live = live[live >= 0]
         if live.size:
@@ -468,9 +492,11 @@ class MappedTransport(RowTransport):
                 continue
             self._tables[key] = MappedTable(self.client, table, old.device)
             # A gather that took the old mapping just before the swap has queued its kernel
-            # well within this pause; then the device finishes everything queued.
+            # (or, on the CPU, read its rows) well within this pause; then the device finishes
+            # everything queued.
             time.sleep(1.0)
-            torch.cuda.synchronize(old.device)
+            if old.device.type == "cuda":
+                torch.cuda.synchronize(old.device)
             old.close()
 
     def allocate(self, nbytes: int, device: torch.device) -> RowBuffer:
