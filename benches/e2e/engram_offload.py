@@ -486,31 +486,49 @@ class StoreSource(Source):
     """Arms (d) and (e): :class:`engram_store.torch.EngramRowBackend` prefetches a step's rows from
     its token ids at the step's start (and a prefill chunk's during the chunk before, with
     lookahead); ``rows`` dequantizes them into the staging buffer. With a transport that gathers
-    on the device (``mapped``) it takes the step's row ids hashed on the device, as arm (c)."""
+    on the device (``mapped``) it takes the step's row ids hashed on the device, as arm (c), and
+    the rows land in the staging buffers, except a looked-ahead chunk's, which wait in their slot
+    and are copied there."""
 
     def __init__(self, backend, layer_ids: Sequence[int], lookahead: bool):
         self.backend = backend
         self.layer_ids = list(layer_ids)
         self.device_ids = bool(getattr(backend.transport, "device_gather", False))
-        self.lookahead = lookahead and not self.device_ids
+        self.lookahead = lookahead
         self.prefetched: dict[int, int] = {}
         self.slot = 0
 
     def _prefetch(self, phase: Phase, step: int) -> int:
         return self.backend.prefetch(token_ids=phase.tokens[step], context=phase.context[step])
 
+    def _next_ids(self, run: Runner, step: int):
+        """Row ids of ``step``, hashed on the device from its own copies of the tokens (the
+        step's staging tensors belong to the step running)."""
+        phase = run.phase
+        n, t = phase.tokens.shape[1:]
+        tokens = torch.from_numpy(phase.tokens[step].reshape(n, t)).to(run.device)
+        context = torch.from_numpy(phase.context[step]).to(run.device)
+        ids = run.hasher.torch_row_ids(tokens, context)
+        return ids.view(n * t, ids.shape[2], ids.shape[3])
+
     def start(self, run: Runner) -> None:
         self.prefetched.clear()
 
     def begin(self, run: Runner, step: int) -> None:
-        if self.device_ids:  # the rows land in the staging buffers, as arm (c)'s
-            self.slot = self.backend.prefetch(hash_ids=run.ids, out=run.state.rows)
-            return
         phase = run.phase
         slot = self.prefetched.pop(step, None)
-        self.slot = self._prefetch(phase, step) if slot is None else slot
+        if slot is not None:
+            self.slot = slot
+        elif self.device_ids:  # the rows land in the staging buffers, as arm (c)'s
+            self.slot = self.backend.prefetch(hash_ids=run.ids, out=run.state.rows)
+        else:
+            self.slot = self._prefetch(phase, step)
         if self.lookahead and phase.kind == "prefill" and step + 1 < phase.steps:
-            self.prefetched[step + 1] = self._prefetch(phase, step + 1)
+            if self.device_ids:
+                ahead = self.backend.prefetch(hash_ids=self._next_ids(run, step + 1))
+            else:
+                ahead = self._prefetch(phase, step + 1)
+            self.prefetched[step + 1] = ahead
 
     def ready(self, run: Runner, j: int) -> None:
         self.backend.rows(self.layer_ids[j], slot=self.slot, out=run.state.rows[j])
