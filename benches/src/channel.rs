@@ -1,8 +1,10 @@
 //! `engram-bench channel`: the sidecar channel against the two gRPC paths, in the same run, on
 //! the same rows: `grpc_lookup` (Lookup: rows in the reply), `grpc_lookup_into` (LookupInto a
 //! shared-memory region) and `channel` (a request written into the ring, rows written into the
-//! same region, completion awaited on the slot). One request in flight at a time, as a decode
-//! step issues it; per path and batch: p50 and p99 latency and rows/s.
+//! same region, completion awaited on the slot), and with `--mapped` `mapped` (the worker copies
+//! the rows itself from the server's shared-memory file, `ShareTable`: no request at all; the
+//! server needs `--share-memory` and a RAM budget holding the table). One request in flight at a
+//! time, as a decode step issues it; per path and batch: p50 and p99 latency and rows/s.
 //!
 //! ```text
 //! engram-bench channel --addr 127.0.0.1:50051 --table T --batch 256,4096,65536 \
@@ -47,6 +49,9 @@ pub struct ChannelArgs {
     /// Skip reading the rows once before timing (then early runs pay the disk).
     #[arg(long)]
     pub no_warm: bool,
+    /// Also time `mapped`: rows copied from the server's shared file (`ShareTable`).
+    #[arg(long)]
+    pub mapped: bool,
 }
 
 /// A duration like `5s`, `500ms` or `1.5` (seconds).
@@ -70,7 +75,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// One path at one batch size.
 #[derive(Debug, Clone)]
 pub struct PathResult {
-    /// `grpc_lookup`, `grpc_lookup_into` or `channel`.
+    /// `grpc_lookup`, `grpc_lookup_into`, `channel` or `mapped`.
     pub path: &'static str,
     /// Rows per request.
     pub batch: usize,
@@ -82,7 +87,7 @@ pub struct PathResult {
     pub rows_per_s: f64,
 }
 
-const PATHS: [&str; 3] = ["grpc_lookup", "grpc_lookup_into", "channel"];
+const PATHS: [&str; 4] = ["grpc_lookup", "grpc_lookup_into", "channel", "mapped"];
 
 /// Runs every path at every batch size; prints and returns the results.
 pub async fn run(args: &ChannelArgs) -> anyhow::Result<Vec<PathResult>> {
@@ -115,6 +120,16 @@ pub async fn run(args: &ChannelArgs) -> anyhow::Result<Vec<PathResult>> {
         "{:<17} {:>7} {:>10} {:>10} {:>14}",
         "path", "batch", "p50 us", "p99 us", "rows/s"
     );
+    let mapped = if args.mapped {
+        Some(engram_store_client::MappedRows::open(&client, &args.table).await?)
+    } else {
+        None
+    };
+    let mut worker_buffer = vec![0u8; region_bytes];
+    let paths: Vec<&'static str> = PATHS
+        .into_iter()
+        .filter(|p| *p != "mapped" || mapped.is_some())
+        .collect();
     if !args.no_warm {
         // Every row the runs may ask for, once, so that no path pays the disk.
         let t = Instant::now();
@@ -132,9 +147,9 @@ pub async fn run(args: &ChannelArgs) -> anyhow::Result<Vec<PathResult>> {
     let mut results = Vec::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for &batch in &args.batch {
-        let mut by_path: Vec<Vec<PathResult>> = vec![Vec::new(); PATHS.len()];
+        let mut by_path: Vec<Vec<PathResult>> = vec![Vec::new(); paths.len()];
         for _ in 0..args.runs.max(1) {
-            for (p, path) in PATHS.into_iter().enumerate() {
+            for (p, &path) in paths.iter().enumerate() {
                 let latency = LatencyHistogram::new();
                 let start = Instant::now();
                 let mut done = 0u64;
@@ -149,6 +164,12 @@ pub async fn run(args: &ChannelArgs) -> anyhow::Result<Vec<PathResult>> {
                             client
                                 .lookup_into(region.id(), region.token(), 0, &args.table, &ids)
                                 .await?;
+                        }
+                        "mapped" => {
+                            if let Some(m) = &mapped {
+                                let out = &mut worker_buffer[..batch * m.row_bytes()];
+                                m.gather_into(&ids, out)?;
+                            }
                         }
                         _ => {
                             channel.submit_rows(0, &ids, 0)?;
@@ -187,6 +208,12 @@ pub async fn run(args: &ChannelArgs) -> anyhow::Result<Vec<PathResult>> {
             "  batch {batch}: channel p50 / grpc_lookup_into p50 = {:.3}",
             p50("channel") / p50("grpc_lookup_into")
         );
+        if mapped.is_some() {
+            println!(
+                "  batch {batch}: mapped p50 / channel p50 = {:.3}",
+                p50("mapped") / p50("channel")
+            );
+        }
     }
     if let Some(path) = &args.csv {
         let mut text = String::from("path,batch,p50_us,p99_us,rows_per_s\n");

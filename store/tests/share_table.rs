@@ -1,6 +1,7 @@
 //! `ShareTable` over real gRPC: with `--share-memory`, a table held whole in RAM is loaded whole
 //! and shared as one file in which a second reader (this test, as a worker would) finds every
-//! row at `id * row_bytes`, byte for byte as `Lookup` returns it; the file is owner read-only.
+//! row at `id * row_bytes`, byte for byte as `Lookup` returns it (also through the client's
+//! `MappedRows`); the file is owner read-only.
 //! Refusals name what is missing: no shared memory, a table that does
 //! not fit the RAM budget, an unknown table, a device with no VRAM tier.
 
@@ -47,6 +48,24 @@ async fn a_table_held_whole_is_shared_as_one_file_of_every_row() {
     );
     let looked_up = client.lookup("small", &[4999, 7]).await.expect("lookup");
     assert_eq!(looked_up.row(0), small.row(4999));
+
+    // The client's own mapping of it: rows copied with no request.
+    let mapped = engram_store_client::MappedRows::open(&client, "small")
+        .await
+        .expect("map");
+    assert_eq!((mapped.rows(), mapped.row_bytes()), (5000, 160));
+    assert_eq!(mapped.row(4999), Some(small.row(4999)));
+    assert_eq!(mapped.row(5000), None);
+    let ids = [3u64, 4999, 3, 0];
+    let mut out = vec![0u8; ids.len() * 160];
+    mapped.gather_into(&ids, &mut out).expect("gather");
+    for (k, &id) in ids.iter().enumerate() {
+        assert_eq!(&out[k * 160..(k + 1) * 160], small.row(id), "row {id}");
+    }
+    let e = mapped
+        .gather_into(&[1, 5000], &mut vec![0u8; 320])
+        .expect_err("past the end");
+    assert!(e.to_string().contains("5000"), "{e}");
 
     let e = client.share_table("nope", None).await.expect_err("unknown");
     assert_eq!(e.code(), Code::NotFound, "{e}");
