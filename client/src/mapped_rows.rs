@@ -43,9 +43,8 @@ impl MappedRows {
                     shared.rows, shared.row_bytes, shared.host_bytes
                 ))
             })?;
-        let file = std::fs::File::open(&shared.host_path).map_err(|e| {
-            ClientError::InvalidArgument(format!("open {}: {e}", shared.host_path))
-        })?;
+        let file = std::fs::File::open(&shared.host_path)
+            .map_err(|e| ClientError::InvalidArgument(format!("open {}: {e}", shared.host_path)))?;
         let len = file
             .metadata()
             .map_err(|e| ClientError::InvalidArgument(format!("{}: {e}", shared.host_path)))?
