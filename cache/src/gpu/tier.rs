@@ -623,36 +623,9 @@ impl GpuTier {
         self.wait_grace(&r);
         let n = plan.entering.len().min(r.free.len());
         let slots: Vec<u32> = (0..n).filter_map(|_| r.free.pop()).collect();
-        let stream = r.stream.clone();
-        let cu = stream.cu_stream();
         let (f, words) = self.scatter_fn();
         let arena = self.mem.arena.ptr();
-        for (chunk_rows, chunk_slots) in rows[..n * self.row_bytes]
-            .chunks(self.refresh_chunk * self.row_bytes)
-            .zip(slots.chunks(self.refresh_chunk))
-        {
-            let (rows_ptr, slots_ptr) = (r.rows.ptr(), r.slots.ptr());
-            // SAFETY: chunks fit the refresh scratch and stay borrowed until the synchronize.
-            unsafe {
-                cudarc::driver::result::memcpy_htod_async(rows_ptr, chunk_rows, cu)
-                    .map_err(|e| GpuError::cuda("copy refresh rows", e))?;
-                cudarc::driver::result::memcpy_htod_async(slots_ptr, chunk_slots, cu)
-                    .map_err(|e| GpuError::cuda("copy refresh slots", e))?;
-            }
-            let cn = chunk_slots.len() as u32;
-            let mut b = stream.launch_builder(f);
-            b.arg(&slots_ptr)
-                .arg(&cn)
-                .arg(&rows_ptr)
-                .arg(&words)
-                .arg(&arena);
-            // SAFETY: arguments match the kernel; slots are free arena slots.
-            unsafe { b.launch(grid(u64::from(cn) * u64::from(words))) }
-                .map_err(|e| GpuError::cuda("launch the refresh scatter", e))?;
-            stream
-                .synchronize()
-                .map_err(|e| GpuError::cuda("refresh scatter", e))?;
-        }
+        self.scatter_through_refresh(&r, f, words, &rows[..n * self.row_bytes], &slots, arena)?;
         self.write_tags(&r, &slots, &plan.entering[..n])?;
         // (3) Publish the index with the new rows.
         let mut resident = keep;
@@ -675,39 +648,58 @@ impl GpuTier {
         }
     }
 
-    /// Sets the tags of `slots` to `values` (row ids, or [`FREE_TAG`]), with the byte scatter
-    /// kernel over 8-byte rows, through the refresh scratch.
+    /// Sets the tags of `slots` to `values` (row ids, or [`FREE_TAG`]): the byte scatter over
+    /// 8-byte rows.
     fn write_tags(&self, r: &Residency, slots: &[u32], values: &[u64]) -> Result<(), GpuError> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let tags = self.mem.tags.ptr();
+        self.scatter_through_refresh(r, &self.kernels.scatter_1, 8, &bytes, slots, tags)
+    }
+
+    /// Writes packed items (`packed.len() / slots.len()` bytes each) to items `slots` of the
+    /// device array at `dst` with scatter kernel `f` (`words` words an item), through the
+    /// refresh scratch, `refresh_chunk` items at a time, waiting for each chunk.
+    fn scatter_through_refresh(
+        &self,
+        r: &Residency,
+        f: &CudaFunction,
+        words: u32,
+        packed: &[u8],
+        slots: &[u32],
+        dst: u64,
+    ) -> Result<(), GpuError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let item = packed.len() / slots.len();
         let stream = r.stream.clone();
         let cu = stream.cu_stream();
-        let tags = self.mem.tags.ptr();
-        // The refresh scratch holds `refresh_chunk` slots and at least 8 bytes per one of them.
-        for (chunk_slots, chunk_values) in slots
-            .chunks(self.refresh_chunk)
-            .zip(values.chunks(self.refresh_chunk))
+        for (chunk_packed, chunk_slots) in packed
+            .chunks(self.refresh_chunk * item)
+            .zip(slots.chunks(self.refresh_chunk))
         {
             let (rows_ptr, slots_ptr) = (r.rows.ptr(), r.slots.ptr());
-            // SAFETY: both fit the refresh scratch (refresh_chunk slots, and at least 8 bytes
-            // for each) and stay borrowed until the synchronize below.
+            // SAFETY: a chunk fits the refresh scratch (refresh_chunk slots, and
+            // max(row_bytes, 8) bytes for each) and stays borrowed until the synchronize below.
             unsafe {
-                cudarc::driver::result::memcpy_htod_async(rows_ptr, chunk_values, cu)
-                    .map_err(|e| GpuError::cuda("copy tags", e))?;
+                cudarc::driver::result::memcpy_htod_async(rows_ptr, chunk_packed, cu)
+                    .map_err(|e| GpuError::cuda("copy refresh items", e))?;
                 cudarc::driver::result::memcpy_htod_async(slots_ptr, chunk_slots, cu)
-                    .map_err(|e| GpuError::cuda("copy tag slots", e))?;
+                    .map_err(|e| GpuError::cuda("copy refresh slots", e))?;
             }
-            let (cn, words) = (chunk_slots.len() as u32, 8u32);
-            let mut b = stream.launch_builder(&self.kernels.scatter_1);
+            let cn = chunk_slots.len() as u32;
+            let mut b = stream.launch_builder(f);
             b.arg(&slots_ptr)
                 .arg(&cn)
                 .arg(&rows_ptr)
                 .arg(&words)
-                .arg(&tags);
-            // SAFETY: arguments match the kernel; slots are below the capacity (8 B each).
-            unsafe { b.launch(grid(u64::from(cn) * 8)) }
-                .map_err(|e| GpuError::cuda("launch the tag scatter", e))?;
+                .arg(&dst);
+            // SAFETY: arguments match the kernel; slots index items of the array at `dst`.
+            unsafe { b.launch(grid(u64::from(cn) * u64::from(words))) }
+                .map_err(|e| GpuError::cuda("launch the refresh scatter", e))?;
             stream
                 .synchronize()
-                .map_err(|e| GpuError::cuda("tag scatter", e))?;
+                .map_err(|e| GpuError::cuda("refresh scatter", e))?;
         }
         Ok(())
     }

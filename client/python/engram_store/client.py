@@ -443,9 +443,9 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
@@ -622,10 +622,7 @@ class Client:
         loads the rows it lacks first, hence the long default ``timeout``. Admin. Use it through
         :class:`engram_store.torch.MappedTransport`."""
         req = pb.ShareTableRequest(table=table, device=device)
-        try:
-            return self._stub.ShareTable(req, timeout=timeout)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
+        return self._call(self._stub.ShareTable, req, timeout=timeout)
 
     def list_tables(self) -> list[TableInfo]:
         """Every table served (an Engram group's layer tables included)."""

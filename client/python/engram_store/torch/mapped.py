@@ -48,7 +48,7 @@ __all__ = ["MappedTable", "MappedTransport", "TieredRows", "tiered_gather_dequan
 if triton is not None:
     import triton.language as tl
 
-    from engram_store.torch.rows import dequantize_block
+    from engram_store.torch.rows import dequantize_block, store_rows
 
 # Rows per program step and index buckets probed at once per row.
 _BLOCK_ROWS = 16
@@ -237,13 +237,8 @@ if triton is not None:
             )
             code = tl.where(in_vram[:, None], vcode, hcode).to(tl.int32)
             scale = tl.where(in_vram[:, None], vscale, hscale)
-            value = dequantize_block(code, scale)
-            dst = (r // heads) * out_token_rows + (r % heads) * out_head_rows
-            tl.store(
-                out + dst[:, None] * DIM + cols[None, :],
-                value.to(tl.bfloat16),
-                mask=valid[:, None],
-            )
+            store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
+                       out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
 

@@ -220,6 +220,17 @@ if triton is not None:
         return value * factor
 
     @triton.jit
+    def store_rows(out, r, valid, value, heads, out_token_rows, out_head_rows, DIM: tl.constexpr):
+        """bf16 ``value`` ``[rows, DIM]`` to output rows ``r`` (token ``r // heads``, head
+        ``r % heads``) of ``out``, whose tokens and heads are ``out_token_rows`` and
+        ``out_head_rows`` rows of ``DIM`` apart; rows not ``valid`` are not written."""
+        cols = tl.arange(0, DIM)
+        dst = (r // heads) * out_token_rows + (r % heads) * out_head_rows
+        tl.store(
+            out + dst[:, None] * DIM + cols[None, :], value.to(tl.bfloat16), mask=valid[:, None]
+        )
+
+    @triton.jit
     def _gather_dequantize_kernel(
         src,
         ids,
@@ -253,11 +264,6 @@ if triton is not None:
             base = src + tl.where(live, row, 0)[:, None] * ROW_BYTES
             code = tl.load(base + cols[None, :], mask=live[:, None], other=0).to(tl.int32)
             scale = tl.load(base + DIM + (cols // BLOCK)[None, :], mask=live[:, None], other=0)
-            value = dequantize_block(code, scale)
-            dst = (r // heads) * out_token_rows + (r % heads) * out_head_rows
-            tl.store(
-                out + dst[:, None] * DIM + cols[None, :],
-                value.to(tl.bfloat16),
-                mask=valid[:, None],
-            )
+            store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
+                       out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
