@@ -1211,21 +1211,27 @@ def vram_hits(client, arm: str, log) -> dict[str, Any]:
     """After arm ``arm``'s runs: the VRAM tier's hits and misses over them (warm-up steps
     included; the counters were zeroed after the warm), logged."""
     try:
-        gpu = gpu_tier(client.stats())
+        stats = client.stats()
     except Exception as e:  # the server is gone: the arm's own error says why
         log(f"arm ({arm}): no VRAM tier counters after the runs: {e}")
         return {}
+    tiers = {
+        name: {k: t.get(k, 0) for k in ("hits", "misses")} for name, t in stats.tiers.items()
+    }
+    log(f"arm ({arm}): tier counters during the runs: {tiers}")
+    gpu = gpu_tier(stats)
     if gpu is None:
-        return {}
+        return {"tiers": tiers}
     looked = gpu["hits"] + gpu["misses"]
     if looked == 0:  # mapped: the worker's kernel reads the tier, the server counts nothing
         log(f"arm ({arm}): VRAM tier during the runs: no lookups reached the server (the "
             f"worker read the tier itself), {gpu['resident_rows']:,} rows resident")  # fmt: skip
-        return {"gpu_resident_rows": gpu["resident_rows"]}
+        return {"gpu_resident_rows": gpu["resident_rows"], "tiers": tiers}
     rate = gpu["hits"] / looked
     log(f"arm ({arm}): VRAM tier during the runs: {gpu['hits']:,} hits of {looked:,} rows looked "
         f"up ({rate:.1%}), {gpu['resident_rows']:,} rows resident")  # fmt: skip
-    return {"gpu_hits": gpu["hits"], "gpu_misses": gpu["misses"], "gpu_hit_rate": rate}
+    return {"gpu_hits": gpu["hits"], "gpu_misses": gpu["misses"], "gpu_hit_rate": rate,
+            "tiers": tiers}  # fmt: skip
 
 
 def gather_us(source: TableSource, run: Runner, step: int) -> float:

@@ -32,6 +32,7 @@ from engram_store.torch import (  # noqa: E402
     MappedTransport,
     cuda_view,
     gather_dequantize,
+    tiered_gather_dequantize,
 )
 
 
@@ -53,6 +54,7 @@ def main() -> int:
     trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
     batches = args.decode_batches
     phases = [E.decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in batches]
+    prefill = E.prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, 0)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     programs = sms // 2
     host = E.HostTables(tables, device)
@@ -66,20 +68,12 @@ def main() -> int:
         t = time.perf_counter()
         mapped = [transport.table(name, device) for name in tables.names]
         log(f"shared and mapped in {time.perf_counter() - t:.1f}s")
-        ctx = {"args": args, "tables": tables, "log": log, "trace": trace, "phases": phases,
-               "device": device}  # fmt: skip
+        ctx = {"args": args, "tables": tables, "log": log, "trace": trace,
+               "phases": [*phases, prefill], "device": device}  # fmt: skip
         E.warm_vram(client, "d", ctx)
         tags = [set(m.rows_view.tags.cpu().numpy().tolist()) - {-1} for m in mapped]
         for phase in phases:
-            steps = range(phase.warmup, phase.steps)
-            ids = [
-                torch.from_numpy(
-                    tables.hasher.row_ids(phase.tokens[s], phase.context[s]).reshape(
-                        phase.tokens_per_step, 2, -1
-                    )
-                ).to(device)
-                for s in steps
-            ]
+            ids = row_ids(phase, tables, device)
             in_vram = np.mean([
                 np.isin(i[:, j].cpu().numpy(), np.fromiter(tags[j], np.int64)).mean()
                 for i in ids[:20] for j in range(2)
@@ -134,10 +128,69 @@ def main() -> int:
                       f"{median_us(pre[4:]):6.1f} us, rows (2 layers) {median_us(rows[4:]):6.1f} "
                       f"us on the host")  # fmt: skip
             print(f"batch {phase.batch:4}: {in_vram:.1%} of rows in the VRAM tier")
+        prefill_sweep(prefill, tables, device, views, mapped, programs)
         transport.close()
         client.close()
     host.drop()
     return 0
+
+
+def row_ids(phase: E.Phase, tables: E.Tables, device: torch.device) -> list[torch.Tensor]:
+    """Per step of ``phase``: its row ids ``[tokens, layers, columns]`` on ``device``."""
+    return [
+        torch.from_numpy(
+            tables.hasher.row_ids(phase.tokens[s], phase.context[s]).reshape(
+                phase.tokens_per_step, 2, -1
+            )
+        ).to(device)
+        for s in range(phase.warmup, phase.steps)
+    ]
+
+
+#: Kernel shapes the prefill sweep tries: (programs per half the SMs, rows per block, warps).
+PREFILL_SHAPES = ((1, 16, 4), (2, 16, 4), (4, 16, 4), (1, 32, 4), (2, 32, 8), (4, 32, 4),
+                  (1, 64, 8), (2, 64, 8), (4, 64, 8), (8, 16, 4))  # fmt: skip
+
+
+def prefill_sweep(phase, tables, device, views, mapped, programs: int) -> None:
+    """A prefill chunk's gathers (both layers, the chunk's rows) alone on the device, per path
+    and kernel shape: (c) at the harness's grid, (d) at each of ``PREFILL_SHAPES``."""
+    ids = row_ids(phase, tables, device)
+    out = [torch.zeros(phase.tokens_per_step, 24, 256, dtype=torch.bfloat16, device=device)
+           for _ in range(2)]  # fmt: skip
+    in_vram = np.mean([
+        np.isin(i[:, j].cpu().numpy(), m.rows_view.tags.cpu().numpy()).mean()
+        for i in ids for j, m in enumerate(mapped)
+    ])  # fmt: skip
+
+    def timed(fn) -> float:
+        times = []
+        for _ in range(3):
+            for i in ids:
+                torch.cuda.synchronize()
+                a = torch.cuda.Event(enable_timing=True)
+                b = torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn(i)
+                b.record()
+                torch.cuda.synchronize()
+                times.append(a.elapsed_time(b) / 1e3)
+        return median_us(times)
+
+    def c_path(i):
+        for j in range(2):
+            gather_dequantize(views[j], i[:, j], out[j], max_programs=programs)
+
+    print(f"prefill chunk of {phase.tokens_per_step} tokens ({ids[0].numel():,} rows, "
+          f"{in_vram:.1%} in the VRAM tier): (c) {timed(c_path):7.1f} us, {programs} programs")
+    for per, block_rows, warps in PREFILL_SHAPES:
+        def d_path(i, per=per, block_rows=block_rows, warps=warps):
+            for j in range(2):
+                tiered_gather_dequantize(mapped[j].rows_view, i[:, j], out[j],
+                                         max_programs=programs * per, block_rows=block_rows,
+                                         num_warps=warps)  # fmt: skip
+        print(f"prefill (d) {programs * per:4} programs, {block_rows:3} rows a block, "
+              f"{warps} warps: {timed(d_path):7.1f} us")
 
 
 if __name__ == "__main__":

@@ -100,9 +100,10 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         )
         want = R.dequantize(torch.from_numpy(want_packed))
         want[9, 3] = 0
-        for programs in (1, 4):
+        for programs, block_rows in ((1, 16), (4, 16), (2, 64)):
             got = torch.full((29, 7, 256), 3.0, dtype=torch.bfloat16)
-            tiered_gather_dequantize(src, torch.from_numpy(ids), got, max_programs=programs)
+            tiered_gather_dequantize(src, torch.from_numpy(ids), got, max_programs=programs,
+                                     block_rows=block_rows)
             assert torch.equal(got[:, :6].view(torch.int16), want.view(torch.int16)), programs
             assert (got[:, 6] == 3.0).all()
         # With index 0 active every probe finds slot 0 only for its own rows, whose tags differ:

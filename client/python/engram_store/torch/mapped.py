@@ -93,11 +93,15 @@ def tiered_gather_dequantize(
     fmt: RowFormat = V41_ROWS,
     *,
     max_programs: int | None = None,
+    block_rows: int = _BLOCK_ROWS,
+    num_warps: int = 4,
 ) -> torch.Tensor:
     """``out[t, h] = dequantize(row ids[t, h])`` (ids ``[T, heads]`` int64, -1: a zero row; out
     bf16 ``[T, out_heads, head_dim]``), each row from ``src``'s VRAM tier if it holds it, else
     from ``src.host``. Queued on the current stream; without a VRAM tier, or without Triton, it
-    is :func:`gather_dequantize` over ``src.host``."""
+    is :func:`gather_dequantize` over ``src.host``. ``block_rows`` (a power of two) rows go
+    through a program's probe and copy at once, ``num_warps`` warps per program: more of either
+    puts more loads in flight per program (the probe is a chain of dependent loads)."""
     if src.arena is None or triton is None:
         return gather_dequantize(src.host, ids, out, fmt, max_programs=max_programs)
     if ids.dim() != 2 or ids.stride(1) != 1 or out.dim() != 3 or out.shape[0] != ids.shape[0]:
@@ -116,7 +120,9 @@ def tiered_gather_dequantize(
             if out.is_cuda
             else 64
         )
-    blocks = triton.cdiv(n_rows, _BLOCK_ROWS)
+    if block_rows < 1 or block_rows & (block_rows - 1):
+        raise ValueError(f"block_rows must be a power of two, got {block_rows}")
+    blocks = triton.cdiv(n_rows, block_rows)
     _tiered_kernel[(max(1, min(blocks, max_programs)),)](
         src.host,
         src.arena,
@@ -137,8 +143,9 @@ def tiered_gather_dequantize(
         ROW_BYTES=fmt.row_bytes,
         DIM=fmt.head_dim,
         BLOCK=fmt.block,
-        BLOCK_ROWS=_BLOCK_ROWS,
+        BLOCK_ROWS=block_rows,
         PROBE=_PROBE,
+        num_warps=num_warps,
     )
     return out
 
