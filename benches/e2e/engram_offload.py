@@ -231,6 +231,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "arm (c)'s side-stream gather)",
     )
     p.add_argument(
+        "--mapped-ahead-programs",
+        type=int,
+        help="with --transport mapped: the grid of the prefill lookahead's gather, which has the "
+        "whole chunk before to land (default: an eighth of --mapped-programs, at least 4)",
+    )
+    p.add_argument(
         "--share-dir",
         default="/dev/shm",
         help="with --transport mapped: the memory file system where the store keeps the tables "
@@ -525,7 +531,7 @@ class StoreSource(Source):
             self.slot = self._prefetch(phase, step)
         if self.lookahead and phase.kind == "prefill" and step + 1 < phase.steps:
             if self.device_ids:
-                ahead = self.backend.prefetch(hash_ids=self._next_ids(run, step + 1))
+                ahead = self.backend.prefetch(hash_ids=self._next_ids(run, step + 1), ahead=True)
             else:
                 ahead = self._prefetch(phase, step + 1)
             self.prefetched[step + 1] = ahead
@@ -976,7 +982,9 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
         if mapped(arm, ctx):  # shared (and loaded whole) before the warm reads rows
             sms = sm_count(ctx["device"])
             programs = args.mapped_programs or (None if sms is None else sms // 2)
-            transport = MappedTransport(client, max_programs=programs)
+            transport = MappedTransport(
+                client, max_programs=programs, ahead_programs=args.mapped_ahead_programs
+            )
             stack.callback(transport.close)
             started = time.perf_counter()
             for name in tables.names:

@@ -269,8 +269,8 @@ def test_share_table_gives_a_file_of_every_row_on_the_cpu_too(tmp_path):
 
 def test_the_backend_reads_the_shared_file_on_the_cpu(tmp_path):
     """``EngramRowBackend`` over ``MappedTransport`` on the CPU: the rows of every layer come from
-    the shared file, as ``Lookup`` returns them dequantized; dead ids give zero rows; the
-    transport's recording reaches the server as Prefetch requests."""
+    the shared file, as ``Lookup`` returns them dequantized (a gather ``ahead`` too); dead ids
+    give zero rows; the transport's recording reaches the server as Prefetch requests."""
     from conftest import engram_store_bin
 
     from engram_store import Client
@@ -299,10 +299,10 @@ def test_the_backend_reads_the_shared_file_on_the_cpu(tmp_path):
         layers = [EngramLayer(1, "l1"), EngramLayer(14, "l14")]
         rng = np.random.default_rng(5)
         with EngramRowBackend(transport, layers, max_tokens=16, device="cpu") as backend:
-            for _ in range(3):
+            for step in range(3):
                 ids = rng.integers(0, 2000, (16, 2, 24))
                 ids[3, 0, 5] = -1
-                backend.prefetch(hash_ids=torch.from_numpy(ids))
+                backend.prefetch(hash_ids=torch.from_numpy(ids), ahead=step == 1)
                 for j, (layer, name) in enumerate(((1, "l1"), (14, "l14"))):
                     packed = np.asarray(client.lookup(name, np.maximum(ids[:, j], 0).reshape(-1)))
                     want = dequantize(torch.from_numpy(packed.copy()).view(16, 24, 264))

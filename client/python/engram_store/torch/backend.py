@@ -227,6 +227,7 @@ class EngramRowBackend:
         context: Any = None,
         slot: int | None = None,
         out: Sequence[torch.Tensor] | None = None,
+        ahead: bool = False,
     ) -> int:
         """Starts fetching the rows of one step into a slot; returns the slot.
 
@@ -237,7 +238,10 @@ class EngramRowBackend:
         holding rows of an earlier prefetch is reused once those are read on the device.
         ``out`` (a transport that gathers on the device only): per layer, the bf16 tensor
         ``[tokens, columns per rank, head_dim]`` the rows land in instead of the slot's, to be
-        passed again to :meth:`rows` (which then copies nothing).
+        passed again to :meth:`rows` (which then copies nothing). ``ahead``: the rows are for a
+        later step (a prefill's next chunk), so a transport that gathers on the device may take
+        longer and leave more of the device to the model (a narrow grid; see
+        :class:`MappedTransport`'s ``ahead_programs``).
         """
         if (hash_ids is None) == (token_ids is None):
             raise ValueError("give hash_ids or token_ids, not both or neither")
@@ -250,7 +254,7 @@ class EngramRowBackend:
         if out is not None and not self._device_gather:
             raise ValueError("prefetch(out=...) needs a transport that gathers on the device")
         if self._device_gather:
-            self._gather_on_device(index, hash_ids, token_ids, context, out)
+            self._gather_on_device(index, hash_ids, token_ids, context, out, ahead)
             with self._lock:
                 self._latest = index
                 self._next_slot = (index + 1) % len(self._slots)
@@ -351,7 +355,7 @@ class EngramRowBackend:
             raise KeyError(f"layer {layer} is not one of this backend's layers {known}") from None
 
     def _gather_on_device(
-        self, index: int, hash_ids: Any, token_ids: Any, context: Any, out: Any
+        self, index: int, hash_ids: Any, token_ids: Any, context: Any, out: Any, ahead: bool
     ) -> None:
         """Queues each layer's gather kernel into slot ``index`` on the side stream, after the
         work queued so far on the current stream (which made the ids) and after the slot's last
@@ -394,7 +398,7 @@ class EngramRowBackend:
                     layer_ids = local[:, i]
                     if layer_ids.stride(-1) != 1:
                         layer_ids = layer_ids.contiguous()
-                    self._launch(index, i, layer.table, layer_ids, s.target[i])
+                    self._launch(index, i, layer.table, layer_ids, s.target[i], ahead)
                     self.transport.record(layer.table, layer_ids)
                     if side is not None:
                         s.done[i].record(side)
@@ -409,7 +413,7 @@ class EngramRowBackend:
         s.futures = futures
 
     def _launch(
-        self, slot: int, i: int, table: str, ids: torch.Tensor, target: torch.Tensor
+        self, slot: int, i: int, table: str, ids: torch.Tensor, target: torch.Tensor, ahead: bool
     ) -> None:
         """Layer ``i``'s gather kernel on the current (side) stream. The second time the same
         slot and layer gather the same buffers (the same ids buffer and target, as an engine's
@@ -417,11 +421,11 @@ class EngramRowBackend:
         graph launch instead of a Triton launch's host work, which would delay the model's own
         launches behind it."""
         if not self.graph_gathers:
-            self.transport.gather(table, ids, target, self.row_format)
+            self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
             return
         key = (
             slot, i, table, ids.data_ptr(), tuple(ids.shape), tuple(ids.stride()),
-            target.data_ptr(), tuple(target.shape), self.transport.graph_key(table, target),
+            target.data_ptr(), tuple(target.shape), self.transport.graph_key(table, target), ahead,
         )  # fmt: skip
         graph = self._graphs.get(key)
         if graph is not None:
@@ -431,7 +435,7 @@ class EngramRowBackend:
             if len(self._seen) >= 4 * MAX_GATHER_GRAPHS:
                 self._seen.clear()
             self._seen.add(key)
-            self.transport.gather(table, ids, target, self.row_format)
+            self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
             return
         if len(self._graphs) >= MAX_GATHER_GRAPHS:  # buffers that keep changing: start over
             self._graphs.clear()
@@ -439,7 +443,7 @@ class EngramRowBackend:
         graph = torch.cuda.CUDAGraph()
         side = torch.cuda.current_stream(self.device)
         with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-            self.transport.gather(table, ids, target, self.row_format)
+            self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
         self._graphs[key] = graph
         graph.replay()
 

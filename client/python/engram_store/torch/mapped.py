@@ -40,7 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from engram_store.torch.rows import V41_ROWS, RowFormat, _CudaArray, gather_dequantize, triton
+from engram_store.torch.rows import (
+    V41_ROWS,
+    RowFormat,
+    _CudaArray,
+    gather_dequantize,
+    programs_of,
+    triton,
+)
 from engram_store.torch.transport import Done, Pending, RowBuffer, RowTransport
 
 __all__ = ["MappedTable", "MappedTransport", "TieredRows", "tiered_gather_dequantize"]
@@ -115,11 +122,7 @@ def tiered_gather_dequantize(
     if n_rows == 0:
         return out
     if max_programs is None:
-        max_programs = (
-            torch.cuda.get_device_properties(out.device).multi_processor_count
-            if out.is_cuda
-            else 64
-        )
+        max_programs = programs_of(out.device)
     if block_rows < 1 or block_rows & (block_rows - 1):
         raise ValueError(f"block_rows must be a power of two, got {block_rows}")
     blocks = triton.cdiv(n_rows, block_rows)
@@ -405,19 +408,30 @@ class MappedTransport(RowTransport):
             ``Prefetch`` so its VRAM tier follows the traffic (0: never).
         max_programs: cap on the kernel's grid (None: every SM); a lookup beside the model on a
             side stream may leave SMs to it.
+        ahead_programs: the grid of a gather for a later step (``prefetch(ahead=True)``: a
+            prefill's next chunk, which has the whole of this chunk to land), narrow so that it
+            takes SMs from the model's compute-bound prefill as little as it can (None: an
+            eighth of ``max_programs``, at least 4).
     """
 
     name = "mapped"
     #: The backend passes device ids and output tensors to :meth:`gather` instead of submitting.
     device_gather = True
 
-    def __init__(self, client: Any, record_every: int = 32, max_programs: int | None = None):
+    def __init__(
+        self,
+        client: Any,
+        record_every: int = 32,
+        max_programs: int | None = None,
+        ahead_programs: int | None = None,
+    ):
         from engram_store.client import Client
 
         self._owns_client = isinstance(client, str)
         self.client = Client(client) if isinstance(client, str) else client
         self.record_every = record_every
         self.max_programs = max_programs
+        self.ahead_programs = ahead_programs
         self._tables: dict[tuple[str, int], MappedTable] = {}
         self._gathers: dict[str, int] = {}
         self._recording: dict[str, concurrent.futures.Future[None]] = {}
@@ -434,12 +448,27 @@ class MappedTransport(RowTransport):
             self._tables[key] = MappedTable(self.client, table, device)
         return self._tables[key]
 
-    def gather(self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat) -> None:
+    def gather(
+        self,
+        table: str,
+        ids: torch.Tensor,
+        out: torch.Tensor,
+        fmt: RowFormat,
+        *,
+        ahead: bool = False,
+    ) -> None:
         """Queues ``out[t, h] = dequantize(row ids[t, h] of table)`` on the current stream
         (ids int64 ``[T, heads]`` on ``out``'s device, -1: a zero row): one kernel launch and
-        nothing else, so it can be captured in a CUDA graph. See :meth:`record`."""
+        nothing else, so it can be captured in a CUDA graph. ``ahead``: for a later step, on
+        the narrow grid of ``ahead_programs``. See :meth:`record`."""
         mapped = self.table(table, out.device)
-        tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=self.max_programs)
+        programs = self.max_programs
+        if ahead:
+            programs = self.ahead_programs
+            if programs is None:
+                full = programs_of(out.device) if self.max_programs is None else self.max_programs
+                programs = max(4, full // 8)
+        tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=programs)
 
     def graph_key(self, table: str, out: torch.Tensor) -> int:
         """What a captured gather of ``table`` depends on besides its buffers: the mapping (a

@@ -157,6 +157,17 @@ except ImportError:  # the torch path serves every device
 _SM_COUNT: dict[int, int] = {}
 
 
+def programs_of(device: torch.device) -> int:
+    """A gather kernel's default grid on ``device``: one program per SM (cached), 64 on the CPU
+    (Triton's interpreter)."""
+    if device.type != "cuda":
+        return 64
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
+
+
 def _use_triton(t: torch.Tensor) -> bool:
     return triton is not None and t.is_cuda
 
@@ -174,10 +185,7 @@ def _launch(
     if n_rows == 0:
         return
     if max_programs is None:
-        device = out.device.index if out.device.index is not None else 0
-        if device not in _SM_COUNT:
-            _SM_COUNT[device] = torch.cuda.get_device_properties(device).multi_processor_count
-        max_programs = _SM_COUNT[device]
+        max_programs = programs_of(out.device)
     blocks = triton.cdiv(n_rows, _BLOCK_ROWS)
     programs = max(1, min(blocks, max_programs))
     _gather_dequantize_kernel[(programs,)](
