@@ -233,8 +233,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--mapped-ahead-programs",
         type=int,
-        help="with --transport mapped: the grid of the prefill lookahead's gather, which has the "
-        "whole chunk before to land (default: an eighth of --mapped-programs, at least 4)",
+        help="with --transport mapped: a cap on the grid of the prefill lookahead's gather, "
+        "which has the whole chunk before to land (default: none, one short program per block "
+        "of rows, so the gather does not hold SMs that the chunk's GEMMs wait for)",
     )
     p.add_argument(
         "--share-dir",

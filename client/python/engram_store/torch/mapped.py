@@ -61,6 +61,9 @@ if triton is not None:
 _BLOCK_ROWS = 16
 _PROBE = 8
 
+#: A grid cap no gather reaches: one program per block of rows.
+UNCAPPED = 1 << 30
+
 #: cudaHostRegisterPortable | cudaHostRegisterMapped | cudaHostRegisterReadOnly
 _REGISTER_READ_ONLY = 1 | 2 | 8
 
@@ -408,10 +411,12 @@ class MappedTransport(RowTransport):
             ``Prefetch`` so its VRAM tier follows the traffic (0: never).
         max_programs: cap on the kernel's grid (None: every SM); a lookup beside the model on a
             side stream may leave SMs to it.
-        ahead_programs: the grid of a gather for a later step (``prefetch(ahead=True)``: a
-            prefill's next chunk, which has the whole of this chunk to land), narrow so that it
-            takes SMs from the model's compute-bound prefill as little as it can (None: an
-            eighth of ``max_programs``, at least 4).
+        ahead_programs: cap on the grid of a gather for a later step (``prefetch(ahead=True)``:
+            a prefill's next chunk, which has the whole of this chunk to land). None (default):
+            no cap, one short program per block of rows. A capped grid's programs loop over the
+            blocks and hold their SMs for the whole gather, and a GEMM of the model's that wants
+            those SMs waits for them; short programs free them as they end, so the block
+            scheduler interleaves the gather with the model's work instead.
     """
 
     name = "mapped"
@@ -464,10 +469,7 @@ class MappedTransport(RowTransport):
         mapped = self.table(table, out.device)
         programs = self.max_programs
         if ahead:
-            programs = self.ahead_programs
-            if programs is None:
-                full = programs_of(out.device) if self.max_programs is None else self.max_programs
-                programs = max(4, full // 8)
+            programs = UNCAPPED if self.ahead_programs is None else self.ahead_programs
         tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=programs)
 
     def graph_key(self, table: str, out: torch.Tensor) -> int:
