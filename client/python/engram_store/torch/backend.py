@@ -419,8 +419,13 @@ class EngramRowBackend:
         slot and layer gather the same buffers (the same ids buffer and target, as an engine's
         static buffers are), the launch is captured as a CUDA graph, replayed from then on: one
         graph launch instead of a Triton launch's host work, which would delay the model's own
-        launches behind it."""
-        if not self.graph_gathers:
+        launches behind it. A gather ``ahead`` (for a later step: its ids are new each time, and
+        it has time) is never captured.
+
+        The capture is begun and ended on the side stream alone: ``torch.cuda.graph`` would
+        synchronize the whole device and empty the allocator's cache first, which in the middle
+        of a model's step stalls it and makes its next allocations real ``cudaMalloc`` calls."""
+        if not self.graph_gathers or ahead:
             self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
             return
         key = (
@@ -441,9 +446,11 @@ class EngramRowBackend:
             self._graphs.clear()
             self._seen.clear()
         graph = torch.cuda.CUDAGraph()
-        side = torch.cuda.current_stream(self.device)
-        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-            self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            self.transport.gather(table, ids, target, self.row_format)
+        finally:
+            graph.capture_end()
         self._graphs[key] = graph
         graph.replay()
 
