@@ -504,6 +504,7 @@ class StoreSource(Source):
         self.lookahead = lookahead
         self.prefetched: dict[int, int] = {}
         self.slot = 0
+        self.step = 0
 
     def _prefetch(self, phase: Phase, step: int) -> int:
         return self.backend.prefetch(token_ids=phase.tokens[step], context=phase.context[step])
@@ -530,6 +531,16 @@ class StoreSource(Source):
             self.slot = self.backend.prefetch(hash_ids=run.ids, out=run.state.rows)
         else:
             self.slot = self._prefetch(phase, step)
+        self.step = step
+        if not self.device_ids:
+            self._look_ahead(run)
+
+    def _look_ahead(self, run: Runner) -> None:
+        """A prefill chunk's rows during the chunk before. Arm (d) mapped issues it once the
+        first segment is queued (from :meth:`ready`): its hashing and launches are host work that
+        would otherwise hold back the chunk's first eager launches, and the rows have the whole
+        chunk to land."""
+        step, phase = self.step, run.phase
         if self.lookahead and phase.kind == "prefill" and step + 1 < phase.steps:
             if self.device_ids:
                 ahead = self.backend.prefetch(hash_ids=self._next_ids(run, step + 1), ahead=True)
@@ -539,6 +550,8 @@ class StoreSource(Source):
 
     def ready(self, run: Runner, j: int) -> None:
         self.backend.rows(self.layer_ids[j], slot=self.slot, out=run.state.rows[j])
+        if j == 0 and self.device_ids:
+            self._look_ahead(run)
 
     def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
         out: list[float | None] = []
