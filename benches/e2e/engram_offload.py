@@ -511,11 +511,20 @@ class StoreSource(Source):
 
     def _next_ids(self, run: Runner, step: int):
         """Row ids of ``step``, hashed on the device from its own copies of the tokens (the
-        step's staging tensors belong to the step running)."""
+        step's staging tensors belong to the step running). The copies go through page-locked
+        memory without blocking: from pageable memory the host would wait for the work queued
+        before them (the chunk's first segment) and launch the chunk's next layers late."""
         phase = run.phase
         n, t = phase.tokens.shape[1:]
-        tokens = torch.from_numpy(phase.tokens[step].reshape(n, t)).to(run.device)
-        context = torch.from_numpy(phase.context[step]).to(run.device)
+
+        def upload(a: np.ndarray) -> torch.Tensor:
+            host = torch.from_numpy(np.ascontiguousarray(a))
+            if not run.cuda:
+                return host
+            return host.pin_memory().to(run.device, non_blocking=True)
+
+        tokens = upload(phase.tokens[step].reshape(n, t))
+        context = upload(phase.context[step])
         ids = run.hasher.torch_row_ids(tokens, context)
         return ids.view(n * t, ids.shape[2], ids.shape[3])
 
