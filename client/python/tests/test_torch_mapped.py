@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -314,3 +315,63 @@ def test_the_backend_reads_the_shared_file_on_the_cpu(tmp_path):
         assert {t for t, _ in sent} == {"l1", "l14"}, sent
         assert all(n in (16 * 24, 16 * 24 - 1) for _, n in sent), sent
 
+
+
+def test_the_transport_follows_a_new_table_version_on_the_cpu(tmp_path):
+    """A table reloaded to a new version while ``MappedTransport`` reads it: gathers keep
+    returning whole rows of one version (the old file until the swap), the transport maps the
+    new version within seconds of its recording thread's next look, and unmaps the old one."""
+    from conftest import engram_store_bin
+
+    from engram_store import Client
+    from engram_store.local_server import LocalServer, run_cli
+    from engram_store.torch import MappedTransport, V41_ROWS, dequantize
+
+    binary = engram_store_bin()
+    data, shm = tmp_path / "data", tmp_path / "shm"
+    shm.mkdir()
+
+    def synth(seed: int) -> None:
+        run_cli(binary, "synth", "--name", "t", "--rows", 2000, "--dim", 264, "--dtype", "u8",
+                "--seed", seed, "--data", data)  # fmt: skip
+
+    synth(1)
+    args = ("--share-memory", str(shm), "--watch-interval", "0")
+    with LocalServer(binary, data, ram_cache="8MiB", args=args) as server, Client(
+        server.addr
+    ) as client:
+        ids = torch.from_numpy(np.random.default_rng(3).integers(0, 2000, (32, 24)))
+
+        def want(version: int) -> torch.Tensor:
+            packed = np.asarray(client.lookup("t", ids.reshape(-1).numpy(), version=version))
+            return dequantize(torch.from_numpy(packed.copy()).view(32, 24, 264))
+
+        def gathered() -> torch.Tensor:
+            out = torch.zeros(32, 24, 256, dtype=torch.bfloat16)
+            transport.gather("t", ids, out, V41_ROWS)
+            transport.record("t", ids)
+            return out
+
+        transport = MappedTransport(client, record_every=1)
+        try:
+            first = transport.table("t", torch.device("cpu"))
+            assert first.version == 1
+            assert torch.equal(gathered().view(torch.int16), want(1).view(torch.int16))
+            synth(2)
+            [report] = client.reload(["t"])
+            assert report["outcome"] == "SWAPPED", report
+            new, old = want(2).view(torch.int16), want(1).view(torch.int16)
+            assert not torch.equal(new, old)
+            deadline = time.monotonic() + 20
+            while transport.table("t", torch.device("cpu")).version != 2:
+                assert time.monotonic() < deadline, "the transport never mapped version 2"
+                got = gathered().view(torch.int16)
+                assert torch.equal(got, old) or torch.equal(got, new)
+                time.sleep(0.1)
+            assert torch.equal(gathered().view(torch.int16), new)
+            deadline = time.monotonic() + 10
+            while not first.closed:
+                assert time.monotonic() < deadline, "the old mapping was never closed"
+                time.sleep(0.1)
+        finally:
+            transport.close()

@@ -376,6 +376,11 @@ class MappedTable:
         )
         self.grace_ms = int(v.grace_ms)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run (its rows are no longer mapped here)."""
+        return getattr(self, "rows_view", None) is None
+
     def close(self) -> None:
         """Unmaps everything; safe to call twice. No kernel may still read the table."""
         if self._opened:
@@ -408,7 +413,9 @@ class MappedTransport(RowTransport):
         client: an :class:`engram_store.Client` (or an address) of a server on this host started
             with ``--share-memory``.
         record_every: every this many gathers of a table, its ids go to the server as a
-            ``Prefetch`` so its VRAM tier follows the traffic (0: never).
+            ``Prefetch`` so its VRAM tier follows the traffic, and the recording thread looks
+            (at most once a second) for a new version of the table to map (0: never, and new
+            versions are not followed: the old one's rows keep being read from its file).
         max_programs: cap on the kernel's grid (None: every SM); a lookup beside the model on a
             side stream may leave SMs to it.
         ahead_programs: cap on the grid of a gather for a later step (``prefetch(ahead=True)``:
@@ -465,7 +472,7 @@ class MappedTransport(RowTransport):
         """Queues ``out[t, h] = dequantize(row ids[t, h] of table)`` on the current stream
         (ids int64 ``[T, heads]`` on ``out``'s device, -1: a zero row): one kernel launch and
         nothing else, so it can be captured in a CUDA graph. ``ahead``: for a later step, on
-        the narrow grid of ``ahead_programs``. See :meth:`record`."""
+        the grid of ``ahead_programs`` (uncapped by default). See :meth:`record`."""
         mapped = self.table(table, out.device)
         programs = self.max_programs
         if ahead:
