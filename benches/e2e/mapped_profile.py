@@ -122,6 +122,8 @@ def main() -> int:
                     for j, lid in enumerate(tables.hasher.layer_ids):
                         backend.rows(lid, out=out[j])
                     rows.append(time.perf_counter() - t)
+                if graphs:  # where the host time of a replayed prefetch goes, by function
+                    host_breakdown(backend, static, ids, out)
                 torch.cuda.synchronize()
                 backend.close()
                 print(f"batch {phase.batch:4}: backend (graphs {graphs}) prefetch "
@@ -133,6 +135,30 @@ def main() -> int:
         client.close()
     host.drop()
     return 0
+
+
+def host_breakdown(backend, static: torch.Tensor, ids: list[torch.Tensor], out, top: int = 14):
+    """The backend's ``prefetch`` (gathers replayed as graphs) under cProfile: the functions
+    taking its host time, heaviest first, per call (what delays the model's next launch)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    calls = 0
+    for i in ids:
+        static.copy_(i)
+        torch.cuda.synchronize()
+        profiler.enable()
+        backend.prefetch(hash_ids=static, out=out)
+        profiler.disable()
+        calls += 1
+    stats = pstats.Stats(profiler)
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]  # by own (tottime)
+    print(f"  host time per prefetch by function (own time, {calls} calls):")
+    for (file, line, name), (_, ncalls, tottime, cumtime, _) in rows:
+        where = f"{Path(file).name}:{line}" if line else file
+        print(f"    {tottime / calls * 1e6:7.1f} us own, {cumtime / calls * 1e6:7.1f} us with "
+              f"callees, {ncalls / calls:4.1f} calls  {name} ({where})")  # fmt: skip
 
 
 def row_ids(phase: E.Phase, tables: E.Tables, device: torch.device) -> list[torch.Tensor]:

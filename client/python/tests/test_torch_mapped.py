@@ -375,3 +375,35 @@ def test_the_transport_follows_a_new_table_version_on_the_cpu(tmp_path):
                 time.sleep(0.1)
         finally:
             transport.close()
+
+
+def test_a_layer_whose_gather_fails_raises_in_rows_and_spares_the_other(tmp_path):
+    """A device gather that cannot start (its table is unknown to the server) does not fail
+    ``prefetch``: that layer's ``rows`` raises the server's error, the other layer's rows come."""
+    from conftest import engram_store_bin
+
+    from engram_store import Client
+    from engram_store.errors import NotFoundError
+    from engram_store.local_server import LocalServer, run_cli
+    from engram_store.torch import EngramLayer, EngramRowBackend, MappedTransport, dequantize
+
+    binary = engram_store_bin()
+    data, shm = tmp_path / "data", tmp_path / "shm"
+    shm.mkdir()
+    run_cli(binary, "synth", "--name", "l1", "--rows", 500, "--dim", 264, "--dtype", "u8",
+            "--seed", 9, "--data", data)  # fmt: skip
+    args = ("--share-memory", str(shm))
+    with LocalServer(binary, data, ram_cache="8MiB", args=args) as server, Client(
+        server.addr
+    ) as client:
+        layers = [EngramLayer(1, "l1"), EngramLayer(14, "missing")]
+        ids = np.random.default_rng(2).integers(0, 500, (8, 2, 24))
+        transport = MappedTransport(client, record_every=0)
+        with EngramRowBackend(transport, layers, max_tokens=8, device="cpu") as backend:
+            backend.prefetch(hash_ids=torch.from_numpy(ids))
+            with pytest.raises(NotFoundError, match="missing"):
+                backend.rows(14)
+            packed = np.asarray(client.lookup("l1", ids[:, 0].reshape(-1)))
+            want = dequantize(torch.from_numpy(packed.copy()).view(8, 24, 264))
+            assert torch.equal(backend.rows(1).view(torch.int16), want.view(torch.int16))
+        transport.close()

@@ -78,6 +78,29 @@ class _KernelDone(Pending):
             self.event.synchronize()
 
 
+class _Resolved:
+    """A lookup's outcome known when it is made (a device gather's: its kernel is queued, or
+    its launch failed), kept in a slot where a transport's lookups keep a Future, without a
+    Future's lock and condition (host time before the model's next launch)."""
+
+    __slots__ = ("_error", "_value")
+
+    def __init__(self, value: Pending | None = None, error: BaseException | None = None):
+        self._value, self._error = value, error
+
+    def done(self) -> bool:
+        return True
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def result(self) -> Pending:
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 @dataclasses.dataclass(frozen=True)
 class EngramLayer:
     """One Engram layer the backend serves: the model layer id and the table holding its rows
@@ -99,7 +122,7 @@ class _Slot:
     host_ids: torch.Tensor  # [max_tokens, layers, local columns] int64 (pinned on CUDA)
     ids_ready: torch.cuda.Event | None
     consumed: list[torch.cuda.Event | None]
-    futures: list[concurrent.futures.Future[Pending]]
+    futures: list[concurrent.futures.Future[Pending] | _Resolved]
     dead: list[np.ndarray | None]
     fetched_at: list[float | None]
     num_tokens: int = 0
@@ -200,8 +223,7 @@ class EngramRowBackend:
             dtype=torch.int64,
             pin_memory=self._cuda,
         )
-        done: concurrent.futures.Future[Pending] = concurrent.futures.Future()
-        done.set_exception(RuntimeError("no rows were prefetched into this slot"))
+        done = _Resolved(error=RuntimeError("no rows were prefetched into this slot"))
         return _Slot(
             buffer=buffer,
             packed=packed,
@@ -250,7 +272,8 @@ class EngramRowBackend:
             raise ValueError(f"slot {index} is not one of the {len(self._slots)} slots")
         s = self._slots[index]
         for future in s.futures:  # a step never read: let its lookups end before reusing
-            concurrent.futures.wait([future])
+            if not future.done():
+                concurrent.futures.wait([future])
         if out is not None and not self._device_gather:
             raise ValueError("prefetch(out=...) needs a transport that gathers on the device")
         if self._device_gather:
@@ -385,7 +408,7 @@ class EngramRowBackend:
                     f"[{n}, {self.part_columns}, {self.row_format.head_dim}]"
                 )
             s.target = list(out)
-        futures = []
+        futures: list[concurrent.futures.Future[Pending] | _Resolved] = []
         side = self._side
         if side is not None:
             side.wait_stream(torch.cuda.current_stream(self.device))
@@ -393,7 +416,6 @@ class EngramRowBackend:
             for i, layer in enumerate(self.layers):
                 if side is not None and s.consumed[i] is not None:
                     side.wait_event(s.consumed[i])
-                future: concurrent.futures.Future[Pending] = concurrent.futures.Future()
                 try:
                     layer_ids = local[:, i]
                     if layer_ids.stride(-1) != 1:
@@ -403,11 +425,10 @@ class EngramRowBackend:
                     if side is not None:
                         s.done[i].record(side)
                 except BaseException as e:
-                    future.set_exception(e)
+                    futures.append(_Resolved(error=e))
                 else:
-                    future.set_result(_KernelDone(s.done[i]) if side is not None else Done())
+                    futures.append(_Resolved(_KernelDone(s.done[i]) if side is not None else Done()))
                 s.fetched_at[i] = time.perf_counter()
-                futures.append(future)
         if side is not None:  # keep the ids alive until the kernels have read them
             ids.record_stream(side)
         s.futures = futures
