@@ -238,6 +238,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "of rows, so the gather does not hold SMs that the chunk's GEMMs wait for)",
     )
     p.add_argument(
+        "--stagger-gathers",
+        action="store_true",
+        help="with --transport mapped: the backend queues layer 1's gather at the step's start "
+        "and each later layer's when the layer before it reads its rows "
+        "(EngramRowBackend(stagger_gathers=True))",
+    )
+    p.add_argument(
         "--share-dir",
         default="/dev/shm",
         help="with --transport mapped: the memory file system where the store keeps the tables "
@@ -1031,6 +1038,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             max_tokens=ctx["max_tokens"],
             device=ctx["device"],
             hasher=tables.hasher,
+            stagger_gathers=args.stagger_gathers,
         )
         stack.callback(backend.close)
         yield backend
@@ -1486,6 +1494,9 @@ def report_results(
             "prefill_warmup": args.prefill_warmup,
             "prefill_lookahead": args.prefill_lookahead,
             "transport": args.transport,
+            "stagger_gathers": args.stagger_gathers,
+            "mapped_programs": args.mapped_programs,
+            "mapped_ahead_programs": args.mapped_ahead_programs,
             "store_warm_tokens": args.store_warm_tokens,
         },
         "paper_table4": report.PAPER_TABLE4,

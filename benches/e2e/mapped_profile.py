@@ -107,9 +107,9 @@ def main() -> int:
                       f"{median_us(host_s):6.1f} us on the host")  # fmt: skip
             layers = [EngramLayer(lid, n) for lid, n in zip(tables.hasher.layer_ids, tables.names)]
             static = torch.empty_like(ids[0])  # an engine's ids buffer: the same every step
-            for graphs in (False, True):
+            for graphs, stagger in ((False, False), (True, False), (True, True)):
                 backend = EngramRowBackend(transport, layers, max_tokens=phase.tokens_per_step,
-                                           device=device)  # fmt: skip
+                                           device=device, stagger_gathers=stagger)  # fmt: skip
                 backend.graph_gathers = graphs
                 pre, rows = [], []
                 for i in ids:
@@ -122,11 +122,12 @@ def main() -> int:
                     for j, lid in enumerate(tables.hasher.layer_ids):
                         backend.rows(lid, out=out[j])
                     rows.append(time.perf_counter() - t)
-                if graphs:  # where the host time of a replayed prefetch goes, by function
+                if graphs and not stagger:  # where a replayed prefetch's host time goes
                     host_breakdown(backend, static, ids, out)
                 torch.cuda.synchronize()
                 backend.close()
-                print(f"batch {phase.batch:4}: backend (graphs {graphs}) prefetch "
+                print(f"batch {phase.batch:4}: backend (graphs {graphs}, stagger {stagger}) "
+                      f"prefetch "
                       f"{median_us(pre[4:]):6.1f} us, rows (2 layers) {median_us(rows[4:]):6.1f} "
                       f"us on the host")  # fmt: skip
             print(f"batch {phase.batch:4}: {in_vram:.1%} of rows in the VRAM tier")

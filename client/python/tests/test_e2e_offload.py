@@ -61,10 +61,12 @@ def test_cpu_smoke_run(tmp_path):
     assert (tmp_path / "offload.svg").read_text().startswith("<svg")
 
 
-def test_cpu_smoke_run_with_the_mapped_transport(tmp_path):
+@pytest.mark.parametrize("stagger", [False, True])
+def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     """Arm (d) reading the rows itself from the file the store shares (``--transport mapped``,
-    the server started with ``--share-memory`` in a directory of the test's): the same rows and
-    logits as arm (c), and no shared file left behind."""
+    the server started with ``--share-memory`` in a directory of the test's; layer 14's gather
+    at the step's start or, staggered, when layer 1 reads its rows): the same rows and logits
+    as arm (c), and no shared file left behind."""
     pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
     binary = server_binary()
     if binary is None:
@@ -74,7 +76,7 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path):
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
          "--server-bin", str(binary), "--arms", "acd", "--transport", "mapped",
-         "--share-dir", str(shm)],
+         "--share-dir", str(shm), *(["--stagger-gathers"] if stagger else [])],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -221,6 +221,22 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
                 torch.cuda.synchronize(device)
                 assert torch.equal(got.view(torch.int16), want.view(torch.int16))
                 assert backend.ready_event(0) is not None
+        # Two layers, staggered: layer 5's gather is queued by rows(0), on the side stream,
+        # replayed as a graph from the third step; layers read in both orders.
+        layers = [EngramLayer(0, GPU_TABLE), EngramLayer(5, GPU_TABLE)]
+        both = torch.stack([dev_ids, dev_ids.flip(0)], dim=1)  # [tokens, 2, 24]
+        want_5 = want.flip(0)
+        backend = EngramRowBackend(
+            transport, layers, max_tokens=ids.shape[0], device=device, stagger_gathers=True
+        )
+        with backend:
+            for step in range(4):
+                backend.prefetch(hash_ids=both)
+                for layer in (0, 5) if step != 3 else (5, 0):
+                    got = backend.rows(layer)
+                    expected = want if layer == 0 else want_5
+                    torch.cuda.synchronize(device)
+                    assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
     finally:
         transport.close()
 
@@ -268,10 +284,12 @@ def test_share_table_gives_a_file_of_every_row_on_the_cpu_too(tmp_path):
             client.share_table("t")
 
 
-def test_the_backend_reads_the_shared_file_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("stagger", [False, True])
+def test_the_backend_reads_the_shared_file_on_the_cpu(tmp_path, stagger):
     """``EngramRowBackend`` over ``MappedTransport`` on the CPU: the rows of every layer come from
-    the shared file, as ``Lookup`` returns them dequantized (a gather ``ahead`` too); dead ids
-    give zero rows; the transport's recording reaches the server as Prefetch requests."""
+    the shared file, as ``Lookup`` returns them dequantized (a gather ``ahead`` too, layers read
+    in either order, with staggered gathers too); dead ids give zero rows; the transport's
+    recording reaches the server as Prefetch requests."""
     from conftest import engram_store_bin
 
     from engram_store import Client
@@ -297,24 +315,39 @@ def test_the_backend_reads_the_shared_file_on_the_cpu(tmp_path):
 
         client.prefetch = counting_prefetch
         transport = MappedTransport(client, record_every=1)
+        gathers: list[str] = []
+        real_gather = transport.gather
+
+        def counting_gather(table, *args, **kwargs):
+            gathers.append(table)
+            return real_gather(table, *args, **kwargs)
+
+        transport.gather = counting_gather
         layers = [EngramLayer(1, "l1"), EngramLayer(14, "l14")]
         rng = np.random.default_rng(5)
-        with EngramRowBackend(transport, layers, max_tokens=16, device="cpu") as backend:
+        with EngramRowBackend(
+            transport, layers, max_tokens=16, device="cpu", stagger_gathers=stagger
+        ) as backend:
             for step in range(3):
                 ids = rng.integers(0, 2000, (16, 2, 24))
                 ids[3, 0, 5] = -1
+                gathers.clear()
                 backend.prefetch(hash_ids=torch.from_numpy(ids), ahead=step == 1)
-                for j, (layer, name) in enumerate(((1, "l1"), (14, "l14"))):
+                # Staggered: only layer 1's gather at the prefetch (a gather ahead: all of them).
+                assert gathers == (["l1"] if stagger and step != 1 else ["l1", "l14"]), gathers
+                order = ((1, "l1"), (14, "l14"))
+                for layer, name in order if step != 2 else order[::-1]:
+                    j = 0 if layer == 1 else 1
                     packed = np.asarray(client.lookup(name, np.maximum(ids[:, j], 0).reshape(-1)))
                     want = dequantize(torch.from_numpy(packed.copy()).view(16, 24, 264))
                     if j == 0:
                         want[3, 5] = 0
                     got = backend.rows(layer)
                     assert torch.equal(got.view(torch.int16), want.view(torch.int16)), name
+                assert sorted(gathers) == ["l1", "l14"], gathers
         transport.close()  # waits for the recording thread
         assert {t for t, _ in sent} == {"l1", "l14"}, sent
         assert all(n in (16 * 24, 16 * 24 - 1) for _, n in sent), sent
-
 
 
 def test_the_transport_follows_a_new_table_version_on_the_cpu(tmp_path):

@@ -129,6 +129,11 @@ class _Slot:
     # Device gathers: per layer, where the rows land and the event recorded once they have.
     target: list[torch.Tensor] = dataclasses.field(default_factory=list)
     done: list[torch.cuda.Event] = dataclasses.field(default_factory=list)
+    # Staggered device gathers: the slot's position, per layer the ids of a gather not yet
+    # queued, and the ids tensor they view (kept alive until the slot is reused).
+    index: int = 0
+    deferred: list[torch.Tensor | None] = dataclasses.field(default_factory=list)
+    ids_keep: torch.Tensor | None = None
 
 
 class EngramRowBackend:
@@ -143,6 +148,12 @@ class EngramRowBackend:
         row_format: the tables' packed rows (V4.1: 256 fp8 values + 8 scale bytes).
         num_shards, shard_rank: the tensor-parallel split of each layer's hash columns.
         num_slots: buffer sets in flight.
+        stagger_gathers: with a transport that gathers on the device, ``prefetch`` queues only
+            the first layer's gather (the lowest layer id); each later layer's is queued when
+            :meth:`rows` of the layer before it is called, after the work queued so far. The
+            forward's entry then spends the host time of one launch, not one per layer, and
+            the later layers' gathers run beside the layers between instead of beside the
+            first. ``hash_ids`` must then stay unchanged until the last layer's ``rows``.
     """
 
     def __init__(
@@ -157,6 +168,7 @@ class EngramRowBackend:
         num_shards: int = 1,
         shard_rank: int = 0,
         num_slots: int = 2,
+        stagger_gathers: bool = False,
     ):
         if not layers or len({layer.columns for layer in layers}) != 1:
             raise ValueError("give at least one layer, all with the same number of columns")
@@ -172,6 +184,10 @@ class EngramRowBackend:
             self.layers[0].columns, num_shards, shard_rank
         )
         self._layer_index = {layer.layer_id: i for i, layer in enumerate(self.layers)}
+        order = sorted(range(len(self.layers)), key=lambda i: self.layers[i].layer_id)
+        #: Per layer index, the layer whose gather a staggered ``rows`` queues next.
+        self._after = dict(zip(order, order[1:], strict=False))
+        self._first = order[0]
         self._layer_bytes = max_tokens * self.local_columns * row_format.row_bytes
         self._cuda = self.device.type == "cuda"
         self._device_gather = bool(getattr(transport, "device_gather", False))
@@ -180,6 +196,7 @@ class EngramRowBackend:
         #: Device gathers on a GPU: replay each slot and layer's gather as a CUDA graph once its
         #: buffers repeat (see ``_launch``).
         self.graph_gathers = cuda_gather
+        self.stagger_gathers = stagger_gathers and self._device_gather
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._seen: set[tuple[Any, ...]] = set()
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rows")
@@ -237,6 +254,8 @@ class EngramRowBackend:
             done=[torch.cuda.Event(enable_timing=True) for _ in range(n_layers)]
             if self._device_gather and self._cuda
             else [],
+            index=len(self._slots),
+            deferred=[None] * n_layers,
         )
 
     # -- the three calls ---------------------------------------------------------------------
@@ -308,6 +327,8 @@ class EngramRowBackend:
         s = self._slot(slot)
         indices = range(len(self.layers)) if layer is None else [self._index(layer)]
         for i in indices:
+            if s.deferred[i] is not None:
+                self._queue_deferred(s, i)
             s.futures[i].result().wait()
 
     def rows(
@@ -321,6 +342,8 @@ class EngramRowBackend:
         """
         s = self._slot(slot)
         i = self._index(layer)
+        if s.deferred[i] is not None:  # staggered, and the layer before was not read
+            self._queue_deferred(s, i)
         stream = torch.cuda.current_stream(self.device) if self._cuda else None
         s.futures[i].result().wait(stream)
         n = s.num_tokens
@@ -343,6 +366,9 @@ class EngramRowBackend:
             dst[:, : self.local_columns].masked_fill_(dead.unsqueeze(-1), 0)
         if s.consumed[i] is not None:
             s.consumed[i].record(stream)
+        after = self._after.get(i)
+        if after is not None and s.deferred[after] is not None:
+            self._queue_deferred(s, after)
         return dst
 
     def ready_event(self, layer: int, slot: int | None = None) -> torch.cuda.Event | None:
@@ -408,30 +434,57 @@ class EngramRowBackend:
                     f"[{n}, {self.part_columns}, {self.row_format.head_dim}]"
                 )
             s.target = list(out)
-        futures: list[concurrent.futures.Future[Pending] | _Resolved] = []
+        stagger = self.stagger_gathers and not ahead
+        not_queued = _Resolved(error=RuntimeError("this layer's gather was never queued"))
+        s.futures = [not_queued] * len(self.layers)
+        s.deferred = [None] * len(self.layers)
+        s.ids_keep = ids if stagger else None
         side = self._side
         if side is not None:
             side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-            for i, layer in enumerate(self.layers):
-                if side is not None and s.consumed[i] is not None:
-                    side.wait_event(s.consumed[i])
-                try:
-                    layer_ids = local[:, i]
-                    if layer_ids.stride(-1) != 1:
-                        layer_ids = layer_ids.contiguous()
-                    self._launch(index, i, layer.table, layer_ids, s.target[i], ahead)
-                    self.transport.record(layer.table, layer_ids)
-                    if side is not None:
-                        s.done[i].record(side)
-                except BaseException as e:
-                    futures.append(_Resolved(error=e))
+            for i in range(len(self.layers)):
+                if stagger and i != self._first:
+                    s.deferred[i] = local[:, i]
                 else:
-                    futures.append(_Resolved(_KernelDone(s.done[i]) if side is not None else Done()))
-                s.fetched_at[i] = time.perf_counter()
+                    s.futures[i] = self._queue_gather(s, i, local[:, i], ahead)
         if side is not None:  # keep the ids alive until the kernels have read them
             ids.record_stream(side)
-        s.futures = futures
+
+    def _queue_gather(self, s: _Slot, i: int, layer_ids: torch.Tensor, ahead: bool) -> _Resolved:
+        """Layer ``i``'s gather into slot ``s`` on the current (side) stream, after the slot's
+        last reads of that layer; its outcome (the launch's error, if any)."""
+        side = self._side
+        layer = self.layers[i]
+        try:
+            if side is not None and s.consumed[i] is not None:
+                side.wait_event(s.consumed[i])
+            if layer_ids.stride(-1) != 1:
+                layer_ids = layer_ids.contiguous()
+            self._launch(s.index, i, layer.table, layer_ids, s.target[i], ahead)
+            self.transport.record(layer.table, layer_ids)
+            if side is not None:
+                s.done[i].record(side)
+        except BaseException as e:
+            return _Resolved(error=e)
+        finally:
+            s.fetched_at[i] = time.perf_counter()
+        return _Resolved(_KernelDone(s.done[i]) if side is not None else Done())
+
+    def _queue_deferred(self, s: _Slot, i: int) -> None:
+        """A staggered layer's gather, queued now: after everything queued on the current
+        stream so far."""
+        layer_ids, s.deferred[i] = s.deferred[i], None
+        assert layer_ids is not None
+        side = self._side
+        if side is None:
+            s.futures[i] = self._queue_gather(s, i, layer_ids, ahead=False)
+            return
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            s.futures[i] = self._queue_gather(s, i, layer_ids, ahead=False)
+        if s.ids_keep is not None:
+            s.ids_keep.record_stream(side)
 
     def _launch(
         self, slot: int, i: int, table: str, ids: torch.Tensor, target: torch.Tensor, ahead: bool
