@@ -281,8 +281,9 @@ class EngramRowBackend:
         ``[tokens, columns per rank, head_dim]`` the rows land in instead of the slot's, to be
         passed again to :meth:`rows` (which then copies nothing). ``ahead``: the rows are for a
         later step (a prefill's next chunk), so a transport that gathers on the device may take
-        longer and leave more of the device to the model (a narrow grid; see
-        :class:`MappedTransport`'s ``ahead_programs``).
+        longer and leave more of the device to the model (short programs the GPU interleaves
+        with the model's kernels; see :class:`MappedTransport`'s ``ahead_programs``); such a
+        gather is never staggered nor captured as a graph.
         """
         if (hash_ids is None) == (token_ids is None):
             raise ValueError("give hash_ids or token_ids, not both or neither")
@@ -406,9 +407,9 @@ class EngramRowBackend:
     def _gather_on_device(
         self, index: int, hash_ids: Any, token_ids: Any, context: Any, out: Any, ahead: bool
     ) -> None:
-        """Queues each layer's gather kernel into slot ``index`` on the side stream, after the
-        work queued so far on the current stream (which made the ids) and after the slot's last
-        reads."""
+        """Queues each layer's gather kernel into slot ``index`` on the side stream (staggered:
+        the first layer's only, the others kept for :meth:`rows`), after the work queued so far
+        on the current stream (which made the ids) and after the slot's last reads."""
         s = self._slots[index]
         if hash_ids is None:
             if self.hasher is None:
@@ -502,9 +503,10 @@ class EngramRowBackend:
         if not self.graph_gathers or ahead:
             self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
             return
+        # Captured or replayed from here on: never ahead.
         key = (
             slot, i, table, ids.data_ptr(), tuple(ids.shape), tuple(ids.stride()),
-            target.data_ptr(), tuple(target.shape), self.transport.graph_key(table, target), ahead,
+            target.data_ptr(), tuple(target.shape), self.transport.graph_key(table, target),
         )  # fmt: skip
         graph = self._graphs.get(key)
         if graph is not None:
@@ -514,7 +516,7 @@ class EngramRowBackend:
             if len(self._seen) >= 4 * MAX_GATHER_GRAPHS:
                 self._seen.clear()
             self._seen.add(key)
-            self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
+            self.transport.gather(table, ids, target, self.row_format)
             return
         if len(self._graphs) >= MAX_GATHER_GRAPHS:  # buffers that keep changing: start over
             self._graphs.clear()
