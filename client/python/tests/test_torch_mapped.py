@@ -9,6 +9,7 @@ tier and shared file. Skipped without torch (the kernel: without triton).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -249,6 +250,35 @@ def test_share_table_refuses_a_device_without_a_vram_tier(shared_gpu):
         client.share_table(GPU_TABLE, device=7)
 
 
+def synth_rows(data, name: str, rows: int, seed: int) -> None:
+    """A table of ``rows`` random 264-byte rows (V4.1's row size) under ``data``."""
+    from conftest import engram_store_bin
+
+    from engram_store.local_server import run_cli
+
+    run_cli(engram_store_bin(), "synth", "--name", name, "--rows", rows, "--dim", 264, "--dtype",
+            "u8", "--seed", seed, "--data", data)  # fmt: skip
+
+
+@contextlib.contextmanager
+def sharing_server(tmp_path, tables: dict[str, tuple[int, int]], *args: str):
+    """A server with ``--share-memory`` in a directory of the test's, over ``tables`` (name:
+    rows, seed) synthesized first; yields a client and the data directory."""
+    from conftest import engram_store_bin
+
+    from engram_store import Client
+    from engram_store.local_server import LocalServer
+
+    data, shm = tmp_path / "data", tmp_path / "shm"
+    shm.mkdir()
+    for name, (rows, seed) in tables.items():
+        synth_rows(data, name, rows, seed)
+    flags = ("--share-memory", str(shm), *args)
+    with LocalServer(engram_store_bin(), data, ram_cache="8MiB", args=flags) as server:
+        with Client(server.addr) as client:
+            yield client, data
+
+
 def test_share_table_gives_a_file_of_every_row_on_the_cpu_too(tmp_path):
     """What a worker maps from a server with ``--share-memory``, without a GPU: the file holds
     every row at ``id * row_bytes``, exactly as Lookup returns them; refusals name the cause."""
@@ -256,17 +286,10 @@ def test_share_table_gives_a_file_of_every_row_on_the_cpu_too(tmp_path):
 
     from engram_store import Client
     from engram_store.errors import FailedPreconditionError, NotFoundError
-    from engram_store.local_server import LocalServer, run_cli
+    from engram_store.local_server import LocalServer
 
-    binary = engram_store_bin()
-    data, shm = tmp_path / "data", tmp_path / "shm"
-    shm.mkdir()
-    run_cli(binary, "synth", "--name", "t", "--rows", 3000, "--dim", 264, "--dtype", "u8",
-            "--seed", 4, "--data", data)  # fmt: skip
-    args = ("--share-memory", str(shm))
-    with LocalServer(binary, data, ram_cache="8MiB", args=args) as server, Client(
-        server.addr
-    ) as client:
+    with sharing_server(tmp_path, {"t": (3000, 4)}) as (client, data):
+        shm = tmp_path / "shm"
         shared = client.share_table("t")
         assert (shared.rows, shared.row_bytes) == (3000, 264)
         assert not shared.HasField("vram")
@@ -279,7 +302,9 @@ def test_share_table_gives_a_file_of_every_row_on_the_cpu_too(tmp_path):
             client.share_table("nope")
         with pytest.raises(FailedPreconditionError, match="GPU 0"):
             client.share_table("t", device=0)
-    with LocalServer(binary, data, ram_cache="8MiB") as server, Client(server.addr) as client:
+    with LocalServer(engram_store_bin(), data, ram_cache="8MiB") as server, Client(
+        server.addr
+    ) as client:
         with pytest.raises(FailedPreconditionError, match="--share-memory"):
             client.share_table("t")
 
@@ -290,22 +315,9 @@ def test_the_backend_reads_the_shared_file_on_the_cpu(tmp_path, stagger):
     the shared file, as ``Lookup`` returns them dequantized (a gather ``ahead`` too, layers read
     in either order, with staggered gathers too); dead ids give zero rows; the transport's
     recording reaches the server as Prefetch requests."""
-    from conftest import engram_store_bin
-
-    from engram_store import Client
-    from engram_store.local_server import LocalServer, run_cli
     from engram_store.torch import EngramLayer, EngramRowBackend, MappedTransport, dequantize
 
-    binary = engram_store_bin()
-    data, shm = tmp_path / "data", tmp_path / "shm"
-    shm.mkdir()
-    for name, seed in (("l1", 1), ("l14", 2)):
-        run_cli(binary, "synth", "--name", name, "--rows", 2000, "--dim", 264, "--dtype", "u8",
-                "--seed", seed, "--data", data)  # fmt: skip
-    args = ("--share-memory", str(shm))
-    with LocalServer(binary, data, ram_cache="8MiB", args=args) as server, Client(
-        server.addr
-    ) as client:
+    with sharing_server(tmp_path, {"l1": (2000, 1), "l14": (2000, 2)}) as (client, _):
         sent: list[tuple[str, int]] = []
         real_prefetch = client.prefetch
 
@@ -354,25 +366,9 @@ def test_the_transport_follows_a_new_table_version_on_the_cpu(tmp_path):
     """A table reloaded to a new version while ``MappedTransport`` reads it: gathers keep
     returning whole rows of one version (the old file until the swap), the transport maps the
     new version within seconds of its recording thread's next look, and unmaps the old one."""
-    from conftest import engram_store_bin
+    from engram_store.torch import V41_ROWS, MappedTransport, dequantize
 
-    from engram_store import Client
-    from engram_store.local_server import LocalServer, run_cli
-    from engram_store.torch import MappedTransport, V41_ROWS, dequantize
-
-    binary = engram_store_bin()
-    data, shm = tmp_path / "data", tmp_path / "shm"
-    shm.mkdir()
-
-    def synth(seed: int) -> None:
-        run_cli(binary, "synth", "--name", "t", "--rows", 2000, "--dim", 264, "--dtype", "u8",
-                "--seed", seed, "--data", data)  # fmt: skip
-
-    synth(1)
-    args = ("--share-memory", str(shm), "--watch-interval", "0")
-    with LocalServer(binary, data, ram_cache="8MiB", args=args) as server, Client(
-        server.addr
-    ) as client:
+    with sharing_server(tmp_path, {"t": (2000, 1)}, "--watch-interval", "0") as (client, data):
         ids = torch.from_numpy(np.random.default_rng(3).integers(0, 2000, (32, 24)))
 
         def want(version: int) -> torch.Tensor:
@@ -390,7 +386,7 @@ def test_the_transport_follows_a_new_table_version_on_the_cpu(tmp_path):
             first = transport.table("t", torch.device("cpu"))
             assert first.version == 1
             assert torch.equal(gathered().view(torch.int16), want(1).view(torch.int16))
-            synth(2)
+            synth_rows(data, "t", 2000, 2)
             [report] = client.reload(["t"])
             assert report["outcome"] == "SWAPPED", report
             new, old = want(2).view(torch.int16), want(1).view(torch.int16)
@@ -413,22 +409,10 @@ def test_the_transport_follows_a_new_table_version_on_the_cpu(tmp_path):
 def test_a_layer_whose_gather_fails_raises_in_rows_and_spares_the_other(tmp_path):
     """A device gather that cannot start (its table is unknown to the server) does not fail
     ``prefetch``: that layer's ``rows`` raises the server's error, the other layer's rows come."""
-    from conftest import engram_store_bin
-
-    from engram_store import Client
     from engram_store.errors import NotFoundError
-    from engram_store.local_server import LocalServer, run_cli
     from engram_store.torch import EngramLayer, EngramRowBackend, MappedTransport, dequantize
 
-    binary = engram_store_bin()
-    data, shm = tmp_path / "data", tmp_path / "shm"
-    shm.mkdir()
-    run_cli(binary, "synth", "--name", "l1", "--rows", 500, "--dim", 264, "--dtype", "u8",
-            "--seed", 9, "--data", data)  # fmt: skip
-    args = ("--share-memory", str(shm))
-    with LocalServer(binary, data, ram_cache="8MiB", args=args) as server, Client(
-        server.addr
-    ) as client:
+    with sharing_server(tmp_path, {"l1": (500, 9)}) as (client, _):
         layers = [EngramLayer(1, "l1"), EngramLayer(14, "missing")]
         ids = np.random.default_rng(2).integers(0, 500, (8, 2, 24))
         transport = MappedTransport(client, record_every=0)
