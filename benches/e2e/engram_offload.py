@@ -1028,7 +1028,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
         if args.store_warm_tokens:
             warmed = warm_vram(client, arm, ctx)
             ctx["store_vram"][arm] = warmed
-            stack.callback(lambda: warmed.update(vram_hits(client, arm, log)))
+            stack.callback(lambda: warmed.update(tier_counters(client, arm, log)))
         layers = [
             EngramLayer(lid, name) for lid, name in zip(ctx["layer_ids"], tables.names, strict=True)
         ]
@@ -1246,9 +1246,9 @@ def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -
     return out
 
 
-def vram_hits(client, arm: str, log) -> dict[str, Any]:
-    """After arm ``arm``'s runs: the VRAM tier's hits and misses over them (warm-up steps
-    included; the counters were zeroed after the warm), logged."""
+def tier_counters(client, arm: str, log) -> dict[str, Any]:
+    """After arm ``arm``'s runs: every tier's hits and misses over them, and the VRAM tier's hit
+    rate (warm-up steps included; the counters were zeroed after the warm), logged."""
     try:
         stats = client.stats()
     except Exception as e:  # the server is gone: the arm's own error says why

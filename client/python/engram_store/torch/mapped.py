@@ -280,6 +280,13 @@ def _cudart(call: str, *args: Any) -> None:
         raise RuntimeError(f"{call} failed with CUDA error {code}")
 
 
+def _with_index(device: torch.device) -> torch.device:
+    """``device`` with its CUDA index filled in (the current device's when it has none)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class MappedTable:
     """One table version as the server shares it, mapped into this process on ``device``: on a
     CUDA device the host file page-locked for kernels and the VRAM tier opened; on the CPU the
@@ -300,15 +307,10 @@ class MappedTable:
         device: torch.device | str = "cuda",
         row_format: RowFormat = V41_ROWS,
     ):
-        self.device = torch.device(device)
+        self.device = _with_index(torch.device(device))
         if self.device.type not in ("cuda", "cpu"):
             raise ValueError(f"MappedTable maps rows for a CUDA device or the CPU, not {device}")
-        index = None
-        if self.device.type == "cuda":
-            index = self.device.index
-            if index is None:
-                index = torch.cuda.current_device()
-            self.device = torch.device("cuda", index)
+        index = self.device.index if self.device.type == "cuda" else None
         shared = client.share_table(table, device=index)
         if shared.row_bytes != row_format.row_bytes:
             raise ValueError(
@@ -444,7 +446,7 @@ class MappedTransport(RowTransport):
         self.record_every = record_every
         self.max_programs = max_programs
         self.ahead_programs = ahead_programs
-        self._tables: dict[tuple[str, int], MappedTable] = {}
+        self._tables: dict[tuple[str, str], MappedTable] = {}
         self._gathers: dict[str, int] = {}
         self._recording: dict[str, concurrent.futures.Future[None]] = {}
         self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rec")
@@ -452,9 +454,7 @@ class MappedTransport(RowTransport):
 
     def table(self, table: str, device: torch.device) -> MappedTable:
         """The table mapped on ``device`` (shared and mapped on first use)."""
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            device = torch.device("cuda", index)
+        device = _with_index(device)
         key = (table, str(device))
         if key not in self._tables:
             self._tables[key] = MappedTable(self.client, table, device)
