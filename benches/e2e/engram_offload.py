@@ -259,6 +259,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default 1: more only spin against the server's threads on a small machine)",
     )
     p.add_argument(
+        "--mapped-record-every",
+        type=int,
+        default=32,
+        help="with --transport mapped: every this many gathers of a table its ids go to the "
+        "store as a Prefetch, so its VRAM tier follows the traffic (MappedTransport's "
+        "record_every; 0: never)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="every arm open at once, each phase run this many rounds of every arm in turn; an "
+        "arm's figure is its median round, and each round's ratio to arm (c)'s in the same round "
+        "is reported (drift on the machine hits every arm alike)",
+    )
+    p.add_argument(
         "--prefill-lookahead",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -276,6 +292,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--arms takes letters of abcde, got {args.arms!r}")
     if args.addr and not args.data:
         p.error("--addr needs --data: the directory the running server serves")
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     return args
 
 
@@ -1013,7 +1031,10 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             sms = sm_count(ctx["device"])
             programs = args.mapped_programs or (None if sms is None else sms // 2)
             transport = MappedTransport(
-                client, max_programs=programs, ahead_programs=args.mapped_ahead_programs
+                client,
+                record_every=args.mapped_record_every,
+                max_programs=programs,
+                ahead_programs=args.mapped_ahead_programs,
             )
             stack.callback(transport.close)
             started = time.perf_counter()
@@ -1378,17 +1399,20 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
         "phases": phases,
         "store_vram": {},  # per store arm: its warm and its VRAM tier's hits
     }
+    arms = args.arms
+    if "e" in arms and args.addr:
+        log("arm (e): skipped: with --addr the script cannot set the store's RAM tier")
+        arms = arms.replace("e", "")
     details, failures = [], []
-    for arm in args.arms:
-        if arm == "e" and args.addr:
-            log("arm (e): skipped: with --addr the script cannot set the store's RAM tier")
-            continue
+    if args.rounds > 1:
+        details, failures = run_rounds(arms, ctx, runners, args.rounds)
+    for arm in arms if args.rounds == 1 else "":
         try:
             details += run_arm(arm, ctx, runners)
         except Exception as e:  # the other arms still run; the exit status says it failed
             log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
             failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
-        if arm == "c" or (arm == "b" and "c" not in args.arms):
+        if arm == "c" or (arm == "b" and "c" not in arms):
             ctx["host"].drop()
     graph_checks = [
         {"phase": r.phase.kind, "batch": r.phase.batch,
@@ -1401,31 +1425,96 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
 
 def run_arm(arm: str, ctx: dict[str, Any], runners: list[Runner]) -> list[dict[str, Any]]:
     """One arm through every phase: a ``details`` entry per phase."""
-    out = []
     with arm_source(arm, ctx) as source:
+        return [run_phase(arm, source, r, ctx, twice=arm == "a") for r in runners]
+
+
+def run_phase(
+    arm: str, source: Source, r: Runner, ctx: dict[str, Any], twice: bool
+) -> dict[str, Any]:
+    """One run of ``arm`` through ``r``'s phase: its ``details`` entry. ``twice`` (arm (a)): run
+    again, and say whether the backbone alone gives the same logits run to run on this device
+    (whether the Engram arms' logits can be compared bit for bit)."""
+    m = r.run(source, ctx["args"].seed)
+    again = r.run(source, ctx["args"].seed) if twice else None
+    out = {
+        "arm": arm,
+        "phase": r.phase.kind,
+        "batch": r.phase.batch,
+        "tok_per_s": m.tokens / m.seconds,
+        "logits_sha256": m.logits_sha256,
+        "rows_sha256": m.rows_sha256,
+        "logits_reproducible": None if again is None else again.logits_sha256 == m.logits_sha256,
+        "step_ms": m.seconds / (r.phase.steps - r.phase.warmup) * 1e3,
+        "wait_us": m.wait_s * 1e6,
+        "gather_us": gather_us(source, r, r.phase.warmup)
+        if isinstance(source, TableSource) else None,
+        "ready_us": m.ready_us,
+        "needed_us": m.needed_us,
+    }  # fmt: skip
+    ctx["log"](f"arm ({arm}) {r.phase.kind} {r.phase.batch}: {out['tok_per_s']:,.1f} tok/s")
+    return out
+
+
+def run_rounds(
+    arms: str, ctx: dict[str, Any], runners: list[Runner], rounds: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """``--rounds``: every arm's source open at once; per phase, ``rounds`` rounds that each run
+    every arm in turn. An arm's ``details`` entry is its median round (by tok/s) with every
+    round's tok/s (``rounds_tok_per_s``) and, beside arm (c), each round's ratio to (c)'s in the
+    same round (``rounds_vs_c``) and their median (``median_vs_c``). An arm that fails is
+    reported and left out of the rounds after."""
+    log = ctx["log"]
+    details: list[dict[str, Any]] = []
+    failures: list[str] = []
+
+    def failed(arm: str, e: Exception) -> None:
+        log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
+        failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
+
+    with contextlib.ExitStack() as stack:
+        sources: dict[str, Source] = {}
+        for arm in arms:
+            try:
+                sources[arm] = stack.enter_context(arm_source(arm, ctx))
+            except Exception as e:
+                failed(arm, e)
         for r in runners:
-            m = r.run(source, ctx["args"].seed)
-            # Arm (a) runs twice: whether the backbone alone gives the same logits run to run
-            # on this device says whether the Engram arms' logits can be compared bit for bit.
-            again = r.run(source, ctx["args"].seed) if arm == "a" else None
-            out.append({
-                "arm": arm,
-                "phase": r.phase.kind,
-                "batch": r.phase.batch,
-                "tok_per_s": m.tokens / m.seconds,
-                "logits_sha256": m.logits_sha256,
-                "rows_sha256": m.rows_sha256,
-                "logits_reproducible": None
-                if again is None else again.logits_sha256 == m.logits_sha256,
-                "step_ms": m.seconds / (r.phase.steps - r.phase.warmup) * 1e3,
-                "wait_us": m.wait_s * 1e6,
-                "gather_us": gather_us(source, r, r.phase.warmup)
-                if isinstance(source, TableSource) else None,
-                "ready_us": m.ready_us,
-                "needed_us": m.needed_us,
-            })  # fmt: skip
-            ctx["log"](f"arm ({arm}) {r.phase.kind} {r.phase.batch}: "
-                       f"{out[-1]['tok_per_s']:,.1f} tok/s")  # fmt: skip
+            runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in sources}
+            for k in range(rounds):
+                for arm in list(sources):
+                    try:
+                        twice = arm == "a" and k == 0
+                        runs[arm].append(run_phase(arm, sources[arm], r, ctx, twice))
+                    except Exception as e:
+                        failed(arm, e)
+                        del sources[arm]
+            medians = median_rounds(runs, rounds)
+            details += medians
+            log(f"{r.phase.kind} {r.phase.batch}, median of {rounds} rounds: " + ", ".join(
+                f"({d['arm']}) {d['tok_per_s']:,.1f} tok/s"
+                + (f" = {d['median_vs_c']:.4f} x (c)" if "median_vs_c" in d else "")
+                for d in medians))  # fmt: skip
+    return details, failures
+
+
+def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[dict[str, Any]]:
+    """Per arm that ran every round: its median round's entry, with the rounds beside it."""
+    c = [x["tok_per_s"] for x in runs.get("c", [])]
+    out = []
+    for arm, rs in runs.items():
+        if len(rs) < rounds:
+            continue
+        tok = [x["tok_per_s"] for x in rs]
+        median = dict(sorted(rs, key=lambda x: x["tok_per_s"])[len(rs) // 2])
+        median["rounds_tok_per_s"] = tok
+        if "a" in runs and arm == "a":
+            median["logits_reproducible"] = rs[0]["logits_reproducible"]
+        if len(c) == rounds:
+            ratios = [t / ct for t, ct in zip(tok, c, strict=True)]
+            median["rounds_vs_c"] = ratios
+            median["median_vs_c"] = float(np.median(ratios))
+        out.append(median)
     return out
 
 
@@ -1495,6 +1584,8 @@ def report_results(
             "prefill_lookahead": args.prefill_lookahead,
             "transport": args.transport,
             "stagger_gathers": args.stagger_gathers,
+            "mapped_record_every": args.mapped_record_every,
+            "rounds": args.rounds,
             "mapped_programs": args.mapped_programs,
             "mapped_ahead_programs": args.mapped_ahead_programs,
             "store_warm_tokens": args.store_warm_tokens,

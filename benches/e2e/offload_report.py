@@ -134,6 +134,19 @@ def table(details: Sequence[dict[str, Any]], shape: str, layer_ids: Sequence[int
             f"{r['step_ms']:>8.3f}  {r['wait_us']:>8.1f}  "
             f"{'-' if gather is None else f'{gather:.1f}':>9}  {ARM_NAMES[r['arm']]}"
         )
+    if any("rounds_tok_per_s" in r for r in details):
+        lines.append("")
+        lines.append(
+            "rounds (every arm in turn, per round; the line above: the median round): tok/s, and "
+            "the ratio to (c)'s in the same round, its median first"
+        )
+        for r in details:
+            rounds = "  ".join(f"{t:,.0f}" for t in r.get("rounds_tok_per_s", []))
+            ratio = ""
+            if "rounds_vs_c" in r:
+                each = " ".join(f"{x:.4f}" for x in r["rounds_vs_c"])
+                ratio = f"   x (c): {r['median_vs_c']:.4f} ({each})"
+            lines.append(f"  {r['phase']:8} {r['batch']:>6}  ({r['arm']})  {rounds}{ratio}")
     lines.append("")
     lines.append(
         "timeline (us from the step's start, mean of the timed steps): per Engram layer, when its "

@@ -66,7 +66,10 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     """Arm (d) reading the rows itself from the file the store shares (``--transport mapped``,
     the server started with ``--share-memory`` in a directory of the test's; layer 14's gather
     at the step's start or, staggered, when layer 1 reads its rows): the same rows and logits
-    as arm (c), and no shared file left behind."""
+    as arm (c), and no shared file left behind. The staggered run also runs its arms in two
+    interleaved rounds (``--rounds 2``), recording every gather's ids with the store
+    (``--mapped-record-every 1``): each arm's entry then carries both rounds and its ratios
+    to arm (c)'s."""
     pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
     binary = server_binary()
     if binary is None:
@@ -76,7 +79,9 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
          "--server-bin", str(binary), "--arms", "acd", "--transport", "mapped",
-         "--share-dir", str(shm), *(["--stagger-gathers"] if stagger else [])],
+         "--share-dir", str(shm),
+         *(["--stagger-gathers", "--rounds", "2", "--mapped-record-every", "1"]
+           if stagger else [])],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -89,4 +94,13 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
         rows = {r["arm"]: r["rows_sha256"] for r in result["details"]
                 if (r["phase"], r["batch"]) == group and r["arm"] != "a"}  # fmt: skip
         assert rows["c"] == rows["d"] and rows["c"] is not None, rows
+    if stagger:
+        assert result["run"]["rounds"] == 2
+        for r in result["details"]:
+            tok = r["rounds_tok_per_s"]
+            assert len(tok) == 2 and r["tok_per_s"] in tok, r
+            assert len(r["rounds_vs_c"]) == 2 and r["median_vs_c"] > 0, r
+            if r["arm"] == "c":
+                assert r["rounds_vs_c"] == [1.0, 1.0], r
+        assert "median of 2 rounds" in log, log[-3000:]
     assert list(shm.iterdir()) == [], "the server's shared file outlived it"
