@@ -45,7 +45,7 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         """
         import numpy as np, torch
         from engram_store.torch import rows as R
-        from engram_store.torch.mapped import TieredRows, tiered_gather_dequantize
+        from engram_store.torch.mapped import TieredRows, tiered_gather_dequantize, vram_misses
 
         M64 = (1 << 64) - 1
         def mix64(x):
@@ -108,6 +108,32 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
                                      block_rows=block_rows)
             assert torch.equal(got[:, :6].view(torch.int16), want.view(torch.int16)), programs
             assert (got[:, 6] == 3.0).all()
+        # The misses a bulk copy-up would take: every live row the tier does not hold.
+        misses = torch.full((29 * 6 + 3,), 7, dtype=torch.int64)
+        vram_misses(src, torch.from_numpy(ids), misses)
+        want_misses = np.where(from_vram | (ids < 0), -1, ids).reshape(-1)
+        assert (misses[:174].numpy() == want_misses).all() and (misses[174:] == 7).all()
+        # Staged: misses read from a staged copy (rows unlike the host's, to tell them apart),
+        # except one left unstaged (host), and one hit given a stage entry (still the arena).
+        pos = np.flatnonzero(want_misses >= 0)
+        staged = rng.integers(0, 256, (pos.size, 264), dtype=np.uint8)
+        staged[:, 256:] = rng.integers(100, 150, (pos.size, 8), dtype=np.uint8)
+        staged[:, :256][(staged[:, :256] & 0x7F) == 0x7F] = 0
+        stage_index = np.full(29 * 6, -1, np.int32)
+        stage_index[pos] = np.arange(pos.size)
+        stage_index[pos[0]] = -1
+        hit_pos = np.flatnonzero(from_vram.reshape(-1))[0]
+        stage_index[hit_pos] = 0
+        want_staged = want_packed.reshape(-1, 264).copy()
+        want_staged[pos[1:]] = staged[1:]
+        want_s = R.dequantize(torch.from_numpy(want_staged.reshape(29, 6, 264)))
+        want_s[9, 3] = 0
+        for programs, block_rows in ((1, 16), (3, 64)):
+            got = torch.full((29, 6, 256), 3.0, dtype=torch.bfloat16)
+            tiered_gather_dequantize(src, torch.from_numpy(ids), got, max_programs=programs,
+                                     block_rows=block_rows, staged=torch.from_numpy(staged),
+                                     stage_index=torch.from_numpy(stage_index))
+            assert torch.equal(got.view(torch.int16), want_s.view(torch.int16)), programs
         # With index 0 active every probe finds slot 0 only for its own rows, whose tags differ:
         # everything comes from the host.
         control[0] = 0
@@ -238,6 +264,32 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
                     expected = want if layer == 0 else want_5
                     torch.cuda.synchronize(device)
                     assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
+        # Gathers ahead (a prefill's next chunk): the misses copied up in bulk by the
+        # transport's thread, the rest from VRAM; the same rows, into the slot and into `out`.
+        backend = EngramRowBackend(transport, layers, max_tokens=ids.shape[0], device=device)
+        with backend:
+            before = transport.staged_rows
+            for step in range(3):
+                mine = [torch.full_like(want, 7.0) for _ in layers] if step == 2 else None
+                slot = backend.prefetch(hash_ids=both, ahead=True, out=mine)
+                for layer in (0, 5):
+                    got = backend.rows(layer, slot=slot)
+                    expected = want if layer == 0 else want_5
+                    torch.cuda.synchronize(device)
+                    assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
+                    assert backend.ready_event(layer, slot) is not None
+            # (the tier follows the recorded gathers, so how many miss may change)
+            assert transport.staged_gathers >= 6 and transport.staged_rows > before
+        # stage_ahead off: gathers ahead read their misses over PCIe, and give the same rows.
+        transport.stage_ahead = False
+        backend = EngramRowBackend(transport, layers, max_tokens=ids.shape[0], device=device)
+        with backend:
+            staged = transport.staged_gathers
+            backend.prefetch(hash_ids=both, ahead=True)
+            got = backend.rows(5)
+            torch.cuda.synchronize(device)
+            assert torch.equal(got.view(torch.int16), want_5.view(torch.int16))
+            assert transport.staged_gathers == staged
     finally:
         transport.close()
 

@@ -43,7 +43,7 @@ import torch
 
 from engram_store.torch.hashing import NgramHasher
 from engram_store.torch.rows import V41_ROWS, RowFormat, dequantize
-from engram_store.torch.transport import Done, Pending, RowBuffer, RowTransport
+from engram_store.torch.transport import Done, KernelDone, Pending, RowBuffer, RowTransport
 
 __all__ = ["EngramLayer", "EngramRowBackend", "head_shard"]
 
@@ -62,20 +62,6 @@ def head_shard(columns: int, num_shards: int, shard_rank: int) -> tuple[int, int
     if start >= columns:
         raise ValueError(f"{num_shards} ranks over {columns} columns leave rank {shard_rank} none")
     return start, min(per_rank, columns - start), per_rank
-
-
-class _KernelDone(Pending):
-    """Rows a kernel of this process writes on the backend's side stream: a stream waits for
-    its event, the host synchronizes on it."""
-
-    def __init__(self, event: torch.cuda.Event):
-        self.event = event
-
-    def wait(self, stream: torch.cuda.Stream | None = None) -> None:
-        if stream is not None and stream.device.type == "cuda":
-            stream.wait_event(self.event)
-        else:
-            self.event.synchronize()
 
 
 class _Resolved:
@@ -193,6 +179,8 @@ class EngramRowBackend:
         self._device_gather = bool(getattr(transport, "device_gather", False))
         cuda_gather = self._device_gather and self._cuda
         self._side = torch.cuda.Stream(self.device) if cuda_gather else None
+        #: A transport's bulk-staged gather for a later step (``MappedTransport.gather_staged``).
+        self._gather_staged = getattr(transport, "gather_staged", None)
         #: Device gathers on a GPU: replay each slot and layer's gather as a CUDA graph once its
         #: buffers repeat (see ``_launch``).
         self.graph_gathers = cuda_gather
@@ -380,7 +368,7 @@ class EngramRowBackend:
         if not future.done() or future.exception() is not None:
             return None
         pending = future.result()
-        return pending.event if isinstance(pending, _KernelDone) else None
+        return pending.event if isinstance(pending, KernelDone) else None
 
     def fetched_at(self, layer: int, slot: int | None = None) -> float | None:
         """``time.perf_counter()`` when the transport had handled the rows of ``layer`` of
@@ -452,9 +440,13 @@ class EngramRowBackend:
         if side is not None:  # keep the ids alive until the kernels have read them
             ids.record_stream(side)
 
-    def _queue_gather(self, s: _Slot, i: int, layer_ids: torch.Tensor, ahead: bool) -> _Resolved:
+    def _queue_gather(
+        self, s: _Slot, i: int, layer_ids: torch.Tensor, ahead: bool
+    ) -> _Resolved | concurrent.futures.Future[Pending]:
         """Layer ``i``'s gather into slot ``s`` on the current (side) stream, after the slot's
-        last reads of that layer; its outcome (the launch's error, if any)."""
+        last reads of that layer; its outcome (the launch's error, if any). A gather ``ahead``
+        that the transport stages (``gather_staged``) is queued by the transport's thread: a
+        Future of its outcome."""
         side = self._side
         layer = self.layers[i]
         try:
@@ -462,6 +454,13 @@ class EngramRowBackend:
                 side.wait_event(s.consumed[i])
             if layer_ids.stride(-1) != 1:
                 layer_ids = layer_ids.contiguous()
+            if ahead and side is not None and self._gather_staged is not None:
+                staged = self._gather_staged(
+                    layer.table, layer_ids, s.target[i], self.row_format, s.done[i]
+                )
+                if staged is not None:  # queued by the transport's thread (a Future)
+                    self.transport.record(layer.table, layer_ids)
+                    return staged
             self._launch(s.index, i, layer.table, layer_ids, s.target[i], ahead)
             self.transport.record(layer.table, layer_ids)
             if side is not None:
@@ -470,7 +469,7 @@ class EngramRowBackend:
             return _Resolved(error=e)
         finally:
             s.fetched_at[i] = time.perf_counter()
-        return _Resolved(_KernelDone(s.done[i]) if side is not None else Done())
+        return _Resolved(KernelDone(s.done[i]) if side is not None else Done())
 
     def _queue_deferred(self, s: _Slot, i: int) -> None:
         """A staggered layer's gather, queued now: after everything queued on the current

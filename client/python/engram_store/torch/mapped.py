@@ -48,9 +48,15 @@ from engram_store.torch.rows import (
     programs_of,
     triton,
 )
-from engram_store.torch.transport import Done, Pending, RowBuffer, RowTransport
+from engram_store.torch.transport import Done, KernelDone, Pending, RowBuffer, RowTransport
 
-__all__ = ["MappedTable", "MappedTransport", "TieredRows", "tiered_gather_dequantize"]
+__all__ = [
+    "MappedTable",
+    "MappedTransport",
+    "TieredRows",
+    "tiered_gather_dequantize",
+    "vram_misses",
+]
 
 if triton is not None:
     import triton.language as tl
@@ -60,6 +66,8 @@ if triton is not None:
 # Rows per program step and index buckets probed at once per row.
 _BLOCK_ROWS = 16
 _PROBE = 8
+#: Rows per program of :func:`vram_misses` (a probe and no copy: short programs).
+_MISS_BLOCK_ROWS = 64
 
 #: A grid cap no gather reaches: one program per block of rows.
 UNCAPPED = 1 << 30
@@ -105,15 +113,29 @@ def tiered_gather_dequantize(
     max_programs: int | None = None,
     block_rows: int = _BLOCK_ROWS,
     num_warps: int = 4,
+    staged: torch.Tensor | None = None,
+    stage_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[t, h] = dequantize(row ids[t, h])`` (ids ``[T, heads]`` int64, -1: a zero row; out
     bf16 ``[T, out_heads, head_dim]``), each row from ``src``'s VRAM tier if it holds it, else
     from ``src.host``. Queued on the current stream; without a VRAM tier, or without Triton, it
     is :func:`gather_dequantize` over ``src.host``. ``block_rows`` (a power of two) rows go
     through a program's probe and copy at once, ``num_warps`` warps per program: more of either
-    puts more loads in flight per program (the probe is a chain of dependent loads)."""
+    puts more loads in flight per program (the probe is a chain of dependent loads).
+
+    ``staged`` ``[S, row_bytes]`` uint8 and ``stage_index`` int32 ``[T * heads]`` (both on the
+    device): rows already copied up from host memory (by :func:`vram_misses`' list): a row the
+    VRAM tier does not hold whose ``stage_index[t * heads + h]`` is ``k >= 0`` is read from
+    ``staged[k]`` instead of host memory over PCIe (which the others still are: a row the tier
+    dropped since)."""
     if src.arena is None or triton is None:
         return gather_dequantize(src.host, ids, out, fmt, max_programs=max_programs)
+    if (staged is None) != (stage_index is None):
+        raise ValueError("give staged and stage_index together")
+    if stage_index is not None and (
+        stage_index.numel() < ids.numel() or stage_index.dtype != torch.int32
+    ):
+        raise ValueError(f"stage_index must be int32 of at least {ids.numel()} entries")
     if ids.dim() != 2 or ids.stride(1) != 1 or out.dim() != 3 or out.shape[0] != ids.shape[0]:
         raise ValueError(
             f"ids must be [T, heads] with unit column stride and out [T, out_heads, head_dim]; "
@@ -146,14 +168,37 @@ def tiered_gather_dequantize(
         out.stride(0) // fmt.head_dim,
         src.buckets,
         src.capacity,
+        src.arena if staged is None else staged,
+        ids if stage_index is None else stage_index,
         ROW_BYTES=fmt.row_bytes,
         DIM=fmt.head_dim,
         BLOCK=fmt.block,
         BLOCK_ROWS=block_rows,
         PROBE=_PROBE,
+        STAGED=staged is not None,
         num_warps=num_warps,
     )
     return out
+
+
+def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> torch.Tensor:
+    """``misses[t * heads + h]`` = row ``ids[t, h]`` where it is live (>= 0) and ``src``'s VRAM
+    tier does not hold it now, else -1 (int64, at least ``T * heads`` entries): the rows a
+    gather would read over PCIe, to be copied up in bulk first (``tiered_gather_dequantize``'s
+    ``staged``). Queued on the current stream; needs a VRAM tier and Triton."""
+    if src.arena is None or triton is None:
+        raise ValueError("vram_misses needs a VRAM tier and Triton")
+    if ids.dim() != 2 or ids.stride(1) != 1:
+        raise ValueError(f"ids must be [T, heads] with unit column stride, got {tuple(ids.shape)}")
+    n_rows = ids.numel()
+    if misses.dtype != torch.int64 or misses.numel() < n_rows:
+        raise ValueError(f"misses must be int64 of at least {n_rows} entries")
+    if n_rows:
+        _misses_kernel[(triton.cdiv(n_rows, _MISS_BLOCK_ROWS),)](
+            src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), misses, n_rows,
+            ids.shape[1], src.buckets, src.capacity, BLOCK_ROWS=_MISS_BLOCK_ROWS, PROBE=_PROBE,
+        )  # fmt: skip
+    return misses
 
 
 if triton is not None:
@@ -166,6 +211,40 @@ if triton is not None:
         x = x ^ (x >> 27)
         x = x * 0x94D049BB133111EB
         return x ^ (x >> 31)
+
+    @triton.jit
+    def _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE: tl.constexpr):
+        """Per row of ``row`` (``live`` ones only): whether the VRAM tier holds it, by the
+        active index (``PROBE`` buckets at a time: a key equal to the id before an empty one
+        is found) and the slot's tag read before the copy, and that slot (0 where not)."""
+        probe = tl.arange(0, PROBE)
+        mask = buckets.to(tl.int64) - 1
+        active = tl.load(control, volatile=True).to(tl.int64)
+        # A retired tier holds no row: no slot is below a capacity of 0.
+        live_capacity = tl.where(tl.load(control + 1, volatile=True) == 0, capacity, 0)
+        keys_active = keys + active * buckets
+        slots_active = slots + active * buckets
+        h = (_mix64(tl.where(live, row, 0).to(tl.uint64)) & mask.to(tl.uint64)).to(tl.int64)
+        slot = tl.full(row.shape, -1, tl.int64)
+        pending = live
+        start = tl.full([], 0, tl.int64)
+        while (tl.max(pending.to(tl.int32), axis=0) > 0) & (start <= mask):
+            b = (h[:, None] + start + probe[None, :]) & mask
+            k = tl.load(keys_active + b, mask=pending[:, None], other=-1)
+            found = pending[:, None] & (k == row[:, None])
+            empty = pending[:, None] & (k == -1)
+            fpos = tl.min(tl.where(found, probe[None, :], PROBE), axis=1)
+            epos = tl.min(tl.where(empty, probe[None, :], PROBE), axis=1)
+            hit = fpos < epos
+            at_slot = (h + start + fpos) & mask
+            s = tl.load(slots_active + at_slot, mask=hit, other=-1).to(tl.int64)
+            slot = tl.where(hit, s, slot)
+            pending = pending & ~(hit | (epos < PROBE))
+            start += PROBE
+        in_vram = (slot >= 0) & (slot < live_capacity)
+        sl = tl.where(in_vram, slot, 0)
+        before = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
+        return in_vram & (before == row), sl
 
     @triton.jit
     def _tiered_kernel(
@@ -185,23 +264,20 @@ if triton is not None:
         out_token_rows,
         buckets,
         capacity,
+        staged,
+        stage_index,
         ROW_BYTES: tl.constexpr,
         DIM: tl.constexpr,
         BLOCK: tl.constexpr,
         BLOCK_ROWS: tl.constexpr,
         PROBE: tl.constexpr,
+        STAGED: tl.constexpr,
     ):
-        """Blocks of ``BLOCK_ROWS`` rows, grid-strided: probe the active index ``PROBE`` buckets
-        at a time (a key equal to the id before an empty one: found), check the slot's tag,
-        copy from the arena, check the tag again; every other live row from host memory."""
+        """Blocks of ``BLOCK_ROWS`` rows, grid-strided: a row the VRAM tier holds (its slot's
+        tag checked again after the copy) from the arena; with ``STAGED``, any other whose
+        ``stage_index`` is >= 0 from that row of ``staged`` (device memory); every other live
+        row from host memory."""
         cols = tl.arange(0, DIM)
-        probe = tl.arange(0, PROBE)
-        mask = buckets.to(tl.int64) - 1
-        active = tl.load(control, volatile=True).to(tl.int64)
-        # A retired tier holds no row: no slot is below a capacity of 0.
-        live_capacity = tl.where(tl.load(control + 1, volatile=True) == 0, capacity, 0)
-        keys_active = keys + active * buckets
-        slots_active = slots + active * buckets
         block = tl.program_id(0)
         while block < n_blocks:
             r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
@@ -209,27 +285,9 @@ if triton is not None:
             at = (r // heads) * ids_token_stride + r % heads
             row = tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
             live = valid & (row >= 0)
-            h = (_mix64(tl.where(live, row, 0).to(tl.uint64)) & mask.to(tl.uint64)).to(tl.int64)
-            slot = tl.full([BLOCK_ROWS], -1, tl.int64)
-            pending = live
-            start = tl.full([], 0, tl.int64)
-            while (tl.max(pending.to(tl.int32), axis=0) > 0) & (start <= mask):
-                b = (h[:, None] + start + probe[None, :]) & mask
-                k = tl.load(keys_active + b, mask=pending[:, None], other=-1)
-                found = pending[:, None] & (k == row[:, None])
-                empty = pending[:, None] & (k == -1)
-                fpos = tl.min(tl.where(found, probe[None, :], PROBE), axis=1)
-                epos = tl.min(tl.where(empty, probe[None, :], PROBE), axis=1)
-                hit = fpos < epos
-                at_slot = (h + start + fpos) & mask
-                s = tl.load(slots_active + at_slot, mask=hit, other=-1).to(tl.int64)
-                slot = tl.where(hit, s, slot)
-                pending = pending & ~(hit | (epos < PROBE))
-                start += PROBE
-            in_vram = (slot >= 0) & (slot < live_capacity)
-            sl = tl.where(in_vram, slot, 0)
-            before = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
-            in_vram = in_vram & (before == row)
+            in_vram, sl = _vram_slots(
+                row, live, keys, slots, tags, control, buckets, capacity, PROBE
+            )
             vbase = arena + sl[:, None] * ROW_BYTES
             vcode = tl.load(
                 vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg"
@@ -243,6 +301,18 @@ if triton is not None:
             after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
             in_vram = in_vram & (after == row)
             from_host = live & ~in_vram
+            if STAGED:
+                k = tl.load(stage_index + r, mask=from_host, other=-1).to(tl.int64)
+                from_stage = from_host & (k >= 0)
+                from_host = from_host & (k < 0)
+                sbase = staged + tl.where(from_stage, k, 0)[:, None] * ROW_BYTES
+                scode = tl.load(sbase + cols[None, :], mask=from_stage[:, None], other=0)
+                sscale = tl.load(
+                    sbase + DIM + (cols // BLOCK)[None, :], mask=from_stage[:, None], other=0
+                )
+                vcode = tl.where(from_stage[:, None], scode, vcode)
+                vscale = tl.where(from_stage[:, None], sscale, vscale)
+                in_vram = in_vram | from_stage
             hbase = host + tl.where(from_host, row, 0)[:, None] * ROW_BYTES
             hcode = tl.load(hbase + cols[None, :], mask=from_host[:, None], other=0)
             hscale = tl.load(
@@ -253,6 +323,32 @@ if triton is not None:
             store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
                        out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
+
+    @triton.jit
+    def _misses_kernel(
+        keys,
+        slots,
+        tags,
+        control,
+        ids,
+        ids_token_stride,
+        misses,
+        n_rows,
+        heads,
+        buckets,
+        capacity,
+        BLOCK_ROWS: tl.constexpr,
+        PROBE: tl.constexpr,
+    ):
+        """One block of rows per program: ``misses[r]`` is row ``r``'s id where it is live and
+        the VRAM tier does not hold it, else -1."""
+        r = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
+        valid = r < n_rows
+        at = (r // heads) * ids_token_stride + r % heads
+        row = tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
+        live = valid & (row >= 0)
+        in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
+        tl.store(misses + r, tl.where(live & ~in_vram, row, -1), mask=valid)
 
 
 # --- mapping what the server shares -------------------------------------------------------------
@@ -324,6 +420,7 @@ class MappedTable:
         self.row_bytes = shared.row_bytes
         self._opened: list[int] = []
         self._registered: int | None = None
+        self.host_rows: torch.Tensor | None = None
         fd = os.open(shared.host_path, os.O_RDONLY)
         try:
             self._map = mmap.mmap(fd, shared.host_bytes, mmap.MAP_SHARED, mmap.PROT_READ)
@@ -331,12 +428,14 @@ class MappedTable:
             os.close(fd)
         try:
             self._host_array = np.frombuffer(self._map, dtype=np.uint8)
+            rows = self._host_array[: self.rows * self.row_bytes]
+            with warnings.catch_warnings():  # read-only memory: nothing writes through it
+                warnings.simplefilter("ignore", UserWarning)
+                #: Every row, ``[rows, row_bytes]`` uint8, as a CPU tensor over the file.
+                self.host_rows = torch.from_numpy(rows).view(self.rows, self.row_bytes)
+            assert self.host_rows is not None
             if index is None:
-                rows = self._host_array[: self.rows * self.row_bytes]
-                with warnings.catch_warnings():  # read-only memory: nothing writes through it
-                    warnings.simplefilter("ignore", UserWarning)
-                    host = torch.from_numpy(rows).view(self.rows, self.row_bytes)
-                self.rows_view = TieredRows(host=host)
+                self.rows_view = TieredRows(host=self.host_rows)
                 return
             address = self._host_array.ctypes.data
             torch.cuda.set_device(self.device)
@@ -396,6 +495,7 @@ class MappedTable:
             _cudart("cudaHostUnregister", self._registered)
             self._registered = None
         self.rows_view = None  # type: ignore[assignment]
+        self.host_rows = None  # type: ignore[assignment]
         self._host_array = None
         if getattr(self, "_map", None) is not None:
             try:
@@ -426,6 +526,11 @@ class MappedTransport(RowTransport):
             blocks and hold their SMs for the whole gather, and a GEMM of the model's that wants
             those SMs waits for them; short programs free them as they end, so the block
             scheduler interleaves the gather with the model's work instead.
+        stage_ahead: a gather for a later step on a GPU with the VRAM tier mapped goes through
+            :meth:`gather_staged` (default): its misses are copied from the host file in bulk
+            by the copy engine, so no kernel waits on PCIe reads of single rows while holding
+            SMs the model's kernels want. False: such gathers read their misses over PCIe as
+            the others do.
     """
 
     name = "mapped"
@@ -438,6 +543,7 @@ class MappedTransport(RowTransport):
         record_every: int = 32,
         max_programs: int | None = None,
         ahead_programs: int | None = None,
+        stage_ahead: bool = True,
     ):
         from engram_store.client import Client
 
@@ -446,6 +552,12 @@ class MappedTransport(RowTransport):
         self.record_every = record_every
         self.max_programs = max_programs
         self.ahead_programs = ahead_programs
+        self.stage_ahead = stage_ahead
+        self._stager = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-stage")
+        self._stage_streams: dict[torch.device, torch.cuda.Stream] = {}
+        #: Gathers that went through :meth:`gather_staged`, and the rows they copied up.
+        self.staged_gathers = 0
+        self.staged_rows = 0
         self._tables: dict[tuple[str, str], MappedTable] = {}
         self._gathers: dict[str, int] = {}
         self._recording: dict[str, concurrent.futures.Future[None]] = {}
@@ -478,6 +590,70 @@ class MappedTransport(RowTransport):
         if ahead:
             programs = UNCAPPED if self.ahead_programs is None else self.ahead_programs
         tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=programs)
+
+    def gather_staged(
+        self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
+        done: torch.cuda.Event,
+    ) -> concurrent.futures.Future[Pending] | None:  # fmt: skip
+        """A gather for a later step (a prefill's next chunk) in four moves on a stream of the
+        transport's, after the work queued so far on the current stream (which made ``ids``):
+        a kernel lists the rows the VRAM tier does not hold (:func:`vram_misses`); the
+        transport's thread waits for that list, copies those rows out of the host file into
+        page-locked memory (``index_select``, the GIL released) and has the copy engine take
+        them up in one transfer; then the gather reads the tier's rows from VRAM and the others
+        from that copy (:func:`tiered_gather_dequantize` with ``staged``), and ``done`` is
+        recorded. Returns at once: a future whose result (a :class:`KernelDone` of ``done``)
+        is there once those are queued, or None when this table cannot be staged here (no VRAM
+        tier, the CPU, ``stage_ahead`` off): gather it with :meth:`gather` instead."""
+        if not self.stage_ahead or not out.is_cuda or triton is None:
+            return None
+        mapped = self.table(table, out.device)
+        if mapped.rows_view.arena is None:
+            return None
+        ready = torch.cuda.Event()
+        ready.record()
+        return self._stager.submit(self._stage, table, ids, out, fmt, ready, done)
+
+    def _stage(
+        self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
+        ready: torch.cuda.Event, done: torch.cuda.Event,
+    ) -> Pending:  # fmt: skip
+        """The transport's thread: :meth:`gather_staged`'s moves, queued on its stream."""
+        device = out.device
+        stream = self._stage_streams.get(device)
+        if stream is None:
+            stream = self._stage_streams[device] = torch.cuda.Stream(device)
+        mapped = self.table(table, device)  # the latest version's mapping
+        n = ids.numel()
+        with torch.cuda.stream(stream):
+            stream.wait_event(ready)
+            misses = vram_misses(mapped.rows_view, ids, torch.empty(n, dtype=torch.int64,
+                                                                    device=device))
+            listed = torch.empty(n, dtype=torch.int64, pin_memory=True)
+            listed.copy_(misses, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(stream)
+            copied.synchronize()
+            miss = listed.numpy()
+            at = np.flatnonzero(miss >= 0)
+            index = torch.full((n,), -1, dtype=torch.int32, pin_memory=True)
+            index.numpy()[at] = np.arange(at.size, dtype=np.int32)
+            # (one row at least: a kernel argument is never an empty allocation)
+            rows = torch.empty(
+                (max(1, at.size), mapped.row_bytes), dtype=torch.uint8, pin_memory=True
+            )
+            torch.index_select(mapped.host_rows, 0, torch.from_numpy(miss[at]), out=rows[: at.size])
+            self.staged_gathers += 1
+            self.staged_rows += int(at.size)
+            staged = rows.to(device, non_blocking=True)
+            stage_index = index.to(device, non_blocking=True)
+            programs = UNCAPPED if self.ahead_programs is None else self.ahead_programs
+            tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=programs,
+                                     staged=staged, stage_index=stage_index)  # fmt: skip
+            done.record(stream)
+            ids.record_stream(stream)
+            out.record_stream(stream)
+        return KernelDone(done)
 
     def graph_key(self, table: str, out: torch.Tensor) -> int:
         """What a captured gather of ``table`` depends on besides its buffers: the mapping (a
@@ -553,6 +729,7 @@ class MappedTransport(RowTransport):
         return Done()
 
     def close(self) -> None:
+        self._stager.shutdown(wait=True)
         self._recorder.shutdown(wait=True)
         for mapped in self._tables.values():
             mapped.close()

@@ -28,7 +28,15 @@ from engram_store.client import Client
 from engram_store.errors import ProtocolError
 from engram_store.regions import Region
 
-__all__ = ["ChannelTransport", "Done", "GrpcTransport", "Pending", "RowBuffer", "RowTransport"]
+__all__ = [
+    "ChannelTransport",
+    "Done",
+    "GrpcTransport",
+    "KernelDone",
+    "Pending",
+    "RowBuffer",
+    "RowTransport",
+]
 
 
 @dataclasses.dataclass
@@ -55,6 +63,20 @@ class Done(Pending):
 
     def wait(self, stream: torch.cuda.Stream | None = None) -> None:
         return None
+
+
+class KernelDone(Pending):
+    """Rows a kernel of this process writes on some stream, ``event`` recorded after it: a
+    stream waits for the event, the host synchronizes on it."""
+
+    def __init__(self, event: torch.cuda.Event):
+        self.event = event
+
+    def wait(self, stream: torch.cuda.Stream | None = None) -> None:
+        if stream is not None and stream.device.type == "cuda":
+            stream.wait_event(self.event)
+        else:
+            self.event.synchronize()
 
 
 class RowTransport(abc.ABC):
