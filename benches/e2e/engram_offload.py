@@ -164,7 +164,8 @@ class Profile:
 PROFILES = {
     "tiny": Profile((64, 256), 4, 2, 64, 256, 2, 1, 4000),
     # 1.4M rows per hash column: 2 tables of ~33.6M rows, 17.7 GB in all.
-    "full": Profile((64, 256), 64, 16, 1024, 4096, 4, 1, 1_400_000),
+    # Two prefill chunks untimed: the store arms' lookahead first serves chunk 1.
+    "full": Profile((64, 256), 64, 16, 1024, 4096, 4, 2, 1_400_000),
 }
 
 
@@ -260,11 +261,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--mapped-stage-ahead",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="with --transport mapped: the prefill lookahead's misses are copied up in bulk "
-        "from the host file (MappedTransport's stage_ahead) instead of read row by row over "
-        "PCIe by the gather kernel",
+        default="inline",
+        choices=["inline", "side", "off"],
+        help="with --transport mapped: the prefill lookahead's misses copied up in bulk from "
+        "the host file and its gather run when the rows are read (inline, the default) or on a "
+        "stream beside the model as soon as they are up (side); off: one kernel reads them row "
+        "by row over PCIe (MappedTransport's stage_ahead)",
     )
     p.add_argument(
         "--mapped-record-every",

@@ -265,23 +265,34 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
                     torch.cuda.synchronize(device)
                     assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
         # Gathers ahead (a prefill's next chunk): the misses copied up in bulk by the
-        # transport's thread, the rest from VRAM; the same rows, into the slot and into `out`.
-        backend = EngramRowBackend(transport, layers, max_tokens=ids.shape[0], device=device)
-        with backend:
-            before = transport.staged_rows
-            for step in range(3):
-                mine = [torch.full_like(want, 7.0) for _ in layers] if step == 2 else None
-                slot = backend.prefetch(hash_ids=both, ahead=True, out=mine)
-                for layer in (0, 5):
-                    got = backend.rows(layer, slot=slot)
-                    expected = want if layer == 0 else want_5
-                    torch.cuda.synchronize(device)
-                    assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
-                    assert backend.ready_event(layer, slot) is not None
-            # (the tier follows the recorded gathers, so how many miss may change)
-            assert transport.staged_gathers >= 6 and transport.staged_rows > before
+        # transport's thread, the rest from VRAM, the kernel run by rows() on the reading
+        # stream (inline) or on the transport's stream (side); the same rows, into the slot
+        # and into `out`, read twice.
+        for mode in ("inline", "side"):
+            transport.stage_ahead = mode
+            backend = EngramRowBackend(transport, layers, max_tokens=ids.shape[0], device=device)
+            with backend:
+                before = transport.staged_rows
+                for step in range(3):
+                    mine = [torch.full_like(want, 7.0) for _ in layers] if step == 2 else None
+                    slot = backend.prefetch(hash_ids=both, ahead=True, out=mine)
+                    for layer in (0, 5, 5):
+                        got = backend.rows(layer, slot=slot)
+                        expected = want if layer == 0 else want_5
+                        torch.cuda.synchronize(device)
+                        assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), (
+                            mode, layer,
+                        )  # fmt: skip
+                        assert backend.ready_event(layer, slot) is not None
+                # (the tier follows the recorded gathers, so how many miss may change)
+                assert transport.staged_rows > before, mode
+                slot = backend.prefetch(hash_ids=both, ahead=True)
+                backend.wait(slot=slot)  # on the host: the rows in the slot's own buffers
+                got = backend.rows(0, slot=slot)
+                torch.cuda.synchronize(device)
+                assert torch.equal(got.view(torch.int16), want.view(torch.int16)), mode
         # stage_ahead off: gathers ahead read their misses over PCIe, and give the same rows.
-        transport.stage_ahead = False
+        transport.stage_ahead = "off"
         backend = EngramRowBackend(transport, layers, max_tokens=ids.shape[0], device=device)
         with backend:
             staged = transport.staged_gathers

@@ -21,14 +21,18 @@ from engram_store.torch.hashing import V41_LAYER_IDS, NgramHasher, v41_layout
 from engram_store.torch.mapped import (
     MappedTable,
     MappedTransport,
+    StagedGather,
     TieredRows,
     tiered_gather_dequantize,
+    vram_misses,
 )
 from engram_store.torch.rows import V41_ROWS, RowFormat, cuda_view, dequantize, gather_dequantize
 from engram_store.torch.transport import (
     ChannelTransport,
     Done,
+    FillOnRead,
     GrpcTransport,
+    KernelDone,
     Pending,
     RowBuffer,
     RowTransport,
@@ -41,7 +45,9 @@ __all__ = [
     "EngramLayer",
     "EngramRowBackend",
     "ChannelTransport",
+    "FillOnRead",
     "GrpcTransport",
+    "KernelDone",
     "MappedTable",
     "MappedTransport",
     "NgramHasher",
@@ -49,6 +55,7 @@ __all__ = [
     "RowBuffer",
     "RowFormat",
     "RowTransport",
+    "StagedGather",
     "TieredRows",
     "cuda_view",
     "dequantize",
@@ -56,4 +63,5 @@ __all__ = [
     "head_shard",
     "tiered_gather_dequantize",
     "v41_layout",
+    "vram_misses",
 ]

@@ -43,7 +43,14 @@ import torch
 
 from engram_store.torch.hashing import NgramHasher
 from engram_store.torch.rows import V41_ROWS, RowFormat, dequantize
-from engram_store.torch.transport import Done, KernelDone, Pending, RowBuffer, RowTransport
+from engram_store.torch.transport import (
+    Done,
+    FillOnRead,
+    KernelDone,
+    Pending,
+    RowBuffer,
+    RowTransport,
+)
 
 __all__ = ["EngramLayer", "EngramRowBackend", "head_shard"]
 
@@ -334,7 +341,7 @@ class EngramRowBackend:
         if s.deferred[i] is not None:  # staggered, and the layer before was not read
             self._queue_deferred(s, i)
         stream = torch.cuda.current_stream(self.device) if self._cuda else None
-        s.futures[i].result().wait(stream)
+        pending = s.futures[i].result()
         n = s.num_tokens
         if out is not None:
             dst = out
@@ -345,10 +352,16 @@ class EngramRowBackend:
                 f"out must be [{n}, {self.part_columns}, {self.row_format.head_dim}], got "
                 f"{tuple(dst.shape)}"
             )
-        if self._device_gather:
+        if isinstance(pending, FillOnRead) and stream is not None:
+            # A gather whose kernel is left to the reader (MappedTransport's staged gathers
+            # ahead): it runs here, on this stream, straight into dst (each time rows are read).
+            pending.fill(dst, stream)
+        elif self._device_gather:
+            pending.wait(stream)
             if dst is not s.target[i]:
                 dst.copy_(s.target[i])
         else:
+            pending.wait(stream)
             dequantize(s.packed[i][:n], dst[:, : self.local_columns], self.row_format)
         if s.dead[i] is not None:
             dead = torch.from_numpy(s.dead[i]).to(self.device)

@@ -48,11 +48,19 @@ from engram_store.torch.rows import (
     programs_of,
     triton,
 )
-from engram_store.torch.transport import Done, KernelDone, Pending, RowBuffer, RowTransport
+from engram_store.torch.transport import (
+    Done,
+    FillOnRead,
+    KernelDone,
+    Pending,
+    RowBuffer,
+    RowTransport,
+)
 
 __all__ = [
     "MappedTable",
     "MappedTransport",
+    "StagedGather",
     "TieredRows",
     "tiered_gather_dequantize",
     "vram_misses",
@@ -505,6 +513,49 @@ class MappedTable:
             self._map = None
 
 
+class StagedGather(FillOnRead):
+    """A gather ahead whose misses :meth:`MappedTransport.gather_staged` copied up (``event``
+    recorded once they are on the device), waiting for its kernel: :meth:`fill` queues it on the
+    stream that reads the rows, straight into the tensor it reads (where the model runs it
+    alone, as a gather from VRAM tables is run, instead of beside the model's kernels)."""
+
+    def __init__(
+        self, event: torch.cuda.Event, mapped: MappedTable, ids: torch.Tensor,
+        staged: torch.Tensor, stage_index: torch.Tensor, target: torch.Tensor, fmt: RowFormat,
+    ):  # fmt: skip
+        super().__init__(event)
+        self.mapped, self.ids, self.target, self.fmt = mapped, ids, target, fmt
+        self.staged, self.stage_index = staged, stage_index
+
+    def fill(
+        self, dst: torch.Tensor, stream: torch.cuda.Stream, max_programs: int | None = None
+    ) -> None:
+        """Queues the gather into ``dst`` on ``stream``: rows the VRAM tier holds now from VRAM,
+        the others from the staged copy (or, dropped from the tier since, over PCIe). If the
+        table's mapping was closed since (a new version swapped in), it raises: the staged rows
+        are the old version's."""
+        if self.mapped.closed:
+            raise RuntimeError(
+                f"table {self.mapped.table!r} version {self.mapped.version} was unmapped before "
+                "its staged rows were read (a new version came in): prefetch them again"
+            )
+        stream.wait_event(self.event)
+        with torch.cuda.stream(stream):
+            tiered_gather_dequantize(self.mapped.rows_view, self.ids, dst, self.fmt,
+                                     max_programs=max_programs, staged=self.staged,
+                                     stage_index=self.stage_index)  # fmt: skip
+        for t in (self.ids, self.staged, self.stage_index, dst):
+            t.record_stream(stream)
+
+    def wait(self, stream: torch.cuda.Stream | None = None) -> None:
+        """Fills the gather's own target on ``stream`` (None: on the current stream, then waits
+        for it on the host)."""
+        on = stream if stream is not None else torch.cuda.current_stream(self.target.device)
+        self.fill(self.target, on)
+        if stream is None:
+            on.synchronize()
+
+
 class MappedTransport(RowTransport):
     """Rows gathered by this process's own kernel from what the server shares (see the module
     doc): :meth:`gather` queues the kernel on the current stream, writing bf16 rows straight into
@@ -526,11 +577,13 @@ class MappedTransport(RowTransport):
             blocks and hold their SMs for the whole gather, and a GEMM of the model's that wants
             those SMs waits for them; short programs free them as they end, so the block
             scheduler interleaves the gather with the model's work instead.
-        stage_ahead: a gather for a later step on a GPU with the VRAM tier mapped goes through
-            :meth:`gather_staged` (default): its misses are copied from the host file in bulk
-            by the copy engine, so no kernel waits on PCIe reads of single rows while holding
-            SMs the model's kernels want. False: such gathers read their misses over PCIe as
-            the others do.
+        stage_ahead: how a gather for a later step goes on a GPU with the VRAM tier mapped.
+            ``"inline"`` (default): through :meth:`gather_staged`, its misses copied from the
+            host file in bulk by the copy engine, and its kernel left for the reading stream
+            (:class:`StagedGather`: run where the rows are read, alone, not beside the model's
+            kernels, whose waves a kernel beside them breaks up). ``"side"``: the same, the
+            kernel on the transport's stream as soon as the copy is up. ``"off"``: read row by
+            row over PCIe by one kernel, as the other gathers.
     """
 
     name = "mapped"
@@ -543,7 +596,7 @@ class MappedTransport(RowTransport):
         record_every: int = 32,
         max_programs: int | None = None,
         ahead_programs: int | None = None,
-        stage_ahead: bool = True,
+        stage_ahead: str = "inline",
     ):
         from engram_store.client import Client
 
@@ -552,6 +605,8 @@ class MappedTransport(RowTransport):
         self.record_every = record_every
         self.max_programs = max_programs
         self.ahead_programs = ahead_programs
+        if stage_ahead not in ("inline", "side", "off"):
+            raise ValueError(f"stage_ahead must be inline, side or off, not {stage_ahead!r}")
         self.stage_ahead = stage_ahead
         self._stager = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-stage")
         self._stage_streams: dict[torch.device, torch.cuda.Stream] = {}
@@ -595,17 +650,20 @@ class MappedTransport(RowTransport):
         self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
         done: torch.cuda.Event,
     ) -> concurrent.futures.Future[Pending] | None:  # fmt: skip
-        """A gather for a later step (a prefill's next chunk) in four moves on a stream of the
-        transport's, after the work queued so far on the current stream (which made ``ids``):
-        a kernel lists the rows the VRAM tier does not hold (:func:`vram_misses`); the
+        """A gather for a later step (a prefill's next chunk) into ``out``, in moves on a stream
+        of the transport's after the work queued so far on the current stream (which made
+        ``ids``): a kernel lists the rows the VRAM tier does not hold (:func:`vram_misses`); the
         transport's thread waits for that list, copies those rows out of the host file into
         page-locked memory (``index_select``, the GIL released) and has the copy engine take
-        them up in one transfer; then the gather reads the tier's rows from VRAM and the others
-        from that copy (:func:`tiered_gather_dequantize` with ``staged``), and ``done`` is
-        recorded. Returns at once: a future whose result (a :class:`KernelDone` of ``done``)
-        is there once those are queued, or None when this table cannot be staged here (no VRAM
-        tier, the CPU, ``stage_ahead`` off): gather it with :meth:`gather` instead."""
-        if not self.stage_ahead or not out.is_cuda or triton is None:
+        them up in one transfer, then records ``done``. The gather itself (the tier's rows from
+        VRAM, the others from that copy: :func:`tiered_gather_dequantize` with ``staged``) is
+        left to the reader (``stage_ahead="inline"``: the future's result is a
+        :class:`StagedGather`, whose ``wait(stream)`` or ``fill(dst, stream)`` queues it) or
+        queued on the transport's stream at once (``"side"``: a :class:`KernelDone`, ``done``
+        recorded after the kernel). Returns at once: a future of that result, there once those
+        moves are queued, or None when this table cannot be staged here (no VRAM tier, the CPU,
+        ``stage_ahead="off"``): gather it with :meth:`gather` instead."""
+        if self.stage_ahead == "off" or not out.is_cuda or triton is None:
             return None
         mapped = self.table(table, out.device)
         if mapped.rows_view.arena is None:
@@ -647,13 +705,18 @@ class MappedTransport(RowTransport):
             self.staged_rows += int(at.size)
             staged = rows.to(device, non_blocking=True)
             stage_index = index.to(device, non_blocking=True)
-            programs = UNCAPPED if self.ahead_programs is None else self.ahead_programs
-            tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=programs,
-                                     staged=staged, stage_index=stage_index)  # fmt: skip
             done.record(stream)
-            ids.record_stream(stream)
+            for t in (ids, staged, stage_index):
+                t.record_stream(stream)
+        gather = StagedGather(done, mapped, ids, staged, stage_index, out, fmt)
+        if self.stage_ahead == "side":
+            programs = UNCAPPED if self.ahead_programs is None else self.ahead_programs
+            with torch.cuda.stream(stream):
+                gather.fill(out, stream, max_programs=programs)
+                done.record(stream)
             out.record_stream(stream)
-        return KernelDone(done)
+            return KernelDone(done)
+        return gather
 
     def graph_key(self, table: str, out: torch.Tensor) -> int:
         """What a captured gather of ``table`` depends on besides its buffers: the mapping (a

@@ -31,6 +31,7 @@ from engram_store.regions import Region
 __all__ = [
     "ChannelTransport",
     "Done",
+    "FillOnRead",
     "GrpcTransport",
     "KernelDone",
     "Pending",
@@ -77,6 +78,16 @@ class KernelDone(Pending):
             stream.wait_event(self.event)
         else:
             self.event.synchronize()
+
+
+class FillOnRead(KernelDone):
+    """Rows whose inputs are on the device once ``event`` has passed, and whose last kernel is
+    left to the reader: :meth:`fill` queues it on the stream that reads them, into the tensor it
+    reads (the backend's ``rows`` does so each time it is called)."""
+
+    @abc.abstractmethod
+    def fill(self, dst: torch.Tensor, stream: torch.cuda.Stream) -> None:
+        """Queues the rows into ``dst`` on ``stream``, after ``event``."""
 
 
 class RowTransport(abc.ABC):
