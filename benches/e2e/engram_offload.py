@@ -260,6 +260,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default 1: more only spin against the server's threads on a small machine)",
     )
     p.add_argument(
+        "--inline-min-tokens",
+        type=int,
+        help="with --transport mapped: steps of at least this many tokens gather on the model's "
+        "stream, before its next kernels, instead of beside them "
+        "(EngramRowBackend(inline_min_tokens=N); default: always beside)",
+    )
+    p.add_argument(
         "--mapped-stage-ahead",
         default="inline",
         choices=["inline", "side", "off"],
@@ -1074,6 +1081,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             device=ctx["device"],
             hasher=tables.hasher,
             stagger_gathers=args.stagger_gathers,
+            inline_min_tokens=args.inline_min_tokens,
         )
         stack.callback(backend.close)
         yield backend
@@ -1600,6 +1608,7 @@ def report_results(
             "stagger_gathers": args.stagger_gathers,
             "mapped_record_every": args.mapped_record_every,
             "mapped_stage_ahead": args.mapped_stage_ahead,
+            "inline_min_tokens": args.inline_min_tokens,
             "rounds": args.rounds,
             "mapped_programs": args.mapped_programs,
             "mapped_ahead_programs": args.mapped_ahead_programs,

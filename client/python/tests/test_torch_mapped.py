@@ -264,6 +264,20 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
                     expected = want if layer == 0 else want_5
                     torch.cuda.synchronize(device)
                     assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
+        # Inline gathers (steps of at least 100 tokens): on the reading stream, graphs and all.
+        backend = EngramRowBackend(
+            transport, layers, max_tokens=ids.shape[0], device=device, inline_min_tokens=100
+        )
+        with backend:
+            for step in range(4):
+                small = step == 1  # 99 tokens: on the side stream
+                step_ids = both[:99] if small else both
+                backend.prefetch(hash_ids=step_ids)
+                for layer in (5, 0):
+                    got = backend.rows(layer)
+                    expected = (want if layer == 0 else want_5)[: 99 if small else None]
+                    torch.cuda.synchronize(device)
+                    assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
         # Gathers ahead (a prefill's next chunk): the misses copied up in bulk by the
         # transport's thread, the rest from VRAM, the kernel run by rows() on the reading
         # stream (inline) or on the transport's stream (side); the same rows, into the slot

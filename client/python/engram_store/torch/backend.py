@@ -147,6 +147,11 @@ class EngramRowBackend:
             forward's entry then spends the host time of one launch, not one per layer, and
             the later layers' gathers run beside the layers between instead of beside the
             first. ``hash_ids`` must then stay unchanged until the last layer's ``rows``.
+        inline_min_tokens: with a transport that gathers on a GPU, a step of at least this many
+            tokens gathers on the current stream, before the model's next kernels, instead of
+            beside them on the side stream (never staggered); gathers ahead stay on the side.
+            For large decode batches, whose GEMMs a kernel running beside them slows by more
+            than the gather takes alone. None (default): always on the side stream.
     """
 
     def __init__(
@@ -162,6 +167,7 @@ class EngramRowBackend:
         shard_rank: int = 0,
         num_slots: int = 2,
         stagger_gathers: bool = False,
+        inline_min_tokens: int | None = None,
     ):
         if not layers or len({layer.columns for layer in layers}) != 1:
             raise ValueError("give at least one layer, all with the same number of columns")
@@ -192,6 +198,7 @@ class EngramRowBackend:
         #: buffers repeat (see ``_launch``).
         self.graph_gathers = cuda_gather
         self.stagger_gathers = stagger_gathers and self._device_gather
+        self.inline_min_tokens = inline_min_tokens
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._seen: set[tuple[Any, ...]] = set()
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rows")
@@ -436,12 +443,18 @@ class EngramRowBackend:
                     f"[{n}, {self.part_columns}, {self.row_format.head_dim}]"
                 )
             s.target = list(out)
-        stagger = self.stagger_gathers and not ahead
+        inline = (
+            self._side is not None
+            and not ahead
+            and self.inline_min_tokens is not None
+            and n >= self.inline_min_tokens
+        )
+        stagger = self.stagger_gathers and not ahead and not inline
         not_queued = _Resolved(error=RuntimeError("this layer's gather was never queued"))
         s.futures = [not_queued] * len(self.layers)
         s.deferred = [None] * len(self.layers)
         s.ids_keep = ids if stagger else None
-        side = self._side
+        side = None if inline else self._side
         if side is not None:
             side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
@@ -449,22 +462,24 @@ class EngramRowBackend:
                 if stagger and i != self._first:
                     s.deferred[i] = local[:, i]
                 else:
-                    s.futures[i] = self._queue_gather(s, i, local[:, i], ahead)
+                    s.futures[i] = self._queue_gather(s, i, local[:, i], ahead, side)
         if side is not None:  # keep the ids alive until the kernels have read them
             ids.record_stream(side)
 
     def _queue_gather(
-        self, s: _Slot, i: int, layer_ids: torch.Tensor, ahead: bool
+        self, s: _Slot, i: int, layer_ids: torch.Tensor, ahead: bool, side: Any
     ) -> _Resolved | concurrent.futures.Future[Pending]:
-        """Layer ``i``'s gather into slot ``s`` on the current (side) stream, after the slot's
-        last reads of that layer; its outcome (the launch's error, if any). A gather ``ahead``
-        that the transport stages (``gather_staged``) is queued by the transport's thread: a
-        Future of its outcome."""
-        side = self._side
+        """Layer ``i``'s gather into slot ``s`` on the current stream (``side``, the side stream,
+        or, inline, None), after the slot's last reads of that layer; its outcome (the launch's
+        error, if any). A gather ``ahead`` that the transport stages (``gather_staged``) is
+        queued by the transport's thread: a Future of its outcome."""
+        on = side
+        if on is None and self._cuda:  # inline: the reading stream itself
+            on = torch.cuda.current_stream(self.device)
         layer = self.layers[i]
         try:
-            if side is not None and s.consumed[i] is not None:
-                side.wait_event(s.consumed[i])
+            if on is not None and s.consumed[i] is not None:
+                on.wait_event(s.consumed[i])
             if layer_ids.stride(-1) != 1:
                 layer_ids = layer_ids.contiguous()
             if ahead and side is not None and self._gather_staged is not None:
@@ -476,13 +491,13 @@ class EngramRowBackend:
                     return staged
             self._launch(s.index, i, layer.table, layer_ids, s.target[i], ahead)
             self.transport.record(layer.table, layer_ids)
-            if side is not None:
-                s.done[i].record(side)
+            if on is not None:
+                s.done[i].record(on)
         except BaseException as e:
             return _Resolved(error=e)
         finally:
             s.fetched_at[i] = time.perf_counter()
-        return _Resolved(KernelDone(s.done[i]) if side is not None else Done())
+        return _Resolved(KernelDone(s.done[i]) if on is not None else Done())
 
     def _queue_deferred(self, s: _Slot, i: int) -> None:
         """A staggered layer's gather, queued now: after everything queued on the current
@@ -491,11 +506,11 @@ class EngramRowBackend:
         assert layer_ids is not None
         side = self._side
         if side is None:
-            s.futures[i] = self._queue_gather(s, i, layer_ids, ahead=False)
+            s.futures[i] = self._queue_gather(s, i, layer_ids, False, side)
             return
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            s.futures[i] = self._queue_gather(s, i, layer_ids, ahead=False)
+            s.futures[i] = self._queue_gather(s, i, layer_ids, False, side)
         if s.ids_keep is not None:
             s.ids_keep.record_stream(side)
 
@@ -534,11 +549,14 @@ class EngramRowBackend:
             self._graphs.clear()
             self._seen.clear()
         graph = torch.cuda.CUDAGraph()
-        graph.capture_begin(capture_error_mode="thread_local")
-        try:
-            self.transport.gather(table, ids, target, self.row_format)
-        finally:
-            graph.capture_end()
+        # Captured on the side stream (an inline gather's stream may be the default stream,
+        # where no capture can run), replayed on the caller's.
+        with torch.cuda.stream(self._side) if self._side is not None else contextlib.nullcontext():
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                self.transport.gather(table, ids, target, self.row_format)
+            finally:
+                graph.capture_end()
         self._graphs[key] = graph
         graph.replay()
 
