@@ -281,30 +281,40 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
         # Gathers ahead (a prefill's next chunk): the misses copied up in bulk by the
         # transport's thread, the rest from VRAM, the kernel run by rows() on the reading
         # stream (inline) or on the transport's stream (side); the same rows, into the slot
-        # and into `out`, read twice.
-        for mode in ("inline", "side"):
-            transport.stage_ahead = mode
-            backend = EngramRowBackend(transport, layers, max_tokens=ids.shape[0], device=device)
-            with backend:
-                before = transport.staged_gathers
-                for step in range(3):
-                    mine = [torch.full_like(want, 7.0) for _ in layers] if step == 2 else None
-                    slot = backend.prefetch(hash_ids=both, ahead=True, out=mine)
-                    for layer in (0, 5, 5):
-                        got = backend.rows(layer, slot=slot)
-                        expected = want if layer == 0 else want_5
-                        torch.cuda.synchronize(device)
-                        assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), (
-                            mode, layer,
-                        )  # fmt: skip
-                        assert backend.ready_event(layer, slot) is not None
-                # (the tier follows the recorded gathers: later ones may find no misses)
-                assert transport.staged_gathers >= before + 6 and transport.staged_rows > 0, mode
-                slot = backend.prefetch(hash_ids=both, ahead=True)
-                backend.wait(slot=slot)  # on the host: the rows in the slot's own buffers
-                got = backend.rows(0, slot=slot)
-                torch.cuda.synchronize(device)
-                assert torch.equal(got.view(torch.int16), want.view(torch.int16)), mode
+        # and into `out`, read twice. Hot rows and rows never hinted (so the tier misses them:
+        # this transport records nothing).
+        mixed = np.concatenate([hot[:1500], rng.integers(0, GPU_ROWS, size=1500)])
+        mixed = rng.permutation(mixed).reshape(-1, 24)
+        packed = client.lookup(GPU_TABLE, mixed.reshape(-1))
+        want_m = dequantize(torch.from_numpy(np.asarray(packed)).to(device).view(-1, 24, 264))
+        dev_m = torch.from_numpy(mixed).to(device)
+        both_m = torch.stack([dev_m, dev_m.flip(0)], dim=1)
+        quiet = MappedTransport(client, record_every=0)
+        try:
+            for mode in ("inline", "side"):
+                quiet.stage_ahead = mode
+                backend = EngramRowBackend(quiet, layers, max_tokens=ids.shape[0], device=device)
+                with backend:
+                    before = quiet.staged_rows
+                    for step in range(3):
+                        mine = [torch.full_like(want_m, 7.0) for _ in layers] if step else None
+                        slot = backend.prefetch(hash_ids=both_m, ahead=True, out=mine)
+                        for layer in (0, 5, 5):
+                            got = backend.rows(layer, slot=slot)
+                            expected = want_m if layer == 0 else want_m.flip(0)
+                            torch.cuda.synchronize(device)
+                            assert torch.equal(
+                                got.view(torch.int16), expected.view(torch.int16)
+                            ), (mode, layer)  # fmt: skip
+                            assert backend.ready_event(layer, slot) is not None
+                    assert quiet.staged_rows - before > 6 * 1000, (mode, quiet.staged_rows)
+                    slot = backend.prefetch(hash_ids=both_m, ahead=True)
+                    backend.wait(slot=slot)  # on the host: the rows in the slot's own buffers
+                    got = backend.rows(0, slot=slot)
+                    torch.cuda.synchronize(device)
+                    assert torch.equal(got.view(torch.int16), want_m.view(torch.int16)), mode
+        finally:
+            quiet.close()
         # stage_ahead off: gathers ahead read their misses over PCIe, and give the same rows.
         transport.stage_ahead = "off"
         backend = EngramRowBackend(transport, layers, max_tokens=ids.shape[0], device=device)
