@@ -2,7 +2,8 @@
 VRAM tier laid out as the server shares it (arena, two indexes and the control word naming the
 active one, slot tags) and a host table, against numpy. A row is taken from the arena only when
 the active index finds it and its slot's tag is its id: rows of a stale tag, a slot past the
-capacity, the inactive index, no entry, or a retired tier come from the host; and ShareTable's
+capacity, the inactive index, no entry, or a retired tier come from the host; the misses a bulk
+copy-up takes (``vram_misses``) and the kernel reading them from such a copy; and ShareTable's
 file on the CPU. With a GPU and ``ENGRAM_STORE_GPU_BIN``, mapped rows against a real server's VRAM
 tier and shared file. Skipped without torch (the kernel: without triton).
 """

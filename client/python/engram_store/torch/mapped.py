@@ -12,6 +12,10 @@ it probes the active index; a row found whose slot tag matches its id before and
 comes from VRAM, any other from host memory over PCIe; then it dequantizes to bf16 as
 :func:`engram_store.torch.rows.gather_dequantize` does. No request reaches the server, no other
 process's kernel runs for the lookup: a decode step pays its PCIe reads for the misses only.
+A gather for a later step (a prefill's next chunk) takes its misses another way
+(:meth:`MappedTransport.gather_staged`): :func:`vram_misses` lists them, they are copied out of
+the file in bulk and up in one transfer, and the kernel reads them from that copy
+(:class:`StagedGather`, whose kernel the reader queues when it reads the rows).
 
 :class:`MappedTransport` is the :class:`~engram_store.torch.transport.RowTransport` of it for
 :class:`~engram_store.torch.EngramRowBackend` (``device_gather``: the backend hands it device ids
@@ -685,8 +689,8 @@ class MappedTransport(RowTransport):
         n = ids.numel()
         with torch.cuda.stream(stream):
             stream.wait_event(ready)
-            misses = vram_misses(mapped.rows_view, ids, torch.empty(n, dtype=torch.int64,
-                                                                    device=device))
+            misses = torch.empty(n, dtype=torch.int64, device=device)
+            vram_misses(mapped.rows_view, ids, misses)
             listed = torch.empty(n, dtype=torch.int64, pin_memory=True)
             listed.copy_(misses, non_blocking=True)
             copied = torch.cuda.Event()
