@@ -25,7 +25,11 @@ with a kernel of this process: ``prefetch`` then queues, on the backend's side s
 work queued so far on the current one, one gather-and-dequantize kernel per layer straight into
 the slot's bf16 rows, with no worker thread and no host wait; ``rows`` makes the current stream
 wait for that layer's kernel. Give it the step's ``hash_ids`` on the device (token ids are hashed
-on the host first). On the CPU such a transport reads the rows at once, in ``prefetch``.
+on the host first). On the CPU such a transport reads the rows at once, in ``prefetch``. A gather
+``ahead`` (a later step's) may come back from the transport as a :class:`~engram_store.torch.
+transport.FillOnRead` (``MappedTransport``'s staged gathers): ``rows`` then queues its kernel
+on the reading stream, into the tensor read. ``inline_min_tokens`` puts large steps' gathers on
+the current stream instead of the side stream.
 """
 
 from __future__ import annotations
