@@ -65,6 +65,10 @@ Output: a table beside the paper's Table 4, ``--json FILE``::
      "graph_check": [...], "store_vram": {"d": {...}, "e": {...}}}
 
 (``batch``: sequences per decode step; tokens per prefill chunk), and ``--svg FILE``, a bar chart.
+With ``--rounds N`` every arm is open at once and each phase runs N times over all arms in turn;
+an arm's ``details`` entry is then its median round, with ``rounds_tok_per_s`` (every round) and,
+beside arm (c), ``rounds_vs_c`` (each round's ratio to (c)'s of the same round) and
+``median_vs_c``: on a noisy machine the ratios to quote.
 
 CPU smoke run (CI): ``python benches/e2e/engram_offload.py --tiny --device cpu --json FILE``: a
 tiny model through every arm; (b) and (c) keep the tables in host tensors, (d) and (e) run against
