@@ -74,7 +74,10 @@ def main() -> int:
     p.add_argument("--dir", default="/dev/shm", help="where the file is written (and removed)")
     p.add_argument("--lazy", action="store_true", help="page tables filled on first touch")
     args = p.parse_args()
-    gathers = [int(g) for g in args.gathers.split(",") if g]
+    try:
+        gathers = [int(g) for g in args.gathers.split(",") if g]
+    except ValueError:
+        p.error(f"--gathers takes comma-separated row counts, got {args.gathers!r}")
     if args.rows < 1 or not gathers or min(gathers) < 1:
         p.error("--rows and every --gathers count must be at least 1")
     fd_path = tempfile.mkstemp(prefix="staged-copy-", dir=args.dir)
