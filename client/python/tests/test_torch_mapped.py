@@ -94,6 +94,8 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         ids = rng.integers(0, rows, (29, 6))
         ids[:6, 0] = list(resident)[:6]
         ids[7, 1], ids[8, 2], ids[9, 3] = stale, far, -1
+        past = ids.copy()  # with an id past the table's end: a zero row, the id in `errors`
+        past[11, 4] = rows + 5
         from_vram = np.vectorize(lambda i: i in resident)(ids)
         assert from_vram.sum() > 5 and (~from_vram).sum() > 5
         want_packed = np.where(
@@ -109,11 +111,26 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
                                      block_rows=block_rows)
             assert torch.equal(got[:, :6].view(torch.int16), want.view(torch.int16)), programs
             assert (got[:, 6] == 3.0).all()
+        errors = torch.zeros(1, dtype=torch.int64)
+        checked = TieredRows(**{**src.__dict__, "errors": errors})
+        got = torch.full((29, 6, 256), 3.0, dtype=torch.bfloat16)
+        tiered_gather_dequantize(checked, torch.from_numpy(past), got)
+        want_past = want.clone()
+        want_past[11, 4] = 0
+        assert torch.equal(got.view(torch.int16), want_past.view(torch.int16))
+        assert int(errors[0]) == rows + 5
+        errors.zero_()
+        tiered_gather_dequantize(checked, torch.from_numpy(ids), got)
+        assert int(errors[0]) == 0
         # The misses a bulk copy-up would take: every live row the tier does not hold.
         misses = torch.full((29 * 6 + 3,), 7, dtype=torch.int64)
         vram_misses(src, torch.from_numpy(ids), misses)
         want_misses = np.where(from_vram | (ids < 0), -1, ids).reshape(-1)
         assert (misses[:174].numpy() == want_misses).all() and (misses[174:] == 7).all()
+        vram_misses(src, torch.from_numpy(past), misses)  # past the end: not a miss to copy
+        assert misses[11 * 6 + 4] == -1
+        assert (np.delete(misses[:174].numpy(), 11 * 6 + 4)
+                == np.delete(want_misses, 11 * 6 + 4)).all()  # fmt: skip
         # Staged: misses read from a staged copy (rows unlike the host's, to tell them apart),
         # except one left unstaged (host), and one hit given a stage entry (still the arena).
         pos = np.flatnonzero(want_misses >= 0)
@@ -249,6 +266,27 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
                 torch.cuda.synchronize(device)
                 assert torch.equal(got.view(torch.int16), want.view(torch.int16))
                 assert backend.ready_event(0) is not None
+        # A row id past the table's end: a zero row there, and the table's next gather raises,
+        # naming it (once).
+        bad_ids = dev_ids.clone()
+        bad_ids[3, 7] = GPU_ROWS + 3
+        want_bad = want.clone()
+        want_bad[3, 7] = 0
+        backend = EngramRowBackend(
+            transport, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
+        )
+        with backend:
+            backend.prefetch(hash_ids=bad_ids.view(-1, 1, 24))
+            got = backend.rows(0)
+            torch.cuda.synchronize(device)
+            assert torch.equal(got.view(torch.int16), want_bad.view(torch.int16))
+            backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
+            with pytest.raises(ValueError, match=f"row id {GPU_ROWS + 3}, past its end"):
+                backend.rows(0)
+            backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
+            got = backend.rows(0)
+            torch.cuda.synchronize(device)
+            assert torch.equal(got.view(torch.int16), want.view(torch.int16))
         # Two layers, staggered: layer 5's gather is queued by rows(0), on the side stream,
         # replayed as a graph from the third step; layers read in both orders.
         layers = [EngramLayer(0, GPU_TABLE), EngramLayer(5, GPU_TABLE)]
@@ -496,7 +534,8 @@ def test_the_transport_follows_a_new_table_version_on_the_cpu(tmp_path):
 
 def test_a_layer_whose_gather_fails_raises_in_rows_and_spares_the_other(tmp_path):
     """A device gather that cannot start (its table is unknown to the server) does not fail
-    ``prefetch``: that layer's ``rows`` raises the server's error, the other layer's rows come."""
+    ``prefetch``: that layer's ``rows`` raises the server's error, the other layer's rows come.
+    A row id past a table's end raises in that layer's ``rows`` too."""
     from engram_store.errors import NotFoundError
     from engram_store.torch import EngramLayer, EngramRowBackend, MappedTransport, dequantize
 
@@ -510,5 +549,21 @@ def test_a_layer_whose_gather_fails_raises_in_rows_and_spares_the_other(tmp_path
                 backend.rows(14)
             packed = np.asarray(client.lookup("l1", ids[:, 0].reshape(-1)))
             want = dequantize(torch.from_numpy(packed.copy()).view(8, 24, 264))
+            assert torch.equal(backend.rows(1).view(torch.int16), want.view(torch.int16))
+            # A row id past the end: on the CPU the gather itself refuses it.
+            past = ids.copy()
+            past[2, 0, 5] = 500
+            backend.prefetch(hash_ids=torch.from_numpy(past))
+            with pytest.raises(IndexError, match="500"):
+                backend.rows(1)
+            # On a GPU the kernel writes it to the table's flag and the next gather raises:
+            # the transport's side of that, with the flag set by hand.
+            mapped = transport.table("l1", torch.device("cpu"))
+            mapped._errors = np.array([777], dtype=np.int64)
+            backend.prefetch(hash_ids=torch.from_numpy(ids))
+            with pytest.raises(ValueError, match="row id 777, past its end .500 rows."):
+                backend.rows(1)
+            assert mapped.take_error() is None
+            backend.prefetch(hash_ids=torch.from_numpy(ids))
             assert torch.equal(backend.rows(1).view(torch.int16), want.view(torch.int16))
         transport.close()

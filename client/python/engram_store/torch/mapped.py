@@ -100,7 +100,8 @@ class TieredRows:
     page-locked host memory, or any tensor the kernel can read), and optionally a VRAM tier:
     ``arena`` ``[capacity, row_bytes]`` uint8, ``keys`` ``[2 * buckets]`` int64 (-1: empty),
     ``slots`` ``[2 * buckets]`` int32, ``tags`` ``[capacity]`` int64 and ``control`` int32 (word
-    0: the active index)."""
+    0: the active index). ``errors`` (int64 ``[1]``, optional): where a tiered gather writes a
+    row id past the end of ``host`` it was given (such a position gets a zero row)."""
 
     host: torch.Tensor
     arena: torch.Tensor | None = None
@@ -109,6 +110,7 @@ class TieredRows:
     tags: torch.Tensor | None = None
     control: torch.Tensor | None = None
     buckets: int = 0
+    errors: torch.Tensor | None = None
 
     @property
     def capacity(self) -> int:
@@ -182,22 +184,26 @@ def tiered_gather_dequantize(
         src.capacity,
         src.arena if staged is None else staged,
         ids if stage_index is None else stage_index,
+        src.host.shape[0],
+        ids if src.errors is None else src.errors,
         ROW_BYTES=fmt.row_bytes,
         DIM=fmt.head_dim,
         BLOCK=fmt.block,
         BLOCK_ROWS=block_rows,
         PROBE=_PROBE,
         STAGED=staged is not None,
+        CHECKED=src.errors is not None,
         num_warps=num_warps,
     )
     return out
 
 
 def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> torch.Tensor:
-    """``misses[t * heads + h]`` = row ``ids[t, h]`` where it is live (>= 0) and ``src``'s VRAM
-    tier does not hold it now, else -1 (int64, at least ``T * heads`` entries): the rows a
-    gather would read over PCIe, to be copied up in bulk first (``tiered_gather_dequantize``'s
-    ``staged``). Queued on the current stream; needs a VRAM tier and Triton."""
+    """``misses[t * heads + h]`` = row ``ids[t, h]`` where it is live (>= 0 and below
+    ``src.host``'s rows) and ``src``'s VRAM tier does not hold it now, else -1 (int64, at least
+    ``T * heads`` entries): the rows a gather would read over PCIe, to be copied up in bulk
+    first (``tiered_gather_dequantize``'s ``staged``). Queued on the current stream; needs a
+    VRAM tier and Triton."""
     if src.arena is None or triton is None:
         raise ValueError("vram_misses needs a VRAM tier and Triton")
     if ids.dim() != 2 or ids.stride(1) != 1:
@@ -208,7 +214,8 @@ def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> tor
     if n_rows:
         _misses_kernel[(triton.cdiv(n_rows, _MISS_BLOCK_ROWS),)](
             src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), misses, n_rows,
-            ids.shape[1], src.buckets, src.capacity, BLOCK_ROWS=_MISS_BLOCK_ROWS, PROBE=_PROBE,
+            ids.shape[1], src.buckets, src.capacity, src.host.shape[0],
+            BLOCK_ROWS=_MISS_BLOCK_ROWS, PROBE=_PROBE,
         )  # fmt: skip
     return misses
 
@@ -278,17 +285,21 @@ if triton is not None:
         capacity,
         staged,
         stage_index,
+        table_rows,
+        errors,
         ROW_BYTES: tl.constexpr,
         DIM: tl.constexpr,
         BLOCK: tl.constexpr,
         BLOCK_ROWS: tl.constexpr,
         PROBE: tl.constexpr,
         STAGED: tl.constexpr,
+        CHECKED: tl.constexpr,
     ):
         """Blocks of ``BLOCK_ROWS`` rows, grid-strided: a row the VRAM tier holds (its slot's
         tag checked again after the copy) from the arena; with ``STAGED``, any other whose
         ``stage_index`` is >= 0 from that row of ``staged`` (device memory); every other live
-        row from host memory."""
+        row from host memory. A row id at or past ``table_rows`` gets a zero row and, with
+        ``CHECKED``, is written to ``errors``."""
         cols = tl.arange(0, DIM)
         block = tl.program_id(0)
         while block < n_blocks:
@@ -296,7 +307,10 @@ if triton is not None:
             valid = r < n_rows
             at = (r // heads) * ids_token_stride + r % heads
             row = tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
-            live = valid & (row >= 0)
+            past_end = valid & (row >= table_rows)
+            if CHECKED:
+                tl.store(errors + r * 0, row, mask=past_end)
+            live = valid & (row >= 0) & ~past_end
             in_vram, sl = _vram_slots(
                 row, live, keys, slots, tags, control, buckets, capacity, PROBE
             )
@@ -349,16 +363,17 @@ if triton is not None:
         heads,
         buckets,
         capacity,
+        table_rows,
         BLOCK_ROWS: tl.constexpr,
         PROBE: tl.constexpr,
     ):
-        """One block of rows per program: ``misses[r]`` is row ``r``'s id where it is live and
-        the VRAM tier does not hold it, else -1."""
+        """One block of rows per program: ``misses[r]`` is row ``r``'s id where it is live (in
+        ``[0, table_rows)``) and the VRAM tier does not hold it, else -1."""
         r = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
         valid = r < n_rows
         at = (r // heads) * ids_token_stride + r % heads
         row = tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
-        live = valid & (row >= 0)
+        live = valid & (row >= 0) & (row < table_rows)
         in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
         tl.store(misses + r, tl.where(live & ~in_vram, row, -1), mask=valid)
 
@@ -433,6 +448,9 @@ class MappedTable:
         self._opened: list[int] = []
         self._registered: int | None = None
         self.host_rows: torch.Tensor | None = None
+        # A page-locked int64 the tiered kernel writes a row id past the table's end to.
+        self._errors_host: torch.Tensor | None = None
+        self._errors: np.ndarray | None = None
         fd = os.open(shared.host_path, os.O_RDONLY)
         try:
             self._map = mmap.mmap(fd, shared.host_bytes, mmap.MAP_SHARED, mmap.PROT_READ)
@@ -477,6 +495,11 @@ class MappedTable:
             return torch.as_tensor(_CudaArray(ptr.value, (count,), typestr), device=self.device)
 
         capacity, buckets = int(v.capacity), int(v.buckets)
+        self._errors_host = torch.zeros(8, dtype=torch.uint8, pin_memory=True)
+        self._errors = self._errors_host.numpy().view(np.int64)
+        errors = torch.as_tensor(
+            _CudaArray(self._errors_host.data_ptr(), (1,), "<i8"), device=self.device
+        )
         arena = open_handle(v.arena, capacity * self.row_bytes, "|u1")
         self.rows_view = TieredRows(
             host=self.rows_view.host,
@@ -486,8 +509,19 @@ class MappedTable:
             tags=open_handle(v.tags, capacity, "<i8"),
             control=open_handle(v.control, 16, "<i4"),
             buckets=buckets,
+            errors=errors,
         )
         self.grace_ms = int(v.grace_ms)
+
+    def take_error(self) -> int | None:
+        """A row id past the table's end that a gather over :attr:`rows_view` was given since the
+        last call (that position got a zero row), cleared; None if none (or no VRAM tier: the
+        gather without one does not check)."""
+        flag = self._errors
+        if flag is None or flag[0] == 0:
+            return None
+        bad, flag[0] = int(flag[0]), 0
+        return bad
 
     @property
     def closed(self) -> bool:
@@ -508,6 +542,7 @@ class MappedTable:
             self._registered = None
         self.rows_view = None  # type: ignore[assignment]
         self.host_rows = None  # type: ignore[assignment]
+        self._errors = None
         self._host_array = None
         if getattr(self, "_map", None) is not None:
             try:
@@ -730,8 +765,21 @@ class MappedTransport(RowTransport):
     def record(self, table: str, ids: torch.Tensor) -> None:
         """Every ``record_every``-th gather of a table: copies its ids to the host on the current
         stream (no wait) and has the recording thread send them, once copied, as a Prefetch.
-        At most one recording per table is in flight; a gather finding one skips its turn."""
-        if self.record_every <= 0 or (ids.is_cuda and torch.cuda.is_current_stream_capturing()):
+        At most one recording per table is in flight; a gather finding one skips its turn.
+
+        Raises ValueError first if a gather of ``table`` since the last call was given a row id
+        past the table's end (it read a zero row for it): the kernels do not stop for it, so
+        the caller hears of it here, at the next gather of the table."""
+        if ids.is_cuda and torch.cuda.is_current_stream_capturing():
+            return
+        for (name, _), mapped in self._tables.items():
+            bad = mapped.take_error() if name == table else None
+            if bad is not None:
+                raise ValueError(
+                    f"a gather of table {table!r} was given row id {bad}, past its end "
+                    f"({mapped.rows:,} rows): it read a zero row there"
+                )
+        if self.record_every <= 0:
             return
         n = self._gathers.get(table, 0)
         self._gathers[table] = n + 1
