@@ -1432,14 +1432,15 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
     details, failures = [], []
     if args.rounds > 1:
         details, failures = run_rounds(arms, ctx, runners, args.rounds)
-    for arm in arms if args.rounds == 1 else "":
-        try:
-            details += run_arm(arm, ctx, runners)
-        except Exception as e:  # the other arms still run; the exit status says it failed
-            log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
-            failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
-        if arm == "c" or (arm == "b" and "c" not in arms):
-            ctx["host"].drop()
+    else:
+        for arm in arms:
+            try:
+                details += run_arm(arm, ctx, runners)
+            except Exception as e:  # the other arms still run; the exit status says it failed
+                log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
+                failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
+            if arm == "c" or (arm == "b" and "c" not in arms):
+                ctx["host"].drop()
     graph_checks = [
         {"phase": r.phase.kind, "batch": r.phase.batch,
          **{f"engram_{'on' if on else 'off'}": err for on, err in r.graph_error.items()}}
@@ -1534,7 +1535,7 @@ def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[di
         tok = [x["tok_per_s"] for x in rs]
         median = dict(sorted(rs, key=lambda x: x["tok_per_s"])[len(rs) // 2])
         median["rounds_tok_per_s"] = tok
-        if "a" in runs and arm == "a":
+        if arm == "a":  # the first round ran it twice
             median["logits_reproducible"] = rs[0]["logits_reproducible"]
         if len(c) == rounds:
             ratios = [t / ct for t, ct in zip(tok, c, strict=True)]

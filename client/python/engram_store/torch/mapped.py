@@ -232,6 +232,14 @@ if triton is not None:
         return x ^ (x >> 31)
 
     @triton.jit
+    def _row_ids(ids, r, n_rows, heads, ids_token_stride):
+        """Rows ``r`` (token ``r // heads``, head ``r % heads``) of ``ids``: which are within the
+        lookup, and their ids (-1 past its end)."""
+        valid = r < n_rows
+        at = (r // heads) * ids_token_stride + r % heads
+        return valid, tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
+
+    @triton.jit
     def _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE: tl.constexpr):
         """Per row of ``row`` (``live`` ones only): whether the VRAM tier holds it, by the
         active index (``PROBE`` buckets at a time: a key equal to the id before an empty one
@@ -304,9 +312,7 @@ if triton is not None:
         block = tl.program_id(0)
         while block < n_blocks:
             r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
-            valid = r < n_rows
-            at = (r // heads) * ids_token_stride + r % heads
-            row = tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
+            valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
             past_end = valid & (row >= table_rows)
             if CHECKED:
                 tl.store(errors + r * 0, row, mask=past_end)
@@ -370,9 +376,7 @@ if triton is not None:
         """One block of rows per program: ``misses[r]`` is row ``r``'s id where it is live (in
         ``[0, table_rows)``) and the VRAM tier does not hold it, else -1."""
         r = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
-        valid = r < n_rows
-        at = (r // heads) * ids_token_stride + r % heads
-        row = tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
+        valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
         live = valid & (row >= 0) & (row < table_rows)
         in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
         tl.store(misses + r, tl.where(live & ~in_vram, row, -1), mask=valid)
@@ -463,7 +467,6 @@ class MappedTable:
                 warnings.simplefilter("ignore", UserWarning)
                 #: Every row, ``[rows, row_bytes]`` uint8, as a CPU tensor over the file.
                 self.host_rows = torch.from_numpy(rows).view(self.rows, self.row_bytes)
-            assert self.host_rows is not None
             if index is None:
                 self.rows_view = TieredRows(host=self.host_rows)
                 return
@@ -745,15 +748,12 @@ class MappedTransport(RowTransport):
             staged = rows.to(device, non_blocking=True)
             stage_index = index.to(device, non_blocking=True)
             done.record(stream)
-            for t in (ids, staged, stage_index):
-                t.record_stream(stream)
+            ids.record_stream(stream)  # (the copies were allocated on this stream)
         gather = StagedGather(done, mapped, ids, staged, stage_index, out, fmt)
-        if self.stage_ahead == "side":
+        if self.stage_ahead == "side":  # the kernel now, here; `done` again after it
             programs = UNCAPPED if self.ahead_programs is None else self.ahead_programs
-            with torch.cuda.stream(stream):
-                gather.fill(out, stream, max_programs=programs)
-                done.record(stream)
-            out.record_stream(stream)
+            gather.fill(out, stream, max_programs=programs)
+            done.record(stream)
             return KernelDone(done)
         return gather
 
