@@ -236,6 +236,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "arm (c)'s side-stream gather)",
     )
     p.add_argument(
+        "--uva-programs",
+        type=int,
+        help="arm (c)'s gather kernel's grid cap (default: half the SMs); give --mapped-programs "
+        "the same to compare the two kernels at one grid",
+    )
+    p.add_argument(
         "--mapped-ahead-programs",
         type=int,
         help="with --transport mapped: a cap on the grid of the prefill lookahead's gather, "
@@ -970,7 +976,7 @@ def arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
         else:
             views = [cuda_view(t) for t in host] if device.type == "cuda" else host
             sms = sm_count(device)
-            programs = None if sms is None else sms // 2
+            programs = args.uva_programs or (None if sms is None else sms // 2)
             source = TableSource(views, side_stream=True, max_programs=programs)
         try:
             yield source
@@ -1617,6 +1623,8 @@ def report_results(
             "rounds": args.rounds,
             "mapped_programs": args.mapped_programs,
             "mapped_ahead_programs": args.mapped_ahead_programs,
+            "uva_programs": args.uva_programs,
+            "store_gpu_budget": args.store_gpu_budget,
             "store_warm_tokens": args.store_warm_tokens,
         },
         "paper_table4": report.PAPER_TABLE4,
