@@ -29,7 +29,9 @@ on the host first). On the CPU such a transport reads the rows at once, in ``pre
 ``ahead`` (a later step's) may come back from the transport as a :class:`~engram_store.torch.
 transport.FillOnRead` (``MappedTransport``'s staged gathers): ``rows`` then queues its kernel
 on the reading stream, into the tensor read. ``inline_min_tokens`` puts large steps' gathers on
-the current stream instead of the side stream.
+the current stream instead of the side stream. Before queueing a layer's gather the backend asks
+the transport (``check``) whether an earlier gather of that table was given a row id past its
+end (the kernel reads a zero row there and flags it): that step's ``rows`` then raises it.
 """
 
 from __future__ import annotations
@@ -482,6 +484,7 @@ class EngramRowBackend:
             on = torch.cuda.current_stream(self.device)
         layer = self.layers[i]
         try:
+            self.transport.check(layer.table)  # an earlier gather's row id past the end
             if on is not None and s.consumed[i] is not None:
                 on.wait_event(s.consumed[i])
             if layer_ids.stride(-1) != 1:

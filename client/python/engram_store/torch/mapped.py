@@ -681,7 +681,8 @@ class MappedTransport(RowTransport):
         """Queues ``out[t, h] = dequantize(row ids[t, h] of table)`` on the current stream
         (ids int64 ``[T, heads]`` on ``out``'s device, -1: a zero row): one kernel launch and
         nothing else, so it can be captured in a CUDA graph. ``ahead``: for a later step, on
-        the grid of ``ahead_programs`` (uncapped by default). See :meth:`record`."""
+        the grid of ``ahead_programs`` (uncapped by default). A row id past the table's end gets a
+        zero row, reported by :meth:`check`."""
         mapped = self.table(table, out.device)
         programs = self.max_programs
         if ahead:
@@ -762,16 +763,11 @@ class MappedTransport(RowTransport):
         new one, after the table was shared again, needs a new capture)."""
         return self.table(table, out.device).serial
 
-    def record(self, table: str, ids: torch.Tensor) -> None:
-        """Every ``record_every``-th gather of a table: copies its ids to the host on the current
-        stream (no wait) and has the recording thread send them, once copied, as a Prefetch.
-        At most one recording per table is in flight; a gather finding one skips its turn.
-
-        Raises ValueError first if a gather of ``table`` since the last call was given a row id
-        past the table's end (it read a zero row for it): the kernels do not stop for it, so
-        the caller hears of it here, at the next gather of the table."""
-        if ids.is_cuda and torch.cuda.is_current_stream_capturing():
-            return
+    def check(self, table: str) -> None:
+        """Raises ValueError if a gather of ``table`` that has run since the last call was given
+        a row id past the table's end (it read a zero row for it, and the flag is cleared): the
+        kernels do not stop for it, so a caller hears of it here, before its next gather of
+        the table (the backend calls this before queueing each one)."""
         for (name, _), mapped in self._tables.items():
             bad = mapped.take_error() if name == table else None
             if bad is not None:
@@ -779,6 +775,13 @@ class MappedTransport(RowTransport):
                     f"a gather of table {table!r} was given row id {bad}, past its end "
                     f"({mapped.rows:,} rows): it read a zero row there"
                 )
+
+    def record(self, table: str, ids: torch.Tensor) -> None:
+        """Every ``record_every``-th gather of a table: copies its ids to the host on the current
+        stream (no wait) and has the recording thread send them, once copied, as a Prefetch.
+        At most one recording per table is in flight; a gather finding one skips its turn."""
+        if ids.is_cuda and torch.cuda.is_current_stream_capturing():
+            return
         if self.record_every <= 0:
             return
         n = self._gathers.get(table, 0)
