@@ -242,6 +242,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "the same to compare the two kernels at one grid",
     )
     p.add_argument(
+        "--side-priority",
+        type=int,
+        default=0,
+        help="CUDA priority of the side stream arms (c) and (d) gather on (lower is higher; "
+        "default 0, the model's; -1: their programs start before the model's waiting ones)",
+    )
+    p.add_argument(
         "--mapped-ahead-programs",
         type=int,
         help="with --transport mapped: a cap on the grid of the prefill lookahead's gather, "
@@ -504,11 +511,15 @@ class TableSource(Source):
 
     device_ids = True
 
-    def __init__(self, tables: list, side_stream: bool, max_programs: int | None):
+    def __init__(
+        self, tables: list, side_stream: bool, max_programs: int | None, priority: int = 0
+    ):
         self.tables = tables
         self.max_programs = max_programs
         self.cuda = tables[0].is_cuda
-        self.stream = torch.cuda.Stream(tables[0].device) if side_stream and self.cuda else None
+        self.stream = None
+        if side_stream and self.cuda:
+            self.stream = torch.cuda.Stream(tables[0].device, priority=priority)
         # When each layer's gather ended: device events, or host times on the CPU.
         self.done = [torch.cuda.Event(enable_timing=True) for _ in tables] if self.cuda else []
         self.done_at = [0.0] * len(tables)
@@ -977,7 +988,9 @@ def arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
             views = [cuda_view(t) for t in host] if device.type == "cuda" else host
             sms = sm_count(device)
             programs = args.uva_programs or (None if sms is None else sms // 2)
-            source = TableSource(views, side_stream=True, max_programs=programs)
+            source = TableSource(
+                views, side_stream=True, max_programs=programs, priority=args.side_priority
+            )
         try:
             yield source
         finally:
@@ -1092,6 +1105,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             hasher=tables.hasher,
             stagger_gathers=args.stagger_gathers,
             inline_min_tokens=args.inline_min_tokens,
+            side_priority=args.side_priority,
         )
         stack.callback(backend.close)
         yield backend
@@ -1624,6 +1638,7 @@ def report_results(
             "mapped_programs": args.mapped_programs,
             "mapped_ahead_programs": args.mapped_ahead_programs,
             "uva_programs": args.uva_programs,
+            "side_priority": args.side_priority,
             "store_gpu_budget": args.store_gpu_budget,
             "store_warm_tokens": args.store_warm_tokens,
         },

@@ -158,6 +158,11 @@ class EngramRowBackend:
             beside them on the side stream (never staggered); gathers ahead stay on the side.
             For large decode batches, whose GEMMs a kernel running beside them slows by more
             than the gather takes alone. None (default): always on the side stream.
+        side_priority: CUDA priority of the side stream the gathers run on (lower is higher;
+            ``torch.cuda.Stream``'s, clamped to the device's range). 0 (default): the same as
+            a model's streams. A higher one (e.g. -1) has the GPU start a gather's short
+            programs before the model's waiting ones, so the gather holds SMs for a moment
+            instead of trickling beside the model's kernels for its whole length.
     """
 
     def __init__(
@@ -174,6 +179,7 @@ class EngramRowBackend:
         num_slots: int = 2,
         stagger_gathers: bool = False,
         inline_min_tokens: int | None = None,
+        side_priority: int = 0,
     ):
         if not layers or len({layer.columns for layer in layers}) != 1:
             raise ValueError("give at least one layer, all with the same number of columns")
@@ -197,7 +203,9 @@ class EngramRowBackend:
         self._cuda = self.device.type == "cuda"
         self._device_gather = bool(getattr(transport, "device_gather", False))
         cuda_gather = self._device_gather and self._cuda
-        self._side = torch.cuda.Stream(self.device) if cuda_gather else None
+        self._side = (
+            torch.cuda.Stream(self.device, priority=side_priority) if cuda_gather else None
+        )
         #: A transport's bulk-staged gather for a later step (``MappedTransport.gather_staged``).
         self._gather_staged = getattr(transport, "gather_staged", None)
         #: Device gathers on a GPU: replay each slot and layer's gather as a CUDA graph once its
