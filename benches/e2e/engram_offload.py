@@ -1425,7 +1425,7 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
     max_position = args.window + args.decode_warmup + args.decode_steps + args.prefill_chunk + 64
     model = Decoder(backbone, device, args.seed, max_position)
     kv_shape = (
-        backbone.layers, max(args.decode_batches), backbone.kv_heads, args.window,
+        backbone.layers, max(args.decode_batches, default=1), backbone.kv_heads, args.window,
         backbone.head_dim,
     )  # fmt: skip
     kv = tuple(torch.empty(kv_shape, dtype=torch.bfloat16, device=device) for _ in "kv")
