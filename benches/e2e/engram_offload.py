@@ -68,7 +68,9 @@ Output: a table beside the paper's Table 4, ``--json FILE``::
 With ``--rounds N`` every arm is open at once and each phase runs N times over all arms in turn;
 an arm's ``details`` entry is then its median round, with ``rounds_tok_per_s`` (every round) and,
 beside arm (c), ``rounds_vs_c`` (each round's ratio to (c)'s of the same round) and
-``median_vs_c``: on a noisy machine the ratios to quote.
+``median_vs_c``: on a noisy machine the ratios to quote. Each round of a phase reads tokens of its
+own (no store arm re-reads rows its caches took in during the round before), every arm the same
+ones in a round; ``logits_sha256`` and ``rows_sha256`` are then digests of every round's.
 
 CPU smoke run (CI): ``python benches/e2e/engram_offload.py --tiny --device cpu --json FILE``: a
 tiny model through every arm; (b) and (c) keep the tables in host tensors, (d) and (e) run against
@@ -462,21 +464,65 @@ class Phase:
         return self.tokens.shape[1] * self.tokens.shape[2]
 
 
-def decode_phase(trace: np.ndarray, batch: int, steps: int, warmup: int) -> Phase:
-    """``batch`` sequences reading the trace from evenly spaced offsets, one token a step."""
+def decode_phase(
+    trace: np.ndarray, batch: int, steps: int, warmup: int, spread: int | None = None,
+    shift: int = 0,
+) -> Phase:  # fmt: skip
+    """``batch`` sequences reading the trace from evenly spaced offsets over its first ``spread``
+    tokens (default: all), ``shift`` tokens into each space, one token a step."""
     n = trace.size
-    offsets = np.arange(batch) * max(1, n // batch) + LOOKBACK
+    spread = n if spread is None else spread
+    # (i * spread) // batch: sequence 4i of a batch of 256 starts where sequence i of a batch
+    # of 64 does, so shifts keep their windows apart.
+    offsets = np.arange(batch, dtype=np.int64) * spread // batch + LOOKBACK + shift
     pos = offsets[None, :] + np.arange(warmup + steps)[:, None]  # [S, B]
     context = trace[(pos[..., None] - LOOKBACK + np.arange(LOOKBACK)) % n]
     return Phase("decode", batch, trace[pos % n][..., None], context, warmup, (pos % n)[..., None])
 
 
-def prefill_phase(trace: np.ndarray, chunk: int, chunks: int, warmup: int) -> Phase:
-    """Consecutive ``chunk``-token windows of the trace, each a prompt of its own."""
-    starts = np.arange(warmup + chunks) * chunk
+def prefill_phase(
+    trace: np.ndarray, chunk: int, chunks: int, warmup: int, start: int = 0
+) -> Phase:
+    """Consecutive ``chunk``-token windows of the trace from ``start``, each a prompt of its
+    own."""
+    starts = start + np.arange(warmup + chunks) * chunk
     positions = ((starts[:, None] + np.arange(chunk)) % trace.size)[:, None, :]
     context = np.full((warmup + chunks, 1, LOOKBACK), -1, dtype=np.int64)
     return Phase("prefill", chunk, trace[positions], context, warmup, positions)
+
+
+def round_phases(
+    trace: np.ndarray, args: argparse.Namespace, rounds: int
+) -> tuple[list[list[Phase]], int]:
+    """Per phase (each decode batch, then prefill), one :class:`Phase` per round, laid out so
+    that no two read the same tokens while the trace is long enough: prefill's chunks take the
+    trace's tail, round after round; the decode sequences are spread over the rest, each batch
+    and round reading on from where the one before stopped. A store arm must not be handed, as
+    the next round or phase, the tokens whose rows its caches took in during the last (the
+    rounds would measure a warm re-read, not a stream). Also returns how many token positions
+    are read more than once (0 but for a trace too short: then they wrap around)."""
+    n = trace.size
+    prefill_span = rounds * (args.prefill_warmup + args.prefill_chunks) * args.prefill_chunk
+    spread = max(n - prefill_span, n // 2)
+    decode_span = args.decode_warmup + args.decode_steps
+    out: list[list[Phase]] = []
+    shift = 0
+    for b in args.decode_batches:
+        out.append([])
+        for _ in range(rounds):
+            out[-1].append(decode_phase(trace, b, args.decode_steps, args.decode_warmup, spread,
+                                        shift))  # fmt: skip
+            shift += decode_span
+    out.append([
+        prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, args.prefill_warmup,
+                      spread + k * (prefill_span // rounds))
+        for k in range(rounds)
+    ])  # fmt: skip
+    reads = np.zeros(n, dtype=np.int64)
+    for phases in out:
+        for phase in phases:
+            np.add.at(reads, phase.positions.reshape(-1), 1)
+    return out, int((reads > 1).sum())
 
 
 class Source:
@@ -694,10 +740,12 @@ class Runner:
     arm's ``ready`` between them (CUDA graphs for decode on a GPU), the sampled tokens back to the
     host. Decode state (KV cache, convolution history, position) starts the same for every arm."""
 
-    def __init__(self, model, phase: Phase, kv, hasher, graphs: bool):
+    def __init__(self, model, rounds: Sequence[Phase], kv, hasher, graphs: bool):
         self.torch = torch
         self.model = model
-        self.phase = phase
+        #: The phase's tokens for each round (same shapes, other tokens); ``phase``: this round's.
+        self.rounds = list(rounds)
+        self.phase = phase = self.rounds[0]
         self.hasher = hasher
         self.device = model.device
         self.cuda = self.device.type == "cuda"
@@ -822,6 +870,10 @@ class Runner:
         for c in st.conv:
             c.zero_()
         st.position.fill_(st.window)
+
+    def use_round(self, k: int) -> None:
+        """Runs from now on read round ``k``'s tokens (the buffers and graphs stay)."""
+        self.phase = self.rounds[k]
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -1416,12 +1468,11 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
             f"trace {args.trace}: {trace.size} tokens, ids up to {trace.max()}; "
             f"it needs more than {LOOKBACK} tokens, ids below {limit}"
         )
-    phases = [
-        decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in args.decode_batches
-    ]
-    phases.append(
-        prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, args.prefill_warmup)
-    )
+    by_round, reread = round_phases(trace, args, args.rounds)
+    if reread:
+        log(f"note: the trace ({trace.size:,} tokens) is too short for every phase and round to "
+            f"read tokens of its own: {reread:,} positions are read more than once")  # fmt: skip
+    phases = [p for rounds in by_round for p in rounds]
     max_position = args.window + args.decode_warmup + args.decode_steps + args.prefill_chunk + 64
     model = Decoder(backbone, device, args.seed, max_position)
     kv_shape = (
@@ -1429,7 +1480,7 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
         backbone.head_dim,
     )  # fmt: skip
     kv = tuple(torch.empty(kv_shape, dtype=torch.bfloat16, device=device) for _ in "kv")
-    runners = [Runner(model, phase, kv, tables.hasher, not args.no_graphs) for phase in phases]
+    runners = [Runner(model, rounds, kv, tables.hasher, not args.no_graphs) for rounds in by_round]
     log(f"model {backbone.name} on {device}; phases: " + ", ".join(
         f"{p.kind} {p.batch}" for p in phases))  # fmt: skip
     layer_times = [{"phase": r.phase.kind, "batch": r.phase.batch, **r.layer_us()} for r in runners]
@@ -1529,6 +1580,7 @@ def run_rounds(
         for r in runners:
             runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in sources}
             for k in range(rounds):
+                r.use_round(k)
                 for arm in list(sources):
                     try:
                         twice = arm == "a" and k == 0
@@ -1555,6 +1607,11 @@ def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[di
         tok = [x["tok_per_s"] for x in rs]
         median = dict(sorted(rs, key=lambda x: x["tok_per_s"])[len(rs) // 2])
         median["rounds_tok_per_s"] = tok
+        # Each round reads other tokens: the digests cover every round, in order, so arms
+        # compare equal only if every round fed (and gave) the same.
+        for key in ("logits_sha256", "rows_sha256"):
+            if rs[0][key] is not None:
+                median[key] = hashlib.sha256("".join(x[key] for x in rs).encode()).hexdigest()
         if arm == "a":  # the first round ran it twice
             median["logits_reproducible"] = rs[0]["logits_reproducible"]
         if len(c) == rounds:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -104,3 +105,45 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
                 assert r["rounds_vs_c"] == [1.0, 1.0], r
         assert "median of 2 rounds" in log, log[-3000:]
     assert list(shm.iterdir()) == [], "the server's shared file outlived it"
+
+
+def load_harness():
+    """benches/e2e/engram_offload.py as a module (it imports its neighbours by name)."""
+    import importlib.util
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("engram_offload_under_test", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return module
+
+
+def test_rounds_and_phases_read_tokens_of_their_own():
+    """With ``--rounds`` every round of every phase reads other tokens than the rest (a store
+    arm's caches took in the last round's rows: re-reading them would measure a warm re-read),
+    and the same shapes, so the runner's buffers and graphs serve every round."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    harness = load_harness()
+    trace = np.arange(300_000, dtype=np.int64) % 5000
+    args = harness.parse_args(["--tiny", "--rounds", "3", "--decode-batches", "4,16",
+                               "--decode-steps", "7", "--prefill-chunk", "512"])  # fmt: skip
+    by_round, reread = harness.round_phases(trace, args, 3)
+    assert reread == 0
+    assert [[p.kind, p.batch] for p in (rounds[0] for rounds in by_round)] == [
+        ["decode", 4], ["decode", 16], ["prefill", 512]
+    ]
+    seen = np.zeros(trace.size, dtype=np.int64)
+    for rounds in by_round:
+        assert len(rounds) == 3
+        assert len({(p.tokens.shape, p.context.shape) for p in rounds}) == 1, rounds
+        for p in rounds:
+            assert np.array_equal(p.tokens, trace[p.positions])
+            np.add.at(seen, p.positions.reshape(-1), 1)
+    assert seen.max() == 1
+    # A trace too short for that: the positions wrap around, and the overlap is counted.
+    _, reread = harness.round_phases(trace[:3000], args, 3)
+    assert reread > 0
