@@ -71,6 +71,8 @@ beside arm (c), ``rounds_vs_c`` (each round's ratio to (c)'s of the same round) 
 ``median_vs_c``: on a noisy machine the ratios to quote. Each round of a phase reads tokens of its
 own (no store arm re-reads rows its caches took in during the round before), every arm the same
 ones in a round; ``logits_sha256`` and ``rows_sha256`` are then digests of every round's.
+SIGTERM (a time limit's) stops the runs: the phases that finished are still reported and
+written, and the exit status is 1.
 
 CPU smoke run (CI): ``python benches/e2e/engram_offload.py --tiny --device cpu --json FILE``: a
 tiny model through every arm; (b) and (c) keep the tables in host tensors, (d) and (e) run against
@@ -91,6 +93,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -1500,18 +1503,24 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
     if "e" in arms and args.addr:
         log("arm (e): skipped: with --addr the script cannot set the store's RAM tier")
         arms = arms.replace("e", "")
-    details, failures = [], []
-    if args.rounds > 1:
-        details, failures = run_rounds(arms, ctx, runners, args.rounds)
-    else:
-        for arm in arms:
-            try:
-                details += run_arm(arm, ctx, runners)
-            except Exception as e:  # the other arms still run; the exit status says it failed
-                log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
-                failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
-            if arm == "c" or (arm == "b" and "c" not in arms):
-                ctx["host"].drop()
+    details: list[dict[str, Any]] = []
+    failures: list[str] = []
+    try:
+        with stop_on_sigterm():
+            if args.rounds > 1:
+                run_rounds(arms, ctx, runners, args.rounds, details, failures)
+            else:
+                for arm in arms:
+                    try:
+                        details += run_arm(arm, ctx, runners)
+                    except Exception as e:  # the other arms still run; the exit status says so
+                        log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
+                        failures.append(f"arm ({arm}) failed: {type(e).__name__}: {e}")
+                    if arm == "c" or (arm == "b" and "c" not in arms):
+                        ctx["host"].drop()
+    except Stopped as e:  # a time limit: what finished is still reported, and written
+        log(f"{e}: reporting the phases that finished")
+        failures.append(f"{e} before every arm and phase had run")
     graph_checks = [
         {"phase": r.phase.kind, "batch": r.phase.batch,
          **{f"engram_{'on' if on else 'off'}": err for on, err in r.graph_error.items()}}
@@ -1519,6 +1528,25 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
     ]  # fmt: skip
     extra = {"graph_check": graph_checks, "store_vram": ctx["store_vram"]}
     return report_results(args, device, tables, model, details, layer_times, failures, extra)
+
+
+class Stopped(BaseException):
+    """SIGTERM during the runs (``timeout``'s, at a time limit): not an ``Exception``, so no
+    arm's handler takes it for that arm's failure; the phases that finished are reported."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises :class:`Stopped` in the main thread while inside."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def run_arm(arm: str, ctx: dict[str, Any], runners: list[Runner]) -> list[dict[str, Any]]:
@@ -1555,16 +1583,16 @@ def run_phase(
 
 
 def run_rounds(
-    arms: str, ctx: dict[str, Any], runners: list[Runner], rounds: int
-) -> tuple[list[dict[str, Any]], list[str]]:
+    arms: str, ctx: dict[str, Any], runners: list[Runner], rounds: int,
+    details: list[dict[str, Any]], failures: list[str],
+) -> None:  # fmt: skip
     """``--rounds``: every arm's source open at once; per phase, ``rounds`` rounds that each run
-    every arm in turn. An arm's ``details`` entry is its median round (by tok/s) with every
-    round's tok/s (``rounds_tok_per_s``) and, beside arm (c), each round's ratio to (c)'s in the
-    same round (``rounds_vs_c``) and their median (``median_vs_c``). An arm that fails is
-    reported and left out of the rounds after."""
+    every arm in turn. An arm's ``details`` entry (appended to ``details`` as each phase ends)
+    is its median round (by tok/s) with every round's tok/s (``rounds_tok_per_s``) and, beside
+    arm (c), each round's ratio to (c)'s in the same round (``rounds_vs_c``) and their median
+    (``median_vs_c``). An arm that fails is reported (in ``failures``) and left out of the
+    rounds after."""
     log = ctx["log"]
-    details: list[dict[str, Any]] = []
-    failures: list[str] = []
 
     def failed(arm: str, e: Exception) -> None:
         log(f"arm ({arm}) failed:\n{traceback.format_exc()}")
@@ -1594,7 +1622,6 @@ def run_rounds(
                 f"({d['arm']}) {d['tok_per_s']:,.1f} tok/s"
                 + (f" = {d['median_vs_c']:.4f} x (c)" if "median_vs_c" in d else "")
                 for d in medians))  # fmt: skip
-    return details, failures
 
 
 def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[dict[str, Any]]:

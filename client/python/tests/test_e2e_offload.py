@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +93,11 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     assert "--share-memory" in log and "mapped the store's shared tables" in log, log[-3000:]
     result = json.loads(out.read_text())
     assert {r["arm"] for r in result["arms"]} == set("acd")
+    # The store it started for arm (d) was shut down: its port no longer answers.
+    addr = re.search(r"arm \(d\): engram-store on ([\d.]+):(\d+)", log)
+    assert addr, log[-3000:]
+    with pytest.raises(OSError):
+        socket.create_connection((addr[1], int(addr[2])), timeout=2).close()
     assert result["checks"]["ok"], result["checks"]
     for group in {(r["phase"], r["batch"]) for r in result["details"]}:
         rows = {r["arm"]: r["rows_sha256"] for r in result["details"]
@@ -147,3 +155,38 @@ def test_rounds_and_phases_read_tokens_of_their_own():
     # A trace too short for that: the positions wrap around, and the overlap is counted.
     _, reread = harness.round_phases(trace[:3000], args, 3)
     assert reread > 0
+
+
+def test_a_time_limit_still_reports_the_phases_that_finished(tmp_path):
+    """SIGTERM (``timeout``'s, as the GPU session scripts give every run) in the middle of the
+    rounds: the phases that finished are printed and written as JSON, the check says the run was
+    stopped, the exit status is non-zero, and the server the script started is gone."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    binary = server_binary()
+    if binary is None:
+        pytest.skip("no engram-store binary: cargo build --release -p engram-store")
+    out = tmp_path / "offload.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--arms", "acd", "--rounds",
+         "2", "--decode-steps", "40", "--json", str(out), "--server-bin", str(binary)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "decode 64, median of 2 rounds" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    log = "".join(seen) + rest
+    assert proc.returncode == 1, log[-3000:]
+    assert "stopped by signal SIGTERM" in log, log[-3000:]
+    result = json.loads(out.read_text())
+    assert not result["checks"]["ok"]
+    assert any("SIGTERM" in p for p in result["checks"]["problems"]), result["checks"]
+    done = {(r["phase"], r["batch"]) for r in result["arms"]}
+    assert ("decode", 64) in done and ("prefill", 256) not in done, done
+    assert {r["arm"] for r in result["arms"]} == set("acd")
