@@ -2,8 +2,8 @@
 # benches/e2e/engram_offload.py on a GPU machine, in one call: the backbone shapes one after the
 # other against the same tables (written by the first run under $DATA, reused by the next), each
 # run under its own time limit, so one hang does not take the other (at the limit, timeout's
-# SIGTERM has the harness report and write the phases that finished, exit status 1). $OUT gets, per shape, the
-# JSON, the SVG chart and the log.
+# SIGTERM has the harness report and write the phases that finished, exit status 1). $OUT gets,
+# per shape, the JSON, the SVG chart and the log.
 #
 #   OUT=results [BIN=target/release/engram-store] [SHAPES="dense-4b dense-8b"] \
 #       [TRACE=shared/traces/en.tokens.u32] [ENGRAM_VOCAB=1400000] [LIMIT=280] \
