@@ -160,9 +160,10 @@ class EngramRowBackend:
             than the gather takes alone. None (default): always on the side stream.
         side_priority: CUDA priority of the side stream the gathers run on (lower is higher;
             ``torch.cuda.Stream``'s, clamped to the device's range). 0 (default): the same as
-            a model's streams. A higher one (e.g. -1) has the GPU start a gather's short
-            programs before the model's waiting ones, so the gather holds SMs for a moment
-            instead of trickling beside the model's kernels for its whole length.
+            a model's streams. A higher one (e.g. -1) has the GPU start a gather's programs
+            before the model's waiting ones, meant to have the gather hold SMs for a moment
+            rather than beside the model's kernels for its whole length (on the H200, with
+            short programs, it gained nothing measurable: BENCHMARKS.md 10f).
     """
 
     def __init__(
