@@ -289,6 +289,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(EngramRowBackend(inline_min_tokens=N); default: always beside)",
     )
     p.add_argument(
+        "--stage-min-tokens",
+        type=int,
+        help="with --transport mapped: steps of at least this many tokens (decode 256: 256) "
+        "staged as the prefill lookahead is, their misses copied up through the host and the "
+        "gather run from VRAM when the layer reads its rows "
+        "(EngramRowBackend(stage_min_tokens=N); default: never)",
+    )
+    p.add_argument(
         "--mapped-stage-ahead",
         default="inline",
         choices=["inline", "side", "off"],
@@ -1134,7 +1142,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             )
             stack.callback(transport.close)
             stack.callback(lambda: log(
-                f"arm ({arm}): gathers ahead staged: {transport.staged_gathers}, "
+                f"arm ({arm}): gathers staged: {transport.staged_gathers}, "
                 f"{transport.staged_rows:,} rows copied up in bulk"))  # fmt: skip
             started = time.perf_counter()
             for name in tables.names:
@@ -1161,6 +1169,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             stagger_gathers=args.stagger_gathers,
             inline_min_tokens=args.inline_min_tokens,
             side_priority=args.side_priority,
+            stage_min_tokens=args.stage_min_tokens,
         )
         stack.callback(backend.close)
         yield backend
@@ -1723,6 +1732,7 @@ def report_results(
             "mapped_ahead_programs": args.mapped_ahead_programs,
             "uva_programs": args.uva_programs,
             "side_priority": args.side_priority,
+            "stage_min_tokens": args.stage_min_tokens,
             "store_gpu_budget": args.store_gpu_budget,
             "store_warm_tokens": args.store_warm_tokens,
         },

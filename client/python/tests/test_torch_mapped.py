@@ -352,6 +352,26 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
                     got = backend.rows(0, slot=slot)
                     torch.cuda.synchronize(device)
                     assert torch.equal(got.view(torch.int16), want_m.view(torch.int16)), mode
+            # Steps of at least 100 tokens staged as gathers ahead are (stage_min_tokens), the
+            # smaller ones gathered beside the model as before: the same rows either way.
+            quiet.stage_ahead = "inline"
+            backend = EngramRowBackend(
+                quiet, layers, max_tokens=ids.shape[0], device=device, stage_min_tokens=100
+            )
+            with backend:
+                for step in range(4):
+                    small = step == 2  # 99 tokens: not staged
+                    before = quiet.staged_gathers
+                    backend.prefetch(hash_ids=both_m[:99] if small else both_m)
+                    for layer in (5, 0):
+                        got = backend.rows(layer)
+                        expected = (want_m if layer == 0 else want_m.flip(0))
+                        expected = expected[:99] if small else expected
+                        torch.cuda.synchronize(device)
+                        assert torch.equal(
+                            got.view(torch.int16), expected.view(torch.int16)
+                        ), (step, layer)  # fmt: skip
+                    assert quiet.staged_gathers - before == (0 if small else 2), step
         finally:
             quiet.close()
         # stage_ahead off: gathers ahead read their misses over PCIe, and give the same rows.

@@ -164,6 +164,16 @@ class EngramRowBackend:
             before the model's waiting ones, meant to have the gather hold SMs for a moment
             rather than beside the model's kernels for its whole length (on the H200, with
             short programs, it gained nothing measurable: BENCHMARKS.md 10f).
+        stage_min_tokens: with a transport that stages gathers (``MappedTransport``), a step of
+            at least this many tokens is staged as a gather ahead is: the rows the VRAM tier
+            lacks are copied up in bulk by the transport's thread (through the host: a kernel
+            lists them, the host waits for that list) and the gather, from VRAM and that copy
+            only, runs in :meth:`rows` on the reading stream; no kernel reads host memory
+            beside the model's. :meth:`rows` blocks until the copy is queued, so it suits steps
+            whose first Engram layer comes later than that round trip (~0.3-0.5 ms). Takes
+            precedence over ``inline_min_tokens``; never staggered. ``hash_ids`` must stay
+            unchanged until the step's last :meth:`rows`. None (default): never. Not yet
+            measured on a GPU.
     """
 
     def __init__(
@@ -181,6 +191,7 @@ class EngramRowBackend:
         stagger_gathers: bool = False,
         inline_min_tokens: int | None = None,
         side_priority: int = 0,
+        stage_min_tokens: int | None = None,
     ):
         if not layers or len({layer.columns for layer in layers}) != 1:
             raise ValueError("give at least one layer, all with the same number of columns")
@@ -214,6 +225,7 @@ class EngramRowBackend:
         self.graph_gathers = cuda_gather
         self.stagger_gathers = stagger_gathers and self._device_gather
         self.inline_min_tokens = inline_min_tokens
+        self.stage_min_tokens = stage_min_tokens
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._seen: set[tuple[Any, ...]] = set()
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rows")
@@ -458,13 +470,19 @@ class EngramRowBackend:
                     f"[{n}, {self.part_columns}, {self.row_format.head_dim}]"
                 )
             s.target = list(out)
+        # A step whose misses go through the host (as a gather ahead's do), not row by row.
+        stage = ahead or (
+            self._side is not None
+            and self.stage_min_tokens is not None
+            and n >= self.stage_min_tokens
+        )
         inline = (
             self._side is not None
-            and not ahead
+            and not stage
             and self.inline_min_tokens is not None
             and n >= self.inline_min_tokens
         )
-        stagger = self.stagger_gathers and not ahead and not inline
+        stagger = self.stagger_gathers and not stage and not inline
         not_queued = _Resolved(error=RuntimeError("this layer's gather was never queued"))
         s.futures = [not_queued] * len(self.layers)
         s.deferred = [None] * len(self.layers)
@@ -477,16 +495,17 @@ class EngramRowBackend:
                 if stagger and i != self._first:
                     s.deferred[i] = local[:, i]
                 else:
-                    s.futures[i] = self._queue_gather(s, i, local[:, i], ahead, side)
+                    s.futures[i] = self._queue_gather(s, i, local[:, i], ahead, side, stage)
         if side is not None:  # keep the ids alive until the kernels have read them
             ids.record_stream(side)
 
     def _queue_gather(
-        self, s: _Slot, i: int, layer_ids: torch.Tensor, ahead: bool, side: Any
-    ) -> _Resolved | concurrent.futures.Future[Pending]:
+        self, s: _Slot, i: int, layer_ids: torch.Tensor, ahead: bool, side: Any,
+        stage: bool = False,
+    ) -> _Resolved | concurrent.futures.Future[Pending]:  # fmt: skip
         """Layer ``i``'s gather into slot ``s`` on the current stream (``side``, the side stream,
         or, inline, None), after the slot's last reads of that layer; its outcome (the launch's
-        error, if any). A gather ``ahead`` that the transport stages (``gather_staged``) is
+        error, if any). A gather to ``stage`` that the transport stages (``gather_staged``) is
         queued by the transport's thread: a Future of its outcome."""
         on = side
         if on is None and self._cuda:  # inline: the reading stream itself
@@ -498,7 +517,7 @@ class EngramRowBackend:
                 on.wait_event(s.consumed[i])
             if layer_ids.stride(-1) != 1:
                 layer_ids = layer_ids.contiguous()
-            if ahead and side is not None and self._gather_staged is not None:
+            if stage and side is not None and self._gather_staged is not None:
                 staged = self._gather_staged(
                     layer.table, layer_ids, s.target[i], self.row_format, s.done[i]
                 )
