@@ -30,11 +30,17 @@ def server_binary() -> Path | None:
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
-def test_cpu_smoke_run(tmp_path):
+def smoke_run_binary() -> Path:
+    """The server binary for a run of the script; skips the test without torch or one."""
     pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
     binary = server_binary()
     if binary is None:
         pytest.skip("no engram-store binary: cargo build --release -p engram-store")
+    return binary
+
+
+def test_cpu_smoke_run(tmp_path):
+    binary = smoke_run_binary()
     out = tmp_path / "offload.json"
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
@@ -74,10 +80,7 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     interleaved rounds (``--rounds 2``), recording every gather's ids with the store
     (``--mapped-record-every 1``): each arm's entry then carries both rounds and its ratios
     to arm (c)'s."""
-    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
-    binary = server_binary()
-    if binary is None:
-        pytest.skip("no engram-store binary: cargo build --release -p engram-store")
+    binary = smoke_run_binary()
     out, shm = tmp_path / "offload.json", tmp_path / "shm"
     shm.mkdir()
     done = subprocess.run(
@@ -161,10 +164,7 @@ def test_a_time_limit_still_reports_the_phases_that_finished(tmp_path):
     """SIGTERM (``timeout``'s, as the GPU session scripts give every run) in the middle of the
     rounds: the phases that finished are printed and written as JSON, the check says the run was
     stopped, the exit status is non-zero, and the server the script started is gone."""
-    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
-    binary = server_binary()
-    if binary is None:
-        pytest.skip("no engram-store binary: cargo build --release -p engram-store")
+    binary = smoke_run_binary()
     out = tmp_path / "offload.json"
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--arms", "acd", "--rounds",
