@@ -580,7 +580,9 @@ class Client:
         return (out, r.version) if return_version else out
 
     def prefetch(self, table: str, ids: Iterable[int] | np.ndarray) -> PrefetchFuture:
-        """Asks the server to bring rows ``ids`` of ``table`` into its RAM tier; does not block."""
+        """Asks the server to bring rows ``ids`` of ``table`` into its RAM tier; does not block.
+        The server reads each disk block a request's rows share once: to warm many rows over
+        several requests, send them sorted by id (neighbours together), not in rank order."""
         req = pb.PrefetchRequest(rows=pb.PrefetchRows(table=table, ids_le=_ids_le(_ids(ids))))
         return PrefetchFuture(self._stub.Prefetch.future(req, timeout=self.timeout))
 
