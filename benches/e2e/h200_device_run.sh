@@ -10,6 +10,10 @@
 #     and with AB_STAGGER=1 the same again with --stagger-gathers, into $OUT/e2e-stagger;
 #   LIMITS=1: raw io_uring random-read IOPS on a table file and loopback TCP (engram-bench
 #     limits), the disk (arm e) is measured against.
+#   HUGE_SHM=1: the store shares its tables (arm (d), --transport mapped) from a tmpfs with huge
+#     pages mounted here (/tmp/engram-hugeshm, HUGE_SHM_SIZE, default 40G; unmounted at the end)
+#     instead of /dev/shm: the worker page-locks 2-MiB pages instead of 4-KiB ones (mapping the
+#     tables took 33-36 s with /dev/shm). Falls back to /dev/shm if the mount fails.
 #
 #   [BINDIR=.device-bin] [WHEELS=.whl] [TRACE=bench-data/en.tokens.u32] [ENGRAM_VOCAB=1000000] \
 #     OUT=dir bash benches/e2e/h200_device_run.sh SHAPES ARMS LIMIT [extra harness flags]
@@ -48,12 +52,23 @@ if [ "${PROFILE:-0}" = 1 ]; then
     --trace "$TRACE" --engram-vocab "$ENGRAM_VOCAB" --decode-steps "${PROFILE_STEPS:-48}" 2>&1 \
     | tee "$OUT/profile.log"
 fi
+SHARE=()
+if [ "${HUGE_SHM:-0}" = 1 ]; then
+  mkdir -p /tmp/engram-hugeshm
+  if mount -t tmpfs -o "huge=always,size=${HUGE_SHM_SIZE:-40G}" tmpfs /tmp/engram-hugeshm; then
+    trap 'umount /tmp/engram-hugeshm' EXIT
+    SHARE=(--share-dir /tmp/engram-hugeshm)
+    echo "tables shared from a tmpfs with huge pages: /tmp/engram-hugeshm"
+  else
+    echo "HUGE_SHM: the mount failed; sharing from /dev/shm"
+  fi
+fi
 harness() {  # $1: output directory; the rest: extra flags
   local out=$1; shift
   mkdir -p "$out/server-logs"
   ENGRAM_OFFLOAD_SERVER_LOGS=$out/server-logs DATA=/tmp/eo ENGRAM_VOCAB=$ENGRAM_VOCAB TRACE=$TRACE \
     BIN=$BINDIR/engram-store OUT=$out SHAPES="$SHAPES" LIMIT=$LIMIT \
-    bash benches/e2e/h200_session.sh --arms "$ARMS" "$@"
+    bash benches/e2e/h200_session.sh --arms "$ARMS" "${SHARE[@]}" "$@"
 }
 if [ "$ARMS" != none ]; then
   harness "$OUT/e2e" "$@"
