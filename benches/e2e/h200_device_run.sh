@@ -19,7 +19,8 @@
 #     OUT=dir bash benches/e2e/h200_device_run.sh SHAPES ARMS LIMIT [extra harness flags]
 #
 # e.g. (section 10e): TESTS=0 bash benches/e2e/h200_device_run.sh "dense-4b dense-8b" bcd 250 \
-#   --transport mapped --rounds 5 --decode-steps 192 --prefill-chunks 10. $BINDIR holds engram-store (--features cuda), and optionally gpu_tier
+#   --transport mapped --rounds 5 --decode-steps 192 --prefill-chunks 10.
+# $BINDIR holds engram-store (--features cuda), and optionally gpu_tier
 # (cargo test --release -p engram-store-cache --features cuda --test gpu_tier --no-run) and
 # engram-bench. Tables are written to /tmp/eo once and reused.
 set -u

@@ -780,9 +780,7 @@ class MappedTransport(RowTransport):
         """Every ``record_every``-th gather of a table: copies its ids to the host on the current
         stream (no wait) and has the recording thread send them, once copied, as a Prefetch.
         At most one recording per table is in flight; a gather finding one skips its turn."""
-        if ids.is_cuda and torch.cuda.is_current_stream_capturing():
-            return
-        if self.record_every <= 0:
+        if self.record_every <= 0 or (ids.is_cuda and torch.cuda.is_current_stream_capturing()):
             return
         n = self._gathers.get(table, 0)
         self._gathers[table] = n + 1
