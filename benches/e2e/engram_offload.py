@@ -117,6 +117,7 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO / "client" / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import arm_variants  # noqa: E402
 import offload_report as report  # noqa: E402
 from offload_model import BACKBONES, Decoder  # noqa: E402
 
@@ -322,6 +323,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "is reported (drift on the machine hits every arm alike)",
     )
     p.add_argument(
+        "--d-variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="another arm (d:NAME) on arm (d)'s store and mapping with a knob set otherwise, run "
+        "in the same rounds (an A/B in one process; reported apart from the arms). Keys: "
+        + ", ".join(arm_variants.VARIANT_KEYS),
+    )
+    p.add_argument(
         "--prefill-lookahead",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -341,6 +351,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--addr needs --data: the directory the running server serves")
     if args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}")
+    try:
+        args.d_variants = arm_variants.parse_variants(args.d_variant)
+    except ValueError as e:
+        p.error(str(e))
+    if args.d_variants and "d" not in args.arms:
+        p.error("--d-variant needs arm (d) among --arms: a variant runs on (d)'s store")
     return args
 
 
@@ -1108,6 +1124,9 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
     """An ``EngramRowBackend`` over a server configured for ``arm``: started here, or the one at
     ``--addr`` (arm (d) only)."""
     args, tables, log = ctx["args"], ctx["tables"], ctx["log"]
+    if arm_variants.is_variant(arm):
+        yield from variant_backend(arm, ctx)
+        return
     with contextlib.ExitStack() as stack:
         if args.addr:
             addr = args.addr
@@ -1157,22 +1176,55 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             warmed = warm_vram(client, arm, ctx)
             ctx["store_vram"][arm] = warmed
             stack.callback(lambda: warmed.update(tier_counters(client, arm, log)))
-        layers = [
-            EngramLayer(lid, name) for lid, name in zip(ctx["layer_ids"], tables.names, strict=True)
-        ]
-        backend = EngramRowBackend(
-            transport,
-            layers,
-            max_tokens=ctx["max_tokens"],
-            device=ctx["device"],
-            hasher=tables.hasher,
-            stagger_gathers=args.stagger_gathers,
-            inline_min_tokens=args.inline_min_tokens,
-            side_priority=args.side_priority,
-            stage_min_tokens=args.stage_min_tokens,
-        )
+        if arm == "d":  # for arm (d)'s variants, opened after it and closed before it
+            ctx["d_transport"] = transport
+            stack.callback(ctx.pop, "d_transport", None)
+        backend = row_backend(transport, ctx)
         stack.callback(backend.close)
         yield backend
+
+
+def row_backend(transport, ctx: dict[str, Any], **overrides: Any):
+    """The harness's ``EngramRowBackend`` over ``transport``: the flags' settings, ``overrides``
+    (a variant's) over them."""
+    args, tables = ctx["args"], ctx["tables"]
+    layers = [
+        EngramLayer(lid, name) for lid, name in zip(ctx["layer_ids"], tables.names, strict=True)
+    ]
+    settings = {
+        "stagger_gathers": args.stagger_gathers,
+        "inline_min_tokens": args.inline_min_tokens,
+        "side_priority": args.side_priority,
+        "stage_min_tokens": args.stage_min_tokens,
+        **overrides,
+    }
+    return EngramRowBackend(
+        transport,
+        layers,
+        max_tokens=ctx["max_tokens"],
+        device=ctx["device"],
+        hasher=tables.hasher,
+        **settings,
+    )
+
+
+def variant_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
+    """Arm (d)'s variant ``arm``: a backend over (d)'s transport (open before it, closed after
+    it), or over a view of it with another grid cap; the variant's settings over the flags'."""
+    variant = next(v for v in ctx["args"].d_variants if v.arm == arm)
+    transport = ctx.get("d_transport")
+    if transport is None:
+        raise RuntimeError(f"arm ({arm}) runs on arm (d)'s store, which is not open")
+    programs = variant.settings.get("mapped_programs")
+    if programs is not None:
+        if not isinstance(transport, MappedTransport):
+            raise RuntimeError(f"arm ({arm}): mapped_programs needs --transport mapped")
+        transport = transport.with_programs(programs)
+    backend = row_backend(transport, ctx, **arm_variants.backend_overrides(variant))
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def warm_ram(client, tables: Tables, log) -> None:
@@ -1514,15 +1566,16 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
         "phases": phases,
         "store_vram": {},  # per store arm: its warm and its VRAM tier's hits
     }
-    arms = args.arms
+    arms = list(args.arms)
     if "e" in arms and args.addr:
         log("arm (e): skipped: with --addr the script cannot set the store's RAM tier")
-        arms = arms.replace("e", "")
+        arms.remove("e")
+    arms += [v.arm for v in args.d_variants]
     details: list[dict[str, Any]] = []
     failures: list[str] = []
     try:
         with stop_on_sigterm():
-            if args.rounds > 1:
+            if args.rounds > 1 or args.d_variants:
                 run_rounds(arms, ctx, runners, args.rounds, details, failures)
             else:
                 for arm in arms:
@@ -1541,7 +1594,15 @@ def run_arms(args: argparse.Namespace, device, tables: Tables, log) -> int:
          **{f"engram_{'on' if on else 'off'}": err for on, err in r.graph_error.items()}}
         for r in runners if r.graph_error
     ]  # fmt: skip
+    variants = [d for d in details if arm_variants.is_variant(d["arm"])]
+    details = [d for d in details if not arm_variants.is_variant(d["arm"])]
     extra = {"graph_check": graph_checks, "store_vram": ctx["store_vram"]}
+    if args.d_variants:
+        extra["d_variants"] = {
+            "settings": {v.arm: v.settings for v in args.d_variants},
+            "results": variants,
+        }
+        failures += arm_variants.check_rows(variants, details)
     return report_results(args, device, tables, model, details, layer_times, failures, extra)
 
 
@@ -1598,7 +1659,7 @@ def run_phase(
 
 
 def run_rounds(
-    arms: str, ctx: dict[str, Any], runners: list[Runner], rounds: int,
+    arms: Sequence[str], ctx: dict[str, Any], runners: list[Runner], rounds: int,
     details: list[dict[str, Any]], failures: list[str],
 ) -> None:  # fmt: skip
     """``--rounds``: every arm's source open at once; per phase, ``rounds`` rounds that each run
@@ -1636,12 +1697,14 @@ def run_rounds(
             log(f"{r.phase.kind} {r.phase.batch}, median of {rounds} rounds: " + ", ".join(
                 f"({d['arm']}) {d['tok_per_s']:,.1f} tok/s"
                 + (f" = {d['median_vs_c']:.4f} x (c)" if "median_vs_c" in d else "")
+                + (f" = {d['median_vs_d']:.4f} x (d)" if "median_vs_d" in d else "")
                 for d in medians))  # fmt: skip
 
 
 def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[dict[str, Any]]:
     """Per arm that ran every round: its median round's entry, with the rounds beside it."""
     c = [x["tok_per_s"] for x in runs.get("c", [])]
+    d = [x["tok_per_s"] for x in runs.get("d", [])]
     out = []
     for arm, rs in runs.items():
         if len(rs) < rounds:
@@ -1660,6 +1723,10 @@ def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[di
             ratios = [t / ct for t, ct in zip(tok, c, strict=True)]
             median["rounds_vs_c"] = ratios
             median["median_vs_c"] = float(np.median(ratios))
+        if arm_variants.is_variant(arm) and len(d) == rounds:  # the A/B: against (d)
+            ratios = [t / dt for t, dt in zip(tok, d, strict=True)]
+            median["rounds_vs_d"] = ratios
+            median["median_vs_d"] = float(np.median(ratios))
         out.append(median)
     return out
 

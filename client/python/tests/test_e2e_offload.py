@@ -190,3 +190,59 @@ def test_a_time_limit_still_reports_the_phases_that_finished(tmp_path):
     done = {(r["phase"], r["batch"]) for r in result["arms"]}
     assert ("decode", 64) in done and ("prefill", 256) not in done, done
     assert {r["arm"] for r in result["arms"]} == set("acd")
+
+
+def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
+    """``--d-variant``: arms on (d)'s store and mapping with a knob set otherwise, in the same
+    rounds as (d): reported apart from the arms (the issue's JSON keeps arms a-e), each with its
+    per-round ratio to (d), and having fed the same rows as (d), bit for bit. One server only."""
+    binary = smoke_run_binary()
+    out, shm = tmp_path / "offload.json", tmp_path / "shm"
+    shm.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
+         "--server-bin", str(binary), "--arms", "cd", "--transport", "mapped",
+         "--share-dir", str(shm), "--rounds", "2",
+         "--d-variant", "staged:stage_min_tokens=1",
+         "--d-variant", "p4:mapped_programs=4,stagger_gathers=1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert log.count("engram-store on") == 1, log[-3000:]
+    result = json.loads(out.read_text())
+    assert {r["arm"] for r in result["arms"]} == set("cd")
+    variants = result["d_variants"]
+    assert variants["settings"] == {
+        "d:staged": {"stage_min_tokens": 1},
+        "d:p4": {"mapped_programs": 4, "stagger_gathers": 1},
+    }
+    groups = {(r["phase"], r["batch"]) for r in result["arms"]}
+    got = {(r["arm"], r["phase"], r["batch"]) for r in variants["results"]}
+    assert got == {(v, *g) for v in ("d:staged", "d:p4") for g in groups}, got
+    for r in variants["results"]:
+        d = next(a for a in result["details"]
+                 if a["arm"] == "d" and (a["phase"], a["batch"]) == (r["phase"], r["batch"]))  # fmt: skip
+        assert r["rows_sha256"] == d["rows_sha256"] and r["rows_sha256"] is not None
+        assert len(r["rounds_vs_d"]) == 2 and r["median_vs_d"] > 0, r
+    assert result["checks"]["ok"], result["checks"]
+    assert "x (d)" in log
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nocolon", "expected NAME:KEY=VALUE"),
+        ("x:warp_speed=3", "unknown key 'warp_speed'"),
+        ("x:stage_min_tokens=many", "needs an integer, got 'many'"),
+        ("x:stage_min_tokens", "needs a value"),
+        ("x:", "sets nothing"),
+    ],
+)
+def test_a_bad_d_variant_is_refused_naming_it(spec, message):
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--d-variant", spec],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]

@@ -32,6 +32,7 @@ rewritten under a preempted kernel) is read from host memory, which never change
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import ctypes
 import dataclasses
 import itertools
@@ -660,6 +661,8 @@ class MappedTransport(RowTransport):
         self._recording: dict[str, concurrent.futures.Future[None]] = {}
         self._recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-rec")
         self._version_checked: dict[str, float] = {}
+        #: The transport this one is a view of (:meth:`with_programs`), else None.
+        self._view_of: MappedTransport | None = None
 
     def table(self, table: str, device: torch.device) -> MappedTable:
         """The table mapped on ``device`` (shared and mapped on first use)."""
@@ -668,6 +671,16 @@ class MappedTransport(RowTransport):
         if key not in self._tables:
             self._tables[key] = MappedTable(self.client, table, device)
         return self._tables[key]
+
+    def with_programs(self, max_programs: int | None) -> MappedTransport:
+        """A view of this transport whose gathers run on a grid of ``max_programs`` (None: every
+        SM): it shares this one's mappings, threads, client and recording (an A/B of the grid
+        in one process needs no second mapping). Close this transport, not the view: the view's
+        own :meth:`close` does nothing."""
+        view = copy.copy(self)
+        view.max_programs = max_programs
+        view._view_of = self
+        return view
 
     def gather(
         self,
@@ -845,6 +858,8 @@ class MappedTransport(RowTransport):
         return Done()
 
     def close(self) -> None:
+        if self._view_of is not None:  # a view (with_programs): the transport it views owns all
+            return
         self._stager.shutdown(wait=True)
         self._recorder.shutdown(wait=True)
         for mapped in self._tables.values():

@@ -1,0 +1,99 @@
+"""Variants of arm (d) for ``engram_offload.py --d-variant``: the same store, tables and mapping
+as arm (d), the backend or its gather set another way, run in the same rounds as (d) so an A/B
+of a knob costs no second server, mapping or warm, and both sides read the same tokens.
+
+A variant is ``NAME:KEY=VALUE[,KEY=VALUE...]``, e.g. ``staged:stage_min_tokens=64`` or
+``p16:mapped_programs=16``; its arm is named ``d:NAME``. Keys are the harness flags of the same
+name (``--stage-min-tokens`` ...), each an int: see :data:`VARIANT_KEYS`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+#: What a variant may set, and what it sets: an ``EngramRowBackend`` argument, or
+#: (``mapped_programs``) the mapped transport's grid cap for the variant's gathers.
+VARIANT_KEYS = {
+    "stage_min_tokens": "EngramRowBackend(stage_min_tokens=N)",
+    "inline_min_tokens": "EngramRowBackend(inline_min_tokens=N)",
+    "side_priority": "EngramRowBackend(side_priority=N)",
+    "stagger_gathers": "EngramRowBackend(stagger_gathers=bool(N))",
+    "mapped_programs": "MappedTransport.with_programs(N) (--transport mapped)",
+}
+
+#: The prefix of a variant's arm name.
+PREFIX = "d:"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str
+    settings: dict[str, int]
+
+    @property
+    def arm(self) -> str:
+        return PREFIX + self.name
+
+
+def parse_variant(text: str) -> Variant:
+    """``NAME:KEY=VALUE,...`` as a :class:`Variant`; ValueError naming what is wrong."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"--d-variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
+    settings: dict[str, int] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if key not in VARIANT_KEYS:
+            known = ", ".join(VARIANT_KEYS)
+            raise ValueError(f"--d-variant {text!r}: unknown key {key!r} (known: {known})")
+        if not eq:
+            raise ValueError(f"--d-variant {text!r}: {key} needs a value ({key}=N)")
+        try:
+            settings[key] = int(value)
+        except ValueError:
+            raise ValueError(f"--d-variant {text!r}: {key} needs an integer, got {value!r}") from None
+    if not settings:
+        raise ValueError(f"--d-variant {text!r}: sets nothing (give KEY=VALUE after the colon)")
+    return Variant(name, settings)
+
+
+def parse_variants(texts: Sequence[str]) -> list[Variant]:
+    """Every ``--d-variant``, names distinct."""
+    variants = [parse_variant(t) for t in texts]
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--d-variant names must differ, got {names}")
+    return variants
+
+
+def is_variant(arm: str) -> bool:
+    return arm.startswith(PREFIX)
+
+
+def backend_overrides(variant: Variant) -> dict[str, object]:
+    """The ``EngramRowBackend`` keyword arguments ``variant`` sets."""
+    out: dict[str, object] = {}
+    for key, value in variant.settings.items():
+        if key == "stagger_gathers":
+            out[key] = bool(value)
+        elif key != "mapped_programs":
+            out[key] = value
+    return out
+
+
+def check_rows(variants: Sequence[dict], arms: Sequence[dict]) -> list[str]:
+    """What is wrong with the variants' rows: each must have fed its layers the same rows, bit
+    for bit, as arm (d) in the same phase and batch (a knob that changes how rows move must not
+    change which rows arrive). Empty when all is well or (d) did not finish the phase."""
+    problems = []
+    for v in variants:
+        d = next(
+            (a for a in arms if a["arm"] == "d" and (a["phase"], a["batch"]) == (v["phase"], v["batch"])),
+            None,
+        )
+        if d is not None and v.get("rows_sha256") != d.get("rows_sha256"):
+            problems.append(
+                f"{v['phase']} batch {v['batch']}: arm ({v['arm']}) fed other rows than (d): "
+                f"{str(v.get('rows_sha256'))[:12]} vs {str(d.get('rows_sha256'))[:12]}"
+            )
+    return problems

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Session 10's device calls (BENCHMARKS.md 10g), as they ran: `OUT_FINAL=$OUT bash session10.sh
+# CALL` from the repository root on the GPU machine, binaries and wheels carried in .device-bin
+# and .whl. CALL 1: the GPU tests, then A/Bs of arm (d)'s decode gather as variants of (d) in
+# the same process and rounds (--d-variant) on both shapes; 2 and 3: every arm in rounds.
+set -u
+R=/tmp/res; mkdir -p $R
+run() { # name shape arms limit, extra flags
+  local name=$1 shape=$2 arms=$3 limit=$4; shift 4
+  OUT=$R/$name TESTS=0 HUGE_SHM=${HUGE_SHM:-1} bash benches/e2e/h200_device_run.sh $shape $arms \
+    $limit --transport mapped "$@" > $R/$name.main.log 2>&1
+  grep "median of\|exit\|tier counters\|VRAM tier holds\|mapped the\|checks:\|huge pages" $R/$name.main.log
+  for f in $R/$name/e2e/offload-*.json $R/$name/e2e/offload-*.svg; do
+    [ -f "$f" ] && cp "$f" "$OUT_FINAL/$name-$(basename $f)"; done
+  cp $R/$name.main.log $OUT_FINAL/ 2>/dev/null
+}
+VARIANTS=(--d-variant staged:stage_min_tokens=64 --d-variant p16:mapped_programs=16)
+case ${1:?call 1-3} in
+  1)
+    OUT=$R TESTS=1 GPUTIER=0 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
+    cp $R/tests.log $R/pytest.log "$OUT_FINAL"/ 2>/dev/null
+    tail -4 $R/tests.log
+    run ab4b dense-4b bcd 200 --rounds 5 --decode-steps 128 --prefill-chunks 8 "${VARIANTS[@]}"
+    run ab8b dense-8b bcd 200 --rounds 5 --decode-steps 128 --prefill-chunks 8 "${VARIANTS[@]}" ;;
+  2)
+    run full4b dense-4b abcde ${LIMIT4:-480} --rounds 3 --decode-steps 128 --prefill-chunks 8 "$@" ;;
+  3)
+    run full8b dense-8b abcde ${LIMIT8:-480} --rounds 3 --decode-steps 128 --prefill-chunks 8 "$@" ;;
+esac
