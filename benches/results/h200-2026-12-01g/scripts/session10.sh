@@ -20,8 +20,8 @@ case ${1:?call 1-3} in
     OUT=$R TESTS=1 GPUTIER=0 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
     cp $R/tests.log $R/pytest.log "$OUT_FINAL"/ 2>/dev/null
     tail -4 $R/tests.log
-    run ab4b dense-4b bcd 200 --rounds 5 --decode-steps 128 --prefill-chunks 8 "${VARIANTS[@]}"
-    run ab8b dense-8b bcd 200 --rounds 5 --decode-steps 128 --prefill-chunks 8 "${VARIANTS[@]}" ;;
+    run ab4b dense-4b bcd 200 --rounds 4 --decode-steps 128 --prefill-chunks 8 "${VARIANTS[@]}"
+    run ab8b dense-8b bcd 200 --rounds 4 --decode-steps 128 --prefill-chunks 8 "${VARIANTS[@]}" ;;
   2)
     run full4b dense-4b abcde ${LIMIT4:-480} --rounds 3 --decode-steps 128 --prefill-chunks 8 "$@" ;;
   3)
