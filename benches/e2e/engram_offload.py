@@ -238,8 +238,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--mapped-programs",
         type=int,
-        help="with --transport mapped: the gather kernel's grid cap (default: half the SMs, as "
-        "arm (c)'s side-stream gather)",
+        help="with --transport mapped: the gather kernel's grid cap (default: an eighth of the "
+        "SMs, 16 on an H200: beside the model, a gather whose misses wait on PCIe holds fewer "
+        "SMs the model's kernels want; half of them, arm (c)'s default, measured 1-2%% slower "
+        "in decode, BENCHMARKS.md 10g)",
     )
     p.add_argument(
         "--uva-programs",
@@ -568,6 +570,10 @@ class Source:
     def ready(self, run: Runner, j: int) -> None:
         """Before Engram layer ``j`` reads ``run.state.rows[j]``."""
 
+    def queued(self, run: Runner, j: int) -> None:
+        """After ``ready(j)``, the model's layers before Engram layer ``j`` being queued: host work
+        for later steps (not timed as the step's wait for rows)."""
+
     def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
         """After the step: when each Engram layer's rows were in place, in microseconds since
         the step's start (None: not known)."""
@@ -682,9 +688,11 @@ class StoreSource(Source):
 
     def _look_ahead(self, run: Runner) -> None:
         """A prefill chunk's rows during the chunk before. Arm (d) mapped issues it once the
-        first segment is queued (from :meth:`ready`): its hashing and launches are host work that
-        would otherwise hold back the chunk's first eager launches, and the rows have the whole
-        chunk to land."""
+        layers up to the last Engram layer are queued (from :meth:`queued`): its hashing and
+        launches are ~2 ms of host work, which issued after the first segment (until 2026-12-01,
+        BENCHMARKS 10g) left the device idle, its queue empty, between that segment and the next
+        one; there the device has the chunk's middle layers queued to run meanwhile, and the
+        rows still have the chunk's last layers to land."""
         step, phase = self.step, run.phase
         if self.lookahead and phase.kind == "prefill" and step + 1 < phase.steps:
             if self.device_ids:
@@ -695,7 +703,9 @@ class StoreSource(Source):
 
     def ready(self, run: Runner, j: int) -> None:
         self.backend.rows(self.layer_ids[j], slot=self.slot, out=run.state.rows[j])
-        if j == 0 and self.device_ids:
+
+    def queued(self, run: Runner, j: int) -> None:
+        if j == len(self.layer_ids) - 1 and self.device_ids:
             self._look_ahead(run)
 
     def rows_ready_us(self, marks: StepMarks) -> list[float | None]:
@@ -932,6 +942,7 @@ class Runner:
                 t = time.perf_counter()
                 source.ready(self, j)
                 wait_s += time.perf_counter() - t
+                source.queued(self, j)
             pieces[layers]()
             argmax = outputs[1] if outputs is not None else st.argmax
             self.sampled.copy_(argmax, non_blocking=True)
@@ -1151,7 +1162,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             warm_ram(client, tables, log)
         if mapped(arm, ctx):  # shared (and loaded whole) before the warm reads rows
             sms = sm_count(ctx["device"])
-            programs = args.mapped_programs or (None if sms is None else sms // 2)
+            programs = args.mapped_programs or (None if sms is None else max(1, sms // 8))
             transport = MappedTransport(
                 client,
                 record_every=args.mapped_record_every,

@@ -2,7 +2,10 @@
 # Session 10's device calls (BENCHMARKS.md 10g), as they ran: `OUT_FINAL=$OUT bash session10.sh
 # CALL` from the repository root on the GPU machine, binaries and wheels carried in .device-bin
 # and .whl. CALL 1: the GPU tests, then A/Bs of arm (d)'s decode gather as variants of (d) in
-# the same process and rounds (--d-variant) on both shapes; 2 and 3: every arm in rounds.
+# the same process and rounds (--d-variant) on both shapes; 2 and 3: every arm in rounds, with
+# the new defaults (the mapped gather on 16 programs, the prefill lookahead issued after the last
+# Engram layer's segment is queued) and (d) on the old grid (66 programs) and on 8 as variants.
+# Calls 2 and 3 share tables from /dev/shm (HUGE_SHM=0: call 1's huge pages mapped no faster).
 set -u
 R=/tmp/res; mkdir -p $R
 run() { # name shape arms limit, extra flags
@@ -15,6 +18,7 @@ run() { # name shape arms limit, extra flags
   cp $R/$name.main.log $OUT_FINAL/ 2>/dev/null
 }
 VARIANTS=(--d-variant staged:stage_min_tokens=64 --d-variant p16:mapped_programs=16)
+VARIANTS2=(--d-variant p66:mapped_programs=66 --d-variant p8:mapped_programs=8)
 case ${1:?call 1-3} in
   1)
     OUT=$R TESTS=1 GPUTIER=0 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
@@ -23,7 +27,9 @@ case ${1:?call 1-3} in
     run ab4b dense-4b bcd 200 --rounds 4 --decode-steps 128 --prefill-chunks 8 "${VARIANTS[@]}"
     run ab8b dense-8b bcd 200 --rounds 4 --decode-steps 128 --prefill-chunks 8 "${VARIANTS[@]}" ;;
   2)
-    run full4b dense-4b abcde ${LIMIT4:-480} --rounds 3 --decode-steps 128 --prefill-chunks 8 "$@" ;;
+    HUGE_SHM=0 run full4b dense-4b abcde ${LIMIT4:-330} --rounds 3 --decode-steps 128 \
+      --prefill-chunks 8 "${VARIANTS2[@]}" ;;
   3)
-    run full8b dense-8b abcde ${LIMIT8:-480} --rounds 3 --decode-steps 128 --prefill-chunks 8 "$@" ;;
+    HUGE_SHM=0 run full8b dense-8b abcde ${LIMIT8:-330} --rounds 3 --decode-steps 128 \
+      --prefill-chunks 8 "${VARIANTS2[@]}" ;;
 esac

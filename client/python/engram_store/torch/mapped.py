@@ -613,7 +613,9 @@ class MappedTransport(RowTransport):
             (at most once a second) for a new version of the table to map (0: never, and new
             versions are not followed: the old one's rows keep being read from its file).
         max_programs: cap on the kernel's grid (None: every SM); a lookup beside the model on a
-            side stream may leave SMs to it.
+            side stream may leave SMs to it. On an H200 (132 SMs) 16 programs measured best
+            beside a decode step (BENCHMARKS.md 10g: 1-2% more tok/s than 66 or uncapped): the
+            misses' PCIe reads then hold few SMs while the rows still land well before layer 1.
         ahead_programs: cap on the grid of a gather for a later step (``prefetch(ahead=True)``:
             a prefill's next chunk, which has the whole of this chunk to land). None (default):
             no cap, one short program per block of rows. A capped grid's programs loop over the
