@@ -51,7 +51,9 @@ def parse_variant(text: str) -> Variant:
         try:
             settings[key] = int(value)
         except ValueError:
-            raise ValueError(f"--d-variant {text!r}: {key} needs an integer, got {value!r}") from None
+            raise ValueError(
+                f"--d-variant {text!r}: {key} needs an integer, got {value!r}"
+            ) from None
     if not settings:
         raise ValueError(f"--d-variant {text!r}: sets nothing (give KEY=VALUE after the colon)")
     return Variant(name, settings)
@@ -87,10 +89,8 @@ def check_rows(variants: Sequence[dict], arms: Sequence[dict]) -> list[str]:
     change which rows arrive). Empty when all is well or (d) did not finish the phase."""
     problems = []
     for v in variants:
-        d = next(
-            (a for a in arms if a["arm"] == "d" and (a["phase"], a["batch"]) == (v["phase"], v["batch"])),
-            None,
-        )
+        group = (v["phase"], v["batch"])
+        d = next((a for a in arms if a["arm"] == "d" and (a["phase"], a["batch"]) == group), None)
         if d is not None and v.get("rows_sha256") != d.get("rows_sha256"):
             problems.append(
                 f"{v['phase']} batch {v['batch']}: arm ({v['arm']}) fed other rows than (d): "

@@ -126,9 +126,9 @@ from engram_store.local_server import LocalServer, run_cli  # noqa: E402
 from engram_store.table_files import TableFiles  # noqa: E402
 from engram_store.torch import (  # noqa: E402
     V41_ROWS,
+    ChannelTransport,
     EngramLayer,
     EngramRowBackend,
-    ChannelTransport,
     GrpcTransport,
     MappedTransport,
     NgramHasher,

@@ -128,3 +128,34 @@ def test_tensors_that_cannot_be_shared_are_refused(gpu):
         client.register_cuda_tensor(torch.zeros((8, 4), device=device).t())
     with pytest.raises(ValueError, match="not a CUDA device"):
         client.register_cuda_tensor(torch.zeros(8))
+
+
+def test_a_region_outlives_its_connections_quiet(tmp_path):
+    """A worker registers its tensor over gRPC and then sends no gRPC request for longer than
+    the server's idle timeout (it reads rows through a channel, on the local socket): the
+    connection that owns the region is not reaped, so the region is still there, for
+    ``lookup_into`` and for a new channel into it (BENCHMARKS.md 10g: arm (e) lost its region so,
+    and could not open a larger channel for prefill)."""
+    torch, binary, device = _requirements()
+    data = tmp_path / "data"
+    run_cli(binary, "synth", "--name", TABLE, "--rows", 4096, "--dim", DIM, "--dtype", "bf16",
+            "--seed", SEED, "--data", data)  # fmt: skip
+    args = ("--gpu-budget", "64MiB", "--gpu-device", str(device), "--idle-timeout", "1")
+    with LocalServer(binary, data, ram_cache="16MiB", args=args) as server, Client(
+        server.addr
+    ) as client:
+        ids = np.arange(0, 4096, 7)
+        expected = client.lookup(TABLE, ids).tobytes()
+        cuda = torch.device("cuda", device)
+        out = torch.zeros((ids.size, DIM), dtype=torch.bfloat16, device=cuda)
+        with client.register_cuda_tensor(out) as region:
+            time.sleep(3.5)  # past the idle timeout (1 s) and the reaper's next rounds
+            assert client.lookup_into(region, TABLE, ids) == ids.size
+            torch.cuda.synchronize(device)
+            assert tensor_bytes(out) == expected
+            out.zero_()
+            with client.open_channel(region, table=TABLE, capacity=ids.size) as channel:
+                channel.submit(ids.astype(np.uint64), slot=0)
+                channel.wait(0)
+            torch.cuda.synchronize(device)
+            assert tensor_bytes(out) == expected

@@ -221,8 +221,9 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     got = {(r["arm"], r["phase"], r["batch"]) for r in variants["results"]}
     assert got == {(v, *g) for v in ("d:staged", "d:p4") for g in groups}, got
     for r in variants["results"]:
+        group = (r["phase"], r["batch"])
         d = next(a for a in result["details"]
-                 if a["arm"] == "d" and (a["phase"], a["batch"]) == (r["phase"], r["batch"]))  # fmt: skip
+                 if a["arm"] == "d" and (a["phase"], a["batch"]) == group)  # fmt: skip
         assert r["rows_sha256"] == d["rows_sha256"] and r["rows_sha256"] is not None
         assert len(r["rounds_vs_d"]) == 2 and r["median_vs_d"] > 0, r
     assert result["checks"]["ok"], result["checks"]

@@ -218,6 +218,11 @@ impl Channels {
         }
     }
 
+    /// Whether `owner` has a channel open.
+    pub fn owns(&self, owner: Owner) -> bool {
+        self.open.lock().values().any(|c| c.owner == owner)
+    }
+
     /// Closes every channel of `owner` (its connection closed).
     pub fn release_owner(&self, owner: Owner) -> usize {
         let mut open = self.open.lock();

@@ -514,6 +514,14 @@ impl Engine {
         Ok(RegisteredRegion { id, token, size })
     }
 
+    /// Whether connection `owner` holds something it registered (a region or a channel): the
+    /// idle reaper leaves such a connection open, since closing it would take them away from
+    /// a client still using them (a worker that registered its buffers over gRPC and then
+    /// reads rows through a channel sends no further gRPC request).
+    pub fn connection_holds(&self, owner: Owner) -> bool {
+        self.regions.owns(owner) || self.channels.owns(owner)
+    }
+
     /// A connection closed: forgets everything it registered (channels, then regions).
     pub fn release_connection(&self, owner: Owner) {
         let channels = self.channels.release_owner(owner);

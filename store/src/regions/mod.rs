@@ -259,6 +259,11 @@ impl RegionRegistry {
         Ok(())
     }
 
+    /// Whether `owner` has a region registered.
+    pub fn owns(&self, owner: Owner) -> bool {
+        self.regions.lock().values().any(|r| r.owner == owner)
+    }
+
     /// Forgets every region of `owner` (its connection closed); returns how many.
     pub fn release_owner(&self, owner: Owner) -> usize {
         let mut regions = self.regions.lock();

@@ -4,7 +4,11 @@
 //! loop caps the connections open at once (beyond the cap a new connection is closed at once,
 //! so a client fails fast instead of hanging in the backlog), and when the process runs out of
 //! file descriptors it backs off instead of spinning. A reaper closes connections that have had
-//! no request in flight for the idle timeout.
+//! no request in flight for the idle timeout and hold nothing registered through them: a
+//! connection that registered a region or opened a channel stays open until its client closes
+//! it (a worker that registered its buffers and then reads rows only through a channel sends no
+//! further request on it; reaping it would take its regions away mid-use). What such
+//! connections hold is bounded by the per-connection and total caps on regions and channels.
 
 use std::collections::HashMap;
 use std::io;
@@ -80,12 +84,16 @@ impl ConnState {
 /// Called with a connection's id when it closes.
 pub(crate) type OnClose = Arc<dyn Fn(ConnId) + Send + Sync>;
 
+/// Whether a connection holds something registered through it (then it is never idle-reaped).
+pub(crate) type Holds = Arc<dyn Fn(ConnId) -> bool + Send + Sync>;
+
 /// Every open connection.
 pub(crate) struct ConnTable {
     next_id: AtomicU64,
     open: Mutex<HashMap<ConnId, Arc<ConnState>>>,
     started: Instant,
     on_close: OnClose,
+    holds: Holds,
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -97,12 +105,13 @@ impl std::fmt::Debug for ConnTable {
 }
 
 impl ConnTable {
-    pub(crate) fn new(on_close: OnClose) -> Arc<Self> {
+    pub(crate) fn new(on_close: OnClose, holds: Holds) -> Arc<Self> {
         Arc::new(Self {
             next_id: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
             started: Instant::now(),
             on_close,
+            holds,
         })
     }
 
@@ -122,6 +131,21 @@ impl ConnTable {
             .values()
             .map(|s| s.active.load(Ordering::Acquire))
             .sum()
+    }
+
+    /// The connections with no request in flight for `idle`.
+    fn idle_since(&self, idle: Duration) -> Vec<(ConnId, Arc<ConnState>)> {
+        let now = self.now_ms();
+        let idle_ms = idle.as_millis() as u64;
+        self.open
+            .lock()
+            .iter()
+            .filter(|(_, state)| {
+                let quiet = now.saturating_sub(state.last_activity_ms.load(Ordering::Relaxed));
+                state.active.load(Ordering::Acquire) == 0 && quiet >= idle_ms
+            })
+            .map(|(id, state)| (*id, state.clone()))
+            .collect()
     }
 
     /// Registers a new connection.
@@ -157,19 +181,17 @@ impl ConnTable {
         }
     }
 
-    /// Closes every connection with no request in flight for `idle`, every `every`, for as long
-    /// as the table lives.
+    /// Closes every connection with no request in flight for `idle` that holds nothing
+    /// registered through it, every `every`, for as long as the table lives.
     pub(crate) fn spawn_idle_reaper(self: &Arc<Self>, idle: Duration, every: Duration) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(table) = weak.upgrade() else { return };
-                let now = table.now_ms();
-                let idle_ms = idle.as_millis() as u64;
-                for state in table.open.lock().values() {
-                    let quiet = now.saturating_sub(state.last_activity_ms.load(Ordering::Relaxed));
-                    if state.active.load(Ordering::Acquire) == 0 && quiet >= idle_ms {
+                for (id, state) in table.idle_since(idle) {
+                    // (asked outside the table's lock: `holds` takes the registries' locks)
+                    if !(table.holds)(id) {
                         state.close();
                     }
                 }
@@ -397,4 +419,44 @@ pub(crate) fn accept_loop<L: Accept>(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 9)))
+    }
+
+    /// The reaper closes an idle connection that holds nothing, and leaves one that holds a
+    /// region or channel open however long it is quiet; once it holds nothing, it goes too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_idle_reaper_spares_a_connection_that_holds_something() {
+        let holding = Arc::new(Mutex::new(std::collections::HashSet::<ConnId>::new()));
+        let holds: Holds = {
+            let holding = holding.clone();
+            Arc::new(move |id| holding.lock().contains(&id))
+        };
+        let table = ConnTable::new(Arc::new(|_| {}), holds);
+        let bare = table.open(peer());
+        let keeper = table.open(peer());
+        holding.lock().insert(keeper.id);
+        table.spawn_idle_reaper(Duration::from_millis(50), Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            bare.state.closing.load(Ordering::Acquire),
+            "an idle connection holding nothing is closed"
+        );
+        assert!(
+            !keeper.state.closing.load(Ordering::Acquire),
+            "an idle connection holding a region was closed"
+        );
+        holding.lock().remove(&keeper.id);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            keeper.state.closing.load(Ordering::Acquire),
+            "once it holds nothing, the idle connection is closed"
+        );
+    }
 }

@@ -163,7 +163,15 @@ pub async fn serve(
             }
         })
     };
-    let table = ConnTable::new(on_close);
+    let holds = {
+        let engine = Arc::downgrade(&engine);
+        Arc::new(move |id: ConnId| {
+            engine
+                .upgrade()
+                .is_some_and(|engine| engine.connection_holds(id))
+        })
+    };
+    let table = ConnTable::new(on_close, holds);
     table.spawn_idle_reaper(options.idle_timeout, reaper_period(options.idle_timeout));
     let local = match &options.local_socket {
         Some(path) => Some(LocalSocket::bind(
