@@ -353,6 +353,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--addr needs --data: the directory the running server serves")
     if args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.prefill_chunks < 0 or (args.prefill_chunks == 0 and not args.decode_batches):
+        p.error(
+            f"--prefill-chunks {args.prefill_chunks} with --decode-batches "
+            f"{','.join(map(str, args.decode_batches))!r}: nothing would run"
+        )
     try:
         args.d_variants = arm_variants.parse_variants(args.d_variant)
     except ValueError as e:
@@ -542,11 +547,12 @@ def round_phases(
             out[-1].append(decode_phase(trace, b, args.decode_steps, args.decode_warmup, spread,
                                         shift))  # fmt: skip
             shift += decode_span
-    out.append([
-        prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, args.prefill_warmup,
-                      spread + k * (prefill_span // rounds))
-        for k in range(rounds)
-    ])  # fmt: skip
+    if args.prefill_chunks > 0:
+        out.append([
+            prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, args.prefill_warmup,
+                          spread + k * (prefill_span // rounds))
+            for k in range(rounds)
+        ])  # fmt: skip
     reads = np.zeros(n, dtype=np.int64)
     for phases in out:
         for phase in phases:
@@ -1674,7 +1680,7 @@ def run_rounds(
     details: list[dict[str, Any]], failures: list[str],
 ) -> None:  # fmt: skip
     """``--rounds``: every arm's source open at once; per phase, ``rounds`` rounds that each run
-    every arm in turn. An arm's ``details`` entry (appended to ``details`` as each phase ends)
+    every arm in turn (round k from the k-th arm on, wrapping around). An arm's ``details`` entry (appended to ``details`` as each phase ends)
     is its median round (by tok/s) with every round's tok/s (``rounds_tok_per_s``) and, beside
     arm (c), each round's ratio to (c)'s in the same round (``rounds_vs_c``) and their median
     (``median_vs_c``). An arm that fails is reported (in ``failures``) and left out of the
@@ -1696,7 +1702,12 @@ def run_rounds(
             runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in sources}
             for k in range(rounds):
                 r.use_round(k)
-                for arm in list(sources):
+                # Round k starts k arms further on: no arm always follows the same one (an arm
+                # that leaves the GPU idle, as (e) waiting on the disk does, lets the next one
+                # start on a cooler, faster-clocked GPU).
+                order = list(sources)
+                turn = k % max(1, len(order))
+                for arm in order[turn:] + order[:turn]:
                     try:
                         twice = arm == "a" and k == 0
                         runs[arm].append(run_phase(arm, sources[arm], r, ctx, twice))

@@ -247,3 +247,20 @@ def test_a_bad_d_variant_is_refused_naming_it(spec, message):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
+def test_decode_alone_with_no_prefill_chunks():
+    """``--prefill-chunks 0`` runs the decode phases alone; with no decode batches either, the
+    script refuses, naming both."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    harness = load_harness()
+    trace = np.arange(200_000, dtype=np.int64) % 5000
+    args = harness.parse_args(["--tiny", "--rounds", "2", "--prefill-chunks", "0"])
+    by_round, _ = harness.round_phases(trace, args, 2)
+    assert {p.kind for rounds in by_round for p in rounds} == {"decode"}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--prefill-chunks", "0",
+         "--decode-batches", ""],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "nothing would run" in done.stderr, done.stderr[-2000:]

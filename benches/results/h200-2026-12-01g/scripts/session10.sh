@@ -5,7 +5,8 @@
 # the same process and rounds (--d-variant) on both shapes; 2 and 3: every arm in rounds, with
 # the new defaults (the mapped gather on 16 programs, the prefill lookahead issued after the last
 # Engram layer's segment is queued) and (d) on the old grid (66 programs) and on 8 as variants.
-# Calls 2 and 3 share tables from /dev/shm (HUGE_SHM=0: call 1's huge pages mapped no faster).
+# From call 3 on, each round starts one arm further on (so no arm always follows (e), whose
+# idle GPU gives the next arm a faster start). Calls 2 and 3 share tables from /dev/shm (HUGE_SHM=0: call 1's huge pages mapped no faster).
 set -u
 R=/tmp/res; mkdir -p $R
 run() { # name shape arms limit, extra flags
@@ -29,7 +30,14 @@ case ${1:?call 1-3} in
   2)
     HUGE_SHM=0 run full4b dense-4b abcde ${LIMIT4:-330} --rounds 3 --decode-steps 128 \
       --prefill-chunks 8 "${VARIANTS2[@]}" ;;
-  3)
-    HUGE_SHM=0 run full8b dense-8b abcde ${LIMIT8:-330} --rounds 3 --decode-steps 128 \
-      --prefill-chunks 8 "${VARIANTS2[@]}" ;;
+  3)  # and the region test of the idle-reaper fix; then decode alone, the grid A/B in 5 rounds
+    mkdir -p target/release && cp .device-bin/engram-store target/release/
+    PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store \
+      timeout 120 python3 -m pytest -q -rs client/python/tests/test_cuda_regions.py \
+      > $R/pytest-regions.log 2>&1; echo "regions pytest rc=$?"; tail -3 $R/pytest-regions.log
+    cp $R/pytest-regions.log "$OUT_FINAL"/
+    HUGE_SHM=0 run full8b dense-8b abcde ${LIMIT8:-310} --rounds 3 --decode-steps 128 \
+      --prefill-chunks 8 "${VARIANTS2[@]}"
+    HUGE_SHM=0 run grid4b dense-4b bcd 190 --rounds 5 --decode-steps 128 --prefill-chunks 0 \
+      "${VARIANTS2[@]}" --d-variant p32:mapped_programs=32 ;;
 esac
