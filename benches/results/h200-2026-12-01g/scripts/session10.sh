@@ -31,7 +31,7 @@ case ${1:?call 1-3} in
     HUGE_SHM=0 run full4b dense-4b abcde ${LIMIT4:-330} --rounds 3 --decode-steps 128 \
       --prefill-chunks 8 "${VARIANTS2[@]}" ;;
   3)  # and the region test of the idle-reaper fix; then decode alone, the grid A/B in 5 rounds
-    mkdir -p target/release && cp .device-bin/engram-store target/release/
+    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store \
       timeout 120 python3 -m pytest -q -rs client/python/tests/test_cuda_regions.py \
       > $R/pytest-regions.log 2>&1; echo "regions pytest rc=$?"; tail -3 $R/pytest-regions.log
