@@ -220,3 +220,24 @@ def test_register_cuda_tensor_without_torch_says_so(client, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_torch)
     with pytest.raises(ImportError, match="PyTorch"):
         client.register_cuda_tensor(object())
+
+
+def test_a_region_closes_quietly_after_its_server_stopped(tmp_path):
+    """Closing a region once the server is gone (a teardown after a time limit stopped both)
+    raises nothing: its regions went with the server. An explicit ``unregister_region`` still
+    says the server is unavailable."""
+    from conftest import engram_store_bin
+    from engram_store.errors import UnavailableError
+    from engram_store.local_server import LocalServer, run_cli
+
+    binary = engram_store_bin()
+    data = tmp_path / "data"
+    run_cli(binary, "synth", "--name", "t", "--rows", 64, "--dim", 8, "--dtype", "bf16",
+            "--data", data)  # fmt: skip
+    server = LocalServer(binary, data, ram_cache="1MiB")
+    with server, Client(server.addr, timeout=2) as client:
+        unregister = client._unregisterer(1, "any")
+        server.stop()
+        unregister()  # no raise
+        with pytest.raises(UnavailableError):
+            client.unregister_region(1, "any")

@@ -40,4 +40,10 @@ case ${1:?call 1-3} in
       --prefill-chunks 8 "${VARIANTS2[@]}"
     HUGE_SHM=0 run grid4b dense-4b bcd 190 --rounds 5 --decode-steps 128 --prefill-chunks 0 \
       "${VARIANTS2[@]}" --d-variant p32:mapped_programs=32 ;;
+  4)  # (d) ran slower than its variants in every run: is it the first reader of each round's
+      # rows, whose recorded ids the server then takes into its VRAM tier? Recording off. Then
+      # dense-8b's prefill, which call 3's time limit cut.
+    HUGE_SHM=0 run norec4b dense-4b bcd 165 --rounds 5 --decode-steps 128 --prefill-chunks 0 \
+      --mapped-record-every 0 --d-variant p8:mapped_programs=8
+    HUGE_SHM=0 run pre8b dense-8b abcde 150 --rounds 3 --prefill-chunks 8 --decode-batches "" ;;
 esac
