@@ -85,7 +85,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// Concurrent requests per connection.
     pub max_concurrent_streams: u32,
-    /// Seconds a connection with nothing in flight stays open.
+    /// Seconds a connection with nothing in flight stays open (one holding a region or channel
+    /// registered through it stays open until its client closes it).
     pub idle_timeout_s: u64,
     /// Bytes of answers in flight, at most, e.g. "1GiB".
     pub answer_budget: String,

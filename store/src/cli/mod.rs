@@ -105,7 +105,8 @@ pub(crate) struct ServeArgs {
     /// Connections open at once, at most [default 256].
     #[arg(long)]
     pub(crate) max_connections: Option<usize>,
-    /// Seconds a connection with no request in flight stays open [default 60].
+    /// Seconds a connection with no request in flight stays open, unless it holds a region or
+    /// channel registered through it [default 60].
     #[arg(long)]
     pub(crate) idle_timeout: Option<u64>,
     /// Bytes of answers built and not yet sent, at most, e.g. 1GiB [default 1GiB].
