@@ -71,6 +71,20 @@ def test_cpu_smoke_run(tmp_path):
     assert (tmp_path / "offload.svg").read_text().startswith("<svg")
 
 
+def run_mapped(tmp_path: Path, *flags: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """The tiny CPU run with ``--transport mapped`` and ``flags``, the store sharing its tables
+    in a directory of the test's: the finished process, the JSON's path and that directory."""
+    binary = smoke_run_binary()
+    out, shm = tmp_path / "offload.json", tmp_path / "shm"
+    shm.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
+         "--server-bin", str(binary), "--transport", "mapped", "--share-dir", str(shm), *flags],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    return done, out, shm
+
+
 @pytest.mark.parametrize("stagger", [False, True])
 def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     """Arm (d) reading the rows itself from the file the store shares (``--transport mapped``,
@@ -80,17 +94,8 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     interleaved rounds (``--rounds 2``), recording every gather's ids with the store
     (``--mapped-record-every 1``): each arm's entry then carries both rounds and its ratios
     to arm (c)'s."""
-    binary = smoke_run_binary()
-    out, shm = tmp_path / "offload.json", tmp_path / "shm"
-    shm.mkdir()
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
-         "--server-bin", str(binary), "--arms", "acd", "--transport", "mapped",
-         "--share-dir", str(shm),
-         *(["--stagger-gathers", "--rounds", "2", "--mapped-record-every", "1"]
-           if stagger else [])],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    extra = ["--stagger-gathers", "--rounds", "2", "--mapped-record-every", "1"] if stagger else []
+    done, out, shm = run_mapped(tmp_path, "--arms", "acd", *extra)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr
     assert "--share-memory" in log and "mapped the store's shared tables" in log, log[-3000:]
@@ -196,16 +201,9 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     """``--d-variant``: arms on (d)'s store and mapping with a knob set otherwise, in the same
     rounds as (d): reported apart from the arms (the issue's JSON keeps arms a-e), each with its
     per-round ratio to (d), and having fed the same rows as (d), bit for bit. One server only."""
-    binary = smoke_run_binary()
-    out, shm = tmp_path / "offload.json", tmp_path / "shm"
-    shm.mkdir()
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out),
-         "--server-bin", str(binary), "--arms", "cd", "--transport", "mapped",
-         "--share-dir", str(shm), "--rounds", "2",
-         "--d-variant", "staged:stage_min_tokens=1",
-         "--d-variant", "p4:mapped_programs=4,stagger_gathers=1"],
-        capture_output=True, text=True, timeout=600,
+    done, out, _ = run_mapped(
+        tmp_path, "--arms", "cd", "--rounds", "2", "--d-variant", "staged:stage_min_tokens=1",
+        "--d-variant", "p4:mapped_programs=4,stagger_gathers=1",
     )  # fmt: skip
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
