@@ -50,11 +50,16 @@ fi
 status=0
 for shape in $SHAPES; do
     echo "=== $shape ($(date +%T))"
-    timeout "$LIMIT" python3 benches/e2e/engram_offload.py --shape "$shape" --data "$DATA" \
+    # --foreground: the time limit's SIGTERM goes to the harness alone, which stops its own
+    # store servers after reporting what finished (sent to the whole process group, it killed
+    # the servers under the running arms first, and the teardown's errors could hide the
+    # report); -k: killed a minute later if it hangs, and its servers with it (pkill below).
+    timeout --foreground -k 60 "$LIMIT" python3 benches/e2e/engram_offload.py --shape "$shape" --data "$DATA" \
         --server-bin "$BIN" --trace "$TRACE" ${ENGRAM_VOCAB:+--engram-vocab "$ENGRAM_VOCAB"} \
         --json "$OUT/offload-$shape.json" --svg "$OUT/offload-$shape.svg" "$@" \
         2>&1 | tee "$OUT/offload-$shape.log"
     rc=${PIPESTATUS[0]}
+    pkill -f "engram-store serve --data $DATA" 2>/dev/null && echo "(stopped store servers it left)"
     echo "=== $shape exit $rc ($(date +%T))"
     [ "$rc" = 0 ] || status=1
 done
