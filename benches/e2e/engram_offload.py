@@ -218,6 +218,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="VRAM tier of the store arms on a GPU (default: 25%% of the tables)",
     )
     p.add_argument(
+        "--store-gpu-refresh-ms",
+        type=int,
+        default=None,
+        help="the store arms' --gpu-refresh-ms: how often their VRAM tier takes in the rows now "
+        "hottest, each time rewriting its index (default: the store's, 1000)",
+    )
+    p.add_argument(
         "--store-warm-tokens",
         type=int,
         default=None,
@@ -1114,6 +1121,8 @@ def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
     if device.type == "cuda":
         budget = args.store_gpu_budget or str(tables.nbytes // 4)
         extra += ["--gpu-budget", budget, "--gpu-device", str(device.index or 0)]
+    if args.store_gpu_refresh_ms is not None:
+        extra += ["--gpu-refresh-ms", str(args.store_gpu_refresh_ms)]
     return ram, extra
 
 
@@ -1829,6 +1838,7 @@ def report_results(
             "side_priority": args.side_priority,
             "stage_min_tokens": args.stage_min_tokens,
             "store_gpu_budget": args.store_gpu_budget,
+            "store_gpu_refresh_ms": args.store_gpu_refresh_ms,
             "store_warm_tokens": args.store_warm_tokens,
         },
         "paper_table4": report.PAPER_TABLE4,

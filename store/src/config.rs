@@ -12,6 +12,7 @@
 //! max_batch_ids = 1048576
 //! gpu_budget = "0"      # per device, e.g. "40GiB" (builds with --features cuda)
 //! gpu_device = 0        # or a list, gpu_device = [0, 1]: a VRAM tier on each
+//! gpu_refresh_ms = 1000 # how often each VRAM tier takes in the rows now hottest (50-600000)
 //! local_socket = "/run/engram-store.local"   # "" for none
 //! max_connections = 256
 //! max_concurrent_streams = 32
@@ -54,6 +55,10 @@ use crate::engine::{EngineConfig, GpuDevices};
 use crate::server::ServerOptions;
 use crate::size::parse_size;
 
+/// The range `gpu_refresh_ms` may take, in milliseconds: a refresh rewrites the tier's index, so
+/// not more often than 20 times a second, and at least every 10 minutes.
+const GPU_REFRESH_MS: (u64, u64) = (50, 600_000);
+
 /// The `serve` configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -79,6 +84,9 @@ pub struct ServeConfig {
     pub gpu_budget: String,
     /// CUDA devices with a VRAM tier: a number or a list of numbers.
     pub gpu_device: GpuDevices,
+    /// Milliseconds between a VRAM tier's refreshes (taking in the rows now hottest, each a
+    /// rewrite of the tier's index), 50 to 600,000.
+    pub gpu_refresh_ms: u64,
     /// Path of the local socket for memfd regions ("": none).
     pub local_socket: String,
     /// Connections open at once, at most.
@@ -152,6 +160,7 @@ impl Default for ServeConfig {
             max_batch_ids: 1 << 20,
             gpu_budget: "0".into(),
             gpu_device: GpuDevices::default(),
+            gpu_refresh_ms: 1000,
             local_socket: String::new(),
             max_connections: 256,
             max_concurrent_streams: 32,
@@ -206,6 +215,15 @@ impl ServeConfig {
         c.max_batch_ids = self.max_batch_ids;
         c.gpu_budget_bytes = parse_size(&self.gpu_budget).map_err(anyhow::Error::msg)?;
         c.gpu_devices = self.gpu_device.clone();
+        if !(GPU_REFRESH_MS.0..=GPU_REFRESH_MS.1).contains(&self.gpu_refresh_ms) {
+            anyhow::bail!(
+                "gpu_refresh_ms {} is out of range: give {} to {} milliseconds",
+                self.gpu_refresh_ms,
+                GPU_REFRESH_MS.0,
+                GPU_REFRESH_MS.1
+            );
+        }
+        c.gpu_refresh = std::time::Duration::from_millis(self.gpu_refresh_ms);
         c.answer_budget_bytes = parse_size(&self.answer_budget).map_err(anyhow::Error::msg)?;
         c.prefetch_queue_rows = self.prefetch_queue_rows.max(1);
         c.max_regions_per_connection = self.max_regions_per_connection;
@@ -340,6 +358,15 @@ mod tests {
         let e = c.engine_config().expect("engine config");
         assert_eq!((e.max_rows_in_flight, e.keep_versions), (5000, 3));
         assert_eq!(e.version_watch, std::time::Duration::from_millis(500));
+        assert_eq!(e.gpu_refresh, std::time::Duration::from_secs(1), "the default refresh");
+        let r: ServeConfig = toml::from_str("gpu_refresh_ms = 5000").expect("refresh key");
+        let refresh = r.engine_config().expect("engine config").gpu_refresh;
+        assert_eq!(refresh, std::time::Duration::from_secs(5));
+        for bad in [0, 49, 600_001] {
+            let r: ServeConfig = toml::from_str(&format!("gpu_refresh_ms = {bad}")).expect("key");
+            let e = r.engine_config().expect_err("out of range");
+            assert!(e.to_string().contains(&format!("gpu_refresh_ms {bad} ")), "{e}");
+        }
         let o = c.server_options().expect("server options");
         assert_eq!(o.shutdown_grace, std::time::Duration::from_secs(30));
         let c: ServeConfig = toml::from_str("shutdown_grace_s = -1").expect("parses");

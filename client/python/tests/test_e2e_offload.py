@@ -203,13 +203,16 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     per-round ratio to (d), and having fed the same rows as (d), bit for bit. One server only."""
     done, out, _ = run_mapped(
         tmp_path, "--arms", "cd", "--rounds", "2", "--d-variant", "staged:stage_min_tokens=1",
-        "--d-variant", "p4:mapped_programs=4,stagger_gathers=1",
+        "--d-variant", "p4:mapped_programs=4,stagger_gathers=1", "--store-gpu-refresh-ms", "200",
     )  # fmt: skip
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert log.count("engram-store on") == 1, log[-3000:]
+    # (and the store was given the refresh period asked for)
+    assert "--gpu-refresh-ms 200" in log, log[-3000:]
     result = json.loads(out.read_text())
     assert {r["arm"] for r in result["arms"]} == set("cd")
+    assert result["run"]["store_gpu_refresh_ms"] == 200
     variants = result["d_variants"]
     assert variants["settings"] == {
         "d:staged": {"stage_min_tokens": 1},

@@ -95,6 +95,10 @@ pub(crate) struct ServeArgs {
     /// under its own --gpu-budget, filled with the rows asked for into buffers on it [default 0].
     #[arg(long, value_name = "N[,N...]")]
     pub(crate) gpu_device: Option<GpuDevices>,
+    /// Milliseconds between a VRAM tier's refreshes, which take in the rows now hottest and
+    /// rewrite the tier's index (50 to 600000) [default 1000].
+    #[arg(long, value_name = "MS")]
+    pub(crate) gpu_refresh_ms: Option<u64>,
     /// Read through the page cache instead of O_DIRECT.
     #[arg(long)]
     pub(crate) buffered_io: bool,
@@ -590,6 +594,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.local_socket {
         c.local_socket = v.display().to_string();
+    }
+    if let Some(v) = a.gpu_refresh_ms {
+        c.gpu_refresh_ms = v;
     }
     if let Some(v) = a.max_connections {
         c.max_connections = v;
