@@ -358,14 +358,21 @@ mod tests {
         let e = c.engine_config().expect("engine config");
         assert_eq!((e.max_rows_in_flight, e.keep_versions), (5000, 3));
         assert_eq!(e.version_watch, std::time::Duration::from_millis(500));
-        assert_eq!(e.gpu_refresh, std::time::Duration::from_secs(1), "the default refresh");
+        assert_eq!(
+            e.gpu_refresh,
+            std::time::Duration::from_secs(1),
+            "the default refresh"
+        );
         let r: ServeConfig = toml::from_str("gpu_refresh_ms = 5000").expect("refresh key");
         let refresh = r.engine_config().expect("engine config").gpu_refresh;
         assert_eq!(refresh, std::time::Duration::from_secs(5));
         for bad in [0, 49, 600_001] {
             let r: ServeConfig = toml::from_str(&format!("gpu_refresh_ms = {bad}")).expect("key");
             let e = r.engine_config().expect_err("out of range");
-            assert!(e.to_string().contains(&format!("gpu_refresh_ms {bad} ")), "{e}");
+            assert!(
+                e.to_string().contains(&format!("gpu_refresh_ms {bad} ")),
+                "{e}"
+            );
         }
         let o = c.server_options().expect("server options");
         assert_eq!(o.shutdown_grace, std::time::Duration::from_secs(30));
