@@ -1689,11 +1689,11 @@ def run_rounds(
     details: list[dict[str, Any]], failures: list[str],
 ) -> None:  # fmt: skip
     """``--rounds``: every arm's source open at once; per phase, ``rounds`` rounds that each run
-    every arm in turn (round k from the k-th arm on, wrapping around). An arm's ``details`` entry (appended to ``details`` as each phase ends)
-    is its median round (by tok/s) with every round's tok/s (``rounds_tok_per_s``) and, beside
-    arm (c), each round's ratio to (c)'s in the same round (``rounds_vs_c``) and their median
-    (``median_vs_c``). An arm that fails is reported (in ``failures``) and left out of the
-    rounds after."""
+    every arm in turn (round k from the k-th arm on, wrapping around). An arm's ``details``
+    entry (appended to ``details`` as each phase ends) is its median round (by tok/s) with every
+    round's tok/s (``rounds_tok_per_s``) and, beside arm (c), each round's ratio to (c)'s in the
+    same round (``rounds_vs_c``) and their median (``median_vs_c``). An arm that fails is
+    reported (in ``failures``) and left out of the rounds after."""
     log = ctx["log"]
 
     def failed(arm: str, e: Exception) -> None:
@@ -1734,8 +1734,7 @@ def run_rounds(
 
 def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[dict[str, Any]]:
     """Per arm that ran every round: its median round's entry, with the rounds beside it."""
-    c = [x["tok_per_s"] for x in runs.get("c", [])]
-    d = [x["tok_per_s"] for x in runs.get("d", [])]
+    base_tok = {b: [x["tok_per_s"] for x in runs.get(b, [])] for b in "cd"}
     out = []
     for arm, rs in runs.items():
         if len(rs) < rounds:
@@ -1750,14 +1749,13 @@ def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[di
                 median[key] = hashlib.sha256("".join(x[key] for x in rs).encode()).hexdigest()
         if arm == "a":  # the first round ran it twice
             median["logits_reproducible"] = rs[0]["logits_reproducible"]
-        if len(c) == rounds:
-            ratios = [t / ct for t, ct in zip(tok, c, strict=True)]
-            median["rounds_vs_c"] = ratios
-            median["median_vs_c"] = float(np.median(ratios))
-        if arm_variants.is_variant(arm) and len(d) == rounds:  # the A/B: against (d)
-            ratios = [t / dt for t, dt in zip(tok, d, strict=True)]
-            median["rounds_vs_d"] = ratios
-            median["median_vs_d"] = float(np.median(ratios))
+        # Every arm against (c); a variant of (d) also against (d), its A/B.
+        for name in "cd" if arm_variants.is_variant(arm) else "c":
+            base = base_tok[name]
+            if len(base) == rounds:
+                ratios = [t / b for t, b in zip(tok, base, strict=True)]
+                median[f"rounds_vs_{name}"] = ratios
+                median[f"median_vs_{name}"] = float(np.median(ratios))
         out.append(median)
     return out
 

@@ -57,7 +57,7 @@ use crate::size::parse_size;
 
 /// The range `gpu_refresh_ms` may take, in milliseconds: a refresh rewrites the tier's index, so
 /// not more often than 20 times a second, and at least every 10 minutes.
-const GPU_REFRESH_MS: (u64, u64) = (50, 600_000);
+const GPU_REFRESH_MS: std::ops::RangeInclusive<u64> = 50..=600_000;
 
 /// The `serve` configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -215,12 +215,12 @@ impl ServeConfig {
         c.max_batch_ids = self.max_batch_ids;
         c.gpu_budget_bytes = parse_size(&self.gpu_budget).map_err(anyhow::Error::msg)?;
         c.gpu_devices = self.gpu_device.clone();
-        if !(GPU_REFRESH_MS.0..=GPU_REFRESH_MS.1).contains(&self.gpu_refresh_ms) {
+        if !GPU_REFRESH_MS.contains(&self.gpu_refresh_ms) {
             anyhow::bail!(
                 "gpu_refresh_ms {} is out of range: give {} to {} milliseconds",
                 self.gpu_refresh_ms,
-                GPU_REFRESH_MS.0,
-                GPU_REFRESH_MS.1
+                GPU_REFRESH_MS.start(),
+                GPU_REFRESH_MS.end()
             );
         }
         c.gpu_refresh = std::time::Duration::from_millis(self.gpu_refresh_ms);

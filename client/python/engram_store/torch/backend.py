@@ -172,8 +172,9 @@ class EngramRowBackend:
             beside the model's. :meth:`rows` blocks until the copy is queued, so it suits steps
             whose first Engram layer comes later than that round trip (~0.3-0.5 ms). Takes
             precedence over ``inline_min_tokens``; never staggered. ``hash_ids`` must stay
-            unchanged until the step's last :meth:`rows`. None (default): never. Not yet
-            measured on a GPU.
+            unchanged until the step's last :meth:`rows`. None (default): never. On the H200 a
+            decode step so staged ran at 0.45-0.67x the tok/s (the round trip took ~10 ms,
+            BENCHMARKS.md 10g): for large steps only.
     """
 
     def __init__(
