@@ -1479,8 +1479,10 @@ def tier_counters(client, arm: str, log) -> dict[str, Any]:
     looked = gpu["hits"] + gpu["misses"]
     if looked == 0:  # mapped: the worker's kernel reads the tier, the server counts nothing
         log(f"arm ({arm}): VRAM tier during the runs: no lookups reached the server (the "
-            f"worker read the tier itself), {gpu['resident_rows']:,} rows resident")  # fmt: skip
-        return {"gpu_resident_rows": gpu["resident_rows"], "tiers": tiers}
+            f"worker read the tier itself), {gpu['resident_rows']:,} rows resident, "
+            f"{gpu.get('reads', 0):,} refreshes since the store started")  # fmt: skip
+        return {"gpu_resident_rows": gpu["resident_rows"], "gpu_refreshes": gpu.get("reads", 0),
+                "tiers": tiers}  # fmt: skip
     rate = gpu["hits"] / looked
     log(f"arm ({arm}): VRAM tier during the runs: {gpu['hits']:,} hits of {looked:,} rows looked "
         f"up ({rate:.1%}), {gpu['resident_rows']:,} rows resident")  # fmt: skip

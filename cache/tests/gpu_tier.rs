@@ -151,6 +151,34 @@ fn refresh_under_concurrent_lookups_never_serves_a_wrong_row() {
     println!("{batches} batches checked across 7 refreshes");
 }
 
+/// Refreshes that evict and load a few thousand rows each (the index patched bucket by bucket,
+/// the two device buffers alternating): after every one, each id of the universe is a hit on
+/// the device exactly when the host says it is resident, with the right row.
+#[test]
+fn patched_indexes_match_the_resident_set_after_every_refresh() {
+    let _turn = device_turn();
+    let Some(t) = tier(8 << 20) else { return };
+    let universe: Vec<u64> = (0..80_000u64).collect();
+    let window = 20_000u64.min(t.capacity_rows() as u64);
+    let resident =
+        |t: &GpuTier| -> Vec<bool> { universe.iter().map(|&id| t.contains(id)).collect() };
+    let mut first = Vec::new();
+    for round in 0..12u64 {
+        let start = round * 3_000;
+        refresh_to(&t, start..start + window);
+        let hits = check(&t, &universe);
+        assert_eq!(hits, t.stats().resident_rows, "round {round}");
+        if round == 0 {
+            first = resident(&t);
+        }
+    }
+    let last = resident(&t);
+    let evicted = first.iter().zip(&last).filter(|&(a, b)| *a && !*b).count();
+    assert!(evicted > 0, "no refresh evicted a row");
+    assert!(t.stats().refreshes >= 12);
+    println!("{evicted} rows of the first hot set evicted over 12 refreshes");
+}
+
 /// `gpu_alloc_fail`: the tier's device memory cannot be had; creating it fails with a clear
 /// error before the device is touched (so this runs on machines without a GPU too).
 #[cfg(feature = "failpoints")]

@@ -10,6 +10,12 @@
 //! references; (3) publish the index with them. Device memory (arena + two indexes + scratch)
 //! stays within the configured budget.
 //!
+//! The index is kept on the host too (12 bytes a bucket: 15 to 30 bytes of host memory per
+//! slot) and edited in place; a publish uploads only the buckets that differ between it and the
+//! inactive device buffer, which holds the index as of the publish before: the buckets that
+//! publish and this one changed. (Uploading whole indexes, 101 MB each for a 6.7M-row tier and
+//! four per refresh of a table, ran beside a model's own GPU work every second.)
+//!
 //! A tier can be shared with a worker process on the same GPU ([`GpuTier::share`]): the arena,
 //! both index buffers, a tag per slot (the row id it holds, `u64::MAX` while free) and a control
 //! word (which index is active) are plain `cuMemAlloc` allocations exported as CUDA IPC handles,
@@ -86,13 +92,22 @@ pub struct GpuStats {
     pub counts_dropped: u64,
 }
 
-/// Rows a refresh will bring in (the caller fetches their bytes) and what it keeps.
+/// Rows a refresh will bring in (the caller fetches their bytes) and the resident rows it
+/// evicts.
 #[derive(Debug, Clone, Default)]
 pub struct RefreshPlan {
     /// Rows to load, in this order.
     pub entering: Vec<u64>,
-    keep: Vec<u64>,
+    leaving: Vec<u64>,
     generation: u64,
+}
+
+/// What the inactive device index lacks of the host index.
+enum Lag {
+    /// The buckets the last publish wrote (the inactive buffer holds the index from before it).
+    Buckets(Vec<usize>),
+    /// Unknown (at a rebuild, or after a failed upload): the next publish uploads it whole.
+    All,
 }
 
 struct Scratch {
@@ -103,11 +118,15 @@ struct Scratch {
     host_flags: Vec<u32>,
 }
 
+/// The refresh's state, held for a whole refresh (grace waits included).
 struct Residency {
     stream: Arc<CudaStream>,
     rows: DeviceBuffer,
     slots: DeviceBuffer,
-    resident: HashMap<u64, u32, KeyHashBuilder>,
+    /// Host copy of the active device index (after a publish: of the one just published).
+    index: HotIndex,
+    /// What the inactive device index lacks of `index`.
+    lag: Lag,
     free: Vec<u32>,
     generation: u64,
     /// When an index was last published (the grace of a shared tier counts from it).
@@ -185,6 +204,9 @@ pub struct GpuTier {
     epoch: RwLock<()>,
     scratch: Mutex<Scratch>,
     residency: Mutex<Residency>,
+    /// Row id -> slot of every resident row (the host view): locked only briefly, so residency
+    /// checks and stats never wait for a refresh in progress.
+    resident: RwLock<HashMap<u64, u32, KeyHashBuilder>>,
     counter: Arc<HotCounter>,
     recorder: Recorder,
     hits: AtomicU64,
@@ -294,7 +316,9 @@ impl GpuTier {
             rows: DeviceBuffer::zeroed(&ctx, refresh_chunk * rb.max(8) as usize)?,
             slots: DeviceBuffer::zeroed(&ctx, refresh_chunk * 4)?,
             stream: refresh_stream,
-            resident: HashMap::with_hasher(KeyHashBuilder),
+            // Both device buffers start empty (all-ones keys), as the host index does.
+            index: HotIndex::empty(buckets),
+            lag: Lag::Buckets(Vec::new()),
             free: (0..capacity as u32).rev().collect(),
             generation: 0,
             published_at: Instant::now(),
@@ -325,6 +349,7 @@ impl GpuTier {
             epoch: RwLock::new(()),
             scratch: Mutex::new(scratch),
             residency: Mutex::new(residency),
+            resident: RwLock::new(HashMap::with_hasher(KeyHashBuilder)),
             counter,
             recorder,
             hits: AtomicU64::new(0),
@@ -372,7 +397,7 @@ impl GpuTier {
 
     /// True if `id` is resident now (host view).
     pub fn contains(&self, id: u64) -> bool {
-        self.residency.lock().resident.contains_key(&id)
+        self.resident.read().contains_key(&id)
     }
 
     /// Counters.
@@ -380,7 +405,7 @@ impl GpuTier {
         GpuStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            resident_rows: self.residency.lock().resident.len() as u64,
+            resident_rows: self.resident.read().len() as u64,
             capacity_rows: self.capacity as u64,
             device_bytes: self.device_bytes,
             refreshes: self.refreshes.load(Ordering::Relaxed),
@@ -573,22 +598,33 @@ impl GpuTier {
     }
 
     /// What the next refresh should load: the hottest rows not yet resident, among those
-    /// counted at least twice (see [`HotCounter`] for how counts age).
+    /// counted at least twice (see [`HotCounter`] for how counts age); and which resident rows
+    /// leave for them.
     pub fn plan_refresh(&self) -> RefreshPlan {
         let wanted = self.counter.top(self.capacity, MIN_COUNT);
         let r = self.residency.lock();
-        let (keep, entering): (Vec<u64>, Vec<u64>) = wanted
+        let resident = self.resident.read();
+        let wanted_set: std::collections::HashSet<u64, KeyHashBuilder> =
+            wanted.iter().copied().collect();
+        let entering = wanted
             .into_iter()
-            .partition(|id| r.resident.contains_key(id));
+            .filter(|id| !resident.contains_key(id))
+            .collect();
+        let leaving = resident
+            .keys()
+            .filter(|id| !wanted_set.contains(id))
+            .copied()
+            .collect();
         RefreshPlan {
             entering,
-            keep,
+            leaving,
             generation: r.generation,
         }
     }
 
-    /// Loads `plan.entering` (their bytes packed in `rows`), evicting resident rows not in the
-    /// plan, without blocking lookups. Returns the rows loaded.
+    /// Loads `plan.entering` (their bytes packed in `rows`), evicting the resident rows the
+    /// plan lets go, without blocking lookups. Returns the rows loaded. A refresh that fails
+    /// part-way leaves every published index right (rows it did not finish are absent).
     pub fn apply_refresh(&self, plan: &RefreshPlan, rows: &[u8]) -> Result<usize, GpuError> {
         if rows.len() != plan.entering.len() * self.row_bytes {
             return Err(GpuError::Invalid(
@@ -601,40 +637,85 @@ impl GpuTier {
                 "the hot set changed since this plan was made".into(),
             ));
         }
+        // Whatever happens below, a plan made before it is stale.
+        r.generation += 1;
         self.bind()?;
-        let keep: HashMap<u64, u32, KeyHashBuilder> = plan
-            .keep
-            .iter()
-            .filter_map(|id| r.resident.get(id).map(|&s| (*id, s)))
-            .collect();
-        // (1) Publish an index of the kept rows only; wait out lookups on the old one.
-        self.publish_index(&mut r, keep.iter().map(|(&k, &s)| (k, s)))?;
-        let leaving: Vec<u32> = r
-            .resident
-            .iter()
-            .filter(|(k, _)| !keep.contains_key(k))
-            .map(|(_, &s)| s)
-            .collect();
-        let free_tags = vec![FREE_TAG; leaving.len()];
-        self.write_tags(&r, &leaving, &free_tags)?;
-        r.free.extend(leaving);
+        let leaving: Vec<(u64, u32)> = {
+            let resident = self.resident.read();
+            plan.leaving
+                .iter()
+                .filter_map(|id| resident.get(id).map(|&s| (*id, s)))
+                .collect()
+        };
+        // (1) Publish the index without the leaving rows; wait out lookups on the old one.
+        let unpublished = self.publish_edits(&mut r, |index, changed| {
+            for &(id, _) in &leaving {
+                index.remove(id, changed);
+            }
+        });
+        if let Err(e) = unpublished {
+            for &(id, slot) in &leaving {
+                r.index.insert(id, slot, &mut Vec::new());
+            }
+            return Err(e);
+        }
+        {
+            let mut resident = self.resident.write();
+            for (id, _) in &leaving {
+                resident.remove(id);
+            }
+        }
+        let freed: Vec<u32> = leaving.iter().map(|&(_, s)| s).collect();
+        // The freed slots go back even if their tags cannot be rewritten: no index refers to
+        // them, and a slot is tagged again before an index does.
+        let tagged = self.write_tags(&r, &freed, &vec![FREE_TAG; freed.len()]);
+        r.free.extend(freed);
+        tagged?;
         // (2) Write entering rows into free slots, which no published index references (and,
         // shared, which no reader in another process has looked up for a grace period).
         self.wait_grace(&r);
         let n = plan.entering.len().min(r.free.len());
         let slots: Vec<u32> = (0..n).filter_map(|_| r.free.pop()).collect();
+        let entering = &plan.entering[..slots.len()];
+        let loaded = self.load_rows(
+            &mut r,
+            entering,
+            &rows[..slots.len() * self.row_bytes],
+            &slots,
+        );
+        if let Err(e) = loaded {
+            for &id in entering {
+                r.index.remove(id, &mut Vec::new());
+            }
+            r.free.extend(slots);
+            return Err(e);
+        }
+        self.resident
+            .write()
+            .extend(entering.iter().copied().zip(slots.iter().copied()));
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        Ok(slots.len())
+    }
+
+    /// Refresh steps (2) and (3): writes `rows` of `ids` into `slots` and their tags, then
+    /// publishes the index with them.
+    fn load_rows(
+        &self,
+        r: &mut Residency,
+        ids: &[u64],
+        rows: &[u8],
+        slots: &[u32],
+    ) -> Result<(), GpuError> {
         let (f, words) = self.scatter_fn();
         let arena = self.mem.arena.ptr();
-        self.scatter_through_refresh(&r, f, words, &rows[..n * self.row_bytes], &slots, arena)?;
-        self.write_tags(&r, &slots, &plan.entering[..n])?;
-        // (3) Publish the index with the new rows.
-        let mut resident = keep;
-        resident.extend(plan.entering.iter().copied().zip(slots.iter().copied()));
-        self.publish_index(&mut r, resident.iter().map(|(&k, &s)| (k, s)))?;
-        r.resident = resident;
-        r.generation += 1;
-        self.refreshes.fetch_add(1, Ordering::Relaxed);
-        Ok(n)
+        self.scatter_through_refresh(r, f, words, rows, slots, arena)?;
+        self.write_tags(r, slots, ids)?;
+        self.publish_edits(r, |index, changed| {
+            for (&id, &slot) in ids.iter().zip(slots) {
+                // Never refused: the index has more buckets than the arena has slots.
+                index.insert(id, slot, changed);
+            }
+        })
     }
 
     /// Once shared, sleeps until [`SHARED_GRACE`] has passed since the last publish.
@@ -704,39 +785,89 @@ impl GpuTier {
         Ok(())
     }
 
-    /// Uploads an index into the inactive buffer, makes it active, and waits until no lookup
+    /// Edits the host index with `edit` (which names the buckets it writes), brings the
+    /// inactive device buffer up to it, makes that buffer active, and waits until no lookup
     /// still uses the previous one (shared: first waits out the grace since the last publish,
-    /// as readers elsewhere may still probe the inactive buffer).
-    fn publish_index(
+    /// as readers elsewhere may still probe the inactive buffer). On an error the next publish
+    /// uploads the whole index.
+    fn publish_edits(
         &self,
         r: &mut Residency,
-        entries: impl Iterator<Item = (u64, u32)>,
+        edit: impl FnOnce(&mut HotIndex, &mut Vec<usize>),
     ) -> Result<(), GpuError> {
-        let idx = HotIndex::build(entries, self.buckets);
+        let mut changed = Vec::new();
+        edit(&mut r.index, &mut changed);
+        if changed.is_empty() && matches!(r.lag, Lag::Buckets(_)) {
+            // The active buffer already is the host index.
+            return Ok(());
+        }
+        // Until this publish completes, the inactive buffer's state is unknown.
+        let lag = std::mem::replace(&mut r.lag, Lag::All);
         self.wait_grace(r);
         let next = 1 - self.active.load(Ordering::Acquire);
-        let stream = r.stream.clone();
-        let cu = stream.cu_stream();
-        let (kp, sp) = (
-            self.mem.index_keys.ptr() + (next * self.buckets * 8) as u64,
-            self.mem.index_slots.ptr() + (next * self.buckets * 4) as u64,
-        );
-        // SAFETY: the inactive index is referenced by no lookup (the last publish waited them
-        // out); the host arrays are exactly `buckets` long and live until the synchronize.
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(kp, &idx.keys, cu)
-                .map_err(|e| GpuError::cuda("upload index", e))?;
-            cudarc::driver::result::memcpy_htod_async(sp, &idx.slots, cu)
-                .map_err(|e| GpuError::cuda("upload index", e))?;
+        match lag {
+            // Bucket positions go to the device as u32; a patch of more than a quarter of the
+            // index costs more than the whole.
+            Lag::Buckets(mut buckets)
+                if self.buckets <= 1 << 32 && buckets.len() + changed.len() <= self.buckets / 4 =>
+            {
+                buckets.extend_from_slice(&changed);
+                buckets.sort_unstable();
+                buckets.dedup();
+                self.upload_buckets(r, next, &buckets)?;
+            }
+            _ => self.upload_index(r, next)?,
         }
-        stream
-            .synchronize()
-            .map_err(|e| GpuError::cuda("upload index", e))?;
         self.mem.control.write(0, &[next as u32])?;
         self.active.store(next, Ordering::Release);
         drop(self.epoch.write());
         r.published_at = Instant::now();
+        // The buffer just made inactive holds the index before this publish's edits.
+        r.lag = Lag::Buckets(changed);
         Ok(())
+    }
+
+    /// Device addresses of index buffer `k`'s keys and slots.
+    fn index_buffer(&self, k: usize) -> (u64, u64) {
+        (
+            self.mem.index_keys.ptr() + (k * self.buckets * 8) as u64,
+            self.mem.index_slots.ptr() + (k * self.buckets * 4) as u64,
+        )
+    }
+
+    /// Copies buckets `buckets` of the host index into index buffer `k`.
+    fn upload_buckets(&self, r: &Residency, k: usize, buckets: &[usize]) -> Result<(), GpuError> {
+        let (kp, sp) = self.index_buffer(k);
+        let positions: Vec<u32> = buckets.iter().map(|&b| b as u32).collect();
+        let keys: Vec<u8> = buckets
+            .iter()
+            .flat_map(|&b| r.index.keys[b].to_le_bytes())
+            .collect();
+        let slots: Vec<u8> = buckets
+            .iter()
+            .flat_map(|&b| r.index.slots[b].to_le_bytes())
+            .collect();
+        let scatter = &self.kernels.scatter_1;
+        self.scatter_through_refresh(r, scatter, 8, &keys, &positions, kp)?;
+        self.scatter_through_refresh(r, scatter, 4, &slots, &positions, sp)
+    }
+
+    /// Copies the whole host index into index buffer `k`.
+    fn upload_index(&self, r: &Residency, k: usize) -> Result<(), GpuError> {
+        let (kp, sp) = self.index_buffer(k);
+        let stream = r.stream.clone();
+        let cu = stream.cu_stream();
+        // SAFETY: buffer `k` is referenced by no lookup (the last publish waited them out);
+        // the host arrays are exactly `buckets` long and live until the synchronize.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(kp, &r.index.keys, cu)
+                .map_err(|e| GpuError::cuda("upload index", e))?;
+            cudarc::driver::result::memcpy_htod_async(sp, &r.index.slots, cu)
+                .map_err(|e| GpuError::cuda("upload index", e))?;
+        }
+        stream
+            .synchronize()
+            .map_err(|e| GpuError::cuda("upload index", e))
     }
 
     /// Shares the tier with a worker process on the same GPU: the IPC handles and geometry it

@@ -51,8 +51,16 @@ impl GpuTier {
         let ids: Vec<u64> = (0..rows as u64).collect();
         let slots: Vec<u32> = (0..rows as u32).collect();
         self.write_tags(&r, &slots, &ids)?;
-        self.publish_index(&mut r, (0..rows as u64).map(|i| (i, i as u32)))?;
-        r.resident = (0..rows as u64).map(|i| (i, i as u32)).collect();
+        let previous: Vec<u64> = self.resident.read().keys().copied().collect();
+        self.publish_edits(&mut r, |index, changed| {
+            for id in previous {
+                index.remove(id, changed);
+            }
+            for i in 0..rows {
+                index.insert(i as u64, i as u32, changed);
+            }
+        })?;
+        *self.resident.write() = (0..rows as u64).map(|i| (i, i as u32)).collect();
         r.free = (rows as u32..self.capacity as u32).rev().collect();
         r.generation += 1;
         Ok(())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Session 11's device calls (BENCHMARKS.md 10h), as they ran: `OUT_FINAL=$OUT bash session11.sh
+# CALL` from the repository root on the GPU machine, binaries and wheels carried in .device-bin
+# (this session's store: the VRAM tier patches its index by the buckets a refresh changed),
+# .device-bin-old (session 10's store, which uploaded each index whole, twice a refresh) and .whl.
+# CALL 1: the GPU tests, then arm (d)'s decode against (b) and (c) with the new store and with
+# the old one, each its own harness run (own store) on the same tokens.
+set -u
+R=/tmp/res; mkdir -p $R
+run() { # name shape arms limit, extra flags
+  local name=$1 shape=$2 arms=$3 limit=$4; shift 4
+  OUT=$R/$name TESTS=0 HUGE_SHM=0 bash benches/e2e/h200_device_run.sh $shape $arms \
+    $limit --transport mapped "$@" > $R/$name.main.log 2>&1
+  grep "median of\|exit\|tier counters\|VRAM tier holds\|mapped the\|checks:" $R/$name.main.log
+  for f in $R/$name/e2e/offload-*.json $R/$name/e2e/offload-*.svg; do
+    [ -f "$f" ] && cp "$f" "$OUT_FINAL/$name-$(basename $f)"; done
+  cp $R/$name.main.log $OUT_FINAL/ 2>/dev/null
+}
+DECODE=(--rounds 4 --decode-steps 256 --prefill-chunks 0)
+case ${1:?call 1-3} in
+  1)
+    OUT=$R TESTS=1 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
+    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store \
+      timeout 120 python3 -m pytest -q -rs client/python/tests/test_cuda_regions.py \
+      > $R/pytest-regions.log 2>&1; echo "regions pytest rc=$?"; tail -3 $R/pytest-regions.log
+    cp $R/tests.log $R/pytest.log $R/gpu_tier.log $R/pytest-regions.log "$OUT_FINAL"/ 2>/dev/null
+    tail -8 $R/tests.log
+    run new4b dense-4b bcd 200 "${DECODE[@]}"
+    BINDIR=.device-bin-old run old4b dense-4b bcd 200 "${DECODE[@]}" ;;
+esac
