@@ -11,15 +11,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-#: What a variant may set, and what it sets: an ``EngramRowBackend`` argument, or
-#: (``mapped_programs``) the mapped transport's grid cap for the variant's gathers.
+#: What a variant may set, and what it sets: an ``EngramRowBackend`` argument, or (``mapped_*``)
+#: a setting of the mapped transport for the variant's gathers.
 VARIANT_KEYS = {
     "stage_min_tokens": "EngramRowBackend(stage_min_tokens=N)",
     "inline_min_tokens": "EngramRowBackend(inline_min_tokens=N)",
     "side_priority": "EngramRowBackend(side_priority=N)",
     "stagger_gathers": "EngramRowBackend(stagger_gathers=bool(N))",
-    "mapped_programs": "MappedTransport.with_programs(N) (--transport mapped)",
+    "mapped_programs": "MappedTransport.view(max_programs=N) (--transport mapped)",
+    "mapped_record_every": "MappedTransport.view(record_every=N) (--transport mapped; 0: the "
+    "variant's gathers are not recorded with the store)",
 }
+
+#: The variant keys that set the mapped transport, and the :meth:`MappedTransport.view` setting
+#: each one is.
+TRANSPORT_KEYS = {"mapped_programs": "max_programs", "mapped_record_every": "record_every"}
 
 #: The prefix of a variant's arm name.
 PREFIX = "d:"
@@ -78,9 +84,14 @@ def backend_overrides(variant: Variant) -> dict[str, object]:
     for key, value in variant.settings.items():
         if key == "stagger_gathers":
             out[key] = bool(value)
-        elif key != "mapped_programs":
+        elif key not in TRANSPORT_KEYS:
             out[key] = value
     return out
+
+
+def transport_overrides(variant: Variant) -> dict[str, int]:
+    """The :meth:`MappedTransport.view` settings ``variant`` sets."""
+    return {TRANSPORT_KEYS[k]: v for k, v in variant.settings.items() if k in TRANSPORT_KEYS}
 
 
 def check_rows(variants: Sequence[dict], arms: Sequence[dict]) -> list[str]:

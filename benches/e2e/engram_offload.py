@@ -1236,16 +1236,17 @@ def row_backend(transport, ctx: dict[str, Any], **overrides: Any):
 
 def variant_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
     """Arm (d)'s variant ``arm``: a backend over (d)'s transport (open before it, closed after
-    it), or over a view of it with another grid cap; the variant's settings over the flags'."""
+    it), or over a view of it with other settings; the variant's settings over the flags'."""
     variant = next(v for v in ctx["args"].d_variants if v.arm == arm)
     transport = ctx.get("d_transport")
     if transport is None:
         raise RuntimeError(f"arm ({arm}) runs on arm (d)'s store, which is not open")
-    programs = variant.settings.get("mapped_programs")
-    if programs is not None:
+    overrides = arm_variants.transport_overrides(variant)
+    if overrides:
         if not isinstance(transport, MappedTransport):
-            raise RuntimeError(f"arm ({arm}): mapped_programs needs --transport mapped")
-        transport = transport.with_programs(programs)
+            keys = ", ".join(k for k in variant.settings if k in arm_variants.TRANSPORT_KEYS)
+            raise RuntimeError(f"arm ({arm}): {keys} needs --transport mapped")
+        transport = transport.view(**overrides)
     backend = row_backend(transport, ctx, **arm_variants.backend_overrides(variant))
     try:
         yield backend

@@ -28,4 +28,11 @@ case ${1:?call 1-3} in
     tail -8 $R/tests.log
     run new4b dense-4b bcd 200 "${DECODE[@]}"
     BINDIR=.device-bin-old run old4b dense-4b bcd 200 "${DECODE[@]}" ;;
+  2)  # call 1's rounds swung 2-5% from one to the next: more, shorter rounds. In each run a
+      # variant of (d) whose gathers are not recorded (mapped_record_every=0): the worker's own
+      # share of the recording's cost, the store's refreshes (driven by (d)'s recording) the same
+      # for both. Then the store refreshing every 10 s instead of every 1 s.
+    V=(--rounds 8 --decode-steps 128 --prefill-chunks 0 --d-variant nr:mapped_record_every=0)
+    run rec4b dense-4b bcd 240 "${V[@]}"
+    run slow4b dense-4b bcd 240 "${V[@]}" --store-gpu-refresh-ms 10000 ;;
 esac

@@ -676,11 +676,20 @@ class MappedTransport(RowTransport):
 
     def with_programs(self, max_programs: int | None) -> MappedTransport:
         """A view of this transport whose gathers run on a grid of ``max_programs`` (None: every
-        SM): it shares this one's mappings, threads, client and recording (an A/B of the grid
-        in one process needs no second mapping). Close this transport, not the view: the view's
-        own :meth:`close` does nothing."""
+        SM); see :meth:`view`."""
+        return self.view(max_programs=max_programs)
+
+    def view(self, **settings: Any) -> MappedTransport:
+        """A view of this transport with some of its settings changed (``max_programs``,
+        ``record_every``): it shares this one's mappings, threads, client and recording state
+        (an A/B of a setting in one process needs no second mapping). Close this transport,
+        not the view: the view's own :meth:`close` does nothing."""
+        unknown = sorted(set(settings) - {"max_programs", "record_every"})
+        if unknown:
+            raise TypeError(f"MappedTransport.view: no setting {', '.join(unknown)}")
         view = copy.copy(self)
-        view.max_programs = max_programs
+        for name, value in settings.items():
+            setattr(view, name, value)
         view._view_of = self
         return view
 
