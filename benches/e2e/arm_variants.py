@@ -18,10 +18,15 @@ VARIANT_KEYS = {
     "inline_min_tokens": "EngramRowBackend(inline_min_tokens=N)",
     "side_priority": "EngramRowBackend(side_priority=N)",
     "stagger_gathers": "EngramRowBackend(stagger_gathers=bool(N))",
+    "after_first_segment": "the step's lookup begun after the model's first segment is "
+    "queued (--after-first-segment; 1: after, 0: before)",
     "mapped_programs": "MappedTransport.view(max_programs=N) (--transport mapped)",
     "mapped_record_every": "MappedTransport.view(record_every=N) (--transport mapped; 0: the "
     "variant's gathers are not recorded with the store)",
 }
+
+#: The variant keys that set how the harness drives the backend, not the backend.
+SOURCE_KEYS = {"after_first_segment"}
 
 #: The variant keys that set the mapped transport, and the :meth:`MappedTransport.view` setting
 #: each one is.
@@ -84,7 +89,7 @@ def backend_overrides(variant: Variant) -> dict[str, object]:
     for key, value in variant.settings.items():
         if key == "stagger_gathers":
             out[key] = bool(value)
-        elif key not in TRANSPORT_KEYS:
+        elif key not in TRANSPORT_KEYS and key not in SOURCE_KEYS:
             out[key] = value
     return out
 

@@ -292,6 +292,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default 1: more only spin against the server's threads on a small machine)",
     )
     p.add_argument(
+        "--after-first-segment",
+        action="store_true",
+        help="each arm begins a step's lookup once the model's layers before the first Engram "
+        "layer are queued, not before them: the device runs those layers during the lookup's "
+        "host work, and a side-stream gather waits for the step's ids alone "
+        "(EngramRowBackend.prefetch(after=event))",
+    )
+    p.add_argument(
         "--inline-min-tokens",
         type=int,
         help="with --transport mapped: steps of at least this many tokens gather on the model's "
@@ -573,6 +581,9 @@ class Source:
 
     with_engram = True
     device_ids = False  # wants the step's row ids hashed on the device (``Runner.ids``)
+    # ``begin`` once the model's first segment is queued (``--after-first-segment``): a gather
+    # on a side stream then waits for the ids alone (``Runner.ids_ready``), not that segment.
+    after_first_segment = False
 
     def start(self, run: Runner) -> None:
         """Before the first step of a phase."""
@@ -616,10 +627,13 @@ class TableSource(Source):
         self.done = [torch.cuda.Event(enable_timing=True) for _ in tables] if self.cuda else []
         self.done_at = [0.0] * len(tables)
 
-    def gather(self, ids, rows: list) -> None:
+    def gather(self, ids, rows: list, after=None) -> None:
         """Rows of every layer for ``ids [tokens, layers, columns]`` into ``rows``, on the side
-        stream if there is one (after the work queued so far on the current stream)."""
-        if self.stream is not None:
+        stream if there is one (after the work queued so far on the current stream, or only
+        after event ``after``)."""
+        if self.stream is not None and after is not None:
+            self.stream.wait_event(after)
+        elif self.stream is not None:
             self.stream.wait_stream(torch.cuda.current_stream())
         with (
             torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
@@ -632,7 +646,7 @@ class TableSource(Source):
                     self.done_at[j] = time.perf_counter()
 
     def begin(self, run: Runner, step: int) -> None:
-        self.gather(run.ids, run.state.rows)
+        self.gather(run.ids, run.state.rows, after=run.begin_after(self))
 
     def ready(self, run: Runner, j: int) -> None:
         if self.stream is not None:
@@ -692,7 +706,9 @@ class StoreSource(Source):
         if slot is not None:
             self.slot = slot
         elif self.device_ids:  # the rows land in the staging buffers, as arm (c)'s
-            self.slot = self.backend.prefetch(hash_ids=run.ids, out=run.state.rows)
+            self.slot = self.backend.prefetch(
+                hash_ids=run.ids, out=run.state.rows, after=run.begin_after(self)
+            )
         else:
             self.slot = self._prefetch(phase, step)
         self.step = step
@@ -817,6 +833,13 @@ class Runner:
         self.graph_error: dict[bool, float] = {}
         self._hash_graph = None
         self.ids = None
+        #: Recorded once the step's ids are hashed (on a GPU): what a late ``begin`` waits for.
+        self.ids_ready = torch.cuda.Event() if self.cuda else None
+
+    def begin_after(self, source: Source):
+        """The event ``source``'s gather waits for instead of the current stream: the ids being
+        hashed, when its ``begin`` comes after the first segment is queued; else None."""
+        return self.ids_ready if source.after_first_segment else None
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -948,10 +971,15 @@ class Runner:
                 self.context_host.copy_(torch.from_numpy(phase.context[step]))
                 self.context.copy_(self.context_host, non_blocking=True)
                 hash_fn()
-            source.begin(self, step)
+                if self.ids_ready is not None:
+                    self.ids_ready.record()
+            if not source.after_first_segment:
+                source.begin(self, step)
             for j in range(layers):
                 pieces[j]()
                 marks.segment_done(j)
+                if j == 0 and source.after_first_segment:
+                    source.begin(self, step)
                 t = time.perf_counter()
                 source.ready(self, j)
                 wait_s += time.perf_counter() - t
@@ -1079,7 +1107,19 @@ def sm_count(device) -> int | None:
 
 @contextlib.contextmanager
 def arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
-    """The ``Source`` of ``arm`` with what it needs set up (and torn down after)."""
+    """The ``Source`` of ``arm`` with what it needs set up (and torn down after), beginning its
+    steps' lookups where ``--after-first-segment`` (or the variant's setting) says."""
+    with _arm_source(arm, ctx) as source:
+        late = ctx["args"].after_first_segment
+        if arm_variants.is_variant(arm):
+            variant = next(v for v in ctx["args"].d_variants if v.arm == arm)
+            late = bool(variant.settings.get("after_first_segment", late))
+        source.after_first_segment = late
+        yield source
+
+
+@contextlib.contextmanager
+def _arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
     args, device = ctx["args"], ctx["device"]
     if arm == "a":
         yield NoEngram()
@@ -1832,6 +1872,7 @@ def report_results(
             "mapped_record_every": args.mapped_record_every,
             "mapped_stage_ahead": args.mapped_stage_ahead,
             "inline_min_tokens": args.inline_min_tokens,
+            "after_first_segment": args.after_first_segment,
             "rounds": args.rounds,
             "mapped_programs": args.mapped_programs,
             "mapped_ahead_programs": args.mapped_ahead_programs,

@@ -266,6 +266,20 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
                 torch.cuda.synchronize(device)
                 assert torch.equal(got.view(torch.int16), want.view(torch.int16))
                 assert backend.ready_event(0) is not None
+            # prefetch(after=event): the gather waits for the ids' event alone, not for the work
+            # queued behind it on the current stream; ids made on the device, and from the host
+            # (moved on the side stream).
+            made = dev_ids.clone()
+            ready = torch.cuda.Event()
+            ready.record()
+            busy = torch.randn(2048, 2048, device=device)
+            for _ in range(20):
+                busy = busy @ busy / 2048
+            for hash_ids in (made.view(-1, 1, 24), ids.reshape(-1, 1, 24)):
+                backend.prefetch(hash_ids=hash_ids, after=ready)
+                got = backend.rows(0)
+                torch.cuda.synchronize(device)
+                assert torch.equal(got.view(torch.int16), want.view(torch.int16))
         # A row id past the table's end: a zero row there, and the table's next gather raises,
         # naming it (once).
         bad_ids = dev_ids.clone()

@@ -35,4 +35,15 @@ case ${1:?call 1-3} in
     V=(--rounds 8 --decode-steps 128 --prefill-chunks 0 --d-variant nr:mapped_record_every=0)
     run rec4b dense-4b bcd 240 "${V[@]}"
     run slow4b dense-4b bcd 240 "${V[@]}" --store-gpu-refresh-ms 10000 ;;
+  3)  # (d)'s step start: the backend's prefetch is ~80-170 us of host work before the model's
+      # first segment is queued. A variant begins it after that segment (prefetch(after=ids
+      # event)); the GPU test of prefetch(after=...) first.
+    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_BIN=$PWD/.device-bin/engram-store \
+      ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store timeout 150 python3 -m pytest -q -rs \
+      client/python/tests/test_torch_mapped.py > $R/pytest.log 2>&1; echo "pytest rc=$?"
+    tail -3 $R/pytest.log; cp $R/pytest.log "$OUT_FINAL"/
+    V=(--rounds 8 --decode-steps 128 --prefill-chunks 0 --d-variant late:after_first_segment=1)
+    run late4b dense-4b bcd 230 "${V[@]}"
+    run late8b dense-8b bcd 230 "${V[@]}" ;;
 esac

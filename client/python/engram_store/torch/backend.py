@@ -299,6 +299,7 @@ class EngramRowBackend:
         slot: int | None = None,
         out: Sequence[torch.Tensor] | None = None,
         ahead: bool = False,
+        after: Any = None,
     ) -> int:
         """Starts fetching the rows of one step into a slot; returns the slot.
 
@@ -313,7 +314,11 @@ class EngramRowBackend:
         later step (a prefill's next chunk), so a transport that gathers on the device may take
         longer and leave more of the device to the model (short programs the GPU interleaves
         with the model's kernels; see :class:`MappedTransport`'s ``ahead_programs``); such a
-        gather is never staggered nor captured as a graph.
+        gather is never staggered nor captured as a graph. ``after`` (a transport that gathers on
+        the device, on its side stream): a ``torch.cuda.Event`` recorded once ``hash_ids`` were
+        made; the gather waits for it instead of for everything queued on the current stream, so
+        an engine may queue its first layers before calling ``prefetch`` and the device runs
+        them while this call's host work goes on (the rows still land beside those layers).
         """
         if (hash_ids is None) == (token_ids is None):
             raise ValueError("give hash_ids or token_ids, not both or neither")
@@ -327,7 +332,7 @@ class EngramRowBackend:
         if out is not None and not self._device_gather:
             raise ValueError("prefetch(out=...) needs a transport that gathers on the device")
         if self._device_gather:
-            self._gather_on_device(index, hash_ids, token_ids, context, out, ahead)
+            self._gather_on_device(index, hash_ids, token_ids, context, out, ahead, after)
             with self._lock:
                 self._latest = index
                 self._next_slot = (index + 1) % len(self._slots)
@@ -441,11 +446,19 @@ class EngramRowBackend:
             raise KeyError(f"layer {layer} is not one of this backend's layers {known}") from None
 
     def _gather_on_device(
-        self, index: int, hash_ids: Any, token_ids: Any, context: Any, out: Any, ahead: bool
+        self,
+        index: int,
+        hash_ids: Any,
+        token_ids: Any,
+        context: Any,
+        out: Any,
+        ahead: bool,
+        after: Any = None,
     ) -> None:
         """Queues each layer's gather kernel into slot ``index`` on the side stream (staggered:
         the first layer's only, the others kept for :meth:`rows`), after the work queued so far
-        on the current stream (which made the ids) and after the slot's last reads."""
+        on the current stream (which made the ids), or only after event ``after``, and after
+        the slot's last reads."""
         s = self._slots[index]
         if hash_ids is None:
             if self.hasher is None:
@@ -455,9 +468,8 @@ class EngramRowBackend:
             hash_ids = self.hasher.row_ids(token_ids, ctx).reshape(
                 token_ids.size, len(self.layers), -1
             )
-        ids = self._checked_hash_ids(hash_ids).to(self.device, torch.int64, non_blocking=True)
-        n = ids.shape[0]
-        local = ids[:, :, self.column_start : self.column_start + self.local_columns]
+        checked = self._checked_hash_ids(hash_ids)
+        n = checked.shape[0]
         s.num_tokens = n
         s.dead = [None] * len(self.layers)
         if out is None:
@@ -487,10 +499,18 @@ class EngramRowBackend:
         not_queued = _Resolved(error=RuntimeError("this layer's gather was never queued"))
         s.futures = [not_queued] * len(self.layers)
         s.deferred = [None] * len(self.layers)
-        s.ids_keep = ids if stagger else None
         side = None if inline else self._side
-        if side is not None:
-            side.wait_stream(torch.cuda.current_stream(self.device))
+        if side is not None and after is not None:
+            # Behind ``after`` alone; ids that must move to the device move on the side stream.
+            side.wait_event(after)
+            with torch.cuda.stream(side):
+                ids = checked.to(self.device, torch.int64, non_blocking=True)
+        else:
+            ids = checked.to(self.device, torch.int64, non_blocking=True)
+            if side is not None:
+                side.wait_stream(torch.cuda.current_stream(self.device))
+        local = ids[:, :, self.column_start : self.column_start + self.local_columns]
+        s.ids_keep = ids if stagger else None
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
             for i in range(len(self.layers)):
                 if stagger and i != self._first:
