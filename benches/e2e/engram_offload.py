@@ -1727,12 +1727,25 @@ def run_phase(
     return out
 
 
+def round_order(arms: Sequence[str], k: int) -> list[str]:
+    """The order of round ``k``'s arms: rounds go in pairs, the first of a pair ``k // 2`` arms
+    further on than ``arms``, the second the same backwards, so over each pair an arm follows
+    each neighbour as often as it precedes it. An arm runs differently after some arms: after
+    one that leaves the GPU idle (as (e) waiting on the disk does) it starts on a cooler,
+    faster-clocked GPU, and after arm (d) a variant of (d) finds in VRAM the rows (d)'s recorded
+    lookups brought there (worth up to a point in BENCHMARKS 10h, when every round went forward)."""
+    order = list(arms)
+    turn = (k // 2) % max(1, len(order))
+    order = order[turn:] + order[:turn]
+    return order[::-1] if k % 2 else order
+
+
 def run_rounds(
     arms: Sequence[str], ctx: dict[str, Any], runners: list[Runner], rounds: int,
     details: list[dict[str, Any]], failures: list[str],
 ) -> None:  # fmt: skip
     """``--rounds``: every arm's source open at once; per phase, ``rounds`` rounds that each run
-    every arm in turn (round k from the k-th arm on, wrapping around). An arm's ``details``
+    every arm in turn (in :func:`round_order`). An arm's ``details``
     entry (appended to ``details`` as each phase ends) is its median round (by tok/s) with every
     round's tok/s (``rounds_tok_per_s``) and, beside arm (c), each round's ratio to (c)'s in the
     same round (``rounds_vs_c``) and their median (``median_vs_c``). An arm that fails is
@@ -1754,12 +1767,7 @@ def run_rounds(
             runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in sources}
             for k in range(rounds):
                 r.use_round(k)
-                # Round k starts k arms further on: no arm always follows the same one (an arm
-                # that leaves the GPU idle, as (e) waiting on the disk does, lets the next one
-                # start on a cooler, faster-clocked GPU).
-                order = list(sources)
-                turn = k % max(1, len(order))
-                for arm in order[turn:] + order[:turn]:
+                for arm in round_order(list(sources), k):
                     try:
                         twice = arm == "a" and k == 0
                         runs[arm].append(run_phase(arm, sources[arm], r, ctx, twice))

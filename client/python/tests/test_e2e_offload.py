@@ -6,6 +6,7 @@ phase and batch, and others for (a). Skipped without torch or a built engram-sto
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -138,6 +139,25 @@ def load_harness():
     finally:
         sys.path.remove(str(SCRIPT.parent))
     return module
+
+
+def test_round_orders_balance_who_follows_whom():
+    """Over every pair of rounds each arm runs right after each neighbour as often as right
+    before it (a variant of (d) no longer follows (d) in most rounds), and over ``2 x arms``
+    rounds each arm starts a round, and ends one, equally often."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    harness = load_harness()
+    arms = ["b", "c", "d", "d:late"]
+    orders = [harness.round_order(arms, k) for k in range(8)]
+    assert all(sorted(o) == sorted(arms) for o in orders)
+    for pair in range(4):
+        follows = collections.Counter()
+        for order in orders[2 * pair : 2 * pair + 2]:
+            follows.update(zip(order, order[1:]))
+        for (x, y), n in follows.items():
+            assert follows[(y, x)] == n, (pair, x, y, orders)
+    assert collections.Counter(o[0] for o in orders) == {a: 2 for a in arms}
+    assert collections.Counter(o[-1] for o in orders) == {a: 2 for a in arms}
 
 
 def test_rounds_and_phases_read_tokens_of_their_own():
