@@ -3,7 +3,9 @@
 //! under the counter's lock, which the refresh also takes to rank the counts. (Counting in the
 //! request was 2.5 ms of the 3.1 ms the server spent on a 65,536-row batch served from VRAM, on
 //! an H200 host.) When the thread falls behind, whole batches are dropped and the dropped ids
-//! counted: the counts are samples anyway.
+//! counted: the counts are samples anyway. Prefetch hints go the same way, so an async request
+//! handler never waits on the counts' lock (which a refresh holds while it ranks millions of
+//! counts); a hint that finds the queue full is counted in place instead, never dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,8 @@ use super::hot_counter::HotCounter;
 
 enum Message {
     Ids(Vec<u64>),
+    /// Hinted ids and the weight of each.
+    Hint(Vec<u64>, u32),
     /// Answered once every message before it has been counted.
     Flush(Sender<()>),
 }
@@ -45,6 +49,7 @@ impl Recorder {
                 for message in rx {
                     match message {
                         Message::Ids(ids) => counter.record(&ids),
+                        Message::Hint(ids, boost) => counter.hint(&ids, boost),
                         Message::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -65,6 +70,18 @@ impl Recorder {
         let Some(tx) = &self.tx else { return };
         if let Err(TrySendError::Full(_)) = tx.try_send(Message::Ids(ids.to_vec())) {
             self.dropped.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands hinted `ids` (each weighing `boost`) to the thread; if it is `depth` batches
+    /// behind, counts them here (taking the counts' lock) rather than lose them.
+    pub(crate) fn hint(&self, counter: &HotCounter, ids: &[u64], boost: u32) {
+        let queued = match &self.tx {
+            Some(tx) => tx.try_send(Message::Hint(ids.to_vec(), boost)).is_ok(),
+            None => false,
+        };
+        if !queued {
+            counter.hint(ids, boost);
         }
     }
 
@@ -117,5 +134,42 @@ mod tests {
         assert!(r.dropped() >= 1000, "dropped {}", r.dropped());
         assert_eq!(r.dropped() % 1000, 0);
         drop(r); // joins the thread
+    }
+
+    #[test]
+    fn hints_wait_for_no_lock_and_are_never_dropped() {
+        let counter = Arc::new(HotCounter::new(1 << 16, 0));
+        let r = Recorder::spawn(counter.clone(), 2).expect("thread");
+        // The counts' lock held (as a refresh ranking them does): hints still return at once
+        // while the queue has room.
+        let stalled = counter.stall_for_test();
+        r.hint(&counter, &[7], 4);
+        r.hint(&counter, &[8], 4);
+        drop(stalled);
+        r.flush();
+        let mut top = counter.top(2, 4);
+        top.sort_unstable();
+        assert_eq!(top, vec![7, 8]);
+        // A full queue: the hint is counted in place, not dropped.
+        let stalled = counter.stall_for_test();
+        let big: Vec<u64> = (100..1100).collect();
+        for _ in 0..4 {
+            r.record(&big);
+        }
+        let hinting = {
+            let (r, counter) = (&r, counter.clone());
+            std::thread::scope(|scope| {
+                let waiter = scope.spawn(move || r.hint(&counter, &[9], 50));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let waiting = !waiter.is_finished();
+                drop(stalled);
+                waiter.join().expect("hint");
+                waiting
+            })
+        };
+        assert!(hinting, "a hint into a full queue counts in place, behind the lock");
+        r.flush();
+        assert_eq!(counter.top(1, 50), vec![9]);
+        assert_eq!(r.dropped() % 1000, 0, "only recorded batches are dropped");
     }
 }

@@ -390,9 +390,10 @@ impl GpuTier {
         self.recorder.flush();
     }
 
-    /// Counts a prefetch hint: these rows are about to be used.
+    /// Counts a prefetch hint (these rows are about to be used) on the tier's counting thread,
+    /// so the caller never waits for a refresh ranking the counts.
     pub fn hint(&self, ids: &[u64]) {
-        self.counter.hint(ids, 4);
+        self.recorder.hint(&self.counter, ids, 4);
     }
 
     /// True if `id` is resident now (host view).
@@ -599,8 +600,9 @@ impl GpuTier {
 
     /// What the next refresh should load: the hottest rows not yet resident, among those
     /// counted at least twice (see [`HotCounter`] for how counts age); and which resident rows
-    /// leave for them.
+    /// leave for them. Counts every access and hint handed over before the call.
     pub fn plan_refresh(&self) -> RefreshPlan {
+        self.recorder.flush();
         let wanted = self.counter.top(self.capacity, MIN_COUNT);
         let r = self.residency.lock();
         let resident = self.resident.read();
