@@ -46,4 +46,12 @@ case ${1:?call 1-3} in
     V=(--rounds 8 --decode-steps 128 --prefill-chunks 0 --d-variant late:after_first_segment=1)
     run late4b dense-4b bcd 230 "${V[@]}"
     run late8b dense-8b bcd 230 "${V[@]}" ;;
+  4)  # the GPU tests again after hints went through the tier's counting thread
+    OUT=$R TESTS=1 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
+    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store \
+      timeout 60 python3 -m pytest -q -rs client/python/tests/test_cuda_regions.py \
+      > $R/pytest-regions.log 2>&1; echo "regions pytest rc=$?"; tail -2 $R/pytest-regions.log
+    cp $R/tests.log $R/pytest.log $R/gpu_tier.log $R/pytest-regions.log "$OUT_FINAL"/ 2>/dev/null
+    grep "rc=\|passed\|failed" $R/tests.log ;;
 esac
