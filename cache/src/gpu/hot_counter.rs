@@ -71,19 +71,44 @@ impl HotCounter {
         decay(&mut self.counts.lock());
     }
 
-    /// The `k` ids with the highest counts of at least `min_count`, highest first.
+    /// The `k` ids with the highest counts of at least `min_count`, highest count first (ties
+    /// at the lowest count taken: whichever come first). Two passes over the counts under
+    /// their lock: a histogram of the counts finds the lowest count that makes the cut, then
+    /// only the ids that make it are collected, so the transient memory is `k` entries, not
+    /// one per counted id.
     pub fn top(&self, k: usize, min_count: u32) -> Vec<u64> {
         let counts = self.counts.lock();
-        let mut all: Vec<(u32, u64)> = counts
-            .iter()
-            .filter(|&(_, &c)| c >= min_count)
-            .map(|(&id, &c)| (c, id))
-            .collect();
-        drop(counts);
-        if all.len() > k {
-            all.select_nth_unstable_by(k, |a, b| b.cmp(a));
-            all.truncate(k);
+        let mut histogram: HashMap<u32, usize> = HashMap::new();
+        for &c in counts.values() {
+            if c >= min_count {
+                *histogram.entry(c).or_insert(0) += 1;
+            }
         }
+        let mut levels: Vec<(u32, usize)> = histogram.into_iter().collect();
+        levels.sort_unstable_by_key(|&(count, _)| std::cmp::Reverse(count));
+        // The lowest count taken, and how many ids of exactly that count fit.
+        let (mut cut, mut at_cut, mut taken) = (0u32, 0usize, 0usize);
+        for (count, n) in levels {
+            if taken >= k {
+                break;
+            }
+            cut = count;
+            at_cut = n.min(k - taken);
+            taken += at_cut;
+        }
+        if taken == 0 {
+            return Vec::new();
+        }
+        let mut all: Vec<(u32, u64)> = Vec::with_capacity(taken);
+        for (&id, &c) in counts.iter() {
+            if c > cut {
+                all.push((c, id));
+            } else if c == cut && at_cut > 0 {
+                all.push((c, id));
+                at_cut -= 1;
+            }
+        }
+        drop(counts);
         all.sort_unstable_by(|a, b| b.cmp(a));
         all.into_iter().map(|(_, id)| id).collect()
     }
@@ -133,6 +158,30 @@ mod tests {
         assert!(h.len() <= 100);
         // Halved: rows 0..=96 (seen 4 times or more) and the hinted row 99 keep a count of 2.
         assert_eq!(h.top(200, 2).len(), 98);
+    }
+
+    /// Against ranking every count: the same counts above the cut, as many ids as asked (or
+    /// as qualify), highest first, each at least `min_count`.
+    #[test]
+    fn top_takes_the_highest_counts_whatever_the_ties() {
+        let h = HotCounter::new(1 << 20, 0);
+        let mut x = 7u64;
+        for _ in 0..3000 {
+            x = mix64(x);
+            // Few distinct counts: many ties at every level.
+            h.hint(&[x % 5000], (x >> 40) as u32 % 6 + 1);
+        }
+        let counts: HashMap<u64, u32> = h.counts.lock().iter().map(|(&k, &v)| (k, v)).collect();
+        for (k, min) in [(0, 1), (1, 1), (10, 2), (700, 3), (100_000, 2), (2500, 1)] {
+            let got = h.top(k, min);
+            let mut want: Vec<u32> = counts.values().copied().filter(|&c| c >= min).collect();
+            want.sort_unstable_by(|a, b| b.cmp(a));
+            want.truncate(k);
+            let got_counts: Vec<u32> = got.iter().map(|id| counts[id]).collect();
+            assert_eq!(got_counts, want, "k {k}, min {min}");
+            let distinct: std::collections::HashSet<_> = got.iter().collect();
+            assert_eq!(distinct.len(), got.len(), "k {k}: an id twice");
+        }
     }
 
     #[test]

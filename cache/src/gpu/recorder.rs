@@ -153,7 +153,11 @@ mod tests {
         // A full queue: the hint is counted in place, not dropped.
         let stalled = counter.stall_for_test();
         let big: Vec<u64> = (100..1100).collect();
-        for _ in 0..4 {
+        // The thread takes the first batch and blocks on the lock; then the queue fills.
+        r.record(&big);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let dropped = r.dropped();
+        while r.dropped() == dropped {
             r.record(&big);
         }
         let hinting = {
@@ -167,7 +171,10 @@ mod tests {
                 waiting
             })
         };
-        assert!(hinting, "a hint into a full queue counts in place, behind the lock");
+        assert!(
+            hinting,
+            "a hint into a full queue counts in place, behind the lock"
+        );
         r.flush();
         assert_eq!(counter.top(1, 50), vec![9]);
         assert_eq!(r.dropped() % 1000, 0, "only recorded batches are dropped");
