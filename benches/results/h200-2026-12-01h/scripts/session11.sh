@@ -4,7 +4,9 @@
 # (this session's store: the VRAM tier patches its index by the buckets a refresh changed),
 # .device-bin-old (session 10's store, which uploaded each index whole, twice a refresh) and .whl.
 # CALL 1: the GPU tests, then arm (d)'s decode against (b) and (c) with the new store and with
-# the old one, each its own harness run (own store) on the same tokens.
+# the old one, each its own harness run (own store) on the same tokens. (The GPU tests' lines of
+# calls 1 and 4 are gathered in gpu_tests here; they printed tails of the logs a little
+# differently as they ran.)
 set -u
 R=/tmp/res; mkdir -p $R
 run() { # name shape arms limit, extra flags
@@ -16,16 +18,19 @@ run() { # name shape arms limit, extra flags
     [ -f "$f" ] && cp "$f" "$OUT_FINAL/$name-$(basename $f)"; done
   cp $R/$name.main.log $OUT_FINAL/ 2>/dev/null
 }
+gpu_tests() { # limit of the regions test in s: gpu_tier, test_torch_mapped, test_cuda_regions
+  OUT=$R TESTS=1 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
+  python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+  PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store \
+    timeout $1 python3 -m pytest -q -rs client/python/tests/test_cuda_regions.py \
+    > $R/pytest-regions.log 2>&1; echo "regions pytest rc=$?"; tail -3 $R/pytest-regions.log
+  cp $R/tests.log $R/pytest.log $R/gpu_tier.log $R/pytest-regions.log "$OUT_FINAL"/ 2>/dev/null
+  grep "rc=\|passed\|failed" $R/tests.log
+}
 DECODE=(--rounds 4 --decode-steps 256 --prefill-chunks 0)
-case ${1:?call 1-3} in
+case ${1:?call 1-4} in
   1)
-    OUT=$R TESTS=1 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
-    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store \
-      timeout 120 python3 -m pytest -q -rs client/python/tests/test_cuda_regions.py \
-      > $R/pytest-regions.log 2>&1; echo "regions pytest rc=$?"; tail -3 $R/pytest-regions.log
-    cp $R/tests.log $R/pytest.log $R/gpu_tier.log $R/pytest-regions.log "$OUT_FINAL"/ 2>/dev/null
-    tail -8 $R/tests.log
+    gpu_tests 120
     run new4b dense-4b bcd 200 "${DECODE[@]}"
     BINDIR=.device-bin-old run old4b dense-4b bcd 200 "${DECODE[@]}" ;;
   2)  # call 1's rounds swung 2-5% from one to the next: more, shorter rounds. In each run a
@@ -47,11 +52,5 @@ case ${1:?call 1-3} in
     run late4b dense-4b bcd 230 "${V[@]}"
     run late8b dense-8b bcd 230 "${V[@]}" ;;
   4)  # the GPU tests again after hints went through the tier's counting thread
-    OUT=$R TESTS=1 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
-    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store \
-      timeout 60 python3 -m pytest -q -rs client/python/tests/test_cuda_regions.py \
-      > $R/pytest-regions.log 2>&1; echo "regions pytest rc=$?"; tail -2 $R/pytest-regions.log
-    cp $R/tests.log $R/pytest.log $R/gpu_tier.log $R/pytest-regions.log "$OUT_FINAL"/ 2>/dev/null
-    grep "rc=\|passed\|failed" $R/tests.log ;;
+    gpu_tests 60 ;;
 esac
