@@ -989,7 +989,7 @@ mod tests {
                 }
             }
             x = mix64(x);
-            if x % 17 == 0 {
+            if x.is_multiple_of(17) {
                 // Failed part-way: the target holds garbage, the lag stays `Both`.
                 next.keys[(x >> 7) as usize % buckets] = x;
                 failed += 1;
