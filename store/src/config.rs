@@ -55,8 +55,8 @@ use crate::engine::{EngineConfig, GpuDevices};
 use crate::server::ServerOptions;
 use crate::size::parse_size;
 
-/// The range `gpu_refresh_ms` may take, in milliseconds: a refresh rewrites the tier's index, so
-/// not more often than 20 times a second, and at least every 10 minutes.
+/// The range `gpu_refresh_ms` may take, in milliseconds: a refresh ranks the tier's counts and
+/// patches its index, so not more often than 20 times a second, and at least every 10 minutes.
 const GPU_REFRESH_MS: std::ops::RangeInclusive<u64> = 50..=600_000;
 
 /// The `serve` configuration file.
@@ -84,8 +84,8 @@ pub struct ServeConfig {
     pub gpu_budget: String,
     /// CUDA devices with a VRAM tier: a number or a list of numbers.
     pub gpu_device: GpuDevices,
-    /// Milliseconds between a VRAM tier's refreshes (taking in the rows now hottest, each a
-    /// rewrite of the tier's index), 50 to 600,000.
+    /// Milliseconds between a VRAM tier's refreshes (taking in the rows now hottest, each
+    /// patching the tier's index where the rows changed), 50 to 600,000.
     pub gpu_refresh_ms: u64,
     /// Path of the local socket for memfd regions ("": none).
     pub local_socket: String,

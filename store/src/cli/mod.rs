@@ -96,7 +96,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N[,N...]")]
     pub(crate) gpu_device: Option<GpuDevices>,
     /// Milliseconds between a VRAM tier's refreshes, which take in the rows now hottest and
-    /// rewrite the tier's index (50 to 600000) [default 1000].
+    /// patch the tier's index where the rows changed (50 to 600000) [default 1000].
     #[arg(long, value_name = "MS")]
     pub(crate) gpu_refresh_ms: Option<u64>,
     /// Read through the page cache instead of O_DIRECT.
