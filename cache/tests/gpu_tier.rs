@@ -36,6 +36,8 @@ fn tier(budget: u64) -> Option<GpuTier> {
     let mut c = GpuTierConfig::new(0, budget, ROW);
     c.max_batch = 8192;
     c.refresh_chunk = 4096;
+    // As the store builds its tiers: the counts a byte a row of the table.
+    c.table_rows = Some(ROWS);
     Some(GpuTier::new(&c).expect("GPU tier"))
 }
 

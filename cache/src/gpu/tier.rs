@@ -58,6 +58,9 @@ pub struct GpuTierConfig {
     pub max_batch: usize,
     /// Rows written per refresh step. Default 65,536.
     pub refresh_chunk: usize,
+    /// Rows of the table, if known: the access counts are then one byte a row where that is
+    /// less memory than a map of the counted ids (see [`HotCounter::for_table`]).
+    pub table_rows: Option<u64>,
 }
 
 impl GpuTierConfig {
@@ -69,6 +72,7 @@ impl GpuTierConfig {
             row_bytes,
             max_batch: 1 << 20,
             refresh_chunk: 1 << 16,
+            table_rows: None,
         }
     }
 }
@@ -363,7 +367,11 @@ impl GpuTier {
         stream
             .synchronize()
             .map_err(|e| GpuError::cuda("initialise the tier", e))?;
-        let counter = Arc::new(HotCounter::new(capacity.saturating_mul(4).max(1 << 16), 2));
+        let counted = capacity.saturating_mul(4).max(1 << 16);
+        let counter = Arc::new(match config.table_rows {
+            Some(rows) => HotCounter::for_table(rows, counted, 2),
+            None => HotCounter::new(counted, 2),
+        });
         let recorder = Recorder::spawn(counter.clone(), RECORD_QUEUE)?;
         Ok(Self {
             device: config.device,

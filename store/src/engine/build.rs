@@ -149,6 +149,7 @@ impl TableBuilder {
                     m.row_bytes as usize,
                 );
                 c.max_batch = self.gpu.max_batch;
+                c.table_rows = Some(m.rows);
                 let tier = engram_store_cache::gpu::GpuTier::new(&c).map_err(|source| {
                     EngineError::Gpu {
                         what: format!(
