@@ -6,12 +6,13 @@
 //! million-row workload at 30 batches a second: each hot row was sampled less than once per
 //! second and fell to the level of rows seen once.)
 //!
-//! Two ways to keep them: a hash map of at most `max_entries` row ids (~15 bytes each, four ids
-//! a slot of the tier: ~60 bytes a slot), or, when the table's row count is known and that is
+//! Two ways to keep them: a hash map of at most `max_entries` row ids (17 bytes a bucket, 19-34
+//! bytes an id as it fills; four ids a slot of the tier: up to ~136 bytes a slot), or, when the table's row count is known and that is
 //! smaller, one byte per row of the table, saturating at 255 (a row stays there only if it gains
 //! 128 or more between two halvings, which at most `max_entries / 128` rows can: far above the
 //! cut of a tier of `max_entries / 4` slots). Ranking either takes a histogram of the counts
-//! first, so it holds only the ids it returns.
+//! first, then places each id that makes the cut (a counting sort): it holds only the ids it
+//! returns and sorts nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +40,9 @@ pub struct HotCounter {
     since_decay: AtomicU64,
 }
 
-/// Bytes a counted id takes in the map (key, value, control byte, load).
-const SPARSE_BYTES_PER_ID: usize = 15;
+/// Bytes a counted id takes in the map when full: a 16-byte entry and a control byte per
+/// bucket, at least 8 buckets for 7 ids and at most 16 for 7 (power-of-two growth).
+const SPARSE_BYTES_PER_ID: usize = 30;
 
 impl HotCounter {
     /// Counts one id in `2^sample_shift` (chosen by a hash of id and call, so every id is
@@ -130,11 +132,11 @@ impl HotCounter {
         decay(&mut self.counts.lock());
     }
 
-    /// The `k` ids with the highest counts of at least `min_count`, highest count first (ties
-    /// at the lowest count taken: whichever come first). Two passes over the counts under
-    /// their lock: a histogram of the counts finds the lowest count that makes the cut, then
-    /// only the ids that make it are collected, so the transient memory is `k` entries, not
-    /// one per counted id.
+    /// The `k` ids with the highest counts of at least `min_count`, highest count first (within
+    /// a count, and among ties at the lowest count taken, whichever come first). Two passes over
+    /// the counts under their lock: a histogram of the counts finds the lowest count that makes
+    /// the cut, then each id that makes it goes straight to its place (a counting sort), so the
+    /// ranking holds only the `k` ids it returns and sorts nothing.
     pub fn top(&self, k: usize, min_count: u32) -> Vec<u64> {
         let counts = self.counts.lock();
         let mut levels: Vec<(u32, usize)> = match &*counts {
@@ -157,46 +159,57 @@ impl HotCounter {
             }
         };
         levels.sort_unstable_by_key(|&(count, _)| std::cmp::Reverse(count));
-        // The lowest count taken, and how many ids of exactly that count fit.
-        let (mut cut, mut at_cut, mut taken) = (0u32, 0usize, 0usize);
-        for (count, n) in levels {
+        // Keep the levels that make the cut, the last one (the cut) trimmed to what fits; each
+        // level's ids go from `next[i]` on.
+        let mut taken = 0usize;
+        let mut next = Vec::new();
+        for (_, n) in levels.iter_mut() {
             if taken >= k {
                 break;
             }
-            cut = count;
-            at_cut = n.min(k - taken);
-            taken += at_cut;
+            *n = (*n).min(k - taken);
+            next.push(taken);
+            taken += *n;
         }
-        if taken == 0 {
+        levels.truncate(next.len());
+        let Some(&(cut, _)) = levels.last() else {
             return Vec::new();
-        }
-        let mut all: Vec<(u32, u64)> = Vec::with_capacity(taken);
-        let mut take = |id: u64, c: u32| {
-            if c > cut {
-                all.push((c, id));
-            } else if c == cut && at_cut > 0 {
-                all.push((c, id));
-                at_cut -= 1;
+        };
+        let ends: Vec<usize> = next
+            .iter()
+            .zip(&levels)
+            .map(|(&at, &(_, n))| at + n)
+            .collect();
+        let mut out = vec![0u64; taken];
+        let mut place = |id: u64, c: u32| {
+            if c < cut {
+                return;
+            }
+            // Levels are few (at most 255 a byte a row) and sorted highest first.
+            let Ok(i) = levels.binary_search_by(|&(level, _)| c.cmp(&level)) else {
+                return;
+            };
+            if next[i] < ends[i] {
+                out[next[i]] = id;
+                next[i] += 1;
             }
         };
         match &*counts {
-            Counts::Sparse(map) => map.iter().for_each(|(&id, &c)| take(id, c)),
+            Counts::Sparse(map) => map.iter().for_each(|(&id, &c)| place(id, c)),
             Counts::Dense(rows) => {
                 // From a point that moves with the calls: ties at the cut are not always the
                 // lowest row ids.
                 let start = (mix64(self.tick.load(Ordering::Relaxed)) as usize) % rows.len().max(1);
                 let (head, tail) = rows.split_at(start);
                 for (i, &c) in tail.iter().enumerate() {
-                    take((start + i) as u64, u32::from(c));
+                    place((start + i) as u64, u32::from(c));
                 }
                 for (i, &c) in head.iter().enumerate() {
-                    take(i as u64, u32::from(c));
+                    place(i as u64, u32::from(c));
                 }
             }
         }
-        drop(counts);
-        all.sort_unstable_by(|a, b| b.cmp(a));
-        all.into_iter().map(|(_, id)| id).collect()
+        out
     }
 
     /// Holds the counts' lock until the guard drops (to stall a counting thread in tests).
