@@ -46,8 +46,20 @@ pub struct Etcd {
 
 impl Etcd {
     /// Starts etcd listening on `ip` (`prefix` runs it, e.g. `ip netns exec NS`), its data in
-    /// `dir`.
+    /// `dir`; panics, with its log, if it does not come up.
     pub fn start(prefix: &[&str], ip: &str, client_port: u16, peer_port: u16, dir: &Path) -> Self {
+        Self::try_start(prefix, ip, client_port, peer_port, dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Etcd::start`], the failure returned: etcd exited (a port of the two was taken
+    /// between [`free_port`] and its bind, say) or did not listen within 20 s.
+    pub fn try_start(
+        prefix: &[&str],
+        ip: &str,
+        client_port: u16,
+        peer_port: u16,
+        dir: &Path,
+    ) -> Result<Self, String> {
         let client = format!("http://{ip}:{client_port}");
         let peer = format!("http://{ip}:{peer_port}");
         let args = vec![
@@ -75,11 +87,17 @@ impl Etcd {
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
             dir: dir.to_path_buf(),
         };
-        e.spawn();
-        e
+        e.try_spawn()?;
+        Ok(e)
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let bin = etcd_binary().expect("etcd binary");
         let mut cmd = match self.prefix.split_first() {
             Some((first, rest)) => {
@@ -97,26 +115,44 @@ impl Etcd {
             .spawn()
             .expect("start etcd");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let addr: SocketAddr = self
             .client_url
             .trim_start_matches("http://")
             .parse()
             .expect("etcd addr");
         let deadline = Instant::now() + Duration::from_secs(20);
+        let log = self.dir.join("etcd.log");
+        let tail = |log: &Path| {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join("\n")
+        };
         while Instant::now() < deadline {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(format!(
+                    "etcd for {addr} exited ({status}); its log ends:\n{}",
+                    tail(&log)
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "etcd did not listen on {addr}; see {}",
-            self.dir.join("etcd.log").display()
-        );
+        self.kill();
+        Err(format!(
+            "etcd did not listen on {addr} within 20 s; its log ends:\n{}",
+            tail(&log)
+        ))
     }
 
     /// Kills it (SIGKILL) and waits.
@@ -277,15 +313,23 @@ pub fn etcd_or_skip(dir: &Path) -> Option<(Etcd, Vec<String>)> {
     Some((etcd, endpoints))
 }
 
-/// An etcd on two free loopback ports, its data under `dir`.
+/// An etcd on two free loopback ports, its data under `dir`; new ports, up to three times, if
+/// it cannot start on them (a port found free can be taken before etcd binds it, e.g. as the
+/// local port of another test's outgoing connection).
 pub fn loopback_etcd(dir: &Path) -> Etcd {
-    Etcd::start(
-        &[],
-        "127.0.0.1",
-        free_port("127.0.0.1"),
-        free_port("127.0.0.1"),
-        dir,
-    )
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let (client, peer) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+        match Etcd::try_start(&[], "127.0.0.1", client, peer, dir) {
+            Ok(etcd) => return etcd,
+            Err(e) => {
+                failures.push(e);
+                // What it wrote names the ports it failed on: start the next one afresh.
+                let _ = std::fs::remove_dir_all(dir.join("etcd"));
+            }
+        }
+    }
+    panic!("etcd did not start: {}", failures.join("\n---\n"));
 }
 
 /// A cluster client (parts time out after 800 ms) that has seen `nodes` nodes register.
