@@ -83,6 +83,11 @@ def is_variant(arm: str) -> bool:
     return arm.startswith(PREFIX)
 
 
+def variant_of(variants: Sequence[Variant], arm: str) -> Variant:
+    """The variant whose arm is ``arm``."""
+    return next(v for v in variants if v.arm == arm)
+
+
 def backend_overrides(variant: Variant) -> dict[str, object]:
     """The ``EngramRowBackend`` keyword arguments ``variant`` sets."""
     out: dict[str, object] = {}

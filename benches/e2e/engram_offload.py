@@ -1112,7 +1112,7 @@ def arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
     with _arm_source(arm, ctx) as source:
         late = ctx["args"].after_first_segment
         if arm_variants.is_variant(arm):
-            variant = next(v for v in ctx["args"].d_variants if v.arm == arm)
+            variant = arm_variants.variant_of(ctx["args"].d_variants, arm)
             late = bool(variant.settings.get("after_first_segment", late))
         source.after_first_segment = late
         yield source
@@ -1277,7 +1277,7 @@ def row_backend(transport, ctx: dict[str, Any], **overrides: Any):
 def variant_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
     """Arm (d)'s variant ``arm``: a backend over (d)'s transport (open before it, closed after
     it), or over a view of it with other settings; the variant's settings over the flags'."""
-    variant = next(v for v in ctx["args"].d_variants if v.arm == arm)
+    variant = arm_variants.variant_of(ctx["args"].d_variants, arm)
     transport = ctx.get("d_transport")
     if transport is None:
         raise RuntimeError(f"arm ({arm}) runs on arm (d)'s store, which is not open")

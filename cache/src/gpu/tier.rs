@@ -557,12 +557,8 @@ impl GpuTier {
             Target::Device(p) => p,
         };
         let (f, words) = self.gather_fn();
-        let (keys, slots, arena, flags) = (
-            self.mem.index_keys.ptr() + (a * self.buckets * 8) as u64,
-            self.mem.index_slots.ptr() + (a * self.buckets * 4) as u64,
-            self.mem.arena.ptr(),
-            s.flags.ptr(),
-        );
+        let (keys, slots) = self.index_buffer(a);
+        let (arena, flags) = (self.mem.arena.ptr(), s.flags.ptr());
         let (n32, mask) = (n as u32, self.buckets as u64 - 1);
         let mut b = stream.launch_builder(f);
         b.arg(&ids_ptr)
@@ -649,10 +645,10 @@ impl GpuTier {
     pub fn plan_refresh(&self) -> RefreshPlan {
         self.recorder.flush();
         let wanted = self.counter.top(self.capacity, MIN_COUNT);
-        let r = self.residency.lock();
-        let resident = self.resident.read();
         let wanted_set: std::collections::HashSet<u64, KeyHashBuilder> =
             wanted.iter().copied().collect();
+        let r = self.residency.lock();
+        let resident = self.resident.read();
         let entering = wanted
             .into_iter()
             .filter(|id| !resident.contains_key(id))
@@ -866,7 +862,7 @@ impl GpuTier {
     }
 
     /// Device addresses of index buffer `k`'s keys and slots.
-    fn index_buffer(&self, k: usize) -> (u64, u64) {
+    pub(super) fn index_buffer(&self, k: usize) -> (u64, u64) {
         (
             self.mem.index_keys.ptr() + (k * self.buckets * 8) as u64,
             self.mem.index_slots.ptr() + (k * self.buckets * 4) as u64,

@@ -95,11 +95,8 @@ impl GpuTier {
             .synchronize()
             .map_err(|e| GpuError::cuda("copy ids", e))?;
         let a = self.active.load(Ordering::Acquire);
-        let (keys, islots, arena) = (
-            self.mem.index_keys.ptr() + (a * self.buckets * 8) as u64,
-            self.mem.index_slots.ptr() + (a * self.buckets * 4) as u64,
-            self.mem.arena.ptr(),
-        );
+        let (keys, islots) = self.index_buffer(a);
+        let arena = self.mem.arena.ptr();
         let (n32, mask) = (n as u32, self.buckets as u64 - 1);
         let words = (self.row_bytes / 16) as u32;
         // The plain gather reads its slots from the flags buffer (u32, n of them); the hashed
