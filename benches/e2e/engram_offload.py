@@ -233,6 +233,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"that has served for hours holds them (default: {WARM_TOKENS} on a GPU; 0: no warm, "
         "the default on a CPU)",
     )
+    p.add_argument(
+        "--store-warm-ram-band",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="arm (e): after the VRAM tier's warm, read the warm's next most frequent rows "
+        "through the store, as many as its RAM tier holds, so the RAM tier holds rows the VRAM "
+        "tier does not (as after hours of traffic, when it sees only the VRAM tier's misses)",
+    )
     p.add_argument("--io-engine", default="auto", help="the store's --io-engine")
     p.add_argument(
         "--transport",
@@ -1315,6 +1323,10 @@ HINT_CHUNK = 1 << 18
 #: frequent in the held-out trace rank above the others in it (12 / 8 / 4), as the counts of a
 #: server that has seen hours of traffic would, and age out last.
 HINT_BANDS = (1, 2, 4)
+#: Rows per read of arm (e)'s RAM band (``--store-warm-ram-band``), at most: a chunk is at most
+#: half the RAM tier's small queue (a tenth of the tier: 1.2M rows for the harness's arm (e)),
+#: so a chunk read twice in a row is seen again while new.
+RAM_BAND_CHUNK = 1 << 17
 #: Polls of the store's stats, a second apart, with the VRAM tier's resident rows unchanged,
 #: after which a warm is taken as settled even below the rows hinted.
 SETTLED_POLLS = 5
@@ -1458,12 +1470,14 @@ def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -
     budget = store_gpu_budget(client, ctx)
     total = sum(tables.rows)
     hinted = accepted = 0
+    hinted_per_table = []
     for name, rows, table_rows in zip(tables.names, warm.rows, tables.rows, strict=True):
         k = rows.size
         if budget is not None:
             share = budget * table_rows // total  # the store shares its budget by table bytes
             k = min(k, vram_tier_rows(share, tables.row_bytes))
         hinted += k
+        hinted_per_table.append(k)
         for band in HINT_BANDS:
             # Sorted by id: rows of one disk block then go in one hint and are read once (a
             # band in frequency order put them in different hints: on a cold store, arm (e),
@@ -1486,7 +1500,6 @@ def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -
             break
         last = resident
         time.sleep(0.05 if gpu is None else 1.0)
-    client.stats(reset=True)
     out = {
         "tokens": warm.tokens,
         "held_out_tokens": warm.held_out,
@@ -1499,6 +1512,59 @@ def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -
     log(f"arm ({arm}): warmed from {warm.tokens:,} held-out tokens of the trace: hinted the "
         f"{hinted:,} most frequent of their {sum(r.size for r in warm.rows):,} distinct rows; "
         f"{held} after {out['seconds']:.1f}s")  # fmt: skip
+    if args.store_warm_ram_band and not mapped(arm, ctx) and arm == "e":
+        out.update(warm_ram_band(client, arm, ctx, skip=hinted_per_table))
+    client.stats(reset=True)
+    return out
+
+
+def ram_tier_rows(stats, row_bytes: int) -> int | None:
+    """Rows the store's RAM tier (all tables) has room for: its budget less its bookkeeping
+    (policy and index, reported as what it holds beyond its rows), in rows; None without one."""
+    ram = stats.tiers.get("ram")
+    if ram is None:
+        return None
+    bookkeeping = ram["resident_bytes"] - ram["resident_rows"] * row_bytes
+    return max(0, int(ram["capacity_bytes"] - bookkeeping) // row_bytes)
+
+
+def warm_ram_band(client, arm: str, ctx: dict[str, Any], skip: list[int]) -> dict[str, Any]:
+    """Arm (e) after its VRAM tier's warm: reads, through the store, the warm's next most
+    frequent rows after the ``skip[t]`` hinted to the VRAM tier of table ``t``, as many as the
+    RAM tier has room for (shared by table rows), so that the RAM tier holds the rows the VRAM
+    tier does not, as the RAM tier of a server that has served for hours would (it sees only the
+    VRAM tier's misses). Each chunk is read twice in a row: the RAM tier's policy (S3-FIFO)
+    keeps a row it sees again while new and lets one read pass through as a scan. Sorted by id,
+    so the rows of one disk block are read in one request. The reads count in the VRAM tier's
+    hot counter once each time, below the warm's hints (4 each)."""
+    tables, log = ctx["tables"], ctx["log"]
+    warm: WarmRows = ctx["warm"]
+    started = time.perf_counter()
+    capacity = ram_tier_rows(client.stats(), tables.row_bytes)
+    if not capacity:
+        log(f"arm ({arm}): no RAM tier to warm; no RAM band read")
+        return {"ram_band_rows": 0}
+    total = sum(tables.rows)
+    chunk = max(1, min(RAM_BAND_CHUNK, capacity // 20))  # half the policy's small queue
+    band_rows = 0
+    with client.shm_region(chunk * tables.row_bytes) as region:
+        for name, rows, table_rows, k in zip(tables.names, warm.rows, tables.rows, skip,
+                                             strict=True):  # fmt: skip
+            band = np.sort(rows[k : k + capacity * table_rows // total]).astype(np.uint64)
+            band_rows += band.size
+            for first in range(0, band.size, chunk):
+                ids = band[first : first + chunk]
+                for _ in range(2):
+                    client.lookup_into(region, name, ids)
+    ram = client.stats().tiers.get("ram", {})
+    out = {
+        "ram_band_rows": band_rows,
+        "ram_band_seconds": time.perf_counter() - started,
+        "ram_resident_rows": ram.get("resident_rows"),
+    }
+    log(f"arm ({arm}): read the warm's next {band_rows:,} most frequent rows (the RAM tier has "
+        f"room for ~{capacity:,}) twice in {out['ram_band_seconds']:.1f}s; the RAM tier holds "
+        f"{out['ram_resident_rows']:,} rows")  # fmt: skip
     return out
 
 

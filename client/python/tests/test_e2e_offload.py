@@ -290,3 +290,49 @@ def test_decode_alone_with_no_prefill_chunks():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and "nothing would run" in done.stderr, done.stderr[-2000:]
+
+
+def test_the_ram_band_warm_leaves_the_band_in_the_ram_tier(tmp_path):
+    """Arm (e)'s RAM band (``--store-warm-ram-band``): the warm's rows after those the VRAM tier
+    was given, read twice a chunk, take the place of other rows in a full RAM tier of a quarter
+    of the tables: read again, most of them hit RAM (0.78 here; read once a chunk, 0.26: the
+    policy, S3-FIFO's shape, lets a single read pass as a scan)."""
+    binary = smoke_run_binary()
+    harness = load_harness()
+    from engram_store import Client
+    from engram_store.local_server import LocalServer
+
+    args = harness.parse_args(["--tiny", "--data", str(tmp_path / "tables"),
+                               "--server-bin", str(binary), "--store-warm-ram-band"])  # fmt: skip
+    import torch
+
+    tables = harness.prepare_tables(args, torch.device("cpu"), lambda *_: None)
+    trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
+    warm = harness.warm_rows(trace, [], tables.hasher, 3000)
+    logged = []
+    ctx = {"args": args, "tables": tables, "log": logged.append, "warm": warm}
+    skip = [r.size // 10 for r in warm.rows]  # as if the VRAM tier had taken the top tenth
+    with LocalServer(binary, tables.data_dir, ram_cache=str(tables.nbytes // 4)) as server:
+        with Client(server.addr) as client:
+            # A RAM tier full of other rows first, each read twice (held as the band will be):
+            # the rows the VRAM tier was given, then rows past the warm's.
+            for name, rows, k in zip(tables.names, warm.rows, skip, strict=True):
+                others = np.setdiff1d(np.arange(rows.max() + 1), rows[k:])[: 2 * rows.size]
+                for first in range(0, others.size, 8192):
+                    for _ in range(2):
+                        client.lookup(name, others[first : first + 8192].astype(np.uint64))
+            out = harness.warm_ram_band(client, "e", ctx, skip=skip)
+            capacity = harness.ram_tier_rows(client.stats(), tables.row_bytes)
+            assert 0 < out["ram_band_rows"] <= capacity, (out, capacity)
+            client.stats(reset=True)
+            total = sum(tables.rows)
+            looked = 0
+            for name, rows, n, k in zip(tables.names, warm.rows, tables.rows, skip, strict=True):
+                band = rows[k : k + capacity * n // total].astype(np.uint64)
+                for first in range(0, band.size, 8192):  # inside gRPC's 4 MiB replies
+                    client.lookup(name, band[first : first + 8192])
+                looked += band.size
+            ram = client.stats().tiers["ram"]
+    assert looked == out["ram_band_rows"]
+    assert ram["hits"] >= 0.6 * looked, (ram, looked)
+    assert "twice" in logged[-1], logged

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Session 12's device calls (BENCHMARKS.md 10i), as they ran: `OUT_FINAL=$OUT bash session12.sh
+# CALL` from the repository root on the GPU machine, with .device-bin (this session's
+# engram-store --features cuda and gpu_tier test binary), .whl and bench-data (the whole
+# 4,779,282-token English trace, /work/shared/traces/en.tokens.u32) carried. run and gpu_tests
+# are session 11's (sourced). Every arm begins its lookup after the model's first segment
+# (--after-first-segment); the store arms are warmed from every held-out token of the trace,
+# and arm (e)'s RAM tier with the warm's next band of rows (--store-warm-ram-band).
+set -u
+source "$(dirname "$0")/../../h200-2026-12-01h/scripts/session11.sh" none
+ALL=(--after-first-segment --store-warm-tokens 5000000 --store-warm-ram-band)
+case ${1:?call 1-3} in
+  1)  # the GPU tests (first run of the counts a byte per row and the histogram ranking), then
+      # every arm of dense-4b
+    gpu_tests 60
+    run all4b dense-4b abcde 470 --rounds 4 --decode-steps 96 --prefill-chunks 6 "${ALL[@]}" ;;
+  2)
+    run all8b dense-8b abcde 520 --rounds 4 --decode-steps 96 --prefill-chunks 6 "${ALL[@]}" ;;
+esac
