@@ -13,6 +13,7 @@
 //! gpu_budget = "0"      # per device, e.g. "40GiB" (builds with --features cuda)
 //! gpu_device = 0        # or a list, gpu_device = [0, 1]: a VRAM tier on each
 //! gpu_refresh_ms = 1000 # how often each VRAM tier takes in the rows now hottest (50-600000)
+//! gpu_weights = { "v41.layer1" = 2.0 }  # VRAM split by data bytes x weight (default 1)
 //! local_socket = "/run/engram-store.local"   # "" for none
 //! max_connections = 256
 //! max_concurrent_streams = 32
@@ -46,12 +47,18 @@
 //! `gpu_device` takes one device ordinal (`0`, as `--gpu-device 0`) or a list of them (`[0, 1]`,
 //! as `--gpu-device 0,1`); each device listed gets its own VRAM tier of every table under its
 //! own `gpu_budget`. An empty list or a device listed twice is refused when the file is read.
+//!
+//! `gpu_weights` maps table names to weights on the VRAM budget (as `--gpu-weight TABLE=W`),
+//! inline as above or as a `[gpu_weights]` table at the end of the file; each weight is a
+//! positive finite number, and a table not named weighs 1. A `--gpu-weight` flag overrides the
+//! file's weight of the table it names and keeps the others. The RAM budget is split by data
+//! bytes alone.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::{EngineConfig, GpuDevices};
+use crate::engine::{EngineConfig, GpuDevices, GpuWeights};
 use crate::server::ServerOptions;
 use crate::size::parse_size;
 
@@ -84,6 +91,9 @@ pub struct ServeConfig {
     pub gpu_budget: String,
     /// CUDA devices with a VRAM tier: a number or a list of numbers.
     pub gpu_device: GpuDevices,
+    /// Weights of tables on the VRAM budget, table name to weight (a positive finite number;
+    /// tables not named weigh 1): each device's budget is split by data bytes times weight.
+    pub gpu_weights: GpuWeights,
     /// Milliseconds between a VRAM tier's refreshes (taking in the rows now hottest, each
     /// patching the tier's index where the rows changed), 50 to 600,000.
     pub gpu_refresh_ms: u64,
@@ -160,6 +170,7 @@ impl Default for ServeConfig {
             max_batch_ids: 1 << 20,
             gpu_budget: "0".into(),
             gpu_device: GpuDevices::default(),
+            gpu_weights: GpuWeights::default(),
             gpu_refresh_ms: 1000,
             local_socket: String::new(),
             max_connections: 256,
@@ -215,6 +226,7 @@ impl ServeConfig {
         c.max_batch_ids = self.max_batch_ids;
         c.gpu_budget_bytes = parse_size(&self.gpu_budget).map_err(anyhow::Error::msg)?;
         c.gpu_devices = self.gpu_device.clone();
+        c.gpu_weights = self.gpu_weights.clone();
         if !GPU_REFRESH_MS.contains(&self.gpu_refresh_ms) {
             anyhow::bail!(
                 "gpu_refresh_ms {} is out of range: give {} to {} milliseconds",
@@ -390,6 +402,17 @@ mod tests {
         );
         let e = toml::from_str::<ServeConfig>("gpu_device = [0, 0]").expect_err("a duplicate");
         assert!(e.to_string().contains("listed twice"), "{e}");
+        let c: ServeConfig =
+            toml::from_str("[gpu_weights]\n\"v41.layer1\" = 2.0").expect("GPU weights");
+        let weights = c.engine_config().expect("engine").gpu_weights;
+        assert_eq!(weights.weight("v41.layer1"), 2.0);
+        assert_eq!(
+            weights.weight("v41.layer14"),
+            1.0,
+            "a table not named weighs 1"
+        );
+        let e = toml::from_str::<ServeConfig>("gpu_weights = { t = 0 }").expect_err("zero");
+        assert!(e.to_string().contains("weight 0 of table \"t\""), "{e}");
         let c: ServeConfig = toml::from_str("keep_versions = 0").expect("parses");
         assert!(
             c.engine_config().is_err(),

@@ -1,8 +1,9 @@
 //! The VRAM tier behind the gRPC service: a clear startup error where no GPU can be had, a
-//! clear CLI error for a bad `--gpu-device` list, and, on a GPU machine with `--features cuda`,
-//! rows served from VRAM after a refresh, bit-exact; a buffer on a device not served refused
-//! with FAILED_PRECONDITION; and, with 2+ GPUs, one VRAM tier per device, each filled with the
-//! rows asked for into buffers on its device.
+//! clear CLI error for a bad `--gpu-device` list or `--gpu-weight`, a warning for a weight on a
+//! table not served, and, on a GPU machine with `--features cuda`, rows served from VRAM after a
+//! refresh, bit-exact; each table's VRAM tier sized by its weight; a buffer on a device not
+//! served refused with FAILED_PRECONDITION; and, with 2+ GPUs, one VRAM tier per device, each
+//! filled with the rows asked for into buffers on its device.
 
 mod common;
 
@@ -63,6 +64,152 @@ fn a_bad_gpu_device_list_is_a_clear_cli_error() {
             stderr.lines().next().unwrap_or("")
         );
     }
+}
+
+#[test]
+fn a_bad_gpu_weight_is_a_clear_cli_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (weights, says) in [
+        (&["v41.layer1"][..], "\"v41.layer1\" has no '='"),
+        (&["=2"][..], "\"=2\" names no table"),
+        (
+            &["t=two"][..],
+            "weight \"two\" of table \"t\" is not a number",
+        ),
+        (
+            &["t=0"][..],
+            "weight 0 of table \"t\" is not a positive finite number",
+        ),
+        (
+            &["t=-1"][..],
+            "weight -1 of table \"t\" is not a positive finite number",
+        ),
+        (
+            &["t=NaN"][..],
+            "weight NaN of table \"t\" is not a positive finite number",
+        ),
+        (
+            &["t=inf"][..],
+            "weight inf of table \"t\" is not a positive finite number",
+        ),
+        (
+            &["t=2", "t=3"][..],
+            "table \"t\" is given a weight twice (2 and 3)",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_engram-store"))
+            .args(["serve", "--data"])
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(weights.iter().flat_map(|w| ["--gpu-weight", w]))
+            .output()
+            .expect("run engram-store");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "--gpu-weight {weights:?} was accepted"
+        );
+        assert!(stderr.contains(says), "--gpu-weight {weights:?}: {stderr}");
+        assert!(
+            stderr.contains("--gpu-weight"),
+            "--gpu-weight {weights:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        println!(
+            "--gpu-weight {weights:?}: {}",
+            stderr.lines().next().unwrap_or("")
+        );
+    }
+}
+
+#[test]
+fn a_gpu_weight_on_a_table_not_served_is_a_warning() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    random_table(dir.path(), "t", DType::Bf16, 8, 100, 4096, 1);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_engram-store"))
+        .args(["serve", "--data"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--ram-cache", "0"])
+        .args(["--gpu-weight", "t=2", "--gpu-weight", "v41.layer1=3"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start engram-store serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let serving = line.starts_with("engram-store serving");
+            let _ = tx.send(line);
+            if serving {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        let serving = line.starts_with("engram-store serving");
+        lines.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.starts_with("engram-store serving")),
+        "the server did not start: {lines:?}"
+    );
+    let warned: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("--gpu-weight"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one warning, for v41.layer1: {lines:?}");
+    assert!(
+        warned[0].contains("table=\"v41.layer1\"") && warned[0].contains("not served"),
+        "{warned:?}"
+    );
+    println!("{}", warned[0]);
+}
+
+#[cfg(feature = "cuda")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_table_vram_tier_is_sized_by_its_weight() {
+    if !gpu_present() {
+        println!("SKIP: no usable GPU (or a build without --features cuda)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    random_table(dir.path(), "v41.layer1", DType::Bf16, 80, 100_000, 4096, 7);
+    random_table(dir.path(), "v41.layer14", DType::Bf16, 80, 100_000, 4096, 8);
+    let mut c = gpu_config(dir.path());
+    let budget = c.gpu_budget_bytes;
+    c.gpu_weights =
+        engram_store::engine::GpuWeights::new(["v41.layer1=2".parse().expect("weight")])
+            .expect("weights");
+    let engine = Engine::open(c).expect("open engine");
+    let capacity = |name: &str| {
+        engine
+            .table(name)
+            .expect("table")
+            .tier_stats()
+            .into_iter()
+            .find(|(kind, _)| *kind == engram_store_cache::TierKind::Gpu)
+            .map(|(_, s)| s.capacity_bytes)
+            .unwrap_or_else(|| panic!("{name} has no VRAM tier"))
+    };
+    let (first, fourteenth) = (capacity("v41.layer1"), capacity("v41.layer14"));
+    // Equal tables, weights 2:1: shares of 2/3 and 1/3 of the budget, each tier as large as
+    // its share allows (its index grows in steps, so it may not use the whole share).
+    assert!(first <= budget * 2 / 3, "{first} of {budget}");
+    assert!(fourteenth <= budget / 3, "{fourteenth} of {budget}");
+    assert!(first > fourteenth, "{first} vs {fourteenth}");
+    println!("VRAM tiers: layer 1 {first} B, layer 14 {fourteenth} B of {budget} B");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

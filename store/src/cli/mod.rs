@@ -16,7 +16,7 @@ use self::progress::bytes_bar;
 use engram_store::access::{Role, TlsFiles, TokenSet};
 use engram_store::config::ServeConfig;
 use engram_store::edge::EdgeOptions;
-use engram_store::engine::{Engine, GpuDevices};
+use engram_store::engine::{Engine, GpuDevices, GpuWeight, GpuWeights};
 use engram_store::group::hf::{self, ImportOptions, SynthCheckpoint};
 use engram_store::group::{GroupSource, create_group};
 use engram_store::ingest::{SynthSpec, WriteOptions, ingest_file, synth_table};
@@ -95,6 +95,12 @@ pub(crate) struct ServeArgs {
     /// under its own --gpu-budget, filled with the rows asked for into buffers on it [default 0].
     #[arg(long, value_name = "N[,N...]")]
     pub(crate) gpu_device: Option<GpuDevices>,
+    /// Weight of TABLE on the VRAM budget (repeatable; W a positive number, default 1): each
+    /// device's --gpu-budget is split among tables by data bytes times weight, e.g.
+    /// v41.layer1=2 for the layer-1 table, whose rows are needed after one layer of compute.
+    /// The RAM budget is split by data bytes alone.
+    #[arg(long, value_name = "TABLE=W")]
+    pub(crate) gpu_weight: Vec<GpuWeight>,
     /// Milliseconds between a VRAM tier's refreshes, which take in the rows now hottest and
     /// patch the tier's index where the rows changed (50 to 600000) [default 1000].
     #[arg(long, value_name = "MS")]
@@ -589,6 +595,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.gpu_device {
         c.gpu_device = v;
     }
+    let gpu_weights =
+        GpuWeights::new(a.gpu_weight).map_err(|e| anyhow::anyhow!("--gpu-weight: {e}"))?;
+    c.gpu_weights.override_with(gpu_weights);
     if a.buffered_io {
         c.direct_io = false;
     }
@@ -915,6 +924,53 @@ mod tests {
             let err = parse(bad).expect_err(bad).to_string();
             assert!(err.contains(says), "{bad}: {err}");
             assert!(err.contains("--gpu-device"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn gpu_weight_is_repeatable_and_names_a_bad_value() {
+        let parse = |weights: &[&str]| {
+            let flags = weights.iter().flat_map(|w| ["--gpu-weight", w]);
+            Cli::try_parse_from(["engram-store", "serve"].into_iter().chain(flags)).map(|cli| {
+                match cli.command {
+                    super::Command::Serve(a) => a
+                        .gpu_weight
+                        .iter()
+                        .map(|w| (w.table().to_string(), w.weight()))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            })
+        };
+        assert_eq!(parse(&[]).expect("none"), []);
+        assert_eq!(
+            parse(&["v41.layer1=2", "v41.layer14=0.5"]).expect("two weights"),
+            [("v41.layer1".into(), 2.0), ("v41.layer14".into(), 0.5)]
+        );
+        for (bad, says) in [
+            ("v41.layer1", "\"v41.layer1\" has no '='"),
+            ("=2", "\"=2\" names no table"),
+            ("t=two", "weight \"two\" of table \"t\" is not a number"),
+            (
+                "t=0",
+                "weight 0 of table \"t\" is not a positive finite number",
+            ),
+            (
+                "t=-2",
+                "weight -2 of table \"t\" is not a positive finite number",
+            ),
+            (
+                "t=nan",
+                "weight NaN of table \"t\" is not a positive finite number",
+            ),
+            (
+                "t=inf",
+                "weight inf of table \"t\" is not a positive finite number",
+            ),
+        ] {
+            let err = parse(&[bad]).expect_err(bad).to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(err.contains("--gpu-weight"), "{bad}: {err}");
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use engram_store_cache::io::IoEngineKind;
 
 use super::gpu_devices::GpuDevices;
+use super::gpu_weights::GpuWeights;
 
 /// How the engine serves.
 #[derive(Debug, Clone)]
@@ -28,6 +29,12 @@ pub struct EngineConfig {
     /// VRAM tier budget of each device in `gpu_devices`, over all tables, bytes. Default 0 (no
     /// VRAM tier).
     pub gpu_budget_bytes: u64,
+    /// Weights of tables on `gpu_budget_bytes`: each device's budget is split among tables in
+    /// proportion to data bytes times weight, so a table on the critical path (an Engram
+    /// model's layer-1 table) can be given more of the VRAM tier. The RAM budget is split by
+    /// bytes alone. A table not named weighs 1; a name no table served has is kept (the table
+    /// may appear later). Default: none named (the split by bytes).
+    pub gpu_weights: GpuWeights,
     /// CUDA devices with a VRAM tier (one per table on each, under `gpu_budget_bytes` each); a
     /// LookupInto or channel into a device buffer uses its device's tier, host requests the
     /// first device's. Default device 0.
@@ -81,6 +88,7 @@ impl EngineConfig {
             direct_io: true,
             max_batch_ids: 1 << 20,
             gpu_budget_bytes: 0,
+            gpu_weights: GpuWeights::default(),
             gpu_devices: GpuDevices::default(),
             gpu_refresh: Duration::from_secs(1),
             answer_budget_bytes: 1 << 30,

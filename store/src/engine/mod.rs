@@ -12,6 +12,7 @@ mod config;
 mod dedup;
 mod error;
 mod gpu_devices;
+mod gpu_weights;
 mod group;
 mod peer_files;
 mod prefetch_queue;
@@ -30,6 +31,7 @@ pub use config::EngineConfig;
 pub use dedup::DedupedIds;
 pub use error::{BadToken, LookupError};
 pub use gpu_devices::{GpuDevices, GpuDevicesError};
+pub use gpu_weights::{GpuWeight, GpuWeightError, GpuWeights};
 pub use group::{GroupOpenError, ServedGroup, ServedLayer};
 pub use query::{
     DeadMaskLength, IntoQuery, NgramQuery, ProtocolError, RowSource, RowsQuery, TokenSequence,

@@ -1,7 +1,8 @@
 //! The engine: every table of a data directory opened with its tiers (each table's share of the
-//! RAM and VRAM budgets proportional to its data bytes, all reading through one I/O engine), the
-//! Engram groups over them, the registered regions, and one method per kind of request. The gRPC
-//! edge converts a message into a query, calls one of these, and encodes the answer.
+//! RAM budget proportional to its data bytes, of the VRAM budget to its data bytes times its
+//! `--gpu-weight`, all reading through one I/O engine), the Engram groups over them, the
+//! registered regions, and one method per kind of request. The gRPC edge converts a message into
+//! a query, calls one of these, and encodes the answer.
 //!
 //! What is served lives in a [`Catalog`], replaced whole when a new table version is swapped in
 //! (`super::versions`); each request reads one snapshot of it. Requests are admitted by their
@@ -17,7 +18,7 @@ use engram_store_cache::{PolicyFactory, policy};
 
 use super::admission::Admission;
 use super::answer_budget::{AnswerBudget, AnswerReservation};
-use super::build::{TableBuilder, share};
+use super::build::{BudgetSplit, TableBuilder};
 use super::catalog::{Catalog, CatalogCell, TableVersions, Unavailable};
 use super::config::EngineConfig;
 use super::dedup::DedupedIds;
@@ -259,15 +260,26 @@ impl Engine {
                 });
             }
         }
-        let total_bytes: u128 = opened
-            .iter()
-            .map(|(_, t, _)| u128::from(t.manifest.data_bytes()))
-            .sum();
+        for (table, weight) in config.gpu_weights.iter() {
+            if !opened.iter().any(|(name, ..)| name == table) {
+                tracing::warn!(
+                    table,
+                    weight,
+                    "--gpu-weight (or gpu_weights) names a table that is not served: its weight \
+                     applies if the table appears"
+                );
+            }
+        }
+        let split = BudgetSplit::among(
+            &config,
+            opened
+                .iter()
+                .map(|(name, t, _)| (name.as_str(), t.manifest.data_bytes())),
+        );
         for (name, table, on_disk) in opened {
             let bytes = table.manifest.data_bytes();
             let current_version = table.manifest.version;
-            let ram_share = share(config.ram_cache_bytes, bytes, total_bytes);
-            let gpu_share = share(config.gpu_budget_bytes, bytes, total_bytes);
+            let (ram_share, gpu_share) = split.shares(&name, bytes);
             let built = builder.build(table, ram_share, gpu_share)?;
             let table_dir = config.data_dir.join(&name);
             let older = on_disk

@@ -33,7 +33,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::build::{Built, share};
+use super::build::{BudgetSplit, Built};
 use super::catalog::{Catalog, TableVersions, Unavailable};
 use super::served_table::{ServedTable, VersionDir};
 use super::serving::{Engine, EngineError, open_group};
@@ -444,7 +444,7 @@ impl Engine {
         }
         let (ram_share, gpu_share) = match next.tables.get(name) {
             Some(v) => (v.ram_share, v.gpu_share),
-            None => self.new_table_shares(next, m.data_bytes()),
+            None => self.new_table_shares(next, name, m.data_bytes()),
         };
         let built = self
             .builder()
@@ -536,22 +536,24 @@ impl Engine {
         Ok(warmed)
     }
 
-    /// Shares of the RAM and VRAM budgets (the VRAM share on each device) for a table new to the
-    /// catalog, of `bytes` data bytes: what it would get among the tables served, out of what no
-    /// table holds yet.
-    fn new_table_shares(&self, catalog: &Catalog, bytes: u64) -> (u64, u64) {
+    /// Shares of the RAM and VRAM budgets (the VRAM share on each device) for `table`, new to
+    /// the catalog, of `bytes` data bytes: what it would get among the tables served (VRAM by
+    /// weight, as at start), out of what no table holds yet.
+    fn new_table_shares(&self, catalog: &Catalog, table: &str, bytes: u64) -> (u64, u64) {
         let c = self.config();
-        let total: u128 = catalog
-            .tables()
-            .map(|t| u128::from(t.manifest().data_bytes()))
-            .sum::<u128>()
-            + u128::from(bytes);
+        let split = BudgetSplit::among(
+            c,
+            catalog
+                .table_versions()
+                .map(|(name, v)| (name.as_str(), v.current.manifest().data_bytes()))
+                .chain([(table, bytes)]),
+        );
+        let (ram, gpu) = split.shares(table, bytes);
         let held_ram: u64 = catalog.tables.values().map(|v| v.ram_share).sum();
         let held_gpu: u64 = catalog.tables.values().map(|v| v.gpu_share).sum();
         (
-            share(c.ram_cache_bytes, bytes, total).min(c.ram_cache_bytes.saturating_sub(held_ram)),
-            share(c.gpu_budget_bytes, bytes, total)
-                .min(c.gpu_budget_bytes.saturating_sub(held_gpu)),
+            ram.min(c.ram_cache_bytes.saturating_sub(held_ram)),
+            gpu.min(c.gpu_budget_bytes.saturating_sub(held_gpu)),
         )
     }
 
