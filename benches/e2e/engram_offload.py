@@ -90,6 +90,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -232,6 +233,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "many trace tokens the runs never read, as many as its VRAM tier holds, as a server "
         f"that has served for hours holds them (default: {WARM_TOKENS} on a GPU; 0: no warm, "
         "the default on a CPU)",
+    )
+    p.add_argument(
+        "--store-gpu-weight",
+        action="append",
+        default=[],
+        metavar="LAYER=W",
+        help="the store arms' --gpu-weight for the table of Engram layer LAYER: its share of "
+        "the VRAM tier is its bytes' share times W (default 1 each; e.g. 1=2: layer 1's rows, "
+        "needed one layer after the step's ids, get twice the room of layer 14's, needed after "
+        "13)",
     )
     p.add_argument(
         "--store-warm-ram-band",
@@ -383,11 +394,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     try:
         args.d_variants = arm_variants.parse_variants(args.d_variant)
+        args.store_gpu_weights = parse_layer_weights(args.store_gpu_weight)
     except ValueError as e:
         p.error(str(e))
     if args.d_variants and "d" not in args.arms:
         p.error("--d-variant needs arm (d) among --arms: a variant runs on (d)'s store")
     return args
+
+
+def parse_layer_weights(texts: Sequence[str]) -> dict[int, float]:
+    """``--store-gpu-weight LAYER=W`` flags as ``{layer: W}``; ValueError naming a bad one."""
+    weights: dict[int, float] = {}
+    for text in texts:
+        layer, eq, value = text.partition("=")
+        try:
+            lid, w = int(layer), float(value)
+        except ValueError:
+            lid, w = -1, math.nan
+        if not eq or lid < 0 or not math.isfinite(w) or w <= 0:
+            raise ValueError(
+                f"--store-gpu-weight {text!r}: expected LAYER=W, a layer id and a weight above 0"
+            )
+        if lid in weights:
+            raise ValueError(f"--store-gpu-weight: layer {lid} given twice")
+        weights[lid] = w
+    return weights
 
 
 # --- tables -------------------------------------------------------------------------------------
@@ -1171,7 +1202,24 @@ def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
         extra += ["--gpu-budget", budget, "--gpu-device", str(device.index or 0)]
     if args.store_gpu_refresh_ms is not None:
         extra += ["--gpu-refresh-ms", str(args.store_gpu_refresh_ms)]
+    for name, w in zip(tables.names, table_weights(ctx), strict=True):
+        if w != 1.0:
+            extra += ["--gpu-weight", f"{name}={w:g}"]
     return ram, extra
+
+
+def table_weights(ctx: dict[str, Any]) -> list[float]:
+    """Each table's weight in the store's VRAM split (``--store-gpu-weight``; 1 if not given),
+    in ``tables.names``' order."""
+    weights = ctx["args"].store_gpu_weights
+    return [weights.get(lid, 1.0) for lid in ctx["layer_ids"]]
+
+
+def vram_shares(budget: int, tables: Tables, weights: Sequence[float]) -> list[int]:
+    """Each table's bytes of a VRAM ``budget``, as the store splits it: by data bytes times the
+    table's ``--gpu-weight``."""
+    weighted = [rows * w for rows, w in zip(tables.rows, weights, strict=True)]
+    return [int(budget * x // sum(weighted)) for x in weighted]
 
 
 def mapped(arm: str, ctx: dict[str, Any]) -> bool:
@@ -1468,13 +1516,14 @@ def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -
     started = time.perf_counter()
     deadline = started + timeout_s
     budget = store_gpu_budget(client, ctx)
-    total = sum(tables.rows)
+    shares = [None] * len(tables.names)
+    if budget is not None:
+        shares = vram_shares(budget, tables, table_weights(ctx))
     hinted = accepted = 0
     hinted_per_table = []
-    for name, rows, table_rows in zip(tables.names, warm.rows, tables.rows, strict=True):
+    for name, rows, share in zip(tables.names, warm.rows, shares, strict=True):
         k = rows.size
-        if budget is not None:
-            share = budget * table_rows // total  # the store shares its budget by table bytes
+        if share is not None:
             k = min(k, vram_tier_rows(share, tables.row_bytes))
         hinted += k
         hinted_per_table.append(k)
@@ -1657,6 +1706,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="engram-offload-"))
             )
         tables = prepare_tables(args, device, log)
+        unknown = sorted(set(args.store_gpu_weights) - set(tables.hasher.layer_ids))
+        if unknown:
+            raise SystemExit(
+                f"engram_offload.py: --store-gpu-weight: no Engram table at layer(s) {unknown} "
+                f"(the tables' layers: {list(tables.hasher.layer_ids)})"
+            )
         if args.prepare_only:
             return 0
         return run_arms(args, device, tables, log)
@@ -1955,7 +2010,9 @@ def report_results(
             "stage_min_tokens": args.stage_min_tokens,
             "store_gpu_budget": args.store_gpu_budget,
             "store_gpu_refresh_ms": args.store_gpu_refresh_ms,
+            "store_gpu_weights": args.store_gpu_weights,
             "store_warm_tokens": args.store_warm_tokens,
+            "store_warm_ram_band": args.store_warm_ram_band,
         },
         "paper_table4": report.PAPER_TABLE4,
         **(extra or {}),

@@ -336,3 +336,32 @@ def test_the_ram_band_warm_leaves_the_band_in_the_ram_tier(tmp_path):
     assert looked == out["ram_band_rows"]
     assert ram["hits"] >= 0.6 * looked, (ram, looked)
     assert "twice" in logged[-1], logged
+
+
+def test_store_gpu_weights_split_the_vram_tier_as_the_store_does():
+    """``--store-gpu-weight LAYER=W``: the store arms' ``--gpu-weight`` flags name each weighted
+    layer's table, and the warm sizes each table's hints by its weighted share; bad weights are
+    refused naming them."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    harness = load_harness()
+    args = harness.parse_args(["--tiny", "--store-gpu-weight", "1=2"])
+    assert args.store_gpu_weights == {1: 2.0}
+    tables = harness.Tables(Path("/nowhere"), {}, None, ["v41.layer1", "v41.layer14"],
+                            [3000, 3000], 264)  # fmt: skip
+    ctx = {"args": args, "layer_ids": [1, 14], "tables": tables}
+    assert harness.table_weights(ctx) == [2.0, 1.0]
+    shares = harness.vram_shares(9000, tables, harness.table_weights(ctx))
+    assert shares == [6000, 3000]
+    for bad in ("1", "x=2", "1=0", "1=-1", "1=nan", "1=inf"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            harness.parse_layer_weights([bad])
+    with pytest.raises(ValueError, match="layer 1 given twice"):
+        harness.parse_layer_weights(["1=2", "1=3"])
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--store-gpu-weight", "7=2",
+         "--prepare-only", "--server-bin", str(smoke_run_binary())],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and "no Engram table at layer(s) [7]" in done.stderr, (
+        done.stderr[-2000:]
+    )

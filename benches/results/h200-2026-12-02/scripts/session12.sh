@@ -16,4 +16,15 @@ case ${1:?call 1-3} in
     run all4b dense-4b abcde 470 --rounds 4 --decode-steps 96 --prefill-chunks 6 "${ALL[@]}" ;;
   2)
     run all8b dense-8b abcde 520 --rounds 4 --decode-steps 96 --prefill-chunks 6 "${ALL[@]}" ;;
+  3)  # layer 1's table given twice its bytes' share of the VRAM tier (serve --gpu-weight, new):
+      # its rows are needed one layer after the step's ids, layer 14's after 13. The store's GPU
+      # tests first (gpu_serving, with the new one sizing each table's tier by its weight; it
+      # runs the binary at the path it was built with).
+    mkdir -p /work/main/target/release && cp .device-bin/engram-store /work/main/target/release/
+    timeout 120 .device-bin/gpu_serving > $R/gpu_serving.log 2>&1; echo "gpu_serving rc=$?"
+    grep "test result\|FAILED\|panicked" $R/gpu_serving.log; cp $R/gpu_serving.log "$OUT_FINAL"/
+    W=(--rounds 6 --decode-steps 128 --prefill-chunks 0 --after-first-segment
+       --store-warm-tokens 5000000 --store-gpu-weight 1=2)
+    run w4b dense-4b bcd 230 "${W[@]}"
+    run w8b dense-8b bcd 230 "${W[@]}" ;;
 esac
