@@ -27,4 +27,10 @@ case ${1:?call 1-3} in
        --store-warm-tokens 5000000 --store-gpu-weight 1=2)
     run w4b dense-4b bcd 230 "${W[@]}"
     run w8b dense-8b bcd 230 "${W[@]}" ;;
+  4)  # the gather's grid, now with balanced rounds: 8 and 32 programs against the default 16
+      # (an eighth of the SMs), decode alone, no weights
+    V=(--rounds 6 --decode-steps 128 --prefill-chunks 0 --after-first-segment
+       --store-warm-tokens 5000000 --d-variant p8:mapped_programs=8
+       --d-variant p32:mapped_programs=32)
+    run grid4b dense-4b bcd 300 "${V[@]}" ;;
 esac
