@@ -26,9 +26,12 @@ Arms, on the same tokens:
 Before the runs of (d) and (e) (on a GPU by default, ``--store-warm-tokens``), the store is warmed
 as a server that has served this traffic for hours would be: the rows of the n-grams of trace
 tokens that no run reads, most frequent first, as many as its VRAM tier holds, are sent as
-Prefetch hints (the tier's refresh takes them in); the log and the JSON's ``store_vram`` give the
-rows hinted, the tier's resident rows and its hit rate over the runs (``vram_hit_estimate.py``
-estimates that rate offline).
+Prefetch hints (the tier's refresh takes them in); then arm (e)'s RAM tier is given the next most
+frequent rows, as many as it holds (``--store-warm-ram-band``), as a RAM tier that has seen only
+the VRAM tier's misses for hours would hold. The log and the JSON's ``store_vram`` give the rows
+hinted, the tier's resident rows and its hit rate over the runs (``vram_hit_estimate.py``
+estimates that rate offline). Each arm begins a step's lookup once the model's layers before the
+first Engram layer are queued (``--after-first-segment``, the default).
 
 Phases: decode at ``--decode-batches`` (sequences, one token each, over a sliding window of
 ``--window`` cached positions, the step replayed as CUDA graphs split at the Engram layers, whose
@@ -247,10 +250,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--store-warm-ram-band",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="arm (e): after the VRAM tier's warm, read the warm's next most frequent rows "
-        "through the store, as many as its RAM tier holds, so the RAM tier holds rows the VRAM "
-        "tier does not (as after hours of traffic, when it sees only the VRAM tier's misses)",
+        default=True,
+        help="arm (e), with a warm: after the VRAM tier's warm, read the warm's next most "
+        "frequent rows through the store, as many as its RAM tier holds, so the RAM tier holds "
+        "rows the VRAM tier does not, as after hours of traffic, when it sees only the VRAM "
+        "tier's misses (default; on the H200 its RAM hits over the runs went from 0.24M to 2.6M, "
+        "BENCHMARKS.md 10i)",
     )
     p.add_argument("--io-engine", default="auto", help="the store's --io-engine")
     p.add_argument(
@@ -312,11 +317,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--after-first-segment",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="each arm begins a step's lookup once the model's layers before the first Engram "
         "layer are queued, not before them: the device runs those layers during the lookup's "
         "host work, and a side-stream gather waits for the step's ids alone "
-        "(EngramRowBackend.prefetch(after=event))",
+        "(EngramRowBackend.prefetch(after=event); the default: 1-2%% faster for (d) in decode, "
+        "BENCHMARKS.md 10h). --no-after-first-segment: before them, at forward entry, as "
+        "vLLM's Engram backends prefetch",
     )
     p.add_argument(
         "--inline-min-tokens",

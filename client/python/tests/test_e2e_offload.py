@@ -93,11 +93,11 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     at the step's start or, staggered, when layer 1 reads its rows): the same rows and logits
     as arm (c), and no shared file left behind. The staggered run also runs its arms in two
     interleaved rounds (``--rounds 2``), recording every gather's ids with the store
-    (``--mapped-record-every 1``), each arm beginning its lookups after the model's first
-    segment (``--after-first-segment``): each arm's entry then carries both rounds and its
-    ratios to arm (c)'s."""
+    (``--mapped-record-every 1``), each arm beginning its lookups at forward entry, before the
+    model's first segment (``--no-after-first-segment``; after it is the default): each arm's
+    entry then carries both rounds and its ratios to arm (c)'s."""
     extra = ["--stagger-gathers", "--rounds", "2", "--mapped-record-every", "1",
-             "--after-first-segment"] if stagger else []  # fmt: skip
+             "--no-after-first-segment"] if stagger else []  # fmt: skip
     done, out, shm = run_mapped(tmp_path, "--arms", "acd", *extra)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr
@@ -114,8 +114,9 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
         rows = {r["arm"]: r["rows_sha256"] for r in result["details"]
                 if (r["phase"], r["batch"]) == group and r["arm"] != "a"}  # fmt: skip
         assert rows["c"] == rows["d"] and rows["c"] is not None, rows
+    assert result["run"]["after_first_segment"] != stagger
     if stagger:
-        assert result["run"]["rounds"] == 2 and result["run"]["after_first_segment"]
+        assert result["run"]["rounds"] == 2 and not result["run"]["after_first_segment"]
         for r in result["details"]:
             tok = r["rounds_tok_per_s"]
             assert len(tok) == 2 and r["tok_per_s"] in tok, r
@@ -226,7 +227,7 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     done, out, _ = run_mapped(
         tmp_path, "--arms", "cd", "--rounds", "2", "--d-variant", "staged:stage_min_tokens=1",
         "--d-variant", "p4:mapped_programs=4,stagger_gathers=1,mapped_record_every=0",
-        "--d-variant", "late:after_first_segment=1",
+        "--d-variant", "early:after_first_segment=0",
         "--store-gpu-refresh-ms", "200",
     )  # fmt: skip
     log = done.stdout + done.stderr
@@ -241,11 +242,11 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     assert variants["settings"] == {
         "d:staged": {"stage_min_tokens": 1},
         "d:p4": {"mapped_programs": 4, "stagger_gathers": 1, "mapped_record_every": 0},
-        "d:late": {"after_first_segment": 1},
+        "d:early": {"after_first_segment": 0},
     }
     groups = {(r["phase"], r["batch"]) for r in result["arms"]}
     got = {(r["arm"], r["phase"], r["batch"]) for r in variants["results"]}
-    assert got == {(v, *g) for v in ("d:staged", "d:p4", "d:late") for g in groups}, got
+    assert got == {(v, *g) for v in ("d:staged", "d:p4", "d:early") for g in groups}, got
     for r in variants["results"]:
         group = (r["phase"], r["batch"])
         d = next(a for a in result["details"]
