@@ -38,6 +38,23 @@ fn gpu_present() -> bool {
     gpu_count() > 0
 }
 
+/// `engram-store serve` on `data` with `flags`, which it must refuse: its stderr (also printed),
+/// after checking it exited non-zero without a panic.
+fn refused_serve(data: &std::path::Path, flags: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_engram-store"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(flags)
+        .output()
+        .expect("run engram-store");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{flags:?} was accepted");
+    assert!(!stderr.contains("panicked"), "{flags:?}: {stderr}");
+    println!("{flags:?}: {}", stderr.lines().next().unwrap_or(""));
+    stderr
+}
+
 #[test]
 fn a_bad_gpu_device_list_is_a_clear_cli_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -46,22 +63,11 @@ fn a_bad_gpu_device_list_is_a_clear_cli_error() {
         ("x", "GPU device \"x\" in \"x\" is not a device ordinal"),
         ("0,,1", "has an empty item"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_engram-store"))
-            .args(["serve", "--data"])
-            .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0", "--gpu-device", list])
-            .output()
-            .expect("run engram-store");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "--gpu-device {list} was accepted");
+        let stderr = refused_serve(dir.path(), &["--gpu-device", list]);
         assert!(stderr.contains(says), "--gpu-device {list}: {stderr}");
         assert!(
             stderr.contains("--gpu-device"),
             "--gpu-device {list}: {stderr}"
-        );
-        println!(
-            "--gpu-device {list}: {}",
-            stderr.lines().next().unwrap_or("")
         );
     }
 }
@@ -97,27 +103,12 @@ fn a_bad_gpu_weight_is_a_clear_cli_error() {
             "table \"t\" is given a weight twice (2 and 3)",
         ),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_engram-store"))
-            .args(["serve", "--data"])
-            .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(weights.iter().flat_map(|w| ["--gpu-weight", w]))
-            .output()
-            .expect("run engram-store");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success(),
-            "--gpu-weight {weights:?} was accepted"
-        );
+        let flags: Vec<&str> = weights.iter().flat_map(|w| ["--gpu-weight", w]).collect();
+        let stderr = refused_serve(dir.path(), &flags);
         assert!(stderr.contains(says), "--gpu-weight {weights:?}: {stderr}");
         assert!(
             stderr.contains("--gpu-weight"),
             "--gpu-weight {weights:?}: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        println!(
-            "--gpu-weight {weights:?}: {}",
-            stderr.lines().next().unwrap_or("")
         );
     }
 }
