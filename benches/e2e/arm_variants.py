@@ -23,6 +23,10 @@ VARIANT_KEYS = {
     "mapped_programs": "MappedTransport.view(max_programs=N) (--transport mapped)",
     "mapped_record_every": "MappedTransport.view(record_every=N) (--transport mapped; 0: the "
     "variant's gathers are not recorded with the store)",
+    "mapped_warps": "MappedTransport.view(num_warps=N): warps per program of the gather kernel "
+    "(--transport mapped; 1, 2, 4, 8 or 16, default 4)",
+    "mapped_block_rows": "MappedTransport.view(block_rows=N): rows per block of the gather "
+    "kernel (--transport mapped; a power of two, default 16)",
 }
 
 #: The variant keys that set how the harness drives the backend, not the backend.
@@ -30,7 +34,12 @@ SOURCE_KEYS = {"after_first_segment"}
 
 #: The variant keys that set the mapped transport, and the :meth:`MappedTransport.view` setting
 #: each one is.
-TRANSPORT_KEYS = {"mapped_programs": "max_programs", "mapped_record_every": "record_every"}
+TRANSPORT_KEYS = {
+    "mapped_programs": "max_programs",
+    "mapped_record_every": "record_every",
+    "mapped_warps": "num_warps",
+    "mapped_block_rows": "block_rows",
+}
 
 #: The prefix of a variant's arm name.
 PREFIX = "d:"

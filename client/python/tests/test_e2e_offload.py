@@ -226,7 +226,9 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     per-round ratio to (d), and having fed the same rows as (d), bit for bit. One server only."""
     done, out, _ = run_mapped(
         tmp_path, "--arms", "cd", "--rounds", "2", "--d-variant", "staged:stage_min_tokens=1",
-        "--d-variant", "p4:mapped_programs=4,stagger_gathers=1,mapped_record_every=0",
+        "--d-variant",
+        "p4:mapped_programs=4,stagger_gathers=1,mapped_record_every=0,mapped_warps=2,"
+        "mapped_block_rows=8",
         "--d-variant", "early:after_first_segment=0",
         "--store-gpu-refresh-ms", "200",
     )  # fmt: skip
@@ -241,7 +243,8 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     variants = result["d_variants"]
     assert variants["settings"] == {
         "d:staged": {"stage_min_tokens": 1},
-        "d:p4": {"mapped_programs": 4, "stagger_gathers": 1, "mapped_record_every": 0},
+        "d:p4": {"mapped_programs": 4, "stagger_gathers": 1, "mapped_record_every": 0,
+                 "mapped_warps": 2, "mapped_block_rows": 8},
         "d:early": {"after_first_segment": 0},
     }
     groups = {(r["phase"], r["batch"]) for r in result["arms"]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -105,10 +106,11 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         )
         want = R.dequantize(torch.from_numpy(want_packed))
         want[9, 3] = 0
-        for programs, block_rows in ((1, 16), (4, 16), (2, 64)):
+        for programs, block_rows, warps in ((1, 16, 4), (4, 16, 4), (2, 64, 4), (4, 4, 1),
+                                            (3, 8, 2)):  # fmt: skip
             got = torch.full((29, 7, 256), 3.0, dtype=torch.bfloat16)
             tiered_gather_dequantize(src, torch.from_numpy(ids), got, max_programs=programs,
-                                     block_rows=block_rows)
+                                     block_rows=block_rows, num_warps=warps)
             assert torch.equal(got[:, :6].view(torch.int16), want.view(torch.int16)), programs
             assert (got[:, 6] == 3.0).all()
         errors = torch.zeros(1, dtype=torch.int64)
@@ -601,3 +603,27 @@ def test_a_layer_whose_gather_fails_raises_in_rows_and_spares_the_other(tmp_path
             backend.prefetch(hash_ids=torch.from_numpy(ids))
             assert torch.equal(backend.rows(1).view(torch.int16), want.view(torch.int16))
         transport.close()
+
+
+def test_the_gather_kernels_shape_is_checked_when_set(tmp_path):
+    """``MappedTransport(block_rows=, num_warps=)`` and a view of it with them changed: a shape
+    Triton cannot launch is refused when set, naming the value, not at the first gather; a view
+    carries its own shape and leaves its parent's alone."""
+    from engram_store.torch import MappedTransport
+
+    with sharing_server(tmp_path, {"t": (100, 1)}) as (client, _):
+        for bad, says in (({"block_rows": 12}, "block_rows must be a power of two, got 12"),
+                          ({"num_warps": 3}, "num_warps must be 1, 2, 4, 8 or 16, got 3")):  # fmt: skip
+            with pytest.raises(ValueError, match=re.escape(says)):
+                MappedTransport(client, **bad)
+        transport = MappedTransport(client, block_rows=8, num_warps=2)
+        try:
+            view = transport.view(num_warps=1, block_rows=32)
+            assert (view.num_warps, view.block_rows) == (1, 32)
+            assert (transport.num_warps, transport.block_rows) == (2, 8)
+            with pytest.raises(ValueError, match="got 0"):
+                transport.view(block_rows=0)
+            with pytest.raises(TypeError, match="no setting grid"):
+                transport.view(grid=4)
+        finally:
+            transport.close()

@@ -599,6 +599,14 @@ class StagedGather(FillOnRead):
             on.synchronize()
 
 
+def _check_kernel_shape(block_rows: int, num_warps: int) -> None:
+    """ValueError naming a gather kernel shape Triton cannot launch."""
+    if not isinstance(block_rows, int) or block_rows < 1 or block_rows & (block_rows - 1):
+        raise ValueError(f"block_rows must be a power of two, got {block_rows!r}")
+    if num_warps not in (1, 2, 4, 8, 16):
+        raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16, got {num_warps!r}")
+
+
 class MappedTransport(RowTransport):
     """Rows gathered by this process's own kernel from what the server shares (see the module
     doc): :meth:`gather` queues the kernel on the current stream, writing bf16 rows straight into
@@ -629,6 +637,10 @@ class MappedTransport(RowTransport):
             kernels, whose waves a kernel beside them breaks up). ``"side"``: the same, the
             kernel on the transport's stream as soon as the copy is up. ``"off"``: read row by
             row over PCIe by one kernel, as the other gathers.
+        block_rows, num_warps: the gather kernel's rows per block (a power of two, default
+            16) and warps per program (1, 2, 4, 8 or 16; default 4), for :meth:`gather`'s
+            direct gathers (:func:`tiered_gather_dequantize`): a smaller program holds fewer
+            registers on its SM beside the model's kernels.
     """
 
     name = "mapped"
@@ -642,8 +654,12 @@ class MappedTransport(RowTransport):
         max_programs: int | None = None,
         ahead_programs: int | None = None,
         stage_ahead: str = "inline",
+        block_rows: int = _BLOCK_ROWS,
+        num_warps: int = 4,
     ):
         from engram_store.client import Client
+
+        _check_kernel_shape(block_rows, num_warps)
 
         self._owns_client = isinstance(client, str)
         self.client = Client(client) if isinstance(client, str) else client
@@ -653,6 +669,8 @@ class MappedTransport(RowTransport):
         if stage_ahead not in ("inline", "side", "off"):
             raise ValueError(f"stage_ahead must be inline, side or off, not {stage_ahead!r}")
         self.stage_ahead = stage_ahead
+        self.block_rows = block_rows
+        self.num_warps = num_warps
         self._stager = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-stage")
         self._stage_streams: dict[torch.device, torch.cuda.Stream] = {}
         #: Gathers that went through :meth:`gather_staged`, and the rows they copied up.
@@ -681,12 +699,15 @@ class MappedTransport(RowTransport):
 
     def view(self, **settings: Any) -> MappedTransport:
         """A view of this transport with some of its settings changed (``max_programs``,
-        ``record_every``): it shares this one's mappings, threads, client and recording state
-        (an A/B of a setting in one process needs no second mapping). Close this transport,
-        not the view: the view's own :meth:`close` does nothing."""
-        unknown = sorted(set(settings) - {"max_programs", "record_every"})
+        ``record_every``, ``block_rows``, ``num_warps``): it shares this one's mappings, threads,
+        client and recording state (an A/B of a setting in one process needs no second mapping).
+        Close this transport, not the view: the view's own :meth:`close` does nothing."""
+        unknown = sorted(set(settings) - {"max_programs", "record_every", "block_rows", "num_warps"})
         if unknown:
             raise TypeError(f"MappedTransport.view: no setting {', '.join(unknown)}")
+        _check_kernel_shape(
+            settings.get("block_rows", self.block_rows), settings.get("num_warps", self.num_warps)
+        )
         view = copy.copy(self)
         for name, value in settings.items():
             setattr(view, name, value)
@@ -711,7 +732,10 @@ class MappedTransport(RowTransport):
         programs = self.max_programs
         if ahead:
             programs = UNCAPPED if self.ahead_programs is None else self.ahead_programs
-        tiered_gather_dequantize(mapped.rows_view, ids, out, fmt, max_programs=programs)
+        tiered_gather_dequantize(
+            mapped.rows_view, ids, out, fmt, max_programs=programs,
+            block_rows=self.block_rows, num_warps=self.num_warps,
+        )  # fmt: skip
 
     def gather_staged(
         self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
