@@ -1569,7 +1569,7 @@ def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -
     log(f"arm ({arm}): warmed from {warm.tokens:,} held-out tokens of the trace: hinted the "
         f"{hinted:,} most frequent of their {sum(r.size for r in warm.rows):,} distinct rows; "
         f"{held} after {out['seconds']:.1f}s")  # fmt: skip
-    if args.store_warm_ram_band and not mapped(arm, ctx) and arm == "e":
+    if args.store_warm_ram_band and arm == "e":  # (d) holds the whole table in RAM
         out.update(warm_ram_band(client, arm, ctx, skip=hinted_per_table))
     client.stats(reset=True)
     return out
