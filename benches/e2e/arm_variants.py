@@ -20,6 +20,8 @@ VARIANT_KEYS = {
     "stagger_gathers": "EngramRowBackend(stagger_gathers=bool(N))",
     "after_first_segment": "the step's lookup begun after the model's first segment is "
     "queued (--after-first-segment; 1: after, 0: before)",
+    "model_priority": "the CUDA priority of the stream the variant's steps run on "
+    "(--model-priority; e.g. -1, above the gathers' side stream at 0)",
     "mapped_programs": "MappedTransport.view(max_programs=N) (--transport mapped)",
     "mapped_record_every": "MappedTransport.view(record_every=N) (--transport mapped; 0: the "
     "variant's gathers are not recorded with the store)",
@@ -30,7 +32,7 @@ VARIANT_KEYS = {
 }
 
 #: The variant keys that set how the harness drives the backend, not the backend.
-SOURCE_KEYS = {"after_first_segment"}
+SOURCE_KEYS = {"after_first_segment", "model_priority"}
 
 #: The variant keys that set the mapped transport, and the :meth:`MappedTransport.view` setting
 #: each one is.

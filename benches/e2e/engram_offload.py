@@ -327,6 +327,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "vLLM's Engram backends prefetch",
     )
     p.add_argument(
+        "--model-priority",
+        type=int,
+        default=None,
+        help="run each arm's steps on a CUDA stream of this priority (lower is higher; e.g. -1: "
+        "above the side streams' gathers at --side-priority 0, so the block scheduler gives "
+        "SMs to the model's kernels first). Default: the current stream",
+    )
+    p.add_argument(
         "--inline-min-tokens",
         type=int,
         help="with --transport mapped: steps of at least this many tokens gather on the model's "
@@ -631,6 +639,9 @@ class Source:
     # ``begin`` once the model's first segment is queued (``--after-first-segment``): a gather
     # on a side stream then waits for the ids alone (``Runner.ids_ready``), not that segment.
     after_first_segment = False
+    # The CUDA priority of the stream the step runs on (``--model-priority``; None: the current
+    # stream, as before).
+    model_priority: int | None = None
 
     def start(self, run: Runner) -> None:
         """Before the first step of a phase."""
@@ -882,6 +893,8 @@ class Runner:
         self.ids = None
         #: Recorded once the step's ids are hashed (on a GPU): what a late ``begin`` waits for.
         self.ids_ready = torch.cuda.Event() if self.cuda else None
+        #: The streams of ``--model-priority``, by priority.
+        self._model_streams: dict[int, Any] = {}
 
     def begin_after(self, source: Source):
         """The event ``source``'s gather waits for instead of the current stream: the ids being
@@ -998,6 +1011,23 @@ class Runner:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, source: Source, seed: int) -> Measured:
+        """The phase's steps for ``source``'s arm, on a stream of its ``model_priority`` if it
+        has one (on a GPU; the side streams' gathers then rank above or below the model's
+        kernels when the block scheduler has SMs to give)."""
+        priority = source.model_priority
+        if priority is None or not self.cuda:
+            return self._run(source, seed)
+        stream = self._model_streams.get(priority)
+        if stream is None:
+            stream = self.torch.cuda.Stream(self.device, priority=priority)
+            self._model_streams[priority] = stream
+        stream.wait_stream(self.torch.cuda.current_stream())
+        with self.torch.cuda.stream(stream):
+            measured = self._run(source, seed)
+        self.torch.cuda.current_stream().wait_stream(stream)
+        return measured
+
+    def _run(self, source: Source, seed: int) -> Measured:
         torch, st, phase = self.torch, self.state, self.phase
         pieces, outputs = self._segments(source.with_engram)
         hash_fn = self._hasher_fn() if source.device_ids else None
@@ -1158,10 +1188,13 @@ def arm_source(arm: str, ctx: dict[str, Any]) -> Iterator[Source]:
     steps' lookups where ``--after-first-segment`` (or the variant's setting) says."""
     with _arm_source(arm, ctx) as source:
         late = ctx["args"].after_first_segment
+        priority = ctx["args"].model_priority
         if arm_variants.is_variant(arm):
             variant = arm_variants.variant_of(ctx["args"].d_variants, arm)
             late = bool(variant.settings.get("after_first_segment", late))
+            priority = variant.settings.get("model_priority", priority)
         source.after_first_segment = late
+        source.model_priority = priority
         yield source
 
 
@@ -2010,6 +2043,7 @@ def report_results(
             "mapped_stage_ahead": args.mapped_stage_ahead,
             "inline_min_tokens": args.inline_min_tokens,
             "after_first_segment": args.after_first_segment,
+            "model_priority": args.model_priority,
             "rounds": args.rounds,
             "mapped_programs": args.mapped_programs,
             "mapped_ahead_programs": args.mapped_ahead_programs,

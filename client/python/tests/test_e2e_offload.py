@@ -229,7 +229,7 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
         "--d-variant",
         "p4:mapped_programs=4,stagger_gathers=1,mapped_record_every=0,mapped_warps=2,"
         "mapped_block_rows=8",
-        "--d-variant", "early:after_first_segment=0",
+        "--d-variant", "early:after_first_segment=0,model_priority=-1",
         "--store-gpu-refresh-ms", "200",
     )  # fmt: skip
     log = done.stdout + done.stderr
@@ -245,7 +245,7 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
         "d:staged": {"stage_min_tokens": 1},
         "d:p4": {"mapped_programs": 4, "stagger_gathers": 1, "mapped_record_every": 0,
                  "mapped_warps": 2, "mapped_block_rows": 8},
-        "d:early": {"after_first_segment": 0},
+        "d:early": {"after_first_segment": 0, "model_priority": -1},
     }
     groups = {(r["phase"], r["batch"]) for r in result["arms"]}
     got = {(r["arm"], r["phase"], r["batch"]) for r in variants["results"]}
