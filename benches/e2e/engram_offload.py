@@ -1397,10 +1397,16 @@ def warm_ram(client, tables: Tables, log) -> None:
     chunk = 1 << 19
     with client.shm_region(chunk * tables.row_bytes) as region:
         for name, rows in zip(tables.names, tables.rows, strict=True):
-            for first in range(0, rows, chunk):
-                ids = np.arange(first, min(rows, first + chunk), dtype=np.uint64)
-                client.lookup_into(region, name, ids)
+            read_through(client, region, name, np.arange(rows, dtype=np.uint64), chunk)
     log(f"arm (d): read the whole table once in {time.perf_counter() - started:.1f}s")
+
+
+def read_through(client, region, table: str, ids: np.ndarray, chunk: int, times: int = 1) -> None:
+    """Reads rows ``ids`` of ``table`` through the store into ``region`` (room for ``chunk``
+    rows), ``chunk`` at a time, each chunk ``times`` times in a row."""
+    for first in range(0, ids.size, chunk):
+        for _ in range(times):
+            client.lookup_into(region, table, ids[first : first + chunk])
 
 
 # --- the store's VRAM tier, warmed from the trace -----------------------------------------------
@@ -1642,10 +1648,7 @@ def warm_ram_band(client, arm: str, ctx: dict[str, Any], skip: list[int]) -> dic
                                              strict=True):  # fmt: skip
             band = np.sort(rows[k : k + capacity * table_rows // total]).astype(np.uint64)
             band_rows += band.size
-            for first in range(0, band.size, chunk):
-                ids = band[first : first + chunk]
-                for _ in range(2):
-                    client.lookup_into(region, name, ids)
+            read_through(client, region, name, band, chunk, times=2)
     ram = client.stats().tiers.get("ram", {})
     out = {
         "ram_band_rows": band_rows,

@@ -119,6 +119,14 @@ class TieredRows:
         return 0 if self.arena is None else self.arena.shape[0]
 
 
+def _check_kernel_shape(block_rows: int, num_warps: int) -> None:
+    """ValueError naming a gather kernel shape Triton cannot launch."""
+    if not isinstance(block_rows, int) or block_rows < 1 or block_rows & (block_rows - 1):
+        raise ValueError(f"block_rows must be a power of two, got {block_rows!r}")
+    if num_warps not in (1, 2, 4, 8, 16):
+        raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16, got {num_warps!r}")
+
+
 def tiered_gather_dequantize(
     src: TieredRows,
     ids: torch.Tensor,
@@ -163,8 +171,7 @@ def tiered_gather_dequantize(
         return out
     if max_programs is None:
         max_programs = programs_of(out.device)
-    if block_rows < 1 or block_rows & (block_rows - 1):
-        raise ValueError(f"block_rows must be a power of two, got {block_rows}")
+    _check_kernel_shape(block_rows, num_warps)
     blocks = triton.cdiv(n_rows, block_rows)
     _tiered_kernel[(max(1, min(blocks, max_programs)),)](
         src.host,
@@ -597,14 +604,6 @@ class StagedGather(FillOnRead):
         self.fill(self.target, on)
         if stream is None:
             on.synchronize()
-
-
-def _check_kernel_shape(block_rows: int, num_warps: int) -> None:
-    """ValueError naming a gather kernel shape Triton cannot launch."""
-    if not isinstance(block_rows, int) or block_rows < 1 or block_rows & (block_rows - 1):
-        raise ValueError(f"block_rows must be a power of two, got {block_rows!r}")
-    if num_warps not in (1, 2, 4, 8, 16):
-        raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16, got {num_warps!r}")
 
 
 class MappedTransport(RowTransport):
