@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Session 13's device calls (BENCHMARKS.md 10j), as they ran: `OUT_FINAL=$OUT bash session13.sh
+# CALL` from the repository root on the GPU machine, with .device-bin (engram-store --features
+# cuda), .whl and bench-data (the whole English trace) carried. `run` is session 11's (sourced).
+# Decode only: where (d) fell short of 0.99x (b) (batch 256). Every arm begins its lookup after
+# the model's first segment (the harness's default now) and the store arms are warmed from every
+# held-out token.
+set -u
+source "$(dirname "$0")/../../h200-2026-12-01h/scripts/session11.sh" none
+DEC=(--rounds 6 --decode-steps 128 --prefill-chunks 0 --store-warm-tokens 5000000)
+case ${1:?call 1-3} in
+  1)  # the first GPU run of the interpreter-tested kernel shapes (test_torch_mapped), then the
+      # gather program's shape beside decode: fewer warps (w1, w2), more rows per block (b32,
+      # b64: more PCIe loads in flight per program, so fewer SM-microseconds held), and the
+      # model's stream above the gathers' with one short program per block (mp).
+    OUT=$R TESTS=1 GPUTIER=0 bash benches/e2e/h200_device_run.sh dense-4b none 0 > $R/tests.log 2>&1
+    grep "rc=\|passed\|failed" $R/tests.log; cp $R/tests.log $R/pytest.log "$OUT_FINAL"/
+    V=(--d-variant w1:mapped_warps=1 --d-variant w2:mapped_warps=2
+       --d-variant b32:mapped_block_rows=32 --d-variant b64:mapped_block_rows=64
+       --d-variant mp:model_priority=-1,mapped_programs=4096)
+    run shape4b dense-4b bcd 400 "${DEC[@]}" "${V[@]}" ;;
+  2)  # ${VARIANTS} (call 1's best, set by the caller) on dense-8b, and a VRAM tier of half the
+      # tables' bytes on dense-4b: how much of the loss against (b) the PCIe misses make
+    run shape8b dense-8b bcd 250 "${DEC[@]}" ${VARIANTS:-}
+    run half4b dense-4b bcd 250 "${DEC[@]}" --store-gpu-budget 6337962312 ;;
+esac
