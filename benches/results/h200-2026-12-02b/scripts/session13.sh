@@ -19,8 +19,12 @@ case ${1:?call 1-3} in
        --d-variant b32:mapped_block_rows=32 --d-variant b64:mapped_block_rows=64
        --d-variant mp:model_priority=-1,mapped_programs=4096)
     run shape4b dense-4b bcd 400 "${DEC[@]}" "${V[@]}" ;;
-  2)  # ${VARIANTS} (call 1's best, set by the caller) on dense-8b, and a VRAM tier of half the
-      # tables' bytes on dense-4b: how much of the loss against (b) the PCIe misses make
-    run shape8b dense-8b bcd 250 "${DEC[@]}" ${VARIANTS:-}
-    run half4b dense-4b bcd 250 "${DEC[@]}" --store-gpu-budget 6337962312 ;;
+  2)  # call 1's two best (w2, b32) and both together on dense-8b's decode, then the same on
+      # dense-4b's prefill (the gathers of a 4,096-token chunk run in the same kernel: a shape
+      # that helps beside decode must not cost prefill)
+    V=(--d-variant w2:mapped_warps=2 --d-variant b32:mapped_block_rows=32
+       --d-variant w2b32:mapped_warps=2,mapped_block_rows=32)
+    run shape8b dense-8b bcd 260 "${DEC[@]}" "${V[@]}"
+    run pre4b dense-4b bcd 200 --rounds 4 --decode-batches "" --prefill-chunks 4 \
+      --store-warm-tokens 5000000 "${V[@]}" ;;
 esac
