@@ -27,4 +27,10 @@ case ${1:?call 1-3} in
     run shape8b dense-8b bcd 260 "${DEC[@]}" "${V[@]}"
     run pre4b dense-4b bcd 200 --rounds 4 --decode-batches "" --prefill-chunks 4 \
       --store-warm-tokens 5000000 "${V[@]}" ;;
+  3)  # a VRAM tier of half the tables' bytes (3.2x call 1's 9.78M rows): how much of (d)'s
+      # loss against (b) at decode 256 the PCIe misses make; w2 (call 1's best at decode 256 on
+      # dense-4b, no gain on dense-8b in call 2) again beside it
+    HALF=(--store-gpu-budget 6337962312)
+    run half4b dense-4b bcd 250 "${DEC[@]}" "${HALF[@]}" --d-variant w2:mapped_warps=2
+    run half8b dense-8b bcd 270 "${DEC[@]}" "${HALF[@]}" ;;
 esac
