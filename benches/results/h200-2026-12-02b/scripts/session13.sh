@@ -8,7 +8,7 @@
 set -u
 source "$(dirname "$0")/../../h200-2026-12-01h/scripts/session11.sh" none
 DEC=(--rounds 6 --decode-steps 128 --prefill-chunks 0 --store-warm-tokens 5000000)
-case ${1:?call 1-3} in
+case ${1:?call 1-4} in
   1)  # the first GPU run of the interpreter-tested kernel shapes (test_torch_mapped), then the
       # gather program's shape beside decode: fewer warps (w1, w2), more rows per block (b32,
       # b64: more PCIe loads in flight per program, so fewer SM-microseconds held), and the
@@ -33,4 +33,9 @@ case ${1:?call 1-3} in
     HALF=(--store-gpu-budget 6337962312)
     run half4b dense-4b bcd 250 "${DEC[@]}" "${HALF[@]}" --d-variant w2:mapped_warps=2
     run half8b dense-8b bcd 270 "${DEC[@]}" "${HALF[@]}" ;;
+  4)  # the whole tables in (d)'s VRAM tier (14 GB budget for 12.7 GB of rows): (d)'s gather
+      # then reads no row over PCIe; what is left of its loss against (b) is the tiered
+      # kernel beside the model (the probe, the side stream) rather than the PCIe reads
+    run full4b dense-4b bcd 215 --rounds 5 --decode-steps 128 --prefill-chunks 0 \
+      --store-warm-tokens 5000000 --store-gpu-budget 14000000000 ;;
 esac
