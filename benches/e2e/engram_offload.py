@@ -124,6 +124,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import arm_variants  # noqa: E402
 import offload_report as report  # noqa: E402
 from offload_model import BACKBONES, Decoder  # noqa: E402
+from warm_settle import WarmSettle  # noqa: E402
 
 from engram_store import Client  # noqa: E402
 from engram_store.local_server import LocalServer, run_cli  # noqa: E402
@@ -1422,9 +1423,6 @@ HINT_BANDS = (1, 2, 4)
 #: half the RAM tier's small queue (a tenth of the tier: 1.2M rows for the harness's arm (e)),
 #: so a chunk read twice in a row is seen again while new.
 RAM_BAND_CHUNK = 1 << 17
-#: Polls of the store's stats, a second apart, with the VRAM tier's resident rows unchanged,
-#: after which a warm is taken as settled even below the rows hinted.
-SETTLED_POLLS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1580,21 +1578,19 @@ def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -
             # a read per row; on the dev machine 3.1x the reads and 2.4x the time: warm_order.py).
             band_rows = np.sort(rows[: k // band]).astype(np.uint64)
             accepted += hint(client, name, band_rows, deadline)
-    # Settled: no prefetch queued or running, and the tier holding every hinted row, or (it
-    # may hold fewer than estimated) as many rows as over the last few refreshes, one a second.
-    last, unchanged = -1, 0
+    settle = WarmSettle(hinted)
     while True:
         stats = client.stats()
         gpu = gpu_tier(stats)
         resident = 0 if gpu is None else gpu["resident_rows"]
-        unchanged = unchanged + 1 if resident == last and resident > 0 else 0
         queued = getattr(stats, "prefetch_queued_rows", 0)  # 0: an engram_store before it
-        if queued == 0 and (gpu is None or resident >= hinted or unchanged >= SETTLED_POLLS):
+        entering = 0 if gpu is None else gpu.get("rows_entering", 0)
+        if settle.settled(None if gpu is None else resident, queued, entering):
             break
         if time.perf_counter() > deadline:
-            log(f"arm ({arm}): the warm did not settle in {timeout_s:.0f}s; running anyway")
+            log(f"arm ({arm}): the warm did not settle in {timeout_s:.0f}s (the VRAM tier holds "
+                f"{resident:,} of {hinted:,} hinted rows, {entering:,} entering); running anyway")
             break
-        last = resident
         time.sleep(0.05 if gpu is None else 1.0)
     out = {
         "tokens": warm.tokens,

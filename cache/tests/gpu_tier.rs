@@ -78,6 +78,30 @@ fn hits_are_right_misses_are_flagged() {
 }
 
 #[test]
+fn a_refresh_under_way_shows_its_rows_until_it_ends() {
+    let _turn = device_turn();
+    let Some(t) = tier(32 << 20) else { return };
+    assert_eq!(t.stats().rows_entering, 0);
+    t.hint(&(0..5_000u64).collect::<Vec<_>>());
+    let plan = t.plan_refresh();
+    {
+        let _underway = t.refresh_underway(plan.entering.len());
+        assert_eq!(t.stats().rows_entering, 5_000);
+        let bytes: Vec<u8> = plan.entering.iter().flat_map(|&id| row(id)).collect();
+        t.apply_refresh(&plan, &bytes).expect("refresh");
+        assert_eq!(t.stats().resident_rows, 5_000);
+    }
+    assert_eq!(t.stats().rows_entering, 0, "cleared when the refresh's guard drops");
+    // A refresh that fails part-way clears it too.
+    let stale = t.plan_refresh();
+    {
+        let _underway = t.refresh_underway(1);
+        assert!(t.apply_refresh(&stale, &[0u8; 3]).is_err());
+    }
+    assert_eq!(t.stats().rows_entering, 0);
+}
+
+#[test]
 fn stays_within_its_budget() {
     let _turn = device_turn();
     if let Err(e) = probe(0) {

@@ -20,7 +20,8 @@ pub use hot_index::{EMPTY_KEY, HotIndex, buckets_for};
 pub use ipc::IpcMemory;
 pub use kernels::{KERNELS, Kernels};
 pub use tier::{
-    GpuStats, GpuTier, GpuTierConfig, RefreshPlan, SHARED_GRACE, SHARED_RETIRE, SharedGpuTier,
+    GpuStats, GpuTier, GpuTierConfig, RefreshPlan, RefreshUnderway, SHARED_GRACE, SHARED_RETIRE,
+    SharedGpuTier,
 };
 
 /// Why the GPU cannot be used, or a CUDA call failed.

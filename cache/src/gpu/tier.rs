@@ -92,8 +92,24 @@ pub struct GpuStats {
     pub device_bytes: u64,
     /// Refreshes applied.
     pub refreshes: u64,
+    /// Rows the refresh under way is bringing in (0: none running; see
+    /// [`GpuTier::refresh_underway`]).
+    pub rows_entering: u64,
     /// Looked-up ids left uncounted because the counting thread was behind.
     pub counts_dropped: u64,
+}
+
+/// A refresh under way on a tier (from [`GpuTier::refresh_underway`]); dropping it, however
+/// the refresh ended, clears the tier's `rows_entering`.
+#[derive(Debug)]
+pub struct RefreshUnderway<'a> {
+    tier: &'a GpuTier,
+}
+
+impl Drop for RefreshUnderway<'_> {
+    fn drop(&mut self) {
+        self.tier.entering.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Rows a refresh will bring in (the caller fetches their bytes) and the resident rows it
@@ -253,6 +269,8 @@ pub struct GpuTier {
     hits: AtomicU64,
     misses: AtomicU64,
     refreshes: AtomicU64,
+    /// Rows of the refresh under way (0: none), for stats.
+    entering: AtomicU64,
     device_bytes: u64,
 }
 
@@ -400,6 +418,7 @@ impl GpuTier {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
+            entering: AtomicU64::new(0),
             device_bytes,
         })
     }
@@ -455,8 +474,16 @@ impl GpuTier {
             capacity_rows: self.capacity as u64,
             device_bytes: self.device_bytes,
             refreshes: self.refreshes.load(Ordering::Relaxed),
+            rows_entering: self.entering.load(Ordering::Relaxed),
             counts_dropped: self.recorder.dropped(),
         }
+    }
+
+    /// Marks a refresh of `rows` entering rows under way until the returned guard drops (its
+    /// reads through the tiers below and its writes into VRAM): [`GpuStats::rows_entering`].
+    pub fn refresh_underway(&self, rows: usize) -> RefreshUnderway<'_> {
+        self.entering.store(rows as u64, Ordering::Relaxed);
+        RefreshUnderway { tier: self }
     }
 
     /// Zeroes the hit and miss counters (refreshes and dropped counts keep counting).

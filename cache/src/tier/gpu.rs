@@ -49,6 +49,7 @@ impl Tier for GpuTier {
             resident_bytes: s.resident_rows * rb,
             capacity_bytes: s.device_bytes,
             reads: s.refreshes,
+            rows_entering: s.rows_entering,
             policy: "hot-set".into(),
             device: Some(self.device() as u32),
             ..Default::default()
@@ -138,6 +139,7 @@ pub fn spawn_refresh(cascade: &Arc<Cascade>, gpu: Arc<GpuTier>, every: Duration)
             if plan.entering.is_empty() {
                 continue;
             }
+            let _underway = gpu.refresh_underway(plan.entering.len());
             let Ok(rows) = cascade.fill_below_top(plan.entering.clone()).await else {
                 // The rows could not be read now (a failing disk): the next refresh retries.
                 continue;

@@ -59,6 +59,8 @@ pub struct TierStats {
     pub joined_reads: u64,
     /// Reads in flight now (NVMe).
     pub reads_in_flight: u64,
+    /// Rows the refresh under way is bringing in (GPU; 0: none running).
+    pub rows_entering: u64,
     /// Memory held besides rows, e.g. checksums kept for verification (NVMe), bytes.
     pub fixed_bytes: u64,
     /// Latency of this tier's part of a lookup.
@@ -116,6 +118,7 @@ impl TierStats {
         self.reads += other.reads;
         self.joined_reads += other.joined_reads;
         self.reads_in_flight += other.reads_in_flight;
+        self.rows_entering += other.rows_entering;
         self.fixed_bytes += other.fixed_bytes;
         if let Some(theirs) = &other.latency_histogram {
             let merged = LatencyHistogram::new();

@@ -292,6 +292,7 @@ fn tier_stats(name: &str, s: &TierStats) -> pb::TierStats {
         checksum_errors: s.checksum_errors,
         reads: s.reads,
         device: s.device,
+        rows_entering: s.rows_entering,
     }
 }
 

@@ -282,6 +282,7 @@ pub(crate) async fn refresh_gpu_now(built: &Built) -> Result<usize, String> {
         if plan.entering.is_empty() {
             continue;
         }
+        let _underway = gpu.refresh_underway(plan.entering.len());
         let rows = cascade
             .fill_below_top(plan.entering.clone())
             .await

@@ -420,7 +420,7 @@ class LatencySummary(_message.Message):
     def __init__(self, count: _Optional[int] = ..., p50_us: _Optional[float] = ..., p90_us: _Optional[float] = ..., p99_us: _Optional[float] = ..., p999_us: _Optional[float] = ..., max_us: _Optional[float] = ...) -> None: ...
 
 class TierStats(_message.Message):
-    __slots__ = ("tier", "hits", "misses", "bytes", "resident_bytes", "capacity_bytes", "resident_rows", "hit_rate", "latency", "prefetch_rows", "prefetch_hits", "policy", "checksum_errors", "reads", "device")
+    __slots__ = ("tier", "hits", "misses", "bytes", "resident_bytes", "capacity_bytes", "resident_rows", "hit_rate", "latency", "prefetch_rows", "prefetch_hits", "policy", "checksum_errors", "reads", "device", "rows_entering")
     TIER_FIELD_NUMBER: _ClassVar[int]
     HITS_FIELD_NUMBER: _ClassVar[int]
     MISSES_FIELD_NUMBER: _ClassVar[int]
@@ -436,6 +436,7 @@ class TierStats(_message.Message):
     CHECKSUM_ERRORS_FIELD_NUMBER: _ClassVar[int]
     READS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_ENTERING_FIELD_NUMBER: _ClassVar[int]
     tier: str
     hits: int
     misses: int
@@ -451,7 +452,8 @@ class TierStats(_message.Message):
     checksum_errors: int
     reads: int
     device: int
-    def __init__(self, tier: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., bytes: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., resident_rows: _Optional[int] = ..., hit_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., prefetch_rows: _Optional[int] = ..., prefetch_hits: _Optional[int] = ..., policy: _Optional[str] = ..., checksum_errors: _Optional[int] = ..., reads: _Optional[int] = ..., device: _Optional[int] = ...) -> None: ...
+    rows_entering: int
+    def __init__(self, tier: _Optional[str] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., bytes: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., resident_rows: _Optional[int] = ..., hit_rate: _Optional[float] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., prefetch_rows: _Optional[int] = ..., prefetch_hits: _Optional[int] = ..., policy: _Optional[str] = ..., checksum_errors: _Optional[int] = ..., reads: _Optional[int] = ..., device: _Optional[int] = ..., rows_entering: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("tiers", "request_latency", "requests", "rows_served", "bytes_served", "errors", "io_engine", "uptime_s", "process_rss_bytes", "fixed_overhead_bytes", "regions", "prefetch_queued_rows", "prefetch_dropped_rows", "prefetch_dropped_requests", "answer_bytes_in_flight", "answer_budget_bytes", "unavailable", "connections", "channels", "rows_in_flight", "max_rows_in_flight", "refused_requests")
