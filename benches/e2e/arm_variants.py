@@ -29,6 +29,8 @@ VARIANT_KEYS = {
     "(--transport mapped; 1, 2, 4, 8 or 16, default 4)",
     "mapped_block_rows": "MappedTransport.view(block_rows=N): rows per block of the gather "
     "kernel (--transport mapped; a power of two, default 16)",
+    "mapped_late_programs": "MappedTransport.view(table_programs=...): the grid cap N of the "
+    "gathers of every Engram layer after the first (--transport mapped)",
 }
 
 #: The variant keys that set how the harness drives the backend, not the backend.
@@ -41,6 +43,7 @@ TRANSPORT_KEYS = {
     "mapped_record_every": "record_every",
     "mapped_warps": "num_warps",
     "mapped_block_rows": "block_rows",
+    "mapped_late_programs": "table_programs",
 }
 
 #: The prefix of a variant's arm name.
@@ -110,9 +113,16 @@ def backend_overrides(variant: Variant) -> dict[str, object]:
     return out
 
 
-def transport_overrides(variant: Variant) -> dict[str, int]:
-    """The :meth:`MappedTransport.view` settings ``variant`` sets."""
-    return {TRANSPORT_KEYS[k]: v for k, v in variant.settings.items() if k in TRANSPORT_KEYS}
+def transport_overrides(variant: Variant, later_tables: Sequence[str] = ()) -> dict[str, object]:
+    """The :meth:`MappedTransport.view` settings ``variant`` sets; ``mapped_late_programs`` caps
+    the grid of ``later_tables`` (the tables of the Engram layers after the first)."""
+    out: dict[str, object] = {}
+    for key, value in variant.settings.items():
+        if key == "mapped_late_programs":
+            out[TRANSPORT_KEYS[key]] = {table: value for table in later_tables}
+        elif key in TRANSPORT_KEYS:
+            out[TRANSPORT_KEYS[key]] = value
+    return out
 
 
 def check_rows(variants: Sequence[dict], arms: Sequence[dict]) -> list[str]:

@@ -276,6 +276,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "in decode, BENCHMARKS.md 10g)",
     )
     p.add_argument(
+        "--mapped-late-programs",
+        type=int,
+        help="with --transport mapped: the grid cap of the gathers of every Engram layer after "
+        "the first (MappedTransport(table_programs=...)); their rows are needed layers later, "
+        "so they can hold fewer SMs for longer (default: --mapped-programs' cap for every layer)",
+    )
+    p.add_argument(
         "--uva-programs",
         type=int,
         help="arm (c)'s gather kernel's grid cap (default: half the SMs); give --mapped-programs "
@@ -416,6 +423,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(str(e))
     if args.d_variants and "d" not in args.arms:
         p.error("--d-variant needs arm (d) among --arms: a variant runs on (d)'s store")
+    late = [("--mapped-late-programs", args.mapped_late_programs)] + [
+        (f"--d-variant {v.name}: mapped_late_programs", v.settings["mapped_late_programs"])
+        for v in args.d_variants
+        if "mapped_late_programs" in v.settings
+    ]
+    for what, programs in late:
+        if programs is not None and programs < 1:
+            p.error(f"{what} must be at least 1, got {programs}")
     return args
 
 
@@ -1322,6 +1337,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
                 stage_ahead=args.mapped_stage_ahead,
                 max_programs=programs,
                 ahead_programs=args.mapped_ahead_programs,
+                table_programs=late_table_programs(args.mapped_late_programs, ctx),
             )
             stack.callback(transport.close)
             stack.callback(lambda: log(
@@ -1346,6 +1362,18 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
         backend = row_backend(transport, ctx)
         stack.callback(backend.close)
         yield backend
+
+
+def later_tables(ctx: dict[str, Any]) -> list[str]:
+    """The tables of every Engram layer after the first (the lowest layer id)."""
+    by_layer = sorted(zip(ctx["layer_ids"], ctx["tables"].names, strict=True))
+    return [name for _, name in by_layer[1:]]
+
+
+def late_table_programs(programs: int | None, ctx: dict[str, Any]) -> dict[str, int]:
+    """``MappedTransport(table_programs=...)`` of ``--mapped-late-programs``: ``programs`` for
+    every later layer's table (none when not given)."""
+    return {} if programs is None else {name: programs for name in later_tables(ctx)}
 
 
 def row_backend(transport, ctx: dict[str, Any], **overrides: Any):
@@ -1379,7 +1407,7 @@ def variant_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
     transport = ctx.get("d_transport")
     if transport is None:
         raise RuntimeError(f"arm ({arm}) runs on arm (d)'s store, which is not open")
-    overrides = arm_variants.transport_overrides(variant)
+    overrides = arm_variants.transport_overrides(variant, later_tables(ctx))
     if overrides:
         if not isinstance(transport, MappedTransport):
             keys = ", ".join(k for k in variant.settings if k in arm_variants.TRANSPORT_KEYS)
@@ -2045,6 +2073,7 @@ def report_results(
             "model_priority": args.model_priority,
             "rounds": args.rounds,
             "mapped_programs": args.mapped_programs,
+            "mapped_late_programs": args.mapped_late_programs,
             "mapped_ahead_programs": args.mapped_ahead_programs,
             "uva_programs": args.uva_programs,
             "side_priority": args.side_priority,

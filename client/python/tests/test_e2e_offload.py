@@ -228,7 +228,7 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
         tmp_path, "--arms", "cd", "--rounds", "2", "--d-variant", "staged:stage_min_tokens=1",
         "--d-variant",
         "p4:mapped_programs=4,stagger_gathers=1,mapped_record_every=0,mapped_warps=2,"
-        "mapped_block_rows=8",
+        "mapped_block_rows=8,mapped_late_programs=2",
         "--d-variant", "early:after_first_segment=0,model_priority=-1",
         "--store-gpu-refresh-ms", "200",
     )  # fmt: skip
@@ -244,7 +244,7 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     assert variants["settings"] == {
         "d:staged": {"stage_min_tokens": 1},
         "d:p4": {"mapped_programs": 4, "stagger_gathers": 1, "mapped_record_every": 0,
-                 "mapped_warps": 2, "mapped_block_rows": 8},
+                 "mapped_warps": 2, "mapped_block_rows": 8, "mapped_late_programs": 2},
         "d:early": {"after_first_segment": 0, "model_priority": -1},
     }
     groups = {(r["phase"], r["batch"]) for r in result["arms"]}
@@ -268,6 +268,7 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
         ("x:stage_min_tokens=many", "needs an integer, got 'many'"),
         ("x:stage_min_tokens", "needs a value"),
         ("x:", "sets nothing"),
+        ("x:mapped_late_programs=0", "x: mapped_late_programs must be at least 1, got 0"),
     ],
 )
 def test_a_bad_d_variant_is_refused_naming_it(spec, message):
@@ -399,3 +400,31 @@ def test_a_warm_waits_out_a_refresh_under_way():
     assert not queued.settled(10, 5, 0) and queued.settled(10, 0, 0)
     no_tier = WarmSettle(hinted=0)
     assert not no_tier.settled(None, 3, 0) and no_tier.settled(None, 0, 0)
+
+
+def test_late_programs_cap_every_layer_after_the_first():
+    """``--mapped-late-programs`` and the variant key ``mapped_late_programs``: the grid cap of
+    the tables of every Engram layer after the first (by layer id, whatever the tables' order),
+    the first's left to ``--mapped-programs``."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    harness = load_harness()
+    import arm_variants
+
+    tables = harness.Tables(Path("/nowhere"), {}, None, ["late.b", "first", "late.a"],
+                            [10, 10, 10], 264)  # fmt: skip
+    ctx = {"layer_ids": [20, 1, 14], "tables": tables}
+    assert harness.later_tables(ctx) == ["late.a", "late.b"]
+    assert harness.late_table_programs(8, ctx) == {"late.a": 8, "late.b": 8}
+    assert harness.late_table_programs(None, ctx) == {}
+    variant = arm_variants.parse_variant("s:mapped_programs=32,mapped_late_programs=8")
+    assert arm_variants.transport_overrides(variant, harness.later_tables(ctx)) == {
+        "max_programs": 32, "table_programs": {"late.a": 8, "late.b": 8}}  # fmt: skip
+    args = harness.parse_args(["--tiny", "--mapped-late-programs", "4"])
+    assert args.mapped_late_programs == 4
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--mapped-late-programs", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--mapped-late-programs must be at least 1, got 0" in (
+        done.stderr
+    ), done.stderr[-2000:]

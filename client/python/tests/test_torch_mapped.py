@@ -627,3 +627,30 @@ def test_the_gather_kernels_shape_is_checked_when_set(tmp_path):
                 transport.view(grid=4)
         finally:
             transport.close()
+
+
+def test_a_tables_own_grid_cap_takes_the_place_of_max_programs(tmp_path):
+    """``MappedTransport(table_programs=)``: a table named there gathers on its own grid cap, the
+    others on ``max_programs``, a gather ahead on ``ahead_programs`` (uncapped when None)
+    whatever the table; a cap that is not a positive int (or None) is refused naming it, at
+    construction and in a view, and a view's caps leave its parent's alone."""
+    from engram_store.torch import MappedTransport
+    from engram_store.torch.mapped import UNCAPPED
+
+    with sharing_server(tmp_path, {"t": (100, 1)}) as (client, _):
+        for bad in (0, -2, 1.5, True, "8"):
+            with pytest.raises(ValueError, match=re.escape(f"table_programs['late'] must be a "
+                                                           f"positive int or None, got {bad!r}")):  # fmt: skip
+                MappedTransport(client, table_programs={"late": bad})
+        transport = MappedTransport(client, max_programs=16, table_programs={"late": 4})
+        try:
+            assert transport.programs_for("late") == 4
+            assert transport.programs_for("first") == 16
+            assert transport.programs_for("late", ahead=True) == UNCAPPED
+            view = transport.view(table_programs={"late": None, "first": 32})
+            assert (view.programs_for("late"), view.programs_for("first")) == (None, 32)
+            assert transport.programs_for("late") == 4 and transport.programs_for("first") == 16
+            with pytest.raises(ValueError, match="got 0"):
+                transport.view(table_programs={"late": 0})
+        finally:
+            transport.close()

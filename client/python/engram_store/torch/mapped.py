@@ -127,6 +127,22 @@ def _check_kernel_shape(block_rows: int, num_warps: int) -> None:
         raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16, got {num_warps!r}")
 
 
+#: What :meth:`MappedTransport.view` may change.
+_VIEW_SETTINGS = {"max_programs", "record_every", "block_rows", "num_warps", "table_programs"}
+
+
+def _checked_table_programs(table_programs: dict[str, int | None] | None) -> dict[str, int | None]:
+    """``table_programs`` as a new dict; ValueError naming a cap that is not a positive int or
+    None."""
+    out = dict(table_programs or {})
+    for table, cap in out.items():
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(
+                f"table_programs[{table!r}] must be a positive int or None, got {cap!r}"
+            )
+    return out
+
+
 def tiered_gather_dequantize(
     src: TieredRows,
     ids: torch.Tensor,
@@ -640,6 +656,10 @@ class MappedTransport(RowTransport):
             16) and warps per program (1, 2, 4, 8 or 16; default 4), for :meth:`gather`'s
             direct gathers (:func:`tiered_gather_dequantize`): a smaller program holds fewer
             registers on its SM beside the model's kernels.
+        table_programs: per table, a grid cap of its own for :meth:`gather`'s direct gathers in
+            place of ``max_programs`` (a positive int, or None: every SM). A later Engram
+            layer's rows are needed layers after the first's: its gather can hold fewer SMs
+            for longer, the first layer's more for a shorter time.
     """
 
     name = "mapped"
@@ -655,10 +675,12 @@ class MappedTransport(RowTransport):
         stage_ahead: str = "inline",
         block_rows: int = _BLOCK_ROWS,
         num_warps: int = 4,
+        table_programs: dict[str, int | None] | None = None,
     ):
         from engram_store.client import Client
 
         _check_kernel_shape(block_rows, num_warps)
+        table_programs = _checked_table_programs(table_programs)
 
         self._owns_client = isinstance(client, str)
         self.client = Client(client) if isinstance(client, str) else client
@@ -670,6 +692,7 @@ class MappedTransport(RowTransport):
         self.stage_ahead = stage_ahead
         self.block_rows = block_rows
         self.num_warps = num_warps
+        self.table_programs = table_programs
         self._stager = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-stage")
         self._stage_streams: dict[torch.device, torch.cuda.Stream] = {}
         #: Gathers that went through :meth:`gather_staged`, and the rows they copied up.
@@ -698,15 +721,18 @@ class MappedTransport(RowTransport):
 
     def view(self, **settings: Any) -> MappedTransport:
         """A view of this transport with some of its settings changed (``max_programs``,
-        ``record_every``, ``block_rows``, ``num_warps``): it shares this one's mappings, threads,
-        client and recording state (an A/B of a setting in one process needs no second mapping).
-        Close this transport, not the view: the view's own :meth:`close` does nothing."""
-        unknown = sorted(set(settings) - {"max_programs", "record_every", "block_rows", "num_warps"})
+        ``record_every``, ``block_rows``, ``num_warps``, ``table_programs``): it shares this
+        one's mappings, threads, client and recording state (an A/B of a setting in one process
+        needs no second mapping). Close this transport, not the view: the view's own
+        :meth:`close` does nothing."""
+        unknown = sorted(set(settings) - _VIEW_SETTINGS)
         if unknown:
             raise TypeError(f"MappedTransport.view: no setting {', '.join(unknown)}")
         _check_kernel_shape(
             settings.get("block_rows", self.block_rows), settings.get("num_warps", self.num_warps)
         )
+        if "table_programs" in settings:
+            settings["table_programs"] = _checked_table_programs(settings["table_programs"])
         view = copy.copy(self)
         for name, value in settings.items():
             setattr(view, name, value)
@@ -728,13 +754,20 @@ class MappedTransport(RowTransport):
         the grid of ``ahead_programs`` (uncapped by default). A row id past the table's end gets a
         zero row, reported by :meth:`check`."""
         mapped = self.table(table, out.device)
-        programs = self.max_programs
-        if ahead:
-            programs = UNCAPPED if self.ahead_programs is None else self.ahead_programs
         tiered_gather_dequantize(
-            mapped.rows_view, ids, out, fmt, max_programs=programs,
+            mapped.rows_view, ids, out, fmt, max_programs=self.programs_for(table, ahead),
             block_rows=self.block_rows, num_warps=self.num_warps,
         )  # fmt: skip
+
+    def programs_for(self, table: str, ahead: bool = False) -> int | None:
+        """The grid cap of :meth:`gather` for ``table`` (None: every SM): ``ahead_programs``
+        (uncapped when None) for a gather ahead, else the table's own in ``table_programs``,
+        else ``max_programs``."""
+        if ahead:
+            return UNCAPPED if self.ahead_programs is None else self.ahead_programs
+        if table in self.table_programs:
+            return self.table_programs[table]
+        return self.max_programs
 
     def gather_staged(
         self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
