@@ -91,7 +91,11 @@ fn a_refresh_under_way_shows_its_rows_until_it_ends() {
         t.apply_refresh(&plan, &bytes).expect("refresh");
         assert_eq!(t.stats().resident_rows, 5_000);
     }
-    assert_eq!(t.stats().rows_entering, 0, "cleared when the refresh's guard drops");
+    assert_eq!(
+        t.stats().rows_entering,
+        0,
+        "cleared when the refresh's guard drops"
+    );
     // A refresh that fails part-way clears it too.
     let stale = t.plan_refresh();
     {

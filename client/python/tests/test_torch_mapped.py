@@ -639,8 +639,8 @@ def test_a_tables_own_grid_cap_takes_the_place_of_max_programs(tmp_path):
 
     with sharing_server(tmp_path, {"t": (100, 1)}) as (client, _):
         for bad in (0, -2, 1.5, True, "8"):
-            with pytest.raises(ValueError, match=re.escape(f"table_programs['late'] must be a "
-                                                           f"positive int or None, got {bad!r}")):  # fmt: skip
+            says = f"table_programs['late'] must be a positive int or None, got {bad!r}"
+            with pytest.raises(ValueError, match=re.escape(says)):
                 MappedTransport(client, table_programs={"late": bad})
         transport = MappedTransport(client, max_programs=16, table_programs={"late": 4})
         try:
