@@ -34,6 +34,9 @@ pub const TIER_BUDGET_BYTES: &str = "engram_store_tier_budget_bytes";
 pub const PREFETCH_ROWS: &str = "engram_store_prefetch_rows_total";
 /// Lookup hits on prefetched rows, by `table` and `tier` (counter).
 pub const PREFETCH_HITS: &str = "engram_store_prefetch_hits_total";
+/// Rows the VRAM tier's refresh under way is bringing in (0: none running), by `table`, `tier`
+/// and `device` (gauge).
+pub const GPU_ROWS_ENTERING: &str = "engram_store_gpu_rows_entering";
 /// Disk reads completed, by `table` (counter).
 pub const DISK_READS: &str = "engram_store_disk_reads_total";
 /// Bytes read from disk, by `table` (counter).
@@ -109,6 +112,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (PREFETCH_ROWS, "Rows offered to a tier by prefetches."),
     (PREFETCH_HITS, "Lookup hits on prefetched rows."),
+    (
+        GPU_ROWS_ENTERING,
+        "Rows the VRAM tier's refresh under way is bringing in (0: none running).",
+    ),
     (DISK_READS, "Disk reads completed."),
     (DISK_READ_BYTES, "Bytes read from disk."),
     (

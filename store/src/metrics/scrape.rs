@@ -201,6 +201,13 @@ impl StoreMetrics {
                 tier_labels(),
                 s.capacity_bytes as f64,
             );
+            if kind == TierKind::Gpu {
+                self.set(
+                    names::GPU_ROWS_ENTERING,
+                    tier_labels(),
+                    s.rows_entering as f64,
+                );
+            }
             self.folded_version(
                 names::PREFETCH_ROWS,
                 tier_labels(),
