@@ -142,6 +142,7 @@ mod tests {
         h.record(std::time::Duration::from_micros(10));
         let a = TierStats {
             hits: 3,
+            rows_entering: 5,
             policy: "direct".into(),
             ..Default::default()
         }
@@ -155,6 +156,8 @@ mod tests {
             ..a.clone()
         });
         assert_eq!(sum.hits, 4);
+        // Refreshes under way on two tables' tiers: their rows together.
+        assert_eq!(sum.rows_entering, 10);
         assert_eq!(sum.policy, "direct,s3sketch");
         assert_eq!(sum.latency.count, 2);
         assert!((sum.hit_rate() - 0.5).abs() < 1e-9);
