@@ -96,10 +96,15 @@ fn a_refresh_under_way_shows_its_rows_until_it_ends() {
         0,
         "cleared when the refresh's guard drops"
     );
-    // A refresh that fails part-way clears it too.
+    // A refresh that fails part-way clears it too; two under way at once add up.
     let stale = t.plan_refresh();
     {
         let _underway = t.refresh_underway(1);
+        {
+            let _other = t.refresh_underway(7);
+            assert_eq!(t.stats().rows_entering, 8);
+        }
+        assert_eq!(t.stats().rows_entering, 1);
         assert!(t.apply_refresh(&stale, &[0u8; 3]).is_err());
     }
     assert_eq!(t.stats().rows_entering, 0);

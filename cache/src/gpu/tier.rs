@@ -100,15 +100,16 @@ pub struct GpuStats {
 }
 
 /// A refresh under way on a tier (from [`GpuTier::refresh_underway`]); dropping it, however
-/// the refresh ended, clears the tier's `rows_entering`.
+/// the refresh ended, takes its rows off the tier's `rows_entering`.
 #[derive(Debug)]
 pub struct RefreshUnderway<'a> {
     tier: &'a GpuTier,
+    rows: u64,
 }
 
 impl Drop for RefreshUnderway<'_> {
     fn drop(&mut self) {
-        self.tier.entering.store(0, Ordering::Relaxed);
+        self.tier.entering.fetch_sub(self.rows, Ordering::Relaxed);
     }
 }
 
@@ -481,9 +482,11 @@ impl GpuTier {
 
     /// Marks a refresh of `rows` entering rows under way until the returned guard drops (its
     /// reads through the tiers below and its writes into VRAM): [`GpuStats::rows_entering`].
+    /// Refreshes under way at once (the background one and a new version's warm) add up.
     pub fn refresh_underway(&self, rows: usize) -> RefreshUnderway<'_> {
-        self.entering.store(rows as u64, Ordering::Relaxed);
-        RefreshUnderway { tier: self }
+        let rows = rows as u64;
+        self.entering.fetch_add(rows, Ordering::Relaxed);
+        RefreshUnderway { tier: self, rows }
     }
 
     /// Zeroes the hit and miss counters (refreshes and dropped counts keep counting).
