@@ -450,11 +450,6 @@ impl GpuTier {
         self.recorder.record(ids);
     }
 
-    /// Waits until every batch passed to [`GpuTier::record`] so far has been counted.
-    pub fn flush_counts(&self) {
-        self.recorder.flush();
-    }
-
     /// Counts a prefetch hint (these rows are about to be used) on the tier's counting thread,
     /// so the caller never waits for a refresh ranking the counts.
     pub fn hint(&self, ids: &[u64]) {

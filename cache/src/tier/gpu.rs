@@ -2,7 +2,7 @@
 //! gather kernel, into host memory or (as a [`DeviceTier`]) straight into a worker's device
 //! buffer, counts every lookup towards its next refresh, and takes prefetch hints. It fills
 //! itself in the background ([`spawn_refresh`]) from its own counts, so rows offered from below
-//! are ignored.
+//! are ignored; one refresh is [`refresh_once`] (a new table version's warm runs it too).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -129,24 +129,27 @@ pub fn spawn_refresh(cascade: &Arc<Cascade>, gpu: Arc<GpuTier>, every: Duration)
             let Some(cascade) = weak.upgrade() else {
                 return;
             };
-            // Ranking the counts takes milliseconds per million rows counted: off the runtime's
-            // workers, which serve lookups.
-            let g = gpu.clone();
-            let plan = match tokio::task::spawn_blocking(move || g.plan_refresh()).await {
-                Ok(plan) => plan,
-                Err(_) => continue,
-            };
-            if plan.entering.is_empty() {
-                continue;
-            }
-            let _underway = gpu.refresh_underway(plan.entering.len());
-            let Ok(rows) = cascade.fill_below_top(plan.entering.clone()).await else {
-                // The rows could not be read now (a failing disk): the next refresh retries.
-                continue;
-            };
-            let g = gpu.clone();
-            // A failed refresh leaves the previous hot set serving; the next one retries.
-            let _ = tokio::task::spawn_blocking(move || g.apply_refresh(&plan, &rows)).await;
+            // A failed refresh (rows that could not be read now: a failing disk) leaves the
+            // previous hot set serving; the next one retries.
+            let _ = refresh_once(&cascade, &gpu).await;
         }
     });
+}
+
+/// One refresh of `gpu`, the top tier of `cascade`, now: the hottest rows counted (lookups and
+/// hints) that it does not hold are read through the tiers below and written into VRAM, marked
+/// under way ([`GpuTier::refresh_underway`]) while they are. Returns the rows loaded (0: none
+/// wanted). A refresh that fails leaves the previous hot set serving.
+pub async fn refresh_once(cascade: &Arc<Cascade>, gpu: &Arc<GpuTier>) -> Result<usize, TierError> {
+    // Ranking the counts takes milliseconds per million rows counted: off the runtime's
+    // workers, which serve lookups.
+    let g = gpu.clone();
+    let plan = tokio::task::spawn_blocking(move || g.plan_refresh()).await?;
+    if plan.entering.is_empty() {
+        return Ok(0);
+    }
+    let _underway = gpu.refresh_underway(plan.entering.len());
+    let rows = cascade.fill_below_top(plan.entering.clone()).await?;
+    let g = gpu.clone();
+    Ok(tokio::task::spawn_blocking(move || g.apply_refresh(&plan, &rows)).await??)
 }

@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 
 pub use error::{TaskEnd, TierError};
 #[cfg(feature = "cuda")]
-pub use gpu::spawn_refresh;
+pub use gpu::{refresh_once, spawn_refresh};
 pub use memory::MemoryTier;
 pub use nvme::{NvmeFile, NvmeTier};
 pub use ram::RamTier;

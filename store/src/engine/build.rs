@@ -269,28 +269,12 @@ pub(crate) async fn refresh_gpu_now(built: &Built) -> Result<usize, String> {
     let mut loaded = 0;
     for gpu in &built.gpus {
         let device = gpu.device();
-        let Some(cascade) = built.table.cascade_for(Some(device)).cloned() else {
+        let Some(cascade) = built.table.cascade_for(Some(device)) else {
             continue;
         };
-        let g = gpu.clone();
-        let plan = tokio::task::spawn_blocking(move || {
-            g.flush_counts();
-            g.plan_refresh()
-        })
-        .await
-        .map_err(|e| format!("plan the VRAM refresh of GPU {device}: {e}"))?;
-        if plan.entering.is_empty() {
-            continue;
-        }
-        let _underway = gpu.refresh_underway(plan.entering.len());
-        let rows = cascade
-            .fill_below_top(plan.entering.clone())
+        // The plan counts every access and hint handed over before it (`plan_refresh`).
+        loaded += engram_store_cache::tier::refresh_once(cascade, gpu)
             .await
-            .map_err(|e| format!("read the rows to warm GPU {device} with: {e}"))?;
-        let g = gpu.clone();
-        loaded += tokio::task::spawn_blocking(move || g.apply_refresh(&plan, &rows))
-            .await
-            .map_err(|e| format!("warm GPU {device}: {e}"))?
             .map_err(|e| format!("warm GPU {device}: {e}"))?;
     }
     Ok(loaded)
