@@ -21,7 +21,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import engram_offload as E  # noqa: E402
+import engram_offload  # noqa: E402, F401 (the client package from this checkout, torch settings)
+from offload_cli import parse_args  # noqa: E402
+from offload_phases import Phase, decode_phase, prefill_phase  # noqa: E402
+from offload_tables import HostTables, Tables, prepare_tables  # noqa: E402
+from offload_warm import warm_vram  # noqa: E402
 
 from engram_store import Client  # noqa: E402
 from engram_store.local_server import LocalServer  # noqa: E402
@@ -41,7 +45,7 @@ def median_us(xs: list[float]) -> float:
 
 
 def main() -> int:
-    args = E.parse_args(sys.argv[1:])
+    args = parse_args(sys.argv[1:])
     if args.store_warm_tokens is None:
         args.store_warm_tokens = 1 << 20
     device = torch.device("cuda", 0)
@@ -50,14 +54,14 @@ def main() -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
 
-    tables = E.prepare_tables(args, device, log)
+    tables = prepare_tables(args, device, log)
     trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
     batches = args.decode_batches
-    phases = [E.decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in batches]
-    prefill = E.prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, 0)
+    phases = [decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in batches]
+    prefill = prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, 0)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     programs = sms // 2
-    host = E.HostTables(tables, device)
+    host = HostTables(tables, device)
     views = [cuda_view(t) for t in host.get()]
     ram = int(tables.nbytes * 1.25) + (8 << 20)
     flags = ("--share-memory", args.share_dir, "--gpu-budget", str(tables.nbytes // 4),
@@ -70,7 +74,7 @@ def main() -> int:
         log(f"shared and mapped in {time.perf_counter() - t:.1f}s")
         ctx = {"args": args, "tables": tables, "log": log, "trace": trace,
                "phases": [*phases, prefill], "device": device}  # fmt: skip
-        E.warm_vram(client, "d", ctx)
+        warm_vram(client, "d", ctx)
         tags = [set(m.rows_view.tags.cpu().numpy().tolist()) - {-1} for m in mapped]
         for phase in phases:
             ids = row_ids(phase, tables, device)
@@ -162,7 +166,7 @@ def host_breakdown(backend, static: torch.Tensor, ids: list[torch.Tensor], out, 
               f"callees, {ncalls / calls:4.1f} calls  {name} ({where})")  # fmt: skip
 
 
-def row_ids(phase: E.Phase, tables: E.Tables, device: torch.device) -> list[torch.Tensor]:
+def row_ids(phase: Phase, tables: Tables, device: torch.device) -> list[torch.Tensor]:
     """Per step of ``phase``: its row ids ``[tokens, layers, columns]`` on ``device``."""
     return [
         torch.from_numpy(

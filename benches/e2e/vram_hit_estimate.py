@@ -28,23 +28,34 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import engram_offload as eo  # noqa: E402
+import engram_offload  # noqa: E402, F401 (the client package from this checkout, torch settings)
+from offload_cli import DEFAULT_MAP, DEFAULT_TRACE, PROFILES, REPO, WARM_TOKENS, parse_size  # noqa: E402
+from offload_phases import decode_phase, prefill_phase  # noqa: E402
+from offload_warm import (  # noqa: E402
+    held_out_positions,
+    position_row_ids,
+    rows_by_frequency,
+    vram_tier_rows,
+    warm_positions,
+)
 
-BENCH_TRACE = eo.REPO / "bench-data" / "en.tokens.u32"
+from engram_store.torch import V41_ROWS, NgramHasher, v41_layout  # noqa: E402
+
+BENCH_TRACE = REPO / "bench-data" / "en.tokens.u32"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    full = eo.PROFILES["full"]
+    full = PROFILES["full"]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--engram-vocab", type=int, default=full.engram_vocab)
     p.add_argument(
         "--trace",
         type=Path,
-        default=BENCH_TRACE if BENCH_TRACE.exists() else eo.DEFAULT_TRACE,
+        default=BENCH_TRACE if BENCH_TRACE.exists() else DEFAULT_TRACE,
         help="little-endian u32 token ids (default: bench-data/en.tokens.u32 if there, else "
         "the repository's sample)",
     )
-    p.add_argument("--compress", type=Path, default=eo.DEFAULT_MAP)
+    p.add_argument("--compress", type=Path, default=DEFAULT_MAP)
     p.add_argument("--decode-batches", default=",".join(map(str, full.decode_batches)))
     p.add_argument("--decode-steps", type=int, default=full.decode_steps)
     p.add_argument("--decode-warmup", type=int, default=full.decode_warmup)
@@ -53,7 +64,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--prefill-warmup", type=int, default=full.prefill_warmup)
     p.add_argument(
         "--warm-tokens",
-        default=f"{1 << 18},{eo.WARM_TOKENS},all",
+        default=f"{1 << 18},{WARM_TOKENS},all",
         help="comma-separated held-out token counts to warm from ('all': every one)",
     )
     p.add_argument("--fractions", default="0.10,0.25,0.50", help="K as fractions of table rows")
@@ -89,22 +100,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
     cmap = np.load(args.compress, allow_pickle=False)
-    hasher = eo.NgramHasher(eo.v41_layout(args.engram_vocab, cmap), cmap)
+    hasher = NgramHasher(v41_layout(args.engram_vocab, cmap), cmap)
     table_rows = list(hasher.table_rows)
-    row_bytes = eo.V41_ROWS.row_bytes
+    row_bytes = V41_ROWS.row_bytes
     nbytes = sum(table_rows) * row_bytes
-    budget = eo.parse_size(args.gpu_budget) if args.gpu_budget else nbytes // 4
-    tier_rows = [eo.vram_tier_rows(budget * n // sum(table_rows), row_bytes) for n in table_rows]
+    budget = parse_size(args.gpu_budget) if args.gpu_budget else nbytes // 4
+    tier_rows = [vram_tier_rows(budget * n // sum(table_rows), row_bytes) for n in table_rows]
 
     batches = [int(b) for b in args.decode_batches.split(",") if b]
-    decode = [eo.decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in batches]
-    prefill = eo.prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, args.prefill_warmup)
-    held_out = eo.held_out_positions(trace.size, [*decode, prefill])
+    decode = [decode_phase(trace, b, args.decode_steps, args.decode_warmup) for b in batches]
+    prefill = prefill_phase(trace, args.prefill_chunk, args.prefill_chunks, args.prefill_warmup)
+    held_out = held_out_positions(trace.size, [*decode, prefill])
     # The timed steps' row ids: [steps * B, layers, columns] per decode batch.
     measured = {}
     for phase in decode:
         timed = phase.positions[phase.warmup :].reshape(-1)
-        measured[phase.batch] = eo.position_row_ids(trace, timed, hasher)
+        measured[phase.batch] = position_row_ids(trace, timed, hasher)
 
     print(f"trace {args.trace}: {trace.size:,} tokens, {held_out.size:,} of them read by no run")
     print(
@@ -129,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = sorted({min(size, held_out.size) for size in asked})
     fractions = [float(f) for f in args.fractions.split(",") if f]
     for size in sizes:
-        positions = eo.warm_positions(held_out, size)
-        rows, _ = eo.rows_by_frequency(eo.position_row_ids(trace, positions, hasher))
+        positions = warm_positions(held_out, size)
+        rows, _ = rows_by_frequency(position_row_ids(trace, positions, hasher))
         choices = [(f"{f:.0%} rows", [int(f * n) for n in table_rows]) for f in fractions]
         choices.append(("tier", tier_rows))
         choices.append(("any", [r.size for r in rows]))

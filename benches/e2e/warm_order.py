@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import engram_offload as harness  # noqa: E402
+import engram_offload  # noqa: E402, F401 (the client package from this checkout, torch settings)
+from offload_warm import HINT_CHUNK, hint  # noqa: E402
 
 from engram_store import Client  # noqa: E402
 from engram_store.local_server import LocalServer  # noqa: E402
@@ -32,7 +33,7 @@ def main() -> int:
     p.add_argument("--server-bin", type=Path, default=Path("target/release/engram-store"))
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--share", type=float, default=0.4, help="fraction of each table hinted")
-    p.add_argument("--chunk", type=int, default=harness.HINT_CHUNK, help="ids per hint")
+    p.add_argument("--chunk", type=int, default=HINT_CHUNK, help="ids per hint")
     args = p.parse_args()
     with LocalServer(args.server_bin, args.data) as server, Client(server.addr) as probe:
         tables = probe.list_tables()
@@ -47,7 +48,7 @@ def main() -> int:
                     started = time.perf_counter()
                     for name, ids in picks.items():
                         ids = np.sort(ids) if order == "sorted" else ids
-                        harness.hint(client, name, ids.astype(np.uint64), started + 600, args.chunk)
+                        hint(client, name, ids.astype(np.uint64), started + 600, args.chunk)
                     while client.stats().prefetch_queued_rows:
                         time.sleep(0.05)
                     seconds = time.perf_counter() - started

@@ -1,5 +1,5 @@
 """When a store's warm has settled: the rule the offload harness polls the store's ``Stats`` by
-after hinting a warm's rows (``engram_offload.warm_store``).
+after hinting a warm's rows (``offload_warm.warm_vram``).
 
 A warm has settled when nothing is left to happen on its account: no prefetch queued, no VRAM
 refresh under way (the tier's ``rows_entering``, 0 from a store before that field), and the tier

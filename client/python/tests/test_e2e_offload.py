@@ -128,8 +128,11 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
 
 
 def load_harness():
-    """benches/e2e/engram_offload.py as a module (it imports its neighbours by name)."""
+    """benches/e2e/engram_offload.py and the modules beside it that it imports by name, as
+    ``.main`` (engram_offload.py itself), ``.cli``, ``.tables``, ``.phases``, ``.store_arm`` and
+    ``.warm`` (``offload_cli.py`` ...)."""
     import importlib.util
+    import types
 
     sys.path.insert(0, str(SCRIPT.parent))
     try:
@@ -139,7 +142,10 @@ def load_harness():
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    return module
+    parts = ("cli", "tables", "phases", "store_arm", "warm")
+    return types.SimpleNamespace(
+        main=module, **{part: sys.modules[f"offload_{part}"] for part in parts}
+    )
 
 
 def test_round_orders_balance_who_follows_whom():
@@ -149,7 +155,7 @@ def test_round_orders_balance_who_follows_whom():
     pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
     harness = load_harness()
     arms = ["b", "c", "d", "d:late"]
-    orders = [harness.round_order(arms, k) for k in range(8)]
+    orders = [harness.main.round_order(arms, k) for k in range(8)]
     assert all(sorted(o) == sorted(arms) for o in orders)
     for pair in range(4):
         follows = collections.Counter()
@@ -168,9 +174,9 @@ def test_rounds_and_phases_read_tokens_of_their_own():
     pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
     harness = load_harness()
     trace = np.arange(300_000, dtype=np.int64) % 5000
-    args = harness.parse_args(["--tiny", "--rounds", "3", "--decode-batches", "4,16",
+    args = harness.cli.parse_args(["--tiny", "--rounds", "3", "--decode-batches", "4,16",
                                "--decode-steps", "7", "--prefill-chunk", "512"])  # fmt: skip
-    by_round, reread = harness.round_phases(trace, args, 3)
+    by_round, reread = harness.phases.round_phases(trace, args, 3)
     assert reread == 0
     assert [[p.kind, p.batch] for p in (rounds[0] for rounds in by_round)] == [
         ["decode", 4], ["decode", 16], ["prefill", 512]
@@ -184,7 +190,7 @@ def test_rounds_and_phases_read_tokens_of_their_own():
             np.add.at(seen, p.positions.reshape(-1), 1)
     assert seen.max() == 1
     # A trace too short for that: the positions wrap around, and the overlap is counted.
-    _, reread = harness.round_phases(trace[:3000], args, 3)
+    _, reread = harness.phases.round_phases(trace[:3000], args, 3)
     assert reread > 0
 
 
@@ -286,8 +292,8 @@ def test_decode_alone_with_no_prefill_chunks():
     pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
     harness = load_harness()
     trace = np.arange(200_000, dtype=np.int64) % 5000
-    args = harness.parse_args(["--tiny", "--rounds", "2", "--prefill-chunks", "0"])
-    by_round, _ = harness.round_phases(trace, args, 2)
+    args = harness.cli.parse_args(["--tiny", "--rounds", "2", "--prefill-chunks", "0"])
+    by_round, _ = harness.phases.round_phases(trace, args, 2)
     assert {p.kind for rounds in by_round for p in rounds} == {"decode"}
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--prefill-chunks", "0",
@@ -307,13 +313,13 @@ def test_the_ram_band_warm_leaves_the_band_in_the_ram_tier(tmp_path):
     from engram_store import Client
     from engram_store.local_server import LocalServer
 
-    args = harness.parse_args(["--tiny", "--data", str(tmp_path / "tables"),
+    args = harness.cli.parse_args(["--tiny", "--data", str(tmp_path / "tables"),
                                "--server-bin", str(binary), "--store-warm-ram-band"])  # fmt: skip
     import torch
 
-    tables = harness.prepare_tables(args, torch.device("cpu"), lambda *_: None)
+    tables = harness.tables.prepare_tables(args, torch.device("cpu"), lambda *_: None)
     trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
-    warm = harness.warm_rows(trace, [], tables.hasher, 3000)
+    warm = harness.warm.warm_rows(trace, [], tables.hasher, 3000)
     logged = []
     ctx = {"args": args, "tables": tables, "log": logged.append, "warm": warm}
     skip = [r.size // 10 for r in warm.rows]  # as if the VRAM tier had taken the top tenth
@@ -326,8 +332,8 @@ def test_the_ram_band_warm_leaves_the_band_in_the_ram_tier(tmp_path):
                 for first in range(0, others.size, 8192):
                     for _ in range(2):
                         client.lookup(name, others[first : first + 8192].astype(np.uint64))
-            out = harness.warm_ram_band(client, "e", ctx, skip=skip)
-            capacity = harness.ram_tier_rows(client.stats(), tables.row_bytes)
+            out = harness.warm.warm_ram_band(client, "e", ctx, skip=skip)
+            capacity = harness.warm.ram_tier_rows(client.stats(), tables.row_bytes)
             assert 0 < out["ram_band_rows"] <= capacity, (out, capacity)
             client.stats(reset=True)
             total = sum(tables.rows)
@@ -349,19 +355,19 @@ def test_store_gpu_weights_split_the_vram_tier_as_the_store_does():
     refused naming them."""
     pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
     harness = load_harness()
-    args = harness.parse_args(["--tiny", "--store-gpu-weight", "1=2"])
+    args = harness.cli.parse_args(["--tiny", "--store-gpu-weight", "1=2"])
     assert args.store_gpu_weights == {1: 2.0}
-    tables = harness.Tables(Path("/nowhere"), {}, None, ["v41.layer1", "v41.layer14"],
+    tables = harness.tables.Tables(Path("/nowhere"), {}, None, ["v41.layer1", "v41.layer14"],
                             [3000, 3000], 264)  # fmt: skip
     ctx = {"args": args, "layer_ids": [1, 14], "tables": tables}
-    assert harness.table_weights(ctx) == [2.0, 1.0]
-    shares = harness.vram_shares(9000, tables, harness.table_weights(ctx))
+    assert harness.warm.table_weights(ctx) == [2.0, 1.0]
+    shares = harness.warm.vram_shares(9000, tables, harness.warm.table_weights(ctx))
     assert shares == [6000, 3000]
     for bad in ("1", "x=2", "1=0", "1=-1", "1=nan", "1=inf"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
-            harness.parse_layer_weights([bad])
+            harness.cli.parse_layer_weights([bad])
     with pytest.raises(ValueError, match="layer 1 given twice"):
-        harness.parse_layer_weights(["1=2", "1=3"])
+        harness.cli.parse_layer_weights(["1=2", "1=3"])
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--store-gpu-weight", "7=2",
          "--prepare-only", "--server-bin", str(smoke_run_binary())],
@@ -410,16 +416,16 @@ def test_late_programs_cap_every_layer_after_the_first():
     harness = load_harness()
     import arm_variants
 
-    tables = harness.Tables(Path("/nowhere"), {}, None, ["late.b", "first", "late.a"],
+    tables = harness.tables.Tables(Path("/nowhere"), {}, None, ["late.b", "first", "late.a"],
                             [10, 10, 10], 264)  # fmt: skip
     ctx = {"layer_ids": [20, 1, 14], "tables": tables}
-    assert harness.later_tables(ctx) == ["late.a", "late.b"]
-    assert harness.late_table_programs(8, ctx) == {"late.a": 8, "late.b": 8}
-    assert harness.late_table_programs(None, ctx) == {}
+    assert harness.store_arm.later_tables(ctx) == ["late.a", "late.b"]
+    assert harness.store_arm.late_table_programs(8, ctx) == {"late.a": 8, "late.b": 8}
+    assert harness.store_arm.late_table_programs(None, ctx) == {}
     variant = arm_variants.parse_variant("s:mapped_programs=32,mapped_late_programs=8")
-    assert arm_variants.transport_overrides(variant, harness.later_tables(ctx)) == {
+    assert arm_variants.transport_overrides(variant, harness.store_arm.later_tables(ctx)) == {
         "max_programs": 32, "table_programs": {"late.a": 8, "late.b": 8}}  # fmt: skip
-    args = harness.parse_args(["--tiny", "--mapped-late-programs", "4"])
+    args = harness.cli.parse_args(["--tiny", "--mapped-late-programs", "4"])
     assert args.mapped_late_programs == 4
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--mapped-late-programs", "0"],
