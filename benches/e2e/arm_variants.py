@@ -29,6 +29,8 @@ VARIANT_KEYS = {
     "(--transport mapped; 1, 2, 4, 8 or 16, default 4)",
     "mapped_block_rows": "MappedTransport.view(block_rows=N): rows per block of the gather "
     "kernel (--transport mapped; a power of two, default 16)",
+    "mapped_predict_misses": "MappedTransport.view(predict_misses=bool(N)) (--transport mapped; "
+    "the step's ids hashed on the host, its misses foreseen and copied up at once)",
     "mapped_late_programs": "MappedTransport.view(table_programs=...): the grid cap N of the "
     "gathers of every Engram layer after the first (--transport mapped)",
 }
@@ -44,6 +46,7 @@ TRANSPORT_KEYS = {
     "mapped_warps": "num_warps",
     "mapped_block_rows": "block_rows",
     "mapped_late_programs": "table_programs",
+    "mapped_predict_misses": "predict_misses",
 }
 
 #: The prefix of a variant's arm name.
@@ -120,6 +123,8 @@ def transport_overrides(variant: Variant, later_tables: Sequence[str] = ()) -> d
     for key, value in variant.settings.items():
         if key == "mapped_late_programs":
             out[TRANSPORT_KEYS[key]] = {table: value for table in later_tables}
+        elif key == "mapped_predict_misses":
+            out[TRANSPORT_KEYS[key]] = bool(value)
         elif key in TRANSPORT_KEYS:
             out[TRANSPORT_KEYS[key]] = value
     return out

@@ -144,6 +144,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "so they can hold fewer SMs for longer (default: --mapped-programs' cap for every layer)",
     )
     p.add_argument(
+        "--mapped-predict-misses",
+        action="store_true",
+        help="with --transport mapped: arm (d) hashes each step's row ids on the host and the "
+        "transport foresees the step's misses from what its earlier gathers found in VRAM, "
+        "copies them up by the copy engine at once and runs the gather where the layer reads "
+        "its rows (MappedTransport(predict_misses=True))",
+    )
+    p.add_argument(
         "--uva-programs",
         type=int,
         help="arm (c)'s gather kernel's grid cap (default: half the SMs); give --mapped-programs "

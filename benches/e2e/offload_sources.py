@@ -120,6 +120,8 @@ class StoreSource(Source):
         self.backend = backend
         self.layer_ids = list(layer_ids)
         self.device_ids = bool(getattr(backend.transport, "device_gather", False))
+        #: The transport foresees a step's misses from its ids on the host: hashed there.
+        self.host_ids = bool(getattr(backend.transport, "predict_misses", False))
         self.lookahead = lookahead
         self.prefetched: dict[int, int] = {}
         self.slot = 0
@@ -155,6 +157,13 @@ class StoreSource(Source):
         slot = self.prefetched.pop(step, None)
         if slot is not None:
             self.slot = slot
+        elif self.device_ids and self.host_ids:  # into the staging buffers, ids from the host
+            self.slot = self.backend.prefetch(
+                token_ids=phase.tokens[step],
+                context=phase.context[step],
+                out=run.state.rows,
+                after=run.begin_after(self),
+            )
         elif self.device_ids:  # the rows land in the staging buffers, as arm (c)'s
             self.slot = self.backend.prefetch(
                 hash_ids=run.ids, out=run.state.rows, after=run.begin_after(self)

@@ -149,11 +149,13 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
                 max_programs=programs,
                 ahead_programs=args.mapped_ahead_programs,
                 table_programs=late_table_programs(args.mapped_late_programs, ctx),
+                predict_misses=args.mapped_predict_misses,
             )
             stack.callback(transport.close)
             stack.callback(lambda: log(
                 f"arm ({arm}): gathers staged: {transport.staged_gathers}, "
                 f"{transport.staged_rows:,} rows copied up in bulk"))  # fmt: skip
+            stack.callback(lambda: log_residency(arm, transport, log))
             started = time.perf_counter()
             for name in tables.names:
                 transport.table(name, ctx["device"])
@@ -179,6 +181,18 @@ def later_tables(ctx: dict[str, Any]) -> list[str]:
     """The tables of every Engram layer after the first (the lowest layer id)."""
     by_layer = sorted(zip(ctx["layer_ids"], ctx["tables"].names, strict=True))
     return [name for _, name in by_layer[1:]]
+
+
+def log_residency(arm: str, transport: MappedTransport, log) -> None:
+    """What the gathers whose misses were foreseen on the host (``predict_misses``, arm (d) or
+    a variant of it) copied up, and how often the foresight was wrong, over the whole run."""
+    maps = list(transport.residency.values())
+    if maps:
+        log(
+            f"arm ({arm}): foreseen misses copied up: {sum(m.foreseen_misses for m in maps):,} "
+            f"rows; foreseen in VRAM but read over PCIe: {sum(m.wrong_hits for m in maps):,}; "
+            f"copied up but in VRAM: {sum(m.wrong_misses for m in maps):,}"
+        )
 
 
 def late_table_programs(programs: int | None, ctx: dict[str, Any]) -> dict[str, int]:

@@ -150,10 +150,15 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         want_s[9, 3] = 0
         for programs, block_rows in ((1, 16), (3, 64)):
             got = torch.full((29, 6, 256), 3.0, dtype=torch.bfloat16)
+            hits = torch.full((29 * 6 + 2,), 9, dtype=torch.uint8)
             tiered_gather_dequantize(src, torch.from_numpy(ids), got, max_programs=programs,
                                      block_rows=block_rows, staged=torch.from_numpy(staged),
-                                     stage_index=torch.from_numpy(stage_index))
+                                     stage_index=torch.from_numpy(stage_index), hits=hits)
             assert torch.equal(got.view(torch.int16), want_s.view(torch.int16)), programs
+            # Where each row came from: VRAM (1) for the tier's rows only (not the stale or
+            # out-of-range slots, not a dead position, not a staged one), nothing past the end.
+            assert (hits[:174].numpy() == from_vram.reshape(-1)).all(), programs
+            assert (hits[174:] == 9).all()
         # With index 0 active every probe finds slot 0 only for its own rows, whose tags differ:
         # everything comes from the host.
         control[0] = 0
@@ -400,6 +405,91 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
             torch.cuda.synchronize(device)
             assert torch.equal(got.view(torch.int16), want_5.view(torch.int16))
             assert transport.staged_gathers == staged
+    finally:
+        transport.close()
+
+
+def test_foreseen_misses_are_copied_up_and_the_rows_bit_exact(shared_gpu):
+    """``MappedTransport(predict_misses=True)``: a step's ids on the host are foreseen against
+    what earlier gathers found in VRAM; the first step copies up every live row, later ones only
+    the rows the tier lacked; the rows are bit-exact every time, a dead position gets a zero
+    row, an id past the end a zero row and an error on the table's next gather, and ids on the
+    device take the usual path."""
+    from engram_store.torch import (
+        EngramLayer,
+        EngramRowBackend,
+        MappedTransport,
+        StagedGather,
+        dequantize,
+    )
+
+    client, device = shared_gpu
+    rng = np.random.default_rng(5)
+    hot = rng.choice(GPU_ROWS, size=5000, replace=False)
+    assert warm_vram(client, hot) >= 1000, "the VRAM tier took no rows in"
+    ids = np.concatenate([rng.choice(hot, size=2400), rng.integers(0, GPU_ROWS, size=2400)])
+    ids = ids.reshape(-1, 24)
+    ids[0, 0] = -1
+    packed = client.lookup(GPU_TABLE, np.maximum(ids, 0).reshape(-1))
+    want = dequantize(torch.from_numpy(np.asarray(packed)).to(device).view(-1, 24, 264))
+    want[0, 0] = 0
+    transport = MappedTransport(client, record_every=0, predict_misses=True)
+    try:
+        mapped = transport.table(GPU_TABLE, device)
+        tags = set(mapped.rows_view.tags.cpu().numpy().tolist())
+        in_vram = np.isin(ids, np.array(sorted(tags - {-1}), dtype=np.int64))
+        assert in_vram.sum() > 1000, f"only {in_vram.sum()} of the ids are in VRAM"
+        live = int((ids >= 0).sum())
+        backend = EngramRowBackend(
+            transport, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
+        )
+        copied = []
+        with backend:
+            for _ in range(3):
+                slot = backend.prefetch(hash_ids=ids.reshape(-1, 1, 24))
+                assert isinstance(backend._slots[slot].futures[0].result(), StagedGather)
+                got = backend.rows(0)
+                torch.cuda.synchronize(device)
+                assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+                residency = transport.residency[mapped.serial]
+                copied.append(residency.foreseen_misses - sum(copied))
+            assert copied[0] == live, copied  # nothing known yet: every live row copied up
+            # Then only what the tier lacked (give or take rows its refresh moved meanwhile).
+            assert copied[2] <= live - in_vram.sum() + 200, (copied, in_vram.sum())
+            assert residency.wrong_misses >= in_vram.sum() - 200  # the first step's
+            # Ids on the device: the usual gather beside the model.
+            dev = torch.from_numpy(ids).to(device)
+            slot = backend.prefetch(hash_ids=dev.view(-1, 1, 24))
+            assert not isinstance(backend._slots[slot].futures[0].result(), StagedGather)
+            got = backend.rows(0)
+            torch.cuda.synchronize(device)
+            assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+            # An id past the table's end: a zero row, then the table's next gather raises.
+            bad = ids.copy()
+            bad[3, 7] = GPU_ROWS + 3
+            want_bad = want.clone()
+            want_bad[3, 7] = 0
+            backend.prefetch(hash_ids=bad.reshape(-1, 1, 24))
+            got = backend.rows(0)
+            torch.cuda.synchronize(device)
+            assert torch.equal(got.view(torch.int16), want_bad.view(torch.int16))
+            backend.prefetch(hash_ids=ids.reshape(-1, 1, 24))
+            with pytest.raises(ValueError, match=f"row id {GPU_ROWS + 3}, past its end"):
+                backend.rows(0)
+        # Two layers, staggered: layer 5's copy-up and gather are queued by rows(0).
+        layers = [EngramLayer(0, GPU_TABLE), EngramLayer(5, GPU_TABLE)]
+        both = np.ascontiguousarray(np.stack([ids, ids[::-1]], axis=1))  # [tokens, 2, 24]
+        backend = EngramRowBackend(
+            transport, layers, max_tokens=ids.shape[0], device=device, stagger_gathers=True
+        )
+        with backend:
+            for _ in range(3):
+                slot = backend.prefetch(hash_ids=both)
+                assert backend._slots[slot].deferred[1] is not None
+                for layer, expected in ((0, want), (5, want.flip(0))):
+                    got = backend.rows(layer)
+                    torch.cuda.synchronize(device)
+                    assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
     finally:
         transport.close()
 

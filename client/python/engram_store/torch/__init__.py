@@ -26,6 +26,7 @@ from engram_store.torch.mapped import (
     tiered_gather_dequantize,
     vram_misses,
 )
+from engram_store.torch.residency import ResidencyMap
 from engram_store.torch.rows import V41_ROWS, RowFormat, cuda_view, dequantize, gather_dequantize
 from engram_store.torch.transport import (
     ChannelTransport,
@@ -52,6 +53,7 @@ __all__ = [
     "MappedTransport",
     "NgramHasher",
     "Pending",
+    "ResidencyMap",
     "RowBuffer",
     "RowFormat",
     "RowTransport",

@@ -28,7 +28,10 @@ wait for that layer's kernel. Give it the step's ``hash_ids`` on the device (tok
 on the host first). On the CPU such a transport reads the rows at once, in ``prefetch``. A gather
 ``ahead`` (a later step's) may come back from the transport as a :class:`~engram_store.torch.
 transport.FillOnRead` (``MappedTransport``'s staged gathers): ``rows`` then queues its kernel
-on the reading stream, into the tensor read. ``inline_min_tokens`` puts large steps' gathers on
+on the reading stream, into the tensor read; so may a gather for the current step when the
+transport foresees its misses (``MappedTransport(predict_misses=True)``) and the step's ids are on
+the host (``hash_ids`` as a numpy array or CPU tensor, or ``token_ids``): its misses are copied up
+in ``prefetch``, its kernel runs in ``rows``. ``inline_min_tokens`` puts large steps' gathers on
 the current stream instead of the side stream. Before queueing a layer's gather the backend asks
 the transport (``check``) whether an earlier gather of that table was given a row id past its
 end (the kernel reads a zero row there and flags it): that step's ``rows`` then raises it.
@@ -132,6 +135,8 @@ class _Slot:
     # queued, and the ids tensor they view (kept alive until the slot is reused).
     index: int = 0
     deferred: list[torch.Tensor | None] = dataclasses.field(default_factory=list)
+    #: A staggered layer's ids on the host, for a transport that foresees misses from them.
+    deferred_host: list[np.ndarray | None] = dataclasses.field(default_factory=list)
     ids_keep: torch.Tensor | None = None
 
 
@@ -152,7 +157,9 @@ class EngramRowBackend:
             :meth:`rows` of the layer before it is called, after the work queued so far. The
             forward's entry then spends the host time of one launch, not one per layer, and
             the later layers' gathers run beside the layers between instead of beside the
-            first. ``hash_ids`` must then stay unchanged until the last layer's ``rows``.
+            first. ``hash_ids`` must then stay unchanged until the last layer's ``rows``. With
+            a transport that foresees misses, a later layer's copy-up (host work) so waits
+            until the layer before it is read.
         inline_min_tokens: with a transport that gathers on a GPU, a step of at least this many
             tokens gathers on the current stream, before the model's next kernels, instead of
             beside them on the side stream (never staggered); gathers ahead stay on the side.
@@ -221,6 +228,13 @@ class EngramRowBackend:
         )
         #: A transport's bulk-staged gather for a later step (``MappedTransport.gather_staged``).
         self._gather_staged = getattr(transport, "gather_staged", None)
+        #: A transport's gather whose misses the host foresees (``MappedTransport(
+        #: predict_misses=True).gather_predicted``), for steps whose row ids are on the host.
+        self._gather_predicted = (
+            getattr(transport, "gather_predicted", None)
+            if getattr(transport, "predict_misses", False)
+            else None
+        )
         #: Device gathers on a GPU: replay each slot and layer's gather as a CUDA graph once its
         #: buffers repeat (see ``_launch``).
         self.graph_gathers = cuda_gather
@@ -286,6 +300,7 @@ class EngramRowBackend:
             else [],
             index=len(self._slots),
             deferred=[None] * n_layers,
+            deferred_host=[None] * n_layers,
         )
 
     # -- the three calls ---------------------------------------------------------------------
@@ -483,22 +498,34 @@ class EngramRowBackend:
                     f"[{n}, {self.part_columns}, {self.row_format.head_dim}]"
                 )
             s.target = list(out)
-        # A step whose misses go through the host (as a gather ahead's do), not row by row.
-        stage = ahead or (
+        # A step whose misses the host foresees from its own ids (copied up at once, the
+        # gather where the layer reads its rows: its ids move on the reading stream).
+        predict = (
             self._side is not None
-            and self.stage_min_tokens is not None
-            and n >= self.stage_min_tokens
+            and not ahead
+            and self._gather_predicted is not None
+            and not checked.is_cuda
         )
-        inline = (
+        # A step whose misses go through the host (as a gather ahead's do), not row by row.
+        stage = not predict and (
+            ahead
+            or (
+                self._side is not None
+                and self.stage_min_tokens is not None
+                and n >= self.stage_min_tokens
+            )
+        )
+        inline = predict or (
             self._side is not None
             and not stage
             and self.inline_min_tokens is not None
             and n >= self.inline_min_tokens
         )
-        stagger = self.stagger_gathers and not stage and not inline
+        stagger = self.stagger_gathers and not stage and (predict or not inline)
         not_queued = _Resolved(error=RuntimeError("this layer's gather was never queued"))
         s.futures = [not_queued] * len(self.layers)
         s.deferred = [None] * len(self.layers)
+        s.deferred_host = [None] * len(self.layers)
         side = None if inline else self._side
         if side is not None and after is not None:
             # Behind ``after`` alone; ids that must move to the device move on the side stream.
@@ -509,25 +536,32 @@ class EngramRowBackend:
             ids = checked.to(self.device, torch.int64, non_blocking=True)
             if side is not None:
                 side.wait_stream(torch.cuda.current_stream(self.device))
-        local = ids[:, :, self.column_start : self.column_start + self.local_columns]
+        columns = slice(self.column_start, self.column_start + self.local_columns)
+        local = ids[:, :, columns]
+        host_local = checked[:, :, columns].numpy() if predict else None
         s.ids_keep = ids if stagger else None
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
             for i in range(len(self.layers)):
+                host_ids = None if host_local is None else host_local[:, i]
                 if stagger and i != self._first:
-                    s.deferred[i] = local[:, i]
+                    s.deferred[i], s.deferred_host[i] = local[:, i], host_ids
                 else:
-                    s.futures[i] = self._queue_gather(s, i, local[:, i], ahead, side, stage)
+                    s.futures[i] = self._queue_gather(
+                        s, i, local[:, i], ahead, side, stage, host_ids
+                    )
         if side is not None:  # keep the ids alive until the kernels have read them
             ids.record_stream(side)
 
     def _queue_gather(
         self, s: _Slot, i: int, layer_ids: torch.Tensor, ahead: bool, side: Any,
-        stage: bool = False,
+        stage: bool = False, host_ids: np.ndarray | None = None,
     ) -> _Resolved | concurrent.futures.Future[Pending]:  # fmt: skip
         """Layer ``i``'s gather into slot ``s`` on the current stream (``side``, the side stream,
         or, inline, None), after the slot's last reads of that layer; its outcome (the launch's
         error, if any). A gather to ``stage`` that the transport stages (``gather_staged``) is
-        queued by the transport's thread: a Future of its outcome."""
+        queued by the transport's thread: a Future of its outcome. With ``host_ids`` (the same
+        ids on the host) a transport that foresees misses (``gather_predicted``) copies them up
+        now and leaves the kernel to :meth:`rows`."""
         on = side
         if on is None and self._cuda:  # inline: the reading stream itself
             on = torch.cuda.current_stream(self.device)
@@ -538,6 +572,13 @@ class EngramRowBackend:
                 on.wait_event(s.consumed[i])
             if layer_ids.stride(-1) != 1:
                 layer_ids = layer_ids.contiguous()
+            if host_ids is not None and self._gather_predicted is not None:
+                predicted = self._gather_predicted(
+                    layer.table, host_ids, layer_ids, s.target[i], self.row_format, s.done[i]
+                )
+                if predicted is not None:  # the kernel is queued by rows
+                    self.transport.record(layer.table, layer_ids)
+                    return _Resolved(predicted)
             if stage and side is not None and self._gather_staged is not None:
                 staged = self._gather_staged(
                     layer.table, layer_ids, s.target[i], self.row_format, s.done[i]
@@ -559,10 +600,11 @@ class EngramRowBackend:
         """A staggered layer's gather, queued now: after everything queued on the current
         stream so far."""
         layer_ids, s.deferred[i] = s.deferred[i], None
+        host_ids, s.deferred_host[i] = s.deferred_host[i], None
         assert layer_ids is not None
         side = self._side
-        if side is None:
-            s.futures[i] = self._queue_gather(s, i, layer_ids, False, side)
+        if side is None or host_ids is not None:  # the CPU, or misses foreseen: no side stream
+            s.futures[i] = self._queue_gather(s, i, layer_ids, False, None, host_ids=host_ids)
             return
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):

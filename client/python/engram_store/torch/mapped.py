@@ -15,7 +15,10 @@ process's kernel runs for the lookup: a decode step pays its PCIe reads for the 
 A gather for a later step (a prefill's next chunk) takes its misses another way
 (:meth:`MappedTransport.gather_staged`): :func:`vram_misses` lists them, they are copied out of
 the file in bulk and up in one transfer, and the kernel reads them from that copy
-(:class:`StagedGather`, whose kernel the reader queues when it reads the rows).
+(:class:`StagedGather`, whose kernel the reader queues when it reads the rows). With
+``predict_misses`` a gather for the current step goes so too, its misses foreseen on the host
+from what the worker's earlier gathers found in VRAM (:meth:`MappedTransport.gather_predicted`,
+:mod:`engram_store.torch.residency`), so no kernel reads host memory beside the model's.
 
 :class:`MappedTransport` is the :class:`~engram_store.torch.transport.RowTransport` of it for
 :class:`~engram_store.torch.EngramRowBackend` (``device_gather``: the backend hands it device ids
@@ -40,15 +43,18 @@ import mmap
 import os
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from engram_store.torch.residency import ResidencyMap
 from engram_store.torch.rows import (
     V41_ROWS,
     RowFormat,
     _CudaArray,
+    cuda_view,
     gather_dequantize,
     programs_of,
     triton,
@@ -128,7 +134,14 @@ def _check_kernel_shape(block_rows: int, num_warps: int) -> None:
 
 
 #: What :meth:`MappedTransport.view` may change.
-_VIEW_SETTINGS = {"max_programs", "record_every", "block_rows", "num_warps", "table_programs"}
+_VIEW_SETTINGS = {
+    "max_programs",
+    "record_every",
+    "block_rows",
+    "num_warps",
+    "table_programs",
+    "predict_misses",
+}
 
 
 def _checked_table_programs(table_programs: dict[str, int | None] | None) -> dict[str, int | None]:
@@ -154,6 +167,7 @@ def tiered_gather_dequantize(
     num_warps: int = 4,
     staged: torch.Tensor | None = None,
     stage_index: torch.Tensor | None = None,
+    hits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[t, h] = dequantize(row ids[t, h])`` (ids ``[T, heads]`` int64, -1: a zero row; out
     bf16 ``[T, out_heads, head_dim]``), each row from ``src``'s VRAM tier if it holds it, else
@@ -166,8 +180,16 @@ def tiered_gather_dequantize(
     device): rows already copied up from host memory (by :func:`vram_misses`' list): a row the
     VRAM tier does not hold whose ``stage_index[t * heads + h]`` is ``k >= 0`` is read from
     ``staged[k]`` instead of host memory over PCIe (which the others still are: a row the tier
-    dropped since)."""
+    dropped since).
+
+    ``hits`` (uint8, at least ``T * heads`` entries, on the device or a :func:`cuda_view` of
+    page-locked host memory): ``hits[t * heads + h]`` is set to 1 where that row came from the
+    VRAM tier, else 0 (needs a VRAM tier and Triton)."""
+    if hits is not None and (hits.dtype != torch.uint8 or hits.numel() < ids.numel()):
+        raise ValueError(f"hits must be uint8 of at least {ids.numel()} entries")
     if src.arena is None or triton is None:
+        if hits is not None:
+            raise ValueError("hits needs a VRAM tier and Triton")
         return gather_dequantize(src.host, ids, out, fmt, max_programs=max_programs)
     if (staged is None) != (stage_index is None):
         raise ValueError("give staged and stage_index together")
@@ -210,6 +232,7 @@ def tiered_gather_dequantize(
         ids if stage_index is None else stage_index,
         src.host.shape[0],
         ids if src.errors is None else src.errors,
+        ids if hits is None else hits,
         ROW_BYTES=fmt.row_bytes,
         DIM=fmt.head_dim,
         BLOCK=fmt.block,
@@ -217,6 +240,7 @@ def tiered_gather_dequantize(
         PROBE=_PROBE,
         STAGED=staged is not None,
         CHECKED=src.errors is not None,
+        REPORT=hits is not None,
         num_warps=num_warps,
     )
     return out
@@ -242,6 +266,21 @@ def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> tor
             BLOCK_ROWS=_MISS_BLOCK_ROWS, PROBE=_PROBE,
         )  # fmt: skip
     return misses
+
+
+def _copy_up(
+    mapped: MappedTable, n: int, at: np.ndarray, row_ids: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``row_ids`` of ``mapped`` (int64, one per position ``at`` of a gather of ``n``
+    rows) copied out of its host file into page-locked memory, and queued to go up to
+    ``device`` on the current stream: ``staged`` ``[max(1, len(at)), row_bytes]`` (one row at
+    least: a kernel argument is never an empty allocation) and ``stage_index`` int32 ``[n]``
+    (the staged row of each position, -1 where none), for :func:`tiered_gather_dequantize`."""
+    index = torch.full((n,), -1, dtype=torch.int32, pin_memory=True)
+    index.numpy()[at] = np.arange(at.size, dtype=np.int32)
+    rows = torch.empty((max(1, at.size), mapped.row_bytes), dtype=torch.uint8, pin_memory=True)
+    torch.index_select(mapped.host_rows, 0, torch.from_numpy(row_ids), out=rows[: at.size])
+    return rows.to(device, non_blocking=True), index.to(device, non_blocking=True)
 
 
 if triton is not None:
@@ -319,6 +358,7 @@ if triton is not None:
         stage_index,
         table_rows,
         errors,
+        hits,
         ROW_BYTES: tl.constexpr,
         DIM: tl.constexpr,
         BLOCK: tl.constexpr,
@@ -326,12 +366,14 @@ if triton is not None:
         PROBE: tl.constexpr,
         STAGED: tl.constexpr,
         CHECKED: tl.constexpr,
+        REPORT: tl.constexpr,
     ):
         """Blocks of ``BLOCK_ROWS`` rows, grid-strided: a row the VRAM tier holds (its slot's
         tag checked again after the copy) from the arena; with ``STAGED``, any other whose
         ``stage_index`` is >= 0 from that row of ``staged`` (device memory); every other live
         row from host memory. A row id at or past ``table_rows`` gets a zero row and, with
-        ``CHECKED``, is written to ``errors``."""
+        ``CHECKED``, is written to ``errors``. With ``REPORT``, ``hits[r]`` (uint8) says whether
+        row ``r`` came from the VRAM tier (1) or not (0)."""
         cols = tl.arange(0, DIM)
         block = tl.program_id(0)
         while block < n_blocks:
@@ -356,6 +398,8 @@ if triton is not None:
             )
             after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
             in_vram = in_vram & (after == row)
+            if REPORT:
+                tl.store(hits + r, in_vram.to(tl.uint8), mask=valid)
             from_host = live & ~in_vram
             if STAGED:
                 k = tl.load(stage_index + r, mask=from_host, other=-1).to(tl.int64)
@@ -580,18 +624,25 @@ class MappedTable:
 
 
 class StagedGather(FillOnRead):
-    """A gather ahead whose misses :meth:`MappedTransport.gather_staged` copied up (``event``
-    recorded once they are on the device), waiting for its kernel: :meth:`fill` queues it on the
-    stream that reads the rows, straight into the tensor it reads (where the model runs it
-    alone, as a gather from VRAM tables is run, instead of beside the model's kernels)."""
+    """A gather whose misses were copied up (by :meth:`MappedTransport.gather_staged` or
+    :meth:`MappedTransport.gather_predicted`; ``event`` recorded once they are on the device),
+    waiting for its kernel: :meth:`fill` queues it on the stream that reads the rows, straight
+    into the tensor it reads (where the model runs it alone, as a gather from VRAM tables is
+    run, instead of beside the model's kernels). With ``hits`` (uint8, page-locked), each fill
+    writes there which rows came from VRAM and hands ``report`` an event recorded after it."""
 
     def __init__(
         self, event: torch.cuda.Event, mapped: MappedTable, ids: torch.Tensor,
         staged: torch.Tensor, stage_index: torch.Tensor, target: torch.Tensor, fmt: RowFormat,
+        hits: torch.Tensor | None = None,
+        report: Callable[[torch.cuda.Event], None] | None = None,
     ):  # fmt: skip
         super().__init__(event)
         self.mapped, self.ids, self.target, self.fmt = mapped, ids, target, fmt
         self.staged, self.stage_index = staged, stage_index
+        self.hits = hits
+        self._hits_view = None if hits is None else cuda_view(hits)
+        self.report = report
 
     def fill(
         self, dst: torch.Tensor, stream: torch.cuda.Stream, max_programs: int | None = None
@@ -609,9 +660,14 @@ class StagedGather(FillOnRead):
         with torch.cuda.stream(stream):
             tiered_gather_dequantize(self.mapped.rows_view, self.ids, dst, self.fmt,
                                      max_programs=max_programs, staged=self.staged,
-                                     stage_index=self.stage_index)  # fmt: skip
+                                     stage_index=self.stage_index,
+                                     hits=self._hits_view)  # fmt: skip
         for t in (self.ids, self.staged, self.stage_index, dst):
             t.record_stream(stream)
+        if self.report is not None:
+            filled = torch.cuda.Event()
+            filled.record(stream)
+            self.report(filled)
 
     def wait(self, stream: torch.cuda.Stream | None = None) -> None:
         """Fills the gather's own target on ``stream`` (None: on the current stream, then waits
@@ -660,6 +716,11 @@ class MappedTransport(RowTransport):
             place of ``max_programs`` (a positive int, or None: every SM). A later Engram
             layer's rows are needed layers after the first's: its gather can hold fewer SMs
             for longer, the first layer's more for a shorter time.
+        predict_misses: the backend's gathers for the current step go through
+            :meth:`gather_predicted` when it has the step's row ids on the host: the misses
+            foreseen there (:class:`~engram_store.torch.residency.ResidencyMap`, one byte of
+            host memory per table row) are copied up by the copy engine at ``prefetch`` and the
+            gather runs, from VRAM and that copy, where the layer reads its rows. Default off.
     """
 
     name = "mapped"
@@ -676,6 +737,7 @@ class MappedTransport(RowTransport):
         block_rows: int = _BLOCK_ROWS,
         num_warps: int = 4,
         table_programs: dict[str, int | None] | None = None,
+        predict_misses: bool = False,
     ):
         from engram_store.client import Client
 
@@ -693,11 +755,15 @@ class MappedTransport(RowTransport):
         self.block_rows = block_rows
         self.num_warps = num_warps
         self.table_programs = table_programs
+        self.predict_misses = predict_misses
         self._stager = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-stage")
         self._stage_streams: dict[torch.device, torch.cuda.Stream] = {}
+        self._copy_streams: dict[torch.device, torch.cuda.Stream] = {}
         #: Gathers that went through :meth:`gather_staged`, and the rows they copied up.
         self.staged_gathers = 0
         self.staged_rows = 0
+        #: Per mapping (its serial), what :meth:`gather_predicted` knows of its VRAM tier.
+        self.residency: dict[int, ResidencyMap] = {}
         self._tables: dict[tuple[str, str], MappedTable] = {}
         self._gathers: dict[str, int] = {}
         self._recording: dict[str, concurrent.futures.Future[None]] = {}
@@ -721,7 +787,8 @@ class MappedTransport(RowTransport):
 
     def view(self, **settings: Any) -> MappedTransport:
         """A view of this transport with some of its settings changed (``max_programs``,
-        ``record_every``, ``block_rows``, ``num_warps``, ``table_programs``): it shares this
+        ``record_every``, ``block_rows``, ``num_warps``, ``table_programs``,
+        ``predict_misses``): it shares this
         one's mappings, threads, client and recording state (an A/B of a setting in one process
         needs no second mapping). Close this transport, not the view: the view's own
         :meth:`close` does nothing."""
@@ -817,17 +884,9 @@ class MappedTransport(RowTransport):
             copied.synchronize()
             miss = listed.numpy()
             at = np.flatnonzero(miss >= 0)
-            index = torch.full((n,), -1, dtype=torch.int32, pin_memory=True)
-            index.numpy()[at] = np.arange(at.size, dtype=np.int32)
-            # (one row at least: a kernel argument is never an empty allocation)
-            rows = torch.empty(
-                (max(1, at.size), mapped.row_bytes), dtype=torch.uint8, pin_memory=True
-            )
-            torch.index_select(mapped.host_rows, 0, torch.from_numpy(miss[at]), out=rows[: at.size])
+            staged, stage_index = _copy_up(mapped, n, at, miss[at], device)
             self.staged_gathers += 1
             self.staged_rows += int(at.size)
-            staged = rows.to(device, non_blocking=True)
-            stage_index = index.to(device, non_blocking=True)
             done.record(stream)
             ids.record_stream(stream)  # (the copies were allocated on this stream)
         gather = StagedGather(done, mapped, ids, staged, stage_index, out, fmt)
@@ -837,6 +896,49 @@ class MappedTransport(RowTransport):
             done.record(stream)
             return KernelDone(done)
         return gather
+
+    def gather_predicted(
+        self, table: str, host_ids: np.ndarray, ids: torch.Tensor, out: torch.Tensor,
+        fmt: RowFormat, done: torch.cuda.Event,
+    ) -> StagedGather | None:  # fmt: skip
+        """A gather for the current step whose misses this worker foresees (``predict_misses``):
+        of ``host_ids`` (the same row ids as ``ids``, on the host), the rows not known to be in
+        the VRAM tier (:class:`~engram_store.torch.residency.ResidencyMap`) are copied out of the
+        host file into page-locked memory here, on the calling thread, and queued to go up on
+        a stream of the transport's (the copy engine's, beside whatever the device runs);
+        ``done`` is recorded once they are up. Returns the :class:`StagedGather` whose
+        :meth:`~StagedGather.fill` queues the kernel where the rows are read (from VRAM and
+        that copy; a row the tier dropped since, over PCIe), reporting which rows came from
+        VRAM for the next foresight; or None where this table cannot be gathered so (no VRAM
+        tier, the CPU, no Triton): gather it with :meth:`gather` instead."""
+        if not out.is_cuda or triton is None:
+            return None
+        mapped = self.table(table, out.device)
+        if mapped.rows_view.arena is None:
+            return None
+        flat = np.ascontiguousarray(host_ids, dtype=np.int64).reshape(-1)
+        if flat.size != ids.numel():
+            raise ValueError(
+                f"host_ids has {flat.size} row ids, the device ids {ids.numel()}: give the same"
+            )
+        residency = self.residency.get(mapped.serial)
+        if residency is None:
+            residency = self.residency[mapped.serial] = ResidencyMap(mapped.rows)
+        misses = residency.foresee(flat)
+        at = np.flatnonzero(misses)
+        device = out.device
+        stream = self._copy_streams.get(device)
+        if stream is None:
+            stream = self._copy_streams[device] = torch.cuda.Stream(device)
+        with torch.cuda.stream(stream):
+            staged, stage_index = _copy_up(mapped, flat.size, at, flat[at], device)
+            done.record(stream)
+        hits = torch.empty(flat.size, dtype=torch.uint8, pin_memory=True)
+
+        def report(filled: torch.cuda.Event) -> None:
+            residency.expect(flat, misses, hits, filled)
+
+        return StagedGather(done, mapped, ids, staged, stage_index, out, fmt, hits, report)
 
     def graph_key(self, table: str, out: torch.Tensor) -> int:
         """What a captured gather of ``table`` depends on besides its buffers: the mapping (a
