@@ -527,13 +527,16 @@ class EngramRowBackend:
         s.deferred = [None] * len(self.layers)
         s.deferred_host = [None] * len(self.layers)
         side = None if inline else self._side
+        # Host ids go up from page-locked memory: from pageable memory the copy would make the
+        # host wait for the work queued on its stream so far (an engine's first layers).
+        moving = checked.pin_memory() if self._cuda and not checked.is_cuda else checked
         if side is not None and after is not None:
             # Behind ``after`` alone; ids that must move to the device move on the side stream.
             side.wait_event(after)
             with torch.cuda.stream(side):
-                ids = checked.to(self.device, torch.int64, non_blocking=True)
+                ids = moving.to(self.device, torch.int64, non_blocking=True)
         else:
-            ids = checked.to(self.device, torch.int64, non_blocking=True)
+            ids = moving.to(self.device, torch.int64, non_blocking=True)
             if side is not None:
                 side.wait_stream(torch.cuda.current_stream(self.device))
         columns = slice(self.column_start, self.column_start + self.local_columns)
