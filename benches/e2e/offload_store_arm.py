@@ -186,7 +186,7 @@ def later_tables(ctx: dict[str, Any]) -> list[str]:
 def log_residency(arm: str, transport: MappedTransport, log) -> None:
     """What the gathers whose misses were foreseen on the host (``predict_misses``, arm (d) or
     a variant of it) copied up, and how often the foresight was wrong, over the whole run."""
-    maps = list(transport.residency.values())
+    maps = transport.residency_maps()
     if maps:
         log(
             f"arm ({arm}): foreseen misses copied up: {sum(m.foreseen_misses for m in maps):,} "

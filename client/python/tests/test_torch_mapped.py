@@ -451,7 +451,7 @@ def test_foreseen_misses_are_copied_up_and_the_rows_bit_exact(shared_gpu):
                 got = backend.rows(0)
                 torch.cuda.synchronize(device)
                 assert torch.equal(got.view(torch.int16), want.view(torch.int16))
-                residency = transport.residency[mapped.serial]
+                residency = transport.residency(GPU_TABLE, device)
                 copied.append(residency.foreseen_misses - sum(copied))
             assert copied[0] == live, copied  # nothing known yet: every live row copied up
             # Then only what the tier lacked (give or take rows its refresh moved meanwhile).

@@ -762,8 +762,9 @@ class MappedTransport(RowTransport):
         #: Gathers that went through :meth:`gather_staged`, and the rows they copied up.
         self.staged_gathers = 0
         self.staged_rows = 0
-        #: Per mapping (its serial), what :meth:`gather_predicted` knows of its VRAM tier.
-        self.residency: dict[int, ResidencyMap] = {}
+        #: Per table and device, the mapping's serial and what :meth:`gather_predicted` knows
+        #: of its VRAM tier (a new version's mapping starts afresh).
+        self._residency: dict[tuple[str, str], tuple[int, ResidencyMap]] = {}
         self._tables: dict[tuple[str, str], MappedTable] = {}
         self._gathers: dict[str, int] = {}
         self._recording: dict[str, concurrent.futures.Future[None]] = {}
@@ -921,9 +922,11 @@ class MappedTransport(RowTransport):
             raise ValueError(
                 f"host_ids has {flat.size} row ids, the device ids {ids.numel()}: give the same"
             )
-        residency = self.residency.get(mapped.serial)
-        if residency is None:
-            residency = self.residency[mapped.serial] = ResidencyMap(mapped.rows)
+        key = (table, str(mapped.device))
+        known = self._residency.get(key)
+        if known is None or known[0] != mapped.serial:
+            known = self._residency[key] = (mapped.serial, ResidencyMap(mapped.rows))
+        residency = known[1]
         misses = residency.foresee(flat)
         at = np.flatnonzero(misses)
         device = out.device
@@ -939,6 +942,19 @@ class MappedTransport(RowTransport):
             residency.expect(flat, misses, hits, filled)
 
         return StagedGather(done, mapped, ids, staged, stage_index, out, fmt, hits, report)
+
+    def residency(self, table: str, device: torch.device) -> ResidencyMap | None:
+        """What :meth:`gather_predicted` knows of ``table``'s VRAM tier on ``device`` (its
+        current mapping's), or None before its first such gather."""
+        known = self._residency.get((table, str(_with_index(device))))
+        mapped = self._tables.get((table, str(_with_index(device))))
+        if known is None or mapped is None or known[0] != mapped.serial:
+            return None
+        return known[1]
+
+    def residency_maps(self) -> list[ResidencyMap]:
+        """Every :class:`ResidencyMap` of this transport (and its views), for counters."""
+        return [known for _, known in self._residency.values()]
 
     def graph_key(self, table: str, out: torch.Tensor) -> int:
         """What a captured gather of ``table`` depends on besides its buffers: the mapping (a
