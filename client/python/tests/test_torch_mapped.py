@@ -231,6 +231,38 @@ def warm_vram(client, ids: np.ndarray, timeout_s: float = 30.0) -> int:
     return resident
 
 
+def hot_and_cold_ids(client, device, rng: np.random.Generator, each: int):
+    """Row ids ``[-1, 24]`` of the GPU table: ``each`` drawn from 5,000 rows warmed into its
+    VRAM tier (``hot``), ``each`` from the whole table, the first a dead position (-1); the rows
+    they must give, dequantized on ``device`` (a zero row for the dead one); and ``hot``."""
+    from engram_store.torch import dequantize
+
+    hot = rng.choice(GPU_ROWS, size=5000, replace=False)
+    assert warm_vram(client, hot) >= 1000, "the VRAM tier took no rows in"
+    ids = np.concatenate([rng.choice(hot, size=each), rng.integers(0, GPU_ROWS, size=each)])
+    ids = ids.reshape(-1, 24)
+    ids[0, 0] = -1
+    packed = client.lookup(GPU_TABLE, np.maximum(ids, 0).reshape(-1))
+    want = dequantize(torch.from_numpy(np.asarray(packed)).to(device).view(-1, 24, 264))
+    want[0, 0] = 0
+    return ids, want, hot
+
+
+def held_in_vram(mapped, ids: np.ndarray) -> np.ndarray:
+    """Where ``ids`` are rows the mapped VRAM tier holds now (by its slot tags); more than 1,000."""
+    tags = set(mapped.rows_view.tags.cpu().numpy().tolist())
+    in_vram = np.isin(ids, np.array(sorted(tags - {-1}), dtype=np.int64))
+    assert in_vram.sum() > 1000, f"only {in_vram.sum()} of the ids are in VRAM"
+    return in_vram
+
+
+def assert_rows(backend, layer: int, want, device) -> None:
+    """``backend.rows(layer)``, once the device is done, bit for bit ``want``."""
+    got = backend.rows(layer)
+    torch.cuda.synchronize(device)
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), layer
+
+
 def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
     from engram_store.torch import (
         V41_ROWS,
@@ -242,21 +274,12 @@ def test_mapped_rows_are_bit_exact_from_vram_and_host(shared_gpu):
 
     client, device = shared_gpu
     rng = np.random.default_rng(1)
-    hot = rng.choice(GPU_ROWS, size=5000, replace=False)
-    assert warm_vram(client, hot) >= 1000, "the VRAM tier took no rows in"
-    ids = np.concatenate([rng.choice(hot, size=3000), rng.integers(0, GPU_ROWS, size=3000)])
-    ids = ids.reshape(-1, 24)
-    ids[0, 0] = -1
-    packed = client.lookup(GPU_TABLE, np.maximum(ids, 0).reshape(-1))
-    want = dequantize(torch.from_numpy(np.asarray(packed)).to(device).view(-1, 24, 264))
-    want[0, 0] = 0
+    ids, want, hot = hot_and_cold_ids(client, device, rng, each=3000)
     transport = MappedTransport(client, record_every=1)
     try:
         mapped = transport.table(GPU_TABLE, device)
         assert mapped.rows_view.arena is not None, "the server shared no VRAM tier"
-        tags = set(mapped.rows_view.tags.cpu().numpy().tolist())
-        in_vram = np.isin(ids, np.array(sorted(tags - {-1}), dtype=np.int64))
-        assert in_vram.sum() > 1000, f"only {in_vram.sum()} of the ids are in VRAM"
+        held_in_vram(mapped, ids)
         out = torch.zeros(ids.shape[0], 24, 256, dtype=torch.bfloat16, device=device)
         dev_ids = torch.from_numpy(ids).to(device)
         transport.gather(GPU_TABLE, dev_ids, out, V41_ROWS)
@@ -420,25 +443,14 @@ def test_foreseen_misses_are_copied_up_and_the_rows_bit_exact(shared_gpu):
         EngramRowBackend,
         MappedTransport,
         StagedGather,
-        dequantize,
     )
 
     client, device = shared_gpu
-    rng = np.random.default_rng(5)
-    hot = rng.choice(GPU_ROWS, size=5000, replace=False)
-    assert warm_vram(client, hot) >= 1000, "the VRAM tier took no rows in"
-    ids = np.concatenate([rng.choice(hot, size=2400), rng.integers(0, GPU_ROWS, size=2400)])
-    ids = ids.reshape(-1, 24)
-    ids[0, 0] = -1
-    packed = client.lookup(GPU_TABLE, np.maximum(ids, 0).reshape(-1))
-    want = dequantize(torch.from_numpy(np.asarray(packed)).to(device).view(-1, 24, 264))
-    want[0, 0] = 0
+    ids, want, _ = hot_and_cold_ids(client, device, np.random.default_rng(5), each=2400)
     transport = MappedTransport(client, record_every=0, predict_misses=True)
     try:
         mapped = transport.table(GPU_TABLE, device)
-        tags = set(mapped.rows_view.tags.cpu().numpy().tolist())
-        in_vram = np.isin(ids, np.array(sorted(tags - {-1}), dtype=np.int64))
-        assert in_vram.sum() > 1000, f"only {in_vram.sum()} of the ids are in VRAM"
+        in_vram = held_in_vram(mapped, ids)
         live = int((ids >= 0).sum())
         backend = EngramRowBackend(
             transport, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
@@ -448,9 +460,7 @@ def test_foreseen_misses_are_copied_up_and_the_rows_bit_exact(shared_gpu):
             for _ in range(3):
                 slot = backend.prefetch(hash_ids=ids.reshape(-1, 1, 24))
                 assert isinstance(backend._slots[slot].futures[0].result(), StagedGather)
-                got = backend.rows(0)
-                torch.cuda.synchronize(device)
-                assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+                assert_rows(backend, 0, want, device)
                 residency = transport.residency(GPU_TABLE, device)
                 copied.append(residency.foreseen_misses - sum(copied))
             assert copied[0] == live, copied  # nothing known yet: every live row copied up
@@ -461,18 +471,14 @@ def test_foreseen_misses_are_copied_up_and_the_rows_bit_exact(shared_gpu):
             dev = torch.from_numpy(ids).to(device)
             slot = backend.prefetch(hash_ids=dev.view(-1, 1, 24))
             assert not isinstance(backend._slots[slot].futures[0].result(), StagedGather)
-            got = backend.rows(0)
-            torch.cuda.synchronize(device)
-            assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+            assert_rows(backend, 0, want, device)
             # An id past the table's end: a zero row, then the table's next gather raises.
             bad = ids.copy()
             bad[3, 7] = GPU_ROWS + 3
             want_bad = want.clone()
             want_bad[3, 7] = 0
             backend.prefetch(hash_ids=bad.reshape(-1, 1, 24))
-            got = backend.rows(0)
-            torch.cuda.synchronize(device)
-            assert torch.equal(got.view(torch.int16), want_bad.view(torch.int16))
+            assert_rows(backend, 0, want_bad, device)
             backend.prefetch(hash_ids=ids.reshape(-1, 1, 24))
             with pytest.raises(ValueError, match=f"row id {GPU_ROWS + 3}, past its end"):
                 backend.rows(0)
@@ -487,9 +493,7 @@ def test_foreseen_misses_are_copied_up_and_the_rows_bit_exact(shared_gpu):
                 slot = backend.prefetch(hash_ids=both)
                 assert backend._slots[slot].deferred[1] is not None
                 for layer, expected in ((0, want), (5, want.flip(0))):
-                    got = backend.rows(layer)
-                    torch.cuda.synchronize(device)
-                    assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layer
+                    assert_rows(backend, layer, expected, device)
     finally:
         transport.close()
 
