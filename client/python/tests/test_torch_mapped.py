@@ -47,7 +47,7 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         """
         import numpy as np, torch
         from engram_store.torch import rows as R
-        from engram_store.torch.mapped import TieredRows, tiered_gather_dequantize, vram_misses
+        from engram_store.torch.tiered import TieredRows, tiered_gather_dequantize, vram_misses
 
         M64 = (1 << 64) - 1
         def mix64(x):
@@ -729,7 +729,7 @@ def test_a_tables_own_grid_cap_takes_the_place_of_max_programs(tmp_path):
     whatever the table; a cap that is not a positive int (or None) is refused naming it, at
     construction and in a view, and a view's caps leave its parent's alone."""
     from engram_store.torch import MappedTransport
-    from engram_store.torch.mapped import UNCAPPED
+    from engram_store.torch.tiered import UNCAPPED
 
     with sharing_server(tmp_path, {"t": (100, 1)}) as (client, _):
         for bad in (0, -2, 1.5, True, "8"):

@@ -12,22 +12,18 @@
 - ``hashing``: V4.1 row ids from token ids, batched (numpy and torch).
 - :class:`MappedTransport` (``mapped``): rows read by this process's own kernel from the memory the
   server shares (``ShareTable``: its whole-table RAM file and its VRAM tier over CUDA IPC).
+- ``tiered``: that kernel (each row from the VRAM tier if it holds it, else from host memory).
+- ``residency``: what a worker knows of the VRAM tier, for misses foreseen on the host.
 
 Needs torch (``pip install "./client/python[torch]"``); ``import engram_store`` does not.
 """
 
 from engram_store.torch.backend import EngramLayer, EngramRowBackend, head_shard
 from engram_store.torch.hashing import V41_LAYER_IDS, NgramHasher, v41_layout
-from engram_store.torch.mapped import (
-    MappedTable,
-    MappedTransport,
-    StagedGather,
-    TieredRows,
-    tiered_gather_dequantize,
-    vram_misses,
-)
+from engram_store.torch.mapped import MappedTable, MappedTransport, StagedGather
 from engram_store.torch.residency import ResidencyMap
 from engram_store.torch.rows import V41_ROWS, RowFormat, cuda_view, dequantize, gather_dequantize
+from engram_store.torch.tiered import TieredRows, tiered_gather_dequantize, vram_misses
 from engram_store.torch.transport import (
     ChannelTransport,
     Done,

@@ -7,9 +7,10 @@ slot (the row id it holds). :class:`MappedTable` maps both into this process: th
 and page-locked (``cudaHostRegister``, read-only), so a kernel reads it over UVA as vLLM's
 pinned-table path does, and the IPC allocations.
 
-:func:`tiered_gather_dequantize` is one Triton kernel per lookup, on the caller's stream: per row
-it probes the active index; a row found whose slot tag matches its id before and after the copy
-comes from VRAM, any other from host memory over PCIe; then it dequantizes to bf16 as
+:func:`~engram_store.torch.tiered.tiered_gather_dequantize` (:mod:`engram_store.torch.tiered`) is
+one Triton kernel per lookup, on the caller's stream: per row it probes the active index; a row
+found whose slot tag matches its id before and after the copy comes from VRAM, any other from
+host memory over PCIe; then it dequantizes to bf16 as
 :func:`engram_store.torch.rows.gather_dequantize` does. No request reaches the server, no other
 process's kernel runs for the lookup: a decode step pays its PCIe reads for the misses only.
 A gather for a later step (a prefill's next chunk) takes its misses another way
@@ -37,7 +38,6 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import ctypes
-import dataclasses
 import itertools
 import mmap
 import os
@@ -55,9 +55,15 @@ from engram_store.torch.rows import (
     RowFormat,
     _CudaArray,
     cuda_view,
-    gather_dequantize,
-    programs_of,
     triton,
+)
+from engram_store.torch.tiered import (
+    DEFAULT_BLOCK_ROWS,
+    UNCAPPED,
+    TieredRows,
+    check_kernel_shape,
+    tiered_gather_dequantize,
+    vram_misses,
 )
 from engram_store.torch.transport import (
     Done,
@@ -68,28 +74,7 @@ from engram_store.torch.transport import (
     RowTransport,
 )
 
-__all__ = [
-    "MappedTable",
-    "MappedTransport",
-    "StagedGather",
-    "TieredRows",
-    "tiered_gather_dequantize",
-    "vram_misses",
-]
-
-if triton is not None:
-    import triton.language as tl
-
-    from engram_store.torch.rows import dequantize_block, store_rows
-
-# Rows per program step and index buckets probed at once per row.
-_BLOCK_ROWS = 16
-_PROBE = 8
-#: Rows per program of :func:`vram_misses` (a probe and no copy: short programs).
-_MISS_BLOCK_ROWS = 64
-
-#: A grid cap no gather reaches: one program per block of rows.
-UNCAPPED = 1 << 30
+__all__ = ["MappedTable", "MappedTransport", "StagedGather"]
 
 #: cudaHostRegisterPortable | cudaHostRegisterMapped | cudaHostRegisterReadOnly
 _REGISTER_READ_ONLY = 1 | 2 | 8
@@ -99,38 +84,6 @@ _SERIALS = itertools.count()
 
 #: Seconds between the recording thread's looks at a mapped table's version.
 VERSION_CHECK_S = 1.0
-
-
-@dataclasses.dataclass
-class TieredRows:
-    """Where a table's rows are: ``host`` ``[rows, row_bytes]`` uint8 (every row; a CUDA view of
-    page-locked host memory, or any tensor the kernel can read), and optionally a VRAM tier:
-    ``arena`` ``[capacity, row_bytes]`` uint8, ``keys`` ``[2 * buckets]`` int64 (-1: empty),
-    ``slots`` ``[2 * buckets]`` int32, ``tags`` ``[capacity]`` int64 and ``control`` int32 (word
-    0: the active index). ``errors`` (int64 ``[1]``, optional): where a tiered gather writes a
-    row id past the end of ``host`` it was given (such a position gets a zero row)."""
-
-    host: torch.Tensor
-    arena: torch.Tensor | None = None
-    keys: torch.Tensor | None = None
-    slots: torch.Tensor | None = None
-    tags: torch.Tensor | None = None
-    control: torch.Tensor | None = None
-    buckets: int = 0
-    errors: torch.Tensor | None = None
-
-    @property
-    def capacity(self) -> int:
-        """Slots of the VRAM tier (0: none)."""
-        return 0 if self.arena is None else self.arena.shape[0]
-
-
-def _check_kernel_shape(block_rows: int, num_warps: int) -> None:
-    """ValueError naming a gather kernel shape Triton cannot launch."""
-    if not isinstance(block_rows, int) or block_rows < 1 or block_rows & (block_rows - 1):
-        raise ValueError(f"block_rows must be a power of two, got {block_rows!r}")
-    if num_warps not in (1, 2, 4, 8, 16):
-        raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16, got {num_warps!r}")
 
 
 #: What :meth:`MappedTransport.view` may change.
@@ -156,118 +109,6 @@ def _checked_table_programs(table_programs: dict[str, int | None] | None) -> dic
     return out
 
 
-def tiered_gather_dequantize(
-    src: TieredRows,
-    ids: torch.Tensor,
-    out: torch.Tensor,
-    fmt: RowFormat = V41_ROWS,
-    *,
-    max_programs: int | None = None,
-    block_rows: int = _BLOCK_ROWS,
-    num_warps: int = 4,
-    staged: torch.Tensor | None = None,
-    stage_index: torch.Tensor | None = None,
-    hits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``out[t, h] = dequantize(row ids[t, h])`` (ids ``[T, heads]`` int64, -1: a zero row; out
-    bf16 ``[T, out_heads, head_dim]``), each row from ``src``'s VRAM tier if it holds it, else
-    from ``src.host``. Queued on the current stream; without a VRAM tier, or without Triton, it
-    is :func:`gather_dequantize` over ``src.host``. ``block_rows`` (a power of two) rows go
-    through a program's probe and copy at once, ``num_warps`` warps per program: more of either
-    puts more loads in flight per program (the probe is a chain of dependent loads).
-
-    ``staged`` ``[S, row_bytes]`` uint8 and ``stage_index`` int32 ``[T * heads]`` (both on the
-    device): rows already copied up from host memory (by :func:`vram_misses`' list): a row the
-    VRAM tier does not hold whose ``stage_index[t * heads + h]`` is ``k >= 0`` is read from
-    ``staged[k]`` instead of host memory over PCIe (which the others still are: a row the tier
-    dropped since).
-
-    ``hits`` (uint8, at least ``T * heads`` entries, on the device or a :func:`cuda_view` of
-    page-locked host memory): ``hits[t * heads + h]`` is set to 1 where that row came from the
-    VRAM tier, else 0 (needs a VRAM tier and Triton)."""
-    if hits is not None and (hits.dtype != torch.uint8 or hits.numel() < ids.numel()):
-        raise ValueError(f"hits must be uint8 of at least {ids.numel()} entries")
-    if src.arena is None or triton is None:
-        if hits is not None:
-            raise ValueError("hits needs a VRAM tier and Triton")
-        return gather_dequantize(src.host, ids, out, fmt, max_programs=max_programs)
-    if (staged is None) != (stage_index is None):
-        raise ValueError("give staged and stage_index together")
-    if stage_index is not None and (
-        stage_index.numel() < ids.numel() or stage_index.dtype != torch.int32
-    ):
-        raise ValueError(f"stage_index must be int32 of at least {ids.numel()} entries")
-    if ids.dim() != 2 or ids.stride(1) != 1 or out.dim() != 3 or out.shape[0] != ids.shape[0]:
-        raise ValueError(
-            f"ids must be [T, heads] with unit column stride and out [T, out_heads, head_dim]; "
-            f"got {tuple(ids.shape)} and {tuple(out.shape)}"
-        )
-    if out.shape[1] < ids.shape[1] or out.shape[2] != fmt.head_dim or out.stride(2) != 1:
-        raise ValueError(f"out {tuple(out.shape)} cannot hold {ids.shape[1]} heads")
-    n_rows = ids.numel()
-    if n_rows == 0:
-        return out
-    if max_programs is None:
-        max_programs = programs_of(out.device)
-    _check_kernel_shape(block_rows, num_warps)
-    blocks = triton.cdiv(n_rows, block_rows)
-    _tiered_kernel[(max(1, min(blocks, max_programs)),)](
-        src.host,
-        src.arena,
-        src.keys,
-        src.slots,
-        src.tags,
-        src.control,
-        ids,
-        ids.stride(0),
-        out,
-        n_rows,
-        blocks,
-        ids.shape[1],
-        out.stride(1) // fmt.head_dim,
-        out.stride(0) // fmt.head_dim,
-        src.buckets,
-        src.capacity,
-        src.arena if staged is None else staged,
-        ids if stage_index is None else stage_index,
-        src.host.shape[0],
-        ids if src.errors is None else src.errors,
-        ids if hits is None else hits,
-        ROW_BYTES=fmt.row_bytes,
-        DIM=fmt.head_dim,
-        BLOCK=fmt.block,
-        BLOCK_ROWS=block_rows,
-        PROBE=_PROBE,
-        STAGED=staged is not None,
-        CHECKED=src.errors is not None,
-        REPORT=hits is not None,
-        num_warps=num_warps,
-    )
-    return out
-
-
-def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> torch.Tensor:
-    """``misses[t * heads + h]`` = row ``ids[t, h]`` where it is live (>= 0 and below
-    ``src.host``'s rows) and ``src``'s VRAM tier does not hold it now, else -1 (int64, at least
-    ``T * heads`` entries): the rows a gather would read over PCIe, to be copied up in bulk
-    first (``tiered_gather_dequantize``'s ``staged``). Queued on the current stream; needs a
-    VRAM tier and Triton."""
-    if src.arena is None or triton is None:
-        raise ValueError("vram_misses needs a VRAM tier and Triton")
-    if ids.dim() != 2 or ids.stride(1) != 1:
-        raise ValueError(f"ids must be [T, heads] with unit column stride, got {tuple(ids.shape)}")
-    n_rows = ids.numel()
-    if misses.dtype != torch.int64 or misses.numel() < n_rows:
-        raise ValueError(f"misses must be int64 of at least {n_rows} entries")
-    if n_rows:
-        _misses_kernel[(triton.cdiv(n_rows, _MISS_BLOCK_ROWS),)](
-            src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), misses, n_rows,
-            ids.shape[1], src.buckets, src.capacity, src.host.shape[0],
-            BLOCK_ROWS=_MISS_BLOCK_ROWS, PROBE=_PROBE,
-        )  # fmt: skip
-    return misses
-
-
 def _copy_up(
     mapped: MappedTable, n: int, at: np.ndarray, row_ids: np.ndarray, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,173 +122,6 @@ def _copy_up(
     rows = torch.empty((max(1, at.size), mapped.row_bytes), dtype=torch.uint8, pin_memory=True)
     torch.index_select(mapped.host_rows, 0, torch.from_numpy(row_ids), out=rows[: at.size])
     return rows.to(device, non_blocking=True), index.to(device, non_blocking=True)
-
-
-if triton is not None:
-
-    @triton.jit
-    def _mix64(x):
-        """splitmix64's finalizer on uint64, as the server's index places ids."""
-        x = x ^ (x >> 30)
-        x = x * 0xBF58476D1CE4E5B9
-        x = x ^ (x >> 27)
-        x = x * 0x94D049BB133111EB
-        return x ^ (x >> 31)
-
-    @triton.jit
-    def _row_ids(ids, r, n_rows, heads, ids_token_stride):
-        """Rows ``r`` (token ``r // heads``, head ``r % heads``) of ``ids``: which are within the
-        lookup, and their ids (-1 past its end)."""
-        valid = r < n_rows
-        at = (r // heads) * ids_token_stride + r % heads
-        return valid, tl.load(ids + at, mask=valid, other=-1).to(tl.int64)
-
-    @triton.jit
-    def _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE: tl.constexpr):
-        """Per row of ``row`` (``live`` ones only): whether the VRAM tier holds it, by the
-        active index (``PROBE`` buckets at a time: a key equal to the id before an empty one
-        is found) and the slot's tag read before the copy, and that slot (0 where not)."""
-        probe = tl.arange(0, PROBE)
-        mask = buckets.to(tl.int64) - 1
-        active = tl.load(control, volatile=True).to(tl.int64)
-        # A retired tier holds no row: no slot is below a capacity of 0.
-        live_capacity = tl.where(tl.load(control + 1, volatile=True) == 0, capacity, 0)
-        keys_active = keys + active * buckets
-        slots_active = slots + active * buckets
-        h = (_mix64(tl.where(live, row, 0).to(tl.uint64)) & mask.to(tl.uint64)).to(tl.int64)
-        slot = tl.full(row.shape, -1, tl.int64)
-        pending = live
-        start = tl.full([], 0, tl.int64)
-        while (tl.max(pending.to(tl.int32), axis=0) > 0) & (start <= mask):
-            b = (h[:, None] + start + probe[None, :]) & mask
-            k = tl.load(keys_active + b, mask=pending[:, None], other=-1)
-            found = pending[:, None] & (k == row[:, None])
-            empty = pending[:, None] & (k == -1)
-            fpos = tl.min(tl.where(found, probe[None, :], PROBE), axis=1)
-            epos = tl.min(tl.where(empty, probe[None, :], PROBE), axis=1)
-            hit = fpos < epos
-            at_slot = (h + start + fpos) & mask
-            s = tl.load(slots_active + at_slot, mask=hit, other=-1).to(tl.int64)
-            slot = tl.where(hit, s, slot)
-            pending = pending & ~(hit | (epos < PROBE))
-            start += PROBE
-        in_vram = (slot >= 0) & (slot < live_capacity)
-        sl = tl.where(in_vram, slot, 0)
-        before = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
-        return in_vram & (before == row), sl
-
-    @triton.jit
-    def _tiered_kernel(
-        host,
-        arena,
-        keys,
-        slots,
-        tags,
-        control,
-        ids,
-        ids_token_stride,
-        out,
-        n_rows,
-        n_blocks,
-        heads,
-        out_head_rows,
-        out_token_rows,
-        buckets,
-        capacity,
-        staged,
-        stage_index,
-        table_rows,
-        errors,
-        hits,
-        ROW_BYTES: tl.constexpr,
-        DIM: tl.constexpr,
-        BLOCK: tl.constexpr,
-        BLOCK_ROWS: tl.constexpr,
-        PROBE: tl.constexpr,
-        STAGED: tl.constexpr,
-        CHECKED: tl.constexpr,
-        REPORT: tl.constexpr,
-    ):
-        """Blocks of ``BLOCK_ROWS`` rows, grid-strided: a row the VRAM tier holds (its slot's
-        tag checked again after the copy) from the arena; with ``STAGED``, any other whose
-        ``stage_index`` is >= 0 from that row of ``staged`` (device memory); every other live
-        row from host memory. A row id at or past ``table_rows`` gets a zero row and, with
-        ``CHECKED``, is written to ``errors``. With ``REPORT``, ``hits[r]`` (uint8) says whether
-        row ``r`` came from the VRAM tier (1) or not (0)."""
-        cols = tl.arange(0, DIM)
-        block = tl.program_id(0)
-        while block < n_blocks:
-            r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
-            valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
-            past_end = valid & (row >= table_rows)
-            if CHECKED:
-                tl.store(errors + r * 0, row, mask=past_end)
-            live = valid & (row >= 0) & ~past_end
-            in_vram, sl = _vram_slots(
-                row, live, keys, slots, tags, control, buckets, capacity, PROBE
-            )
-            vbase = arena + sl[:, None] * ROW_BYTES
-            vcode = tl.load(
-                vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg"
-            )
-            vscale = tl.load(
-                vbase + DIM + (cols // BLOCK)[None, :],
-                mask=in_vram[:, None],
-                other=0,
-                cache_modifier=".cg",
-            )
-            after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
-            in_vram = in_vram & (after == row)
-            if REPORT:
-                tl.store(hits + r, in_vram.to(tl.uint8), mask=valid)
-            from_host = live & ~in_vram
-            if STAGED:
-                k = tl.load(stage_index + r, mask=from_host, other=-1).to(tl.int64)
-                from_stage = from_host & (k >= 0)
-                from_host = from_host & (k < 0)
-                sbase = staged + tl.where(from_stage, k, 0)[:, None] * ROW_BYTES
-                scode = tl.load(sbase + cols[None, :], mask=from_stage[:, None], other=0)
-                sscale = tl.load(
-                    sbase + DIM + (cols // BLOCK)[None, :], mask=from_stage[:, None], other=0
-                )
-                vcode = tl.where(from_stage[:, None], scode, vcode)
-                vscale = tl.where(from_stage[:, None], sscale, vscale)
-                in_vram = in_vram | from_stage
-            hbase = host + tl.where(from_host, row, 0)[:, None] * ROW_BYTES
-            hcode = tl.load(hbase + cols[None, :], mask=from_host[:, None], other=0)
-            hscale = tl.load(
-                hbase + DIM + (cols // BLOCK)[None, :], mask=from_host[:, None], other=0
-            )
-            code = tl.where(in_vram[:, None], vcode, hcode).to(tl.int32)
-            scale = tl.where(in_vram[:, None], vscale, hscale)
-            store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
-                       out_head_rows, DIM)  # fmt: skip
-            block += tl.num_programs(0)
-
-    @triton.jit
-    def _misses_kernel(
-        keys,
-        slots,
-        tags,
-        control,
-        ids,
-        ids_token_stride,
-        misses,
-        n_rows,
-        heads,
-        buckets,
-        capacity,
-        table_rows,
-        BLOCK_ROWS: tl.constexpr,
-        PROBE: tl.constexpr,
-    ):
-        """One block of rows per program: ``misses[r]`` is row ``r``'s id where it is live (in
-        ``[0, table_rows)``) and the VRAM tier does not hold it, else -1."""
-        r = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
-        valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
-        live = valid & (row >= 0) & (row < table_rows)
-        in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
-        tl.store(misses + r, tl.where(live & ~in_vram, row, -1), mask=valid)
 
 
 # --- mapping what the server shares -------------------------------------------------------------
@@ -734,14 +408,14 @@ class MappedTransport(RowTransport):
         max_programs: int | None = None,
         ahead_programs: int | None = None,
         stage_ahead: str = "inline",
-        block_rows: int = _BLOCK_ROWS,
+        block_rows: int = DEFAULT_BLOCK_ROWS,
         num_warps: int = 4,
         table_programs: dict[str, int | None] | None = None,
         predict_misses: bool = False,
     ):
         from engram_store.client import Client
 
-        _check_kernel_shape(block_rows, num_warps)
+        check_kernel_shape(block_rows, num_warps)
         table_programs = _checked_table_programs(table_programs)
 
         self._owns_client = isinstance(client, str)
@@ -796,7 +470,7 @@ class MappedTransport(RowTransport):
         unknown = sorted(set(settings) - _VIEW_SETTINGS)
         if unknown:
             raise TypeError(f"MappedTransport.view: no setting {', '.join(unknown)}")
-        _check_kernel_shape(
+        check_kernel_shape(
             settings.get("block_rows", self.block_rows), settings.get("num_warps", self.num_warps)
         )
         if "table_programs" in settings:
