@@ -33,8 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from offload_cli import DEFAULT_MAP, DEFAULT_TRACE, REPO  # noqa: E402
+from staged_copy_cost import ROW_BYTES, write_table  # noqa: E402
 
-from engram_store.torch import V41_ROWS, NgramHasher, ResidencyMap, v41_layout  # noqa: E402
+from engram_store.torch import NgramHasher, ResidencyMap, v41_layout  # noqa: E402
 
 #: The whole English trace, where a checkout has it (git-ignored: see BENCHMARKS.md 10i).
 BENCH_TRACE = REPO / "bench-data" / "en.tokens.u32"
@@ -52,18 +53,14 @@ class Ended:
 
 def map_table(path: str, rows: int) -> np.ndarray:
     """``rows`` random rows written at ``path`` and mapped read-only, page tables filled."""
-    block = 1_000_000
-    chunk = np.random.default_rng(1).integers(0, 256, (block, V41_ROWS.row_bytes), dtype=np.uint8)
-    with open(path, "wb") as f:
-        for first in range(0, rows, block):
-            f.write(chunk[: min(block, rows - first)].tobytes())
+    write_table(path, rows)
     fd = os.open(path, os.O_RDONLY)
     try:
-        m = mmap.mmap(fd, rows * V41_ROWS.row_bytes, mmap.MAP_SHARED | mmap.MAP_POPULATE,
+        m = mmap.mmap(fd, rows * ROW_BYTES, mmap.MAP_SHARED | mmap.MAP_POPULATE,
                       mmap.PROT_READ)  # fmt: skip
     finally:
         os.close(fd)
-    return np.frombuffer(m, dtype=np.uint8).reshape(rows, V41_ROWS.row_bytes)
+    return np.frombuffer(m, dtype=np.uint8).reshape(rows, ROW_BYTES)
 
 
 def main() -> int:
@@ -112,7 +109,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         started = time.perf_counter()
         tables = [map_table(os.path.join(tmp, f"t{j}"), table_rows[j]) for j in range(layers)]
-        print(f"{layers} tables of {table_rows[0]:,} rows x {V41_ROWS.row_bytes} B mapped in "
+        print(f"{layers} tables of {table_rows[0]:,} rows x {ROW_BYTES} B mapped in "
               f"{time.perf_counter() - started:.1f}s; VRAM tier: the {args.vram_share:.0%} most "
               f"frequent rows of {held.size:,} held-out tokens")  # fmt: skip
         run = trace[held.size :]
@@ -140,7 +137,7 @@ def main() -> int:
                     misses = maps[j].foresee(flat)
                     at_misses = np.flatnonzero(misses)
                     f1 = time.perf_counter()
-                    out = np.empty((max(1, at_misses.size), V41_ROWS.row_bytes), np.uint8)
+                    out = np.empty((max(1, at_misses.size), ROW_BYTES), np.uint8)
                     np.take(tables[j], flat[at_misses], axis=0, out=out[: at_misses.size])
                     f2 = time.perf_counter()
                     foresee += f1 - f0
