@@ -31,6 +31,8 @@ VARIANT_KEYS = {
     "kernel (--transport mapped; a power of two, default 16)",
     "mapped_predict_misses": "MappedTransport.view(predict_misses=bool(N)) (--transport mapped; "
     "the step's ids hashed on the host, its misses foreseen and copied up at once)",
+    "mapped_copy_threads": "MappedTransport.view(copy_threads=N) (with mapped_predict_misses: "
+    "threads copying a step's foreseen misses out of the host file)",
     "mapped_late_programs": "MappedTransport.view(table_programs=...): the grid cap N of the "
     "gathers of every Engram layer after the first (--transport mapped)",
 }
@@ -47,6 +49,7 @@ TRANSPORT_KEYS = {
     "mapped_block_rows": "block_rows",
     "mapped_late_programs": "table_programs",
     "mapped_predict_misses": "predict_misses",
+    "mapped_copy_threads": "copy_threads",
 }
 
 #: The prefix of a variant's arm name.

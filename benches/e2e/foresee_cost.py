@@ -2,8 +2,8 @@
 """The host side of a decode step whose misses are foreseen (``MappedTransport`` with
 ``predict_misses=True``, ``gather_predicted``): hashing the step's tokens into row ids,
 foreseeing which rows the VRAM tier lacks (``ResidencyMap.foresee``), and copying those rows out
-of the shared table file (numpy's ``take`` on the calling thread, as the transport does), per
-Engram layer, timed on this machine. No GPU needed.
+of the shared table file (numpy's ``take``, in ``--copy-threads`` parts as the transport's
+``copy_threads``), per Engram layer, timed on this machine. No GPU needed.
 
 Two V4.1 tables of ``--engram-vocab`` rows per hash column are written as one file each in
 ``--dir`` (a memory file system, as the server's ``--share-memory``) and mapped with their page
@@ -20,6 +20,7 @@ knows their rows' flags); steps read ``--batch`` consecutive tokens of the trace
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import mmap
 import os
 import statistics
@@ -36,6 +37,7 @@ from offload_cli import DEFAULT_MAP, DEFAULT_TRACE, REPO  # noqa: E402
 from staged_copy_cost import ROW_BYTES, write_table  # noqa: E402
 
 from engram_store.torch import NgramHasher, ResidencyMap, v41_layout  # noqa: E402
+from engram_store.torch.mapped import MIN_SPLIT_ROWS, take_rows  # noqa: E402
 
 #: The whole English trace, where a checkout has it (git-ignored: see BENCHMARKS.md 10i).
 BENCH_TRACE = REPO / "bench-data" / "en.tokens.u32"
@@ -80,6 +82,12 @@ def main() -> int:
         help="trace tokens whose rows choose the VRAM tier's (not read by the steps)",
     )
     p.add_argument("--dir", default="/dev/shm", help="where the table files are written")
+    p.add_argument(
+        "--copy-threads",
+        type=int,
+        default=1,
+        help="threads per copy of a layer's misses (MappedTransport's copy_threads)",
+    )
     args = p.parse_args()
     try:
         batches = [int(b) for b in args.batch.split(",") if b]
@@ -87,6 +95,13 @@ def main() -> int:
         p.error(f"--batch takes comma-separated token counts, got {args.batch!r}")
     if not batches or min(batches) < 1 or not 0 < args.vram_share <= 1 or args.steps < 1:
         p.error("--batch, --steps must be positive and --vram-share in (0, 1]")
+    if not 1 <= args.copy_threads <= 16:
+        p.error(f"--copy-threads must be from 1 to 16, got {args.copy_threads}")
+    pool = (
+        concurrent.futures.ThreadPoolExecutor(args.copy_threads - 1)
+        if args.copy_threads > 1
+        else None
+    )
 
     cmap = np.load(DEFAULT_MAP)
     hasher = NgramHasher(v41_layout(args.engram_vocab, cmap), cmap)
@@ -138,7 +153,8 @@ def main() -> int:
                     at_misses = np.flatnonzero(misses)
                     f1 = time.perf_counter()
                     out = np.empty((max(1, at_misses.size), ROW_BYTES), np.uint8)
-                    np.take(tables[j], flat[at_misses], axis=0, out=out[: at_misses.size])
+                    parts = args.copy_threads if at_misses.size >= MIN_SPLIT_ROWS else 1
+                    take_rows(tables[j], flat[at_misses], out[: at_misses.size], pool, parts)
                     f2 = time.perf_counter()
                     foresee += f1 - f0
                     copy += f2 - f1

@@ -152,6 +152,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "its rows (MappedTransport(predict_misses=True))",
     )
     p.add_argument(
+        "--mapped-copy-threads",
+        type=int,
+        default=1,
+        help="with --mapped-predict-misses: threads copying a step's foreseen misses out of the "
+        "host file (MappedTransport(copy_threads=N); default 1)",
+    )
+    p.add_argument(
         "--uva-programs",
         type=int,
         help="arm (c)'s gather kernel's grid cap (default: half the SMs); give --mapped-programs "
@@ -300,6 +307,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for what, programs in late:
         if programs is not None and programs < 1:
             p.error(f"{what} must be at least 1, got {programs}")
+    copiers = [("--mapped-copy-threads", args.mapped_copy_threads)] + [
+        (f"--d-variant {v.name}: mapped_copy_threads", v.settings["mapped_copy_threads"])
+        for v in args.d_variants
+        if "mapped_copy_threads" in v.settings
+    ]
+    for what, threads in copiers:
+        if threads is not None and not 1 <= threads <= 16:
+            p.error(f"{what} must be from 1 to 16, got {threads}")
     return args
 
 

@@ -279,6 +279,7 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
         ("x:stage_min_tokens", "needs a value"),
         ("x:", "sets nothing"),
         ("x:mapped_late_programs=0", "x: mapped_late_programs must be at least 1, got 0"),
+        ("x:mapped_copy_threads=17", "x: mapped_copy_threads must be from 1 to 16, got 17"),
     ],
 )
 def test_a_bad_d_variant_is_refused_naming_it(spec, message):

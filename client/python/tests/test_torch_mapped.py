@@ -719,8 +719,35 @@ def test_the_gather_kernels_shape_is_checked_when_set(tmp_path):
                 transport.view(block_rows=0)
             with pytest.raises(TypeError, match="no setting grid"):
                 transport.view(grid=4)
+            assert transport.view(copy_threads=3).copy_threads == 3
+            with pytest.raises(ValueError, match="copy_threads must be an int from 1 to 16"):
+                transport.view(copy_threads=0)
+            with pytest.raises(ValueError, match="got 99"):
+                MappedTransport(client, copy_threads=99)
         finally:
             transport.close()
+
+
+def test_copy_threads_are_checked_and_split_the_copy_exactly():
+    """``take_rows`` in 1-5 parts (on a pool) copies exactly what ``np.take`` does, for no
+    rows, one, and more rows than parts; ``copy_threads`` outside 1-16 is refused naming it."""
+    import concurrent.futures
+
+    from engram_store.torch.mapped import _check_copy_threads, take_rows
+
+    rng = np.random.default_rng(3)
+    host = rng.integers(0, 256, (1000, 264), dtype=np.uint8)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for n in (0, 1, 3, 777):
+            ids = rng.integers(0, 1000, n)
+            for parts in (1, 2, 5):
+                out = np.full((n, 264), 7, np.uint8)
+                take_rows(host, ids, out, pool, parts)
+                assert (out == host[ids]).all(), (n, parts)
+    for bad in (0, 17, True, 2.0, "4"):
+        with pytest.raises(ValueError, match=re.escape(f"got {bad!r}")):
+            _check_copy_threads(bad)
+    _check_copy_threads(16)
 
 
 def test_a_tables_own_grid_cap_takes_the_place_of_max_programs(tmp_path):

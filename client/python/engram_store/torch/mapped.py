@@ -94,7 +94,27 @@ _VIEW_SETTINGS = {
     "num_warps",
     "table_programs",
     "predict_misses",
+    "copy_threads",
 }
+
+#: Fewest rows a foreseen copy-up splits over threads (fewer: the hand-off costs what the
+#: split saves; 1,500 rows took the same with two threads on the dev machine, 4,500 half).
+MIN_SPLIT_ROWS = 2048
+#: Most ``copy_threads`` (the calling thread and the transport's copying threads).
+MAX_COPY_THREADS = 16
+
+
+def _check_copy_threads(copy_threads: Any) -> None:
+    """ValueError naming a ``copy_threads`` that is not an int from 1 to
+    :data:`MAX_COPY_THREADS`."""
+    if (
+        isinstance(copy_threads, bool)
+        or not isinstance(copy_threads, int)
+        or not 1 <= copy_threads <= MAX_COPY_THREADS
+    ):
+        raise ValueError(
+            f"copy_threads must be an int from 1 to {MAX_COPY_THREADS}, got {copy_threads!r}"
+        )
 
 
 def _checked_table_programs(table_programs: dict[str, int | None] | None) -> dict[str, int | None]:
@@ -111,24 +131,49 @@ def _checked_table_programs(table_programs: dict[str, int | None] | None) -> dic
 
 def _copy_up(
     mapped: MappedTable, n: int, at: np.ndarray, row_ids: np.ndarray, device: torch.device,
-    one_thread: bool = False,
+    take: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Rows ``row_ids`` of ``mapped`` (int64, one per position ``at`` of a gather of ``n``
     rows) copied out of its host file into page-locked memory, and queued to go up to
     ``device`` on the current stream: ``staged`` ``[max(1, len(at)), row_bytes]`` (one row at
     least: a kernel argument is never an empty allocation) and ``stage_index`` int32 ``[n]``
     (the staged row of each position, -1 where none), for :func:`tiered_gather_dequantize`.
-    The copy is torch's ``index_select`` (on torch's threads), or with ``one_thread`` numpy's
-    ``take`` on this thread alone: a few thousand rows take it ~0.1 ms, where ``index_select``
-    took 7.5 ms on a host whose cores were busy (its threads waiting for them)."""
+    The copy is torch's ``index_select`` (on torch's threads), or ``take(host, row_ids, out)``
+    (numpy arrays; :func:`take_rows`): numpy's ``take`` copied 1,500 rows in ~0.1-0.2 ms where
+    ``index_select`` took 7.5 ms on a host whose cores were busy (its threads waiting for
+    them)."""
     index = torch.full((n,), -1, dtype=torch.int32, pin_memory=True)
     index.numpy()[at] = np.arange(at.size, dtype=np.int32)
     rows = torch.empty((max(1, at.size), mapped.row_bytes), dtype=torch.uint8, pin_memory=True)
-    if one_thread:
-        np.take(mapped.host_rows.numpy(), row_ids, axis=0, out=rows.numpy()[: at.size])
+    if take is not None:
+        take(mapped.host_rows.numpy(), row_ids, rows.numpy()[: at.size])
     else:
         torch.index_select(mapped.host_rows, 0, torch.from_numpy(row_ids), out=rows[: at.size])
     return rows.to(device, non_blocking=True), index.to(device, non_blocking=True)
+
+
+def take_rows(
+    host: np.ndarray,
+    row_ids: np.ndarray,
+    out: np.ndarray,
+    pool: concurrent.futures.Executor | None = None,
+    parts: int = 1,
+) -> None:
+    """``out[k] = host[row_ids[k]]`` (numpy's ``take`` along rows), in ``parts`` contiguous
+    pieces: the first on this thread, the others on ``pool`` at once (numpy releases the GIL
+    while it copies), all done on return."""
+    n = row_ids.size
+    if pool is None or parts <= 1 or n < 2:
+        np.take(host, row_ids, axis=0, out=out)
+        return
+    bounds = np.linspace(0, n, min(parts, n) + 1).astype(np.int64)
+    pieces = [
+        pool.submit(np.take, host, row_ids[a:b], 0, out[a:b])
+        for a, b in zip(bounds[1:-1], bounds[2:], strict=True)
+    ]
+    np.take(host, row_ids[: bounds[1]], axis=0, out=out[: bounds[1]])
+    for piece in pieces:
+        piece.result()
 
 
 # --- mapping what the server shares -------------------------------------------------------------
@@ -402,6 +447,11 @@ class MappedTransport(RowTransport):
             foreseen there (:class:`~engram_store.torch.residency.ResidencyMap`, one byte of
             host memory per table row) are copied up by the copy engine at ``prefetch`` and the
             gather runs, from VRAM and that copy, where the layer reads its rows. Default off.
+        copy_threads: threads that copy a foreseen copy-up of at least :data:`MIN_SPLIT_ROWS`
+            rows out of the host file (numpy releases the GIL while it copies; the calling
+            thread is one of them; 1 to :data:`MAX_COPY_THREADS`). Default 1: on the dev
+            machine two threads halved a copy of 4,500 rows but gained nothing on a decode-256
+            layer's ~2,200 (``benches/e2e/foresee_cost.py``); an A/B knob for bigger hosts.
     """
 
     name = "mapped"
@@ -419,6 +469,7 @@ class MappedTransport(RowTransport):
         num_warps: int = 4,
         table_programs: dict[str, int | None] | None = None,
         predict_misses: bool = False,
+        copy_threads: int = 1,
     ):
         from engram_store.client import Client
 
@@ -437,6 +488,9 @@ class MappedTransport(RowTransport):
         self.num_warps = num_warps
         self.table_programs = table_programs
         self.predict_misses = predict_misses
+        _check_copy_threads(copy_threads)
+        self.copy_threads = copy_threads
+        self._copiers: concurrent.futures.ThreadPoolExecutor | None = None
         self._stager = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-stage")
         self._stage_streams: dict[torch.device, torch.cuda.Stream] = {}
         self._copy_streams: dict[torch.device, torch.cuda.Stream] = {}
@@ -470,7 +524,7 @@ class MappedTransport(RowTransport):
     def view(self, **settings: Any) -> MappedTransport:
         """A view of this transport with some of its settings changed (``max_programs``,
         ``record_every``, ``block_rows``, ``num_warps``, ``table_programs``,
-        ``predict_misses``): it shares this
+        ``predict_misses``, ``copy_threads``): it shares this
         one's mappings, threads, client and recording state (an A/B of a setting in one process
         needs no second mapping). Close this transport, not the view: the view's own
         :meth:`close` does nothing."""
@@ -482,6 +536,8 @@ class MappedTransport(RowTransport):
         )
         if "table_programs" in settings:
             settings["table_programs"] = _checked_table_programs(settings["table_programs"])
+        if "copy_threads" in settings:
+            _check_copy_threads(settings["copy_threads"])
         view = copy.copy(self)
         for name, value in settings.items():
             setattr(view, name, value)
@@ -615,7 +671,9 @@ class MappedTransport(RowTransport):
         if stream is None:
             stream = self._copy_streams[device] = torch.cuda.Stream(device)
         with torch.cuda.stream(stream):
-            staged, stage_index = _copy_up(mapped, flat.size, at, flat[at], device, one_thread=True)
+            staged, stage_index = _copy_up(
+                mapped, flat.size, at, flat[at], device, take=self._take_rows
+            )
             done.record(stream)
         hits = torch.empty(flat.size, dtype=torch.uint8, pin_memory=True)
 
@@ -623,6 +681,17 @@ class MappedTransport(RowTransport):
             residency.expect(flat, misses, hits, filled)
 
         return StagedGather(done, mapped, ids, staged, stage_index, out, fmt, hits, report)
+
+    def _take_rows(self, host: np.ndarray, row_ids: np.ndarray, out: np.ndarray) -> None:
+        """``out[k] = host[row_ids[k]]``, in ``copy_threads`` parts when there are enough rows:
+        the first on this thread, the others on the transport's copying threads."""
+        parts = self.copy_threads if row_ids.size >= MIN_SPLIT_ROWS else 1
+        owner = self._view_of or self  # views share the transport's threads
+        if parts > 1 and owner._copiers is None:
+            owner._copiers = concurrent.futures.ThreadPoolExecutor(
+                MAX_COPY_THREADS - 1, thread_name_prefix="engram-copy"
+            )
+        take_rows(host, row_ids, out, owner._copiers, parts)
 
     def residency(self, table: str, device: torch.device) -> ResidencyMap | None:
         """What :meth:`gather_predicted` knows of ``table``'s VRAM tier on ``device`` (its
@@ -728,6 +797,8 @@ class MappedTransport(RowTransport):
             return
         self._stager.shutdown(wait=True)
         self._recorder.shutdown(wait=True)
+        if self._copiers is not None:
+            self._copiers.shutdown(wait=True)
         for mapped in self._tables.values():
             mapped.close()
         self._tables.clear()
