@@ -167,8 +167,12 @@ class Channel:
             if len(seqs) and np.isscalar(seqs[0]):
                 seqs = [seqs]
             ctx = context or [[]] * len(seqs)
+            if len(ctx) != len(seqs):
+                raise ValueError(
+                    f"context must give one list per sequence: {len(ctx)} for {len(seqs)}"
+                )
             parts = []
-            for tokens, before in zip(seqs, ctx):
+            for tokens, before in zip(seqs, ctx, strict=True):
                 t = np.asarray(tokens, dtype="<u4").reshape(-1)
                 c = np.asarray(before, dtype="<u4").reshape(-1)
                 parts += [struct.pack("<II", t.size, c.size), t.tobytes(), c.tobytes()]
@@ -256,8 +260,9 @@ class Channel:
             size = HEADER_BYTES + self.slots * self.stride
             _check(cuda.cuMemHostRegister_v2(ctypes.c_void_p(self._base), size, 0x02), "register")
             dptr = ctypes.c_uint64()
+            base = ctypes.c_void_p(self._base)
             _check(
-                cuda.cuMemHostGetDevicePointer_v2(ctypes.byref(dptr), ctypes.c_void_p(self._base), 0),
+                cuda.cuMemHostGetDevicePointer_v2(ctypes.byref(dptr), base, 0),
                 "device pointer of the ring",
             )
             self._device_base = dptr.value

@@ -55,10 +55,10 @@ from engram_store.errors import (
 )
 from engram_store.regions import (
     CudaRegion,
+    LocalSocket,
     Region,
     ShmRegion,
     Written,
-    LocalSocket,
     create_memfd,
     describe_cuda_tensor,
     region_size,

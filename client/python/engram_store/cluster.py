@@ -33,9 +33,10 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -473,9 +474,10 @@ class ClusterClient:
             for s, c in zip(seqs, contexts, strict=True)
         ]
         ids = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
-        heads = len(columns) if columns is not None else (g.layout["max_ngram_size"] - 1) * g.layout[
-            "n_head_per_ngram"
-        ]
+        if columns is not None:
+            heads = len(columns)
+        else:
+            heads = (g.layout["max_ngram_size"] - 1) * g.layout["n_head_per_ngram"]
         return table, ids.astype(np.uint64), len(seqs), t, heads
 
     def lookup_ngrams(

@@ -15,8 +15,8 @@ Both are made by the client (:meth:`engram_store.Client.shm_region`,
 :meth:`engram_store.Client.lookup_into` / :meth:`engram_store.Client.lookup_ngrams_into`.
 Closing a region (or leaving its ``with`` block) unregisters it; a shared-memory region also
 unmaps its memory (and a shared-memory region whose local-socket connection closes, say because
-this process died, is released by the server). The server checks every write against the registered size and
-refuses a write that overlaps another one in flight.
+this process died, is released by the server). The server checks every write against the
+registered size and refuses a write that overlaps another one in flight.
 
 torch is imported only by :meth:`engram_store.Client.register_cuda_tensor`; it is not a dependency.
 """

@@ -103,8 +103,8 @@ def make_pki(d: Path) -> dict[str, Path]:
     """A CA, a server certificate for localhost and a client certificate, signed by it."""
     p = {n: d / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt",
                              "client.key", "client.csr", "client.crt", "san.ext")}  # fmt: skip
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", p["ca.key"], "-out", p["ca.crt"], "-subj", "/CN=engram test CA")  # fmt: skip
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+             p["ca.key"], "-out", p["ca.crt"], "-subj", "/CN=engram test CA")  # fmt: skip
     p["san.ext"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     for who, cn in (("server", "localhost"), ("client", "inference-worker")):
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p[f"{who}.key"],

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import engram_store_bin, make_pki
 
 from engram_store import Client
-from engram_store.errors import PermissionDeniedError, UnauthenticatedError
+from engram_store.errors import EngramStoreError, PermissionDeniedError, UnauthenticatedError
 from engram_store.local_server import LocalServer, run_cli
-
-from conftest import engram_store_bin, make_pki
 
 READ = "read-3c9e1f"
 ADMIN = "admin-8d2b7a"
@@ -76,7 +75,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(secured):
         c.lookup("plain", [1])
     assert getattr(e.value, "code", None) != grpc.StatusCode.OK
     with Client(addr.replace("localhost", "127.0.0.1"), timeout=5, token=READ) as plain:
-        with pytest.raises(Exception):
+        with pytest.raises(EngramStoreError):  # no TLS handshake: the channel never connects
             plain.lookup("plain", [1])
 
 

@@ -48,6 +48,9 @@ def test_an_engram_layer_channel_serves_lookup_ngrams(client):
         channel.submit(sequences, slot=0)
         channel.wait(0)
         assert region.array(np.uint8)[:nbytes].tobytes() == want.tobytes()
+        # A context for each sequence, or none: one list for two sequences is refused.
+        with pytest.raises(ValueError, match="one list per sequence: 1 for 2"):
+            channel.submit(sequences, slot=1, context=[[1, 2, 3]])
 
 
 def test_bad_requests_raise_and_the_channel_goes_on(client):

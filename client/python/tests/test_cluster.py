@@ -15,12 +15,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import GROUP, Served, engram_store_bin, make_pki
 
 from engram_store import Client, ClusterClient
 from engram_store.errors import EngramStoreError
 from engram_store.local_server import run_cli
-
-from conftest import GROUP, Served, engram_store_bin, make_pki
 
 READ = "read-5a1e0c"
 ADMIN = "admin-77b3d9"

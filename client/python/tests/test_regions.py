@@ -227,6 +227,7 @@ def test_a_region_closes_quietly_after_its_server_stopped(tmp_path):
     raises nothing: its regions went with the server. An explicit ``unregister_region`` still
     says the server is unavailable."""
     from conftest import engram_store_bin
+
     from engram_store.errors import UnavailableError
     from engram_store.local_server import LocalServer, run_cli
 

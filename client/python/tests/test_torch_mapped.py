@@ -706,8 +706,10 @@ def test_the_gather_kernels_shape_is_checked_when_set(tmp_path):
     from engram_store.torch import MappedTransport
 
     with sharing_server(tmp_path, {"t": (100, 1)}) as (client, _):
-        for bad, says in (({"block_rows": 12}, "block_rows must be a power of two, got 12"),
-                          ({"num_warps": 3}, "num_warps must be 1, 2, 4, 8 or 16, got 3")):  # fmt: skip
+        for bad, says in (
+            ({"block_rows": 12}, "block_rows must be a power of two, got 12"),
+            ({"num_warps": 3}, "num_warps must be 1, 2, 4, 8 or 16, got 3"),
+        ):
             with pytest.raises(ValueError, match=re.escape(says)):
                 MappedTransport(client, **bad)
         transport = MappedTransport(client, block_rows=8, num_warps=2)

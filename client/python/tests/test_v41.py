@@ -295,7 +295,7 @@ def test_column_ranges_for_1_2_4_8_ranks_over_the_wire(served):
                 assert n == raw.size * len(cols) and n.bytes_written == want.nbytes
                 assert region.array(np.uint8, want.nbytes, 8).tobytes() == want.tobytes()
             _, ids = zip(*(local_rows(c, layout, cmap, layer, raw[b], dead[b], columns=cols)
-                           for b in range(3)))  # fmt: skip
+                           for b in range(3)), strict=True)  # fmt: skip
             accepted = c.prefetch_ngrams(V41_GROUP, layer, raw, dead=dead, columns=cols).result()
             assert accepted == np.unique(np.concatenate(ids)).size
 
