@@ -34,6 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from offload_cli import DEFAULT_MAP, DEFAULT_TRACE, REPO  # noqa: E402
+from offload_phases import LOOKBACK  # noqa: E402
+from offload_warm import position_row_ids, rows_by_frequency  # noqa: E402
 from staged_copy_cost import ROW_BYTES, write_table  # noqa: E402
 
 from engram_store.torch import NgramHasher, ResidencyMap, v41_layout  # noqa: E402
@@ -111,15 +113,11 @@ def main() -> int:
     # Held-out tokens (the trace's first ones): their most frequent rows per layer are the VRAM
     # tier's; the steps read the tokens after them.
     held = trace[: min(args.held_tokens, trace.size // 2)]
-    context = np.stack([held[i : held.size - 3 + i] for i in range(3)], axis=1)
-    held_ids = hasher.row_ids(held[3:].reshape(-1, 1), context)
-    held_ids = held_ids.reshape(held_ids.shape[0], layers, -1)
+    seen, _ = rows_by_frequency(position_row_ids(trace, np.arange(LOOKBACK, held.size), hasher))
     in_vram = []
     for j in range(layers):
-        ids, counts = np.unique(held_ids[:, j].reshape(-1), return_counts=True)
-        top = ids[np.argsort(-counts)[: int(args.vram_share * table_rows[j])]]
         mask = np.zeros(table_rows[j], dtype=bool)
-        mask[top] = True
+        mask[seen[j][: int(args.vram_share * table_rows[j])]] = True
         in_vram.append(mask)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         started = time.perf_counter()
@@ -133,8 +131,7 @@ def main() -> int:
         for batch in batches:
             maps = [ResidencyMap(table_rows[j]) for j in range(layers)]
             for j, m in enumerate(maps):  # what reading the held-out tokens taught the worker
-                seen = np.unique(held_ids[:, j].reshape(-1))
-                m.known[seen] = in_vram[j][seen]
+                m.known[seen[j]] = in_vram[j][seen[j]]
             timings: dict[str, list[float]] = {"hash": [], "foresee": [], "copy": [], "all": []}
             copied, looked, hits = [], [], []
             for step in range(args.skip + args.steps):

@@ -299,22 +299,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(str(e))
     if args.d_variants and "d" not in args.arms:
         p.error("--d-variant needs arm (d) among --arms: a variant runs on (d)'s store")
-    late = [("--mapped-late-programs", args.mapped_late_programs)] + [
-        (f"--d-variant {v.name}: mapped_late_programs", v.settings["mapped_late_programs"])
-        for v in args.d_variants
-        if "mapped_late_programs" in v.settings
-    ]
-    for what, programs in late:
-        if programs is not None and programs < 1:
-            p.error(f"{what} must be at least 1, got {programs}")
-    copiers = [("--mapped-copy-threads", args.mapped_copy_threads)] + [
-        (f"--d-variant {v.name}: mapped_copy_threads", v.settings["mapped_copy_threads"])
-        for v in args.d_variants
-        if "mapped_copy_threads" in v.settings
-    ]
-    for what, threads in copiers:
-        if threads is not None and not 1 <= threads <= 16:
-            p.error(f"{what} must be from 1 to 16, got {threads}")
+    for key, low, high, bounds in (
+        ("mapped_late_programs", 1, None, "at least 1"),
+        ("mapped_copy_threads", 1, 16, "from 1 to 16"),  # MappedTransport's MAX_COPY_THREADS
+    ):
+        given = [("--" + key.replace("_", "-"), getattr(args, key))] + [
+            (f"--d-variant {v.name}: {key}", v.settings[key])
+            for v in args.d_variants
+            if key in v.settings
+        ]
+        for what, value in given:
+            if value is not None and (value < low or (high is not None and value > high)):
+                p.error(f"{what} must be {bounds}, got {value}")
     return args
 
 
