@@ -156,7 +156,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             stack.callback(lambda: log(
                 f"arm ({arm}): gathers staged: {transport.staged_gathers}, "
                 f"{transport.staged_rows:,} rows copied up in bulk"))  # fmt: skip
-            stack.callback(lambda: log_residency(arm, transport, log))
+            stack.callback(lambda: log_residency(arm, transport, log, ctx))
             started = time.perf_counter()
             for name in tables.names:
                 transport.table(name, ctx["device"])
@@ -175,6 +175,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             stack.callback(ctx.pop, "d_transport", None)
         backend = row_backend(transport, ctx)
         stack.callback(backend.close)
+        stack.callback(note_host_time, arm, backend, transport, ctx)
         yield backend
 
 
@@ -184,9 +185,27 @@ def later_tables(ctx: dict[str, Any]) -> list[str]:
     return [name for _, name in by_layer[1:]]
 
 
-def log_residency(arm: str, transport: MappedTransport, log) -> None:
+def note_host_time(arm: str, backend: Any, transport: Any, ctx: dict[str, Any]) -> None:
+    """Adds what ``backend`` (of arm ``arm``, over ``transport``) spent on the host foreseeing
+    misses (``MappedTransport.gather_predicted``'s parts, and hashing token ids) to
+    ``ctx["host_time"][arm]``, for :func:`log_residency`."""
+    gathers = getattr(transport, "predicted_gathers", 0)
+    if not gathers:
+        return
+    total = ctx.setdefault("host_time", {}).setdefault(arm, {"gathers": 0, "hash": 0.0})
+    total["gathers"] += gathers
+    total["hash"] += backend.hash_seconds
+    for part, seconds in transport.predict_seconds.items():
+        total[part] = total.get(part, 0.0) + seconds
+    # counted once: a view lives for one backend, (d)'s own transport for (d)'s only
+    transport.predicted_gathers = 0
+    transport.predict_seconds = dict.fromkeys(transport.predict_seconds, 0.0)
+
+
+def log_residency(arm: str, transport: MappedTransport, log, ctx: dict[str, Any]) -> None:
     """What the gathers whose misses were foreseen on the host (``predict_misses``, arm (d) or
-    a variant of it) copied up, and how often the foresight was wrong, over the whole run."""
+    a variant of it) copied up, and how often the foresight was wrong, over the whole run; and
+    per arm, their host time per gather by part."""
     maps = transport.residency_maps()
     if maps:
         log(
@@ -194,6 +213,10 @@ def log_residency(arm: str, transport: MappedTransport, log) -> None:
             f"rows; foreseen in VRAM but read over PCIe: {sum(m.wrong_hits for m in maps):,}; "
             f"copied up but in VRAM: {sum(m.wrong_misses for m in maps):,}"
         )
+    for name, total in sorted(ctx.pop("host_time", {}).items()):
+        n = total.pop("gathers")
+        parts = ", ".join(f"{part} {seconds / n * 1e6:.0f} us" for part, seconds in total.items())
+        log(f"arm ({name}): host time per foreseen gather ({n:,}): {parts}")
 
 
 def late_table_programs(programs: int | None, ctx: dict[str, Any]) -> dict[str, int]:
@@ -243,4 +266,5 @@ def variant_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
     try:
         yield backend
     finally:
+        note_host_time(arm, backend, transport, ctx)
         backend.close()

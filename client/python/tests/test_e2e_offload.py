@@ -439,3 +439,32 @@ def test_late_programs_cap_every_layer_after_the_first():
     assert done.returncode == 2 and "--mapped-late-programs must be at least 1, got 0" in (
         done.stderr
     ), done.stderr[-2000:]
+
+
+def test_host_time_of_foreseen_gathers_is_summed_per_arm_and_logged_once():
+    """``note_host_time`` adds a backend's foreseen gathers' host time to its arm's total and
+    zeroes the transport's (a view is counted once); ``log_residency`` prints it per gather."""
+    import types
+
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    harness = load_harness()
+    store_arm = harness.store_arm
+    ctx: dict = {}
+    for hashed in (0.002, 0.004):
+        transport = types.SimpleNamespace(
+            predicted_gathers=4, predict_seconds={"foresee": 0.004, "take": 0.008, "queue": 0.0}
+        )
+        backend = types.SimpleNamespace(hash_seconds=hashed)
+        store_arm.note_host_time("d:pm", backend, transport, ctx)
+        assert transport.predicted_gathers == 0 and transport.predict_seconds["take"] == 0.0
+        store_arm.note_host_time("d:pm", backend, transport, ctx)  # nothing left to add
+    idle = types.SimpleNamespace(predicted_gathers=0, predict_seconds={})
+    store_arm.note_host_time("d", types.SimpleNamespace(hash_seconds=1.0), idle, ctx)
+    lines: list[str] = []
+    no_maps = types.SimpleNamespace(residency_maps=lambda: [])
+    store_arm.log_residency("d", no_maps, lines.append, ctx)
+    assert lines == [
+        "arm (d:pm): host time per foreseen gather (8): hash 750 us, foresee 1000 us, "
+        "take 2000 us, queue 0 us"
+    ]
+    assert "host_time" not in ctx

@@ -228,6 +228,8 @@ class EngramRowBackend:
         )
         #: A transport's bulk-staged gather for a later step (``MappedTransport.gather_staged``).
         self._gather_staged = getattr(transport, "gather_staged", None)
+        #: Host time spent hashing ``token_ids`` into row ids for gathers on the device, s.
+        self.hash_seconds = 0.0
         #: A transport's gather whose misses the host foresees (``MappedTransport(
         #: predict_misses=True).gather_predicted``), for steps whose row ids are on the host.
         self._gather_predicted = (
@@ -478,11 +480,13 @@ class EngramRowBackend:
         if hash_ids is None:
             if self.hasher is None:
                 raise ValueError("prefetch(token_ids=...) needs a hasher")
+            started = time.perf_counter()
             token_ids = np.array(token_ids, dtype=np.int64, ndmin=2)
             ctx = None if context is None else np.array(context, np.int64)
             hash_ids = self.hasher.row_ids(token_ids, ctx).reshape(
                 token_ids.size, len(self.layers), -1
             )
+            self.hash_seconds += time.perf_counter() - started
         checked = self._checked_hash_ids(hash_ids)
         n = checked.shape[0]
         s.num_tokens = n

@@ -102,6 +102,8 @@ _VIEW_SETTINGS = {
 MIN_SPLIT_ROWS = 2048
 #: Most ``copy_threads`` (the calling thread and the transport's copying threads).
 MAX_COPY_THREADS = 16
+#: The parts of :meth:`MappedTransport.gather_predicted`'s host time (``predict_seconds``).
+PREDICT_PARTS = ("foresee", "take", "queue")
 
 
 def _check_copy_threads(copy_threads: Any) -> None:
@@ -497,6 +499,11 @@ class MappedTransport(RowTransport):
         #: Gathers that went through :meth:`gather_staged`, and the rows they copied up.
         self.staged_gathers = 0
         self.staged_rows = 0
+        #: :meth:`gather_predicted`'s calls and their host time in seconds, by part: foreseeing
+        #: the misses, copying them out of the host file, allocating and queueing the rest
+        #: (this transport's or view's own).
+        self.predicted_gathers = 0
+        self.predict_seconds = dict.fromkeys(PREDICT_PARTS, 0.0)
         #: Per table and device, the mapping's serial and what :meth:`gather_predicted` knows
         #: of its VRAM tier (a new version's mapping starts afresh).
         self._residency: dict[tuple[str, str], tuple[int, ResidencyMap]] = {}
@@ -542,6 +549,8 @@ class MappedTransport(RowTransport):
         for name, value in settings.items():
             setattr(view, name, value)
         view._view_of = self
+        view.predicted_gathers = 0
+        view.predict_seconds = dict.fromkeys(PREDICT_PARTS, 0.0)
         return view
 
     def gather(
@@ -664,8 +673,11 @@ class MappedTransport(RowTransport):
         if known is None or known[0] != mapped.serial:
             known = self._residency[key] = (mapped.serial, ResidencyMap(mapped.rows))
         residency = known[1]
+        started = time.perf_counter()
         misses = residency.foresee(flat)
         at = np.flatnonzero(misses)
+        foreseen = time.perf_counter()
+        taking = self.predict_seconds["take"]
         device = out.device
         stream = self._copy_streams.get(device)
         if stream is None:
@@ -676,6 +688,10 @@ class MappedTransport(RowTransport):
             )
             done.record(stream)
         hits = torch.empty(flat.size, dtype=torch.uint8, pin_memory=True)
+        took = self.predict_seconds["take"] - taking
+        self.predicted_gathers += 1
+        self.predict_seconds["foresee"] += foreseen - started
+        self.predict_seconds["queue"] += time.perf_counter() - foreseen - took
 
         def report(filled: torch.cuda.Event) -> None:
             residency.expect(flat, misses, hits, filled)
@@ -691,7 +707,9 @@ class MappedTransport(RowTransport):
             owner._copiers = concurrent.futures.ThreadPoolExecutor(
                 MAX_COPY_THREADS - 1, thread_name_prefix="engram-copy"
             )
+        started = time.perf_counter()
         take_rows(host, row_ids, out, owner._copiers, parts)
+        self.predict_seconds["take"] += time.perf_counter() - started
 
     def residency(self, table: str, device: torch.device) -> ResidencyMap | None:
         """What :meth:`gather_predicted` knows of ``table``'s VRAM tier on ``device`` (its
