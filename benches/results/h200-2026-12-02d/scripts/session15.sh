@@ -35,4 +35,8 @@ case ${1:?call 1-5} in
     D10=(--rounds 10 --decode-steps 128 --prefill-chunks 0 --store-warm-tokens 5000000)
     run def4b dense-4b bcd 270 "${D10[@]}"
     run def8b dense-8b bcd 290 "${D10[@]}" ;;
+  4)  # the design's lower bound (session 14 left it unmeasured): the whole tables in the VRAM
+      # tier and the gather inline on every SM (as (b) gathers), beside the default (d)
+    run fullig4b dense-4b bcd 330 "${DEC[@]}" --store-gpu-budget 14000000000 \
+      --d-variant ig:inline_min_tokens=1,mapped_programs=4096 ;;
 esac
