@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""The tiered gather kernel alone on the GPU (BENCHMARKS.md 10l): device time of one decode
+step's layer of rows (``--rows``, comma-separated; 1,536 and 6,144 are a layer of decode 64 and
+256) through :func:`tiered_gather_dequantize` against the plain :func:`gather_dequantize` that
+arm (b) runs over a table in VRAM and arm (c) over pinned host memory, nothing else on the
+device. The VRAM tier is built in this process as the server lays it out (slot arena, the active
+hash index of row id -> slot by splitmix64 and linear probing, a tag per slot, the control
+word), over ``--hot`` rows of a ``--table-rows`` table; the ids are the tier's rows (all hits)
+or a ``--miss-share`` of them drawn outside it, read over PCIe from page-locked memory. Also
+prints each compiled kernel's registers and spills per thread. GPU only.
+
+    python benches/e2e/tiered_kernel_cost.py --rows 1536,6144
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"))
+from engram_store.torch import V41_ROWS, cuda_view, gather_dequantize  # noqa: E402
+from engram_store.torch import tiered  # noqa: E402
+from engram_store.torch.tiered import TieredRows, tiered_gather_dequantize  # noqa: E402
+
+MASK64 = (1 << 64) - 1
+
+
+def mix64(x: int) -> int:
+    """splitmix64's finalizer, as the server's index (and the kernel) place ids."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & MASK64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+def buckets_for(rows: int) -> int:
+    """As ``cache/src/gpu/hot_index.rs``: a power of two, load at most 0.8."""
+    return max(32, 1 << (rows + rows // 4 - 1).bit_length())
+
+
+def build_tier(table: torch.Tensor, hot: np.ndarray, device: torch.device) -> TieredRows:
+    """A VRAM tier holding rows ``hot`` of ``table`` (host rows, any device) in slots 0..n-1."""
+    buckets = buckets_for(hot.size)
+    keys = np.full(2 * buckets, -1, dtype=np.int64)
+    slots = np.zeros(2 * buckets, dtype=np.int32)
+    mask = buckets - 1
+    for slot, row in enumerate(hot.tolist()):
+        b = mix64(row) & mask
+        while keys[b] != -1:
+            b = (b + 1) & mask
+        keys[b], slots[b] = row, slot
+    hot_t = torch.from_numpy(hot)
+    arena = table[hot_t.to(table.device)].to(device)
+    return TieredRows(
+        host=table,
+        arena=arena,
+        keys=torch.from_numpy(keys).to(device),
+        slots=torch.from_numpy(slots).to(device),
+        tags=hot_t.to(device),
+        control=torch.zeros(2, dtype=torch.int32, device=device),
+        buckets=buckets,
+    )
+
+
+def device_us(launch, reps: int, runs: int) -> float:
+    """Median over ``runs`` of the mean device time of ``reps`` back-to-back launches, us."""
+    launch()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            launch()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / reps)
+    return statistics.median(times)
+
+
+def kernel_registers() -> list[str]:
+    """Registers and spills of every compiled variant of the gather kernels (Triton 3's
+    caches; empty where this Triton keeps them elsewhere)."""
+    out = []
+    for name, fn in (("tiered", getattr(tiered, "_tiered_kernel", None)),):
+        for caches in getattr(fn, "device_caches", {}).values():
+            kernels = caches[0] if isinstance(caches, tuple) else caches
+            for compiled in getattr(kernels, "values", lambda: [])():
+                regs = getattr(compiled, "n_regs", "?")
+                spills = getattr(compiled, "n_spills", "?")
+                warps = getattr(getattr(compiled, "metadata", None), "num_warps", "?")
+                out.append(f"{name}: {regs} registers, {spills} spills, {warps} warps")
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", default="1536,6144", help="rows per gather, comma-separated")
+    p.add_argument("--table-rows", type=int, default=2_000_000)
+    p.add_argument("--hot", type=int, default=150_000, help="rows in the VRAM tier")
+    p.add_argument("--miss-share", type=float, default=0.3, help="rows outside the tier")
+    p.add_argument("--reps", type=int, default=50)
+    p.add_argument("--runs", type=int, default=7)
+    args = p.parse_args()
+    if not torch.cuda.is_available() or tiered.triton is None:
+        print("tiered_kernel_cost.py needs a CUDA device and Triton", file=sys.stderr)
+        return 2
+    device = torch.device("cuda", 0)
+    rng = np.random.default_rng(7)
+    fmt = V41_ROWS
+    pinned = torch.randint(0, 256, (args.table_rows, fmt.row_bytes), dtype=torch.uint8)
+    pinned = pinned.pin_memory()
+    over_pcie = cuda_view(pinned)
+    in_vram = pinned.to(device)
+    hot = rng.choice(args.table_rows, size=args.hot, replace=False).astype(np.int64)
+    hot_set = np.zeros(args.table_rows, dtype=bool)
+    hot_set[hot] = True
+    cold = np.flatnonzero(~hot_set)
+    tier_vram = build_tier(in_vram, hot, device)  # misses read from VRAM: the kernel alone
+    tier_pcie = dataclasses.replace(tier_vram, host=over_pcie)
+    print(f"table {args.table_rows:,} rows x {fmt.row_bytes} B; tier {args.hot:,} rows in "
+          f"{tier_vram.buckets:,} buckets (load {args.hot / tier_vram.buckets:.2f}); "
+          f"{torch.cuda.get_device_name(device)}")  # fmt: skip
+    print(f"{'rows':>6} {'path':44s} {'us':>8}")
+    for n in [int(x) for x in args.rows.split(",")]:
+        heads = 24
+        hits = rng.choice(hot, size=n)
+        mixed = hits.copy()
+        k = int(n * args.miss_share)
+        mixed[:k] = rng.choice(cold, size=k)
+        rng.shuffle(mixed)
+        out = torch.empty(n // heads, heads, fmt.head_dim, dtype=torch.bfloat16, device=device)
+        hit_ids = torch.from_numpy(hits).view(-1, heads).to(device)
+        mixed_ids = torch.from_numpy(mixed).view(-1, heads).to(device)
+        cases = [
+            ("(b) plain gather, table in VRAM", lambda: gather_dequantize(in_vram, hit_ids, out)),
+            ("(c) plain gather, table over PCIe",
+             lambda: gather_dequantize(over_pcie, mixed_ids, out)),
+        ]  # fmt: skip
+        for rows_, warps in ((16, 4), (16, 8), (8, 4), (4, 4), (32, 8), (64, 8)):
+            cases.append((
+                f"tiered all hits, block {rows_} warps {warps}",
+                lambda r=rows_, w=warps: tiered_gather_dequantize(
+                    tier_vram, hit_ids, out, block_rows=r, num_warps=w),
+            ))  # fmt: skip
+        cases.append((
+            f"tiered {args.miss_share:.0%} misses in VRAM (no PCIe)",
+            lambda: tiered_gather_dequantize(tier_vram, mixed_ids, out),
+        ))  # fmt: skip
+        cases.append((
+            f"tiered {args.miss_share:.0%} misses over PCIe",
+            lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out),
+        ))  # fmt: skip
+        for name, launch in cases:
+            print(f"{n:6d} {name:44s} {device_us(launch, args.reps, args.runs):8.1f}", flush=True)
+    for line in kernel_registers():
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
