@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"))
-from engram_store.torch import V41_ROWS, cuda_view, gather_dequantize  # noqa: E402
-from engram_store.torch import tiered  # noqa: E402
+from engram_store.torch import V41_ROWS, cuda_view, gather_dequantize, tiered  # noqa: E402
 from engram_store.torch.tiered import TieredRows, tiered_gather_dequantize  # noqa: E402
 
 MASK64 = (1 << 64) - 1
@@ -100,6 +99,44 @@ def kernel_registers() -> list[str]:
     return out
 
 
+def time_rows(
+    n: int, args: argparse.Namespace, rng: np.random.Generator, hot: np.ndarray, cold: np.ndarray,
+    in_vram: torch.Tensor, over_pcie: torch.Tensor, tier_vram: TieredRows, tier_pcie: TieredRows,
+) -> None:  # fmt: skip
+    """Prints each path's device time for gathers of ``n`` rows (24 a token)."""
+    fmt, heads, device = V41_ROWS, 24, in_vram.device
+    hits = rng.choice(hot, size=n)
+    mixed = hits.copy()
+    k = int(n * args.miss_share)
+    mixed[:k] = rng.choice(cold, size=k)
+    rng.shuffle(mixed)
+    out = torch.empty(n // heads, heads, fmt.head_dim, dtype=torch.bfloat16, device=device)
+    hit_ids = torch.from_numpy(hits).view(-1, heads).to(device)
+    mixed_ids = torch.from_numpy(mixed).view(-1, heads).to(device)
+    cases = [
+        ("(b) plain gather, table in VRAM", lambda: gather_dequantize(in_vram, hit_ids, out)),
+        ("(c) plain gather, table over PCIe",
+         lambda: gather_dequantize(over_pcie, mixed_ids, out)),
+    ]  # fmt: skip
+    for rows_, warps in ((16, 4), (16, 8), (8, 4), (4, 4), (32, 8), (64, 8)):
+        cases.append((
+            f"tiered all hits, block {rows_} warps {warps}",
+            lambda r=rows_, w=warps: tiered_gather_dequantize(
+                tier_vram, hit_ids, out, block_rows=r, num_warps=w),
+        ))  # fmt: skip
+    share = f"{args.miss_share:.0%}"
+    cases.append((
+        f"tiered {share} misses in VRAM (no PCIe)",
+        lambda: tiered_gather_dequantize(tier_vram, mixed_ids, out),
+    ))  # fmt: skip
+    cases.append((
+        f"tiered {share} misses over PCIe",
+        lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out),
+    ))  # fmt: skip
+    for name, launch in cases:
+        print(f"{n:6d} {name:44s} {device_us(launch, args.reps, args.runs):8.1f}", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", default="1536,6144", help="rows per gather, comma-separated")
@@ -130,36 +167,7 @@ def main() -> int:
           f"{torch.cuda.get_device_name(device)}")  # fmt: skip
     print(f"{'rows':>6} {'path':44s} {'us':>8}")
     for n in [int(x) for x in args.rows.split(",")]:
-        heads = 24
-        hits = rng.choice(hot, size=n)
-        mixed = hits.copy()
-        k = int(n * args.miss_share)
-        mixed[:k] = rng.choice(cold, size=k)
-        rng.shuffle(mixed)
-        out = torch.empty(n // heads, heads, fmt.head_dim, dtype=torch.bfloat16, device=device)
-        hit_ids = torch.from_numpy(hits).view(-1, heads).to(device)
-        mixed_ids = torch.from_numpy(mixed).view(-1, heads).to(device)
-        cases = [
-            ("(b) plain gather, table in VRAM", lambda: gather_dequantize(in_vram, hit_ids, out)),
-            ("(c) plain gather, table over PCIe",
-             lambda: gather_dequantize(over_pcie, mixed_ids, out)),
-        ]  # fmt: skip
-        for rows_, warps in ((16, 4), (16, 8), (8, 4), (4, 4), (32, 8), (64, 8)):
-            cases.append((
-                f"tiered all hits, block {rows_} warps {warps}",
-                lambda r=rows_, w=warps: tiered_gather_dequantize(
-                    tier_vram, hit_ids, out, block_rows=r, num_warps=w),
-            ))  # fmt: skip
-        cases.append((
-            f"tiered {args.miss_share:.0%} misses in VRAM (no PCIe)",
-            lambda: tiered_gather_dequantize(tier_vram, mixed_ids, out),
-        ))  # fmt: skip
-        cases.append((
-            f"tiered {args.miss_share:.0%} misses over PCIe",
-            lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out),
-        ))  # fmt: skip
-        for name, launch in cases:
-            print(f"{n:6d} {name:44s} {device_us(launch, args.reps, args.runs):8.1f}", flush=True)
+        time_rows(n, args, rng, hot, cold, in_vram, over_pcie, tier_vram, tier_pcie)
     for line in kernel_registers():
         print(line)
     return 0

@@ -42,6 +42,7 @@ case ${1:?call 1-5} in
   5)  # call 4: inline on every SM with every row in VRAM, the tiered gather still took ~280 us
       # for a decode-256 layer (6,144 rows) against (b)'s 12 us. The kernel alone: its device
       # time by shape against the plain gather, and its registers and spills
-    timeout 240 python3 benches/e2e/tiered_kernel_cost.py --rows 1536,6144 2>&1 \
+    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site timeout 240 python3 benches/e2e/tiered_kernel_cost.py --rows 1536,6144 2>&1 \
       | tee "$OUT_FINAL"/tiered_kernel_cost.log ;;
 esac
