@@ -3,11 +3,13 @@
 step's layer of rows (``--rows``, comma-separated; 1,536 and 6,144 are a layer of decode 64 and
 256) through :func:`tiered_gather_dequantize` against the plain :func:`gather_dequantize` that
 arm (b) runs over a table in VRAM and arm (c) over pinned host memory, nothing else on the
-device. The VRAM tier is built in this process as the server lays it out (slot arena, the active
-hash index of row id -> slot by splitmix64 and linear probing, a tag per slot, the control
-word), over ``--hot`` rows of a ``--table-rows`` table; the ids are the tier's rows (all hits)
-or a ``--miss-share`` of them drawn outside it, read over PCIe from page-locked memory. Also
-prints each compiled kernel's registers and spills per thread. GPU only.
+device: the launches replayed as a CUDA graph (as the backend replays its gathers), and eager
+(which measures the host's launch work instead). The VRAM tier is built in this process as the
+server lays it out (slot arena, the active hash index of row id -> slot by splitmix64 and
+linear probing, a tag per slot, the control word), over ``--hot`` rows of a ``--table-rows``
+table; the ids are the tier's rows (all hits) or a ``--miss-share`` of them drawn outside it,
+read over PCIe from page-locked memory. Also prints each compiled kernel's registers and spills
+per thread. GPU only.
 
     python benches/e2e/tiered_kernel_cost.py --rows 1536,6144
 """
@@ -68,16 +70,35 @@ def build_tier(table: torch.Tensor, hot: np.ndarray, device: torch.device) -> Ti
     )
 
 
-def device_us(launch, reps: int, runs: int) -> float:
-    """Median over ``runs`` of the mean device time of ``reps`` back-to-back launches, us."""
-    launch()
+def device_us(launch, reps: int, runs: int, graph: bool = True) -> float:
+    """Median over ``runs`` of the mean device time of ``reps`` back-to-back launches, us. With
+    ``graph`` the ``reps`` launches are captured once as a CUDA graph and replayed: eager
+    launches from Python measure Triton's host work per launch instead (~35-55 us on the H200
+    host, more than the kernels take: session 15's first run of this script)."""
+    launch()  # compiles
     torch.cuda.synchronize()
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        captured = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(side):
+            captured.capture_begin()
+            for _ in range(reps):
+                launch()
+            captured.capture_end()
+        torch.cuda.synchronize()
+        run_reps = captured.replay
+    else:
+
+        def run_reps() -> None:
+            for _ in range(reps):
+                launch()
+
     times = []
     for _ in range(runs):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(reps):
-            launch()
+        run_reps()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) * 1e3 / reps)
@@ -134,7 +155,9 @@ def time_rows(
         lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out),
     ))  # fmt: skip
     for name, launch in cases:
-        print(f"{n:6d} {name:44s} {device_us(launch, args.reps, args.runs):8.1f}", flush=True)
+        graphed = device_us(launch, args.reps, args.runs)
+        eager = device_us(launch, args.reps, args.runs, graph=False)
+        print(f"{n:6d} {name:44s} {graphed:8.1f} {eager:8.1f}", flush=True)
 
 
 def main() -> int:
@@ -165,7 +188,7 @@ def main() -> int:
     print(f"table {args.table_rows:,} rows x {fmt.row_bytes} B; tier {args.hot:,} rows in "
           f"{tier_vram.buckets:,} buckets (load {args.hot / tier_vram.buckets:.2f}); "
           f"{torch.cuda.get_device_name(device)}")  # fmt: skip
-    print(f"{'rows':>6} {'path':44s} {'us':>8}")
+    print(f"{'rows':>6} {'path':44s} {'graph us':>8} {'eager us':>8}")
     for n in [int(x) for x in args.rows.split(",")]:
         time_rows(n, args, rng, hot, cold, in_vram, over_pcie, tier_vram, tier_pcie)
     for line in kernel_registers():
