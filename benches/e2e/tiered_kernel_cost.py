@@ -29,16 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"
 from engram_store.torch import V41_ROWS, cuda_view, gather_dequantize, tiered  # noqa: E402
 from engram_store.torch.tiered import TieredRows, tiered_gather_dequantize  # noqa: E402
 
-MASK64 = (1 << 64) - 1
 
-
-def mix64(x: int) -> int:
-    """splitmix64's finalizer, as the server's index (and the kernel) place ids."""
-    x ^= x >> 30
-    x = (x * 0xBF58476D1CE4E5B9) & MASK64
-    x ^= x >> 27
-    x = (x * 0x94D049BB133111EB) & MASK64
-    return x ^ (x >> 31)
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 (wrapping), as the server's index and the kernel place
+    ids."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def buckets_for(rows: int) -> int:
@@ -51,12 +50,18 @@ def build_tier(table: torch.Tensor, hot: np.ndarray, device: torch.device) -> Ti
     buckets = buckets_for(hot.size)
     keys = np.full(2 * buckets, -1, dtype=np.int64)
     slots = np.zeros(2 * buckets, dtype=np.int32)
-    mask = buckets - 1
-    for slot, row in enumerate(hot.tolist()):
-        b = mix64(row) & mask
-        while keys[b] != -1:
-            b = (b + 1) & mask
-        keys[b], slots[b] = row, slot
+    mask = np.int64(buckets - 1)
+    with np.errstate(over="ignore"):
+        at = (mix64(hot.astype(np.uint64)) & np.uint64(mask)).astype(np.int64)
+    waiting = np.arange(hot.size)  # slots (= positions in hot) not yet placed, in slot order
+    while waiting.size:  # linear probing, a round per step along the probe sequence
+        free = keys[at[waiting]] == -1
+        # of the rows wanting the same free bucket, the lowest slot takes it
+        first = np.unique(at[waiting[free]], return_index=True)[1]
+        placed = waiting[free][first]
+        keys[at[placed]], slots[at[placed]] = hot[placed], placed
+        waiting = np.setdiff1d(waiting, placed, assume_unique=True)
+        at[waiting] = (at[waiting] + 1) & mask
     hot_t = torch.from_numpy(hot)
     arena = table[hot_t.to(table.device)].to(device)
     return TieredRows(
@@ -163,8 +168,18 @@ def time_rows(
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", default="1536,6144", help="rows per gather, comma-separated")
-    p.add_argument("--table-rows", type=int, default=2_000_000)
-    p.add_argument("--hot", type=int, default=150_000, help="rows in the VRAM tier")
+    p.add_argument(
+        "--table-rows",
+        type=int,
+        default=24_003_916,
+        help="rows of the table (default: one of the harness's, 6.3 GB)",
+    )
+    p.add_argument(
+        "--hot",
+        type=int,
+        default=4_887_590,
+        help="rows in the VRAM tier (default: half the 9,775,179 of the harness's two tables)",
+    )
     p.add_argument("--miss-share", type=float, default=0.3, help="rows outside the tier")
     p.add_argument("--reps", type=int, default=50)
     p.add_argument("--runs", type=int, default=7)
@@ -175,10 +190,11 @@ def main() -> int:
     device = torch.device("cuda", 0)
     rng = np.random.default_rng(7)
     fmt = V41_ROWS
-    pinned = torch.randint(0, 256, (args.table_rows, fmt.row_bytes), dtype=torch.uint8)
-    pinned = pinned.pin_memory()
+    shape = (args.table_rows, fmt.row_bytes)
+    in_vram = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+    pinned = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+    pinned.copy_(in_vram)
     over_pcie = cuda_view(pinned)
-    in_vram = pinned.to(device)
     hot = rng.choice(args.table_rows, size=args.hot, replace=False).astype(np.int64)
     hot_set = np.zeros(args.table_rows, dtype=bool)
     hot_set[hot] = True
