@@ -448,7 +448,9 @@ class MappedTransport(RowTransport):
             :meth:`gather_predicted` when it has the step's row ids on the host: the misses
             foreseen there (:class:`~engram_store.torch.residency.ResidencyMap`, one byte of
             host memory per table row) are copied up by the copy engine at ``prefetch`` and the
-            gather runs, from VRAM and that copy, where the layer reads its rows. Default off.
+            gather runs, from VRAM and that copy, where the layer reads its rows. Default off:
+            on the H200 it ran at 0.79-0.86x the default's decode tok/s (BENCHMARKS.md 10l; ~1
+            ms of host work a layer before its gather can go, see ``predict_seconds``).
         copy_threads: threads that copy a foreseen copy-up of at least :data:`MIN_SPLIT_ROWS`
             rows out of the host file (numpy releases the GIL while it copies; the calling
             thread is one of them; 1 to :data:`MAX_COPY_THREADS`). Default 1: on the dev
