@@ -54,7 +54,10 @@ of decode graphs, once captured, is checked against the same step run eagerly
 (``GRAPH_TOLERANCE``; ``graph_check`` in the JSON): until 2026-12-01 the graph of the piece after
 the first Engram layer read a freed block instead of the piece before's output, which gave decode
 logits that changed run to run and arm to arm and, on dense-4b, an illegal memory access.
-``ENGRAM_OFFLOAD_SERVER_LOGS=DIR`` keeps the store arms' server logs there. A step's timeline says,
+``ENGRAM_OFFLOAD_SERVER_LOGS=DIR`` keeps the store arms' server logs there;
+``ENGRAM_OFFLOAD_KERNEL_PROFILE=DIR`` (with ``--rounds`` above 1 or ``--d-variant``) runs each
+phase once more per arm after its rounds under ``torch.profiler`` and writes each kernel's device
+time to ``DIR/kernels-SHAPE.csv`` (``kernel_profile.py``). A step's timeline says,
 per Engram layer, when its rows were in place and when the segment before the layer had run
 (device events on a GPU), in microseconds from the step's start.
 
@@ -132,6 +135,7 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO / "client" / "python"))
 
 import arm_variants  # noqa: E402
+import kernel_profile  # noqa: E402
 import offload_report as report  # noqa: E402
 from offload_cli import WARM_TOKENS, parse_args  # noqa: E402
 from offload_model import BACKBONES, Decoder  # noqa: E402
@@ -387,6 +391,23 @@ def run_rounds(
                 + (f" = {d['median_vs_c']:.4f} x (c)" if "median_vs_c" in d else "")
                 + (f" = {d['median_vs_d']:.4f} x (d)" if "median_vs_d" in d else "")
                 for d in medians))  # fmt: skip
+            profile_dir = os.environ.get("ENGRAM_OFFLOAD_KERNEL_PROFILE")
+            if profile_dir:
+                profile_arms(sources, r, ctx, Path(profile_dir))
+
+
+def profile_arms(sources: dict[str, Source], r: Runner, ctx: dict[str, Any], out: Path) -> None:
+    """``ENGRAM_OFFLOAD_KERNEL_PROFILE``: after a phase's rounds, one more run of it per arm under
+    the profiler, its kernels' device time written to ``out`` (:mod:`kernel_profile`); not part
+    of the measured rounds. An arm whose profile fails is logged and the others go on."""
+    for arm, source in sources.items():
+        try:
+            path = kernel_profile.profile_run(r, arm, source, ctx["args"].seed, out,
+                                              ctx["args"].shape)  # fmt: skip
+        except Exception as e:
+            ctx["log"](f"arm ({arm}): kernel profile failed: {type(e).__name__}: {e}")
+        else:
+            ctx["log"](f"arm ({arm}): kernels of {r.phase.kind} {r.phase.batch} in {path}")
 
 
 def median_rounds(runs: dict[str, list[dict[str, Any]]], rounds: int) -> list[dict[str, Any]]:

@@ -468,3 +468,35 @@ def test_host_time_of_foreseen_gathers_is_summed_per_arm_and_logged_once():
         "take 2000 us, queue 0 us"
     ]
     assert "host_time" not in ctx
+
+
+def test_kernel_profile_writes_each_arms_kernels_after_the_rounds(tmp_path):
+    """``ENGRAM_OFFLOAD_KERNEL_PROFILE=DIR`` with ``--rounds``: after each phase's rounds, one more
+    run per arm under the profiler; ``DIR/kernels-SHAPE.csv`` lists each arm's kernels (the
+    operators, on the CPU) with their time, per phase and batch."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    import csv
+
+    profiles = tmp_path / "profiles"
+    env = {**os.environ, "ENGRAM_OFFLOAD_KERNEL_PROFILE": str(profiles)}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--arms", "ab", "--rounds", "2",
+         "--json", str(tmp_path / "out.json")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (profiles / "kernels-dense-4b.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    result = json.loads((tmp_path / "out.json").read_text())
+    phases = {(d["phase"], d["batch"]) for d in result["arms"]}
+    assert {(r["arm"], r["phase"], int(r["batch"])) for r in rows} == {
+        (arm, phase, batch) for arm in "ab" for phase, batch in phases
+    }
+    for r in rows:
+        assert int(r["calls"]) >= 1 and float(r["total_us"]) > 0, r
+        want = float(r["total_us"]) / int(r["calls"])
+        assert float(r["mean_us"]) == pytest.approx(want, rel=1e-3, abs=0.06), r
+    # (b) gathers its rows (an index op on the CPU); (a) has no Engram lookup at all
+    names_b = {r["kernel"] for r in rows if r["arm"] == "b"}
+    names_a = {r["kernel"] for r in rows if r["arm"] == "a"}
+    assert names_b - names_a, (names_a, names_b)
