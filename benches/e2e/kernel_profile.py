@@ -21,14 +21,14 @@ TOP = 40
 
 
 def kernel_times(prof: Any, cuda: bool) -> list[tuple[str, int, float]]:
-    """``(name, calls, total us)`` per kernel (per operator on the CPU) of a finished profile,
-    the longest in total first."""
+    """``(name, calls, total us)`` per kernel or copy on the device (per operator on the CPU) of a
+    finished profile, the longest in total first."""
     out = []
     for event in prof.key_averages():
-        if cuda:
-            total = getattr(event, "self_device_time_total", None)
-            if total is None:
-                total = getattr(event, "self_cuda_time_total", 0.0)
+        if cuda:  # the device's own events (kernels, copies), not the operators that queued them
+            if getattr(event, "device_type", None) != torch.autograd.DeviceType.CUDA:
+                continue
+            total = event.self_device_time_total
         else:
             total = event.self_cpu_time_total
         if total > 0:
