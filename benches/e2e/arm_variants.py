@@ -35,6 +35,8 @@ VARIANT_KEYS = {
     "threads copying a step's foreseen misses out of the host file)",
     "mapped_late_programs": "MappedTransport.view(table_programs=...): the grid cap N of the "
     "gathers of every Engram layer after the first (--transport mapped)",
+    "mapped_split_misses": "MappedTransport.view(split_misses=bool(N)) (--transport mapped; the "
+    "VRAM tier's rows in one kernel, the misses over PCIe in a second)",
 }
 
 #: The variant keys that set how the harness drives the backend, not the backend.
@@ -50,6 +52,7 @@ TRANSPORT_KEYS = {
     "mapped_late_programs": "table_programs",
     "mapped_predict_misses": "predict_misses",
     "mapped_copy_threads": "copy_threads",
+    "mapped_split_misses": "split_misses",
 }
 
 #: The prefix of a variant's arm name.
@@ -126,7 +129,7 @@ def transport_overrides(variant: Variant, later_tables: Sequence[str] = ()) -> d
     for key, value in variant.settings.items():
         if key == "mapped_late_programs":
             out[TRANSPORT_KEYS[key]] = {table: value for table in later_tables}
-        elif key == "mapped_predict_misses":
+        elif key in ("mapped_predict_misses", "mapped_split_misses"):
             out[TRANSPORT_KEYS[key]] = bool(value)
         elif key in TRANSPORT_KEYS:
             out[TRANSPORT_KEYS[key]] = value

@@ -159,6 +159,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "host file (MappedTransport(copy_threads=N); default 1)",
     )
     p.add_argument(
+        "--mapped-split-misses",
+        action="store_true",
+        help="with --transport mapped: arm (d)'s gathers run as two kernels, the VRAM tier's rows "
+        "first (listing the others), then the listed misses over PCIe, so only blocks of misses "
+        "wait on PCIe reads (MappedTransport(split_misses=True))",
+    )
+    p.add_argument(
         "--uva-programs",
         type=int,
         help="arm (c)'s gather kernel's grid cap (default: half the SMs); give --mapped-programs "

@@ -151,6 +151,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
                 table_programs=late_table_programs(args.mapped_late_programs, ctx),
                 predict_misses=args.mapped_predict_misses,
                 copy_threads=args.mapped_copy_threads,
+                split_misses=args.mapped_split_misses,
             )
             stack.callback(transport.close)
             stack.callback(lambda: log(

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The tiered gather kernel alone on the GPU (BENCHMARKS.md 10l): device time of one decode
 step's layer of rows (``--rows``, comma-separated; 1,536 and 6,144 are a layer of decode 64 and
-256) through :func:`tiered_gather_dequantize` against the plain :func:`gather_dequantize` that
-arm (b) runs over a table in VRAM and arm (c) over pinned host memory, nothing else on the
-device: the launches replayed as a CUDA graph (as the backend replays its gathers), and eager
-(which measures the host's launch work instead). The VRAM tier is built in this process as the
+256) through :func:`tiered_gather_dequantize` (one kernel, and split in two: ``split``) against
+the plain :func:`gather_dequantize` that arm (b) runs over a table in VRAM and arm (c) over
+pinned host memory, nothing else on the device: the launches replayed as a CUDA graph (as the
+backend replays its gathers), and eager (which measures the host's launch work instead). The VRAM tier is built in this process as the
 server lays it out (slot arena, the active hash index of row id -> slot by splitmix64 and
 linear probing, a tag per slot, the control word), over ``--hot`` rows of a ``--table-rows``
 table; the ids are the tier's rows (all hits) or a ``--miss-share`` of them drawn outside it,
@@ -158,6 +158,18 @@ def time_rows(
     cases.append((
         f"tiered {share} misses over PCIe",
         lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out),
+    ))  # fmt: skip
+    split = (
+        torch.empty(n, dtype=torch.int32, device=device),
+        torch.zeros(1, dtype=torch.int32, device=device),
+    )
+    cases.append((
+        "split, all hits",
+        lambda: tiered_gather_dequantize(tier_vram, hit_ids, out, split=split),
+    ))  # fmt: skip
+    cases.append((
+        f"split, {share} misses over PCIe",
+        lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out, split=split),
     ))  # fmt: skip
     for name, launch in cases:
         graphed = device_us(launch, args.reps, args.runs)

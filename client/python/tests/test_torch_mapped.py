@@ -124,6 +124,36 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         errors.zero_()
         tiered_gather_dequantize(checked, torch.from_numpy(ids), got)
         assert int(errors[0]) == 0
+        # Split in two kernels (the tier's rows, listing the others; then those from the host):
+        # the same rows, the list exactly the live positions the tier does not hold.
+        lacking = np.flatnonzero(~from_vram.reshape(-1) & (ids.reshape(-1) >= 0)).tolist()
+        miss_list = torch.full((29 * 6 + 4,), -7, dtype=torch.int32)
+        miss_count = torch.full((1,), 99, dtype=torch.int32)
+        for programs, block_rows, warps in ((1, 16, 4), (4, 8, 2), (3, 64, 4), (64, 4, 1)):
+            got = torch.full((29, 7, 256), 3.0, dtype=torch.bfloat16)
+            tiered_gather_dequantize(src, torch.from_numpy(ids), got, max_programs=programs,
+                                     block_rows=block_rows, num_warps=warps,
+                                     split=(miss_list, miss_count))  # fmt: skip
+            assert torch.equal(got[:, :6].view(torch.int16), want.view(torch.int16)), programs
+            assert (got[:, 6] == 3.0).all()
+            n = int(miss_count[0])
+            assert sorted(miss_list[:n].tolist()) == lacking, programs
+        got = torch.full((29, 6, 256), 3.0, dtype=torch.bfloat16)
+        tiered_gather_dequantize(checked, torch.from_numpy(past), got,
+                                 split=(miss_list, miss_count))  # fmt: skip
+        assert torch.equal(got.view(torch.int16), want_past.view(torch.int16))
+        assert int(errors[0]) == rows + 5
+        errors.zero_()
+        for bad in ({"hits": torch.zeros(29 * 6, dtype=torch.uint8)},
+                    {"split": (miss_list[:10], miss_count)},
+                    {"split": (miss_list.long(), miss_count)}):  # fmt: skip
+            try:
+                tiered_gather_dequantize(src, torch.from_numpy(ids), got,
+                                         **{"split": (miss_list, miss_count), **bad})
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(f"split with {list(bad)} was not refused")
         # The misses a bulk copy-up would take: every live row the tier does not hold.
         misses = torch.full((29 * 6 + 3,), 7, dtype=torch.int64)
         vram_misses(src, torch.from_numpy(ids), misses)
@@ -792,3 +822,36 @@ def test_a_tables_own_grid_cap_takes_the_place_of_max_programs(tmp_path):
                 transport.view(table_programs={"late": 0})
         finally:
             transport.close()
+
+
+def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
+    """``MappedTransport(split_misses=True)``: each gather as two kernels (the VRAM tier's rows,
+    listing the others; then those over PCIe), bit-exact, the list as long as the live rows the
+    tier lacks; through the backend too, replayed as a CUDA graph from its second step."""
+    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend, MappedTransport
+
+    client, device = shared_gpu
+    ids, want, _ = hot_and_cold_ids(client, device, np.random.default_rng(11), each=2400)
+    transport = MappedTransport(client, record_every=0, split_misses=True)
+    try:
+        mapped = transport.table(GPU_TABLE, device)
+        in_vram = held_in_vram(client, mapped, ids)
+        out = torch.zeros(ids.shape[0], 24, 256, dtype=torch.bfloat16, device=device)
+        dev_ids = torch.from_numpy(ids).to(device)
+        transport.gather(GPU_TABLE, dev_ids, out, V41_ROWS)
+        torch.cuda.synchronize(device)
+        assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+        _, miss_count = transport._split_scratch[(GPU_TABLE, str(out.device))]
+        listed, lacking = int(miss_count.item()), int((ids >= 0).sum() - in_vram.sum())
+        # (give or take rows a refresh moved meanwhile)
+        assert abs(listed - lacking) <= 200, (listed, lacking)
+        backend = EngramRowBackend(
+            transport, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
+        )
+        with backend:
+            for _ in range(3):
+                backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
+                assert_rows(backend, 0, want, device)
+            assert backend._graphs, "the split gather was never captured as a graph"
+    finally:
+        transport.close()

@@ -95,6 +95,7 @@ _VIEW_SETTINGS = {
     "table_programs",
     "predict_misses",
     "copy_threads",
+    "split_misses",
 }
 
 #: Fewest rows a foreseen copy-up splits over threads (fewer: the hand-off costs what the
@@ -456,6 +457,11 @@ class MappedTransport(RowTransport):
             thread is one of them; 1 to :data:`MAX_COPY_THREADS`). Default 1: on the dev
             machine two threads halved a copy of 4,500 rows but gained nothing on a decode-256
             layer's ~2,200 (``benches/e2e/foresee_cost.py``); an A/B knob for bigger hosts.
+        split_misses: :meth:`gather` runs as two kernels where the table has a VRAM tier (see
+            :func:`tiered_gather_dequantize`'s ``split``): the tier's rows, listing the others,
+            then those from host memory, so only blocks of misses wait on PCIe reads and hold
+            their SMs beside the model meanwhile. Scratch: a 4-byte list entry per row of the
+            largest gather, per table and device. Default off (not yet measured on a GPU).
     """
 
     name = "mapped"
@@ -474,6 +480,7 @@ class MappedTransport(RowTransport):
         table_programs: dict[str, int | None] | None = None,
         predict_misses: bool = False,
         copy_threads: int = 1,
+        split_misses: bool = False,
     ):
         from engram_store.client import Client
 
@@ -494,6 +501,10 @@ class MappedTransport(RowTransport):
         self.predict_misses = predict_misses
         _check_copy_threads(copy_threads)
         self.copy_threads = copy_threads
+        self.split_misses = split_misses
+        #: Per table and device, the split gathers' miss list and count (``split_misses``).
+        self._split_scratch: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._outgrown_scratch: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._copiers: concurrent.futures.ThreadPoolExecutor | None = None
         self._stager = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engram-stage")
         self._stage_streams: dict[torch.device, torch.cuda.Stream] = {}
@@ -570,10 +581,34 @@ class MappedTransport(RowTransport):
         the grid of ``ahead_programs`` (uncapped by default). A row id past the table's end gets a
         zero row, reported by :meth:`check`."""
         mapped = self.table(table, out.device)
+        split = None
+        if self.split_misses and out.is_cuda and mapped.rows_view.arena is not None:
+            split = self._scratch(table, out.device, ids.numel())
         tiered_gather_dequantize(
             mapped.rows_view, ids, out, fmt, max_programs=self.programs_for(table, ahead),
-            block_rows=self.block_rows, num_warps=self.num_warps,
+            block_rows=self.block_rows, num_warps=self.num_warps, split=split,
         )  # fmt: skip
+
+    def _scratch(
+        self, table: str, device: torch.device, rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split gathers' miss list (at least ``rows`` entries) and count for ``table`` on
+        ``device``, shared with this transport's views: one table's gathers run one after
+        another on a stream, and its graphs replay them so. A list outgrown by a larger gather
+        is kept (at most doubling each time): graphs captured with it may still replay."""
+        owner = self._view_of or self
+        key = (table, str(device))
+        scratch = owner._split_scratch.get(key)
+        if scratch is None or scratch[0].numel() < rows:
+            size = max(rows, 0 if scratch is None else 2 * scratch[0].numel())
+            if scratch is not None:  # graphs captured with it may still replay: kept alive
+                owner._outgrown_scratch.append(scratch)
+            scratch = (
+                torch.empty(size, dtype=torch.int32, device=device),
+                torch.zeros(1, dtype=torch.int32, device=device),
+            )
+            owner._split_scratch[key] = scratch
+        return scratch
 
     def programs_for(self, table: str, ahead: bool = False) -> int | None:
         """The grid cap of :meth:`gather` for ``table`` (None: every SM): ``ahead_programs``

@@ -80,6 +80,7 @@ def tiered_gather_dequantize(
     staged: torch.Tensor | None = None,
     stage_index: torch.Tensor | None = None,
     hits: torch.Tensor | None = None,
+    split: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``out[t, h] = dequantize(row ids[t, h])`` (ids ``[T, heads]`` int64, -1: a zero row; out
     bf16 ``[T, out_heads, head_dim]``), each row from ``src``'s VRAM tier if it holds it, else
@@ -96,7 +97,14 @@ def tiered_gather_dequantize(
 
     ``hits`` (uint8, at least ``T * heads`` entries, on the device or a :func:`cuda_view` of
     page-locked host memory): ``hits[t * heads + h]`` is set to 1 where that row came from the
-    VRAM tier, else 0 (needs a VRAM tier and Triton)."""
+    VRAM tier, else 0 (needs a VRAM tier and Triton).
+
+    ``split`` (``miss_list`` int32 of at least ``T * heads`` entries and ``miss_count`` int32,
+    both on the device; scratch, overwritten): the gather runs as two kernels, the first taking
+    every row the VRAM tier holds and listing the others' positions, the second reading those
+    from host memory, so that only blocks of misses wait on PCIe reads (in the one kernel a block
+    of 16 rows with any miss in it waits for it: nearly every block at a third of misses). Not
+    with ``staged`` nor ``hits``."""
     if hits is not None and (hits.dtype != torch.uint8 or hits.numel() < ids.numel()):
         raise ValueError(f"hits must be uint8 of at least {ids.numel()} entries")
     if src.arena is None or triton is None:
@@ -123,7 +131,12 @@ def tiered_gather_dequantize(
         max_programs = programs_of(out.device)
     check_kernel_shape(block_rows, num_warps)
     blocks = triton.cdiv(n_rows, block_rows)
-    _tiered_kernel[(max(1, min(blocks, max_programs)),)](
+    grid = (max(1, min(blocks, max_programs)),)
+    if split is not None:
+        _split_gather(src, ids, out, fmt, split, grid, blocks, block_rows, num_warps,
+                      has_staged=staged is not None, has_hits=hits is not None)  # fmt: skip
+        return out
+    _tiered_kernel[grid](
         src.host,
         src.arena,
         src.keys,
@@ -156,6 +169,37 @@ def tiered_gather_dequantize(
         num_warps=num_warps,
     )
     return out
+
+
+def _split_gather(
+    src: TieredRows, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
+    split: tuple[torch.Tensor, torch.Tensor], grid: tuple[int], blocks: int, block_rows: int,
+    num_warps: int, has_staged: bool, has_hits: bool,
+) -> None:  # fmt: skip
+    """:func:`tiered_gather_dequantize` with ``split``: the count zeroed, then both kernels, on
+    the current stream (capturable as one graph)."""
+    if has_staged or has_hits:
+        raise ValueError("split does not go with staged or hits")
+    miss_list, miss_count = split
+    n_rows = ids.numel()
+    if miss_list.dtype != torch.int32 or miss_list.numel() < n_rows:
+        raise ValueError(f"split's miss_list must be int32 of at least {n_rows} entries")
+    if miss_count.dtype != torch.int32 or miss_count.numel() < 1:
+        raise ValueError("split's miss_count must be an int32 tensor")
+    out_head_rows, out_token_rows = out.stride(1) // fmt.head_dim, out.stride(0) // fmt.head_dim
+    miss_count.zero_()
+    _split_hits_kernel[grid](
+        src.arena, src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), out, n_rows,
+        blocks, ids.shape[1], out_head_rows, out_token_rows, src.buckets, src.capacity,
+        src.host.shape[0], ids if src.errors is None else src.errors, miss_list, miss_count,
+        ROW_BYTES=fmt.row_bytes, DIM=fmt.head_dim, BLOCK=fmt.block, BLOCK_ROWS=block_rows,
+        PROBE=_PROBE, CHECKED=src.errors is not None, num_warps=num_warps,
+    )  # fmt: skip
+    _split_misses_kernel[grid](
+        src.host, ids, ids.stride(0), out, ids.shape[1], out_head_rows, out_token_rows,
+        miss_list, miss_count, ROW_BYTES=fmt.row_bytes, DIM=fmt.head_dim, BLOCK=fmt.block,
+        BLOCK_ROWS=block_rows, num_warps=num_warps,
+    )  # fmt: skip
 
 
 def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> torch.Tensor:
@@ -318,6 +362,108 @@ if triton is not None:
             code = tl.where(in_vram[:, None], vcode, hcode).to(tl.int32)
             scale = tl.where(in_vram[:, None], vscale, hscale)
             store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
+                       out_head_rows, DIM)  # fmt: skip
+            block += tl.num_programs(0)
+
+    @triton.jit
+    def _split_hits_kernel(
+        arena,
+        keys,
+        slots,
+        tags,
+        control,
+        ids,
+        ids_token_stride,
+        out,
+        n_rows,
+        n_blocks,
+        heads,
+        out_head_rows,
+        out_token_rows,
+        buckets,
+        capacity,
+        table_rows,
+        errors,
+        miss_list,
+        miss_count,
+        ROW_BYTES: tl.constexpr,
+        DIM: tl.constexpr,
+        BLOCK: tl.constexpr,
+        BLOCK_ROWS: tl.constexpr,
+        PROBE: tl.constexpr,
+        CHECKED: tl.constexpr,
+    ):
+        """A split gather's first kernel: blocks of ``BLOCK_ROWS`` rows, grid-strided; a row the
+        VRAM tier holds (its slot's tag checked again after the copy) is copied from the arena
+        and written; a dead position or a row id past the table's end gets a zero row (the
+        latter written to ``errors`` with ``CHECKED``); every other live row's position is
+        appended to ``miss_list`` (``miss_count`` counts them) for :func:`_split_misses_kernel`,
+        so no block of this kernel waits on a read over PCIe."""
+        cols = tl.arange(0, DIM)
+        block = tl.program_id(0)
+        while block < n_blocks:
+            r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
+            valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
+            past_end = valid & (row >= table_rows)
+            if CHECKED:
+                tl.store(errors + r * 0, row, mask=past_end)
+            live = valid & (row >= 0) & ~past_end
+            in_vram, sl = _vram_slots(
+                row, live, keys, slots, tags, control, buckets, capacity, PROBE
+            )
+            vbase = arena + sl[:, None] * ROW_BYTES
+            code = tl.load(
+                vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg"
+            )
+            scale = tl.load(
+                vbase + DIM + (cols // BLOCK)[None, :],
+                mask=in_vram[:, None],
+                other=0,
+                cache_modifier=".cg",
+            )
+            after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
+            in_vram = in_vram & (after == row)
+            miss = live & ~in_vram
+            at = tl.atomic_add(miss_count + r * 0, 1, mask=miss)
+            tl.store(miss_list + at, r.to(tl.int32), mask=miss)
+            code = tl.where(in_vram[:, None], code, 0).to(tl.int32)
+            scale = tl.where(in_vram[:, None], scale, 0)
+            store_rows(out, r, valid & ~miss, dequantize_block(code, scale), heads,
+                       out_token_rows, out_head_rows, DIM)  # fmt: skip
+            block += tl.num_programs(0)
+
+    @triton.jit
+    def _split_misses_kernel(
+        host,
+        ids,
+        ids_token_stride,
+        out,
+        heads,
+        out_head_rows,
+        out_token_rows,
+        miss_list,
+        miss_count,
+        ROW_BYTES: tl.constexpr,
+        DIM: tl.constexpr,
+        BLOCK: tl.constexpr,
+        BLOCK_ROWS: tl.constexpr,
+    ):
+        """A split gather's second kernel: the positions :func:`_split_hits_kernel` listed (the
+        first ``miss_count``), ``BLOCK_ROWS`` a block, grid-strided, read from host memory over
+        PCIe and written. Programs past the list end at once."""
+        cols = tl.arange(0, DIM)
+        count = tl.load(miss_count).to(tl.int64)
+        block = tl.program_id(0).to(tl.int64)
+        while block * BLOCK_ROWS < count:
+            k = block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+            listed = k < count
+            r = tl.load(miss_list + k, mask=listed, other=0).to(tl.int64)
+            at = (r // heads) * ids_token_stride + r % heads
+            row = tl.load(ids + at, mask=listed, other=0).to(tl.int64)
+            hbase = host + row[:, None] * ROW_BYTES
+            code = tl.load(hbase + cols[None, :], mask=listed[:, None], other=0).to(tl.int32)
+            scale = tl.load(hbase + DIM + (cols // BLOCK)[None, :], mask=listed[:, None], other=0)
+            store_rows(out, r, listed, dequantize_block(code, scale), heads, out_token_rows,
                        out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
