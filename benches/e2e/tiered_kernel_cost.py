@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""The tiered gather kernel alone on the GPU (BENCHMARKS.md 10l): device time of one decode
-step's layer of rows (``--rows``, comma-separated; 1,536 and 6,144 are a layer of decode 64 and
-256) through :func:`tiered_gather_dequantize` (one kernel, and split in two: ``split``) against
-the plain :func:`gather_dequantize` that arm (b) runs over a table in VRAM and arm (c) over
-pinned host memory, nothing else on the device: the launches replayed as a CUDA graph (as the
-backend replays its gathers), and eager (which measures the host's launch work instead). The VRAM tier is built in this process as the
-server lays it out (slot arena, the active hash index of row id -> slot by splitmix64 and
-linear probing, a tag per slot, the control word), over ``--hot`` rows of a ``--table-rows``
-table; the ids are the tier's rows (all hits) or a ``--miss-share`` of them drawn outside it,
-read over PCIe from page-locked memory. Also prints each compiled kernel's registers and spills
-per thread. GPU only.
+"""The tiered gather kernel alone on the GPU (BENCHMARKS.md 10l): device time of one decode step's
+layer of rows (``--rows``, comma-separated; 1,536 and 6,144 are a layer of decode 64 and 256)
+through :func:`tiered_gather_dequantize` (one kernel, and split in two: ``split``) against the
+plain :func:`gather_dequantize` that arm (b) runs over a table in VRAM and arm (c) over pinned host
+memory, nothing else on the device: the launches replayed as a CUDA graph (as the backend replays
+its gathers), and eager (which measures the host's launch work instead). The VRAM tier is built in
+this process as the server lays it out (slot arena, the active hash index of row id -> slot by
+splitmix64 and linear probing, a tag per slot, the control word), over ``--hot`` rows of a
+``--table-rows`` table; the ids are the tier's rows (all hits) or a ``--miss-share`` of them drawn
+outside it, read over PCIe from page-locked memory. Also prints each compiled kernel's registers
+and spills per thread. GPU only.
 
     python benches/e2e/tiered_kernel_cost.py --rows 1536,6144
 """
