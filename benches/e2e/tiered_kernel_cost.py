@@ -114,10 +114,12 @@ def kernel_registers() -> list[str]:
     """Registers and spills of every compiled variant of the gather kernels (Triton 3's
     caches; empty where this Triton keeps them elsewhere)."""
     out = []
-    for name, fn in (("tiered", getattr(tiered, "_tiered_kernel", None)),):
+    kernels = (("tiered", "_tiered_kernel"), ("split hits", "_split_hits_kernel"),
+               ("split misses", "_split_misses_kernel"))  # fmt: skip
+    for name, fn in ((name, getattr(tiered, attr, None)) for name, attr in kernels):
         for caches in getattr(fn, "device_caches", {}).values():
-            kernels = caches[0] if isinstance(caches, tuple) else caches
-            for compiled in getattr(kernels, "values", lambda: [])():
+            compiled_kernels = caches[0] if isinstance(caches, tuple) else caches
+            for compiled in getattr(compiled_kernels, "values", lambda: [])():
                 regs = getattr(compiled, "n_regs", "?")
                 spills = getattr(compiled, "n_spills", "?")
                 warps = getattr(getattr(compiled, "metadata", None), "num_warps", "?")
