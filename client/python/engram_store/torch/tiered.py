@@ -278,6 +278,34 @@ if triton is not None:
         return in_vram & (before == row), sl
 
     @triton.jit
+    def _arena_rows(
+        r, arena, keys, slots, tags, control, ids, ids_token_stride, n_rows, heads, buckets,
+        capacity, table_rows, errors, ROW_BYTES: tl.constexpr, DIM: tl.constexpr,
+        BLOCK: tl.constexpr, PROBE: tl.constexpr, CHECKED: tl.constexpr,
+    ):  # fmt: skip
+        """Rows ``r`` of a gather: which are within it (``valid``), their ids, which are live
+        (an id in ``[0, table_rows)``; one past the end is written to ``errors`` with
+        ``CHECKED``), which the VRAM tier holds (its slot's tag naming the row before and after
+        the copy), and those rows' value and scale bytes copied from the arena (0 elsewhere)."""
+        cols = tl.arange(0, DIM)
+        valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
+        past_end = valid & (row >= table_rows)
+        if CHECKED:
+            tl.store(errors + r * 0, row, mask=past_end)
+        live = valid & (row >= 0) & ~past_end
+        in_vram, sl = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
+        vbase = arena + sl[:, None] * ROW_BYTES
+        code = tl.load(vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg")
+        scale = tl.load(
+            vbase + DIM + (cols // BLOCK)[None, :],
+            mask=in_vram[:, None],
+            other=0,
+            cache_modifier=".cg",
+        )
+        after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
+        return valid, row, live, in_vram & (after == row), code, scale
+
+    @triton.jit
     def _tiered_kernel(
         host,
         arena,
@@ -319,26 +347,10 @@ if triton is not None:
         block = tl.program_id(0)
         while block < n_blocks:
             r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
-            valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
-            past_end = valid & (row >= table_rows)
-            if CHECKED:
-                tl.store(errors + r * 0, row, mask=past_end)
-            live = valid & (row >= 0) & ~past_end
-            in_vram, sl = _vram_slots(
-                row, live, keys, slots, tags, control, buckets, capacity, PROBE
-            )
-            vbase = arena + sl[:, None] * ROW_BYTES
-            vcode = tl.load(
-                vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg"
-            )
-            vscale = tl.load(
-                vbase + DIM + (cols // BLOCK)[None, :],
-                mask=in_vram[:, None],
-                other=0,
-                cache_modifier=".cg",
-            )
-            after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
-            in_vram = in_vram & (after == row)
+            valid, row, live, in_vram, vcode, vscale = _arena_rows(
+                r, arena, keys, slots, tags, control, ids, ids_token_stride, n_rows, heads,
+                buckets, capacity, table_rows, errors, ROW_BYTES, DIM, BLOCK, PROBE, CHECKED,
+            )  # fmt: skip
             if REPORT:
                 tl.store(hits + r, in_vram.to(tl.uint8), mask=valid)
             from_host = live & ~in_vram
@@ -399,30 +411,13 @@ if triton is not None:
         latter written to ``errors`` with ``CHECKED``); every other live row's position is
         appended to ``miss_list`` (``miss_count`` counts them) for :func:`_split_misses_kernel`,
         so no block of this kernel waits on a read over PCIe."""
-        cols = tl.arange(0, DIM)
         block = tl.program_id(0)
         while block < n_blocks:
             r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
-            valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
-            past_end = valid & (row >= table_rows)
-            if CHECKED:
-                tl.store(errors + r * 0, row, mask=past_end)
-            live = valid & (row >= 0) & ~past_end
-            in_vram, sl = _vram_slots(
-                row, live, keys, slots, tags, control, buckets, capacity, PROBE
-            )
-            vbase = arena + sl[:, None] * ROW_BYTES
-            code = tl.load(
-                vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg"
-            )
-            scale = tl.load(
-                vbase + DIM + (cols // BLOCK)[None, :],
-                mask=in_vram[:, None],
-                other=0,
-                cache_modifier=".cg",
-            )
-            after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
-            in_vram = in_vram & (after == row)
+            valid, row, live, in_vram, code, scale = _arena_rows(
+                r, arena, keys, slots, tags, control, ids, ids_token_stride, n_rows, heads,
+                buckets, capacity, table_rows, errors, ROW_BYTES, DIM, BLOCK, PROBE, CHECKED,
+            )  # fmt: skip
             miss = live & ~in_vram
             at = tl.atomic_add(miss_count + r * 0, 1, mask=miss)
             tl.store(miss_list + at, r.to(tl.int32), mask=miss)
