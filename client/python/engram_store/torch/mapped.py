@@ -459,9 +459,11 @@ class MappedTransport(RowTransport):
             layer's ~2,200 (``benches/e2e/foresee_cost.py``); an A/B knob for bigger hosts.
         split_misses: :meth:`gather` runs as two kernels where the table has a VRAM tier (see
             :func:`tiered_gather_dequantize`'s ``split``): the tier's rows, listing the others,
-            then those from host memory, so only blocks of misses wait on PCIe reads and hold
-            their SMs beside the model meanwhile. Scratch: a 4-byte list entry per row of the
-            largest gather, per table and device. Default off (not yet measured on a GPU).
+            on one short program per block (every SM for the moment it lasts, as a gather of
+            tables in VRAM), then those from host memory on the capped grid, so only blocks of
+            misses wait on PCIe reads and hold their SMs beside the model meanwhile. Scratch:
+            a 4-byte list entry per row of the largest gather, per table and device. Default
+            off (not yet measured on a GPU).
     """
 
     name = "mapped"

@@ -177,7 +177,10 @@ def _split_gather(
     num_warps: int, has_staged: bool, has_hits: bool,
 ) -> None:  # fmt: skip
     """:func:`tiered_gather_dequantize` with ``split``: the count zeroed, then both kernels, on
-    the current stream (capturable as one graph)."""
+    the current stream (capturable as one graph). The first runs one short program per block
+    (it never waits on PCIe, so it may take every SM for the moment its chain of VRAM loads
+    lasts, as arm (b)'s gather does); the second, whose programs wait on PCIe reads, on
+    ``grid`` (the caller's cap)."""
     if has_staged or has_hits:
         raise ValueError("split does not go with staged or hits")
     miss_list, miss_count = split
@@ -188,7 +191,7 @@ def _split_gather(
         raise ValueError("split's miss_count must be an int32 tensor")
     out_head_rows, out_token_rows = out.stride(1) // fmt.head_dim, out.stride(0) // fmt.head_dim
     miss_count.zero_()
-    _split_hits_kernel[grid](
+    _split_hits_kernel[(max(1, blocks),)](
         src.arena, src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), out, n_rows,
         blocks, ids.shape[1], out_head_rows, out_token_rows, src.buckets, src.capacity,
         src.host.shape[0], ids if src.errors is None else src.errors, miss_list, miss_count,
