@@ -83,7 +83,25 @@ if [ -d client/python/tests ] && command -v python3 >/dev/null 2>&1; then
     # (ENGRAM_TEST_TORCH=1, as CI does); otherwise those tests skip and say why.
     extras=dev
     [ "${ENGRAM_TEST_TORCH:-0}" = 1 ] && extras=dev,torch
-    "$VENV/bin/python" -m pip install -q "./client/python[$extras]" >"$LOGS/pip.log" 2>&1 || py_ok=0
+    # Up to three tries (a package index can drop a connection mid-download), no wheel cache
+    # (torch's CUDA wheels would otherwise take their ~5 GB twice on the disk).
+    py_ok=0
+    : >"$LOGS/pip.log"
+    for attempt in 1 2 3; do
+      if "$VENV/bin/python" -m pip install -q --no-cache-dir "./client/python[$extras]" \
+        >>"$LOGS/pip.log" 2>&1; then
+        py_ok=1
+        break
+      fi
+      echo "pip install failed (try $attempt of 3); free disk: $(df -h --output=avail . | tail -n 1)" \
+        | tee -a "$LOGS/pip.log"
+      sleep $((attempt * 10))
+    done
+    if [ "$py_ok" = 0 ]; then
+      echo "== the last lines pip printed ($LOGS/pip.log):"
+      tail -n 40 "$LOGS/pip.log"
+      df -h . /tmp
+    fi
   fi
   # The Rust build above made the binary (with the same features); build it if it ran elsewhere.
   [ -x target/debug/engram-store ] || cargo build -p engram-store "${feature_args[@]}"
