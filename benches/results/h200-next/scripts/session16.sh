@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The next device calls for issue 14, prepared in session 16 (which had no device time left):
+# `OUT_FINAL=$OUT bash benches/results/h200-next/scripts/session16.sh CALL` from the repository
+# root on the GPU machine, with .device-bin (engram-store --features cuda at a1e6ad6: no Rust
+# changed since), .whl and bench-data carried. `run` is session 11's (sourced; --transport mapped).
+# When these calls have run, move this folder to benches/results/h200-<date>/ with their outputs.
+#   1: the mapped backend's GPU tests (the split gather's first GPU run), then the tiered kernel
+#      alone as CUDA-graph replays at the harness's sizes, the split beside the one kernel;
+#   2, 3: dense-4b, dense-8b decode, (d) against its split variant (sp), (b) and (c) in the same
+#      rounds, every arm's kernels per step under torch.profiler afterwards ($OUT_FINAL/prof-*);
+#   4: the shared tables on huge pages (HUGE_SHM=1) against /dev/shm, dense-4b decode, (d) and sp.
+set -u
+source "$(dirname "$0")/../../h200-2026-12-01h/scripts/session11.sh" none
+DEC=(--rounds 6 --decode-steps 128 --prefill-chunks 0 --store-warm-tokens 5000000)
+SP=(--d-variant sp:mapped_split_misses=1)
+site() {
+  python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+}
+case ${1:?call 1-4} in
+  1)
+    site
+    PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_BIN=$PWD/.device-bin/engram-store \
+      ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store timeout 200 python3 -m pytest -q -rs \
+      client/python/tests/test_torch_mapped.py > $R/pytest.log 2>&1; echo "pytest rc=$?"
+    tail -5 $R/pytest.log; cp $R/pytest.log "$OUT_FINAL"/
+    PYTHONPATH=/tmp/site:$PWD/client/python timeout 300 python3 benches/e2e/tiered_kernel_cost.py \
+      --rows 1536,6144 2>&1 | tee "$OUT_FINAL"/tiered_kernel_cost.log ;;
+  2)
+    ENGRAM_OFFLOAD_KERNEL_PROFILE=$OUT_FINAL/prof-sp4b run sp4b dense-4b bcd 420 "${DEC[@]}" "${SP[@]}" ;;
+  3)
+    ENGRAM_OFFLOAD_KERNEL_PROFILE=$OUT_FINAL/prof-sp8b run sp8b dense-8b bcd 420 "${DEC[@]}" "${SP[@]}" ;;
+  4)  # run() sets HUGE_SHM=0; this one mounts the huge-page tmpfs
+    OUT=$R/huge4b TESTS=0 HUGE_SHM=1 bash benches/e2e/h200_device_run.sh dense-4b bcd 420 \
+      --transport mapped "${DEC[@]}" "${SP[@]}" > $R/huge4b.main.log 2>&1
+    grep "median of\|exit\|mapped the\|checks:" $R/huge4b.main.log
+    cp $R/huge4b.main.log $R/huge4b/e2e/offload-*.json "$OUT_FINAL"/ 2>/dev/null ;;
+esac
