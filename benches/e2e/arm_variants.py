@@ -37,6 +37,8 @@ VARIANT_KEYS = {
     "gathers of every Engram layer after the first (--transport mapped)",
     "mapped_split_misses": "MappedTransport.view(split_misses=bool(N)) (--transport mapped; the "
     "VRAM tier's rows in one kernel, the misses over PCIe in a second)",
+    "mapped_fetch_misses": "MappedTransport.view(fetch_misses=bool(N)) (--transport mapped; the "
+    "misses read over PCIe at prefetch, the VRAM tier's rows where the layer reads them)",
 }
 
 #: The variant keys that set how the harness drives the backend, not the backend.
@@ -53,6 +55,7 @@ TRANSPORT_KEYS = {
     "mapped_predict_misses": "predict_misses",
     "mapped_copy_threads": "copy_threads",
     "mapped_split_misses": "split_misses",
+    "mapped_fetch_misses": "fetch_misses",
 }
 
 #: The prefix of a variant's arm name.
@@ -129,7 +132,7 @@ def transport_overrides(variant: Variant, later_tables: Sequence[str] = ()) -> d
     for key, value in variant.settings.items():
         if key == "mapped_late_programs":
             out[TRANSPORT_KEYS[key]] = {table: value for table in later_tables}
-        elif key in ("mapped_predict_misses", "mapped_split_misses"):
+        elif key in ("mapped_predict_misses", "mapped_split_misses", "mapped_fetch_misses"):
             out[TRANSPORT_KEYS[key]] = bool(value)
         elif key in TRANSPORT_KEYS:
             out[TRANSPORT_KEYS[key]] = value

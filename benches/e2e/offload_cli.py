@@ -166,6 +166,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "wait on PCIe reads (MappedTransport(split_misses=True))",
     )
     p.add_argument(
+        "--mapped-fetch-misses",
+        action="store_true",
+        help="with --transport mapped: arm (d)'s gathers on the side stream read only the rows "
+        "the VRAM tier lacks (over PCIe, into device memory) at prefetch, and the rest from VRAM "
+        "where the layer reads its rows, on every SM (MappedTransport(fetch_misses=True))",
+    )
+    p.add_argument(
         "--uva-programs",
         type=int,
         help="arm (c)'s gather kernel's grid cap (default: half the SMs); give --mapped-programs "

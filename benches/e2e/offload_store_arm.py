@@ -152,6 +152,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
                 predict_misses=args.mapped_predict_misses,
                 copy_threads=args.mapped_copy_threads,
                 split_misses=args.mapped_split_misses,
+                fetch_misses=args.mapped_fetch_misses,
             )
             stack.callback(transport.close)
             stack.callback(lambda: log(

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The tiered gather kernel alone on the GPU (BENCHMARKS.md 10l): device time of one decode step's
 layer of rows (``--rows``, comma-separated; 1,536 and 6,144 are a layer of decode 64 and 256)
-through :func:`tiered_gather_dequantize` (one kernel, and split in two: ``split``) against the
+through :func:`tiered_gather_dequantize` (one kernel, split in two: ``split``, and fetched: the
+misses read ahead by :func:`fetch_misses`' two kernels, the rest from VRAM on one program per
+block, each part alone and both) against the
 plain :func:`gather_dequantize` that arm (b) runs over a table in VRAM and arm (c) over pinned host
 memory, nothing else on the device: the launches replayed as a CUDA graph (as the backend replays
 its gathers), and eager (which measures the host's launch work instead). The VRAM tier is built in
@@ -27,7 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"))
 from engram_store.torch import V41_ROWS, cuda_view, gather_dequantize, tiered  # noqa: E402
-from engram_store.torch.tiered import TieredRows, tiered_gather_dequantize  # noqa: E402
+from engram_store.torch.tiered import (  # noqa: E402
+    UNCAPPED,
+    TieredRows,
+    fetch_misses,
+    tiered_gather_dequantize,
+)
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -115,7 +122,8 @@ def kernel_registers() -> list[str]:
     caches; empty where this Triton keeps them elsewhere)."""
     out = []
     kernels = (("tiered", "_tiered_kernel"), ("split hits", "_split_hits_kernel"),
-               ("split misses", "_split_misses_kernel"))  # fmt: skip
+               ("split misses", "_split_misses_kernel"), ("fetch list", "_list_misses_kernel"),
+               ("fetch rows", "_fetch_rows_kernel"))  # fmt: skip
     for name, fn in ((name, getattr(tiered, attr, None)) for name, attr in kernels):
         for caches in getattr(fn, "device_caches", {}).values():
             compiled_kernels = caches[0] if isinstance(caches, tuple) else caches
@@ -173,6 +181,23 @@ def time_rows(
         f"split, {share} misses over PCIe",
         lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out, split=split),
     ))  # fmt: skip
+    staged = fetch_misses(tier_pcie, mixed_ids)  # what the fill alone reads
+    torch.cuda.synchronize()
+
+    def fetched(ids: torch.Tensor) -> None:
+        rows, index = fetch_misses(tier_pcie, ids, max_programs=args.fetch_programs)
+        tiered_gather_dequantize(tier_pcie, ids, out, max_programs=UNCAPPED, staged=rows,
+                                 stage_index=index)  # fmt: skip
+
+    cases += [
+        (f"fetch ahead, {share} misses over PCIe",
+         lambda: fetch_misses(tier_pcie, mixed_ids, max_programs=args.fetch_programs)),
+        (f"fetched fill, {share} misses staged", lambda: tiered_gather_dequantize(
+            tier_pcie, mixed_ids, out, max_programs=UNCAPPED, staged=staged[0],
+            stage_index=staged[1])),
+        ("fetched, both parts, all hits", lambda: fetched(hit_ids)),
+        (f"fetched, both parts, {share} misses", lambda: fetched(mixed_ids)),
+    ]  # fmt: skip
     for name, launch in cases:
         graphed = device_us(launch, args.reps, args.runs)
         eager = device_us(launch, args.reps, args.runs, graph=False)
@@ -195,6 +220,12 @@ def main() -> int:
         help="rows in the VRAM tier (default: half the 9,775,179 of the harness's two tables)",
     )
     p.add_argument("--miss-share", type=float, default=0.3, help="rows outside the tier")
+    p.add_argument(
+        "--fetch-programs",
+        type=int,
+        default=16,
+        help="the grid cap of the fetched path's PCIe reads (the harness's default: SMs / 8)",
+    )
     p.add_argument("--reps", type=int, default=50)
     p.add_argument("--runs", type=int, default=7)
     args = p.parse_args()

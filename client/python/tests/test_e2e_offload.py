@@ -231,13 +231,13 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
     rounds as (d): reported apart from the arms (the issue's JSON keeps arms a-e), each with its
     per-round ratio to (d), and having fed the same rows as (d), bit for bit (``host``: its ids
     hashed on the host, for a transport that foresees misses; on a GPU its other gathers split
-    in two kernels). One server only."""
+    in two kernels; ``early``'s misses fetched ahead on a GPU). One server only."""
     done, out, _ = run_mapped(
         tmp_path, "--arms", "cd", "--rounds", "2", "--d-variant", "staged:stage_min_tokens=1",
         "--d-variant",
         "p4:mapped_programs=4,stagger_gathers=1,mapped_record_every=0,mapped_warps=2,"
         "mapped_block_rows=8,mapped_late_programs=2",
-        "--d-variant", "early:after_first_segment=0,model_priority=-1",
+        "--d-variant", "early:after_first_segment=0,model_priority=-1,mapped_fetch_misses=1",
         "--d-variant", "host:mapped_predict_misses=1,mapped_split_misses=1",
         "--store-gpu-refresh-ms", "200",
     )  # fmt: skip
@@ -254,7 +254,7 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
         "d:staged": {"stage_min_tokens": 1},
         "d:p4": {"mapped_programs": 4, "stagger_gathers": 1, "mapped_record_every": 0,
                  "mapped_warps": 2, "mapped_block_rows": 8, "mapped_late_programs": 2},
-        "d:early": {"after_first_segment": 0, "model_priority": -1},
+        "d:early": {"after_first_segment": 0, "model_priority": -1, "mapped_fetch_misses": 1},
         "d:host": {"mapped_predict_misses": 1, "mapped_split_misses": 1},
     }
     groups = {(r["phase"], r["batch"]) for r in result["arms"]}

@@ -47,7 +47,8 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         """
         import numpy as np, torch
         from engram_store.torch import rows as R
-        from engram_store.torch.tiered import TieredRows, tiered_gather_dequantize, vram_misses
+        from engram_store.torch.tiered import (TieredRows, fetch_misses, tiered_gather_dequantize,
+                                               vram_misses)
 
         M64 = (1 << 64) - 1
         def mix64(x):
@@ -163,6 +164,34 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         assert misses[11 * 6 + 4] == -1
         assert (np.delete(misses[:174].numpy(), 11 * 6 + 4)
                 == np.delete(want_misses, 11 * 6 + 4)).all()  # fmt: skip
+        # Fetched (the misses read into device memory by two kernels, no host work between):
+        # listed exactly the live rows the tier lacks (not one past the end), each once, their
+        # packed bytes the host's; the gather reading them from there gives the same rows.
+        flat_past = past.reshape(-1)
+        want_listed = np.flatnonzero(~from_vram.reshape(-1) & (flat_past >= 0)
+                                     & (flat_past < rows))  # fmt: skip
+        for programs, block_rows, warps in ((1, 16, 4), (3, 8, 2), (64, 4, 1)):
+            staged_f, index_f = fetch_misses(src, torch.from_numpy(past), max_programs=programs,
+                                             block_rows=block_rows, num_warps=warps)
+            at = index_f.numpy()
+            assert at.shape == (174,) and (np.flatnonzero(at >= 0) == want_listed).all()
+            assert sorted(at[want_listed].tolist()) == list(range(want_listed.size))
+            assert (staged_f[at[want_listed]].numpy() == host[flat_past[want_listed]]).all()
+            got = torch.full((29, 6, 256), 3.0, dtype=torch.bfloat16)
+            tiered_gather_dequantize(checked, torch.from_numpy(past), got, staged=staged_f,
+                                     stage_index=index_f)  # fmt: skip
+            assert torch.equal(got.view(torch.int16), want_past.view(torch.int16)), programs
+            assert int(errors[0]) == rows + 5
+            errors.zero_()
+        staged_f, index_f = fetch_misses(src, torch.from_numpy(ids[:0]))
+        assert staged_f.shape == (1, 264) and index_f.shape == (1,)
+        for bad in (torch.from_numpy(ids.reshape(-1)), torch.from_numpy(ids).t()):
+            try:
+                fetch_misses(src, bad)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(f"fetch_misses took ids of shape {tuple(bad.shape)}")
         # Staged: misses read from a staged copy (rows unlike the host's, to tell them apart),
         # except one left unstaged (host), and one hit given a stage entry (still the arena).
         pos = np.flatnonzero(want_misses >= 0)
@@ -853,5 +882,45 @@ def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
                 backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
                 assert_rows(backend, 0, want, device)
             assert backend._graphs, "the split gather was never captured as a graph"
+    finally:
+        transport.close()
+
+
+def test_fetched_gathers_read_the_misses_ahead_and_the_rest_on_read(shared_gpu):
+    """``MappedTransport(fetch_misses=True)``: a gather's misses read over PCIe into device
+    memory ahead (as many as the live rows the tier lacks), the rest from VRAM where the rows
+    are read, bit-exact; through the backend (``prefetch`` on its side stream, ``rows`` filling
+    on the reading stream), staggered too."""
+    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend, MappedTransport
+    from engram_store.torch.transport import FillOnRead
+
+    client, device = shared_gpu
+    ids, want, _ = hot_and_cold_ids(client, device, np.random.default_rng(12), each=2400)
+    transport = MappedTransport(client, record_every=0, fetch_misses=True)
+    try:
+        mapped = transport.table(GPU_TABLE, device)
+        in_vram = held_in_vram(client, mapped, ids)
+        out = torch.zeros(ids.shape[0], 24, 256, dtype=torch.bfloat16, device=device)
+        dev_ids = torch.from_numpy(ids).to(device)
+        done = torch.cuda.Event()
+        fetched = transport.gather_fetched(GPU_TABLE, dev_ids, out, V41_ROWS, done)
+        assert fetched is not None
+        listed = int((fetched.stage_index[: ids.size] >= 0).sum().item())
+        lacking = int((ids >= 0).sum() - in_vram.sum())
+        # (give or take rows a refresh moved meanwhile)
+        assert abs(listed - lacking) <= 200, (listed, lacking)
+        fetched.wait()
+        assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+        for stagger in (False, True):
+            backend = EngramRowBackend(
+                transport, [EngramLayer(0, GPU_TABLE), EngramLayer(1, GPU_TABLE)],
+                max_tokens=ids.shape[0], device=device, stagger_gathers=stagger,
+            )  # fmt: skip
+            with backend:
+                for _ in range(2):
+                    backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24).repeat(1, 2, 1))
+                    assert isinstance(backend._slot(None).futures[0].result(), FillOnRead)
+                    assert_rows(backend, 0, want, device)
+                    assert_rows(backend, 1, want, device)
     finally:
         transport.close()

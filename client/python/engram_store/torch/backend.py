@@ -31,7 +31,10 @@ transport.FillOnRead` (``MappedTransport``'s staged gathers): ``rows`` then queu
 on the reading stream, into the tensor read; so may a gather for the current step when the
 transport foresees its misses (``MappedTransport(predict_misses=True)``) and the step's ids are on
 the host (``hash_ids`` as a numpy array or CPU tensor, or ``token_ids``): its misses are copied up
-in ``prefetch``, its kernel runs in ``rows``. ``inline_min_tokens`` puts large steps' gathers on
+in ``prefetch``, its kernel runs in ``rows``; and so may a gather on the side stream when the
+transport fetches its misses ahead (``MappedTransport(fetch_misses=True)``): ``prefetch`` queues
+the kernels that read the rows the VRAM tier lacks over PCIe, ``rows`` the gather of the rest
+from VRAM. ``inline_min_tokens`` puts large steps' gathers on
 the current stream instead of the side stream. Before queueing a layer's gather the backend asks
 the transport (``check``) whether an earlier gather of that table was given a row id past its
 end (the kernel reads a zero row there and flags it): that step's ``rows`` then raises it.
@@ -235,6 +238,13 @@ class EngramRowBackend:
         self._gather_predicted = (
             getattr(transport, "gather_predicted", None)
             if getattr(transport, "predict_misses", False)
+            else None
+        )
+        #: A transport's gather whose misses are read on the side stream and the rest where
+        #: the rows are read (``MappedTransport(fetch_misses=True).gather_fetched``).
+        self._gather_fetched = (
+            getattr(transport, "gather_fetched", None)
+            if getattr(transport, "fetch_misses", False)
             else None
         )
         #: Device gathers on a GPU: replay each slot and layer's gather as a CUDA graph once its
@@ -593,6 +603,13 @@ class EngramRowBackend:
                 if staged is not None:  # queued by the transport's thread (a Future)
                     self.transport.record(layer.table, layer_ids)
                     return staged
+            if side is not None and not ahead and self._gather_fetched is not None:
+                fetched = self._gather_fetched(
+                    layer.table, layer_ids, s.target[i], self.row_format, s.done[i]
+                )
+                if fetched is not None:  # the misses are being read; the rest read by rows
+                    self.transport.record(layer.table, layer_ids)
+                    return _Resolved(fetched)
             self._launch(s.index, i, layer.table, layer_ids, s.target[i], ahead)
             self.transport.record(layer.table, layer_ids)
             if on is not None:

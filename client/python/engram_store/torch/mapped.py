@@ -62,6 +62,7 @@ from engram_store.torch.tiered import (
     UNCAPPED,
     TieredRows,
     check_kernel_shape,
+    fetch_misses,
     tiered_gather_dequantize,
     vram_misses,
 )
@@ -96,6 +97,7 @@ _VIEW_SETTINGS = {
     "predict_misses",
     "copy_threads",
     "split_misses",
+    "fetch_misses",
 }
 
 #: Fewest rows a foreseen copy-up splits over threads (fewer: the hand-off costs what the
@@ -365,8 +367,11 @@ class StagedGather(FillOnRead):
         staged: torch.Tensor, stage_index: torch.Tensor, target: torch.Tensor, fmt: RowFormat,
         hits: torch.Tensor | None = None,
         report: Callable[[torch.cuda.Event], None] | None = None,
+        programs: int | None = None,
     ):  # fmt: skip
         super().__init__(event)
+        #: The fill's grid cap when :meth:`fill` is given none (None: one program per SM).
+        self.programs = programs
         self.mapped, self.ids, self.target, self.fmt = mapped, ids, target, fmt
         self.staged, self.stage_index = staged, stage_index
         self.hits = hits
@@ -386,6 +391,8 @@ class StagedGather(FillOnRead):
                 "its staged rows were read (a new version came in): prefetch them again"
             )
         stream.wait_event(self.event)
+        if max_programs is None:
+            max_programs = self.programs
         with torch.cuda.stream(stream):
             tiered_gather_dequantize(self.mapped.rows_view, self.ids, dst, self.fmt,
                                      max_programs=max_programs, staged=self.staged,
@@ -464,6 +471,15 @@ class MappedTransport(RowTransport):
             misses wait on PCIe reads and hold their SMs beside the model meanwhile. Scratch:
             a 4-byte list entry per row of the largest gather, per table and device. Default
             off (not yet measured on a GPU).
+        fetch_misses: the backend's gathers for the current step on its side stream go through
+            :meth:`gather_fetched`: at ``prefetch`` two kernels there list the rows the VRAM
+            tier lacks and read them over PCIe into device memory (on the capped grid, as the
+            default's gathers; no host work, unlike ``predict_misses``), and the gather of the
+            rest, from VRAM only, runs where the layer reads its rows, on one short program per
+            block (every SM for the moment it lasts, as a gather of tables in VRAM, never
+            beside the model's kernels). Scratch: a row's packed bytes and 12 bytes per row of
+            a gather, allocated per gather on the side stream. Default off (not yet measured on
+            a GPU). Takes precedence over ``split_misses`` for those gathers.
     """
 
     name = "mapped"
@@ -483,6 +499,7 @@ class MappedTransport(RowTransport):
         predict_misses: bool = False,
         copy_threads: int = 1,
         split_misses: bool = False,
+        fetch_misses: bool = False,
     ):
         from engram_store.client import Client
 
@@ -504,6 +521,7 @@ class MappedTransport(RowTransport):
         _check_copy_threads(copy_threads)
         self.copy_threads = copy_threads
         self.split_misses = split_misses
+        self.fetch_misses = fetch_misses
         #: Per table and device, the split gathers' miss list and count (``split_misses``).
         self._split_scratch: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._outgrown_scratch: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -546,7 +564,7 @@ class MappedTransport(RowTransport):
     def view(self, **settings: Any) -> MappedTransport:
         """A view of this transport with some of its settings changed (``max_programs``,
         ``record_every``, ``block_rows``, ``num_warps``, ``table_programs``,
-        ``predict_misses``, ``copy_threads``): it shares this
+        ``predict_misses``, ``copy_threads``, ``split_misses``, ``fetch_misses``): it shares this
         one's mappings, threads, client and recording state (an A/B of a setting in one process
         needs no second mapping). Close this transport, not the view: the view's own
         :meth:`close` does nothing."""
@@ -621,6 +639,30 @@ class MappedTransport(RowTransport):
         if table in self.table_programs:
             return self.table_programs[table]
         return self.max_programs
+
+    def gather_fetched(
+        self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
+        done: torch.cuda.Event,
+    ) -> StagedGather | None:  # fmt: skip
+        """A gather for the current step into ``out`` whose misses are read now and the rest
+        where the rows are read (``fetch_misses``): on the current stream (the backend's side
+        stream) :func:`~engram_store.torch.tiered.fetch_misses` lists the rows the VRAM tier
+        does not hold and reads them over PCIe into device memory (on this table's grid cap),
+        then ``done`` is recorded. Returns the :class:`StagedGather` whose ``fill`` gathers the
+        rest from VRAM on the reading stream, one short program per block; or None where there
+        is nothing to fetch ahead (no VRAM tier, the CPU, no Triton): gather it with
+        :meth:`gather` instead."""
+        if not out.is_cuda or triton is None:
+            return None
+        mapped = self.table(table, out.device)
+        if mapped.rows_view.arena is None:
+            return None
+        staged, stage_index = fetch_misses(
+            mapped.rows_view, ids, fmt, max_programs=self.programs_for(table),
+            block_rows=self.block_rows, num_warps=self.num_warps,
+        )  # fmt: skip
+        done.record()
+        return StagedGather(done, mapped, ids, staged, stage_index, out, fmt, programs=UNCAPPED)
 
     def gather_staged(
         self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,

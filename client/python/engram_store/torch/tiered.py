@@ -19,7 +19,7 @@ import torch
 
 from engram_store.torch.rows import V41_ROWS, RowFormat, gather_dequantize, programs_of, triton
 
-__all__ = ["TieredRows", "tiered_gather_dequantize", "vram_misses"]
+__all__ = ["TieredRows", "fetch_misses", "tiered_gather_dequantize", "vram_misses"]
 
 if triton is not None:
     import triton.language as tl
@@ -225,6 +225,55 @@ def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> tor
             BLOCK_ROWS=_MISS_BLOCK_ROWS, PROBE=_PROBE,
         )  # fmt: skip
     return misses
+
+
+def fetch_misses(
+    src: TieredRows,
+    ids: torch.Tensor,
+    fmt: RowFormat = V41_ROWS,
+    *,
+    max_programs: int | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    num_warps: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``ids`` (``[T, heads]`` int64) that ``src``'s VRAM tier does not hold now,
+    read from host memory over PCIe into device memory, by two kernels queued on the current
+    stream and no host work between them (no wait, no copy through the host): the first, one
+    short program per block of rows, probes the tier and lists the live rows it lacks; the
+    second, on ``max_programs`` programs (None: one per SM), copies the listed rows' packed bytes
+    up. Returns ``(staged, stage_index)`` for :func:`tiered_gather_dequantize`: ``staged``
+    ``[T * heads, row_bytes]`` uint8 (its first entries the listed rows) and ``stage_index``
+    int32 ``[T * heads]`` (each position's row of ``staged``, -1 where none), allocated on the
+    current stream. The gather that then reads the rest from VRAM has no PCIe read to wait for,
+    unless a row left the tier in between (that one it reads over PCIe). Needs a VRAM tier and
+    Triton."""
+    if src.arena is None or triton is None:
+        raise ValueError("fetch_misses needs a VRAM tier and Triton")
+    if ids.dim() != 2 or ids.stride(1) != 1:
+        raise ValueError(f"ids must be [T, heads] with unit column stride, got {tuple(ids.shape)}")
+    check_kernel_shape(block_rows, num_warps)
+    n_rows = ids.numel()
+    device = ids.device
+    # One row at least: a kernel argument is never an empty allocation.
+    staged = torch.empty(max(1, n_rows), fmt.row_bytes, dtype=torch.uint8, device=device)
+    stage_index = torch.empty(max(1, n_rows), dtype=torch.int32, device=device)
+    if n_rows == 0:
+        return staged, stage_index
+    listed = torch.empty(n_rows, dtype=torch.int64, device=device)
+    count = torch.zeros(1, dtype=torch.int32, device=device)
+    blocks = triton.cdiv(n_rows, block_rows)
+    _list_misses_kernel[(blocks,)](
+        src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), listed, count,
+        stage_index, n_rows, ids.shape[1], src.buckets, src.capacity, src.host.shape[0],
+        BLOCK_ROWS=block_rows, PROBE=_PROBE, num_warps=num_warps,
+    )  # fmt: skip
+    if max_programs is None:
+        max_programs = programs_of(device)
+    _fetch_rows_kernel[(max(1, min(blocks, max_programs)),)](
+        src.host, listed, count, staged, ROW_BYTES=fmt.row_bytes, DIM=fmt.head_dim,
+        SCALES=fmt.scales, BLOCK_ROWS=block_rows, num_warps=num_warps,
+    )  # fmt: skip
+    return staged, stage_index
 
 
 if triton is not None:
@@ -489,3 +538,65 @@ if triton is not None:
         live = valid & (row >= 0) & (row < table_rows)
         in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
         tl.store(misses + r, tl.where(live & ~in_vram, row, -1), mask=valid)
+
+    @triton.jit
+    def _list_misses_kernel(
+        keys,
+        slots,
+        tags,
+        control,
+        ids,
+        ids_token_stride,
+        listed,
+        count,
+        stage_index,
+        n_rows,
+        heads,
+        buckets,
+        capacity,
+        table_rows,
+        BLOCK_ROWS: tl.constexpr,
+        PROBE: tl.constexpr,
+    ):
+        """:func:`fetch_misses`' first kernel, one block of rows per program: each live row (an
+        id in ``[0, table_rows)``) the VRAM tier does not hold gets the next entry ``k`` of
+        ``listed`` (its id; ``count`` counts them) and ``stage_index[r] = k``; every other
+        position ``stage_index[r] = -1``."""
+        r = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
+        valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
+        live = valid & (row >= 0) & (row < table_rows)
+        in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
+        miss = live & ~in_vram
+        at = tl.atomic_add(count + r * 0, 1, mask=miss)
+        tl.store(listed + at, row, mask=miss)
+        tl.store(stage_index + r, tl.where(miss, at, -1).to(tl.int32), mask=valid)
+
+    @triton.jit
+    def _fetch_rows_kernel(
+        host,
+        listed,
+        count,
+        staged,
+        ROW_BYTES: tl.constexpr,
+        DIM: tl.constexpr,
+        SCALES: tl.constexpr,
+        BLOCK_ROWS: tl.constexpr,
+    ):
+        """:func:`fetch_misses`' second kernel: ``staged[k]`` = the packed row ``listed[k]`` of
+        host memory for each ``k`` below ``count``, ``BLOCK_ROWS`` a block, grid-strided.
+        Programs past the list end at once."""
+        cols = tl.arange(0, DIM)
+        scale_cols = tl.arange(0, SCALES)
+        n = tl.load(count).to(tl.int64)
+        block = tl.program_id(0).to(tl.int64)
+        while block * BLOCK_ROWS < n:
+            k = block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+            on = k < n
+            row = tl.load(listed + k, mask=on, other=0)
+            hbase = host + row[:, None] * ROW_BYTES
+            sbase = staged + k[:, None] * ROW_BYTES
+            code = tl.load(hbase + cols[None, :], mask=on[:, None], other=0)
+            scale = tl.load(hbase + DIM + scale_cols[None, :], mask=on[:, None], other=0)
+            tl.store(sbase + cols[None, :], code, mask=on[:, None])
+            tl.store(sbase + DIM + scale_cols[None, :], scale, mask=on[:, None])
+            block += tl.num_programs(0)
