@@ -4,15 +4,17 @@
 # root on the GPU machine, with .device-bin (engram-store --features cuda at a1e6ad6: no Rust
 # changed since), .whl and bench-data carried. `run` is session 11's (sourced; --transport mapped).
 # When these calls have run, move this folder to benches/results/h200-<date>/ with their outputs.
-#   1: the mapped backend's GPU tests (the split gather's first GPU run), then the tiered kernel
-#      alone as CUDA-graph replays at the harness's sizes, the split beside the one kernel;
-#   2, 3: dense-4b, dense-8b decode, (d) against its split variant (sp), (b) and (c) in the same
-#      rounds, every arm's kernels per step under torch.profiler afterwards ($OUT_FINAL/prof-*);
-#   4: the shared tables on huge pages (HUGE_SHM=1) against /dev/shm, dense-4b decode, (d) and sp.
+#   1: the mapped backend's GPU tests (the split and fetched gathers' first GPU runs), then the
+#      tiered kernel alone as CUDA-graph replays at the harness's sizes, the split and the
+#      fetched paths beside the one kernel;
+#   2, 3: dense-4b, dense-8b decode, (d) against its split (sp) and fetched (fm) variants, (b)
+#      and (c) in the same rounds, every arm's kernels per step under torch.profiler afterwards
+#      ($OUT_FINAL/prof-*);
+#   4: the shared tables on huge pages (HUGE_SHM=1) against /dev/shm, dense-4b decode.
 set -u
 source "$(dirname "$0")/../../h200-2026-12-01h/scripts/session11.sh" none
 DEC=(--rounds 6 --decode-steps 128 --prefill-chunks 0 --store-warm-tokens 5000000)
-SP=(--d-variant sp:mapped_split_misses=1)
+SP=(--d-variant sp:mapped_split_misses=1 --d-variant fm:mapped_fetch_misses=1)
 site() {
   python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
 }
