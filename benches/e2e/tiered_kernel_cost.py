@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"
 from engram_store.torch import V41_ROWS, cuda_view, gather_dequantize, tiered  # noqa: E402
 from engram_store.torch.tiered import (  # noqa: E402
     UNCAPPED,
+    FetchScratch,
     TieredRows,
     fetch_misses,
     tiered_gather_dequantize,
@@ -182,16 +183,19 @@ def time_rows(
         lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out, split=split),
     ))  # fmt: skip
     staged = fetch_misses(tier_pcie, mixed_ids)  # what the fill alone reads
+    scratch = FetchScratch.allocate(n, fmt, device)  # the backend's, per slot and layer
     torch.cuda.synchronize()
 
     def fetched(ids: torch.Tensor) -> None:
-        rows, index = fetch_misses(tier_pcie, ids, max_programs=args.fetch_programs)
+        rows, index = fetch_misses(tier_pcie, ids, scratch=scratch,
+                                   max_programs=args.fetch_programs)  # fmt: skip
         tiered_gather_dequantize(tier_pcie, ids, out, max_programs=UNCAPPED, staged=rows,
                                  stage_index=index)  # fmt: skip
 
     cases += [
         (f"fetch ahead, {share} misses over PCIe",
-         lambda: fetch_misses(tier_pcie, mixed_ids, max_programs=args.fetch_programs)),
+         lambda: fetch_misses(tier_pcie, mixed_ids, scratch=scratch,
+                              max_programs=args.fetch_programs)),
         (f"fetched fill, {share} misses staged", lambda: tiered_gather_dequantize(
             tier_pcie, mixed_ids, out, max_programs=UNCAPPED, staged=staged[0],
             stage_index=staged[1])),

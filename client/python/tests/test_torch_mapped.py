@@ -47,8 +47,8 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         """
         import numpy as np, torch
         from engram_store.torch import rows as R
-        from engram_store.torch.tiered import (TieredRows, fetch_misses, tiered_gather_dequantize,
-                                               vram_misses)
+        from engram_store.torch.tiered import (FetchScratch, TieredRows, fetch_misses,
+                                               tiered_gather_dequantize, vram_misses)
 
         M64 = (1 << 64) - 1
         def mix64(x):
@@ -183,6 +183,23 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
             assert torch.equal(got.view(torch.int16), want_past.view(torch.int16)), programs
             assert int(errors[0]) == rows + 5
             errors.zero_()
+        # Into scratch of its own (a larger one, left dirty by another gather): the same.
+        scratch = FetchScratch.allocate(200, R.V41_ROWS, torch.device("cpu"))
+        for lookup in (ids, past):
+            staged_f, index_f = fetch_misses(src, torch.from_numpy(lookup), scratch=scratch)
+            assert staged_f is scratch.staged and index_f is scratch.stage_index
+        at = scratch.stage_index[:174].numpy()
+        assert (np.flatnonzero(at >= 0) == want_listed).all()
+        assert int(scratch.count[0]) == want_listed.size
+        assert (scratch.staged[at[want_listed]].numpy() == host[flat_past[want_listed]]).all()
+        for small in (FetchScratch.allocate(100, R.V41_ROWS, torch.device("cpu")),
+                      FetchScratch.allocate(200, R.RowFormat(head_dim=128), torch.device("cpu"))):
+            try:
+                fetch_misses(src, torch.from_numpy(ids), scratch=small)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("fetch_misses wrote into scratch it does not fit")
         staged_f, index_f = fetch_misses(src, torch.from_numpy(ids[:0]))
         assert staged_f.shape == (1, 264) and index_f.shape == (1,)
         for bad in (torch.from_numpy(ids.reshape(-1)), torch.from_numpy(ids).t()):
@@ -889,8 +906,9 @@ def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
 def test_fetched_gathers_read_the_misses_ahead_and_the_rest_on_read(shared_gpu):
     """``MappedTransport(fetch_misses=True)``: a gather's misses read over PCIe into device
     memory ahead (as many as the live rows the tier lacks), the rest from VRAM where the rows
-    are read, bit-exact; through the backend (``prefetch`` on its side stream, ``rows`` filling
-    on the reading stream), staggered too."""
+    are read, bit-exact; through the backend (``prefetch`` on its side stream, replayed as a
+    CUDA graph from a slot's second step, ``rows`` filling on the reading stream), staggered
+    too."""
     from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend, MappedTransport
     from engram_store.torch.transport import FillOnRead
 
@@ -916,11 +934,13 @@ def test_fetched_gathers_read_the_misses_ahead_and_the_rest_on_read(shared_gpu):
                 transport, [EngramLayer(0, GPU_TABLE), EngramLayer(1, GPU_TABLE)],
                 max_tokens=ids.shape[0], device=device, stagger_gathers=stagger,
             )  # fmt: skip
+            static = dev_ids.view(-1, 1, 24).repeat(1, 2, 1)  # an engine's static ids buffer
             with backend:
-                for _ in range(2):
-                    backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24).repeat(1, 2, 1))
+                for _ in range(5):  # eager, then captured and replayed (two slots)
+                    backend.prefetch(hash_ids=static)
                     assert isinstance(backend._slot(None).futures[0].result(), FillOnRead)
                     assert_rows(backend, 0, want, device)
                     assert_rows(backend, 1, want, device)
+                assert backend._graphs, "the fetch was never captured as a graph"
     finally:
         transport.close()

@@ -55,6 +55,7 @@ import torch
 
 from engram_store.torch.hashing import NgramHasher
 from engram_store.torch.rows import V41_ROWS, RowFormat, dequantize
+from engram_store.torch.tiered import FetchScratch
 from engram_store.torch.transport import (
     Done,
     FillOnRead,
@@ -240,13 +241,15 @@ class EngramRowBackend:
             if getattr(transport, "predict_misses", False)
             else None
         )
-        #: A transport's gather whose misses are read on the side stream and the rest where
-        #: the rows are read (``MappedTransport(fetch_misses=True).gather_fetched``).
-        self._gather_fetched = (
-            getattr(transport, "gather_fetched", None)
-            if getattr(transport, "fetch_misses", False)
-            else None
+        #: Whether the transport fetches a gather's misses on the side stream and leaves the
+        #: rest to where the rows are read (``MappedTransport(fetch_misses=True)``), and the
+        #: scratch of those fetches per (slot, layer) (outgrown ones kept while graphs that
+        #: captured them may replay).
+        self._fetching = bool(getattr(transport, "fetch_misses", False)) and hasattr(
+            transport, "fetch"
         )
+        self._fetch_scratch: dict[tuple[int, int], FetchScratch] = {}
+        self._outgrown_fetch_scratch: list[FetchScratch] = []
         #: Device gathers on a GPU: replay each slot and layer's gather as a CUDA graph once its
         #: buffers repeat (see ``_launch``).
         self.graph_gathers = cuda_gather
@@ -603,13 +606,21 @@ class EngramRowBackend:
                 if staged is not None:  # queued by the transport's thread (a Future)
                     self.transport.record(layer.table, layer_ids)
                     return staged
-            if side is not None and not ahead and self._gather_fetched is not None:
-                fetched = self._gather_fetched(
-                    layer.table, layer_ids, s.target[i], self.row_format, s.done[i]
+            if (
+                side is not None
+                and not ahead
+                and self._fetching
+                and self.transport.can_fetch(layer.table, layer_ids.device)
+            ):  # the misses read now, on the side stream; the rest by rows, where it reads
+                scratch = self._scratch_for(s.index, i, layer_ids.numel())
+                self._launch(s.index, i, layer.table, layer_ids, s.target[i], False, scratch)
+                s.done[i].record(side)
+                self.transport.record(layer.table, layer_ids)
+                return _Resolved(
+                    self.transport.fetched(
+                        layer.table, layer_ids, s.target[i], self.row_format, s.done[i], scratch
+                    )
                 )
-                if fetched is not None:  # the misses are being read; the rest read by rows
-                    self.transport.record(layer.table, layer_ids)
-                    return _Resolved(fetched)
             self._launch(s.index, i, layer.table, layer_ids, s.target[i], ahead)
             self.transport.record(layer.table, layer_ids)
             if on is not None:
@@ -636,10 +647,24 @@ class EngramRowBackend:
         if s.ids_keep is not None:
             s.ids_keep.record_stream(side)
 
+    def _scratch_for(self, slot: int, i: int, rows: int) -> FetchScratch:
+        """The fetch scratch of ``slot``'s layer ``i``, for at least ``rows`` rows (allocated on
+        the current stream; one outgrown is kept while the graphs that may have captured it
+        are)."""
+        scratch = self._fetch_scratch.get((slot, i))
+        if scratch is None or scratch.rows < rows:
+            if scratch is not None:
+                self._outgrown_fetch_scratch.append(scratch)
+            scratch = FetchScratch.allocate(rows, self.row_format, self.device)
+            self._fetch_scratch[(slot, i)] = scratch
+        return scratch
+
     def _launch(
-        self, slot: int, i: int, table: str, ids: torch.Tensor, target: torch.Tensor, ahead: bool
-    ) -> None:
-        """Layer ``i``'s gather kernel on the current (side) stream. The second time the same
+        self, slot: int, i: int, table: str, ids: torch.Tensor, target: torch.Tensor, ahead: bool,
+        scratch: FetchScratch | None = None,
+    ) -> None:  # fmt: skip
+        """Layer ``i``'s gather kernel on the current (side) stream (with ``scratch``: only the
+        kernels that fetch its misses into it, ``transport.fetch``). The second time the same
         slot and layer gather the same buffers (the same ids buffer and target, as an engine's
         static buffers are), the launch is captured as a CUDA graph, replayed from then on: one
         graph launch instead of a Triton launch's host work, which would delay the model's own
@@ -649,13 +674,20 @@ class EngramRowBackend:
         The capture is begun and ended on the side stream alone: ``torch.cuda.graph`` would
         synchronize the whole device and empty the allocator's cache first, which in the middle
         of a model's step stalls it and makes its next allocations real ``cudaMalloc`` calls."""
+        def launch() -> None:
+            if scratch is not None:
+                self.transport.fetch(table, ids, self.row_format, scratch)
+            else:
+                self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
+
         if not self.graph_gathers or ahead:
-            self.transport.gather(table, ids, target, self.row_format, ahead=ahead)
+            launch()
             return
         # Captured or replayed from here on: never ahead.
         key = (
             slot, i, table, ids.data_ptr(), tuple(ids.shape), tuple(ids.stride()),
             target.data_ptr(), tuple(target.shape), self.transport.graph_key(table, target),
+            None if scratch is None else scratch.staged.data_ptr(),
         )  # fmt: skip
         graph = self._graphs.get(key)
         if graph is not None:
@@ -665,18 +697,19 @@ class EngramRowBackend:
             if len(self._seen) >= 4 * MAX_GATHER_GRAPHS:
                 self._seen.clear()
             self._seen.add(key)
-            self.transport.gather(table, ids, target, self.row_format)
+            launch()
             return
         if len(self._graphs) >= MAX_GATHER_GRAPHS:  # buffers that keep changing: start over
             self._graphs.clear()
             self._seen.clear()
+            self._outgrown_fetch_scratch.clear()
         graph = torch.cuda.CUDAGraph()
         # Captured on the side stream (an inline gather's stream may be the default stream,
         # where no capture can run), replayed on the caller's.
         with torch.cuda.stream(self._side) if self._side is not None else contextlib.nullcontext():
             graph.capture_begin(capture_error_mode="thread_local")
             try:
-                self.transport.gather(table, ids, target, self.row_format)
+                launch()
             finally:
                 graph.capture_end()
         self._graphs[key] = graph

@@ -60,6 +60,7 @@ from engram_store.torch.rows import (
 from engram_store.torch.tiered import (
     DEFAULT_BLOCK_ROWS,
     UNCAPPED,
+    FetchScratch,
     TieredRows,
     check_kernel_shape,
     fetch_misses,
@@ -471,15 +472,17 @@ class MappedTransport(RowTransport):
             misses wait on PCIe reads and hold their SMs beside the model meanwhile. Scratch:
             a 4-byte list entry per row of the largest gather, per table and device. Default
             off (not yet measured on a GPU).
-        fetch_misses: the backend's gathers for the current step on its side stream go through
-            :meth:`gather_fetched`: at ``prefetch`` two kernels there list the rows the VRAM
+        fetch_misses: the backend's gathers for the current step on its side stream fetch
+            their misses ahead (:meth:`fetch`, :meth:`fetched`; :meth:`gather_fetched` for a
+            caller of its own): at ``prefetch`` two kernels there list the rows the VRAM
             tier lacks and read them over PCIe into device memory (on the capped grid, as the
             default's gathers; no host work, unlike ``predict_misses``), and the gather of the
             rest, from VRAM only, runs where the layer reads its rows, on one short program per
             block (every SM for the moment it lasts, as a gather of tables in VRAM, never
             beside the model's kernels). Scratch: a row's packed bytes and 12 bytes per row of
-            a gather, allocated per gather on the side stream. Default off (not yet measured on
-            a GPU). Takes precedence over ``split_misses`` for those gathers.
+            a gather, the backend's per slot and layer. ``hash_ids`` must stay unchanged until
+            the step's last ``rows``. Default off (not yet measured on a GPU). Takes precedence
+            over ``split_misses`` for those gathers.
     """
 
     name = "mapped"
@@ -640,29 +643,53 @@ class MappedTransport(RowTransport):
             return self.table_programs[table]
         return self.max_programs
 
+    def can_fetch(self, table: str, device: torch.device) -> bool:
+        """Whether gathers of ``table`` on ``device`` can fetch their misses ahead
+        (:meth:`fetch`): a CUDA device, Triton, and a VRAM tier shared for the table."""
+        if device.type != "cuda" or triton is None:
+            return False
+        return self.table(table, device).rows_view.arena is not None
+
+    def fetch(self, table: str, ids: torch.Tensor, fmt: RowFormat, scratch: FetchScratch) -> None:
+        """Queues :func:`~engram_store.torch.tiered.fetch_misses` for ``ids`` on the current
+        stream, into ``scratch``: the rows the VRAM tier does not hold read over PCIe into it,
+        on this table's grid cap. Kernel launches and nothing else (no allocation), so it can be
+        captured in a CUDA graph. Needs :meth:`can_fetch`."""
+        mapped = self.table(table, ids.device)
+        fetch_misses(
+            mapped.rows_view, ids, fmt, scratch=scratch, max_programs=self.programs_for(table),
+            block_rows=self.block_rows, num_warps=self.num_warps,
+        )  # fmt: skip
+
+    def fetched(
+        self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
+        done: torch.cuda.Event, scratch: FetchScratch,
+    ) -> StagedGather:  # fmt: skip
+        """The rest of a gather whose misses :meth:`fetch` queued into ``scratch`` (``done``
+        recorded after it): a :class:`StagedGather` whose ``fill`` gathers the tier's rows from
+        VRAM, the fetched ones from ``scratch``, on the reading stream, one short program per
+        block."""
+        return StagedGather(
+            done, self.table(table, out.device), ids, scratch.staged, scratch.stage_index, out,
+            fmt, programs=UNCAPPED,
+        )  # fmt: skip
+
     def gather_fetched(
         self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
         done: torch.cuda.Event,
     ) -> StagedGather | None:  # fmt: skip
         """A gather for the current step into ``out`` whose misses are read now and the rest
-        where the rows are read (``fetch_misses``): on the current stream (the backend's side
-        stream) :func:`~engram_store.torch.tiered.fetch_misses` lists the rows the VRAM tier
-        does not hold and reads them over PCIe into device memory (on this table's grid cap),
-        then ``done`` is recorded. Returns the :class:`StagedGather` whose ``fill`` gathers the
-        rest from VRAM on the reading stream, one short program per block; or None where there
-        is nothing to fetch ahead (no VRAM tier, the CPU, no Triton): gather it with
-        :meth:`gather` instead."""
-        if not out.is_cuda or triton is None:
+        where the rows are read (``fetch_misses``), with scratch of its own: :meth:`fetch` on
+        the current stream, then ``done`` recorded, and :meth:`fetched`'s gather returned; or
+        None where there is nothing to fetch ahead (not :meth:`can_fetch`): gather it with
+        :meth:`gather` instead. (The backend keeps scratch per slot and layer, and replays the
+        fetch as a CUDA graph.)"""
+        if not self.can_fetch(table, out.device):
             return None
-        mapped = self.table(table, out.device)
-        if mapped.rows_view.arena is None:
-            return None
-        staged, stage_index = fetch_misses(
-            mapped.rows_view, ids, fmt, max_programs=self.programs_for(table),
-            block_rows=self.block_rows, num_warps=self.num_warps,
-        )  # fmt: skip
+        scratch = FetchScratch.allocate(ids.numel(), fmt, out.device)
+        self.fetch(table, ids, fmt, scratch)
         done.record()
-        return StagedGather(done, mapped, ids, staged, stage_index, out, fmt, programs=UNCAPPED)
+        return self.fetched(table, ids, out, fmt, done, scratch)
 
     def gather_staged(
         self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,

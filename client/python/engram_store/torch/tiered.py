@@ -19,7 +19,7 @@ import torch
 
 from engram_store.torch.rows import V41_ROWS, RowFormat, gather_dequantize, programs_of, triton
 
-__all__ = ["TieredRows", "fetch_misses", "tiered_gather_dequantize", "vram_misses"]
+__all__ = ["FetchScratch", "TieredRows", "fetch_misses", "tiered_gather_dequantize", "vram_misses"]
 
 if triton is not None:
     import triton.language as tl
@@ -227,11 +227,43 @@ def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> tor
     return misses
 
 
+@dataclasses.dataclass
+class FetchScratch:
+    """Where :func:`fetch_misses` lists and copies up the misses of a gather of up to ``rows``
+    rows: ``staged`` ``[rows, row_bytes]`` uint8, ``stage_index`` int32 ``[rows]``, ``listed``
+    int64 ``[rows]`` (the missing rows' ids) and ``count`` int32 ``[1]``, on one device. Reused
+    gather after gather (and by a CUDA graph that captured a gather with it): 12 bytes and a
+    packed row per row."""
+
+    staged: torch.Tensor
+    stage_index: torch.Tensor
+    listed: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def allocate(cls, rows: int, fmt: RowFormat, device: torch.device) -> FetchScratch:
+        """Scratch for gathers of up to ``rows`` rows (one at least: a kernel argument is never
+        an empty allocation), on the current stream."""
+        rows = max(1, rows)
+        return cls(
+            staged=torch.empty(rows, fmt.row_bytes, dtype=torch.uint8, device=device),
+            stage_index=torch.empty(rows, dtype=torch.int32, device=device),
+            listed=torch.empty(rows, dtype=torch.int64, device=device),
+            count=torch.zeros(1, dtype=torch.int32, device=device),
+        )
+
+    @property
+    def rows(self) -> int:
+        """The most rows of a gather this scratch takes."""
+        return self.stage_index.numel()
+
+
 def fetch_misses(
     src: TieredRows,
     ids: torch.Tensor,
     fmt: RowFormat = V41_ROWS,
     *,
+    scratch: FetchScratch | None = None,
     max_programs: int | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     num_warps: int = 4,
@@ -242,38 +274,41 @@ def fetch_misses(
     short program per block of rows, probes the tier and lists the live rows it lacks; the
     second, on ``max_programs`` programs (None: one per SM), copies the listed rows' packed bytes
     up. Returns ``(staged, stage_index)`` for :func:`tiered_gather_dequantize`: ``staged``
-    ``[T * heads, row_bytes]`` uint8 (its first entries the listed rows) and ``stage_index``
-    int32 ``[T * heads]`` (each position's row of ``staged``, -1 where none), allocated on the
-    current stream. The gather that then reads the rest from VRAM has no PCIe read to wait for,
-    unless a row left the tier in between (that one it reads over PCIe). Needs a VRAM tier and
-    Triton."""
+    ``[rows, row_bytes]`` uint8 (its first entries the listed rows) and ``stage_index`` int32
+    (each position's row of ``staged``, -1 where none), ``scratch``'s (of at least ``T * heads``
+    rows; with it nothing is allocated, so the launches can be captured in a CUDA graph) or
+    allocated on the current stream. The gather that then reads the rest from VRAM has no PCIe
+    read to wait for, unless a row left the tier in between (that one it reads over PCIe).
+    Needs a VRAM tier and Triton."""
     if src.arena is None or triton is None:
         raise ValueError("fetch_misses needs a VRAM tier and Triton")
     if ids.dim() != 2 or ids.stride(1) != 1:
         raise ValueError(f"ids must be [T, heads] with unit column stride, got {tuple(ids.shape)}")
     check_kernel_shape(block_rows, num_warps)
     n_rows = ids.numel()
-    device = ids.device
-    # One row at least: a kernel argument is never an empty allocation.
-    staged = torch.empty(max(1, n_rows), fmt.row_bytes, dtype=torch.uint8, device=device)
-    stage_index = torch.empty(max(1, n_rows), dtype=torch.int32, device=device)
+    if scratch is None:
+        scratch = FetchScratch.allocate(n_rows, fmt, ids.device)
+    elif scratch.rows < n_rows or scratch.staged.shape[1] != fmt.row_bytes:
+        raise ValueError(
+            f"fetch_misses' scratch takes {scratch.rows} rows of {scratch.staged.shape[1]} bytes, "
+            f"not {n_rows} of {fmt.row_bytes}"
+        )
     if n_rows == 0:
-        return staged, stage_index
-    listed = torch.empty(n_rows, dtype=torch.int64, device=device)
-    count = torch.zeros(1, dtype=torch.int32, device=device)
+        return scratch.staged, scratch.stage_index
+    scratch.count.zero_()
     blocks = triton.cdiv(n_rows, block_rows)
     _list_misses_kernel[(blocks,)](
-        src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), listed, count,
-        stage_index, n_rows, ids.shape[1], src.buckets, src.capacity, src.host.shape[0],
-        BLOCK_ROWS=block_rows, PROBE=_PROBE, num_warps=num_warps,
+        src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), scratch.listed,
+        scratch.count, scratch.stage_index, n_rows, ids.shape[1], src.buckets, src.capacity,
+        src.host.shape[0], BLOCK_ROWS=block_rows, PROBE=_PROBE, num_warps=num_warps,
     )  # fmt: skip
     if max_programs is None:
-        max_programs = programs_of(device)
+        max_programs = programs_of(ids.device)
     _fetch_rows_kernel[(max(1, min(blocks, max_programs)),)](
-        src.host, listed, count, staged, ROW_BYTES=fmt.row_bytes, DIM=fmt.head_dim,
-        SCALES=fmt.scales, BLOCK_ROWS=block_rows, num_warps=num_warps,
+        src.host, scratch.listed, scratch.count, scratch.staged, ROW_BYTES=fmt.row_bytes,
+        DIM=fmt.head_dim, SCALES=fmt.scales, BLOCK_ROWS=block_rows, num_warps=num_warps,
     )  # fmt: skip
-    return staged, stage_index
+    return scratch.staged, scratch.stage_index
 
 
 if triton is not None:
