@@ -85,11 +85,11 @@ def main() -> int:
             out = [torch.zeros(phase.tokens_per_step, 24, 256, dtype=torch.bfloat16, device=device)
                    for _ in range(2)]  # fmt: skip
 
-            def c_path(i):
+            def c_path(i, out=out):
                 for j in range(2):
                     gather_dequantize(views[j], i[:, j], out[j], max_programs=programs)
 
-            def d_path(i):
+            def d_path(i, out=out):
                 for j in range(2):
                     transport.gather(tables.names[j], i[:, j], out[j], V41_ROWS)
 
@@ -109,7 +109,8 @@ def main() -> int:
                 print(f"batch {phase.batch:4} ({name}): kernels {median_us(device_s):7.1f} us "
                       f"(p90 {np.percentile(device_s, 90) * 1e6:7.1f}), queueing them "
                       f"{median_us(host_s):6.1f} us on the host")  # fmt: skip
-            layers = [EngramLayer(lid, n) for lid, n in zip(tables.hasher.layer_ids, tables.names)]
+            pairs = zip(tables.hasher.layer_ids, tables.names, strict=True)
+            layers = [EngramLayer(lid, n) for lid, n in pairs]
             static = torch.empty_like(ids[0])  # an engine's ids buffer: the same every step
             for graphs, stagger in ((False, False), (True, False), (True, True)):
                 backend = EngramRowBackend(transport, layers, max_tokens=phase.tokens_per_step,

@@ -123,7 +123,7 @@ def kernel_registers() -> list[str]:
     caches; empty where this Triton keeps them elsewhere)."""
     out = []
     kernels = (("tiered", "_tiered_kernel"), ("split hits", "_split_hits_kernel"),
-               ("split misses", "_split_misses_kernel"), ("fetch list", "_list_misses_kernel"),
+               ("split misses", "_split_misses_kernel"), ("misses (fetch list)", "_misses_kernel"),
                ("fetch rows", "_fetch_rows_kernel"))  # fmt: skip
     for name, fn in ((name, getattr(tiered, attr, None)) for name, attr in kernels):
         for caches in getattr(fn, "device_caches", {}).values():

@@ -220,9 +220,9 @@ def vram_misses(src: TieredRows, ids: torch.Tensor, misses: torch.Tensor) -> tor
         raise ValueError(f"misses must be int64 of at least {n_rows} entries")
     if n_rows:
         _misses_kernel[(triton.cdiv(n_rows, _MISS_BLOCK_ROWS),)](
-            src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), misses, n_rows,
-            ids.shape[1], src.buckets, src.capacity, src.host.shape[0],
-            BLOCK_ROWS=_MISS_BLOCK_ROWS, PROBE=_PROBE,
+            src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), misses, misses,
+            misses, n_rows, ids.shape[1], src.buckets, src.capacity, src.host.shape[0],
+            BLOCK_ROWS=_MISS_BLOCK_ROWS, PROBE=_PROBE, LIST=False,
         )  # fmt: skip
     return misses
 
@@ -297,10 +297,10 @@ def fetch_misses(
         return scratch.staged, scratch.stage_index
     scratch.count.zero_()
     blocks = triton.cdiv(n_rows, block_rows)
-    _list_misses_kernel[(blocks,)](
+    _misses_kernel[(blocks,)](
         src.keys, src.slots, src.tags, src.control, ids, ids.stride(0), scratch.listed,
         scratch.count, scratch.stage_index, n_rows, ids.shape[1], src.buckets, src.capacity,
-        src.host.shape[0], BLOCK_ROWS=block_rows, PROBE=_PROBE, num_warps=num_warps,
+        src.host.shape[0], BLOCK_ROWS=block_rows, PROBE=_PROBE, LIST=True, num_warps=num_warps,
     )  # fmt: skip
     if max_programs is None:
         max_programs = programs_of(ids.device)
@@ -558,31 +558,6 @@ if triton is not None:
         ids,
         ids_token_stride,
         misses,
-        n_rows,
-        heads,
-        buckets,
-        capacity,
-        table_rows,
-        BLOCK_ROWS: tl.constexpr,
-        PROBE: tl.constexpr,
-    ):
-        """One block of rows per program: ``misses[r]`` is row ``r``'s id where it is live (in
-        ``[0, table_rows)``) and the VRAM tier does not hold it, else -1."""
-        r = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
-        valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
-        live = valid & (row >= 0) & (row < table_rows)
-        in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
-        tl.store(misses + r, tl.where(live & ~in_vram, row, -1), mask=valid)
-
-    @triton.jit
-    def _list_misses_kernel(
-        keys,
-        slots,
-        tags,
-        control,
-        ids,
-        ids_token_stride,
-        listed,
         count,
         stage_index,
         n_rows,
@@ -592,19 +567,24 @@ if triton is not None:
         table_rows,
         BLOCK_ROWS: tl.constexpr,
         PROBE: tl.constexpr,
+        LIST: tl.constexpr,
     ):
-        """:func:`fetch_misses`' first kernel, one block of rows per program: each live row (an
-        id in ``[0, table_rows)``) the VRAM tier does not hold gets the next entry ``k`` of
-        ``listed`` (its id; ``count`` counts them) and ``stage_index[r] = k``; every other
+        """One block of rows per program, the live rows (an id in ``[0, table_rows)``) the VRAM
+        tier does not hold: ``misses[r]`` is row ``r``'s id where it is one, else -1; with
+        ``LIST`` (:func:`fetch_misses`) instead each such row gets the next entry ``k`` of
+        ``misses`` (its id; ``count`` counts them) and ``stage_index[r] = k``, every other
         position ``stage_index[r] = -1``."""
         r = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
         valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
         live = valid & (row >= 0) & (row < table_rows)
         in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
         miss = live & ~in_vram
-        at = tl.atomic_add(count + r * 0, 1, mask=miss)
-        tl.store(listed + at, row, mask=miss)
-        tl.store(stage_index + r, tl.where(miss, at, -1).to(tl.int32), mask=valid)
+        if LIST:
+            at = tl.atomic_add(count + r * 0, 1, mask=miss)
+            tl.store(misses + at, row, mask=miss)
+            tl.store(stage_index + r, tl.where(miss, at, -1).to(tl.int32), mask=valid)
+        else:
+            tl.store(misses + r, tl.where(miss, row, -1), mask=valid)
 
     @triton.jit
     def _fetch_rows_kernel(
