@@ -2,8 +2,8 @@
 """The tiered gather kernel alone on the GPU (BENCHMARKS.md 10l): device time of one decode step's
 layer of rows (``--rows``, comma-separated; 1,536 and 6,144 are a layer of decode 64 and 256)
 through :func:`tiered_gather_dequantize` (one kernel, split in two: ``split``, and fetched: the
-misses read ahead by :func:`fetch_misses`' two kernels, the rest from VRAM on one program per
-block, each part alone and both) against the
+misses read ahead by :func:`fetch_misses`' two kernels, the rest from their slots in VRAM by
+:func:`gather_fetched_rows` on one program per block, each part alone and both) against the
 plain :func:`gather_dequantize` that arm (b) runs over a table in VRAM and arm (c) over pinned host
 memory, nothing else on the device: the launches replayed as a CUDA graph (as the backend replays
 its gathers), and eager (which measures the host's launch work instead). The VRAM tier is built in
@@ -30,10 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"))
 from engram_store.torch import V41_ROWS, cuda_view, gather_dequantize, tiered  # noqa: E402
 from engram_store.torch.tiered import (  # noqa: E402
-    UNCAPPED,
     FetchScratch,
     TieredRows,
     fetch_misses,
+    gather_fetched_rows,
     tiered_gather_dequantize,
 )
 
@@ -124,6 +124,7 @@ def kernel_registers() -> list[str]:
     out = []
     kernels = (("tiered", "_tiered_kernel"), ("split hits", "_split_hits_kernel"),
                ("split misses", "_split_misses_kernel"), ("misses (fetch list)", "_misses_kernel"),
+               ("fetched fill", "_fetched_fill_kernel"),
                ("fetch rows", "_fetch_rows_kernel"))  # fmt: skip
     for name, fn in ((name, getattr(tiered, attr, None)) for name, attr in kernels):
         for caches in getattr(fn, "device_caches", {}).values():
@@ -189,16 +190,14 @@ def time_rows(
     def fetched(ids: torch.Tensor) -> None:
         rows, index = fetch_misses(tier_pcie, ids, scratch=scratch,
                                    max_programs=args.fetch_programs)  # fmt: skip
-        tiered_gather_dequantize(tier_pcie, ids, out, max_programs=UNCAPPED, staged=rows,
-                                 stage_index=index)  # fmt: skip
+        gather_fetched_rows(tier_pcie, ids, out, rows, index)
 
     cases += [
         (f"fetch ahead, {share} misses over PCIe",
          lambda: fetch_misses(tier_pcie, mixed_ids, scratch=scratch,
                               max_programs=args.fetch_programs)),
-        (f"fetched fill, {share} misses staged", lambda: tiered_gather_dequantize(
-            tier_pcie, mixed_ids, out, max_programs=UNCAPPED, staged=staged[0],
-            stage_index=staged[1])),
+        (f"fetched fill, {share} misses staged",
+         lambda: gather_fetched_rows(tier_pcie, mixed_ids, out, *staged)),
         ("fetched, both parts, all hits", lambda: fetched(hit_ids)),
         (f"fetched, both parts, {share} misses", lambda: fetched(mixed_ids)),
     ]  # fmt: skip

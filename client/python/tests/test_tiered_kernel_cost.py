@@ -58,3 +58,56 @@ def test_without_a_gpu_it_says_so():
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     assert "needs a CUDA device and Triton" in done.stderr
+
+
+def test_every_path_it_times_runs_and_gathers_the_rows():
+    """Each case the script times runs (in Triton's interpreter, its timer stubbed to one
+    launch), one line each, and the last (the fetched path, both parts, with misses) leaves the
+    gathered rows in its output bit for bit."""
+    pytest.importorskip("triton", reason="the tiered kernel needs triton (comes with CUDA torch)")
+    script = textwrap.dedent(
+        f"""
+        import argparse, sys, numpy as np, torch
+        sys.path.insert(0, {str(SCRIPT.parent)!r})
+        import tiered_kernel_cost as K
+        from engram_store.torch import gather_dequantize
+        outs = []
+        def one_launch(launch, reps, runs, graph=True):
+            launch()
+            return 1.0
+        K.device_us = one_launch
+        torch.cuda.synchronize = lambda *a: None
+        real_empty = torch.empty
+        def empty(*a, **kw):  # the script's output tensor, to read back
+            t = real_empty(*a, **kw)
+            if t.dtype == torch.bfloat16:
+                outs.append(t)
+            return t
+        K.torch.empty = empty
+        rng = np.random.default_rng(3)
+        table = torch.from_numpy(rng.integers(0, 120, (3000, 264), dtype=np.uint8))
+        table[:, 256:] = torch.from_numpy(rng.integers(100, 150, (3000, 8), dtype=np.uint8))
+        hot = rng.choice(3000, size=400, replace=False).astype(np.int64)
+        cold = np.setdiff1d(np.arange(3000), hot)
+        tier = K.build_tier(table, hot, torch.device("cpu"))
+        args = argparse.Namespace(miss_share=0.3, fetch_programs=4, reps=1, runs=1)
+        K.time_rows(96, args, np.random.default_rng(5), hot, cold, table, table, tier, tier)
+        # the mixed ids the script drew, again (same seed, same draws)
+        r = np.random.default_rng(5)
+        hits = r.choice(hot, size=96)
+        mixed = hits.copy()
+        mixed[:28] = r.choice(cold, size=28)
+        r.shuffle(mixed)
+        want = torch.zeros(4, 24, 256, dtype=torch.bfloat16)
+        gather_dequantize(table, torch.from_numpy(mixed).view(-1, 24), want)
+        assert torch.equal(outs[0].view(torch.int16), want.view(torch.int16))
+        print("ok")
+        """
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    lines = [x for x in done.stdout.splitlines() if x.startswith("    96 ")]
+    assert len(lines) == 16, done.stdout

@@ -48,7 +48,8 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         import numpy as np, torch
         from engram_store.torch import rows as R
         from engram_store.torch.tiered import (FetchScratch, TieredRows, fetch_misses,
-                                               tiered_gather_dequantize, vram_misses)
+                                               gather_fetched_rows, tiered_gather_dequantize,
+                                               vram_misses)
 
         M64 = (1 << 64) - 1
         def mix64(x):
@@ -166,10 +167,13 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
                 == np.delete(want_misses, 11 * 6 + 4)).all()  # fmt: skip
         # Fetched (the misses read into device memory by two kernels, no host work between):
         # listed exactly the live rows the tier lacks (not one past the end), each once, their
-        # packed bytes the host's; the gather reading them from there gives the same rows.
+        # packed bytes the host's; the tier's rows noted by slot (-2 - slot), the rest -1; the
+        # gather reading the rows from there gives the same rows.
         flat_past = past.reshape(-1)
         want_listed = np.flatnonzero(~from_vram.reshape(-1) & (flat_past >= 0)
                                      & (flat_past < rows))  # fmt: skip
+        held = np.flatnonzero(from_vram.reshape(-1))
+        held_slots = np.array([-2 - resident[int(i)] for i in flat_past[held]])
         for programs, block_rows, warps in ((1, 16, 4), (3, 8, 2), (64, 4, 1)):
             staged_f, index_f = fetch_misses(src, torch.from_numpy(past), max_programs=programs,
                                              block_rows=block_rows, num_warps=warps)
@@ -177,12 +181,42 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
             assert at.shape == (174,) and (np.flatnonzero(at >= 0) == want_listed).all()
             assert sorted(at[want_listed].tolist()) == list(range(want_listed.size))
             assert (staged_f[at[want_listed]].numpy() == host[flat_past[want_listed]]).all()
-            got = torch.full((29, 6, 256), 3.0, dtype=torch.bfloat16)
-            tiered_gather_dequantize(checked, torch.from_numpy(past), got, staged=staged_f,
-                                     stage_index=index_f)  # fmt: skip
-            assert torch.equal(got.view(torch.int16), want_past.view(torch.int16)), programs
-            assert int(errors[0]) == rows + 5
-            errors.zero_()
+            assert (at[held] == held_slots).all()
+            assert (np.delete(at, np.concatenate([held, want_listed])) == -1).all()
+            for fill_programs, fill_rows in ((None, 16), (2, 8), (64, 4)):
+                got = torch.full((29, 7, 256), 3.0, dtype=torch.bfloat16)
+                gather_fetched_rows(checked, torch.from_numpy(past), got, staged_f, index_f,
+                                    max_programs=fill_programs, block_rows=fill_rows)
+                assert torch.equal(got[:, :6].view(torch.int16), want_past.view(torch.int16))
+                assert (got[:, 6] == 3.0).all()
+                assert int(errors[0]) == rows + 5
+                errors.zero_()
+        # A row that left its slot after the fetch (its tag rewritten), and then the whole tier
+        # retired: read from the host, never the slot's new contents.
+        gone = int(flat_past[held[0]])
+        tags[resident[gone]] = rows + 1000
+        want_gone = want_past.clone()
+        want_gone[held[0] // 6, held[0] % 6] = R.dequantize(torch.from_numpy(host[gone]))
+        got = torch.zeros(29, 6, 256, dtype=torch.bfloat16)
+        gather_fetched_rows(src, torch.from_numpy(past), got, staged_f, index_f)
+        assert torch.equal(got.view(torch.int16), want_gone.view(torch.int16))
+        tags[resident[gone]] = gone
+        control[1] = 1
+        gather_fetched_rows(src, torch.from_numpy(past), got, staged_f, index_f)
+        host_past = R.dequantize(torch.from_numpy(host[np.clip(past, 0, rows - 1)]))
+        host_past[9, 3] = 0
+        host_past[11, 4] = 0
+        assert torch.equal(got.view(torch.int16), host_past.view(torch.int16))
+        control[1] = 0
+        for bad in ({"stage_index": index_f[:10]}, {"stage_index": index_f.long()},
+                    {"staged": staged_f[:, :100]}):  # fmt: skip
+            try:
+                gather_fetched_rows(src, torch.from_numpy(ids), got,
+                                    **{"staged": staged_f, "stage_index": index_f, **bad})
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(f"gather_fetched_rows took {list(bad)}")
         # Into scratch of its own (a larger one, left dirty by another gather): the same.
         scratch = FetchScratch.allocate(200, R.V41_ROWS, torch.device("cpu"))
         for lookup in (ids, past):

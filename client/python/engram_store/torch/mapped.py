@@ -64,6 +64,7 @@ from engram_store.torch.tiered import (
     TieredRows,
     check_kernel_shape,
     fetch_misses,
+    gather_fetched_rows,
     tiered_gather_dequantize,
     vram_misses,
 )
@@ -76,7 +77,7 @@ from engram_store.torch.transport import (
     RowTransport,
 )
 
-__all__ = ["MappedTable", "MappedTransport", "StagedGather"]
+__all__ = ["FetchedGather", "MappedTable", "MappedTransport", "StagedGather"]
 
 #: cudaHostRegisterPortable | cudaHostRegisterMapped | cudaHostRegisterReadOnly
 _REGISTER_READ_ONLY = 1 | 2 | 8
@@ -395,16 +396,19 @@ class StagedGather(FillOnRead):
         if max_programs is None:
             max_programs = self.programs
         with torch.cuda.stream(stream):
-            tiered_gather_dequantize(self.mapped.rows_view, self.ids, dst, self.fmt,
-                                     max_programs=max_programs, staged=self.staged,
-                                     stage_index=self.stage_index,
-                                     hits=self._hits_view)  # fmt: skip
+            self._gather(dst, max_programs)
         for t in (self.ids, self.staged, self.stage_index, dst):
             t.record_stream(stream)
         if self.report is not None:
             filled = torch.cuda.Event()
             filled.record(stream)
             self.report(filled)
+
+    def _gather(self, dst: torch.Tensor, max_programs: int | None) -> None:
+        """The gather kernel, on the current stream."""
+        tiered_gather_dequantize(self.mapped.rows_view, self.ids, dst, self.fmt,
+                                 max_programs=max_programs, staged=self.staged,
+                                 stage_index=self.stage_index, hits=self._hits_view)  # fmt: skip
 
     def wait(self, stream: torch.cuda.Stream | None = None) -> None:
         """Fills the gather's own target on ``stream`` (None: on the current stream, then waits
@@ -413,6 +417,18 @@ class StagedGather(FillOnRead):
         self.fill(self.target, on)
         if stream is None:
             on.synchronize()
+
+
+class FetchedGather(StagedGather):
+    """A gather whose misses :meth:`MappedTransport.fetch` read into device memory and whose
+    index positions it noted (``stage_index``: a fetched row's place in ``staged``, or the slot
+    of a row the tier held), waiting for the kernel that gathers the rest:
+    :func:`~engram_store.torch.tiered.gather_fetched_rows`, which reads the tier's rows from
+    their slots without probing the index again."""
+
+    def _gather(self, dst: torch.Tensor, max_programs: int | None) -> None:
+        gather_fetched_rows(self.mapped.rows_view, self.ids, dst, self.staged, self.stage_index,
+                            self.fmt, max_programs=max_programs)  # fmt: skip
 
 
 class MappedTransport(RowTransport):
@@ -664,12 +680,12 @@ class MappedTransport(RowTransport):
     def fetched(
         self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
         done: torch.cuda.Event, scratch: FetchScratch,
-    ) -> StagedGather:  # fmt: skip
+    ) -> FetchedGather:  # fmt: skip
         """The rest of a gather whose misses :meth:`fetch` queued into ``scratch`` (``done``
-        recorded after it): a :class:`StagedGather` whose ``fill`` gathers the tier's rows from
-        VRAM, the fetched ones from ``scratch``, on the reading stream, one short program per
-        block."""
-        return StagedGather(
+        recorded after it): a :class:`FetchedGather` whose ``fill`` gathers the tier's rows from
+        their slots in VRAM, the fetched ones from ``scratch``, on the reading stream, one
+        short program per block."""
+        return FetchedGather(
             done, self.table(table, out.device), ids, scratch.staged, scratch.stage_index, out,
             fmt, programs=UNCAPPED,
         )  # fmt: skip
@@ -677,7 +693,7 @@ class MappedTransport(RowTransport):
     def gather_fetched(
         self, table: str, ids: torch.Tensor, out: torch.Tensor, fmt: RowFormat,
         done: torch.cuda.Event,
-    ) -> StagedGather | None:  # fmt: skip
+    ) -> FetchedGather | None:  # fmt: skip
         """A gather for the current step into ``out`` whose misses are read now and the rest
         where the rows are read (``fetch_misses``), with scratch of its own: :meth:`fetch` on
         the current stream, then ``done`` recorded, and :meth:`fetched`'s gather returned; or

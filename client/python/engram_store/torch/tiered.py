@@ -19,7 +19,14 @@ import torch
 
 from engram_store.torch.rows import V41_ROWS, RowFormat, gather_dequantize, programs_of, triton
 
-__all__ = ["FetchScratch", "TieredRows", "fetch_misses", "tiered_gather_dequantize", "vram_misses"]
+__all__ = [
+    "FetchScratch",
+    "TieredRows",
+    "fetch_misses",
+    "gather_fetched_rows",
+    "tiered_gather_dequantize",
+    "vram_misses",
+]
 
 if triton is not None:
     import triton.language as tl
@@ -273,13 +280,14 @@ def fetch_misses(
     stream and no host work between them (no wait, no copy through the host): the first, one
     short program per block of rows, probes the tier and lists the live rows it lacks; the
     second, on ``max_programs`` programs (None: one per SM), copies the listed rows' packed bytes
-    up. Returns ``(staged, stage_index)`` for :func:`tiered_gather_dequantize`: ``staged``
+    up. Returns ``(staged, stage_index)`` for :func:`gather_fetched_rows`: ``staged``
     ``[rows, row_bytes]`` uint8 (its first entries the listed rows) and ``stage_index`` int32
-    (each position's row of ``staged``, -1 where none), ``scratch``'s (of at least ``T * heads``
-    rows; with it nothing is allocated, so the launches can be captured in a CUDA graph) or
-    allocated on the current stream. The gather that then reads the rest from VRAM has no PCIe
-    read to wait for, unless a row left the tier in between (that one it reads over PCIe).
-    Needs a VRAM tier and Triton."""
+    per position (``k >= 0``: row ``k`` of ``staged``; ``-2 - slot``: the tier held it in that
+    slot; -1: a dead position or an id past the table's end), ``scratch``'s (of at least ``T *
+    heads`` rows; with it nothing is allocated, so the launches can be captured in a CUDA graph)
+    or allocated on the current stream. The gather that then reads the rest from VRAM has no
+    probe to make and no PCIe read to wait for, unless a row left the tier in between (that one
+    it reads over PCIe). Needs a VRAM tier and Triton."""
     if src.arena is None or triton is None:
         raise ValueError("fetch_misses needs a VRAM tier and Triton")
     if ids.dim() != 2 or ids.stride(1) != 1:
@@ -309,6 +317,57 @@ def fetch_misses(
         DIM=fmt.head_dim, SCALES=fmt.scales, BLOCK_ROWS=block_rows, num_warps=num_warps,
     )  # fmt: skip
     return scratch.staged, scratch.stage_index
+
+
+def gather_fetched_rows(
+    src: TieredRows,
+    ids: torch.Tensor,
+    out: torch.Tensor,
+    staged: torch.Tensor,
+    stage_index: torch.Tensor,
+    fmt: RowFormat = V41_ROWS,
+    *,
+    max_programs: int | None = UNCAPPED,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    num_warps: int = 4,
+) -> torch.Tensor:
+    """The rest of a gather :func:`fetch_misses` began (``staged`` and ``stage_index`` its
+    result for these ``ids``): ``out[t, h] = dequantize(row ids[t, h])`` (out bf16 ``[T,
+    out_heads, head_dim]``), each fetched row from ``staged``, each row the tier held then from
+    its slot in the arena with no probe (its tag checked before and after the copy; a row that
+    has left the slot since, or a retired tier's, from host memory over PCIe), a dead position
+    zero, an id past the table's end zero and written to ``src.errors``. Queued on the current
+    stream, ``max_programs`` programs (default: one per block of rows, as a gather of tables in
+    VRAM runs)."""
+    if src.arena is None or triton is None:
+        raise ValueError("gather_fetched_rows needs a VRAM tier and Triton")
+    if ids.dim() != 2 or ids.stride(1) != 1 or out.dim() != 3 or out.shape[0] != ids.shape[0]:
+        raise ValueError(
+            f"ids must be [T, heads] with unit column stride and out [T, out_heads, head_dim]; "
+            f"got {tuple(ids.shape)} and {tuple(out.shape)}"
+        )
+    if out.shape[1] < ids.shape[1] or out.shape[2] != fmt.head_dim or out.stride(2) != 1:
+        raise ValueError(f"out {tuple(out.shape)} cannot hold {ids.shape[1]} heads")
+    n_rows = ids.numel()
+    if stage_index.dtype != torch.int32 or stage_index.numel() < n_rows:
+        raise ValueError(f"stage_index must be int32 of at least {n_rows} entries")
+    if staged.dtype != torch.uint8 or staged.dim() != 2 or staged.shape[1] != fmt.row_bytes:
+        raise ValueError(f"staged must be uint8 [rows, {fmt.row_bytes}]")
+    if n_rows == 0:
+        return out
+    check_kernel_shape(block_rows, num_warps)
+    blocks = triton.cdiv(n_rows, block_rows)
+    if max_programs is None:
+        max_programs = programs_of(out.device)
+    _fetched_fill_kernel[(max(1, min(blocks, max_programs)),)](
+        src.host, src.arena, src.tags, src.control, ids, ids.stride(0), out, n_rows, blocks,
+        ids.shape[1], out.stride(1) // fmt.head_dim, out.stride(0) // fmt.head_dim,
+        src.capacity, staged, stage_index, src.host.shape[0],
+        ids if src.errors is None else src.errors, ROW_BYTES=fmt.row_bytes, DIM=fmt.head_dim,
+        BLOCK=fmt.block, BLOCK_ROWS=block_rows, CHECKED=src.errors is not None,
+        num_warps=num_warps,
+    )  # fmt: skip
+    return out
 
 
 if triton is not None:
@@ -572,17 +631,18 @@ if triton is not None:
         """One block of rows per program, the live rows (an id in ``[0, table_rows)``) the VRAM
         tier does not hold: ``misses[r]`` is row ``r``'s id where it is one, else -1; with
         ``LIST`` (:func:`fetch_misses`) instead each such row gets the next entry ``k`` of
-        ``misses`` (its id; ``count`` counts them) and ``stage_index[r] = k``, every other
-        position ``stage_index[r] = -1``."""
+        ``misses`` (its id; ``count`` counts them) and ``stage_index[r] = k``, a row the tier
+        holds ``stage_index[r] = -2 - slot``, any other position -1."""
         r = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
         valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
         live = valid & (row >= 0) & (row < table_rows)
-        in_vram, _ = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
+        in_vram, sl = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
         miss = live & ~in_vram
         if LIST:
-            at = tl.atomic_add(count + r * 0, 1, mask=miss)
+            at = tl.atomic_add(count + r * 0, 1, mask=miss).to(tl.int64)
             tl.store(misses + at, row, mask=miss)
-            tl.store(stage_index + r, tl.where(miss, at, -1).to(tl.int32), mask=valid)
+            where = tl.where(miss, at, tl.where(in_vram, -2 - sl, -1))
+            tl.store(stage_index + r, where.to(tl.int32), mask=valid)
         else:
             tl.store(misses + r, tl.where(miss, row, -1), mask=valid)
 
@@ -614,4 +674,74 @@ if triton is not None:
             scale = tl.load(hbase + DIM + scale_cols[None, :], mask=on[:, None], other=0)
             tl.store(sbase + cols[None, :], code, mask=on[:, None])
             tl.store(sbase + DIM + scale_cols[None, :], scale, mask=on[:, None])
+            block += tl.num_programs(0)
+
+    @triton.jit
+    def _fetched_fill_kernel(
+        host,
+        arena,
+        tags,
+        control,
+        ids,
+        ids_token_stride,
+        out,
+        n_rows,
+        n_blocks,
+        heads,
+        out_head_rows,
+        out_token_rows,
+        capacity,
+        staged,
+        stage_index,
+        table_rows,
+        errors,
+        ROW_BYTES: tl.constexpr,
+        DIM: tl.constexpr,
+        BLOCK: tl.constexpr,
+        BLOCK_ROWS: tl.constexpr,
+        CHECKED: tl.constexpr,
+    ):
+        """:func:`gather_fetched_rows`: blocks of ``BLOCK_ROWS`` rows, grid-strided; per row
+        ``stage_index`` says where it is (``k >= 0``: ``staged[k]``; ``-2 - slot``: that slot
+        of the arena, if its tag still names the row before and after the copy and the tier is
+        not retired, else host memory; -1: nowhere, a zero row). A live row id at or past
+        ``table_rows`` is written to ``errors`` with ``CHECKED``."""
+        cols = tl.arange(0, DIM)
+        # A retired tier holds no row: no slot is below a capacity of 0.
+        live_capacity = tl.where(tl.load(control + 1, volatile=True) == 0, capacity, 0)
+        block = tl.program_id(0)
+        while block < n_blocks:
+            r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
+            valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
+            if CHECKED:
+                tl.store(errors + r * 0, row, mask=valid & (row >= table_rows))
+            live = valid & (row >= 0) & (row < table_rows)
+            where = tl.load(stage_index + r, mask=live, other=-1).to(tl.int64)
+            from_stage = live & (where >= 0)
+            slot = -2 - where
+            held = live & (slot >= 0) & (slot < live_capacity)
+            sl = tl.where(held, slot, 0)
+            before = tl.load(tags + sl, mask=held, other=-1, volatile=True)
+            held = held & (before == row)
+            vbase = arena + sl[:, None] * ROW_BYTES
+            vcode = tl.load(vbase + cols[None, :], mask=held[:, None], other=0,
+                            cache_modifier=".cg")  # fmt: skip
+            vscale = tl.load(vbase + DIM + (cols // BLOCK)[None, :], mask=held[:, None],
+                             other=0, cache_modifier=".cg")  # fmt: skip
+            after = tl.load(tags + sl, mask=held, other=-1, volatile=True)
+            held = held & (after == row)
+            sbase = staged + tl.where(from_stage, where, 0)[:, None] * ROW_BYTES
+            scode = tl.load(sbase + cols[None, :], mask=from_stage[:, None], other=0)
+            sscale = tl.load(sbase + DIM + (cols // BLOCK)[None, :], mask=from_stage[:, None],
+                             other=0)  # fmt: skip
+            # Held when fetched but gone since (or a dead id's -1 on a live row): from the host.
+            from_host = live & ~from_stage & ~held
+            hbase = host + tl.where(from_host, row, 0)[:, None] * ROW_BYTES
+            hcode = tl.load(hbase + cols[None, :], mask=from_host[:, None], other=0)
+            hscale = tl.load(hbase + DIM + (cols // BLOCK)[None, :], mask=from_host[:, None],
+                             other=0)  # fmt: skip
+            code = tl.where(held[:, None], vcode, tl.where(from_stage[:, None], scode, hcode))
+            scale = tl.where(held[:, None], vscale, tl.where(from_stage[:, None], sscale, hscale))
+            store_rows(out, r, valid, dequantize_block(code.to(tl.int32), scale), heads,
+                       out_token_rows, out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
