@@ -228,6 +228,25 @@ if triton is not None:
         return value * factor
 
     @triton.jit
+    def load_packed(
+        src, row, mask, ROW_BYTES: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
+        CG: tl.constexpr,
+    ):  # fmt: skip
+        """Packed rows ``row`` of ``src`` where ``mask``, 0 elsewhere: their value bytes ``[rows,
+        DIM]`` and, per value, its block's scale byte (with ``CG``, loads that bypass L1: rows
+        another process may rewrite)."""
+        cols = tl.arange(0, DIM)
+        base = src + tl.where(mask, row, 0)[:, None] * ROW_BYTES
+        if CG:
+            code = tl.load(base + cols[None, :], mask=mask[:, None], other=0, cache_modifier=".cg")
+            scale = tl.load(base + DIM + (cols // BLOCK)[None, :], mask=mask[:, None], other=0,
+                            cache_modifier=".cg")  # fmt: skip
+        else:
+            code = tl.load(base + cols[None, :], mask=mask[:, None], other=0)
+            scale = tl.load(base + DIM + (cols // BLOCK)[None, :], mask=mask[:, None], other=0)
+        return code, scale
+
+    @triton.jit
     def store_rows(out, r, valid, value, heads, out_token_rows, out_head_rows, DIM: tl.constexpr):
         """bf16 ``value`` ``[rows, DIM]`` to output rows ``r`` (token ``r // heads``, head
         ``r % heads``) of ``out``, whose tokens and heads are ``out_token_rows`` and
@@ -258,7 +277,6 @@ if triton is not None:
         """Row ``r`` (token ``r // heads``, head ``r % heads``) of the output from source row
         ``ids[token, head]`` (or ``r``); blocks of rows grid-strided, so a small grid still covers
         every row."""
-        cols = tl.arange(0, DIM)
         block = tl.program_id(0)
         while block < n_blocks:
             r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
@@ -269,9 +287,7 @@ if triton is not None:
             else:
                 row = r
             live = valid & (row >= 0)
-            base = src + tl.where(live, row, 0)[:, None] * ROW_BYTES
-            code = tl.load(base + cols[None, :], mask=live[:, None], other=0).to(tl.int32)
-            scale = tl.load(base + DIM + (cols // BLOCK)[None, :], mask=live[:, None], other=0)
-            store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
-                       out_head_rows, DIM)  # fmt: skip
+            code, scale = load_packed(src, row, live, ROW_BYTES, DIM, BLOCK, False)
+            store_rows(out, r, valid, dequantize_block(code.to(tl.int32), scale), heads,
+                       out_token_rows, out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)

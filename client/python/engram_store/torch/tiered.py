@@ -31,7 +31,7 @@ __all__ = [
 if triton is not None:
     import triton.language as tl
 
-    from engram_store.torch.rows import dequantize_block, store_rows
+    from engram_store.torch.rows import dequantize_block, load_packed, store_rows
 
 # Rows per program step and index buckets probed at once per row.
 DEFAULT_BLOCK_ROWS = 16
@@ -433,21 +433,13 @@ if triton is not None:
         (an id in ``[0, table_rows)``; one past the end is written to ``errors`` with
         ``CHECKED``), which the VRAM tier holds (its slot's tag naming the row before and after
         the copy), and those rows' value and scale bytes copied from the arena (0 elsewhere)."""
-        cols = tl.arange(0, DIM)
         valid, row = _row_ids(ids, r, n_rows, heads, ids_token_stride)
         past_end = valid & (row >= table_rows)
         if CHECKED:
             tl.store(errors + r * 0, row, mask=past_end)
         live = valid & (row >= 0) & ~past_end
         in_vram, sl = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
-        vbase = arena + sl[:, None] * ROW_BYTES
-        code = tl.load(vbase + cols[None, :], mask=in_vram[:, None], other=0, cache_modifier=".cg")
-        scale = tl.load(
-            vbase + DIM + (cols // BLOCK)[None, :],
-            mask=in_vram[:, None],
-            other=0,
-            cache_modifier=".cg",
-        )
+        code, scale = load_packed(arena, sl, in_vram, ROW_BYTES, DIM, BLOCK, True)
         after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
         return valid, row, live, in_vram & (after == row), code, scale
 
@@ -489,7 +481,6 @@ if triton is not None:
         row from host memory. A row id at or past ``table_rows`` gets a zero row and, with
         ``CHECKED``, is written to ``errors``. With ``REPORT``, ``hits[r]`` (uint8) says whether
         row ``r`` came from the VRAM tier (1) or not (0)."""
-        cols = tl.arange(0, DIM)
         block = tl.program_id(0)
         while block < n_blocks:
             r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
@@ -504,19 +495,11 @@ if triton is not None:
                 k = tl.load(stage_index + r, mask=from_host, other=-1).to(tl.int64)
                 from_stage = from_host & (k >= 0)
                 from_host = from_host & (k < 0)
-                sbase = staged + tl.where(from_stage, k, 0)[:, None] * ROW_BYTES
-                scode = tl.load(sbase + cols[None, :], mask=from_stage[:, None], other=0)
-                sscale = tl.load(
-                    sbase + DIM + (cols // BLOCK)[None, :], mask=from_stage[:, None], other=0
-                )
+                scode, sscale = load_packed(staged, k, from_stage, ROW_BYTES, DIM, BLOCK, False)
                 vcode = tl.where(from_stage[:, None], scode, vcode)
                 vscale = tl.where(from_stage[:, None], sscale, vscale)
                 in_vram = in_vram | from_stage
-            hbase = host + tl.where(from_host, row, 0)[:, None] * ROW_BYTES
-            hcode = tl.load(hbase + cols[None, :], mask=from_host[:, None], other=0)
-            hscale = tl.load(
-                hbase + DIM + (cols // BLOCK)[None, :], mask=from_host[:, None], other=0
-            )
+            hcode, hscale = load_packed(host, row, from_host, ROW_BYTES, DIM, BLOCK, False)
             code = tl.where(in_vram[:, None], vcode, hcode).to(tl.int32)
             scale = tl.where(in_vram[:, None], vscale, hscale)
             store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
@@ -592,7 +575,6 @@ if triton is not None:
         """A split gather's second kernel: the positions :func:`_split_hits_kernel` listed (the
         first ``miss_count``), ``BLOCK_ROWS`` a block, grid-strided, read from host memory over
         PCIe and written. Programs past the list end at once."""
-        cols = tl.arange(0, DIM)
         count = tl.load(miss_count).to(tl.int64)
         block = tl.program_id(0).to(tl.int64)
         while block * BLOCK_ROWS < count:
@@ -601,11 +583,9 @@ if triton is not None:
             r = tl.load(miss_list + k, mask=listed, other=0).to(tl.int64)
             at = (r // heads) * ids_token_stride + r % heads
             row = tl.load(ids + at, mask=listed, other=0).to(tl.int64)
-            hbase = host + row[:, None] * ROW_BYTES
-            code = tl.load(hbase + cols[None, :], mask=listed[:, None], other=0).to(tl.int32)
-            scale = tl.load(hbase + DIM + (cols // BLOCK)[None, :], mask=listed[:, None], other=0)
-            store_rows(out, r, listed, dequantize_block(code, scale), heads, out_token_rows,
-                       out_head_rows, DIM)  # fmt: skip
+            code, scale = load_packed(host, row, listed, ROW_BYTES, DIM, BLOCK, False)
+            store_rows(out, r, listed, dequantize_block(code.to(tl.int32), scale), heads,
+                       out_token_rows, out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
     @triton.jit
@@ -706,7 +686,6 @@ if triton is not None:
         of the arena, if its tag still names the row before and after the copy and the tier is
         not retired, else host memory; -1: nowhere, a zero row). A live row id at or past
         ``table_rows`` is written to ``errors`` with ``CHECKED``."""
-        cols = tl.arange(0, DIM)
         # A retired tier holds no row: no slot is below a capacity of 0.
         live_capacity = tl.where(tl.load(control + 1, volatile=True) == 0, capacity, 0)
         block = tl.program_id(0)
@@ -723,23 +702,13 @@ if triton is not None:
             sl = tl.where(held, slot, 0)
             before = tl.load(tags + sl, mask=held, other=-1, volatile=True)
             held = held & (before == row)
-            vbase = arena + sl[:, None] * ROW_BYTES
-            vcode = tl.load(vbase + cols[None, :], mask=held[:, None], other=0,
-                            cache_modifier=".cg")  # fmt: skip
-            vscale = tl.load(vbase + DIM + (cols // BLOCK)[None, :], mask=held[:, None],
-                             other=0, cache_modifier=".cg")  # fmt: skip
+            vcode, vscale = load_packed(arena, sl, held, ROW_BYTES, DIM, BLOCK, True)
             after = tl.load(tags + sl, mask=held, other=-1, volatile=True)
             held = held & (after == row)
-            sbase = staged + tl.where(from_stage, where, 0)[:, None] * ROW_BYTES
-            scode = tl.load(sbase + cols[None, :], mask=from_stage[:, None], other=0)
-            sscale = tl.load(sbase + DIM + (cols // BLOCK)[None, :], mask=from_stage[:, None],
-                             other=0)  # fmt: skip
+            scode, sscale = load_packed(staged, where, from_stage, ROW_BYTES, DIM, BLOCK, False)
             # Held when fetched but gone since (or a dead id's -1 on a live row): from the host.
             from_host = live & ~from_stage & ~held
-            hbase = host + tl.where(from_host, row, 0)[:, None] * ROW_BYTES
-            hcode = tl.load(hbase + cols[None, :], mask=from_host[:, None], other=0)
-            hscale = tl.load(hbase + DIM + (cols // BLOCK)[None, :], mask=from_host[:, None],
-                             other=0)  # fmt: skip
+            hcode, hscale = load_packed(host, row, from_host, ROW_BYTES, DIM, BLOCK, False)
             code = tl.where(held[:, None], vcode, tl.where(from_stage[:, None], scode, hcode))
             scale = tl.where(held[:, None], vscale, tl.where(from_stage[:, None], sscale, hscale))
             store_rows(out, r, valid, dequantize_block(code.to(tl.int32), scale), heads,
