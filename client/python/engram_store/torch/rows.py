@@ -232,30 +232,44 @@ if triton is not None:
         src, row, mask, ROW_BYTES: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
         CG: tl.constexpr,
     ):  # fmt: skip
-        """Packed rows ``row`` of ``src`` where ``mask``, 0 elsewhere: their value bytes ``[rows,
-        DIM]`` and, per value, its block's scale byte (with ``CG``, loads that bypass L1: rows
-        another process may rewrite)."""
-        cols = tl.arange(0, DIM)
-        base = src + tl.where(mask, row, 0)[:, None] * ROW_BYTES
+        """Packed rows ``row`` of ``src`` where ``mask``, 0 elsewhere: :func:`load_packed_at`
+        of their addresses."""
+        return load_packed_at(src + tl.where(mask, row, 0) * ROW_BYTES, mask, DIM, BLOCK, CG)
+
+    @triton.jit
+    def load_packed_at(base, mask, DIM: tl.constexpr, BLOCK: tl.constexpr, CG: tl.constexpr):
+        """The packed rows at byte addresses ``base`` (one per row) where ``mask``, 0
+        elsewhere: their value bytes ``[rows, DIM // BLOCK, BLOCK]`` (by scale block) and their
+        scale bytes ``[rows, DIM // BLOCK, 1]`` (with ``CG``, loads that bypass L1: rows another
+        process may rewrite). Each scale byte is loaded once, not once per value."""
+        blocks = tl.arange(0, DIM // BLOCK)
+        within = tl.arange(0, BLOCK)
+        at = base[:, None, None]
+        values = blocks[None, :, None] * BLOCK + within[None, None, :]
+        scales = DIM + blocks[None, :, None]
+        m = mask[:, None, None]
         if CG:
-            code = tl.load(base + cols[None, :], mask=mask[:, None], other=0, cache_modifier=".cg")
-            scale = tl.load(base + DIM + (cols // BLOCK)[None, :], mask=mask[:, None], other=0,
-                            cache_modifier=".cg")  # fmt: skip
+            code = tl.load(at + values, mask=m, other=0, cache_modifier=".cg")
+            scale = tl.load(at + scales, mask=m, other=0, cache_modifier=".cg")
         else:
-            code = tl.load(base + cols[None, :], mask=mask[:, None], other=0)
-            scale = tl.load(base + DIM + (cols // BLOCK)[None, :], mask=mask[:, None], other=0)
+            code = tl.load(at + values, mask=m, other=0)
+            scale = tl.load(at + scales, mask=m, other=0)
         return code, scale
 
     @triton.jit
     def store_rows(out, r, valid, value, heads, out_token_rows, out_head_rows, DIM: tl.constexpr):
-        """bf16 ``value`` ``[rows, DIM]`` to output rows ``r`` (token ``r // heads``, head
-        ``r % heads``) of ``out``, whose tokens and heads are ``out_token_rows`` and
-        ``out_head_rows`` rows of ``DIM`` apart; rows not ``valid`` are not written."""
-        cols = tl.arange(0, DIM)
+        """bf16 ``value`` ``[rows, DIM // BLOCK, BLOCK]`` (as :func:`load_packed_at` shapes a
+        row) to output rows ``r`` (token ``r // heads``, head ``r % heads``) of ``out``, whose
+        tokens and heads are ``out_token_rows`` and ``out_head_rows`` rows of ``DIM`` apart; rows
+        not ``valid`` are not written."""
+        blocks = tl.arange(0, value.shape[1])
+        within = tl.arange(0, value.shape[2])
+        cols = blocks[None, :, None] * value.shape[2] + within[None, None, :]
         dst = (r // heads) * out_token_rows + (r % heads) * out_head_rows
         tl.store(
-            out + dst[:, None] * DIM + cols[None, :], value.to(tl.bfloat16), mask=valid[:, None]
-        )
+            out + dst[:, None, None] * DIM + cols, value.to(tl.bfloat16),
+            mask=valid[:, None, None],
+        )  # fmt: skip
 
     @triton.jit
     def _gather_dequantize_kernel(

@@ -31,7 +31,7 @@ __all__ = [
 if triton is not None:
     import triton.language as tl
 
-    from engram_store.torch.rows import dequantize_block, load_packed, store_rows
+    from engram_store.torch.rows import dequantize_block, load_packed, load_packed_at, store_rows
 
 # Rows per program step and index buckets probed at once per row.
 DEFAULT_BLOCK_ROWS = 16
@@ -496,12 +496,12 @@ if triton is not None:
                 from_stage = from_host & (k >= 0)
                 from_host = from_host & (k < 0)
                 scode, sscale = load_packed(staged, k, from_stage, ROW_BYTES, DIM, BLOCK, False)
-                vcode = tl.where(from_stage[:, None], scode, vcode)
-                vscale = tl.where(from_stage[:, None], sscale, vscale)
+                vcode = tl.where(from_stage[:, None, None], scode, vcode)
+                vscale = tl.where(from_stage[:, None, None], sscale, vscale)
                 in_vram = in_vram | from_stage
             hcode, hscale = load_packed(host, row, from_host, ROW_BYTES, DIM, BLOCK, False)
-            code = tl.where(in_vram[:, None], vcode, hcode).to(tl.int32)
-            scale = tl.where(in_vram[:, None], vscale, hscale)
+            code = tl.where(in_vram[:, None, None], vcode, hcode).to(tl.int32)
+            scale = tl.where(in_vram[:, None, None], vscale, hscale)
             store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
                        out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
@@ -550,8 +550,8 @@ if triton is not None:
             miss = live & ~in_vram
             at = tl.atomic_add(miss_count + r * 0, 1, mask=miss)
             tl.store(miss_list + at, r.to(tl.int32), mask=miss)
-            code = tl.where(in_vram[:, None], code, 0).to(tl.int32)
-            scale = tl.where(in_vram[:, None], scale, 0)
+            code = tl.where(in_vram[:, None, None], code, 0).to(tl.int32)
+            scale = tl.where(in_vram[:, None, None], scale, 0)
             store_rows(out, r, valid & ~miss, dequantize_block(code, scale), heads,
                        out_token_rows, out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
@@ -702,15 +702,30 @@ if triton is not None:
             sl = tl.where(held, slot, 0)
             before = tl.load(tags + sl, mask=held, other=-1, volatile=True)
             held = held & (before == row)
-            vcode, vscale = load_packed(arena, sl, held, ROW_BYTES, DIM, BLOCK, True)
-            after = tl.load(tags + sl, mask=held, other=-1, volatile=True)
-            held = held & (after == row)
-            scode, sscale = load_packed(staged, where, from_stage, ROW_BYTES, DIM, BLOCK, False)
-            # Held when fetched but gone since (or a dead id's -1 on a live row): from the host.
+            # One load per row from wherever it is (the arena, the fetched copy, or host memory
+            # for a row the tier held when fetched but no longer), not three masked loads and
+            # a select: fewer registers, more programs on an SM.
             from_host = live & ~from_stage & ~held
-            hcode, hscale = load_packed(host, row, from_host, ROW_BYTES, DIM, BLOCK, False)
-            code = tl.where(held[:, None], vcode, tl.where(from_stage[:, None], scode, hcode))
-            scale = tl.where(held[:, None], vscale, tl.where(from_stage[:, None], sscale, hscale))
-            store_rows(out, r, valid, dequantize_block(code.to(tl.int32), scale), heads,
-                       out_token_rows, out_head_rows, DIM)  # fmt: skip
+            base = tl.where(
+                held,
+                arena + sl * ROW_BYTES,
+                tl.where(
+                    from_stage,
+                    staged + tl.where(from_stage, where, 0) * ROW_BYTES,
+                    host + tl.where(from_host, row, 0) * ROW_BYTES,
+                ),
+            )
+            # Normally one pass; a row whose slot was rewritten during its copy (its tag no
+            # longer names it) goes round again, from the host. One load and one store in the
+            # loop, so that no second set of registers is held for that rare case.
+            todo = valid
+            while tl.max(todo.to(tl.int32), axis=0) > 0:
+                code, scale = load_packed_at(base, live & todo, DIM, BLOCK, True)
+                after = tl.load(tags + sl, mask=held & todo, other=-1, volatile=True)
+                gone = held & todo & (after != row)
+                store_rows(out, r, todo & ~gone, dequantize_block(code.to(tl.int32), scale),
+                           heads, out_token_rows, out_head_rows, DIM)  # fmt: skip
+                todo = gone
+                held = held & ~gone
+                base = tl.where(gone, host + row * ROW_BYTES, base)
             block += tl.num_programs(0)
