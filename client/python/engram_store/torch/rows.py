@@ -228,48 +228,15 @@ if triton is not None:
         return value * factor
 
     @triton.jit
-    def load_packed(
-        src, row, mask, ROW_BYTES: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
-        CG: tl.constexpr,
-    ):  # fmt: skip
-        """Packed rows ``row`` of ``src`` where ``mask``, 0 elsewhere: :func:`load_packed_at`
-        of their addresses."""
-        return load_packed_at(src + tl.where(mask, row, 0) * ROW_BYTES, mask, DIM, BLOCK, CG)
-
-    @triton.jit
-    def load_packed_at(base, mask, DIM: tl.constexpr, BLOCK: tl.constexpr, CG: tl.constexpr):
-        """The packed rows at byte addresses ``base`` (one per row) where ``mask``, 0
-        elsewhere: their value bytes ``[rows, DIM // BLOCK, BLOCK]`` (by scale block) and their
-        scale bytes ``[rows, DIM // BLOCK, 1]`` (with ``CG``, loads that bypass L1: rows another
-        process may rewrite). Each scale byte is loaded once, not once per value."""
-        blocks = tl.arange(0, DIM // BLOCK)
-        within = tl.arange(0, BLOCK)
-        at = base[:, None, None]
-        values = blocks[None, :, None] * BLOCK + within[None, None, :]
-        scales = DIM + blocks[None, :, None]
-        m = mask[:, None, None]
-        if CG:
-            code = tl.load(at + values, mask=m, other=0, cache_modifier=".cg")
-            scale = tl.load(at + scales, mask=m, other=0, cache_modifier=".cg")
-        else:
-            code = tl.load(at + values, mask=m, other=0)
-            scale = tl.load(at + scales, mask=m, other=0)
-        return code, scale
-
-    @triton.jit
     def store_rows(out, r, valid, value, heads, out_token_rows, out_head_rows, DIM: tl.constexpr):
-        """bf16 ``value`` ``[rows, DIM // BLOCK, BLOCK]`` (as :func:`load_packed_at` shapes a
-        row) to output rows ``r`` (token ``r // heads``, head ``r % heads``) of ``out``, whose
-        tokens and heads are ``out_token_rows`` and ``out_head_rows`` rows of ``DIM`` apart; rows
-        not ``valid`` are not written."""
-        blocks = tl.arange(0, value.shape[1])
-        within = tl.arange(0, value.shape[2])
-        cols = blocks[None, :, None] * value.shape[2] + within[None, None, :]
+        """bf16 ``value`` ``[rows, DIM]`` to output rows ``r`` (token ``r // heads``, head
+        ``r % heads``) of ``out``, whose tokens and heads are ``out_token_rows`` and
+        ``out_head_rows`` rows of ``DIM`` apart; rows not ``valid`` are not written."""
+        cols = tl.arange(0, DIM)
         dst = (r // heads) * out_token_rows + (r % heads) * out_head_rows
         tl.store(
-            out + dst[:, None, None] * DIM + cols, value.to(tl.bfloat16),
-            mask=valid[:, None, None],
-        )  # fmt: skip
+            out + dst[:, None] * DIM + cols[None, :], value.to(tl.bfloat16), mask=valid[:, None]
+        )
 
     @triton.jit
     def _gather_dequantize_kernel(
@@ -291,6 +258,7 @@ if triton is not None:
         """Row ``r`` (token ``r // heads``, head ``r % heads``) of the output from source row
         ``ids[token, head]`` (or ``r``); blocks of rows grid-strided, so a small grid still covers
         every row."""
+        cols = tl.arange(0, DIM)
         block = tl.program_id(0)
         while block < n_blocks:
             r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
@@ -301,7 +269,9 @@ if triton is not None:
             else:
                 row = r
             live = valid & (row >= 0)
-            code, scale = load_packed(src, row, live, ROW_BYTES, DIM, BLOCK, False)
-            store_rows(out, r, valid, dequantize_block(code.to(tl.int32), scale), heads,
-                       out_token_rows, out_head_rows, DIM)  # fmt: skip
+            base = src + tl.where(live, row, 0)[:, None] * ROW_BYTES
+            code = tl.load(base + cols[None, :], mask=live[:, None], other=0).to(tl.int32)
+            scale = tl.load(base + DIM + (cols // BLOCK)[None, :], mask=live[:, None], other=0)
+            store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
+                       out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)

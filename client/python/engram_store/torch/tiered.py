@@ -31,7 +31,7 @@ __all__ = [
 if triton is not None:
     import triton.language as tl
 
-    from engram_store.torch.rows import dequantize_block, load_packed, load_packed_at, store_rows
+    from engram_store.torch.rows import dequantize_block
 
 # Rows per program step and index buckets probed at once per row.
 DEFAULT_BLOCK_ROWS = 16
@@ -373,6 +373,52 @@ def gather_fetched_rows(
 if triton is not None:
 
     @triton.jit
+    def _load_packed(
+        src, row, mask, ROW_BYTES: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
+        CG: tl.constexpr,
+    ):  # fmt: skip
+        """Packed rows ``row`` of ``src`` where ``mask``, 0 elsewhere: :func:`_load_packed_at`
+        of their addresses."""
+        return _load_packed_at(src + tl.where(mask, row, 0) * ROW_BYTES, mask, DIM, BLOCK, CG)
+
+    @triton.jit
+    def _load_packed_at(base, mask, DIM: tl.constexpr, BLOCK: tl.constexpr, CG: tl.constexpr):
+        """The packed rows at byte addresses ``base`` (one per row) where ``mask``, 0
+        elsewhere: their value bytes ``[rows, DIM // BLOCK, BLOCK]`` (by scale block) and their
+        scale bytes ``[rows, DIM // BLOCK, 1]`` (with ``CG``, loads that bypass L1: rows another
+        process may rewrite). Each scale byte is loaded once, not once per value."""
+        blocks = tl.arange(0, DIM // BLOCK)
+        within = tl.arange(0, BLOCK)
+        at = base[:, None, None]
+        values = blocks[None, :, None] * BLOCK + within[None, None, :]
+        scales = DIM + blocks[None, :, None]
+        m = mask[:, None, None]
+        if CG:
+            code = tl.load(at + values, mask=m, other=0, cache_modifier=".cg")
+            scale = tl.load(at + scales, mask=m, other=0, cache_modifier=".cg")
+        else:
+            code = tl.load(at + values, mask=m, other=0)
+            scale = tl.load(at + scales, mask=m, other=0)
+        return code, scale
+
+    @triton.jit
+    def _store_blocks(
+        out, r, valid, value, heads, out_token_rows, out_head_rows, DIM: tl.constexpr
+    ):
+        """bf16 ``value`` ``[rows, DIM // BLOCK, BLOCK]`` (as :func:`_load_packed_at` shapes a
+        row) to output rows ``r`` (token ``r // heads``, head ``r % heads``) of ``out``, whose
+        tokens and heads are ``out_token_rows`` and ``out_head_rows`` rows of ``DIM`` apart; rows
+        not ``valid`` are not written."""
+        blocks = tl.arange(0, value.shape[1])
+        within = tl.arange(0, value.shape[2])
+        cols = blocks[None, :, None] * value.shape[2] + within[None, None, :]
+        dst = (r // heads) * out_token_rows + (r % heads) * out_head_rows
+        tl.store(
+            out + dst[:, None, None] * DIM + cols, value.to(tl.bfloat16),
+            mask=valid[:, None, None],
+        )  # fmt: skip
+
+    @triton.jit
     def _mix64(x):
         """splitmix64's finalizer on uint64, as the server's index places ids."""
         x = x ^ (x >> 30)
@@ -439,7 +485,7 @@ if triton is not None:
             tl.store(errors + r * 0, row, mask=past_end)
         live = valid & (row >= 0) & ~past_end
         in_vram, sl = _vram_slots(row, live, keys, slots, tags, control, buckets, capacity, PROBE)
-        code, scale = load_packed(arena, sl, in_vram, ROW_BYTES, DIM, BLOCK, True)
+        code, scale = _load_packed(arena, sl, in_vram, ROW_BYTES, DIM, BLOCK, True)
         after = tl.load(tags + sl, mask=in_vram, other=-1, volatile=True)
         return valid, row, live, in_vram & (after == row), code, scale
 
@@ -495,14 +541,14 @@ if triton is not None:
                 k = tl.load(stage_index + r, mask=from_host, other=-1).to(tl.int64)
                 from_stage = from_host & (k >= 0)
                 from_host = from_host & (k < 0)
-                scode, sscale = load_packed(staged, k, from_stage, ROW_BYTES, DIM, BLOCK, False)
+                scode, sscale = _load_packed(staged, k, from_stage, ROW_BYTES, DIM, BLOCK, False)
                 vcode = tl.where(from_stage[:, None, None], scode, vcode)
                 vscale = tl.where(from_stage[:, None, None], sscale, vscale)
                 in_vram = in_vram | from_stage
-            hcode, hscale = load_packed(host, row, from_host, ROW_BYTES, DIM, BLOCK, False)
+            hcode, hscale = _load_packed(host, row, from_host, ROW_BYTES, DIM, BLOCK, False)
             code = tl.where(in_vram[:, None, None], vcode, hcode).to(tl.int32)
             scale = tl.where(in_vram[:, None, None], vscale, hscale)
-            store_rows(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
+            _store_blocks(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
                        out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
@@ -552,7 +598,7 @@ if triton is not None:
             tl.store(miss_list + at, r.to(tl.int32), mask=miss)
             code = tl.where(in_vram[:, None, None], code, 0).to(tl.int32)
             scale = tl.where(in_vram[:, None, None], scale, 0)
-            store_rows(out, r, valid & ~miss, dequantize_block(code, scale), heads,
+            _store_blocks(out, r, valid & ~miss, dequantize_block(code, scale), heads,
                        out_token_rows, out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
@@ -583,8 +629,8 @@ if triton is not None:
             r = tl.load(miss_list + k, mask=listed, other=0).to(tl.int64)
             at = (r // heads) * ids_token_stride + r % heads
             row = tl.load(ids + at, mask=listed, other=0).to(tl.int64)
-            code, scale = load_packed(host, row, listed, ROW_BYTES, DIM, BLOCK, False)
-            store_rows(out, r, listed, dequantize_block(code.to(tl.int32), scale), heads,
+            code, scale = _load_packed(host, row, listed, ROW_BYTES, DIM, BLOCK, False)
+            _store_blocks(out, r, listed, dequantize_block(code.to(tl.int32), scale), heads,
                        out_token_rows, out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
@@ -720,10 +766,10 @@ if triton is not None:
             # loop, so that no second set of registers is held for that rare case.
             todo = valid
             while tl.max(todo.to(tl.int32), axis=0) > 0:
-                code, scale = load_packed_at(base, live & todo, DIM, BLOCK, True)
+                code, scale = _load_packed_at(base, live & todo, DIM, BLOCK, True)
                 after = tl.load(tags + sl, mask=held & todo, other=-1, volatile=True)
                 gone = held & todo & (after != row)
-                store_rows(out, r, todo & ~gone, dequantize_block(code.to(tl.int32), scale),
+                _store_blocks(out, r, todo & ~gone, dequantize_block(code.to(tl.int32), scale),
                            heads, out_token_rows, out_head_rows, DIM)  # fmt: skip
                 todo = gone
                 held = held & ~gone
