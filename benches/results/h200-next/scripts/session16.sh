@@ -8,8 +8,8 @@
 #      tiered kernel alone as CUDA-graph replays at the harness's sizes, the split and the
 #      fetched paths beside the one kernel;
 #   2, 3: dense-4b, dense-8b decode, (d) against its split (sp) and fetched (fm) variants, (b)
-#      and (c) in the same rounds, every arm's kernels per step under torch.profiler afterwards
-#      ($OUT_FINAL/prof-*);
+#      and (c) in the same rounds; on dense-4b every arm's kernels per step under torch.profiler
+#      afterwards ($OUT_FINAL/prof-sp4b; not on dense-8b, whose rounds come near the limit);
 #   4: the shared tables on huge pages (HUGE_SHM=1) against /dev/shm, dense-4b decode.
 set -u
 source "$(dirname "$0")/../../h200-2026-12-01h/scripts/session11.sh" none
@@ -30,7 +30,7 @@ case ${1:?call 1-4} in
   2)
     ENGRAM_OFFLOAD_KERNEL_PROFILE=$OUT_FINAL/prof-sp4b run sp4b dense-4b bcd 420 "${DEC[@]}" "${SP[@]}" ;;
   3)
-    ENGRAM_OFFLOAD_KERNEL_PROFILE=$OUT_FINAL/prof-sp8b run sp8b dense-8b bcd 420 "${DEC[@]}" "${SP[@]}" ;;
+    run sp8b dense-8b bcd 420 "${DEC[@]}" "${SP[@]}" ;;
   4)  # run() sets HUGE_SHM=0; this one mounts the huge-page tmpfs
     OUT=$R/huge4b TESTS=0 HUGE_SHM=1 bash benches/e2e/h200_device_run.sh dense-4b bcd 420 \
       --transport mapped "${DEC[@]}" "${SP[@]}" > $R/huge4b.main.log 2>&1
