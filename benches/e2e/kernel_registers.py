@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Every Triton gather kernel of engram_store.torch compiled for a CUDA GPU on this machine (no GPU
 needed: Triton's whole pipeline, IR to PTX to ptxas' cubin), in each launch configuration the
-package uses, with the registers a thread and the spills ptxas reports (``ptxas -v``). Registers
+package uses and specialized as the JIT would for a decode-256 layer, with the registers a
+thread and the spills ptxas reports (``ptxas -v``) and its global loads and stores (a static
+count in the PTX: fewer for the same rows means wider, vectorized ones). Registers
 set how many programs share an SM, so how many rows a latency-bound gather has in flight.
 
     python benches/e2e/kernel_registers.py [--arch 90] [--warps 4]
@@ -44,6 +46,16 @@ POINTERS = {
 }  # fmt: skip
 #: V4.1's row format and the default block of rows.
 ROW = {"ROW_BYTES": 264, "DIM": 256, "BLOCK": 32, "BLOCK_ROWS": 16}
+#: The integer arguments of one layer's gather at decode batch 256 in the offload harness (two
+#: Engram layers' ids side by side, heads contiguous in the output, the tier and table sizes of
+#: its dense-4b run), which Triton's JIT specializes as it would there: a 1 becomes a constant,
+#: a multiple of 16 is known to be one. (Every pointer is taken as 16-byte aligned, as torch's
+#: allocations and the page-locked table are.)
+DECODE_256 = {
+    "ids_token_stride": 48, "n_rows": 6144, "n_blocks": 384, "heads": 24, "out_head_rows": 1,
+    "out_token_rows": 24, "buckets": 1 << 23, "capacity": 4_887_590, "table_rows": 24_003_916,
+    "staged_offset": 1 << 30, "host_offset": -(1 << 40),
+}  # fmt: skip
 
 
 def compile_all(arch: int = 90, warps: int = 4):
@@ -61,14 +73,17 @@ def compile_all(arch: int = 90, warps: int = 4):
         module, attr = name.split(".")
         fn = getattr(modules[module], attr)
         for config in configs:
-            constexprs, signature = {}, {}
-            for param in fn.params:
-                if param.is_constexpr:
-                    constexprs[param.name] = config.get(param.name, ROW.get(param.name))
+            constexprs, signature, attrs = {}, {}, {}
+            for i, param in enumerate(fn.params):
+                typical = DECODE_256.get(param.name)
+                if param.is_constexpr or typical == 1:
+                    constexprs[param.name] = config.get(param.name, ROW.get(param.name, typical))
                     signature[param.name] = "constexpr"
-                else:
-                    signature[param.name] = POINTERS.get(param.name, "i64")
-            source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+                    continue
+                signature[param.name] = POINTERS.get(param.name, "i64")
+                if param.name in POINTERS or (typical is not None and typical % 16 == 0):
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+            source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
             yield name, config, triton.compile(source, target=target, options={"num_warps": warps})
 
 
@@ -89,16 +104,23 @@ def registers(ptx: str, arch: int) -> tuple[int, int]:
     return int(regs[-1]), int(spills[-1]) if spills else 0
 
 
+def memory_instructions(ptx: str) -> tuple[int, int]:
+    """Global loads and stores in ``ptx`` (static count: fewer, wider ones are vectorized)."""
+    return len(re.findall(r"\bld\.global", ptx)), len(re.findall(r"\bst\.global", ptx))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (H200: 90)")
     p.add_argument("--warps", type=int, default=4, help="warps a program (the package's: 4)")
     args = p.parse_args()
-    print(f"{'kernel':32s} {'config':58s} {'regs':>5} {'spills':>6}")
+    print(f"{'kernel':32s} {'config':58s} {'regs':>5} {'spills':>6} {'loads':>5} {'stores':>6}")
     for name, config, kernel in compile_all(args.arch, args.warps):
-        regs, spills = registers(kernel.asm["ptx"], args.arch)
+        ptx = kernel.asm["ptx"]
+        regs, spills = registers(ptx, args.arch)
+        loads, stores = memory_instructions(ptx)
         shown = ",".join(f"{k}={v}" for k, v in config.items()) or "-"
-        print(f"{name:32s} {shown:58s} {regs:5d} {spills:6d}")
+        print(f"{name:32s} {shown:58s} {regs:5d} {spills:6d} {loads:5d} {stores:6d}")
     return 0
 
 

@@ -770,7 +770,7 @@ if triton is not None:
                 after = tl.load(tags + sl, mask=held & todo, other=-1, volatile=True)
                 gone = held & todo & (after != row)
                 _store_blocks(out, r, todo & ~gone, dequantize_block(code.to(tl.int32), scale),
-                           heads, out_token_rows, out_head_rows, DIM)  # fmt: skip
+                              heads, out_token_rows, out_head_rows, DIM)  # fmt: skip
                 todo = gone
                 held = held & ~gone
                 base = tl.where(gone, host + row * ROW_BYTES, base)
