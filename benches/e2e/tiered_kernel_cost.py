@@ -37,6 +37,42 @@ from engram_store.torch.tiered import (  # noqa: E402
     tiered_gather_dequantize,
 )
 
+if tiered.triton is not None:
+    import triton
+    import triton.language as tl
+
+    from engram_store.torch.rows import dequantize_block, programs_of
+
+    @triton.jit
+    def _plain_by_block_kernel(
+        src, ids, ids_token_stride, out, n_rows, n_blocks, heads, out_head_rows, out_token_rows,
+        ROW_BYTES: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
+        BLOCK_ROWS: tl.constexpr,
+    ):  # fmt: skip
+        """Arms (b) and (c)'s plain gather with the tiered kernels' way of reading a row (by
+        scale block, each scale byte once): what the baselines would gain from it."""
+        block = tl.program_id(0)
+        while block < n_blocks:
+            r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
+            valid, row = tiered._row_ids(ids, r, n_rows, heads, ids_token_stride)
+            live = valid & (row >= 0)
+            code, scale = tiered._load_packed(src, row, live, ROW_BYTES, DIM, BLOCK, False)
+            tiered._store_blocks(out, r, valid, dequantize_block(code.to(tl.int32), scale),
+                                 heads, out_token_rows, out_head_rows, DIM)  # fmt: skip
+            block += tl.num_programs(0)
+
+
+def plain_by_block(src: torch.Tensor, ids: torch.Tensor, out: torch.Tensor) -> None:
+    """:func:`gather_dequantize` (ids ``[T, heads]``, out ``[T, heads, head_dim]``) through
+    :func:`_plain_by_block_kernel`, on the same grid (one program per SM)."""
+    fmt, n_rows = V41_ROWS, ids.numel()
+    blocks = triton.cdiv(n_rows, 16)
+    _plain_by_block_kernel[(min(blocks, programs_of(out.device)),)](
+        src, ids, ids.stride(0), out, n_rows, blocks, ids.shape[1],
+        out.stride(1) // fmt.head_dim, out.stride(0) // fmt.head_dim, ROW_BYTES=fmt.row_bytes,
+        DIM=fmt.head_dim, BLOCK=fmt.block, BLOCK_ROWS=16,
+    )  # fmt: skip
+
 
 def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer on uint64 (wrapping), as the server's index and the kernel place
@@ -126,7 +162,9 @@ def kernel_registers() -> list[str]:
                ("split misses", "_split_misses_kernel"), ("misses (fetch list)", "_misses_kernel"),
                ("fetched fill", "_fetched_fill_kernel"),
                ("fetch rows", "_fetch_rows_kernel"))  # fmt: skip
-    for name, fn in ((name, getattr(tiered, attr, None)) for name, attr in kernels):
+    found = [(name, getattr(tiered, attr, None)) for name, attr in kernels]
+    found.append(("plain by block", globals().get("_plain_by_block_kernel")))
+    for name, fn in found:
         for caches in getattr(fn, "device_caches", {}).values():
             compiled_kernels = caches[0] if isinstance(caches, tuple) else caches
             for compiled in getattr(compiled_kernels, "values", lambda: [])():
@@ -155,6 +193,8 @@ def time_rows(
         ("(b) plain gather, table in VRAM", lambda: gather_dequantize(in_vram, hit_ids, out)),
         ("(c) plain gather, table over PCIe",
          lambda: gather_dequantize(over_pcie, mixed_ids, out)),
+        ("(b) plain gather by block, VRAM", lambda: plain_by_block(in_vram, hit_ids, out)),
+        ("(c) plain gather by block, PCIe", lambda: plain_by_block(over_pcie, mixed_ids, out)),
     ]  # fmt: skip
     for rows_, warps in ((16, 4), (16, 8), (8, 4), (4, 4), (32, 8), (64, 8)):
         cases.append((

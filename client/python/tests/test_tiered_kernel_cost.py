@@ -63,7 +63,8 @@ def test_without_a_gpu_it_says_so():
 def test_every_path_it_times_runs_and_gathers_the_rows():
     """Each case the script times runs (in Triton's interpreter, its timer stubbed to one
     launch), one line each, and the last (the fetched path, both parts, with misses) leaves the
-    gathered rows in its output bit for bit."""
+    gathered rows in its output bit for bit; the plain gather read by scale block gives them
+    too."""
     pytest.importorskip("triton", reason="the tiered kernel needs triton (comes with CUDA torch)")
     script = textwrap.dedent(
         f"""
@@ -101,6 +102,9 @@ def test_every_path_it_times_runs_and_gathers_the_rows():
         want = torch.zeros(4, 24, 256, dtype=torch.bfloat16)
         gather_dequantize(table, torch.from_numpy(mixed).view(-1, 24), want)
         assert torch.equal(outs[0].view(torch.int16), want.view(torch.int16))
+        by_block = torch.zeros_like(want)  # the baselines' gather read by scale block: the same
+        K.plain_by_block(table, torch.from_numpy(mixed).view(-1, 24), by_block)
+        assert torch.equal(by_block.view(torch.int16), want.view(torch.int16))
         print("ok")
         """
     )
@@ -110,4 +114,4 @@ def test_every_path_it_times_runs_and_gathers_the_rows():
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
     lines = [x for x in done.stdout.splitlines() if x.startswith("    96 ")]
-    assert len(lines) == 16, done.stdout
+    assert len(lines) == 18, done.stdout
