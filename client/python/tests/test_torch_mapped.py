@@ -57,6 +57,13 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
             x ^= x >> 27; x = (x * 0x94D049BB133111EB) & M64
             return x ^ (x >> 31)
 
+        def refused(call, what):
+            try:
+                call()
+            except ValueError:
+                return
+            raise AssertionError(f"{what} was not refused")
+
         def index(entries, buckets):
             keys = np.full(buckets, -1, np.int64); slots = np.zeros(buckets, np.int32)
             for i, s in entries.items():
@@ -149,13 +156,9 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         for bad in ({"hits": torch.zeros(29 * 6, dtype=torch.uint8)},
                     {"split": (miss_list[:10], miss_count)},
                     {"split": (miss_list.long(), miss_count)}):  # fmt: skip
-            try:
-                tiered_gather_dequantize(src, torch.from_numpy(ids), got,
-                                         **{"split": (miss_list, miss_count), **bad})
-            except ValueError:
-                pass
-            else:
-                raise AssertionError(f"split with {list(bad)} was not refused")
+            refused(lambda: tiered_gather_dequantize(
+                src, torch.from_numpy(ids), got, **{"split": (miss_list, miss_count), **bad}),
+                f"split with {list(bad)}")  # fmt: skip
         # The misses a bulk copy-up would take: every live row the tier does not hold.
         misses = torch.full((29 * 6 + 3,), 7, dtype=torch.int64)
         vram_misses(src, torch.from_numpy(ids), misses)
@@ -210,13 +213,10 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         control[1] = 0
         for bad in ({"stage_index": index_f[:10]}, {"stage_index": index_f.long()},
                     {"staged": staged_f[:, :100]}):  # fmt: skip
-            try:
-                gather_fetched_rows(src, torch.from_numpy(ids), got,
-                                    **{"staged": staged_f, "stage_index": index_f, **bad})
-            except ValueError:
-                pass
-            else:
-                raise AssertionError(f"gather_fetched_rows took {list(bad)}")
+            refused(lambda: gather_fetched_rows(
+                src, torch.from_numpy(ids), got,
+                **{"staged": staged_f, "stage_index": index_f, **bad}),
+                f"gather_fetched_rows with {list(bad)}")  # fmt: skip
         # Into scratch of its own (a larger one, left dirty by another gather): the same.
         scratch = FetchScratch.allocate(200, R.V41_ROWS, torch.device("cpu"))
         for lookup in (ids, past):
@@ -228,21 +228,13 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         assert (scratch.staged[at[want_listed]].numpy() == host[flat_past[want_listed]]).all()
         for small in (FetchScratch.allocate(100, R.V41_ROWS, torch.device("cpu")),
                       FetchScratch.allocate(200, R.RowFormat(head_dim=128), torch.device("cpu"))):
-            try:
-                fetch_misses(src, torch.from_numpy(ids), scratch=small)
-            except ValueError:
-                pass
-            else:
-                raise AssertionError("fetch_misses wrote into scratch it does not fit")
+            refused(lambda: fetch_misses(src, torch.from_numpy(ids), scratch=small),
+                    "fetch_misses into scratch it does not fit")  # fmt: skip
         staged_f, index_f = fetch_misses(src, torch.from_numpy(ids[:0]))
         assert staged_f.shape == (1, 264) and index_f.shape == (1,)
         for bad in (torch.from_numpy(ids.reshape(-1)), torch.from_numpy(ids).t()):
-            try:
-                fetch_misses(src, bad)
-            except ValueError:
-                pass
-            else:
-                raise AssertionError(f"fetch_misses took ids of shape {tuple(bad.shape)}")
+            refused(lambda: fetch_misses(src, bad),
+                    f"fetch_misses of ids of shape {tuple(bad.shape)}")  # fmt: skip
         # Staged: misses read from a staged copy (rows unlike the host's, to tell them apart),
         # except one left unstaged (host), and one hit given a stage entry (still the arena).
         pos = np.flatnonzero(want_misses >= 0)
@@ -904,27 +896,45 @@ def test_a_tables_own_grid_cap_takes_the_place_of_max_programs(tmp_path):
             transport.close()
 
 
+def misses_case(client, device, seed: int, **settings):
+    """A ``MappedTransport(**settings)`` over the GPU table, with ids of hot and cold rows
+    (:func:`hot_and_cold_ids`, ``seed``), the rows they must give, how many live ones its VRAM
+    tier lacks now (by the tags), an output tensor for them and the ids on the device."""
+    from engram_store.torch import MappedTransport
+
+    ids, want, _ = hot_and_cold_ids(client, device, np.random.default_rng(seed), each=2400)
+    transport = MappedTransport(client, record_every=0, **settings)
+    try:
+        in_vram = held_in_vram(client, transport.table(GPU_TABLE, device), ids)
+    except BaseException:
+        transport.close()
+        raise
+    lacking = int((ids >= 0).sum() - in_vram.sum())
+    out = torch.zeros(ids.shape[0], 24, 256, dtype=torch.bfloat16, device=device)
+    return transport, ids, want, lacking, out, torch.from_numpy(ids).to(device)
+
+
+def assert_listed(listed: int, lacking: int) -> None:
+    """A gather listed as many misses as the tier lacked rows, give or take rows a refresh
+    moved meanwhile."""
+    assert abs(listed - lacking) <= 200, (listed, lacking)
+
+
 def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
     """``MappedTransport(split_misses=True)``: each gather as two kernels (the VRAM tier's rows,
     listing the others; then those over PCIe), bit-exact, the list as long as the live rows the
     tier lacks; through the backend too, replayed as a CUDA graph from its second step."""
-    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend, MappedTransport
+    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend
 
     client, device = shared_gpu
-    ids, want, _ = hot_and_cold_ids(client, device, np.random.default_rng(11), each=2400)
-    transport = MappedTransport(client, record_every=0, split_misses=True)
+    transport, ids, want, lacking, out, dev_ids = misses_case(client, device, 11,
+                                                              split_misses=True)  # fmt: skip
     try:
-        mapped = transport.table(GPU_TABLE, device)
-        in_vram = held_in_vram(client, mapped, ids)
-        out = torch.zeros(ids.shape[0], 24, 256, dtype=torch.bfloat16, device=device)
-        dev_ids = torch.from_numpy(ids).to(device)
         transport.gather(GPU_TABLE, dev_ids, out, V41_ROWS)
         torch.cuda.synchronize(device)
         assert torch.equal(out.view(torch.int16), want.view(torch.int16))
         _, miss_count = transport._split_scratch[(GPU_TABLE, str(out.device))]
-        listed, lacking = int(miss_count.item()), int((ids >= 0).sum() - in_vram.sum())
-        # (give or take rows a refresh moved meanwhile)
-        assert abs(listed - lacking) <= 200, (listed, lacking)
+        assert_listed(int(miss_count.item()), lacking)
         backend = EngramRowBackend(
             transport, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
         )
@@ -943,24 +953,17 @@ def test_fetched_gathers_read_the_misses_ahead_and_the_rest_on_read(shared_gpu):
     are read, bit-exact; through the backend (``prefetch`` on its side stream, replayed as a
     CUDA graph from a slot's second step, ``rows`` filling on the reading stream), staggered
     too."""
-    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend, MappedTransport
+    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend
     from engram_store.torch.transport import FillOnRead
 
     client, device = shared_gpu
-    ids, want, _ = hot_and_cold_ids(client, device, np.random.default_rng(12), each=2400)
-    transport = MappedTransport(client, record_every=0, fetch_misses=True)
+    transport, ids, want, lacking, out, dev_ids = misses_case(client, device, 12,
+                                                              fetch_misses=True)  # fmt: skip
     try:
-        mapped = transport.table(GPU_TABLE, device)
-        in_vram = held_in_vram(client, mapped, ids)
-        out = torch.zeros(ids.shape[0], 24, 256, dtype=torch.bfloat16, device=device)
-        dev_ids = torch.from_numpy(ids).to(device)
         done = torch.cuda.Event()
         fetched = transport.gather_fetched(GPU_TABLE, dev_ids, out, V41_ROWS, done)
         assert fetched is not None
-        listed = int((fetched.stage_index[: ids.size] >= 0).sum().item())
-        lacking = int((ids >= 0).sum() - in_vram.sum())
-        # (give or take rows a refresh moved meanwhile)
-        assert abs(listed - lacking) <= 200, (listed, lacking)
+        assert_listed(int((fetched.stage_index[: ids.size] >= 0).sum().item()), lacking)
         fetched.wait()
         assert torch.equal(out.view(torch.int16), want.view(torch.int16))
         for stagger in (False, True):

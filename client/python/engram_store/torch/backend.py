@@ -649,7 +649,7 @@ class EngramRowBackend:
 
     def _scratch_for(self, slot: int, i: int, rows: int) -> FetchScratch:
         """The fetch scratch of ``slot``'s layer ``i``, for at least ``rows`` rows (allocated on
-        the current stream; one outgrown is kept while the graphs that may have captured it
+        the current stream; an outgrown one is kept while the graphs that may have captured it
         are)."""
         scratch = self._fetch_scratch.get((slot, i))
         if scratch is None or scratch.rows < rows:

@@ -549,7 +549,7 @@ if triton is not None:
             code = tl.where(in_vram[:, None, None], vcode, hcode).to(tl.int32)
             scale = tl.where(in_vram[:, None, None], vscale, hscale)
             _store_blocks(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
-                       out_head_rows, DIM)  # fmt: skip
+                          out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
     @triton.jit
@@ -599,7 +599,7 @@ if triton is not None:
             code = tl.where(in_vram[:, None, None], code, 0).to(tl.int32)
             scale = tl.where(in_vram[:, None, None], scale, 0)
             _store_blocks(out, r, valid & ~miss, dequantize_block(code, scale), heads,
-                       out_token_rows, out_head_rows, DIM)  # fmt: skip
+                          out_token_rows, out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
     @triton.jit
@@ -631,7 +631,7 @@ if triton is not None:
             row = tl.load(ids + at, mask=listed, other=0).to(tl.int64)
             code, scale = _load_packed(host, row, listed, ROW_BYTES, DIM, BLOCK, False)
             _store_blocks(out, r, listed, dequantize_block(code.to(tl.int32), scale), heads,
-                       out_token_rows, out_head_rows, DIM)  # fmt: skip
+                          out_token_rows, out_head_rows, DIM)  # fmt: skip
             block += tl.num_programs(0)
 
     @triton.jit
