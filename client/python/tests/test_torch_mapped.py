@@ -898,26 +898,27 @@ def test_a_tables_own_grid_cap_takes_the_place_of_max_programs(tmp_path):
 
 def misses_case(client, device, seed: int, **settings):
     """A ``MappedTransport(**settings)`` over the GPU table, with ids of hot and cold rows
-    (:func:`hot_and_cold_ids`, ``seed``), the rows they must give, how many live ones its VRAM
-    tier lacks now (by the tags), an output tensor for them and the ids on the device."""
+    (:func:`hot_and_cold_ids`, ``seed``), the rows they must give, a function counting the live
+    ones its VRAM tier lacks now (by the tags), an output tensor for them and the ids on the
+    device."""
     from engram_store.torch import MappedTransport
 
     ids, want, _ = hot_and_cold_ids(client, device, np.random.default_rng(seed), each=2400)
     transport = MappedTransport(client, record_every=0, **settings)
-    try:
+
+    def lacking() -> int:
         in_vram = held_in_vram(client, transport.table(GPU_TABLE, device), ids)
-    except BaseException:
-        transport.close()
-        raise
-    lacking = int((ids >= 0).sum() - in_vram.sum())
+        return int((ids >= 0).sum() - in_vram.sum())
+
     out = torch.zeros(ids.shape[0], 24, 256, dtype=torch.bfloat16, device=device)
     return transport, ids, want, lacking, out, torch.from_numpy(ids).to(device)
 
 
-def assert_listed(listed: int, lacking: int) -> None:
-    """A gather listed as many misses as the tier lacked rows, give or take rows a refresh
-    moved meanwhile."""
-    assert abs(listed - lacking) <= 200, (listed, lacking)
+def assert_listed(listed: int, before: int, after: int) -> None:
+    """A gather listed as many misses as the tier lacked rows just before and after it (a
+    refresh may move rows in between: held_in_vram's hints make the store take the cold rows
+    in), give or take rows moved meanwhile."""
+    assert min(before, after) - 200 <= listed <= max(before, after) + 200, (listed, before, after)
 
 
 def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
@@ -930,11 +931,15 @@ def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
     transport, ids, want, lacking, out, dev_ids = misses_case(client, device, 11,
                                                               split_misses=True)  # fmt: skip
     try:
+        transport.gather(GPU_TABLE, dev_ids, out, V41_ROWS)  # compiled first: the counts
+        torch.cuda.synchronize(device)  # below span the gather alone, not a compile
+        before = lacking()
+        out.zero_()
         transport.gather(GPU_TABLE, dev_ids, out, V41_ROWS)
         torch.cuda.synchronize(device)
         assert torch.equal(out.view(torch.int16), want.view(torch.int16))
         _, miss_count = transport._split_scratch[(GPU_TABLE, str(out.device))]
-        assert_listed(int(miss_count.item()), lacking)
+        assert_listed(int(miss_count.item()), before, lacking())
         backend = EngramRowBackend(
             transport, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
         )
@@ -960,10 +965,14 @@ def test_fetched_gathers_read_the_misses_ahead_and_the_rest_on_read(shared_gpu):
     transport, ids, want, lacking, out, dev_ids = misses_case(client, device, 12,
                                                               fetch_misses=True)  # fmt: skip
     try:
+        transport.gather_fetched(GPU_TABLE, dev_ids, out, V41_ROWS, torch.cuda.Event()).wait()
+        before = lacking()  # the kernels compiled: the counts span the fetch alone
+        out.zero_()
         done = torch.cuda.Event()
         fetched = transport.gather_fetched(GPU_TABLE, dev_ids, out, V41_ROWS, done)
         assert fetched is not None
-        assert_listed(int((fetched.stage_index[: ids.size] >= 0).sum().item()), lacking)
+        listed = int((fetched.stage_index[: ids.size] >= 0).sum().item())
+        assert_listed(listed, before, lacking())
         fetched.wait()
         assert torch.equal(out.view(torch.int16), want.view(torch.int16))
         for stagger in (False, True):
