@@ -211,6 +211,22 @@ def time_rows(
         f"tiered {share} misses over PCIe",
         lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out),
     ))  # fmt: skip
+    cases.append((
+        f"tiered {share} misses over PCIe, scales per value",
+        lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out, host_scales_per_value=True),
+    ))  # fmt: skip
+    # On the harness's grids: (c) on half the SMs, (d) on 16 programs (SMs / 8).
+    half = max(1, programs_of(device) // 2)
+    cases.append((
+        f"(c) plain gather over PCIe, {half} programs",
+        lambda: gather_dequantize(over_pcie, mixed_ids, out, max_programs=half),
+    ))  # fmt: skip
+    for per_value in (False, True):
+        cases.append((
+            f"tiered {share} misses over PCIe, 16 programs{', per value' if per_value else ''}",
+            lambda v=per_value: tiered_gather_dequantize(
+                tier_pcie, mixed_ids, out, max_programs=16, host_scales_per_value=v),
+        ))  # fmt: skip
     split = (
         torch.empty(n, dtype=torch.int32, device=device),
         torch.zeros(1, dtype=torch.int32, device=device),
@@ -244,7 +260,7 @@ def time_rows(
     for name, launch in cases:
         graphed = device_us(launch, args.reps, args.runs)
         eager = device_us(launch, args.reps, args.runs, graph=False)
-        print(f"{n:6d} {name:44s} {graphed:8.1f} {eager:8.1f}", flush=True)
+        print(f"{n:6d} {name:54s} {graphed:8.1f} {eager:8.1f}", flush=True)
 
 
 def main() -> int:
@@ -292,7 +308,7 @@ def main() -> int:
     print(f"table {args.table_rows:,} rows x {fmt.row_bytes} B; tier {args.hot:,} rows in "
           f"{tier_vram.buckets:,} buckets (load {args.hot / tier_vram.buckets:.2f}); "
           f"{torch.cuda.get_device_name(device)}")  # fmt: skip
-    print(f"{'rows':>6} {'path':44s} {'graph us':>8} {'eager us':>8}")
+    print(f"{'rows':>6} {'path':54s} {'graph us':>8} {'eager us':>8}")
     for n in [int(x) for x in args.rows.split(",")]:
         time_rows(n, args, rng, hot, cold, in_vram, over_pcie, tier_vram, tier_pcie)
     for line in kernel_registers():
