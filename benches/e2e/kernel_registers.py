@@ -24,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"
 CONFIGS: dict[str, list[dict[str, object]]] = {
     "rows._gather_dequantize_kernel": [{"HAS_IDS": True}, {"HAS_IDS": False}],
     "tiered._tiered_kernel": [
-        {"PROBE": 8, "STAGED": False, "CHECKED": False, "REPORT": False, "HOST_PER_VALUE": False},
-        {"PROBE": 8, "STAGED": False, "CHECKED": False, "REPORT": False, "HOST_PER_VALUE": True},
-        {"PROBE": 8, "STAGED": True, "CHECKED": True, "REPORT": True, "HOST_PER_VALUE": False},
+        {"PROBE": 8, "STAGED": False, "CHECKED": False, "REPORT": False},
+        {"PROBE": 8, "STAGED": True, "CHECKED": True, "REPORT": True},
     ],
     "tiered._split_hits_kernel": [{"PROBE": 8, "CHECKED": True}],
     "tiered._split_misses_kernel": [{}],

@@ -211,22 +211,16 @@ def time_rows(
         f"tiered {share} misses over PCIe",
         lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out),
     ))  # fmt: skip
-    cases.append((
-        f"tiered {share} misses over PCIe, scales per value",
-        lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out, host_scales_per_value=True),
-    ))  # fmt: skip
     # On the harness's grids: (c) on half the SMs, (d) on 16 programs (SMs / 8).
     half = max(1, programs_of(device) // 2)
     cases.append((
         f"(c) plain gather over PCIe, {half} programs",
         lambda: gather_dequantize(over_pcie, mixed_ids, out, max_programs=half),
     ))  # fmt: skip
-    for per_value in (False, True):
-        cases.append((
-            f"tiered {share} misses over PCIe, 16 programs{', per value' if per_value else ''}",
-            lambda v=per_value: tiered_gather_dequantize(
-                tier_pcie, mixed_ids, out, max_programs=16, host_scales_per_value=v),
-        ))  # fmt: skip
+    cases.append((
+        f"tiered {share} misses over PCIe, 16 programs",
+        lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out, max_programs=16),
+    ))  # fmt: skip
     split = (
         torch.empty(n, dtype=torch.int32, device=device),
         torch.zeros(1, dtype=torch.int32, device=device),

@@ -115,14 +115,11 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         )
         want = R.dequantize(torch.from_numpy(want_packed))
         want[9, 3] = 0
-        for programs, block_rows, warps, per_value in (
-            (1, 16, 4, False), (4, 16, 4, True), (2, 64, 4, False), (4, 4, 1, True),
-            (3, 8, 2, False),
-        ):  # fmt: skip
+        for programs, block_rows, warps in ((1, 16, 4), (4, 16, 4), (2, 64, 4), (4, 4, 1),
+                                            (3, 8, 2)):  # fmt: skip
             got = torch.full((29, 7, 256), 3.0, dtype=torch.bfloat16)
             tiered_gather_dequantize(src, torch.from_numpy(ids), got, max_programs=programs,
-                                     block_rows=block_rows, num_warps=warps,
-                                     host_scales_per_value=per_value)  # fmt: skip
+                                     block_rows=block_rows, num_warps=warps)
             assert torch.equal(got[:, :6].view(torch.int16), want.view(torch.int16)), programs
             assert (got[:, 6] == 3.0).all()
         errors = torch.zeros(1, dtype=torch.int64)

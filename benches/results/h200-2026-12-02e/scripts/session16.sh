@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The next device calls for issue 14, prepared in session 16 (which had no device time left):
-# `OUT_FINAL=$OUT bash benches/results/h200-next/scripts/session16.sh CALL` from the repository
+# Device calls for issue 14, prepared in session 16 (which had no device time left) and run in
+# session 17 (BENCHMARKS.md 10m), as they ran:
+# `OUT_FINAL=$OUT bash benches/results/h200-2026-12-02e/scripts/session16.sh CALL` from the repository
 # root on the GPU machine, with .device-bin (engram-store --features cuda at a1e6ad6: no Rust
 # changed since), .whl and bench-data carried. `run` is session 11's (sourced; --transport mapped).
-# When these calls have run, move this folder to benches/results/h200-<date>/ with their outputs.
+# Session 17 ran calls 1, 3 and 4 as below; call 2 after the split and fetched GPU tests again
+# (call 1's split test had counted the tier's misses before a refresh: fixed in the test), as
+#   pip install --target /tmp/site .whl/*.whl; PYTHONPATH=/tmp/site:client/python ... pytest -q \
+#     client/python/tests/test_torch_mapped.py -k "split_gathers or fetched_gathers"
+# and a fifth call: `python3 benches/e2e/tiered_kernel_cost.py --rows 1536,6144` at 6ca6f29
+# (the tiered kernel's host rows read with a scale load per value, an option since removed).
 #   1: the mapped backend's GPU tests (the split and fetched gathers' first GPU runs), then the
 #      tiered kernel alone as CUDA-graph replays at the harness's sizes, the split and the
 #      fetched paths beside the one kernel;

@@ -88,7 +88,6 @@ def tiered_gather_dequantize(
     stage_index: torch.Tensor | None = None,
     hits: torch.Tensor | None = None,
     split: tuple[torch.Tensor, torch.Tensor] | None = None,
-    host_scales_per_value: bool = False,
 ) -> torch.Tensor:
     """``out[t, h] = dequantize(row ids[t, h])`` (ids ``[T, heads]`` int64, -1: a zero row; out
     bf16 ``[T, out_heads, head_dim]``), each row from ``src``'s VRAM tier if it holds it, else
@@ -112,11 +111,7 @@ def tiered_gather_dequantize(
     every row the VRAM tier holds and listing the others' positions, the second reading those
     from host memory, so that only blocks of misses wait on PCIe reads (in the one kernel a block
     of 16 rows with any miss in it waits for it: nearly every block at a third of misses). Not
-    with ``staged`` nor ``hits``.
-
-    ``host_scales_per_value``: the one kernel reads a row from host memory with a load of its
-    scale byte per value (as the plain gather does) rather than one per scale block; measured
-    against the default by ``benches/e2e/tiered_kernel_cost.py``."""
+    with ``staged`` nor ``hits``."""
     if hits is not None and (hits.dtype != torch.uint8 or hits.numel() < ids.numel()):
         raise ValueError(f"hits must be uint8 of at least {ids.numel()} entries")
     if src.arena is None or triton is None:
@@ -178,7 +173,6 @@ def tiered_gather_dequantize(
         STAGED=staged is not None,
         CHECKED=src.errors is not None,
         REPORT=hits is not None,
-        HOST_PER_VALUE=host_scales_per_value,
         num_warps=num_warps,
     )
     return out
@@ -381,33 +375,23 @@ if triton is not None:
     @triton.jit
     def _load_packed(
         src, row, mask, ROW_BYTES: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
-        CG: tl.constexpr, PER_VALUE: tl.constexpr = False,
+        CG: tl.constexpr,
     ):  # fmt: skip
         """Packed rows ``row`` of ``src`` where ``mask``, 0 elsewhere: :func:`_load_packed_at`
         of their addresses."""
-        base = src + tl.where(mask, row, 0) * ROW_BYTES
-        return _load_packed_at(base, mask, DIM, BLOCK, CG, PER_VALUE)
+        return _load_packed_at(src + tl.where(mask, row, 0) * ROW_BYTES, mask, DIM, BLOCK, CG)
 
     @triton.jit
-    def _load_packed_at(
-        base, mask, DIM: tl.constexpr, BLOCK: tl.constexpr, CG: tl.constexpr,
-        PER_VALUE: tl.constexpr = False,
-    ):  # fmt: skip
+    def _load_packed_at(base, mask, DIM: tl.constexpr, BLOCK: tl.constexpr, CG: tl.constexpr):
         """The packed rows at byte addresses ``base`` (one per row) where ``mask``, 0
         elsewhere: their value bytes ``[rows, DIM // BLOCK, BLOCK]`` (by scale block) and their
         scale bytes ``[rows, DIM // BLOCK, 1]`` (with ``CG``, loads that bypass L1: rows another
-        process may rewrite). Each scale byte is loaded once, not once per value; with
-        ``PER_VALUE`` once per value instead (``[rows, DIM // BLOCK, BLOCK]``, as the plain
-        gather of arms (b) and (c) reads them: more load instructions to the same bytes, but no
-        exchange of the scales between threads)."""
+        process may rewrite). Each scale byte is loaded once, not once per value."""
         blocks = tl.arange(0, DIM // BLOCK)
         within = tl.arange(0, BLOCK)
         at = base[:, None, None]
         values = blocks[None, :, None] * BLOCK + within[None, None, :]
-        if PER_VALUE:
-            scales = DIM + blocks[None, :, None] + within[None, None, :] * 0
-        else:
-            scales = DIM + blocks[None, :, None]
+        scales = DIM + blocks[None, :, None]
         m = mask[:, None, None]
         if CG:
             code = tl.load(at + values, mask=m, other=0, cache_modifier=".cg")
@@ -536,16 +520,13 @@ if triton is not None:
         STAGED: tl.constexpr,
         CHECKED: tl.constexpr,
         REPORT: tl.constexpr,
-        HOST_PER_VALUE: tl.constexpr,
     ):
         """Blocks of ``BLOCK_ROWS`` rows, grid-strided: a row the VRAM tier holds (its slot's
         tag checked again after the copy) from the arena; with ``STAGED``, any other whose
         ``stage_index`` is >= 0 from that row of ``staged`` (device memory); every other live
         row from host memory. A row id at or past ``table_rows`` gets a zero row and, with
         ``CHECKED``, is written to ``errors``. With ``REPORT``, ``hits[r]`` (uint8) says whether
-        row ``r`` came from the VRAM tier (1) or not (0). With ``HOST_PER_VALUE``, the rows
-        from host memory have their scale bytes loaded once per value (see
-        :func:`_load_packed_at`)."""
+        row ``r`` came from the VRAM tier (1) or not (0)."""
         block = tl.program_id(0)
         while block < n_blocks:
             r = (block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
@@ -564,8 +545,7 @@ if triton is not None:
                 vcode = tl.where(from_stage[:, None, None], scode, vcode)
                 vscale = tl.where(from_stage[:, None, None], sscale, vscale)
                 in_vram = in_vram | from_stage
-            hcode, hscale = _load_packed(host, row, from_host, ROW_BYTES, DIM, BLOCK, False,
-                                         HOST_PER_VALUE)  # fmt: skip
+            hcode, hscale = _load_packed(host, row, from_host, ROW_BYTES, DIM, BLOCK, False)
             code = tl.where(in_vram[:, None, None], vcode, hcode).to(tl.int32)
             scale = tl.where(in_vram[:, None, None], vscale, hscale)
             _store_blocks(out, r, valid, dequantize_block(code, scale), heads, out_token_rows,
