@@ -9,7 +9,13 @@
 #   pip install --target /tmp/site .whl/*.whl; PYTHONPATH=/tmp/site:client/python ... pytest -q \
 #     client/python/tests/test_torch_mapped.py -k "split_gathers or fetched_gathers"
 # and a fifth call: `python3 benches/e2e/tiered_kernel_cost.py --rows 1536,6144` at 6ca6f29
-# (the tiered kernel's host rows read with a scale load per value, an option since removed).
+# (the tiered kernel's host rows read with a scale load per value, an option since removed),
+# and a sixth, dense-4b decode 256 under CUDA MPS (failed at its first step, see 10m):
+#   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+#   nvidia-cuda-mps-control -d; source <session11.sh> none; run mps4b dense-4b bcd 240 \
+#     --rounds 6 --decode-steps 128 --prefill-chunks 0 --decode-batches 256 \
+#     --store-warm-tokens 5000000 --d-variant sp:mapped_split_misses=1
+#   echo quit | nvidia-cuda-mps-control
 #   1: the mapped backend's GPU tests (the split and fetched gathers' first GPU runs), then the
 #      tiered kernel alone as CUDA-graph replays at the harness's sizes, the split and the
 #      fetched paths beside the one kernel;
