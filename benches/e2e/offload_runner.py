@@ -98,7 +98,10 @@ class Runner:
         pin = self.cuda
         self.tokens_host = torch.empty(n * t, dtype=torch.int64, pin_memory=pin)
         self.context_host = torch.empty((n, LOOKBACK), dtype=torch.int64, pin_memory=pin)
-        self.context = torch.empty((n, LOOKBACK), dtype=torch.int64, device=self.device)
+        # -1 (before the start) until a step's context is copied in: the hash graph's warm-up
+        # and capture read it before the first step (uninitialized, it indexed the compression
+        # map out of bounds under CUDA MPS, whose fresh memory is not zero).
+        self.context = torch.full((n, LOOKBACK), -1, dtype=torch.int64, device=self.device)
         self.sampled = torch.empty(
             n if phase.kind == "decode" else 1, dtype=torch.int64, pin_memory=pin
         )

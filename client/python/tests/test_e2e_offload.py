@@ -501,3 +501,29 @@ def test_kernel_profile_writes_each_arms_kernels_after_the_rounds(tmp_path):
     names_b = {r["kernel"] for r in rows if r["arm"] == "b"}
     names_a = {r["kernel"] for r in rows if r["arm"] == "a"}
     assert names_b - names_a, (names_a, names_b)
+
+
+def test_the_runners_hash_input_is_defined_before_the_first_step(tmp_path):
+    """A runner's context (the tokens before each sequence, hashed with the step's own) reads -1,
+    "before the start", until a step copies its context in: on a GPU the hash graph is warmed up
+    and captured before the first step, and an uninitialized buffer there indexed the compression
+    map out of bounds under CUDA MPS, whose fresh memory is not zero (BENCHMARKS.md 10m). The
+    hash of that first moment gives row ids within the tables."""
+    torch = pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    harness = load_harness()
+    main = harness.main
+    args = harness.cli.parse_args(["--tiny", "--device", "cpu", "--rounds", "1",
+                                   "--decode-batches", "4", "--decode-steps", "3",
+                                   "--prefill-chunks", "0", "--data", str(tmp_path)])  # fmt: skip
+    device = torch.device("cpu")
+    tables = main.prepare_tables(args, device, lambda _msg: None)
+    trace = np.fromfile(args.trace, dtype="<u4").astype(np.int64)
+    by_round, _ = harness.phases.round_phases(trace, args, 1)
+    backbone = main.BACKBONES["tiny"]
+    model = main.Decoder(backbone, device, args.seed, args.window + 64)
+    kv_shape = (backbone.layers, 4, backbone.kv_heads, args.window, backbone.head_dim)
+    kv = tuple(torch.zeros(kv_shape, dtype=torch.bfloat16) for _ in "kv")
+    runner = main.Runner(model, by_round[0], kv, tables.hasher, graphs=False)
+    assert (runner.context == -1).all()
+    ids = runner._hash()
+    assert int(ids.min()) >= 0
