@@ -189,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
+    # the wall clock at 0.0 s, so that a log's times line up with outside samples (GPU clocks)
+    log(f"started at {time.time() - (time.perf_counter() - started):.3f} s since the epoch")
     with contextlib.ExitStack() as stack:
         if args.data is None:
             args.data = Path(

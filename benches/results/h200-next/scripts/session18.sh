@@ -21,7 +21,24 @@ mps() {  # runs "$@" with the MPS control daemon up, and stops it after
   echo quit | nvidia-cuda-mps-control
   cp $CUDA_MPS_LOG_DIRECTORY/control.log "$OUT_FINAL"/mps-control.log 2>/dev/null
 }
+clocked() {  # name, then a command: runs it while the GPU's clocks, power and slowdown
+  # reasons are sampled every 50 ms into $OUT_FINAL/name.clocks.csv (scripts/clocks.py lines
+  # them up with the harness's rounds: the rounds swing 2-5% and nothing said why)
+  local f=$OUT_FINAL/$1.clocks.csv q=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu
+  q=$q,utilization.gpu; shift
+  for r in clocks_event_reasons.active clocks_throttle_reasons.active; do
+    if nvidia-smi --query-gpu=$q,$r --format=csv,noheader,nounits -c 1 > /dev/null 2>&1; then
+      q=$q,$r; break; fi
+  done
+  echo "# epoch $(date +%s.%N) local $(date '+%Y/%m/%d %H:%M:%S.%N') fields $q" > "$f"
+  nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms 50 >> "$f" 2>&1 &
+  local pid=$!
+  "$@"
+  kill $pid; wait $pid 2> /dev/null
+  nvidia-smi -q -d PERFORMANCE,POWER,CLOCK > "$OUT_FINAL/${f##*/}.after.txt" 2>&1
+}
 case ${1:?call 1-2} in
-  1) run ref4b dense-4b bcd 250 "${DEC[@]}"; mps run mps4b dense-4b bcd 250 "${DEC[@]}" ;;
-  2) mps run mps8b dense-8b bcd 300 "${DEC[@]}" ;;
+  1) clocked ref4b run ref4b dense-4b bcd 250 "${DEC[@]}"
+     clocked mps4b mps run mps4b dense-4b bcd 250 "${DEC[@]}" ;;
+  2) clocked mps8b mps run mps8b dense-8b bcd 300 "${DEC[@]}" ;;
 esac
