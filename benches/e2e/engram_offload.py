@@ -527,6 +527,7 @@ def report_results(
             "store_gpu_weights": args.store_gpu_weights,
             "store_warm_tokens": args.store_warm_tokens,
             "store_warm_ram_band": args.store_warm_ram_band,
+            "store_warm_every_row": args.store_warm_every_row,
         },
         "paper_table4": report.PAPER_TABLE4,
         **(extra or {}),

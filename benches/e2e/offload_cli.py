@@ -119,6 +119,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "tier's misses (default; on the H200 its RAM hits over the runs went from 0.24M to 2.6M, "
         "BENCHMARKS.md 10i)",
     )
+    p.add_argument(
+        "--store-warm-every-row",
+        action="store_true",
+        help="the warm hints every row of every table, the warm's rows first and then the rest "
+        "in id order, as many as each table's VRAM tier holds: with a --store-gpu-budget of the "
+        "whole tables and more (their rows, 8 B a slot, two indexes of 12 B a bucket), no row of "
+        "the runs is read over PCIe (what arm (d) costs with no misses at all)",
+    )
     p.add_argument("--io-engine", default="auto", help="the store's --io-engine")
     p.add_argument(
         "--transport",

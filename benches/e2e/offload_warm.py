@@ -141,6 +141,19 @@ def warm_rows(trace: np.ndarray, phases: Sequence[Phase], hasher, tokens: int) -
     return WarmRows(int(positions.size), int(held_out.size), rows, counts)
 
 
+def with_every_row(warm: WarmRows, table_rows: Sequence[int]) -> WarmRows:
+    """``warm`` with, per table, the rows it lacks after its own (in id order, count 0): a warm
+    that hints every row of the tables (``--store-warm-every-row``)."""
+    rows, counts = [], []
+    for seen, count, n in zip(warm.rows, warm.counts, table_rows, strict=True):
+        unseen = np.ones(n, dtype=bool)
+        unseen[seen] = False
+        rest = np.flatnonzero(unseen).astype(seen.dtype)
+        rows.append(np.concatenate([seen, rest]))
+        counts.append(np.concatenate([count, np.zeros(rest.size, dtype=count.dtype)]))
+    return dataclasses.replace(warm, rows=rows, counts=counts)
+
+
 def vram_tier_rows(share_bytes: int, row_bytes: int, max_batch: int = 1 << 17) -> int:
     """Rows a table's VRAM tier of ``share_bytes`` holds, sized as ``GpuTier::new`` sizes it
     (``cache/src/gpu/tier.rs``; the store's batch is ``GPU_BATCH_ROWS`` in
@@ -191,6 +204,8 @@ def warm_vram(client, arm: str, ctx: dict[str, Any], timeout_s: float = 300.0) -
     if "warm" not in ctx:  # the same rows for (d) and (e)
         want = args.store_warm_tokens
         ctx["warm"] = warm_rows(ctx["trace"], ctx["phases"], tables.hasher, want)
+        if args.store_warm_every_row:
+            ctx["warm"] = with_every_row(ctx["warm"], tables.rows)
         if ctx["warm"].tokens < want:
             log(
                 f"store warm: the trace has only {ctx['warm'].held_out:,} tokens that the runs "

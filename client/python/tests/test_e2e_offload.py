@@ -384,6 +384,24 @@ def test_store_gpu_weights_split_the_vram_tier_as_the_store_does():
     )
 
 
+def test_a_warm_of_every_row_keeps_the_warms_order_then_adds_the_rest():
+    """``--store-warm-every-row``: each table's warm rows first, as ranked, then every row the
+    warm did not see, in id order and counted 0: each row of the table once."""
+    pytest.importorskip("torch", reason="engram_offload.py needs torch (pip install torch)")
+    harness = load_harness()
+    assert harness.cli.parse_args(["--tiny", "--store-warm-every-row"]).store_warm_every_row
+    warm = harness.warm.WarmRows(
+        tokens=5, held_out=9,
+        rows=[np.array([4, 1, 7]), np.array([0])],
+        counts=[np.array([3, 2, 2]), np.array([1])],
+    )  # fmt: skip
+    every = harness.warm.with_every_row(warm, [9, 3])
+    assert every.rows[0].tolist() == [4, 1, 7, 0, 2, 3, 5, 6, 8]
+    assert every.counts[0].tolist() == [3, 2, 2, 0, 0, 0, 0, 0, 0]
+    assert every.rows[1].tolist() == [0, 1, 2] and every.counts[1].tolist() == [1, 0, 0]
+    assert (every.tokens, every.held_out) == (5, 9)
+
+
 def test_a_warm_waits_out_a_refresh_under_way():
     """The warm's settle rule (``warm_settle.WarmSettle``): the tier's resident rows unchanged for
     longer than the polls while a refresh is bringing rows in is not settled (it was, and the

@@ -24,6 +24,9 @@ IDLE = 0x1  # clocks_event_reasons: GPU idle
 def local_seconds(text: str) -> float:
     """A timestamp nvidia-smi wrote (its local time), as seconds on a naive UTC scale."""
     text = text.strip()
+    if "." in text:  # date's %N gives nanoseconds, strptime's %f at most microseconds
+        whole, frac = text.rsplit(".", 1)
+        text = f"{whole}.{frac[:6]}"
     for fmt in ("%Y/%m/%d %H:%M:%S.%f", "%Y/%m/%d %H:%M:%S"):
         try:
             return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
