@@ -4,12 +4,20 @@ and written as CSV rows (``arm, phase, batch, kernel, calls, total_us, per_step_
 ``engram_offload.py`` runs it for every arm after a phase's rounds when
 ``ENGRAM_OFFLOAD_KERNEL_PROFILE=DIR`` is set (``DIR/kernels-SHAPE.csv``): what (d)'s gather kernel
 takes in the model's company, beside (b)'s and (c)'s, which the timeline (when rows were in
-place) cannot say.
+place) cannot say. On a GPU the CSV also has the arm's busiest host operators (CUDA API calls
+among them: launches, event waits, copies), named ``host:NAME``: what its step costs the host,
+which waits for the device at a step's end. ``ENGRAM_OFFLOAD_KERNEL_TRACE=ARMS`` (e.g. ``b,d``,
+or ``all``) also writes those arms' profiles as Chrome traces, ``DIR/trace-SHAPE-ARM-PHASE-BATCH
+.json.gz``: the step's timeline, host and device, gap by gap.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +26,22 @@ import torch
 COLUMNS = ["arm", "phase", "batch", "kernel", "calls", "total_us", "per_step_us", "mean_us"]
 #: Kernels kept per arm and phase, the longest in total first.
 TOP = 40
+#: Host operators kept per arm and phase on a GPU, the longest in total first.
+TOP_HOST = 20
+
+
+def traced_arms() -> set[str]:
+    """The arms ``ENGRAM_OFFLOAD_KERNEL_TRACE`` names (``all``: every arm)."""
+    return {a.strip() for a in os.environ.get("ENGRAM_OFFLOAD_KERNEL_TRACE", "").split(",")} - {""}
+
+
+def write_trace(prof: Any, path: Path) -> None:
+    """``prof`` as a gzipped Chrome trace at ``path``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(raw))
+        with raw.open("rb") as src, gzip.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
 
 
 def kernel_times(prof: Any, cuda: bool) -> list[tuple[str, int, float]]:
@@ -57,7 +81,14 @@ def profile_run(run, arm: str, source: Any, seed: int, out_dir: Path, shape: str
         writer = csv.writer(f)
         if new:
             writer.writerow(COLUMNS)
-        for name, calls, total in kernel_times(prof, cuda)[:TOP]:
+        rows = kernel_times(prof, cuda)[:TOP]
+        if cuda:
+            rows += [(f"host:{n}", c, t) for n, c, t in kernel_times(prof, False)[:TOP_HOST]]
+        for name, calls, total in rows:
             writer.writerow([arm, phase.kind, phase.batch, name, calls, f"{total:.1f}",
                              f"{total / steps:.2f}", f"{total / max(1, calls):.2f}"])  # fmt: skip
+    traced = traced_arms()
+    if arm in traced or "all" in traced:
+        name = f"trace-{shape}-{arm.replace(':', '_')}-{phase.kind}-{phase.batch}.json.gz"
+        write_trace(prof, out_dir / name)
     return path

@@ -497,7 +497,8 @@ def test_kernel_profile_writes_each_arms_kernels_after_the_rounds(tmp_path):
     import csv
 
     profiles = tmp_path / "profiles"
-    env = {**os.environ, "ENGRAM_OFFLOAD_KERNEL_PROFILE": str(profiles)}
+    env = {**os.environ, "ENGRAM_OFFLOAD_KERNEL_PROFILE": str(profiles),
+           "ENGRAM_OFFLOAD_KERNEL_TRACE": "b"}  # fmt: skip
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--arms", "ab", "--rounds", "2",
          "--json", str(tmp_path / "out.json")],
@@ -519,6 +520,13 @@ def test_kernel_profile_writes_each_arms_kernels_after_the_rounds(tmp_path):
     names_b = {r["kernel"] for r in rows if r["arm"] == "b"}
     names_a = {r["kernel"] for r in rows if r["arm"] == "a"}
     assert names_b - names_a, (names_a, names_b)
+    # ENGRAM_OFFLOAD_KERNEL_TRACE=b: (b)'s profiles as Chrome traces, per phase; none for (a)
+    import gzip
+
+    traces = sorted(p.name for p in profiles.glob("trace-*.json.gz"))
+    assert traces == sorted(f"trace-dense-4b-b-{ph}-{b}.json.gz" for ph, b in phases), traces
+    events = json.loads(gzip.decompress((profiles / traces[0]).read_bytes()))["traceEvents"]
+    assert any(e.get("ph") == "X" for e in events), events[:5]
 
 
 def test_the_runners_hash_input_is_defined_before_the_first_step(tmp_path):

@@ -9,7 +9,7 @@
 #      MPS clients; 10m's MPS run failed on the harness's uninitialized hash context, fixed in
 #      c30ca27), (d) and sp against (b) and (c) in the same rounds, ~230 s each;
 #   2: the same under MPS on dense-8b;
-#   3: arm (d) with every row in its VRAM tier (below).
+#   3: arm (d) with every row in its VRAM tier (below); 4: the same under the profiler.
 # The device returns at most 8 files a call: run as
 #   OUT_FINAL=/tmp/o bash .../session18.sh N; tar czf $OUT/callN.tgz -C /tmp/o .
 set -u
@@ -56,4 +56,14 @@ case ${1:?call 1-2} in
         --d-variant ig:inline_min_tokens=1,mapped_programs=4096)
     clocked ev4b run ev4b dense-4b bcd 250 "${EV[@]}"
     clocked ev8b run ev8b dense-8b bcd 250 "${EV[@]}" ;;
+  4)  # (added after call 3: with no misses (d) was further from (b), not nearer, and on every
+      # SM further still) the same on dense-4b under the profiler after the rounds: each arm's
+      # kernels and host operators (kernels-dense-4b.csv), and Chrome traces of (b), (d) and
+      # (d:ig); a variant of (d) that records nothing for the store (nr)
+    EV=(--rounds 4 --decode-steps 128 --prefill-chunks 0 --decode-batches 256
+        --store-warm-tokens 5000000 --store-warm-every-row --store-gpu-budget 16000000000
+        --d-variant ig:inline_min_tokens=1,mapped_programs=4096
+        --d-variant nr:mapped_record_every=0)
+    ENGRAM_OFFLOAD_KERNEL_PROFILE=$OUT_FINAL/prof-ev4b ENGRAM_OFFLOAD_KERNEL_TRACE=b,d,d:ig \
+      clocked pr4b run pr4b dense-4b bcd 300 "${EV[@]}" ;;
 esac
