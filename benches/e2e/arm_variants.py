@@ -39,6 +39,8 @@ VARIANT_KEYS = {
     "VRAM tier's rows in one kernel, the misses over PCIe in a second)",
     "mapped_fetch_misses": "MappedTransport.view(fetch_misses=bool(N)) (--transport mapped; the "
     "misses read over PCIe at prefetch, the VRAM tier's rows where the layer reads them)",
+    "mapped_count_hits": "MappedTransport.view(count_hits=bool(N)) (--transport mapped; the "
+    "variant's gathers count the rows they read from the VRAM tier, logged after the runs)",
 }
 
 #: The variant keys that set how the harness drives the backend, not the backend.
@@ -56,6 +58,7 @@ TRANSPORT_KEYS = {
     "mapped_copy_threads": "copy_threads",
     "mapped_split_misses": "split_misses",
     "mapped_fetch_misses": "fetch_misses",
+    "mapped_count_hits": "count_hits",
 }
 
 #: The prefix of a variant's arm name.
@@ -132,7 +135,8 @@ def transport_overrides(variant: Variant, later_tables: Sequence[str] = ()) -> d
     for key, value in variant.settings.items():
         if key == "mapped_late_programs":
             out[TRANSPORT_KEYS[key]] = {table: value for table in later_tables}
-        elif key in ("mapped_predict_misses", "mapped_split_misses", "mapped_fetch_misses"):
+        elif key in ("mapped_predict_misses", "mapped_split_misses", "mapped_fetch_misses",
+                     "mapped_count_hits"):  # fmt: skip
             out[TRANSPORT_KEYS[key]] = bool(value)
         elif key in TRANSPORT_KEYS:
             out[TRANSPORT_KEYS[key]] = value

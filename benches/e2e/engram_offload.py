@@ -518,6 +518,7 @@ def report_results(
             "mapped_copy_threads": args.mapped_copy_threads,
             "mapped_split_misses": args.mapped_split_misses,
             "mapped_fetch_misses": args.mapped_fetch_misses,
+            "mapped_count_hits": args.mapped_count_hits,
             "mapped_ahead_programs": args.mapped_ahead_programs,
             "uva_programs": args.uva_programs,
             "side_priority": args.side_priority,

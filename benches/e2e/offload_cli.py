@@ -181,6 +181,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "where the layer reads its rows, on every SM (MappedTransport(fetch_misses=True))",
     )
     p.add_argument(
+        "--mapped-count-hits",
+        action="store_true",
+        help="with --transport mapped: arm (d)'s gathers count the rows they read from the VRAM "
+        "tier (MappedTransport(count_hits=True)), logged after its runs: the server counts none "
+        "of them",
+    )
+    p.add_argument(
         "--uva-programs",
         type=int,
         help="arm (c)'s gather kernel's grid cap (default: half the SMs); give --mapped-programs "

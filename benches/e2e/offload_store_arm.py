@@ -153,6 +153,7 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
                 copy_threads=args.mapped_copy_threads,
                 split_misses=args.mapped_split_misses,
                 fetch_misses=args.mapped_fetch_misses,
+                count_hits=args.mapped_count_hits,
             )
             stack.callback(transport.close)
             stack.callback(lambda: log(
@@ -190,7 +191,12 @@ def later_tables(ctx: dict[str, Any]) -> list[str]:
 def note_host_time(arm: str, backend: Any, transport: Any, ctx: dict[str, Any]) -> None:
     """Adds what ``backend`` (of arm ``arm``, over ``transport``) spent on the host foreseeing
     misses (``MappedTransport.gather_predicted``'s parts, and hashing token ids) to
-    ``ctx["host_time"][arm]``, for :func:`log_residency`."""
+    ``ctx["host_time"][arm]``, and the rows its gathers read from the VRAM tier
+    (``count_hits``) to ``ctx["vram_hits"][arm]``, for :func:`log_residency`."""
+    if getattr(transport, "count_hits", False):
+        hits, rows = transport.take_vram_hits()
+        total = ctx.setdefault("vram_hits", {}).setdefault(arm, [0, 0])
+        total[0], total[1] = total[0] + hits, total[1] + rows
     gathers = getattr(transport, "predicted_gathers", 0)
     if not gathers:
         return
@@ -206,7 +212,8 @@ def note_host_time(arm: str, backend: Any, transport: Any, ctx: dict[str, Any]) 
 
 def log_residency(arm: str, transport: MappedTransport, log, ctx: dict[str, Any]) -> None:
     """What the gathers whose misses were foreseen on the host (``predict_misses``, arm (d) or
-    a variant of it) copied up, and how often the foresight was wrong, over the whole run; and
+    a variant of it) copied up, and how often the foresight was wrong, over the whole run; per
+    arm that counted them (``count_hits``), the rows its gathers read from the VRAM tier; and
     per arm, their host time per gather by part."""
     maps = transport.residency_maps()
     if maps:
@@ -215,6 +222,10 @@ def log_residency(arm: str, transport: MappedTransport, log, ctx: dict[str, Any]
             f"rows; foreseen in VRAM but read over PCIe: {sum(m.wrong_hits for m in maps):,}; "
             f"copied up but in VRAM: {sum(m.wrong_misses for m in maps):,}"
         )
+    for name, (hits, rows) in sorted(ctx.pop("vram_hits", {}).items()):
+        share = f"{hits / rows:.1%}" if rows else "-"
+        log(f"arm ({name}): its gathers read {hits:,} of {rows:,} rows from the VRAM tier "
+            f"({share}; the rest from host memory over PCIe, or dead positions)")  # fmt: skip
     for name, total in sorted(ctx.pop("host_time", {}).items()):
         n = total.pop("gathers")
         parts = ", ".join(f"{part} {seconds / n * 1e6:.0f} us" for part, seconds in total.items())

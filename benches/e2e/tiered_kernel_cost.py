@@ -10,8 +10,9 @@ its gathers), and eager (which measures the host's launch work instead). The VRA
 this process as the server lays it out (slot arena, the active hash index of row id -> slot by
 splitmix64 and linear probing, a tag per slot, the control word), over ``--hot`` rows of a
 ``--table-rows`` table; the ids are the tier's rows (all hits) or a ``--miss-share`` of them drawn
-outside it, read over PCIe from page-locked memory. Also prints each compiled kernel's registers
-and spills per thread. GPU only.
+outside it, read over PCIe from page-locked memory; the cases "fresh ids" give each launch of a
+graph ids of its own (the others replay one set, whose rows then sit in L2). Also prints each
+compiled kernel's registers and spills per thread. GPU only.
 
     python benches/e2e/tiered_kernel_cost.py --rows 1536,6144
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import statistics
 import sys
 from pathlib import Path
@@ -175,6 +177,13 @@ def kernel_registers() -> list[str]:
     return out
 
 
+def cycling(gather, id_sets: list[torch.Tensor]):
+    """A launch that runs ``gather(ids)`` on the next of ``id_sets`` each call, round and round
+    (captured in a graph, each captured launch keeps its own set)."""
+    sets = itertools.cycle(id_sets)
+    return lambda: gather(next(sets))
+
+
 def time_rows(
     n: int, args: argparse.Namespace, rng: np.random.Generator, hot: np.ndarray, cold: np.ndarray,
     in_vram: torch.Tensor, over_pcie: torch.Tensor, tier_vram: TieredRows, tier_pcie: TieredRows,
@@ -233,6 +242,28 @@ def time_rows(
         f"split, {share} misses over PCIe",
         lambda: tiered_gather_dequantize(tier_pcie, mixed_ids, out, split=split),
     ))  # fmt: skip
+    # Fresh ids each launch: the cases above replay one set of ids, whose rows and index
+    # buckets sit in L2 after the first launch; a decode step reads new rows each time. Here
+    # each of a graph's launches takes its own set (args.reps sets; 50 x 6,144 rows is 81 MB of
+    # rows, more than the H200's 50 MB L2), as the harness's steps do.
+    fresh_hits, fresh_mixed = [], []
+    for _ in range(max(1, args.reps)):
+        h = rng.choice(hot, size=n)
+        m = h.copy()
+        m[:k] = rng.choice(cold, size=k)
+        rng.shuffle(m)
+        fresh_hits.append(torch.from_numpy(h).view(-1, heads).to(device))
+        fresh_mixed.append(torch.from_numpy(m).view(-1, heads).to(device))
+    cases += [
+        ("(b) plain gather, table in VRAM, fresh ids",
+         cycling(lambda ids: gather_dequantize(in_vram, ids, out), fresh_hits)),
+        ("(c) plain gather over PCIe, fresh ids",
+         cycling(lambda ids: gather_dequantize(over_pcie, ids, out), fresh_mixed)),
+        ("tiered all hits, fresh ids",
+         cycling(lambda ids: tiered_gather_dequantize(tier_vram, ids, out), fresh_hits)),
+        (f"tiered {share} misses over PCIe, fresh ids",
+         cycling(lambda ids: tiered_gather_dequantize(tier_pcie, ids, out), fresh_mixed)),
+    ]  # fmt: skip
     staged = fetch_misses(tier_pcie, mixed_ids)  # what the fill alone reads
     scratch = FetchScratch.allocate(n, fmt, device)  # the backend's, per slot and layer
     torch.cuda.synchronize()

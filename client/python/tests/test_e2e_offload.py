@@ -95,9 +95,10 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
     interleaved rounds (``--rounds 2``), recording every gather's ids with the store
     (``--mapped-record-every 1``), each arm beginning its lookups at forward entry, before the
     model's first segment (``--no-after-first-segment``; after it is the default): each arm's
-    entry then carries both rounds and its ratios to arm (c)'s."""
+    entry then carries both rounds and its ratios to arm (c)'s. The other counts the rows its
+    gathers read from a VRAM tier (``--mapped-count-hits``; none on the CPU) and logs them."""
     extra = ["--stagger-gathers", "--rounds", "2", "--mapped-record-every", "1",
-             "--no-after-first-segment"] if stagger else []  # fmt: skip
+             "--no-after-first-segment"] if stagger else ["--mapped-count-hits"]  # fmt: skip
     done, out, shm = run_mapped(tmp_path, "--arms", "acd", *extra)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr
@@ -115,6 +116,8 @@ def test_cpu_smoke_run_with_the_mapped_transport(tmp_path, stagger):
                 if (r["phase"], r["batch"]) == group and r["arm"] != "a"}  # fmt: skip
         assert rows["c"] == rows["d"] and rows["c"] is not None, rows
     assert result["run"]["after_first_segment"] != stagger
+    counted = "arm (d): its gathers read 0 of 0 rows from the VRAM tier"
+    assert (counted in log) != stagger, log[-3000:]
     if stagger:
         assert result["run"]["rounds"] == 2 and not result["run"]["after_first_segment"]
         for r in result["details"]:

@@ -114,4 +114,4 @@ def test_every_path_it_times_runs_and_gathers_the_rows():
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
     lines = [x for x in done.stdout.splitlines() if x.startswith("    96 ")]
-    assert len(lines) == 20, done.stdout
+    assert len(lines) == 24, done.stdout

@@ -952,6 +952,44 @@ def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
         transport.close()
 
 
+def test_counted_hits_are_the_rows_the_tier_holds(shared_gpu):
+    """``MappedTransport(count_hits=True)``: a gather counts, on the device, the rows it read
+    from the VRAM tier: the live rows less those the tier lacked just before and after it (by
+    its tags), out of every position gathered; the rows bit-exact; counted on through the
+    backend's graph replays; a view counts its own."""
+    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend
+
+    client, device = shared_gpu
+    transport, ids, want, lacking, out, dev_ids = misses_case(client, device, 13,
+                                                              count_hits=True)  # fmt: skip
+    try:
+        transport.gather(GPU_TABLE, dev_ids, out, V41_ROWS)  # compiled first
+        torch.cuda.synchronize(device)
+        transport.take_vram_hits()
+        before = lacking()
+        out.zero_()
+        transport.gather(GPU_TABLE, dev_ids, out, V41_ROWS)
+        hits, rows = transport.take_vram_hits()
+        assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+        assert rows == ids.size and hits > 1000, (hits, rows)
+        assert_listed(int((ids >= 0).sum()) - hits, before, lacking())
+        assert transport.take_vram_hits() == (0, 0)
+        view = transport.view(count_hits=True)
+        backend = EngramRowBackend(
+            view, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
+        )
+        with backend:
+            for _ in range(3):
+                backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
+                assert_rows(backend, 0, want, device)
+            assert backend._graphs, "the counting gather was never captured as a graph"
+        hits, rows = view.take_vram_hits()
+        assert rows == 3 * ids.size and hits > 3000, (hits, rows)
+        assert transport.take_vram_hits() == (0, 0), "the view counted into its transport"
+    finally:
+        transport.close()
+
+
 def test_fetched_gathers_read_the_misses_ahead_and_the_rest_on_read(shared_gpu):
     """``MappedTransport(fetch_misses=True)``: a gather's misses read over PCIe into device
     memory ahead (as many as the live rows the tier lacks), the rest from VRAM where the rows

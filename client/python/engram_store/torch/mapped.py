@@ -100,6 +100,7 @@ _VIEW_SETTINGS = {
     "copy_threads",
     "split_misses",
     "fetch_misses",
+    "count_hits",
 }
 
 #: Fewest rows a foreseen copy-up splits over threads (fewer: the hand-off costs what the
@@ -499,6 +500,13 @@ class MappedTransport(RowTransport):
             a gather, the backend's per slot and layer. ``hash_ids`` must stay unchanged until
             the step's last ``rows``. Default off (not yet measured on a GPU). Takes precedence
             over ``split_misses`` for those gathers.
+        count_hits: :meth:`gather`'s kernels also flag each row they read from the VRAM tier
+            (a byte a row, device memory) and add the flags up on the device, per table and
+            device: :meth:`take_vram_hits` reads the sums. The server counts no lookup this
+            transport makes (the worker reads the tier itself), so this is how a worker learns
+            what share of its rows the tier gave it. Costs two small kernels a gather (the sum,
+            and the adds), captured with it in a graph; not for split gathers (which flag
+            nothing). Default off.
     """
 
     name = "mapped"
@@ -519,6 +527,7 @@ class MappedTransport(RowTransport):
         copy_threads: int = 1,
         split_misses: bool = False,
         fetch_misses: bool = False,
+        count_hits: bool = False,
     ):
         from engram_store.client import Client
 
@@ -541,6 +550,11 @@ class MappedTransport(RowTransport):
         self.copy_threads = copy_threads
         self.split_misses = split_misses
         self.fetch_misses = fetch_misses
+        self.count_hits = count_hits
+        #: Per table and device (``count_hits``): the gathers' hit flags, and int64 [rows read
+        #: from the VRAM tier, rows gathered] on the device (this transport's or view's own).
+        self._hit_counts: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._outgrown_flags: list[torch.Tensor] = []
         #: Per table and device, the split gathers' miss list and count (``split_misses``).
         self._split_scratch: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._outgrown_scratch: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -601,6 +615,8 @@ class MappedTransport(RowTransport):
         for name, value in settings.items():
             setattr(view, name, value)
         view._view_of = self
+        view._hit_counts = {}
+        view._outgrown_flags = []
         view.predicted_gathers = 0
         view.predict_seconds = dict.fromkeys(PREDICT_PARTS, 0.0)
         return view
@@ -621,12 +637,48 @@ class MappedTransport(RowTransport):
         zero row, reported by :meth:`check`."""
         mapped = self.table(table, out.device)
         split = None
-        if self.split_misses and out.is_cuda and mapped.rows_view.arena is not None:
+        tiered = out.is_cuda and mapped.rows_view.arena is not None
+        if self.split_misses and tiered:
             split = self._scratch(table, out.device, ids.numel())
+        flags = counts = None
+        if self.count_hits and tiered and split is None:
+            flags, counts = self._hit_flags(table, out.device, ids.numel())
         tiered_gather_dequantize(
             mapped.rows_view, ids, out, fmt, max_programs=self.programs_for(table, ahead),
-            block_rows=self.block_rows, num_warps=self.num_warps, split=split,
+            block_rows=self.block_rows, num_warps=self.num_warps, split=split, hits=flags,
         )  # fmt: skip
+        if counts is not None:
+            n = ids.numel()
+            counts[0].add_(flags[:n].sum(dtype=torch.int64))
+            counts[1].add_(n)
+
+    def _hit_flags(
+        self, table: str, device: torch.device, rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count_hits``: the hit flags (at least ``rows`` bytes) and the counts of ``table``
+        on ``device``. Flags outgrown by a larger gather are kept (graphs captured with them
+        may still replay); the counts never move."""
+        key = (table, str(device))
+        entry = self._hit_counts.get(key)
+        if entry is None or entry[0].numel() < rows:
+            size = max(rows, 0 if entry is None else 2 * entry[0].numel())
+            if entry is not None:
+                self._outgrown_flags.append(entry[0])
+            counts = torch.zeros(2, dtype=torch.int64, device=device) if entry is None else entry[1]
+            entry = (torch.zeros(size, dtype=torch.uint8, device=device), counts)
+            self._hit_counts[key] = entry
+        return entry
+
+    def take_vram_hits(self) -> tuple[int, int]:
+        """``count_hits``: the rows this transport's (or view's) gathers read from the VRAM
+        tier and the positions they gathered (dead ones, -1, included), over every table and
+        device since the last call, which zeroes them; waits for the devices' queued work."""
+        hits = rows = 0
+        for _, counts in self._hit_counts.values():
+            h, r = counts.tolist()
+            counts.zero_()
+            hits, rows = hits + h, rows + r
+        return hits, rows
 
     def _scratch(
         self, table: str, device: torch.device, rows: int
