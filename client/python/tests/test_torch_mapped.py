@@ -984,7 +984,8 @@ def test_counted_hits_are_the_rows_the_tier_holds(shared_gpu):
                 assert_rows(backend, 0, want, device)
             assert backend._graphs, "the counting gather was never captured as a graph"
         hits, rows = view.take_vram_hits()
-        assert rows == 3 * ids.size and hits > 3000, (hits, rows)
+        gathers = rows // ids.size  # 3, or more if a capture step also ran it eagerly
+        assert rows == gathers * ids.size and gathers >= 3 and hits > 1000 * gathers, (hits, rows)
         assert transport.take_vram_hits() == (0, 0), "the view counted into its transport"
     finally:
         transport.close()
