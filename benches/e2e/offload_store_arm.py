@@ -173,6 +173,9 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             warmed = warm_vram(client, arm, ctx)
             ctx["store_vram"][arm] = warmed
             stack.callback(lambda: warmed.update(tier_counters(client, arm, log)))
+        if isinstance(transport, MappedTransport):
+            log_mapped_view(arm, transport, "after the warm", ctx)
+            stack.callback(log_mapped_view, arm, transport, "after the runs", ctx)
         if arm == "d":  # for arm (d)'s variants, opened after it and closed before it
             ctx["d_transport"] = transport
             stack.callback(ctx.pop, "d_transport", None)
@@ -180,6 +183,25 @@ def store_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
         stack.callback(backend.close)
         stack.callback(note_host_time, arm, backend, transport, ctx)
         yield backend
+
+
+def log_mapped_view(arm: str, transport: MappedTransport, when: str, ctx: dict[str, Any]) -> None:
+    """Logs, per table, what the worker sees of the store's VRAM tier through its mapping: slots
+    tagged with a row, and keys in the index the control word names active (the store's own
+    count of resident rows is what it wrote, not what a worker's kernel finds)."""
+    for name in ctx["tables"].names:
+        view = transport.table(name, ctx["device"]).rows_view
+        if view.arena is None:
+            continue
+        tagged = int((view.tags != -1).sum())
+        active = int(view.control[0])
+        keys = view.keys[active * view.buckets : (active + 1) * view.buckets]
+        keyed = int((keys != -1).sum())
+        ctx["log"](
+            f"arm ({arm}): {name}'s VRAM tier as the worker maps it, {when}: {tagged:,} of "
+            f"{view.capacity:,} slots tagged, index {active} active with {keyed:,} of "
+            f"{view.buckets:,} buckets keyed"
+        )
 
 
 def later_tables(ctx: dict[str, Any]) -> list[str]:
