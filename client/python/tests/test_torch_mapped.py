@@ -921,11 +921,26 @@ def assert_listed(listed: int, before: int, after: int) -> None:
     assert min(before, after) - 200 <= listed <= max(before, after) + 200, (listed, before, after)
 
 
+def replay_through_backend(transport, dev_ids, want, device, what: str) -> None:
+    """Three steps of a one-layer backend over ``transport`` with ``dev_ids`` (``[T, 24]`` on
+    the device): each step's rows bit for bit ``want``, the gather captured as a CUDA graph."""
+    from engram_store.torch import EngramLayer, EngramRowBackend
+
+    backend = EngramRowBackend(
+        transport, [EngramLayer(0, GPU_TABLE)], max_tokens=dev_ids.shape[0], device=device
+    )
+    with backend:
+        for _ in range(3):
+            backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
+            assert_rows(backend, 0, want, device)
+        assert backend._graphs, f"{what} was never captured as a graph"
+
+
 def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
     """``MappedTransport(split_misses=True)``: each gather as two kernels (the VRAM tier's rows,
     listing the others; then those over PCIe), bit-exact, the list as long as the live rows the
     tier lacks; through the backend too, replayed as a CUDA graph from its second step."""
-    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend
+    from engram_store.torch import V41_ROWS
 
     client, device = shared_gpu
     transport, ids, want, lacking, out, dev_ids = misses_case(client, device, 11,
@@ -940,14 +955,7 @@ def test_split_gathers_give_the_same_rows_and_list_the_misses(shared_gpu):
         assert torch.equal(out.view(torch.int16), want.view(torch.int16))
         _, miss_count = transport._split_scratch[(GPU_TABLE, str(out.device))]
         assert_listed(int(miss_count.item()), before, lacking())
-        backend = EngramRowBackend(
-            transport, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
-        )
-        with backend:
-            for _ in range(3):
-                backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
-                assert_rows(backend, 0, want, device)
-            assert backend._graphs, "the split gather was never captured as a graph"
+        replay_through_backend(transport, dev_ids, want, device, "the split gather")
     finally:
         transport.close()
 
@@ -957,7 +965,7 @@ def test_counted_hits_are_the_rows_the_tier_holds(shared_gpu):
     from the VRAM tier: the live rows less those the tier lacked just before and after it (by
     its tags), out of every position gathered; the rows bit-exact; counted on through the
     backend's graph replays; a view counts its own."""
-    from engram_store.torch import V41_ROWS, EngramLayer, EngramRowBackend
+    from engram_store.torch import V41_ROWS
 
     client, device = shared_gpu
     transport, ids, want, lacking, out, dev_ids = misses_case(client, device, 13,
@@ -975,14 +983,7 @@ def test_counted_hits_are_the_rows_the_tier_holds(shared_gpu):
         assert_listed(int((ids >= 0).sum()) - hits, before, lacking())
         assert transport.take_vram_hits() == (0, 0)
         view = transport.view(count_hits=True)
-        backend = EngramRowBackend(
-            view, [EngramLayer(0, GPU_TABLE)], max_tokens=ids.shape[0], device=device
-        )
-        with backend:
-            for _ in range(3):
-                backend.prefetch(hash_ids=dev_ids.view(-1, 1, 24))
-                assert_rows(backend, 0, want, device)
-            assert backend._graphs, "the counting gather was never captured as a graph"
+        replay_through_backend(view, dev_ids, want, device, "the counting gather")
         hits, rows = view.take_vram_hits()
         gathers = rows // ids.size  # 3, or more if a capture step also ran it eagerly
         assert rows == gathers * ids.size and gathers >= 3 and hits > 1000 * gathers, (hits, rows)
