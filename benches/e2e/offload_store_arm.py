@@ -297,6 +297,8 @@ def variant_backend(arm: str, ctx: dict[str, Any]) -> Iterator[Any]:
             keys = ", ".join(k for k in variant.settings if k in arm_variants.TRANSPORT_KEYS)
             raise RuntimeError(f"arm ({arm}): {keys} needs --transport mapped")
         transport = transport.view(**overrides)
+    elif getattr(transport, "count_hits", False):
+        transport = transport.view()  # a view counts its own hits, not (d)'s
     backend = row_backend(transport, ctx, **arm_variants.backend_overrides(variant))
     try:
         yield backend

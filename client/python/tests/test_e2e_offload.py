@@ -242,11 +242,14 @@ def test_d_variants_run_in_arm_ds_rounds_on_its_store(tmp_path):
         "mapped_block_rows=8,mapped_late_programs=2",
         "--d-variant", "early:after_first_segment=0,model_priority=-1,mapped_fetch_misses=1",
         "--d-variant", "host:mapped_predict_misses=1,mapped_split_misses=1",
-        "--store-gpu-refresh-ms", "200",
+        "--store-gpu-refresh-ms", "200", "--mapped-count-hits",
     )  # fmt: skip
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert log.count("engram-store on") == 1, log[-3000:]
+    # --mapped-count-hits: (d) and each variant count their own gathers (none in VRAM here)
+    for arm in ("d", "d:staged", "d:p4", "d:early", "d:host"):
+        assert f"arm ({arm}): its gathers read 0 of 0 rows" in log, (arm, log[-3000:])
     # (and the store was given the refresh period asked for)
     assert "--gpu-refresh-ms 200" in log, log[-3000:]
     result = json.loads(out.read_text())
