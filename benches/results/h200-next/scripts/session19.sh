@@ -18,6 +18,12 @@
 #      read from the VRAM tier (does the worker find them?), (d:igch) the same inline;
 #   2: the default quarter-of-the-tables tier, the same counting variant: (d)'s real hit rate
 #      (vram_hit_estimate.py's offline 62-63% was never measured in the worker).
+# Reading call 1: (d:ch)'s count far below the rows gathered (and the log's "as the worker maps
+# it" line: slots tagged, keys in the active index) -> the worker misses rows the tier holds: a
+# bug between the store's publish and the worker's mapping. Near every row, and the kernel alone
+# with fresh ids fast (~20 us) -> the tier's memory as the worker maps it over CUDA IPC is slow
+# (e.g. mapped with small pages: a TLB miss a load); alone with fresh ids slow too (~270 us) ->
+# the kernel's chain of loads off L2, for any memory.
 set -u
 source "$(dirname "$0")/../../h200-2026-12-01h/scripts/session11.sh" none
 source <(sed -n '/^clocked()/,/^}/p' "$(dirname "$0")/../../h200-2026-12-02f/scripts/session18.sh")
