@@ -114,7 +114,7 @@ def child(spec_path: Path, args) -> int:
     spec = json.loads(spec_path.read_text())
     device = torch.device("cuda", 0)
     torch.cuda.set_device(device)
-    torch.cuda.init()
+    torch.zeros(1, device=device)  # the device's primary context, current on this thread
     lib = libcuda()
 
     def open_part(name: str, shape: tuple[int, ...], typestr: str) -> torch.Tensor:
