@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,49 @@ class Served:
     compression_map: np.ndarray
     #: The synthetic DeepSeek-V4.1 checkpoint imported as group ``V41_GROUP``.
     v41_checkpoint: Path
+
+
+def run_interpreted(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs Python source ``script`` in a fresh interpreter with Triton's interpreter on
+    (``TRITON_INTERPRET=1``: the kernels run on the CPU), output captured."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def assert_interpreted_ok(script: str, timeout: float = 300) -> None:
+    """``script`` (:func:`run_interpreted`) exits 0 having printed ``ok`` alone."""
+    done = run_interpreted(script, timeout)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def bench_tier_prelude(script: Path, rows: int, hot: int, seed: int) -> str:
+    """Python source, for :func:`run_interpreted`, that imports the bench script ``script`` as
+    ``K`` (and ``gather_dequantize``) and builds on the CPU a random V4.1-format ``table`` of
+    ``rows`` rows (scale bytes in a sane range), ``hot`` of its row ids drawn by ``rng`` (seeded
+    ``seed``), and ``tier = K.build_tier(table, hot, cpu)``."""
+    return textwrap.dedent(
+        f"""
+        import sys, numpy as np, torch
+        sys.path.insert(0, {str(script.parent)!r})
+        import {script.stem} as K
+        from engram_store.torch import gather_dequantize
+        rng = np.random.default_rng({seed})
+        table = torch.from_numpy(rng.integers(0, 120, ({rows}, 264), dtype=np.uint8))
+        table[:, 256:] = torch.from_numpy(rng.integers(100, 150, ({rows}, 8), dtype=np.uint8))
+        hot = rng.choice({rows}, size={hot}, replace=False).astype(np.int64)
+        tier = K.build_tier(table, hot, torch.device("cpu"))
+        """
+    )
+
+
+def run_without_gpu(script: Path, *args: str) -> subprocess.CompletedProcess:
+    """Runs the Python script ``script`` with ``args`` where CUDA sees no device."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def engram_store_bin() -> Path:

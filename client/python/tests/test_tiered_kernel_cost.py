@@ -5,30 +5,24 @@ with a message. (Its timings run on a GPU machine.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from conftest import REPO
+from conftest import (
+    REPO,
+    assert_interpreted_ok,
+    bench_tier_prelude,
+    run_interpreted,
+    run_without_gpu,
+)
 
 SCRIPT = REPO / "benches" / "e2e" / "tiered_kernel_cost.py"
 
 
 def test_the_tier_it_builds_is_the_servers_layout():
     pytest.importorskip("triton", reason="the tiered kernel needs triton (comes with CUDA torch)")
-    script = textwrap.dedent(
-        f"""
-        import sys, numpy as np, torch
-        sys.path.insert(0, {str(SCRIPT.parent)!r})
-        import tiered_kernel_cost as K
-        from engram_store.torch import gather_dequantize
-        rng = np.random.default_rng(1)
-        table = torch.from_numpy(rng.integers(0, 120, (5000, 264), dtype=np.uint8))
-        table[:, 256:] = torch.from_numpy(rng.integers(100, 150, (5000, 8), dtype=np.uint8))
-        hot = rng.choice(5000, size=700, replace=False).astype(np.int64)
-        tier = K.build_tier(table, hot, torch.device("cpu"))
+    script = bench_tier_prelude(SCRIPT, rows=5000, hot=700, seed=1) + textwrap.dedent(
+        """
         assert tier.buckets == 1024, tier.buckets
         ids = np.concatenate([rng.choice(hot, 48), rng.integers(0, 5000, 48)]).reshape(-1, 24)
         ids_t = torch.from_numpy(ids)
@@ -42,20 +36,12 @@ def test_the_tier_it_builds_is_the_servers_layout():
         print("ok")
         """
     )
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+    assert_interpreted_ok(script)
 
 
 def test_without_a_gpu_it_says_so():
     pytest.importorskip("torch", reason="tiered_kernel_cost.py needs torch (pip install torch)")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rows", "48"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    done = run_without_gpu(SCRIPT, "--rows", "48")
     assert done.returncode == 2, done.stderr[-2000:]
     assert "needs a CUDA device and Triton" in done.stderr
 
@@ -108,10 +94,7 @@ def test_every_path_it_times_runs_and_gathers_the_rows():
         print("ok")
         """
     )
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
-    )
+    done = run_interpreted(script, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
     lines = [x for x in done.stdout.splitlines() if x.startswith("    96 ")]
     assert len(lines) == 24, done.stdout

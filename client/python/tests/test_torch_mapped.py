@@ -13,13 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
-import sys
 import textwrap
 import time
 
 import numpy as np
 import pytest
+from conftest import assert_interpreted_ok
 
 torch = pytest.importorskip("torch", reason="engram_store.torch needs torch (pip install torch)")
 
@@ -279,11 +278,7 @@ def test_tiered_kernel_in_the_interpreter_reads_vram_only_for_rows_it_really_hol
         print("ok")
         """
     )
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+    assert_interpreted_ok(script)
 
 
 # --- against a GPU server ------------------------------------------------------------------------

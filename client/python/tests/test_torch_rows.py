@@ -6,15 +6,12 @@ heads, the tensor-parallel column split, and V4.1 row ids (batched numpy and tor
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, assert_interpreted_ok
 
 torch = pytest.importorskip("torch", reason="engram_store.torch needs torch (pip install torch)")
 
@@ -135,11 +132,7 @@ def test_triton_kernel_in_the_interpreter_matches_the_torch_path():
         print("ok")
         """
     )
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+    assert_interpreted_ok(script)
 
 
 @pytest.mark.parametrize(
