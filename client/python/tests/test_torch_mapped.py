@@ -1025,3 +1025,14 @@ def test_fetched_gathers_read_the_misses_ahead_and_the_rest_on_read(shared_gpu):
                 assert backend._graphs, "the fetch was never captured as a graph"
     finally:
         transport.close()
+
+
+def test_scratch_buffers_grow_to_the_gather_and_at_least_double():
+    """A per-gather scratch buffer (split lists, hit flags) is kept while it holds the gather's
+    rows, else replaced by one of the rows or twice its size, whichever is more."""
+    from engram_store.torch.mapped import _grown_size
+
+    assert _grown_size(None, 100) == 100
+    assert _grown_size(torch.empty(100), 100) is None and _grown_size(torch.empty(100), 7) is None
+    assert _grown_size(torch.empty(100), 101) == 200
+    assert _grown_size(torch.empty(100), 450) == 450

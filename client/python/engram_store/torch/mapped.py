@@ -209,6 +209,15 @@ def _cudart(call: str, *args: Any) -> None:
         raise RuntimeError(f"{call} failed with CUDA error {code}")
 
 
+def _grown_size(current: torch.Tensor | None, rows: int) -> int | None:
+    """Entries of a per-gather scratch buffer that must hold ``rows``, given the ``current``
+    one: None while it is large enough, else ``rows`` or twice its size if more (a buffer is
+    replaced, never resized: graphs captured with the old one may still replay)."""
+    if current is not None and current.numel() >= rows:
+        return None
+    return max(rows, 0 if current is None else 2 * current.numel())
+
+
 def _with_index(device: torch.device) -> torch.device:
     """``device`` with its CUDA index filled in (the current device's when it has none)."""
     if device.type == "cuda" and device.index is None:
@@ -504,8 +513,8 @@ class MappedTransport(RowTransport):
             (a byte a row, device memory) and add the flags up on the device, per table and
             device: :meth:`take_vram_hits` reads the sums. The server counts no lookup this
             transport makes (the worker reads the tier itself), so this is how a worker learns
-            what share of its rows the tier gave it. Costs two small kernels a gather (the sum,
-            and the adds), captured with it in a graph; not for split gathers (which flag
+            what share of its rows the tier gave it. Costs three small kernels a gather (the
+            sum and two adds), captured with it in a graph; not for split gathers (which flag
             nothing). Default off.
     """
 
@@ -660,9 +669,9 @@ class MappedTransport(RowTransport):
         may still replay); the counts never move."""
         key = (table, str(device))
         entry = self._hit_counts.get(key)
-        if entry is None or entry[0].numel() < rows:
-            size = max(rows, 0 if entry is None else 2 * entry[0].numel())
-            if entry is not None:
+        size = _grown_size(None if entry is None else entry[0], rows)
+        if size is not None:
+            if entry is not None:  # graphs captured with them may still replay: kept alive
                 self._outgrown_flags.append(entry[0])
             counts = torch.zeros(2, dtype=torch.int64, device=device) if entry is None else entry[1]
             entry = (torch.zeros(size, dtype=torch.uint8, device=device), counts)
@@ -690,8 +699,8 @@ class MappedTransport(RowTransport):
         owner = self._view_of or self
         key = (table, str(device))
         scratch = owner._split_scratch.get(key)
-        if scratch is None or scratch[0].numel() < rows:
-            size = max(rows, 0 if scratch is None else 2 * scratch[0].numel())
+        size = _grown_size(None if scratch is None else scratch[0], rows)
+        if size is not None:
             if scratch is not None:  # graphs captured with it may still replay: kept alive
                 owner._outgrown_scratch.append(scratch)
             scratch = (
