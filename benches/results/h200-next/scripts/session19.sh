@@ -5,7 +5,7 @@
 # protobuf) and bench-data carried:
 #   mkdir -p /tmp/o; OUT_FINAL=/tmp/o bash benches/results/h200-next/scripts/session19.sh N; \
 #     tar czf $OUT/callN.tgz -C /tmp/o .
-# (the device returns at most 8 files a call). When these have run, move this folder to
+# (the device returns at most 8 files a call; a call runs at most 600 s, hence three). When these have run, move this folder to
 # benches/results/h200-<date>/ with their outputs.
 #
 # The question (10n): in the harness, with every row of both tables in the VRAM tier, the
@@ -15,11 +15,12 @@
 # it is that slow on rows not in L2, or on memory the store shares by CUDA IPC.
 #   1: the new GPU test of count_hits; the kernel alone with fresh ids each launch (is it slow
 #      off L2?), and over a tier another process opened over CUDA IPC (ipc_tier_cost.py: torch
-#      memory, cuMemAlloc copies, and those copies from a second process); then every row in VRAM, decode 256, with (d:ch) counting the rows its gathers
-#      read from the VRAM tier (does the worker find them?), (d:igch) the same inline;
-#   2: the default quarter-of-the-tables tier, the same counting variant: (d)'s real hit rate
+#      memory, cuMemAlloc copies, and those copies from a second process);
+#   2: every row in VRAM, decode 256, with (d:ch) counting the rows its gathers read from the
+#      VRAM tier (does the worker find them?), (d:igch) the same inline;
+#   3: the default quarter-of-the-tables tier, the same counting variant: (d)'s real hit rate
 #      (vram_hit_estimate.py's offline 62-63% was never measured in the worker).
-# Reading call 1: (d:ch)'s count far below the rows gathered (and the log's "as the worker maps
+# Reading calls 1-2: (d:ch)'s count far below the rows gathered (and the log's "as the worker maps
 # it" line: slots tagged, keys in the active index) -> the worker misses rows the tier holds: a
 # bug between the store's publish and the worker's mapping. Near every row, and the kernel alone
 # with fresh ids fast (~20 us) -> the tier's memory as the worker maps it is slow: ipc_tier_cost
@@ -31,19 +32,19 @@ source <(sed -n '/^clocked()/,/^}/p' "$(dirname "$0")/../../h200-2026-12-02f/scr
 EVERY=(--store-warm-every-row --store-gpu-budget 16000000000)
 DEC=(--rounds 4 --decode-steps 128 --prefill-chunks 0 --decode-batches 256
      --store-warm-tokens 5000000 --d-variant ch:mapped_count_hits=1)
-case ${1:?call 1-2} in
+case ${1:?call 1-3} in
   1)
     python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_BIN=$PWD/.device-bin/engram-store \
-      ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store timeout 120 python3 -m pytest -q -rs \
+      ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store timeout 90 python3 -m pytest -q -rs \
       client/python/tests/test_torch_mapped.py -k counted > "$OUT_FINAL"/pytest.log 2>&1
     echo "pytest rc=$?"; tail -3 "$OUT_FINAL"/pytest.log
-    PYTHONPATH=/tmp/site timeout 150 python3 benches/e2e/tiered_kernel_cost.py --rows 6144 \
+    PYTHONPATH=/tmp/site timeout 120 python3 benches/e2e/tiered_kernel_cost.py --rows 6144 \
       --hot 24000000 --table-rows 24003916 --runs 3 2>&1 | tee "$OUT_FINAL"/tiered_kernel_cost.log
-    PYTHONPATH=/tmp/site timeout 200 python3 benches/e2e/ipc_tier_cost.py --rows 6144 \
-      --hot 24000000 2>&1 | tee "$OUT_FINAL"/ipc_tier_cost.log
-    clocked ev4b run ev4b dense-4b bcd 280 "${DEC[@]}" "${EVERY[@]}" \
+    PYTHONPATH=/tmp/site timeout 150 python3 benches/e2e/ipc_tier_cost.py --rows 6144 \
+      --hot 24000000 2>&1 | tee "$OUT_FINAL"/ipc_tier_cost.log ;;
+  2) clocked ev4b run ev4b dense-4b bcd 280 "${DEC[@]}" "${EVERY[@]}" \
       --d-variant igch:inline_min_tokens=1,mapped_programs=4096,mapped_count_hits=1 ;;
-  2) clocked q4b run q4b dense-4b bcd 250 "${DEC[@]}" ;;
+  3) clocked q4b run q4b dense-4b bcd 250 "${DEC[@]}" ;;
 esac
 grep -h "VRAM tier\|median of" "$OUT_FINAL"/*.main.log 2>/dev/null | cut -c1-300
