@@ -10,7 +10,10 @@ and the tiered gather with all hits over a tier of ``--hot`` rows, three ways:
 - ``torch``: the table and the tier in torch's allocations of this process;
 - ``raw``: copies of them in ``cuMemAlloc`` buffers of this process (how the store allocates);
 - ``ipc``: those buffers opened over CUDA IPC by a second process, as the worker opens the
-  store's tier (``cuIpcOpenMemHandle``), timed there.
+  store's tier (``cuIpcOpenMemHandle``), timed there;
+- ``vmm``: copies in ``cuMemCreate`` allocations of this process (exportable as file
+  descriptors, :mod:`engram_store.torch.vmm`);
+- ``vmm-imported``: those allocations imported and mapped by a second process, timed there.
 
 A line per case and way: rows, case, way, device us per launch (CUDA-graph replays of
 ``--reps`` launches, median of ``--runs``). GPU only.
@@ -38,6 +41,7 @@ from tiered_kernel_cost import build_tier, cycling, device_us  # noqa: E402
 from engram_store.torch import V41_ROWS, gather_dequantize, tiered  # noqa: E402
 from engram_store.torch.rows import _CudaArray  # noqa: E402
 from engram_store.torch.tiered import TieredRows, tiered_gather_dequantize  # noqa: E402
+from engram_store.torch.vmm import SharedDeviceMemory  # noqa: E402
 
 #: The tier's arrays shared, with their numpy type strings.
 TIER_PARTS = {"arena": "|u1", "keys": "<i8", "slots": "<i4", "tags": "<i8", "control": "<i4"}
@@ -73,6 +77,15 @@ def raw_copy(lib: ctypes.CDLL, t: torch.Tensor) -> tuple[int, bytes]:
     handle = _Handle()
     check(lib.cuIpcGetMemHandle(ctypes.byref(handle), ptr.value), "cuIpcGetMemHandle")
     return ptr.value, ctypes.string_at(ctypes.addressof(handle), 64)  # NULs included
+
+
+def vmm_copy(lib: ctypes.CDLL, t: torch.Tensor, device: int) -> SharedDeviceMemory:
+    """A ``cuMemCreate`` copy of ``t`` (contiguous, on the device), exportable."""
+    nbytes = t.numel() * t.element_size()
+    memory = SharedDeviceMemory.create(max(1, nbytes), device)
+    torch.cuda.synchronize()
+    check(lib.cuMemcpyDtoD_v2(memory.ptr, t.data_ptr(), nbytes), "cuMemcpyDtoD")
+    return memory
 
 
 def view(ptr: int, shape: tuple[int, ...], typestr: str, device: torch.device) -> torch.Tensor:
@@ -124,19 +137,28 @@ def child(spec_path: Path, args) -> int:
         check(lib.cuIpcOpenMemHandle_v2(ctypes.byref(ptr), handle, 1), "cuIpcOpenMemHandle")
         return view(ptr.value, shape, typestr, device)
 
+    imported: list[SharedDeviceMemory] = []
+
+    def import_part(name: str, shape: tuple[int, ...], typestr: str) -> torch.Tensor:
+        fd, size = spec["fds"][name]
+        imported.append(SharedDeviceMemory.import_fd(fd, size, 0))
+        return view(imported[-1].ptr, shape, typestr, device)
+
     row_bytes, rows, capacity, buckets = (spec[k] for k in ("row_bytes", "rows", "capacity",
                                                              "buckets"))  # fmt: skip
-    table = open_part("table", (rows, row_bytes), "|u1")
-    tier = TieredRows(
-        host=table,
-        arena=open_part("arena", (capacity, row_bytes), "|u1"),
-        keys=open_part("keys", (2 * buckets,), "<i8"),
-        slots=open_part("slots", (2 * buckets,), "<i4"),
-        tags=open_part("tags", (capacity,), "<i8"),
-        control=open_part("control", (2,), "<i4"),
-        buckets=buckets,
-    )
-    time_cases("ipc", table, tier, np.load(spec["hot"]), args)
+    hot = np.load(spec["hot"])
+    for way, part in (("ipc", open_part), ("vmm-imported", import_part)):
+        table = part("table", (rows, row_bytes), "|u1")
+        tier = TieredRows(
+            host=table,
+            arena=part("arena", (capacity, row_bytes), "|u1"),
+            keys=part("keys", (2 * buckets,), "<i8"),
+            slots=part("slots", (2 * buckets,), "<i4"),
+            tags=part("tags", (capacity,), "<i8"),
+            control=part("control", (2,), "<i4"),
+            buckets=buckets,
+        )
+        time_cases(way, table, tier, hot, args)
     return 0
 
 
@@ -178,19 +200,29 @@ def main() -> int:
         buckets=tier.buckets,
     )  # fmt: skip
     time_cases("raw", raw_tier.host, raw_tier, hot, args)
+    shared = {name: vmm_copy(lib, t.contiguous(), device.index or 0)
+              for name, t in [("table", table)] + [(k, getattr(tier, k)) for k in TIER_PARTS]}
+    vmm_tier = TieredRows(
+        host=view(shared["table"].ptr, tuple(table.shape), "|u1", device),
+        **{k: view(shared[k].ptr, tuple(getattr(tier, k).shape), TIER_PARTS[k], device)
+           for k in TIER_PARTS},
+        buckets=tier.buckets,
+    )  # fmt: skip
+    time_cases("vmm", vmm_tier.host, vmm_tier, hot, args)
+    fds = {name: (m.export_fd(), m.size) for name, m in shared.items()}
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "hot.npy", hot)
         spec = {
             "handles": {k: h.hex() for k, h in handles.items()},
             "row_bytes": V41_ROWS.row_bytes, "rows": args.table_rows,
             "capacity": int(tier.arena.shape[0]), "buckets": tier.buckets,
-            "hot": str(Path(tmp) / "hot.npy"),
+            "hot": str(Path(tmp) / "hot.npy"), "fds": fds,
         }  # fmt: skip
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         argv = [sys.executable, __file__, "--child", str(Path(tmp) / "spec.json"),
                 "--rows", ",".join(map(str, args.rows)), "--reps", str(args.reps),
                 "--runs", str(args.runs)]  # fmt: skip
-        done = subprocess.run(argv, timeout=600)
+        done = subprocess.run(argv, timeout=600, pass_fds=[fd for fd, _ in fds.values()])
     return done.returncode
 
 

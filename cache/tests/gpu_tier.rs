@@ -3,10 +3,11 @@
 //! wrong row. Without a GPU every test prints why it skips.
 #![cfg(feature = "cuda")]
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use engram_store_cache::gpu::{GpuTier, GpuTierConfig, SHARED_GRACE, probe};
+use engram_store_cache::gpu::{GpuTier, GpuTierConfig, SHARED_GRACE, SHARED_PARTS, probe};
 use engram_store_cache::mix64;
 
 const ROW: usize = 160;
@@ -229,7 +230,8 @@ fn gpu_alloc_failure_is_an_error_not_a_panic() {
     scenario.teardown();
 }
 
-/// Sharing exports the tier's memory (five distinct IPC handles, the tier's geometry) and from
+/// Sharing exports the tier's memory (five file descriptors, new each time, of whole allocations
+/// at least as large as the buffers; the tier's geometry) and from
 /// then on a refresh waits out the grace before rewriting what it freed; lookups stay right.
 #[test]
 fn a_shared_tier_exports_its_memory_and_rewrites_after_the_grace() {
@@ -247,19 +249,30 @@ fn a_shared_tier_exports_its_memory_and_rewrites_after_the_grace() {
     assert_eq!(shared.capacity, t.capacity_rows());
     assert_eq!(shared.row_bytes, ROW);
     assert!(shared.buckets.is_power_of_two() && shared.buckets >= shared.capacity);
-    let handles = [
-        shared.arena,
-        shared.index_keys,
-        shared.index_slots,
-        shared.tags,
-        shared.control,
+    let (cap, buckets) = (shared.capacity as u64, shared.buckets as u64);
+    let least = [
+        cap * ROW as u64,
+        2 * buckets * 8,
+        2 * buckets * 4,
+        cap * 8,
+        8,
     ];
-    for (i, h) in handles.iter().enumerate() {
-        assert!(h.iter().any(|&b| b != 0), "handle {i} is empty");
-        for other in &handles[i + 1..] {
-            assert_ne!(h, other, "two buffers share a handle");
-        }
+    let fds: Vec<i32> = shared.parts.iter().map(|p| p.fd.as_raw_fd()).collect();
+    for (i, (part, least)) in shared.parts.iter().zip(least).enumerate() {
+        assert!(
+            part.bytes >= least && part.bytes % (1 << 16) == 0,
+            "{}: {} bytes to map, not a whole allocation of at least {least}",
+            SHARED_PARTS[i],
+            part.bytes
+        );
+        assert!(fds[i] >= 0 && !fds[i + 1..].contains(&fds[i]));
     }
+    let again = t.share().expect("share again");
+    assert!(
+        again.parts.iter().all(|p| !fds.contains(&p.fd.as_raw_fd())),
+        "each share exports new file descriptors"
+    );
+    drop(again);
     let started = std::time::Instant::now();
     refresh_to(&t, 2000..3000u64);
     let took = started.elapsed();

@@ -14,14 +14,14 @@ mod tier;
 /// cudarc's context, and the trait that gives a device slice's address (for callers that pass
 /// their own device buffers to [`GpuTier::gather_to_device`], such as tests).
 pub use cudarc::driver::{CudaContext, DevicePtr};
-pub use device_buffer::{DeviceBuffer, IPC_HANDLE_BYTES};
+pub use device_buffer::DeviceBuffer;
 pub use hot_counter::HotCounter;
 pub use hot_index::{EMPTY_KEY, HotIndex, buckets_for};
 pub use ipc::IpcMemory;
 pub use kernels::{KERNELS, Kernels};
 pub use tier::{
-    GpuStats, GpuTier, GpuTierConfig, RefreshPlan, RefreshUnderway, SHARED_GRACE, SHARED_RETIRE,
-    SharedGpuTier,
+    GpuStats, GpuTier, GpuTierConfig, RefreshPlan, RefreshUnderway, SHARED_GRACE, SHARED_PARTS,
+    SHARED_RETIRE, SharedGpuTier, SharedPart,
 };
 
 /// Why the GPU cannot be used, or a CUDA call failed.

@@ -18,8 +18,9 @@
 //!
 //! A tier can be shared with a worker process on the same GPU ([`GpuTier::share`]): the arena,
 //! both index buffers, a tag per slot (the row id it holds, `u64::MAX` while free) and a control
-//! word (which index is active) are plain `cuMemAlloc` allocations exported as CUDA IPC handles,
-//! and the worker's own kernel probes the active index and reads the rows. Such a reader cannot
+//! word (which index is active) are shareable allocations exported as file descriptors
+//! ([`DeviceBuffer::shareable`]), and the worker's own kernel probes the active index and reads
+//! the rows. Such a reader cannot
 //! take the epoch lock, so once shared, whatever the store stops referencing (a freed slot, the
 //! index buffer that was active) is rewritten only [`SHARED_GRACE`] later, and a reader checks
 //! the slot's tag before and after it copies the row (a mismatch: the row is read elsewhere).
@@ -27,6 +28,7 @@
 //! [`SHARED_RETIRE`], marked retired in the control block, so a reader takes no row from it.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -34,7 +36,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use parking_lot::{Mutex, RwLock};
 
-use super::device_buffer::{DeviceBuffer, IPC_HANDLE_BYTES};
+use super::device_buffer::DeviceBuffer;
 use super::hot_counter::HotCounter;
 use super::hot_index::{HotIndex, buckets_for};
 use super::kernels::Kernels;
@@ -157,8 +159,21 @@ const FREE_TAG: u64 = u64::MAX;
 /// nonzero once the tier is retired (readers then take no row from it).
 const CONTROL_BYTES: usize = 64;
 
+/// The buffers a shared tier exports, in the order of [`SharedGpuTier::parts`].
+pub const SHARED_PARTS: [&str; 5] = ["arena", "index_keys", "index_slots", "tags", "control"];
+
+/// One exported buffer of a shared tier.
+#[derive(Debug, Clone)]
+pub struct SharedPart {
+    /// A file descriptor naming the allocation (a POSIX fd shareable handle), for a process on
+    /// the same GPU to import.
+    pub fd: Arc<OwnedFd>,
+    /// Bytes the importer maps (the allocation's size).
+    pub bytes: u64,
+}
+
 /// What a worker process on the same GPU needs to read a shared tier (see [`GpuTier::share`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SharedGpuTier {
     /// CUDA device ordinal.
     pub device: usize,
@@ -168,16 +183,11 @@ pub struct SharedGpuTier {
     pub capacity: usize,
     /// Buckets per index (a power of two); index `k` is at bucket `k * buckets`.
     pub buckets: usize,
-    /// IPC handle of the arena.
-    pub arena: [u8; IPC_HANDLE_BYTES],
-    /// IPC handle of the two indexes' keys (`u64`, `u64::MAX` empty), `2 * buckets`.
-    pub index_keys: [u8; IPC_HANDLE_BYTES],
-    /// IPC handle of the two indexes' slots (`u32`), `2 * buckets`.
-    pub index_slots: [u8; IPC_HANDLE_BYTES],
-    /// IPC handle of the slot tags (`u64` row id held, `u64::MAX` none), `capacity`.
-    pub tags: [u8; IPC_HANDLE_BYTES],
-    /// IPC handle of the control block (`u32` active index at byte 0).
-    pub control: [u8; IPC_HANDLE_BYTES],
+    /// The buffers, as [`SHARED_PARTS`] names them: the arena; the two indexes' keys (`u64`,
+    /// `u64::MAX` empty), `2 * buckets`; their slots (`u32`), `2 * buckets`; the slot tags
+    /// (`u64` row id held, `u64::MAX` none), `capacity`; the control block (`u32` active index
+    /// at byte 0, `u32` retired at byte 4).
+    pub parts: [SharedPart; 5],
 }
 
 /// The VRAM tier of one table.
@@ -256,11 +266,25 @@ impl GpuTier {
                 config.budget_bytes, scratch_bytes, max_batch
             ))
         })?;
+        // The shared buffers' bytes for `cap` slots, each rounded up to the granularity of a
+        // shareable allocation (as allocated below).
+        let granularity = DeviceBuffer::shareable_granularity(&ctx)? as u64;
+        let shared_bytes = |cap: usize| {
+            let buckets = buckets_for(cap) as u64;
+            [
+                cap as u64 * rb,
+                2 * buckets * 8,
+                2 * buckets * 4,
+                cap as u64 * 8,
+                CONTROL_BYTES as u64,
+            ]
+            .iter()
+            .map(|b| b.div_ceil(granularity) * granularity)
+            .sum::<u64>()
+        };
         // Largest capacity whose arena and two indexes fit the room left (binary search: the
         // index grows in power-of-two steps).
-        let fits = |cap: usize| {
-            cap as u64 * (rb + 8) + 2 * buckets_for(cap) as u64 * 12 + CONTROL_BYTES as u64 <= room
-        };
+        let fits = |cap: usize| shared_bytes(cap) <= room;
         let (mut lo, mut hi) = (0usize, (room / rb) as usize);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
@@ -278,24 +302,21 @@ impl GpuTier {
             )));
         }
         let buckets = buckets_for(capacity);
-        let device_bytes = capacity as u64 * (rb + 8)
-            + 2 * buckets as u64 * 12
-            + CONTROL_BYTES as u64
-            + scratch_bytes;
+        let device_bytes = shared_bytes(capacity) + scratch_bytes;
         let stream = ctx
             .new_stream()
             .map_err(|e| GpuError::cuda("create a stream", e))?;
         let refresh_stream = ctx
             .new_stream()
             .map_err(|e| GpuError::cuda("create a stream", e))?;
-        let arena = DeviceBuffer::zeroed(&ctx, capacity * rb as usize)?;
+        // What a worker may read is shareable (granularity-rounded: 2 MiB at most over the
+        // budget per buffer, the control block's included); the rest plain.
+        let arena = DeviceBuffer::shareable(&ctx, capacity * rb as usize, 0)?;
         // Empty keys and free tags are all-ones bytes.
-        let index_keys = DeviceBuffer::filled(&ctx, 2 * buckets * 8, 0xff)?;
-        let index_slots = DeviceBuffer::zeroed(&ctx, 2 * buckets * 4)?;
-        let tags = DeviceBuffer::filled(&ctx, capacity * 8, 0xff)?;
-        let control = DeviceBuffer::zeroed(&ctx, CONTROL_BYTES)?;
-        // Every buffer is a plain cuMemAlloc allocation: the stream-ordered pool would reserve
-        // whole chunks beyond the budget for the small ones.
+        let index_keys = DeviceBuffer::shareable(&ctx, 2 * buckets * 8, 0xff)?;
+        let index_slots = DeviceBuffer::shareable(&ctx, 2 * buckets * 4, 0)?;
+        let tags = DeviceBuffer::shareable(&ctx, capacity * 8, 0xff)?;
+        let control = DeviceBuffer::shareable(&ctx, CONTROL_BYTES, 0)?;
         let scratch = Scratch {
             ids: DeviceBuffer::zeroed(&ctx, max_batch * 8)?,
             rows: DeviceBuffer::zeroed(&ctx, max_batch * rb as usize)?,
@@ -587,20 +608,30 @@ impl GpuTier {
         Ok(())
     }
 
-    /// Shares the tier with a worker process on the same GPU: the IPC handles and geometry it
-    /// needs to probe the active index and read rows itself. From now on the tier rewrites what
-    /// it stopped referencing only [`SHARED_GRACE`] later.
+    /// Shares the tier with a worker process on the same GPU: file descriptors of its buffers
+    /// (new ones each call) and the geometry it needs to probe the active index and read rows
+    /// itself. From now on the tier rewrites what it stopped referencing only [`SHARED_GRACE`]
+    /// later.
     pub fn share(&self) -> Result<SharedGpuTier, GpuError> {
+        let m = &self.mem;
+        let part = |b: &DeviceBuffer| -> Result<SharedPart, GpuError> {
+            Ok(SharedPart {
+                fd: Arc::new(b.export_fd()?),
+                bytes: b.mapped_len() as u64,
+            })
+        };
         let shared = SharedGpuTier {
             device: self.device,
             row_bytes: self.row_bytes,
             capacity: self.capacity,
             buckets: self.buckets,
-            arena: self.mem.arena.ipc_handle()?,
-            index_keys: self.mem.index_keys.ipc_handle()?,
-            index_slots: self.mem.index_slots.ipc_handle()?,
-            tags: self.mem.tags.ipc_handle()?,
-            control: self.mem.control.ipc_handle()?,
+            parts: [
+                part(&m.arena)?,
+                part(&m.index_keys)?,
+                part(&m.index_slots)?,
+                part(&m.tags)?,
+                part(&m.control)?,
+            ],
         };
         self.shared.store(true, Ordering::Release);
         Ok(shared)

@@ -336,17 +336,25 @@ impl From<EngineStats> for pb::StatsResponse {
 impl From<crate::engine::SharedTable> for pb::ShareTableResponse {
     fn from(s: crate::engine::SharedTable) -> Self {
         #[cfg(feature = "cuda")]
+        let offered = s.offered;
+        #[cfg(feature = "cuda")]
         let vram = s.gpu.map(|g| pb::SharedVramTier {
             device: g.device as u32,
             capacity: g.capacity as u64,
             buckets: g.buckets as u64,
-            arena: g.arena.to_vec().into(),
-            index_keys: g.index_keys.to_vec().into(),
-            index_slots: g.index_slots.to_vec().into(),
-            tags: g.tags.to_vec().into(),
-            control: g.control.to_vec().into(),
             grace_ms: engram_store_cache::gpu::SHARED_GRACE.as_millis() as u32,
             retire_ms: engram_store_cache::gpu::SHARED_RETIRE.as_millis() as u32,
+            fd_socket: offered
+                .as_ref()
+                .map(|o| o.socket.display().to_string())
+                .unwrap_or_default(),
+            fd_token: offered
+                .as_ref()
+                .map(|o| o.token.to_vec())
+                .unwrap_or_default()
+                .into(),
+            fd_bytes: g.parts.iter().map(|p| p.bytes).collect(),
+            ..Default::default()
         });
         #[cfg(not(feature = "cuda"))]
         let vram = None;

@@ -288,7 +288,7 @@ impl EmbeddingStore for StoreService {
     ) -> Result<Response<pb::ShareTableResponse>, Status> {
         let r = request.into_inner();
         let device = r.device.map(|d| d as usize);
-        let shared = self.engine.table(&r.table)?.share(device).await?;
+        let shared = self.engine.share_table(&r.table, device).await?;
         Ok(Response::new(shared.into()))
     }
 

@@ -23,6 +23,7 @@ use super::catalog::{Catalog, CatalogCell, TableVersions, Unavailable};
 use super::config::EngineConfig;
 use super::dedup::DedupedIds;
 use super::error::LookupError;
+use super::fd_handoff::FdHandoff;
 use super::group::{GroupOpenError, ServedGroup, ServedLayer};
 use super::prefetch_queue::PrefetchQueue;
 use super::query::{IntoQuery, NgramQuery, RowSource, RowsQuery};
@@ -171,6 +172,9 @@ pub struct Engine {
     prefetches: PrefetchQueue,
     builder: TableBuilder,
     pub(crate) versions: Versions,
+    /// Hands a shared VRAM tier's memory to the worker that asked (ShareTable).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fd_handoff: FdHandoff,
     config: EngineConfig,
     counters: RequestCounters,
 }
@@ -337,6 +341,12 @@ impl Engine {
             prefetches: PrefetchQueue::new(config.prefetch_queue_rows, config.prefetch_tasks),
             builder,
             versions,
+            fd_handoff: FdHandoff::new(
+                config
+                    .share_memory_dir
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir),
+            ),
             config,
             counters: RequestCounters::default(),
         })

@@ -1,6 +1,7 @@
 //! Sharing a table version with a worker process on this host (the ShareTable RPC): the RAM
 //! tier's shared-memory file, which holds every row in row order once loaded whole, and the VRAM
-//! tier's device memory as CUDA IPC handles. The worker maps both and reads rows with its own
+//! tier's device memory as file descriptors, offered over the engine's [`FdHandoff`] socket
+//! (see `fd_handoff`). The worker maps both and reads rows with its own
 //! kernel on its own stream (hot rows from VRAM, the rest from host memory over PCIe), so a
 //! lookup costs no round trip to the server and no GPU time slice of another process.
 
@@ -9,7 +10,10 @@ use std::path::PathBuf;
 use engram_store_cache::tier::{Tier, Want};
 
 use super::error::LookupError;
+#[cfg(feature = "cuda")]
+use super::fd_handoff::Offered;
 use super::served_table::ServedTable;
+use super::serving::Engine;
 
 /// Rows read per step while the RAM tier is loaded whole.
 const LOAD_CHUNK_ROWS: u64 = 1 << 16;
@@ -32,6 +36,36 @@ pub struct SharedTable {
     /// The VRAM tier, if the version has one on the device asked for.
     #[cfg(feature = "cuda")]
     pub gpu: Option<engram_store_cache::gpu::SharedGpuTier>,
+    /// Where the worker collects the VRAM tier's file descriptors (with `gpu`, once
+    /// [`Engine::share_table`] offered them).
+    #[cfg(feature = "cuda")]
+    pub offered: Option<Offered>,
+}
+
+impl Engine {
+    /// Shares the served version of table `name` ([`ServedTable::share`]) and offers its VRAM
+    /// tier's file descriptors to the worker that presents the token returned.
+    pub async fn share_table(
+        &self,
+        name: &str,
+        device: Option<usize>,
+    ) -> Result<SharedTable, LookupError> {
+        #[allow(unused_mut)]
+        let mut shared = self.table(name)?.share(device).await?;
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &shared.gpu {
+            let fds = g.parts.iter().map(|p| p.fd.clone()).collect();
+            let offered = self
+                .fd_handoff
+                .offer(fds)
+                .map_err(|e| LookupError::NotShared {
+                    table: name.to_string(),
+                    why: format!("its VRAM tier's memory cannot be handed over: {e}"),
+                })?;
+            shared.offered = Some(offered);
+        }
+        Ok(shared)
+    }
 }
 
 impl ServedTable {
@@ -97,6 +131,8 @@ impl ServedTable {
             host_bytes: file.len() as u64,
             #[cfg(feature = "cuda")]
             gpu,
+            #[cfg(feature = "cuda")]
+            offered: None,
         })
     }
 

@@ -1,11 +1,13 @@
 """Rows read by the worker's own kernel from the memory engram-store shares (``ShareTable``).
 
 The server, on this host, keeps a table held whole in RAM as one shared-memory file (row ``r`` at
-byte ``r * row_bytes``) and its VRAM tier in device memory it exports over CUDA IPC: the slot
-arena, two hash indexes (row id -> slot; the active one named by a control word), and a tag per
-slot (the row id it holds). :class:`MappedTable` maps both into this process: the file read-only
-and page-locked (``cudaHostRegister``, read-only), so a kernel reads it over UVA as vLLM's
-pinned-table path does, and the IPC allocations.
+byte ``r * row_bytes``) and its VRAM tier in device memory it hands over as file descriptors on a
+Unix socket (:func:`engram_store.torch.vmm.collect_shared`; CUDA IPC handles from servers before
+that): the slot arena, two hash indexes (row id -> slot; the active one named by a control word),
+and a tag per slot (the row id it holds). :class:`MappedTable` maps both into this process: the
+file read-only and page-locked (``cudaHostRegister``, read-only), so a kernel reads it over UVA as
+vLLM's pinned-table path does, and the device allocations (mapped at their own 2 MiB pages: over
+CUDA IPC a random gather missed the GPU's TLB on every row, 19x slower, BENCHMARKS.md 10o).
 
 :func:`~engram_store.torch.tiered.tiered_gather_dequantize` (:mod:`engram_store.torch.tiered`) is
 one Triton kernel per lookup, on the caller's stream: per row it probes the active index; a row
@@ -76,6 +78,7 @@ from engram_store.torch.transport import (
     RowBuffer,
     RowTransport,
 )
+from engram_store.torch.vmm import SharedDeviceMemory, collect_shared
 
 __all__ = ["FetchedGather", "MappedTable", "MappedTransport", "StagedGather"]
 
@@ -261,6 +264,7 @@ class MappedTable:
         self.rows = shared.rows
         self.row_bytes = shared.row_bytes
         self._opened: list[int] = []
+        self._imported: list[SharedDeviceMemory] = []
         self._registered: int | None = None
         self.host_rows: torch.Tensor | None = None
         # A page-locked int64 the tiered kernel writes a row id past the table's end to.
@@ -295,33 +299,47 @@ class MappedTable:
             self.close()
             raise
 
+    def _open_ipc(self, handle: bytes) -> int:
+        """The address of an allocation a server before the file-descriptor handoff exported as
+        a CUDA IPC handle, opened here (closed by :meth:`close`)."""
+        h = _IpcHandle()
+        ctypes.memmove(ctypes.addressof(h), handle, 64)
+        ptr = ctypes.c_uint64()
+        rc = _libcuda().cuIpcOpenMemHandle_v2(ctypes.byref(ptr), h, 1)
+        if rc != 0:
+            raise RuntimeError(f"cuIpcOpenMemHandle failed with CUDA error {rc}")
+        self._opened.append(ptr.value)
+        return ptr.value
+
     def _open_vram(self, v: Any) -> None:
-        lib = _libcuda()
-
-        def open_handle(handle: bytes, count: int, typestr: str) -> torch.Tensor:
-            h = _IpcHandle()
-            ctypes.memmove(ctypes.addressof(h), handle, 64)
-            ptr = ctypes.c_uint64()
-            rc = lib.cuIpcOpenMemHandle_v2(ctypes.byref(ptr), h, 1)
-            if rc != 0:
-                raise RuntimeError(f"cuIpcOpenMemHandle failed with CUDA error {rc}")
-            self._opened.append(ptr.value)
-            return torch.as_tensor(_CudaArray(ptr.value, (count,), typestr), device=self.device)
-
         capacity, buckets = int(v.capacity), int(v.buckets)
+        if v.fd_socket:  # the allocations handed over as file descriptors
+            index = self.device.index or 0
+            self._imported = collect_shared(v.fd_socket, v.fd_token, list(v.fd_bytes), index)
+            if len(self._imported) != 5:
+                raise RuntimeError(f"the server shared {len(self._imported)} buffers, not 5")
+            addresses = [m.ptr for m in self._imported]
+        else:
+            handles = (v.arena, v.index_keys, v.index_slots, v.tags, v.control)
+            addresses = [self._open_ipc(h) for h in handles]
+
+        def open_handle(ptr: int, count: int, typestr: str) -> torch.Tensor:
+            return torch.as_tensor(_CudaArray(ptr, (count,), typestr), device=self.device)
+
+        parts = addresses
         self._errors_host = torch.zeros(8, dtype=torch.uint8, pin_memory=True)
         self._errors = self._errors_host.numpy().view(np.int64)
         errors = torch.as_tensor(
             _CudaArray(self._errors_host.data_ptr(), (1,), "<i8"), device=self.device
         )
-        arena = open_handle(v.arena, capacity * self.row_bytes, "|u1")
+        arena = open_handle(parts[0], capacity * self.row_bytes, "|u1")
         self.rows_view = TieredRows(
             host=self.rows_view.host,
             arena=arena.view(capacity, self.row_bytes),
-            keys=open_handle(v.index_keys, 2 * buckets, "<i8"),
-            slots=open_handle(v.index_slots, 2 * buckets, "<i4"),
-            tags=open_handle(v.tags, capacity, "<i8"),
-            control=open_handle(v.control, 16, "<i4"),
+            keys=open_handle(parts[1], 2 * buckets, "<i8"),
+            slots=open_handle(parts[2], 2 * buckets, "<i4"),
+            tags=open_handle(parts[3], capacity, "<i8"),
+            control=open_handle(parts[4], 16, "<i4"),
             buckets=buckets,
             errors=errors,
         )
@@ -344,12 +362,15 @@ class MappedTable:
 
     def close(self) -> None:
         """Unmaps everything; safe to call twice. No kernel may still read the table."""
-        if self._opened:
+        if self._opened or self._imported:
             torch.cuda.synchronize(self.device)
             lib = _libcuda()
             for ptr in self._opened:
                 lib.cuIpcCloseMemHandle(ptr)
             self._opened = []
+            for memory in self._imported:
+                memory.close()
+            self._imported = []
         if self._registered is not None:
             torch.cuda.synchronize(self.device)
             _cudart("cudaHostUnregister", self._registered)

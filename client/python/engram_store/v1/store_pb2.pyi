@@ -82,7 +82,7 @@ class ShareTableResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., rows: _Optional[int] = ..., row_bytes: _Optional[int] = ..., host_path: _Optional[str] = ..., host_bytes: _Optional[int] = ..., vram: _Optional[_Union[SharedVramTier, _Mapping]] = ...) -> None: ...
 
 class SharedVramTier(_message.Message):
-    __slots__ = ("device", "capacity", "buckets", "arena", "index_keys", "index_slots", "tags", "control", "grace_ms", "retire_ms")
+    __slots__ = ("device", "capacity", "buckets", "arena", "index_keys", "index_slots", "tags", "control", "grace_ms", "retire_ms", "fd_socket", "fd_token", "fd_bytes")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,9 @@ class SharedVramTier(_message.Message):
     CONTROL_FIELD_NUMBER: _ClassVar[int]
     GRACE_MS_FIELD_NUMBER: _ClassVar[int]
     RETIRE_MS_FIELD_NUMBER: _ClassVar[int]
+    FD_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    FD_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FD_BYTES_FIELD_NUMBER: _ClassVar[int]
     device: int
     capacity: int
     buckets: int
@@ -103,7 +106,10 @@ class SharedVramTier(_message.Message):
     control: bytes
     grace_ms: int
     retire_ms: int
-    def __init__(self, device: _Optional[int] = ..., capacity: _Optional[int] = ..., buckets: _Optional[int] = ..., arena: _Optional[bytes] = ..., index_keys: _Optional[bytes] = ..., index_slots: _Optional[bytes] = ..., tags: _Optional[bytes] = ..., control: _Optional[bytes] = ..., grace_ms: _Optional[int] = ..., retire_ms: _Optional[int] = ...) -> None: ...
+    fd_socket: str
+    fd_token: bytes
+    fd_bytes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, device: _Optional[int] = ..., capacity: _Optional[int] = ..., buckets: _Optional[int] = ..., arena: _Optional[bytes] = ..., index_keys: _Optional[bytes] = ..., index_slots: _Optional[bytes] = ..., tags: _Optional[bytes] = ..., control: _Optional[bytes] = ..., grace_ms: _Optional[int] = ..., retire_ms: _Optional[int] = ..., fd_socket: _Optional[str] = ..., fd_token: _Optional[bytes] = ..., fd_bytes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReadTableFileRequest(_message.Message):
     __slots__ = ("table", "version", "file", "offset", "length", "group")

@@ -214,8 +214,9 @@ class EmbeddingStoreServicer:
     def ShareTable(self, request, context):
         """Shares a table version with a worker process on this host, which then reads rows itself:
         the server's shared-memory file of the whole table (row r at byte r * row_bytes; the server
-        loads the rows it lacks first) and, on a GPU, its VRAM tier as CUDA IPC handles (the arena,
-        the two hash indexes, a tag per slot, the control word naming the active index). Needs
+        loads the rows it lacks first) and, on a GPU, its VRAM tier's memory as file descriptors
+        handed over a Unix socket (the arena, the two hash indexes, a tag per slot, the control word
+        naming the active index). Needs
         `serve --share-memory` and a RAM budget that holds the table whole. Admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

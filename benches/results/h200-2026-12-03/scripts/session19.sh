@@ -3,10 +3,14 @@
 # undone: the device time ran out). From the repository root on the GPU machine, with
 # .device-bin (engram-store --features cuda at a1e6ad6; no Rust changed since), .whl (grpcio,
 # protobuf) and bench-data carried:
-#   mkdir -p /tmp/o; OUT_FINAL=/tmp/o bash benches/results/h200-next/scripts/session19.sh N; \
+#   mkdir -p /tmp/o; OUT_FINAL=/tmp/o bash benches/results/h200-2026-12-03/scripts/session19.sh N; \
 #     tar czf $OUT/callN.tgz -C /tmp/o .
-# (the device returns at most 8 files a call; a call runs at most 600 s, hence three). When these have run, move this folder to
-# benches/results/h200-<date>/ with their outputs.
+# (the device returns at most 8 files a call; a call runs at most 600 s, hence three).
+# Session 19 ran call 1 (pytest.log, tiered_kernel_cost.log, ipc_tier_cost.log here): memory
+# opened over CUDA IPC was the whole story (172 us against 9.4 for the same gather), so calls 2-3
+# were dropped; ipc_vmm.log is ipc_tier_cost.py with the cuMemCreate ways added (the same
+# command, run alone). Calls 4-5 measure the fix (the tier shared as cuMemCreate allocations
+# handed over as file descriptors), with the store built at the fix's commit.
 #
 # The question (10n): in the harness, with every row of both tables in the VRAM tier, the
 # tiered gather took 274 us a layer inline on every SM, against 9 us for (b)'s gather and 15.5
@@ -32,7 +36,17 @@ source <(sed -n '/^clocked()/,/^}/p' "$(dirname "$0")/../../h200-2026-12-02f/scr
 EVERY=(--store-warm-every-row --store-gpu-budget 16000000000)
 DEC=(--rounds 4 --decode-steps 128 --prefill-chunks 0 --decode-batches 256
      --store-warm-tokens 5000000 --d-variant ch:mapped_count_hits=1)
-case ${1:?call 1-3} in
+GPUTESTS() {  # the GPU tests of the sharing path against the carried server (and gpu_tier)
+  python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+  [ -x .device-bin/gpu_tier ] && { timeout 100 .device-bin/gpu_tier --test-threads 1 \
+    > "$OUT_FINAL"/gpu_tier.log 2>&1; echo "gpu_tier rc=$?"; tail -3 "$OUT_FINAL"/gpu_tier.log; }
+  PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_BIN=$PWD/.device-bin/engram-store \
+    ENGRAM_STORE_GPU_BIN=$PWD/.device-bin/engram-store timeout 150 python3 -m pytest -q -rs \
+    client/python/tests/test_torch_mapped.py client/python/tests/test_vmm.py \
+    > "$OUT_FINAL"/pytest.log 2>&1
+  echo "pytest rc=$?"; tail -3 "$OUT_FINAL"/pytest.log
+}
+case ${1:?call 1-5} in
   1)
     python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site:$PWD/client/python ENGRAM_STORE_BIN=$PWD/.device-bin/engram-store \
@@ -46,5 +60,9 @@ case ${1:?call 1-3} in
   2) clocked ev4b run ev4b dense-4b bcd 280 "${DEC[@]}" "${EVERY[@]}" \
       --d-variant igch:inline_min_tokens=1,mapped_programs=4096,mapped_count_hits=1 ;;
   3) clocked q4b run q4b dense-4b bcd 250 "${DEC[@]}" ;;
+  4) GPUTESTS; clocked q4b run q4b dense-4b bcd 250 "${DEC[@]}" ;;
+  5) run q8b dense-8b bcd 230 "${DEC[@]}"
+     run all4b dense-4b bcd 230 --rounds 3 --decode-steps 128 --prefill-chunks 6 \
+       --decode-batches 64 --store-warm-tokens 5000000 ;;
 esac
 grep -h "VRAM tier\|median of" "$OUT_FINAL"/*.main.log 2>/dev/null | cut -c1-300
