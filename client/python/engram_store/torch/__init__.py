@@ -11,7 +11,8 @@
   memory (UVA).
 - ``hashing``: V4.1 row ids from token ids, batched (numpy and torch).
 - :class:`MappedTransport` (``mapped``): rows read by this process's own kernel from the memory the
-  server shares (``ShareTable``: its whole-table RAM file and its VRAM tier over CUDA IPC).
+  server shares (``ShareTable``: its whole-table RAM file and its VRAM tier's allocations,
+  handed over as file descriptors: ``vmm``).
 - ``tiered``: that kernel (each row from the VRAM tier if it holds it, else from host memory).
 - ``residency``: what a worker knows of the VRAM tier, for misses foreseen on the host.
 
