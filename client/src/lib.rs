@@ -21,6 +21,7 @@ mod client;
 pub mod cluster;
 mod dequant;
 mod error;
+pub mod fd_passing;
 mod mapped_rows;
 mod rows;
 mod security;

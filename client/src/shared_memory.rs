@@ -59,7 +59,12 @@ impl LocalConnection {
         fd: &OwnedFd,
     ) -> Result<serde_json::Value, ClientError> {
         let line = message.to_string() + "\n";
-        send_with_fd(&self.socket, line.as_bytes(), fd)?;
+        crate::fd_passing::send_with_fds(
+            self.socket.as_raw_fd(),
+            line.as_bytes(),
+            &[fd.as_raw_fd()],
+        )
+        .map_err(|e| ClientError::Local(format!("send the memfd to the server: {e}")))?;
         self.read_reply()
     }
 
@@ -238,37 +243,6 @@ impl Drop for SharedMemoryRegion {
         // mapping stays valid (the memfd lives on with it) until it sees the socket close.
         unsafe { libc::munmap(self.ptr.cast(), self.size) };
     }
-}
-
-/// Sends `bytes` with `fd` attached (`SCM_RIGHTS`).
-fn send_with_fd(socket: &UnixStream, bytes: &[u8], fd: &OwnedFd) -> Result<(), ClientError> {
-    let mut control = [0u64; 4];
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen =
-        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
-    // SAFETY: the control buffer holds one cmsghdr with one int (CMSG_SPACE above, within the
-    // 32 bytes of `control`); sendmsg reads `bytes` and the control data, both live here.
-    let sent = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
-        libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
-    };
-    if sent < 0 || sent as usize != bytes.len() {
-        return Err(os_error("send the memfd to the server"));
-    }
-    Ok(())
 }
 
 /// A shared read-write mapping of `len` bytes of the sealed memfd `fd` (which holds them for

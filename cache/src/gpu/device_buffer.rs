@@ -252,8 +252,8 @@ impl Drop for DeviceBuffer {
             return;
         }
         match self.allocation {
-            // SAFETY: allocated by malloc_sync in this context and freed only here.
             Allocation::Plain => {
+                // SAFETY: allocated by malloc_sync in this context and freed only here.
                 let _ = unsafe { cudarc::driver::result::free_sync(self.ptr) };
             }
             Allocation::Shareable {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use engram_store_client::fd_passing::{MAX_FDS, send_with_fds};
 use parking_lot::Mutex;
 
 /// How long an offer waits to be collected.
@@ -35,8 +36,6 @@ const MAX_CONNECTIONS: usize = 16;
 const MAX_OFFERS: usize = 64;
 /// Bytes of a token.
 const TOKEN_BYTES: usize = 16;
-/// Most descriptors one offer hands over.
-const MAX_FDS: usize = 8;
 
 /// Where and how a worker collects an offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +211,7 @@ fn serve(mut stream: UnixStream, offers: &Mutex<Offers>) {
     match offers.lock().take(&token) {
         Some(fds) => {
             let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-            let _ = send_with_fds(&stream, &[1], &raw);
+            let _ = send_with_fds(stream.as_raw_fd(), &[1], &raw);
         }
         None => {
             let _ = refuse(
@@ -228,81 +227,6 @@ fn refuse(stream: &mut UnixStream, why: &str) -> std::io::Result<()> {
     stream.write_all(why.as_bytes())
 }
 
-/// Sends `bytes` with `fds` attached (`SCM_RIGHTS`).
-fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
-    let fd_bytes = std::mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-    // u64 words keep the control buffer aligned for cmsghdr.
-    let mut control = vec![0u64; space.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: the control buffer holds one header of CMSG_LEN(fd_bytes) (CMSG_SPACE allocated).
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), fd_bytes);
-    }
-    // SAFETY: a connected socket and the message built above.
-    let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-    if sent < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Receives up to `buf.len()` bytes and up to [`MAX_FDS`] descriptors sent with them: what a
-/// worker does (the Python package's `engram_store.torch.vmm` is the worker's side in use).
-#[cfg(test)]
-fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) };
-    let mut control = vec![0u64; (space as usize).div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: a connected socket and the buffers above; CLOEXEC on what arrives.
-    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote, within msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-                for k in 0..len / std::mem::size_of::<RawFd>() {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(k));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok((n as usize, fds))
-}
-
 /// Collects an offer: connects to `socket`, sends `token`, and returns the descriptors, or the
 /// server's refusal as an error.
 #[cfg(test)]
@@ -311,7 +235,8 @@ fn collect(socket: &std::path::Path, token: &[u8]) -> std::io::Result<Vec<OwnedF
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.write_all(token)?;
     let mut buf = [0u8; 512];
-    let (n, fds) = recv_with_fds(&stream, &mut buf)?;
+    let mut fds = Vec::new();
+    let n = engram_store_client::fd_passing::recv_with_fds(stream.as_raw_fd(), &mut buf, &mut fds)?;
     match buf[..n].first() {
         Some(1) => Ok(fds),
         Some(_) => {

@@ -20,7 +20,7 @@
 //! RegisterRegion must.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,6 +34,7 @@ use crate::access::{Role, TokenSet};
 use crate::channel::{ChannelError, ChannelTarget, Ring};
 use crate::engine::{Engine, LookupError};
 use crate::regions::{RegionKey, RegionSpec};
+use engram_store_client::fd_passing::recv_with_fds;
 
 /// Longest message line.
 const MAX_LINE: usize = 64 << 10;
@@ -334,46 +335,6 @@ fn answer(
             }
         }
     }
-}
-
-/// One `recvmsg`: bytes into `buf`, descriptors passed with them appended to `fds` (close-on-
-/// exec). Returns the bytes read (0 at end of stream).
-fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    // Room for a few descriptors; aligned for cmsghdr.
-    let mut control = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: `msg` points at `iov` (over `buf`) and `control`, both live for the call.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: walking the control messages the kernel wrote into `control`, with the libc
-    // macros, within msg_controllen; SCM_RIGHTS data is an array of ints, each a new descriptor
-    // this process now owns.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
-                    let raw = std::ptr::read_unaligned(data.add(i));
-                    fds.push(OwnedFd::from_raw_fd(raw));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok(n as usize)
 }
 
 /// A refusal when the server checks tokens and `token` is not an admin one.
