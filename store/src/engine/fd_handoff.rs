@@ -332,8 +332,8 @@ mod tests {
         let got = loop {
             match collect(&offered.socket, &offered.token) {
                 Ok(got) => break got,
-                Err(e) if started.elapsed() < READ_TIMEOUT * 2 => {
-                    assert!(e.to_string().contains("unanswered"), "{e}");
+                // Closed unanswered (or reset mid-way) while the cap was still full.
+                Err(_) if started.elapsed() < READ_TIMEOUT * 2 => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => panic!("the token was not collected after the noise: {e}"),
