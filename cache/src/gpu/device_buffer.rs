@@ -131,7 +131,7 @@ impl DeviceBuffer {
             return Err(e);
         }
         // From here drop unmaps, frees the range and releases the handle.
-        let buffer = Self {
+        let mut buffer = Self {
             ctx: ctx.clone(),
             ptr,
             bytes,
@@ -145,12 +145,9 @@ impl DeviceBuffer {
         check("map shareable device memory", unsafe {
             sys::cuMemMap(ptr, mapped, 0, handle, 0)
         })?;
-        let mut buffer = buffer;
-        buffer.allocation = Allocation::Shareable {
-            handle,
-            size: mapped,
-            mapped: true,
-        };
+        if let Allocation::Shareable { mapped, .. } = &mut buffer.allocation {
+            *mapped = true;
+        }
         // SAFETY: a plain C struct of integers: all zeroes is a valid value.
         let mut access: sys::CUmemAccessDesc = unsafe { std::mem::zeroed() };
         access.location = prop.location;

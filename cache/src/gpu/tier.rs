@@ -309,8 +309,8 @@ impl GpuTier {
         let refresh_stream = ctx
             .new_stream()
             .map_err(|e| GpuError::cuda("create a stream", e))?;
-        // What a worker may read is shareable (granularity-rounded: 2 MiB at most over the
-        // budget per buffer, the control block's included); the rest plain.
+        // What a worker may read is shareable (each buffer rounded up to the granularity, as
+        // `shared_bytes` counted it in the budget); the rest plain.
         let arena = DeviceBuffer::shareable(&ctx, capacity * rb as usize, 0)?;
         // Empty keys and free tags are all-ones bytes.
         let index_keys = DeviceBuffer::shareable(&ctx, 2 * buckets * 8, 0xff)?;

@@ -323,23 +323,22 @@ class MappedTable:
             handles = (v.arena, v.index_keys, v.index_slots, v.tags, v.control)
             addresses = [self._open_ipc(h) for h in handles]
 
-        def open_handle(ptr: int, count: int, typestr: str) -> torch.Tensor:
+        def view(ptr: int, count: int, typestr: str) -> torch.Tensor:
             return torch.as_tensor(_CudaArray(ptr, (count,), typestr), device=self.device)
 
-        parts = addresses
         self._errors_host = torch.zeros(8, dtype=torch.uint8, pin_memory=True)
         self._errors = self._errors_host.numpy().view(np.int64)
         errors = torch.as_tensor(
             _CudaArray(self._errors_host.data_ptr(), (1,), "<i8"), device=self.device
         )
-        arena = open_handle(parts[0], capacity * self.row_bytes, "|u1")
+        arena = view(addresses[0], capacity * self.row_bytes, "|u1")
         self.rows_view = TieredRows(
             host=self.rows_view.host,
             arena=arena.view(capacity, self.row_bytes),
-            keys=open_handle(parts[1], 2 * buckets, "<i8"),
-            slots=open_handle(parts[2], 2 * buckets, "<i4"),
-            tags=open_handle(parts[3], capacity, "<i8"),
-            control=open_handle(parts[4], 16, "<i4"),
+            keys=view(addresses[1], 2 * buckets, "<i8"),
+            slots=view(addresses[2], 2 * buckets, "<i4"),
+            tags=view(addresses[3], capacity, "<i8"),
+            control=view(addresses[4], 16, "<i4"),
             buckets=buckets,
             errors=errors,
         )
