@@ -1,6 +1,6 @@
 """Per-round ratios of session 11's runs (BENCHMARKS.md 10h), from the harness's JSON: for each
 run, phase and batch, the median (and mean, and lowest) over rounds of each arm's tok/s over
-(b)'s and over (c)'s in the same round, and of each variant of (d) over (d).
+(b)'s (when the run has (b)) and over (c)'s in the same round, and of each variant of (d) over (d).
 
     python3 benches/results/h200-2026-12-01h/scripts/ratios.py benches/results/h200-2026-12-01h
 """
@@ -32,11 +32,14 @@ def main(root: Path) -> None:
         run = f"{path.parent.name}/{path.name.split('-offload')[0]}"
         for phase, batch in sorted({(p, b) for _, p, b in by}):
             arms = sorted(a for a, p, b in by if (p, b) == (phase, batch))
-            print(f"{run} {phase} {batch} ({len(by[('b', phase, batch)])} rounds)")
+            base = "b" if "b" in arms else "c"  # runs without (b) report against (c) alone
+            print(f"{run} {phase} {batch} ({len(by[(base, phase, batch)])} rounds)")
             for arm in arms:
-                if arm == "b":
+                if arm == base:
                     continue
-                line = f"  {arm}/b {summary(by[(arm, phase, batch)], by[('b', phase, batch)])}"
+                line = ""
+                if base == "b":
+                    line += f"  {arm}/b {summary(by[(arm, phase, batch)], by[('b', phase, batch)])}"
                 if arm != "c":
                     line += f"  {arm}/c {summary(by[(arm, phase, batch)], by[('c', phase, batch)])}"
                 if arm.startswith("d:"):

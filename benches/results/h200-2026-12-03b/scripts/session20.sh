@@ -6,8 +6,12 @@
 # abi3 manylinux wheels) and bench-data (en.tokens.u32) carried:
 #   mkdir -p /tmp/o; OUT_FINAL=/tmp/o bash benches/results/h200-next/scripts/session20.sh N; \
 #     tar czf $OUT/callN.tgz -C /tmp/o .
-# (at most 8 files come back a call; a call runs at most 600 s). When these have run, move this
-# folder to benches/results/h200-<date>/ with their outputs.
+# (at most 8 files come back a call; a call runs at most 600 s). Session 20 ran calls 1 and 3
+# as written (BENCHMARKS.md 10p; their outputs in ../call1, ../call3) and call 2 with LIMITS=1
+# (the disk's raw io_uring rate on a table file, engram-bench limits, after the harness). The
+# working tree and the carried folders must stay under 64 MiB: engram-bench and the trace
+# travelled xz-compressed and were unpacked first (`xz -d .device-bin/engram-bench.xz
+# bench-data/en.tokens.u32.xz`).
 #   1: the Rust gpu_tier tests as mended in session 19 (never run on a GPU since) and the
 #      mapped path's Python GPU tests; then arm (e) on dense-4b after the fix (it reads through
 #      LookupInto, whose writes into the worker's tensor still go through a CUDA IPC mapping the
