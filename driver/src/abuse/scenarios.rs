@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use engram_store_client::proto as pb;
 use engram_store_client::{Client, ClientError, LocalConnection, sealed_memfd};
 use prost::Message;
@@ -187,12 +188,18 @@ pub(super) async fn path_race(
     duration: Duration,
     protected: Option<&Path>,
 ) -> anyhow::Result<Finding> {
-    let own_dir = tempfile::tempdir()?;
+    // A protected file of its own only when none is given (the temporary directory is then
+    // needed; with one given, nothing depends on TMPDIR being writable by this user).
+    let mut own_dir = None;
     let protected = match protected {
         Some(p) => p.to_path_buf(),
         None => {
-            let p = own_dir.path().join("secret");
-            std::fs::write(&p, b"do not touch")?;
+            let dir = own_dir.insert(
+                tempfile::tempdir().context("a temporary directory for the protected file")?,
+            );
+            let p = dir.path().join("secret");
+            std::fs::write(&p, b"do not touch")
+                .with_context(|| format!("write the protected file {}", p.display()))?;
             p
         }
     };
@@ -201,12 +208,21 @@ pub(super) async fn path_race(
     if !shm.is_dir() {
         return Ok(finding(true, "no /dev/shm here: nothing to race"));
     }
-    let name = format!("engram-abuse-{}", std::process::id());
+    // Names unique to this run (process and clock), so a file another user left under the same
+    // name in the sticky /dev/shm cannot stop the race.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!("engram-abuse-{}-{nanos:09}", std::process::id());
     let link = shm.join(&name);
     let decoy = shm.join(format!("{name}-decoy"));
-    std::fs::write(&decoy, vec![0u8; 4096])?;
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&protected, &link)?;
+    std::fs::write(&decoy, vec![0u8; 4096])
+        .with_context(|| format!("write the decoy {}", decoy.display()))?;
+    if let Err(e) = std::os::unix::fs::symlink(&protected, &link) {
+        let _ = std::fs::remove_file(&decoy);
+        return Err(e)
+            .with_context(|| format!("symlink {} -> {}", link.display(), protected.display()));
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let swapper = {
         let (stop, link, decoy) = (stop.clone(), link.clone(), decoy.clone());
