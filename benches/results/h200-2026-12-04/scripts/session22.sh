@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Session 22's device calls for issue 14 (BENCHMARKS.md 10q), as they ran. From the repository
+# root on the GPU machine, with .device-bin (engram-store --features cuda, stripped, and
+# engram-bench.xz), .whl (grpcio 1.85.1 cp312, protobuf 7.35.1 abi3) and bench-data
+# (en.tokens.u32.xz) carried; engram-bench and the trace travel xz-compressed to keep the carry
+# under 64 MiB:
+#   xz -d .device-bin/engram-bench.xz bench-data/en.tokens.u32.xz; chmod +x .device-bin/*
+#   mkdir -p /tmp/o; OUT_FINAL=/tmp/o bash benches/results/h200-2026-12-04/scripts/session22.sh N
+#   tar czf $OUT/callN.tgz -C /tmp/o .
+#   1: arm (e) on dense-8b (session 20's call 2, which never got a machine), then the disk's raw
+#      io_uring random-read rate on a table file (LIMITS=1, engram-bench limits);
+#   2: arm (d) against (b) and (c) at decode batch 64 on dense-4b, 8 rounds: session 20's call 1
+#      measured d/c 0.986 there (3 rounds), 10o 1.001-1.021; more rounds to settle it.
+set -u
+source "$(dirname "$0")/../../h200-2026-12-01h/scripts/session11.sh" none
+case ${1:?call 1-2} in
+  1) LIMITS=1 run e8b dense-8b cde 470 --rounds 3 --decode-steps 96 --prefill-chunks 6 \
+       --store-warm-tokens 5000000
+     cp /tmp/res/e8b/limits.log "$OUT_FINAL"/e8b-limits.log 2>/dev/null
+     tail -12 "$OUT_FINAL"/e8b-limits.log ;;
+  2) run d64 dense-4b bcd 420 --rounds 8 --decode-steps 128 --prefill-chunks 0 \
+       --decode-batches 64 --store-warm-tokens 5000000 ;;
+esac
+grep -h "median of" "$OUT_FINAL"/*.main.log 2>/dev/null | cut -c1-300
