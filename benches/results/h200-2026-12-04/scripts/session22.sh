@@ -22,3 +22,18 @@ case ${1:?call 1-2} in
        --decode-batches 64 --store-warm-tokens 5000000 ;;
 esac
 grep -h "median of" "$OUT_FINAL"/*.main.log 2>/dev/null | cut -c1-300
+# Call 3 (added after call 2 gave 0.979): (c) and (d) alone at decode 64 on dense-4b, 12 rounds
+# of 256 steps (twice call 2's), with a variant of (d) that records nothing
+# (mapped_record_every=0: 10h measured the worker's recording at up to a point):
+#   source benches/results/h200-2026-12-01h/scripts/session11.sh none
+#   run q64 dense-4b cd 420 --rounds 12 --decode-steps 256 --prefill-chunks 0 \
+#     --decode-batches 64 --store-warm-tokens 5000000 --d-variant nr:mapped_record_every=0
+# Call 4 (added after call 3 put the recording at ~2 points of decode 64): the recording's cost
+# by how often it runs and how often the store refreshes: variants recording nothing (nr) and
+# every 256th gather (r256) beside the default (every 32nd), with the store refreshing every
+# second (the default, q64r) and every 10 s (q64s):
+#   source benches/results/h200-2026-12-01h/scripts/session11.sh none
+#   V=(--rounds 10 --decode-steps 256 --prefill-chunks 0 --decode-batches 64 \
+#      --store-warm-tokens 5000000 --d-variant nr:mapped_record_every=0 \
+#      --d-variant r256:mapped_record_every=256)
+#   run q64r dense-4b cd 230 "${V[@]}"; run q64s dense-4b cd 230 "${V[@]}" --store-gpu-refresh-ms 10000
