@@ -37,3 +37,8 @@ grep -h "median of" "$OUT_FINAL"/*.main.log 2>/dev/null | cut -c1-300
 #      --store-warm-tokens 5000000 --d-variant nr:mapped_record_every=0 \
 #      --d-variant r256:mapped_record_every=256)
 #   run q64r dense-4b cd 230 "${V[@]}"; run q64s dense-4b cd 230 "${V[@]}" --store-gpu-refresh-ms 10000
+# Call 5 (after call 4: with the store refreshing every 10 s the recording cost nothing): every
+# phase with the store refreshing every 10 s, before making that the default:
+#   source benches/results/h200-2026-12-01h/scripts/session11.sh none
+#   run r10 dense-4b cd 200 --rounds 3 --decode-steps 96 --prefill-chunks 6 \
+#     --store-warm-tokens 5000000 --store-gpu-refresh-ms 10000
