@@ -525,6 +525,7 @@ def report_results(
             "stage_min_tokens": args.stage_min_tokens,
             "store_gpu_budget": args.store_gpu_budget,
             "store_gpu_refresh_ms": args.store_gpu_refresh_ms,
+            "store_gpu_refresh_min_rows": args.store_gpu_refresh_min_rows,
             "store_gpu_weights": args.store_gpu_weights,
             "store_warm_tokens": args.store_warm_tokens,
             "store_warm_ram_band": args.store_warm_ram_band,

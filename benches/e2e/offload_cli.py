@@ -91,6 +91,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "hottest, each time rewriting its index (default: the store's, 1000)",
     )
     p.add_argument(
+        "--store-gpu-refresh-min-rows",
+        type=int,
+        default=None,
+        help="the store arms' --gpu-refresh-min-rows: a refresh wanting fewer rows waits for the "
+        "next period, at most ten in a row (default: the store's, 0)",
+    )
+    p.add_argument(
         "--store-warm-tokens",
         type=int,
         default=None,

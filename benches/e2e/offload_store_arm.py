@@ -96,6 +96,8 @@ def store_flags(arm: str, ctx: dict[str, Any]) -> tuple[int, list[str]]:
         extra += ["--gpu-budget", budget, "--gpu-device", str(device.index or 0)]
     if args.store_gpu_refresh_ms is not None:
         extra += ["--gpu-refresh-ms", str(args.store_gpu_refresh_ms)]
+    if args.store_gpu_refresh_min_rows is not None:
+        extra += ["--gpu-refresh-min-rows", str(args.store_gpu_refresh_min_rows)]
     for name, w in zip(tables.names, table_weights(ctx), strict=True):
         if w != 1.0:
             extra += ["--gpu-weight", f"{name}={w:g}"]

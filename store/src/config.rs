@@ -13,6 +13,7 @@
 //! gpu_budget = "0"      # per device, e.g. "40GiB" (builds with --features cuda)
 //! gpu_device = 0        # or a list, gpu_device = [0, 1]: a VRAM tier on each
 //! gpu_refresh_ms = 1000 # how often each VRAM tier takes in the rows now hottest (50-600000)
+//! gpu_refresh_min_rows = 0  # a refresh wanting fewer rows waits (at most 10 periods in a row)
 //! gpu_weights = { "v41.layer1" = 2.0 }  # VRAM split by data bytes x weight (default 1)
 //! local_socket = "/run/engram-store.local"   # "" for none
 //! max_connections = 256
@@ -97,6 +98,9 @@ pub struct ServeConfig {
     /// Milliseconds between a VRAM tier's refreshes (taking in the rows now hottest, each
     /// patching the tier's index where the rows changed), 50 to 600,000.
     pub gpu_refresh_ms: u64,
+    /// A background refresh wanting fewer rows than this waits for the next period, at most
+    /// ten periods in a row (0: every refresh with rows to bring in runs).
+    pub gpu_refresh_min_rows: u64,
     /// Path of the local socket for memfd regions ("": none).
     pub local_socket: String,
     /// Connections open at once, at most.
@@ -172,6 +176,7 @@ impl Default for ServeConfig {
             gpu_device: GpuDevices::default(),
             gpu_weights: GpuWeights::default(),
             gpu_refresh_ms: 1000,
+            gpu_refresh_min_rows: 0,
             local_socket: String::new(),
             max_connections: 256,
             max_concurrent_streams: 32,
@@ -236,6 +241,7 @@ impl ServeConfig {
             );
         }
         c.gpu_refresh = std::time::Duration::from_millis(self.gpu_refresh_ms);
+        c.gpu_refresh_min_rows = usize::try_from(self.gpu_refresh_min_rows).unwrap_or(usize::MAX);
         c.answer_budget_bytes = parse_size(&self.answer_budget).map_err(anyhow::Error::msg)?;
         c.prefetch_queue_rows = self.prefetch_queue_rows.max(1);
         c.max_regions_per_connection = self.max_regions_per_connection;
@@ -378,6 +384,10 @@ mod tests {
         let r: ServeConfig = toml::from_str("gpu_refresh_ms = 5000").expect("refresh key");
         let refresh = r.engine_config().expect("engine config").gpu_refresh;
         assert_eq!(refresh, std::time::Duration::from_secs(5));
+        assert_eq!(c.engine_config().expect("engine").gpu_refresh_min_rows, 0);
+        let r: ServeConfig = toml::from_str("gpu_refresh_min_rows = 4096").expect("min rows key");
+        let e = r.engine_config().expect("engine config");
+        assert_eq!(e.gpu_refresh_min_rows, 4096);
         for bad in [0, 49, 600_001] {
             let r: ServeConfig = toml::from_str(&format!("gpu_refresh_ms = {bad}")).expect("key");
             let e = r.engine_config().expect_err("out of range");

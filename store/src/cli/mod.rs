@@ -105,6 +105,12 @@ pub(crate) struct ServeArgs {
     /// patch the tier's index where the rows changed (50 to 600000) [default 1000].
     #[arg(long, value_name = "MS")]
     pub(crate) gpu_refresh_ms: Option<u64>,
+    /// A background refresh of a VRAM tier that would bring in fewer rows than N waits for the
+    /// next period, at most ten periods in a row: small drift in the counts is taken in later,
+    /// in fewer device writes beside the model; a warm or a shift in the traffic at once
+    /// [default 0: every refresh with rows to bring in runs].
+    #[arg(long, value_name = "N")]
+    pub(crate) gpu_refresh_min_rows: Option<u64>,
     /// Read through the page cache instead of O_DIRECT.
     #[arg(long)]
     pub(crate) buffered_io: bool,
@@ -606,6 +612,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.gpu_refresh_ms {
         c.gpu_refresh_ms = v;
+    }
+    if let Some(v) = a.gpu_refresh_min_rows {
+        c.gpu_refresh_min_rows = v;
     }
     if let Some(v) = a.max_connections {
         c.max_connections = v;

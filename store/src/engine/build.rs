@@ -111,6 +111,7 @@ struct GpuSettings {
     )>,
     max_batch: usize,
     refresh: std::time::Duration,
+    refresh_min_rows: usize,
 }
 
 impl std::fmt::Debug for TableBuilder {
@@ -155,6 +156,7 @@ impl TableBuilder {
                     .collect(),
                 max_batch: config.max_batch_ids.min(GPU_BATCH_ROWS),
                 refresh: config.gpu_refresh,
+                refresh_min_rows: config.gpu_refresh_min_rows,
             },
         }
     }
@@ -235,7 +237,12 @@ impl TableBuilder {
             let served = Arc::new(ServedTable::new(table, on_devices, ram, self.io.clone()));
             for g in &gpus {
                 if let Some(cascade) = served.cascade_for(Some(g.device())) {
-                    engram_store_cache::tier::spawn_refresh(cascade, g.clone(), self.gpu.refresh);
+                    engram_store_cache::tier::spawn_refresh(
+                        cascade,
+                        g.clone(),
+                        self.gpu.refresh,
+                        self.gpu.refresh_min_rows,
+                    );
                 }
             }
             Ok(Built {

@@ -41,6 +41,10 @@ pub struct EngineConfig {
     pub gpu_devices: GpuDevices,
     /// How often the VRAM hot set is refreshed. Default 1 s.
     pub gpu_refresh: Duration,
+    /// A background refresh that would bring in fewer rows than this waits for the next
+    /// period (at most `engram_store_cache::tier::MAX_DEFERRED_REFRESHES` in a row). Default 0:
+    /// every refresh with rows to bring in runs.
+    pub gpu_refresh_min_rows: usize,
     /// Bytes of answers built in server memory and not yet sent, at most. Default 1 GiB.
     pub answer_budget_bytes: u64,
     /// How long a request waits for room in the answer budget before RESOURCE_EXHAUSTED.
@@ -91,6 +95,7 @@ impl EngineConfig {
             gpu_weights: GpuWeights::default(),
             gpu_devices: GpuDevices::default(),
             gpu_refresh: Duration::from_secs(1),
+            gpu_refresh_min_rows: 0,
             answer_budget_bytes: 1 << 30,
             answer_wait: Duration::from_millis(100),
             prefetch_queue_rows: 1 << 22,

@@ -42,3 +42,7 @@ grep -h "median of" "$OUT_FINAL"/*.main.log 2>/dev/null | cut -c1-300
 #   source benches/results/h200-2026-12-01h/scripts/session11.sh none
 #   run r10 dense-4b cd 200 --rounds 3 --decode-steps 96 --prefill-chunks 6 \
 #     --store-warm-tokens 5000000 --store-gpu-refresh-ms 10000
+# Next (not run: device time spent): the same A/B with the refresh kept at 1 s but deferred while
+# it wants few rows (serve --gpu-refresh-min-rows, new after call 5), the server's refresh sizes
+# logged (RUST_LOG=engram_store_cache=debug, in the harness's server logs) to choose N:
+#   run q64m dense-4b cd 230 "${V[@]}" --store-gpu-refresh-min-rows 65536
