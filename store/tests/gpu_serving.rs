@@ -2,7 +2,8 @@
 //! clear CLI error for a bad `--gpu-device` list or `--gpu-weight`, a warning for a weight on a
 //! table not served, and, on a GPU machine with `--features cuda`, rows served from VRAM after a
 //! refresh, bit-exact; each table's VRAM tier sized by its weight; a buffer on a device not
-//! served refused with FAILED_PRECONDITION; and, with 2+ GPUs, one VRAM tier per device, each
+//! served refused with FAILED_PRECONDITION; a refresh below `--gpu-refresh-min-rows` deferred,
+//! at most ten periods; and, with 2+ GPUs, one VRAM tier per device, each
 //! filled with the rows asked for into buffers on its device.
 
 mod common;
@@ -293,6 +294,54 @@ async fn prefetched_rows_move_into_vram_without_lookups() {
         "prefetched rows were not served from VRAM"
     );
     println!("{resident} prefetched rows resident, {hits} VRAM hits");
+    server.shutdown().await.expect("shutdown");
+}
+
+/// `--gpu-refresh-min-rows`: a refresh wanting fewer rows than the minimum waits, but for at
+/// most `MAX_DEFERRED_REFRESHES` periods in a row.
+#[cfg(feature = "cuda")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_refresh_waits_at_most_ten_periods() {
+    if !gpu_present() {
+        println!("SKIP: no usable GPU (or a build without --features cuda)");
+        return;
+    }
+    let period = std::time::Duration::from_millis(200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    random_table(dir.path(), "t", DType::Bf16, 80, 200_000, 4096, 3);
+    let mut config = gpu_config(dir.path());
+    config.gpu_refresh = period;
+    config.gpu_refresh_min_rows = 1_000_000;
+    let (_engine, server, client) = common::start_with(config).await;
+    let hot: Vec<u64> = (0..3_000u64).map(|i| i * 61 % 200_000).collect();
+    let hinted = std::time::Instant::now();
+    client.prefetch("t", &hot).await.expect("prefetch");
+    let resident = || async {
+        let stats = client.stats(false).await.expect("stats");
+        stats
+            .tiers
+            .iter()
+            .find(|t| t.tier == "gpu")
+            .map_or(0, |t| t.resident_rows)
+    };
+    // Five periods in: 3,000 rows wanted, fewer than the minimum, so nothing has entered.
+    tokio::time::sleep(period * 5).await;
+    assert_eq!(resident().await, 0, "a refresh below its minimum ran");
+    // After the tenth deferral in a row the next refresh runs whatever it wants.
+    let limit = period * (engram_store_cache::tier::MAX_DEFERRED_REFRESHES + 1) * 4;
+    while resident().await < hot.len() as u64 {
+        assert!(
+            hinted.elapsed() < limit,
+            "the deferred rows never entered VRAM"
+        );
+        tokio::time::sleep(period / 2).await;
+    }
+    println!(
+        "{} rows entered VRAM {:.1} s after the hint (deferred refreshes of {} ms)",
+        hot.len(),
+        hinted.elapsed().as_secs_f64(),
+        period.as_millis()
+    );
     server.shutdown().await.expect("shutdown");
 }
 
