@@ -39,6 +39,13 @@ fn gpu_present() -> bool {
     gpu_count() > 0
 }
 
+/// The VRAM tier's entry of a Stats answer, if it has one.
+fn gpu_tier(
+    stats: &engram_store_proto::v1::StatsResponse,
+) -> Option<&engram_store_proto::v1::TierStats> {
+    stats.tiers.iter().find(|t| t.tier == "gpu")
+}
+
 /// `engram-store serve` on `data` with `flags`, which it must refuse: its stderr (also printed),
 /// after checking it exited non-zero without a panic.
 fn refused_serve(data: &std::path::Path, flags: &[&str]) -> String {
@@ -235,7 +242,7 @@ async fn hot_rows_are_served_from_vram_bit_exact() {
             assert_eq!(rows.row(i), model.row(id), "row {id} in round {round}");
         }
         let stats = client.stats(false).await.expect("stats");
-        let gpu = stats.tiers.iter().find(|t| t.tier == "gpu");
+        let gpu = gpu_tier(&stats);
         assert_eq!(
             gpu.map(|t| t.device),
             Some(Some(0)),
@@ -264,9 +271,6 @@ async fn prefetched_rows_move_into_vram_without_lookups() {
     let hot: Vec<u64> = (0..3_000u64).map(|i| i * 61 % 200_000).collect();
     client.prefetch("t", &hot).await.expect("prefetch");
     // Only the prefetch hint counts these rows: no lookup has touched them.
-    let gpu_tier = |s: &engram_store_proto::v1::StatsResponse| {
-        s.tiers.iter().find(|t| t.tier == "gpu").cloned()
-    };
     let mut resident = 0;
     for _ in 0..50 {
         let stats = client.stats(false).await.expect("stats");
@@ -318,11 +322,7 @@ async fn a_small_refresh_waits_at_most_ten_periods() {
     client.prefetch("t", &hot).await.expect("prefetch");
     let resident = || async {
         let stats = client.stats(false).await.expect("stats");
-        stats
-            .tiers
-            .iter()
-            .find(|t| t.tier == "gpu")
-            .map_or(0, |t| t.resident_rows)
+        gpu_tier(&stats).map_or(0, |t| t.resident_rows)
     };
     // Five periods in: 3,000 rows wanted, fewer than the minimum, so nothing has entered.
     tokio::time::sleep(period * 5).await;

@@ -170,7 +170,7 @@ fn refresh_threshold(min_rows: usize, deferred: u32) -> usize {
 
 /// What [`refresh_if_at_least`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refreshed {
+enum Refreshed {
     /// Loaded this many rows (0: none wanted).
     Loaded(usize),
     /// Some rows were wanted, fewer than the minimum: nothing done.
@@ -190,7 +190,7 @@ pub async fn refresh_once(cascade: &Arc<Cascade>, gpu: &Arc<GpuTier>) -> Result<
 
 /// [`refresh_once`] if it would bring in at least `min_rows` rows; otherwise nothing (the
 /// ranking of the counts aside, which stays on the host).
-pub async fn refresh_if_at_least(
+async fn refresh_if_at_least(
     cascade: &Arc<Cascade>,
     gpu: &Arc<GpuTier>,
     min_rows: usize,

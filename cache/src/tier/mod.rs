@@ -19,9 +19,7 @@ use futures::future::BoxFuture;
 
 pub use error::{TaskEnd, TierError};
 #[cfg(feature = "cuda")]
-pub use gpu::{
-    MAX_DEFERRED_REFRESHES, Refreshed, refresh_if_at_least, refresh_once, spawn_refresh,
-};
+pub use gpu::{MAX_DEFERRED_REFRESHES, refresh_once, spawn_refresh};
 pub use memory::MemoryTier;
 pub use nvme::{NvmeFile, NvmeTier};
 pub use ram::RamTier;
